@@ -1,0 +1,58 @@
+"""Catalog schemas (the prompt catalog and each data release): creation and registry."""
+
+from __future__ import annotations
+
+import logging
+
+import psycopg
+
+from . import __version__
+from .schema import added_columns_ddl, catalog_ddl, meta_ddl
+
+__all__ = ["create_meta", "create_catalog", "upgrade_catalogs", "record_version", "catalog_exists"]
+
+log = logging.getLogger(__name__)
+
+
+def _execute_all(conn: psycopg.Connection, statements: list[str]) -> None:
+    """Run generated DDL in one round trip (simple query protocol, same transaction)."""
+    if statements:
+        conn.execute(";\n".join(statements).encode())  # type: ignore[call-overload]
+
+
+def create_meta(conn: psycopg.Connection, version: int) -> None:
+    """Create the ``dpdb_meta`` bookkeeping tables at schema ``version``."""
+    _execute_all(conn, meta_ddl(version))
+
+
+def catalog_exists(conn: psycopg.Connection, name: str) -> bool:
+    row = conn.execute("SELECT 1 FROM dpdb_meta.catalog WHERE name = %s", (name,)).fetchone()
+    return row is not None
+
+
+def create_catalog(conn: psycopg.Connection, name: str, kind: str, version: int, partition_order: int) -> None:
+    """Create catalog schema ``name`` with all its tables, partitions and indexes, and register it."""
+    log.info("creating %s catalog %s (schema v%d, partition order %d)", kind, name, version, partition_order)
+    _execute_all(conn, catalog_ddl(name, version, kind, partition_order))
+    conn.execute(
+        "INSERT INTO dpdb_meta.catalog (name, kind, schema_version, partition_order, created_at) "
+        "VALUES (%s, %s, %s, %s, now())",
+        (name, kind, version, partition_order),
+    )
+
+
+def upgrade_catalogs(conn: psycopg.Connection, old: int, new: int) -> None:
+    """Bring every registered catalog from schema ``old`` to ``new`` (append-only: add columns/tables)."""
+    catalogs = conn.execute(
+        "SELECT name, kind, partition_order FROM dpdb_meta.catalog WHERE schema_version = %s", (old,)
+    ).fetchall()
+    for name, kind, order in catalogs:
+        _execute_all(conn, added_columns_ddl(name, kind, old, new, order))
+        conn.execute("UPDATE dpdb_meta.catalog SET schema_version = %s WHERE name = %s", (new, name))
+
+
+def record_version(conn: psycopg.Connection, version: int) -> None:
+    conn.execute(
+        "INSERT INTO dpdb_meta.schema_version (version, code_version, applied_at) VALUES (%s, %s, now())",
+        (version, __version__),
+    )

@@ -1,0 +1,50 @@
+"""dpdb settings: one pydantic model, read from ``DPDB_*`` environment variables.
+
+Field descriptions double as CLI help.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    """Everything that can be configured, with defaults for the embedded database."""
+
+    model_config = SettingsConfigDict(env_prefix="DPDB_", extra="ignore")
+
+    dsn: str | None = Field(
+        None,
+        description="libpq connection string of an existing PostgreSQL server; "
+        "when unset dpdb runs its own embedded server under DPDB_HOME.",
+    )
+    home: Path = Field(
+        Path(".dpdb"),
+        description="Directory of the embedded PostgreSQL cluster (data, socket, logs).",
+    )
+    database: str = Field("dpdb", description="Database name used on the embedded server.")
+    partition_order: int = Field(
+        1,
+        ge=0,
+        le=8,
+        description="HEALPix order of the spatial partitions of new catalogs "
+        "(12*4**order partitions per large table).",
+    )
+    pg_bindir: Path | None = Field(
+        None, description="Directory of the PostgreSQL server binaries (default: searched)."
+    )
+
+    def embedded(self) -> bool:
+        """True when dpdb runs its own server rather than using ``dsn``."""
+        return not self.dsn
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Settings from the environment, with explicit overrides (e.g. from CLI options) on top."""
+    values = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,195 @@
+"""Connections: the embedded server or ``DPDB_DSN``, database bootstrap and version checks."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import sql
+
+from . import __version__
+from .config import Settings
+from .errors import ServerError, VersionMismatchError
+from .schema import latest_version
+from .server import DEBIAN_PACKAGES, EmbeddedServer
+
+__all__ = [
+    "REQUIRED_EXTENSIONS",
+    "server_for",
+    "conninfo",
+    "ensure_server",
+    "prepare",
+    "check_compatible",
+    "connect",
+    "database_version",
+    "DatabaseInfo",
+    "describe",
+]
+
+log = logging.getLogger(__name__)
+
+REQUIRED_EXTENSIONS = ("q3c", "pg_sphere")
+
+
+def server_for(settings: Settings) -> EmbeddedServer | None:
+    """The embedded server of these settings, or None when a DSN is configured."""
+    return EmbeddedServer(settings.home, settings.pg_bindir) if settings.embedded() else None
+
+
+def conninfo(settings: Settings, dbname: str | None = None) -> str:
+    """libpq connection string of the dpdb database (or of ``dbname`` on the same server)."""
+    server = server_for(settings)
+    if server is not None:
+        return server.conninfo(dbname or settings.database)
+    assert settings.dsn is not None
+    if dbname is None:
+        return settings.dsn
+    return psycopg.conninfo.make_conninfo(settings.dsn, dbname=dbname)
+
+
+def _raw_connect(info: str, **kwargs: object) -> psycopg.Connection:
+    try:
+        return psycopg.connect(info, connect_timeout=10, **kwargs)  # type: ignore[arg-type]
+    except psycopg.OperationalError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ServerError(f"cannot connect to PostgreSQL ({_redact(info)}): {first}") from e
+
+
+def _redact(info: str) -> str:
+    """A conninfo without its password, for error messages."""
+    try:
+        params = psycopg.conninfo.conninfo_to_dict(info)
+    except psycopg.ProgrammingError:
+        return "invalid DSN"
+    params.pop("password", None)
+    return " ".join(f"{k}={v}" for k, v in params.items())
+
+
+def ensure_server(settings: Settings) -> None:
+    """Start the embedded server if needed; create the database and the extensions."""
+    server = server_for(settings)
+    if server is not None:
+        server.up()
+        _ensure_database(settings)
+    with _raw_connect(conninfo(settings), autocommit=True) as conn:
+        _ensure_extensions(conn)
+
+
+_prepared: set[str] = set()
+
+
+def prepare(settings: Settings) -> None:
+    """Make the database usable: server, database, extensions and, on an empty
+    database, the newest schema. Idempotent; cheap after the first call in a process.
+    """
+    key = f"{settings.home.absolute()}|{settings.dsn}|{settings.database}"
+    if key in _prepared:
+        return
+    ensure_server(settings)
+    with _raw_connect(conninfo(settings), autocommit=True) as conn:
+        empty = database_version(conn) is None
+    if empty:
+        from .migrate import migrate  # late import: migrate builds on this module
+
+        migrate(settings)
+    _prepared.add(key)
+
+
+def _ensure_database(settings: Settings) -> None:
+    with _raw_connect(conninfo(settings, "postgres"), autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (settings.database,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(settings.database)))
+
+
+def _ensure_extensions(conn: psycopg.Connection) -> None:
+    available = {
+        row[0]
+        for row in conn.execute(
+            "SELECT name FROM pg_available_extensions WHERE name = ANY(%s)", (list(REQUIRED_EXTENSIONS),)
+        )
+    }
+    missing = [e for e in REQUIRED_EXTENSIONS if e not in available]
+    if missing:
+        raise ServerError(
+            f"PostgreSQL extension(s) {', '.join(missing)} not installed on the server; "
+            f"install the Debian packages: apt-get install {DEBIAN_PACKAGES}"
+        )
+    for ext in REQUIRED_EXTENSIONS:
+        try:
+            conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(ext)))
+        except psycopg.Error as e:
+            raise ServerError(f"cannot create extension {ext}: {str(e).strip().splitlines()[0]}") from e
+
+
+def database_version(conn: psycopg.Connection) -> int | None:
+    """Schema version in force in the database (None: dpdb was never set up there)."""
+    present = conn.execute("SELECT to_regclass('dpdb_meta.schema_version')").fetchone()
+    if not present or present[0] is None:
+        return None
+    row = conn.execute("SELECT max(version) FROM dpdb_meta.schema_version").fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def check_compatible(conn: psycopg.Connection) -> int:
+    """Refuse to work on a database this code cannot read or write; return its version."""
+    version = database_version(conn)
+    newest = latest_version()
+    if version is None:
+        raise VersionMismatchError("database has no dpdb schema; run `dpdb db up` (or `dpdb db migrate`)")
+    if version > newest:
+        raise VersionMismatchError(
+            f"database schema version {version} is newer than this dpdb {__version__} "
+            f"(knows up to {newest}); upgrade dpdb"
+        )
+    if version < newest:
+        raise VersionMismatchError(
+            f"database schema version {version} is older than this dpdb's {newest}; run `dpdb db migrate`"
+        )
+    return version
+
+
+def connect(settings: Settings, *, check: bool = True, autocommit: bool = False) -> psycopg.Connection:
+    """A connection to the dpdb database, started and set up on demand.
+
+    With ``check`` (the default) the database's schema version must be the one
+    this code knows, so old code never writes into a newer layout.
+    """
+    prepare(settings)
+    conn = _raw_connect(conninfo(settings), autocommit=autocommit)
+    if check:
+        try:
+            check_compatible(conn)
+        except Exception:
+            conn.close()
+            raise
+    return conn
+
+
+@dataclass(frozen=True)
+class DatabaseInfo:
+    """What ``dpdb db status`` prints about the database."""
+
+    server_version: str
+    extensions: dict[str, str]
+    schema_version: int | None
+    catalogs: list[tuple[str, str, int]]
+
+
+def describe(conn: psycopg.Connection) -> DatabaseInfo:
+    server_version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    extensions = dict(
+        conn.execute(
+            "SELECT extname, extversion FROM pg_extension WHERE extname = ANY(%s) ORDER BY 1",
+            (list(REQUIRED_EXTENSIONS),),
+        ).fetchall()
+    )
+    version = database_version(conn)
+    catalogs: list[tuple[str, str, int]] = []
+    if version is not None:
+        catalogs = [
+            (r[0], r[1], int(r[2]))
+            for r in conn.execute("SELECT name, kind, schema_version FROM dpdb_meta.catalog ORDER BY name")
+        ]
+    return DatabaseInfo(server_version, extensions, version, catalogs)

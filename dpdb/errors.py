@@ -1,0 +1,46 @@
+"""The domain exceptions of dpdb.
+
+Every failure a user can cause or meet is one of these; the CLI prints
+``error: <message>`` and exits non-zero. Database errors are wrapped at the
+boundary with ``raise ... from e``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "DpdbError",
+    "ConfigError",
+    "ServerError",
+    "SchemaError",
+    "VersionMismatchError",
+    "ValidationError",
+    "ReleaseStateError",
+]
+
+
+class DpdbError(Exception):
+    """Base class of every expected dpdb failure (message is one line)."""
+
+
+class ConfigError(DpdbError):
+    """A setting, path or DSN is unusable."""
+
+
+class ServerError(DpdbError):
+    """The PostgreSQL server cannot be found, started, reached or lacks an extension."""
+
+
+class SchemaError(DpdbError):
+    """A schema definition or a requested schema version is invalid."""
+
+
+class VersionMismatchError(DpdbError):
+    """The database was created or migrated by incompatible code."""
+
+
+class ValidationError(DpdbError):
+    """Input data fails validation (file, table, column and row are named)."""
+
+
+class ReleaseStateError(DpdbError):
+    """A catalog or release is not in a state that allows the action."""

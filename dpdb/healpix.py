@@ -1,0 +1,34 @@
+"""HEALPix pixel indexes (nested scheme) for partitioning, vectorized with healpy."""
+
+from __future__ import annotations
+
+import healpy
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["PIXEL_ORDER", "pixels", "partition_bounds", "partition_of"]
+
+PIXEL_ORDER = 29
+"""Order of the stored pixel index; coarser partitions are ranges of it."""
+
+
+def pixels(ra: npt.ArrayLike, dec: npt.ArrayLike) -> npt.NDArray[np.int64]:
+    """Nested HEALPix index at order 29 of positions in degrees."""
+    ra_a = np.asarray(ra, dtype=np.float64)
+    dec_a = np.asarray(dec, dtype=np.float64)
+    return np.asarray(
+        healpy.ang2pix(1 << PIXEL_ORDER, ra_a, dec_a, nest=True, lonlat=True), dtype=np.int64
+    )
+
+
+def partition_bounds(order: int) -> list[tuple[int, int, int]]:
+    """(partition number, first pixel, end pixel exclusive) of each partition at ``order``."""
+    if not 0 <= order <= PIXEL_ORDER:
+        raise ValueError(f"partition order {order} outside 0..{PIXEL_ORDER}")
+    shift = 2 * (PIXEL_ORDER - order)
+    return [(n, n << shift, (n + 1) << shift) for n in range(12 * 4**order)]
+
+
+def partition_of(pixel: int, order: int) -> int:
+    """Partition number (pixel at ``order``) of an order-29 pixel."""
+    return pixel >> (2 * (PIXEL_ORDER - order))

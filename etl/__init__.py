@@ -1,0 +1,1 @@
+"""ETL: the one door into the database (Parquet validation and bulk loading)."""

@@ -1,0 +1,1 @@
+"""Alembic environment of dpdb (``dpdb db migrate`` drives it; no alembic.ini needed)."""

@@ -1,0 +1,14 @@
+"""Alembic environment: runs revisions on the connection that ``dpdb.migrate`` passes in."""
+
+from __future__ import annotations
+
+from alembic import context
+
+connection = context.config.attributes["connection"]
+context.configure(
+    connection=connection,
+    version_table_schema="dpdb_meta",
+    transaction_per_migration=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

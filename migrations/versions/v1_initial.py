@@ -1,0 +1,27 @@
+"""Schema v1: dpdb_meta bookkeeping and the prompt catalog.
+
+Revision ID: v1
+Revises:
+"""
+
+from __future__ import annotations
+
+from alembic import context, op
+
+from dpdb.catalogs import create_catalog, create_meta, record_version
+
+revision = "v1"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    conn = op.get_bind().connection.dbapi_connection
+    create_meta(conn, 1)
+    create_catalog(conn, "prompt", "prompt", 1, context.config.attributes["partition_order"])
+    record_version(conn, 1)
+
+
+def downgrade() -> None:
+    raise RuntimeError("schemas are append-only; there is no downgrade")

@@ -1,0 +1,26 @@
+"""Schema v2: Object photometric redshifts (DPDD photoZ, photoZ_pest), deferred by v1.
+
+Revision ID: v2
+Revises: v1
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from dpdb.catalogs import record_version, upgrade_catalogs
+
+revision = "v2"
+down_revision = "v1"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    conn = op.get_bind().connection.dbapi_connection
+    upgrade_catalogs(conn, 1, 2)
+    record_version(conn, 2)
+
+
+def downgrade() -> None:
+    raise RuntimeError("schemas are append-only; there is no downgrade")

@@ -1,0 +1,1 @@
+"""Processing stages that write Parquet (simulated survey, data release production)."""

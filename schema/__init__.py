@@ -1,0 +1,1 @@
+"""Versioned felis table definitions, installed as the data package ``dpdb.schemas``."""

@@ -1,0 +1,1 @@
+"""SQL run inside PostgreSQL (data package of ``*.sql`` files, readable in psql)."""

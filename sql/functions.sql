@@ -1,0 +1,31 @@
+-- Flux <-> magnitude functions (DPDD §2.3): fluxes are stored in nJy; AB
+-- magnitudes are derived on the fly and are NULL for flux <= 0 (or NULL).
+--
+--   SELECT objectId, nanojanskyToAbMag(g_psfFlux) AS g_mag,
+--          nanojanskyToAbMagSigma(g_psfFlux, g_psfFluxErr) AS g_magErr
+--   FROM dr1.Object;
+--
+-- m_AB = -2.5 log10(f / 3631 Jy) = -2.5 log10(f_nJy) + 31.4 (1 nJy = 1e-9 Jy).
+-- Names follow scisql's (used by Qserv) so Rubin users find them.
+
+CREATE OR REPLACE FUNCTION public.nanojanskyToAbMag(flux double precision)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN flux > 0 THEN -2.5 * log(flux) + 31.4 END;
+
+CREATE OR REPLACE FUNCTION public.nanojanskyToAbMagSigma(flux double precision, fluxErr double precision)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN CASE WHEN flux > 0 AND fluxErr >= 0 THEN 2.5 / ln(10) * fluxErr / flux END;
+
+CREATE OR REPLACE FUNCTION public.abMagToNanojansky(mag double precision)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN power(10, (31.4 - mag) / 2.5);
+
+COMMENT ON FUNCTION public.nanojanskyToAbMag(double precision) IS
+  'AB magnitude of a flux in nJy; NULL when flux <= 0 (DPDD 2.3)';
+COMMENT ON FUNCTION public.nanojanskyToAbMagSigma(double precision, double precision) IS
+  'AB magnitude error from flux and flux error in nJy; NULL when flux <= 0';
+COMMENT ON FUNCTION public.abMagToNanojansky(double precision) IS
+  'Flux in nJy of an AB magnitude';
