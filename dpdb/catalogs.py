@@ -30,7 +30,9 @@ def catalog_exists(conn: psycopg.Connection, name: str) -> bool:
     return row is not None
 
 
-def create_catalog(conn: psycopg.Connection, name: str, kind: str, version: int, partition_order: int) -> None:
+def create_catalog(
+    conn: psycopg.Connection, name: str, kind: str, version: int, partition_order: int
+) -> None:
     """Create catalog schema ``name`` with all its tables, partitions and indexes, and register it."""
     log.info("creating %s catalog %s (schema v%d, partition order %d)", kind, name, version, partition_order)
     _execute_all(conn, catalog_ddl(name, version, kind, partition_order))

@@ -20,12 +20,21 @@ from .config import Settings, get_settings
 from .db import connect, describe, prepare, server_for
 from .errors import DpdbError, ServerError
 from .migrate import migrate
-from .schema import catalog_ddl, latest_version, load_felis_file, load_schema, meta_ddl, position_columns, versions
+from .schema import (
+    catalog_ddl,
+    latest_version,
+    load_felis_file,
+    load_schema,
+    meta_ddl,
+    position_columns,
+    versions,
+)
 from .tables import LAYOUTS, tables_for
 
 __all__ = ["cli", "main"]
 
-console = Console()
+# Wide when piped, so tables of long column names are not truncated in files and tests.
+console = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 
 
 class DpdbGroup(click.Group):
@@ -63,7 +72,9 @@ def _settings(ctx: click.Context) -> Settings:
 @click.pass_context
 def cli(ctx: click.Context, dsn: str | None, home: Path | None, debug: bool, verbose: bool) -> None:
     """dpdb: LSST/Rubin-style survey catalogs on PostgreSQL."""
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
     try:
         ctx.obj = get_settings(dsn=dsn, home=home)
     except Exception as e:  # pydantic validation of DPDB_* variables
@@ -111,7 +122,11 @@ def status(ctx: click.Context) -> None:
     if server is not None:
         st = server.status()
         rows += [
-            ("server", f"embedded, {'running' if st.running else 'stopped'}" + (f" (pid {st.pid})" if st.pid else "")),
+            (
+                "server",
+                f"embedded, {'running' if st.running else 'stopped'}"
+                + (f" (pid {st.pid})" if st.pid else ""),
+            ),
             ("data directory", str(st.data_dir)),
             ("socket", f"{st.socket_dir} port {st.port}"),
             ("binaries", str(st.bindir) if st.bindir else "not found"),
@@ -190,7 +205,11 @@ def schema() -> None:
 @click.option("--partition-order", type=int, default=None, help="Partition order for --ddl.")
 @click.pass_context
 def schema_show(
-    ctx: click.Context, version: int | None, table_name: str | None, ddl: bool, kind: str,
+    ctx: click.Context,
+    version: int | None,
+    table_name: str | None,
+    ddl: bool,
+    kind: str,
     partition_order: int | None,
 ) -> None:
     """List the tables of a schema version, one table's columns, or the DDL."""
@@ -206,13 +225,20 @@ def schema_show(
     if table_name:
         ftable = tables.get(table_name.lower())
         if ftable is None:
-            raise DpdbError(f"unknown table {table_name} in schema v{version} (tables: {', '.join(t.name for t in fschema.tables)})")
+            names = ", ".join(t.name for t in fschema.tables)
+            raise DpdbError(f"unknown table {table_name} in schema v{version} (tables: {names})")
         out = Table(title=f"{ftable.name} (schema v{version})")
         for head in ("column", "type", "null", "unit", "UCD", "description"):
             out.add_column(head)
         for c in ftable.columns:
-            out.add_row(c.name, c.postgresql_datatype or c.datatype.value, "" if c.nullable else "not null",
-                        c.fits_tunit or "", c.ivoa_ucd or "", (c.description or "").strip()[:60])
+            out.add_row(
+                c.name,
+                c.postgresql_datatype or c.datatype.value,
+                "" if c.nullable else "not null",
+                c.fits_tunit or "",
+                c.ivoa_ucd or "",
+                (c.description or "").strip()[:60],
+            )
         console.print(out)
         return
     out = Table(title=f"dpdb schema v{version} (versions shipped: {', '.join(map(str, versions()))})")

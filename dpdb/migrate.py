@@ -43,9 +43,7 @@ def _alembic_config(settings: Settings) -> Config:
 
 def _engine(settings: Settings) -> Engine:
     info = conninfo(settings)
-    return create_engine(
-        "postgresql+psycopg://", creator=lambda: psycopg.connect(info), poolclass=NullPool
-    )
+    return create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(info), poolclass=NullPool)
 
 
 def current_revision(settings: Settings) -> str | None:

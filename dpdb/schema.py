@@ -112,6 +112,8 @@ def load_felis_file(path: Path) -> FelisSchema:
         err = e.errors()[0]
         loc = ".".join(str(p) for p in err.get("loc", ()))
         raise SchemaError(f"{path}: invalid felis schema at {loc or 'top level'}: {err['msg']}") from e
+    except (ValueError, TypeError, KeyError) as e:  # felis validators raise these directly
+        raise SchemaError(f"{path}: invalid felis schema: {str(e).splitlines()[0]}") from e
 
 
 def canonical_names(version: int) -> dict[str, dict[str, str]]:
@@ -127,6 +129,8 @@ def column_type(col: FelisColumn) -> TypeEngine:
         return postgresql.ARRAY(_ARRAY_TYPES[override])
     if override == "TIMESTAMPTZ":
         return postgresql.TIMESTAMP(timezone=True)
+    if col.datatype.value == "float":  # felis' float renders as FLOAT (8 bytes); the DPDD means 32-bit
+        return postgresql.REAL()
     return get_datatype_with_variants(col)
 
 
@@ -155,7 +159,9 @@ class TableSpec:
 
 def _implementation_columns(partitioned: bool) -> list[Column]:
     """Columns that exist only in the implementation (like dax_apdb's pixelId)."""
-    cols = [Column(LOAD_ID_COLUMN, BigInteger, nullable=True, comment="load_manifest.load_id of the source file")]
+    cols = [
+        Column(LOAD_ID_COLUMN, BigInteger, nullable=True, comment="load_manifest.load_id of the source file")
+    ]
     if partitioned:
         cols.insert(
             0,
@@ -264,8 +270,10 @@ def _table_ddl(spec: TableSpec, partition_order: int) -> list[str]:
         )
     lay = layout(spec.name)
     if lay.parent_key:
-        out.append(f"CREATE INDEX {_q(table.name + '_' + lay.parent_key.lower())} ON {full} "
-                   f"({_q(lay.parent_key.lower())})")
+        out.append(
+            f"CREATE INDEX {_q(table.name + '_' + lay.parent_key.lower())} ON {full} "
+            f"({_q(lay.parent_key.lower())})"
+        )
     out += _comment_ddl(table)
     return out
 
@@ -301,8 +309,9 @@ def meta_ddl(version: int) -> list[str]:
             for c in ftable.columns
         ]
         pk = [c.name.lower() for c in _primary_key(ftable)]
-        table = Table(ftable.name.lower(), metadata, *cols, PrimaryKeyConstraint(*pk),
-                      comment=ftable.description)
+        table = Table(
+            ftable.name.lower(), metadata, *cols, PrimaryKeyConstraint(*pk), comment=ftable.description
+        )
         out.append(str(CreateTable(table).compile(dialect=_DIALECT)).strip())
         out += _comment_ddl(table)
     return out

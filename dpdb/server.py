@@ -43,7 +43,9 @@ def find_bindir(explicit: Path | None = None) -> Path:
             f"no PostgreSQL server binaries (initdb, pg_ctl, postgres) in {bindir}; "
             f"install the Debian packages: apt-get install {DEBIAN_PACKAGES}"
         )
-    candidates: list[Path] = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=_major_version, reverse=True)
+    candidates: list[Path] = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin"), key=_major_version, reverse=True
+    )
     on_path = shutil.which("pg_ctl")
     if on_path:
         candidates.append(Path(on_path).resolve().parent)
@@ -299,8 +301,19 @@ class EmbeddedServer:
         log_file = self.log_dir / "server.log"
         opts = f"-p {port} -k {self.socket_dir} -c listen_addresses=127.0.0.1"
         proc = self._run(
-            [str(self.bindir / "pg_ctl"), "start", "-D", str(self.data_dir), "-l", str(log_file),
-             "-w", "-t", "60", "-o", opts],
+            [
+                str(self.bindir / "pg_ctl"),
+                "start",
+                "-D",
+                str(self.data_dir),
+                "-l",
+                str(log_file),
+                "-w",
+                "-t",
+                "60",
+                "-o",
+                opts,
+            ],
             check=False,
         )
         if proc.returncode != 0:

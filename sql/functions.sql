@@ -5,13 +5,13 @@
 --          nanojanskyToAbMagSigma(g_psfFlux, g_psfFluxErr) AS g_magErr
 --   FROM dr1.Object;
 --
--- m_AB = -2.5 log10(f / 3631 Jy) = -2.5 log10(f_nJy) + 31.4 (1 nJy = 1e-9 Jy).
+-- m_AB = -2.5 log10(f / 3631 Jy), with f in nJy: -2.5 log10(f / 3.631e12) (about 31.4 - 2.5 log10 f).
 -- Names follow scisql's (used by Qserv) so Rubin users find them.
 
 CREATE OR REPLACE FUNCTION public.nanojanskyToAbMag(flux double precision)
 RETURNS double precision
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN CASE WHEN flux > 0 THEN -2.5 * log(flux) + 31.4 END;
+RETURN CASE WHEN flux > 0 THEN -2.5 * log(flux / 3.631e12) END;
 
 CREATE OR REPLACE FUNCTION public.nanojanskyToAbMagSigma(flux double precision, fluxErr double precision)
 RETURNS double precision
@@ -21,7 +21,7 @@ RETURN CASE WHEN flux > 0 AND fluxErr >= 0 THEN 2.5 / ln(10) * fluxErr / flux EN
 CREATE OR REPLACE FUNCTION public.abMagToNanojansky(mag double precision)
 RETURNS double precision
 LANGUAGE sql IMMUTABLE PARALLEL SAFE
-RETURN power(10, (31.4 - mag) / 2.5);
+RETURN 3.631e12 * power(10, -0.4 * mag);
 
 COMMENT ON FUNCTION public.nanojanskyToAbMag(double precision) IS
   'AB magnitude of a flux in nJy; NULL when flux <= 0 (DPDD 2.3)';

@@ -62,7 +62,9 @@ def new_database(home: Path, template: str | None = None) -> str:
     with _admin(home) as conn:
         stmt = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
         if template:
-            stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(name), sql.Identifier(template))
+            stmt = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)
+            )
         conn.execute(stmt)
     return name
 

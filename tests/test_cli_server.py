@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import make_home
+
 from dpdb.cli import cli
 
 DPDB = str(Path(sys.executable).with_name("dpdb"))
@@ -53,11 +53,13 @@ def test_up_status_url_down_up(own_home: tuple[Path, dict[str, str]]) -> None:
         ["psql", url, "-X", "-c", r"\d+ prompt.DiaSource"], capture_output=True, text=True, check=True
     ).stdout
     assert "Partition key: RANGE (_healpix_29)" in described
-    assert "q3c_ang2ipix(ra, dec)" in described
+    assert 'q3c_ang2ipix(ra, "dec")' in described
     assert "diasource_hpx0_00" in described
     count = subprocess.run(
         ["psql", url, "-X", "-At", "-c", "SELECT count(diaObjectId) FROM prompt.DiaObject"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert count == "0"
 

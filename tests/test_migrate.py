@@ -6,7 +6,7 @@ import psycopg
 import pytest
 
 from dpdb.config import Settings
-from dpdb.db import conninfo, connect
+from dpdb.db import connect, conninfo
 from dpdb.errors import SchemaError, VersionMismatchError
 from dpdb.migrate import migrate
 from dpdb.schema import load_schema
@@ -27,13 +27,14 @@ def _columns(conn: psycopg.Connection, schema: str) -> dict[str, list[tuple[str,
 
 
 def _fill_v1(conn: psycopg.Connection) -> None:
-    """A few rows in every prompt table, through the v1 columns."""
+    """Rows in prompt tables, through v1 columns."""
     conn.execute(
         """INSERT INTO prompt.visit (visit, band, ra, dec, expmidptmjd) VALUES (1, 'r', 10, 20, 60000.1);
            INSERT INTO prompt.diaobject (diaobjectid, validitystartmjdtai, ra, dec, ndiasources,
                u_psffluxndata, g_psffluxndata, r_psffluxndata, i_psffluxndata, z_psffluxndata,
                y_psffluxndata, r_psffluxmean, _healpix_29)
-             SELECT g, 60000.5, 10 + g * 1e-3, 20, 1, 0, 0, 1, 0, 0, 0, 1234.5, 5 << 56 FROM generate_series(1, 50) g"""
+             SELECT g, 60000.5, 10 + g * 1e-3, 20, 1, 0, 0, 1, 0, 0, 0, 1234.5, 5 << 56
+             FROM generate_series(1, 50) g"""
     )
 
 
@@ -55,7 +56,9 @@ def test_v1_to_v2_keeps_every_row_and_column(empty_settings: Settings) -> None:
         assert [r[: len(before_rows[0])] for r in after_rows] == before_rows
         versions = conn.execute("SELECT version FROM dpdb_meta.schema_version ORDER BY 1").fetchall()
         assert versions == [(1,), (2,)]
-        assert conn.execute("SELECT schema_version FROM dpdb_meta.catalog WHERE name='prompt'").fetchone() == (2,)
+        assert conn.execute(
+            "SELECT schema_version FROM dpdb_meta.catalog WHERE name='prompt'"
+        ).fetchone() == (2,)
 
 
 def test_v2_adds_photoz_to_release_catalogs(empty_settings: Settings) -> None:

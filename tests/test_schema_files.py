@@ -93,10 +93,21 @@ def test_principal_positions_marked_once() -> None:
     schema = load_schema(versions()[-1])
     for table in schema.tables:
         ras = [c.name for c in table.columns if (c.ivoa_ucd or "").replace(" ", "") == "pos.eq.ra;meta.main"]
-        decs = [c.name for c in table.columns if (c.ivoa_ucd or "").replace(" ", "") == "pos.eq.dec;meta.main"]
+        decs = [
+            c.name for c in table.columns if (c.ivoa_ucd or "").replace(" ", "") == "pos.eq.dec;meta.main"
+        ]
         assert len(ras) <= 1 and len(decs) <= 1, table.name
     by_name = {t.name: t for t in schema.tables}
-    for name in ("DiaObject", "DiaSource", "DiaForcedSource", "Object", "Source", "ForcedSource", "Visit", "CcdVisit"):
+    for name in (
+        "DiaObject",
+        "DiaSource",
+        "DiaForcedSource",
+        "Object",
+        "Source",
+        "ForcedSource",
+        "Visit",
+        "CcdVisit",
+    ):
         assert position_columns(by_name[name]) is not None, name
 
 
