@@ -7,9 +7,18 @@ import logging
 import psycopg
 
 from . import __version__
+from .errors import ReleaseStateError
 from .schema import added_columns_ddl, catalog_ddl, meta_ddl
 
-__all__ = ["create_meta", "create_catalog", "upgrade_catalogs", "record_version", "catalog_exists"]
+__all__ = [
+    "create_meta",
+    "create_catalog",
+    "upgrade_catalogs",
+    "record_version",
+    "catalog_exists",
+    "writable_catalog",
+    "WRITABLE_RELEASE_STATES",
+]
 
 log = logging.getLogger(__name__)
 
@@ -58,3 +67,26 @@ def record_version(conn: psycopg.Connection, version: int) -> None:
         "INSERT INTO dpdb_meta.schema_version (version, code_version, applied_at) VALUES (%s, %s, now())",
         (version, __version__),
     )
+
+
+WRITABLE_RELEASE_STATES = ("created", "loaded", "failed")
+"""Release states that accept loads; validated, active, retired and archived releases are frozen."""
+
+
+def writable_catalog(conn: psycopg.Connection, name: str) -> tuple[str, int]:
+    """(kind, schema version) of catalog ``name`` if data may be loaded into it, else a named error."""
+    row = conn.execute(
+        "SELECT kind, schema_version FROM dpdb_meta.catalog WHERE name = %s", (name,)
+    ).fetchone()
+    if row is None:
+        known = [r[0] for r in conn.execute("SELECT name FROM dpdb_meta.catalog ORDER BY name")]
+        raise ReleaseStateError(f"target {name} does not exist (catalogs: {', '.join(known)})")
+    kind, version = row
+    if kind == "release":
+        state = conn.execute("SELECT state FROM dpdb_meta.release WHERE name = %s", (name,)).fetchone()
+        if state is None or state[0] not in WRITABLE_RELEASE_STATES:
+            raise ReleaseStateError(
+                f"release {name} is {state[0] if state else 'unregistered'}; only "
+                f"{', '.join(WRITABLE_RELEASE_STATES)} releases can be loaded into"
+            )
+    return kind, int(version)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import psycopg
 from psycopg import sql
@@ -12,12 +13,13 @@ from . import __version__
 from .config import Settings
 from .errors import ServerError, VersionMismatchError
 from .schema import latest_version
-from .server import DEBIAN_PACKAGES, EmbeddedServer
+from .server import DEBIAN_PACKAGES, SUPERUSER, EmbeddedServer
 
 __all__ = [
     "REQUIRED_EXTENSIONS",
     "server_for",
     "conninfo",
+    "adbc_uri",
     "ensure_server",
     "prepare",
     "check_compatible",
@@ -46,6 +48,21 @@ def conninfo(settings: Settings, dbname: str | None = None) -> str:
     if dbname is None:
         return settings.dsn
     return psycopg.conninfo.make_conninfo(settings.dsn, dbname=dbname)
+
+
+def adbc_uri(settings: Settings) -> str:
+    """libpq URI of the database for ADBC (the bulk Arrow path)."""
+    server = server_for(settings)
+    if server is not None:
+        return (
+            f"postgresql://{SUPERUSER}@localhost:{server.port}/{settings.database}?host={server.socket_dir}"
+        )
+    assert settings.dsn is not None
+    if settings.dsn.startswith(("postgresql://", "postgres://")):
+        return settings.dsn
+    params = psycopg.conninfo.conninfo_to_dict(settings.dsn)
+    query = "&".join(f"{k}={quote(str(v), safe='/')}" for k, v in params.items())
+    return f"postgresql:///?{query}"
 
 
 def _raw_connect(info: str, **kwargs: object) -> psycopg.Connection:

@@ -131,6 +131,8 @@ def column_type(col: FelisColumn) -> TypeEngine:
         return postgresql.TIMESTAMP(timezone=True)
     if col.datatype.value == "float":  # felis' float renders as FLOAT (8 bytes); the DPDD means 32-bit
         return postgresql.REAL()
+    if col.datatype.value == "char":  # CHAR(n) pads with blanks; values must round-trip unchanged
+        return postgresql.VARCHAR(col.length)
     return get_datatype_with_variants(col)
 
 

@@ -1,0 +1,327 @@
+"""Bulk loading of Parquet files into a catalog table: validated, atomic per file, idempotent.
+
+Each file is one transaction on an ADBC connection: a manifest row is inserted,
+the record batches are validated, cast and given their ``_healpix_29`` and
+``_load_id`` columns, streamed with binary COPY straight into the (partitioned,
+indexed) target table, the file's primary keys are checked for repeats, and
+the transaction commits. Any failure rolls the whole file back, so a rerun of
+the same command loads exactly the files that are not in the manifest yet.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import adbc_driver_manager
+import adbc_driver_postgresql.dbapi as adbc
+import numpy as np
+import psycopg
+import pyarrow as pa
+from psycopg import sql
+
+from dpdb import __version__
+from dpdb.catalogs import writable_catalog
+from dpdb.config import Settings
+from dpdb.db import adbc_uri, connect, conninfo
+from dpdb.errors import DpdbError, ValidationError
+from dpdb.healpix import pixels
+from dpdb.tables import LOAD_ID_COLUMN, PIXEL_COLUMN, layout
+
+from .files import ParquetFile, discover, fingerprint, open_parquet
+from .manifest import decide
+from .validate import ColumnPlan, TargetTable, check_unique, plan_columns, prepare_batch, target_table
+
+__all__ = ["FileResult", "LoadSummary", "load"]
+
+log = logging.getLogger(__name__)
+
+BATCH_ROWS = 65_536
+Progress = Callable[[int], None]
+"""Called with the number of rows just processed."""
+
+
+@dataclass(frozen=True)
+class FileResult:
+    path: Path
+    status: str  # loaded, replaced, skipped (already loaded), validated (dry run)
+    rows: int
+    load_id: int | None = None
+
+
+@dataclass
+class LoadSummary:
+    table: str
+    target: str
+    files: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def rows(self) -> int:
+        return sum(f.rows for f in self.files if f.status in ("loaded", "replaced", "validated"))
+
+    def line(self) -> str:
+        """The summary line the CLI prints."""
+        counts: dict[str, int] = {}
+        for f in self.files:
+            counts[f.status] = counts.get(f.status, 0) + 1
+        what = ", ".join(f"{n} {s}" for s, n in counts.items())
+        rate = self.rows / self.seconds if self.seconds > 0 else 0.0
+        return (
+            f"{self.table} -> {self.target}: {len(self.files)} files ({what}), {self.rows} rows, "
+            f"{self.seconds:.1f} s, {rate:,.0f} rows/s"
+        )
+
+
+def load(
+    settings: Settings,
+    table: str,
+    paths: list[Path],
+    *,
+    into: str = "prompt",
+    dry_run: bool = False,
+    jobs: int = 1,
+    ignore_extra: bool = False,
+    replace: bool = False,
+    progress: Progress | None = None,
+) -> LoadSummary:
+    """Load Parquet files into ``into``.``table``; see the module docstring for the guarantees.
+
+    Every file's schema is checked before any file is loaded, so a wrong column
+    or type anywhere fails the whole command up front. Value errors are found
+    while streaming and roll back only the file that has them.
+    """
+    start = time.monotonic()
+    try:
+        canonical = layout(table).name
+    except KeyError:
+        raise ValidationError(f"unknown table {table}") from None
+    with connect(settings) as conn:
+        kind, version = writable_catalog(conn, into)
+    target = target_table(into, version, kind, canonical)
+    files = discover(paths)
+    plans = {}
+    for path in files:
+        pf = open_parquet(path)
+        plans[path] = plan_columns(path, pf.schema_arrow, target, ignore_extra)
+    loader = _FileLoader(settings, target, version, dry_run, replace, progress)
+    summary = LoadSummary(canonical, into)
+    if jobs <= 1 or len(files) == 1:
+        results = [loader.run(path, plans[path]) for path in files]
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            results = list(pool.map(lambda p: loader.run(p, plans[p]), files))
+    summary.files = results
+    summary.seconds = time.monotonic() - start
+    return summary
+
+
+class _FileLoader:
+    """Loads one file at a time (thread-safe: every call opens its own connections)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        target: TargetTable,
+        version: int,
+        dry_run: bool,
+        replace: bool,
+        progress: Progress | None,
+    ) -> None:
+        self.settings = settings
+        self.target = target
+        self.version = version
+        self.dry_run = dry_run
+        self.replace = replace
+        self.progress = progress or (lambda n: None)
+
+    def run(self, path: Path, plan: ColumnPlan) -> FileResult:
+        fp = fingerprint(path)
+        with psycopg.connect(conninfo(self.settings), autocommit=True) as lookup:
+            decision = decide(lookup, fp, self.target.canonical, self.target.db_schema)
+            if decision.action == "same":
+                log.info("%s: already loaded (load %s), skipped", path, decision.load_ids[0])
+                return FileResult(path, "skipped", open_parquet(path).metadata.num_rows, decision.load_ids[0])
+            if decision.action == "changed" and not self.replace:
+                raise ValidationError(
+                    f"{path}: already loaded into {self.target.db_schema}.{self.target.canonical} "
+                    "with different "
+                    f"content (load {decision.load_ids[0]}); use --replace to reload it"
+                )
+            if self.dry_run:
+                rows = sum(b.num_rows for b in self._batches(path, plan, lookup, load_id=0))
+                return FileResult(path, "validated", rows)
+            return self._ingest(fp, plan, lookup, decision.load_ids)
+
+    # -- the transaction of one file -----------------------------------------------
+    def _ingest(
+        self, fp: ParquetFile, plan: ColumnPlan, lookup: psycopg.Connection, replaced: tuple[int, ...]
+    ) -> FileResult:
+        target = self.target
+        with adbc.connect(adbc_uri(self.settings)) as aconn, aconn.cursor() as cur:
+            # Serialize concurrent loads of the same content, then re-check inside the transaction.
+            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", parameters=(fp.sha256,))
+            cur.fetchall()
+            cur.execute(
+                "SELECT load_id FROM dpdb_meta.load_manifest "
+                "WHERE sha256 = $1 AND table_name = $2 AND target = $3",
+                parameters=(fp.sha256, target.canonical, target.db_schema),
+            )
+            done = cur.fetchall()
+            if done:
+                aconn.rollback()
+                return FileResult(fp.path, "skipped", open_parquet(fp.path).metadata.num_rows, done[0][0])
+            cur.execute(
+                "INSERT INTO dpdb_meta.load_manifest (path, size, sha256, table_name, target, row_count, "
+                "schema_version, software_version, loaded_at) "
+                "VALUES ($1, $2, $3, $4, $5, 0, $6, $7, now()) RETURNING load_id",
+                parameters=(
+                    str(fp.path),
+                    fp.size,
+                    fp.sha256,
+                    target.canonical,
+                    target.db_schema,
+                    self.version,
+                    __version__,
+                ),
+            )
+            load_id = int(cur.fetchone()[0])  # type: ignore[index]
+            if replaced:
+                self._remove_loads(cur, replaced)
+            failure: list[BaseException] = []
+            batches = self._batches(fp.path, plan, lookup, load_id, failure)
+            reader = pa.RecordBatchReader.from_batches(self._schema(plan), batches)
+            try:
+                rows = cur.adbc_ingest(target.db_name, reader, mode="append", db_schema_name=target.db_schema)
+            except (adbc_driver_manager.Error, pa.ArrowException) as e:
+                aconn.rollback()
+                if failure:
+                    raise failure[0] from None
+                raise self._explain(fp.path, plan, e) from e
+            cur.execute(
+                "UPDATE dpdb_meta.load_manifest SET row_count = $1, loaded_at = now() WHERE load_id = $2",
+                parameters=(rows, load_id),
+            )
+            aconn.commit()
+        return FileResult(fp.path, "replaced" if replaced else "loaded", rows, load_id)
+
+    def _remove_loads(self, cur: adbc.Cursor, load_ids: tuple[int, ...]) -> None:
+        """Delete the rows and manifest entries of earlier loads of a replaced file."""
+        ids = ",".join(str(int(i)) for i in load_ids)
+        table = f'"{self.target.db_schema}"."{self.target.db_name}"'  # names validated against the catalog
+        cur.execute(f"DELETE FROM {table} WHERE {LOAD_ID_COLUMN} IN ({ids})")
+        cur.execute(f"DELETE FROM dpdb_meta.load_manifest WHERE load_id IN ({ids})")
+
+    def _schema(self, plan: ColumnPlan) -> pa.Schema:
+        fields = [pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in plan.mapping.values()]
+        if self.target.partitioned:
+            fields.append(pa.field(PIXEL_COLUMN, pa.int64(), nullable=False))
+        fields.append(pa.field(LOAD_ID_COLUMN, pa.int64()))
+        return pa.schema(fields)
+
+    def _batches(
+        self,
+        path: Path,
+        plan: ColumnPlan,
+        lookup: psycopg.Connection,
+        load_id: int,
+        failure: list[BaseException] | None = None,
+    ) -> Iterator[pa.RecordBatch]:
+        """Validated, cast batches with pixel and load id; the file's keys are checked at the end.
+
+        An error is recorded in ``failure`` before it propagates, because ADBC
+        re-raises errors from inside a stream as generic Arrow errors.
+        """
+        target = self.target
+        try:
+            pf = open_parquet(path)
+            parent_pixels = _ParentPixels(lookup, target)
+            keys: list[list[np.ndarray]] = []
+            row0 = 0
+            for raw in pf.iter_batches(batch_size=BATCH_ROWS, columns=list(plan.mapping)):
+                batch = prepare_batch(raw, plan, target, row0)
+                keys.append([batch.column(k).to_numpy(zero_copy_only=False) for k in target.primary_key])
+                arrays = list(batch.columns)
+                if target.partitioned:
+                    arrays.append(pa.array(parent_pixels(batch), pa.int64()))
+                arrays.append(pa.array(np.full(batch.num_rows, load_id, dtype=np.int64)))
+                row0 += batch.num_rows
+                self.progress(batch.num_rows)
+                yield pa.RecordBatch.from_arrays(arrays, schema=self._schema(plan))
+            check_unique(path, target, keys)
+        except BaseException as e:
+            if failure is not None:
+                failure.append(e)
+            raise
+
+    def _explain(self, path: Path, plan: ColumnPlan, e: BaseException) -> DpdbError:
+        """Turn a database error during COPY into a one-line error naming the file and key."""
+        text = str(e)
+        m = re.search(r"Key \((.*?)\)=\((.*?)\) already exists", text)
+        if m:
+            names = [n.strip() for n in m.group(1).split(",")]
+            values = [v.strip() for v in m.group(2).split(",")]
+            canon = {c.name: c.canonical for c in self.target.columns.values()}
+            key = ", ".join(
+                f"{canon.get(n, n)}={v}" for n, v in zip(names, values, strict=False) if n != PIXEL_COLUMN
+            )
+            return ValidationError(
+                f"{path}: duplicate primary key ({key}): already loaded in "
+                f"{self.target.db_schema}.{self.target.canonical} or repeated in the file"
+            )
+        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+        return DpdbError(f"{path}: load into {self.target.db_schema}.{self.target.canonical} failed: {first}")
+
+
+class _ParentPixels:
+    """The ``_healpix_29`` of each row: its parent object's if loaded, else its own position's.
+
+    Measurements share their object's partition (DESIGN decision 6); the parent
+    key column has the same name in parent and child (diaObjectId, objectId).
+    """
+
+    def __init__(self, conn: psycopg.Connection, target: TargetTable) -> None:
+        self.conn = conn
+        self.target = target
+        self.parent: str | None = None
+        if target.parent and target.parent_key:
+            parent = target.parent.lower()
+            has_rows = conn.execute(
+                sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(target.db_schema, parent))
+            ).fetchone()
+            if has_rows and has_rows[0]:
+                self.parent = parent
+
+    def __call__(self, batch: pa.RecordBatch) -> np.ndarray:
+        ra_name, dec_name = self.target.position  # type: ignore[misc]
+        own = pixels(
+            batch.column(ra_name).to_numpy(zero_copy_only=False),
+            batch.column(dec_name).to_numpy(zero_copy_only=False),
+        )
+        key = self.target.parent_key
+        if self.parent is None or key is None or key not in batch.schema.names:
+            return own
+        ids = batch.column(key)
+        valid = ids.is_valid().to_numpy(zero_copy_only=False)
+        id_values = ids.fill_null(0).to_numpy(zero_copy_only=False)
+        wanted = np.unique(id_values[valid])
+        if not len(wanted):
+            return own
+        query = sql.SQL("SELECT DISTINCT ON ({k}) {k}, {p} FROM {t} WHERE {k} = ANY(%s)").format(
+            k=sql.Identifier(key),
+            p=sql.Identifier(PIXEL_COLUMN),
+            t=sql.Identifier(self.target.db_schema, self.parent),
+        )
+        rows = self.conn.execute(query, (wanted.tolist(),)).fetchall()
+        if not rows:
+            return own
+        known = np.array(rows, dtype=np.int64)
+        known = known[np.argsort(known[:, 0])]
+        pos = np.clip(np.searchsorted(known[:, 0], id_values), 0, len(known) - 1)
+        hit = valid & (known[pos, 0] == id_values)
+        return np.where(hit, known[pos, 1], own)

@@ -1,0 +1,278 @@
+"""Validation of Parquet data against a catalog table, before a row is written.
+
+Two stages: :func:`plan_columns` checks a file's schema (every required column
+present, names matched case-insensitively, types castable without loss, no
+unknown columns); :func:`prepare_batch` checks and converts each record batch
+(no null or NaN in non-nullable columns, integers in range, strings within
+their length, principal positions on the sky) and casts it to the exact Arrow
+types the binary COPY needs. Errors name the file, the column and the row
+(0-based row index in the file).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from sqlalchemy import types as satypes
+from sqlalchemy.dialects import postgresql
+
+from dpdb.errors import ValidationError
+from dpdb.schema import table_specs
+from dpdb.tables import LOAD_ID_COLUMN, PIXEL_COLUMN, layout
+
+__all__ = [
+    "TargetColumn",
+    "TargetTable",
+    "target_table",
+    "ColumnPlan",
+    "plan_columns",
+    "prepare_batch",
+    "check_unique",
+]
+
+
+@dataclass(frozen=True)
+class TargetColumn:
+    name: str  # database (lower-case) name
+    canonical: str
+    arrow_type: pa.DataType
+    nullable: bool
+    length: int | None  # maximum string length, if any
+
+
+@dataclass(frozen=True)
+class TargetTable:
+    """What the ETL needs to know about one catalog table."""
+
+    canonical: str
+    db_schema: str
+    columns: dict[str, TargetColumn]  # by database name, in table order
+    primary_key: tuple[str, ...]  # database names, without the pixel column
+    position: tuple[str, str] | None  # database names of ra, dec
+    partitioned: bool
+    parent: str | None  # canonical parent table
+    parent_key: str | None  # database name of the parent ID column
+
+    @property
+    def db_name(self) -> str:
+        return self.canonical.lower()
+
+
+def _arrow_type(sa_type: satypes.TypeEngine) -> pa.DataType:
+    """Arrow type whose binary COPY encoding matches the PostgreSQL column type."""
+    if isinstance(sa_type, postgresql.ARRAY):
+        return pa.list_(_arrow_type(sa_type.item_type))
+    if isinstance(sa_type, satypes.Boolean):
+        return pa.bool_()
+    if isinstance(sa_type, satypes.SmallInteger):
+        return pa.int16()
+    if isinstance(sa_type, satypes.BigInteger):
+        return pa.int64()
+    if isinstance(sa_type, satypes.Integer):
+        return pa.int32()
+    if isinstance(sa_type, postgresql.REAL):
+        return pa.float32()
+    if isinstance(sa_type, satypes.Float | satypes.Double | satypes.Numeric):
+        return pa.float64()
+    if isinstance(sa_type, satypes.String):
+        return pa.string()
+    raise TypeError(f"no Arrow type for {sa_type!r}")
+
+
+def target_table(db_schema: str, version: int, kind: str, table: str) -> TargetTable:
+    """The loadable description of ``table`` in catalog ``db_schema`` (schema ``version``)."""
+    canonical = layout(table).name
+    spec = next((s for s in table_specs(db_schema, version, kind) if s.name == canonical), None)
+    if spec is None:
+        raise ValidationError(f"table {canonical} is not part of a {kind} catalog ({db_schema})")
+    from dpdb.schema import canonical_names
+
+    names = canonical_names(version)[canonical.lower()]
+    columns = {}
+    for col in spec.table.columns:
+        if col.name in (PIXEL_COLUMN, LOAD_ID_COLUMN):
+            continue
+        length = getattr(col.type, "length", None)
+        columns[col.name] = TargetColumn(
+            col.name, names[col.name], _arrow_type(col.type), col.nullable, length
+        )
+    pk = tuple(c.name for c in spec.table.primary_key.columns if c.name != PIXEL_COLUMN)
+    lay = layout(canonical)
+    position = tuple(c.lower() for c in spec.position) if spec.position else None
+    return TargetTable(
+        canonical=canonical,
+        db_schema=db_schema,
+        columns=columns,
+        primary_key=pk,
+        position=position,  # type: ignore[arg-type]
+        partitioned=spec.partitioned,
+        parent=lay.parent,
+        parent_key=lay.parent_key.lower() if lay.parent_key else None,
+    )
+
+
+@dataclass(frozen=True)
+class ColumnPlan:
+    """How a file's columns map onto the target: file column name -> target column."""
+
+    path: Path
+    mapping: dict[str, TargetColumn]
+    ignored: tuple[str, ...]
+
+
+def _castable(src: pa.DataType, dst: pa.DataType) -> bool:
+    """Whether values of ``src`` load into ``dst`` without loss (range is checked per value)."""
+    if src == dst or pa.types.is_null(src):
+        return True
+    if pa.types.is_dictionary(src):
+        return _castable(src.value_type, dst)
+    if pa.types.is_list(dst):
+        if pa.types.is_list(src) or pa.types.is_large_list(src) or pa.types.is_fixed_size_list(src):
+            return _castable(src.value_type, dst.value_type)
+        return False
+    if pa.types.is_integer(dst):
+        return pa.types.is_integer(src)
+    if pa.types.is_floating(dst):
+        if pa.types.is_floating(src):
+            return True  # float64 -> real is allowed because the schema says real
+        return pa.types.is_integer(src) and src.bit_width <= (16 if dst == pa.float32() else 32)
+    if pa.types.is_boolean(dst):
+        return pa.types.is_boolean(src)
+    if pa.types.is_string(dst):
+        return pa.types.is_string(src) or pa.types.is_large_string(src)
+    return False
+
+
+def plan_columns(path: Path, schema: pa.Schema, target: TargetTable, ignore_extra: bool) -> ColumnPlan:
+    """Match a file's columns to the target table, or raise a one-line ValidationError."""
+    by_lower: dict[str, str] = {}
+    for name in schema.names:
+        if name.lower() in by_lower:
+            raise ValidationError(f"{path}: columns {by_lower[name.lower()]} and {name} differ only in case")
+        by_lower[name.lower()] = name
+    missing = [c.canonical for c in target.columns.values() if not c.nullable and c.name not in by_lower]
+    if missing:
+        raise ValidationError(
+            f"{path}: missing required column {missing[0]} of {target.canonical}"
+            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
+    extra = [name for low, name in by_lower.items() if low not in target.columns]
+    if extra and not ignore_extra:
+        raise ValidationError(
+            f"{path}: unknown column {extra[0]} for {target.canonical}"
+            + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
+            + "; use --ignore-extra to skip unknown columns"
+        )
+    mapping = {}
+    for low, name in by_lower.items():
+        col = target.columns.get(low)
+        if col is None:
+            continue
+        src = schema.field(name).type
+        if not _castable(src, col.arrow_type):
+            raise ValidationError(
+                f"{path}: column {name} has type {src}, which cannot load into "
+                f"{target.canonical}.{col.canonical} ({col.arrow_type}) without loss"
+            )
+        mapping[name] = col
+    return ColumnPlan(path, mapping, tuple(extra))
+
+
+def prepare_batch(batch: pa.RecordBatch, plan: ColumnPlan, target: TargetTable, row0: int) -> pa.RecordBatch:
+    """Check a batch's values and return it renamed and cast to the target's exact types.
+
+    NaN in a nullable floating-point column becomes NULL (so SQL aggregates are
+    not poisoned); NaN or NULL in a non-nullable column is an error.
+    """
+    arrays, fields = [], []
+    for name, col in plan.mapping.items():
+        arr = batch.column(name)
+        where = f"{plan.path}: column {name}"
+        arr = _cast(arr, col, where, row0)
+        if pa.types.is_floating(col.arrow_type):
+            nan = pc.is_nan(arr)
+            if pc.any(nan).as_py():
+                if not col.nullable:
+                    raise ValidationError(f"{where}, row {row0 + _first(nan)}: NaN in a non-nullable column")
+                arr = pc.if_else(nan, pa.scalar(None, col.arrow_type), arr)
+        if not col.nullable and arr.null_count:
+            raise ValidationError(
+                f"{where}, row {row0 + _first(arr.is_null())}: null in a non-nullable column"
+            )
+        if col.length is not None and len(arr):
+            too_long = pc.greater(pc.utf8_length(arr), col.length)
+            if pc.any(too_long).as_py():
+                raise ValidationError(
+                    f"{where}, row {row0 + _first(too_long)}: value longer than {col.length} characters"
+                )
+        arrays.append(arr)
+        fields.append(pa.field(col.name, col.arrow_type, nullable=col.nullable))
+    out = pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+    if target.position:
+        _check_position(out, plan, target, row0)
+    return out
+
+
+def _cast(arr: pa.Array, col: TargetColumn, where: str, row0: int) -> pa.Array:
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if arr.type == col.arrow_type:
+        return arr
+    if pa.types.is_integer(col.arrow_type) and pa.types.is_integer(arr.type):
+        info = np.iinfo(col.arrow_type.to_pandas_dtype())
+        bad = pc.or_(pc.less(arr, info.min), pc.greater(arr, info.max))
+        if pc.any(bad).as_py():
+            raise ValidationError(
+                f"{where}, row {row0 + _first(bad)}: value out of range for {col.arrow_type}"
+            )
+    try:
+        return pc.cast(arr, col.arrow_type, safe=not pa.types.is_floating(col.arrow_type))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+        raise ValidationError(
+            f"{where}: cannot convert to {col.arrow_type} ({str(e).splitlines()[0]})"
+        ) from e
+
+
+def _first(mask: pa.Array) -> int:
+    """Index of the first true value of a boolean array (nulls count as false)."""
+    return int(np.flatnonzero(mask.fill_null(False).to_numpy(zero_copy_only=False))[0])
+
+
+def _check_position(batch: pa.RecordBatch, plan: ColumnPlan, target: TargetTable, row0: int) -> None:
+    ra_name, dec_name = target.position  # type: ignore[misc]
+    file_names = {col.name: name for name, col in plan.mapping.items()}
+    for name, lo, hi in ((ra_name, 0.0, 360.0), (dec_name, -90.0, 90.0)):
+        if name not in batch.schema.names:
+            continue
+        arr = batch.column(name)
+        bad = pc.or_(pc.less(arr, lo), pc.greater(arr, hi))
+        if pc.any(bad).as_py():
+            i = _first(bad)
+            raise ValidationError(
+                f"{plan.path}: column {file_names[name]}, row {row0 + i}: "
+                f"{arr[i].as_py()} outside [{lo:g}, {hi:g}] degrees"
+            )
+
+
+def check_unique(path: Path, target: TargetTable, keys: list[list[np.ndarray]]) -> None:
+    """Refuse a file whose primary key repeats (``keys``: per batch, one array per key column)."""
+    if not keys:
+        return
+    columns = [np.concatenate([batch[i] for batch in keys]) for i in range(len(target.primary_key))]
+    order = np.lexsort(columns[::-1])
+    sorted_cols = [c[order] for c in columns]
+    same = np.ones(len(order) - 1, dtype=bool) if len(order) > 1 else np.zeros(0, dtype=bool)
+    for c in sorted_cols:
+        same &= c[1:] == c[:-1]
+    if same.any():
+        k = int(np.flatnonzero(same)[0])
+        first, second = sorted((int(order[k]), int(order[k + 1])))
+        key = ", ".join(
+            f"{target.columns[n].canonical}={c[k]}"
+            for n, c in zip(target.primary_key, sorted_cols, strict=True)
+        )
+        raise ValidationError(f"{path}: duplicate primary key ({key}) in rows {first} and {second}")
