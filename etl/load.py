@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from queue import Full, Queue
 
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc
@@ -194,7 +196,7 @@ class _FileLoader:
             if replaced:
                 self._remove_loads(cur, replaced)
             failure: list[BaseException] = []
-            batches = self._batches(fp.path, plan, lookup, load_id, failure)
+            batches = _prefetch(self._batches(fp.path, plan, lookup, load_id, failure))
             reader = pa.RecordBatchReader.from_batches(self._schema(plan), batches)
             try:
                 rows = cur.adbc_ingest(target.db_name, reader, mode="append", db_schema_name=target.db_schema)
@@ -276,6 +278,42 @@ class _FileLoader:
             )
         first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
         return DpdbError(f"{path}: load into {self.target.db_schema}.{self.target.canonical} failed: {first}")
+
+
+def _prefetch(items: Iterator[pa.RecordBatch], depth: int = 3) -> Iterator[pa.RecordBatch]:
+    """Produce ``items`` in a background thread, so Parquet decoding and validation
+    overlap with the COPY stream (both release the GIL in their C++ parts)."""
+    queue: Queue[object] = Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        queue.put(item, timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put(done)
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            queue.put(e)
+
+    worker = threading.Thread(target=produce, name="dpdb-etl-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = queue.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+    finally:
+        stop.set()
 
 
 class _ParentPixels:

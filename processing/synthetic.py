@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-
 from dpdb.etl.validate import TargetColumn, target_table
+
 from dpdb.schema import latest_version
 from dpdb.tables import layout
 
@@ -74,7 +74,5 @@ def _values(col: TargetColumn, rows: int, rng: np.random.Generator) -> pa.Array:
     if pa.types.is_boolean(t):
         return pa.array(rng.random(rows) < 0.1)
     if pa.types.is_string(t):
-        width = min(col.length or 8, 8)
-        letters = np.array(list(BANDS))[rng.integers(0, len(BANDS), rows)]
-        return pa.array([s * 1 for s in letters] if width >= 1 else [""] * rows)
+        return pa.array(np.array(list(BANDS))[rng.integers(0, len(BANDS), rows)])
     raise TypeError(f"no synthetic values for {t}")

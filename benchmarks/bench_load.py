@@ -1,0 +1,131 @@
+"""Benchmark: `dpdb load` against a raw binary COPY of the same Arrow data.
+
+Generates a DiaSource-shaped Parquet file (every schema column, 2 million rows
+by default) and, on a fresh embedded server, loads it
+
+  (a) with dpdb's loader (validation, pixel computation, manifest, COPY) into
+      the partitioned, indexed prompt.DiaSource, and
+  (b) with a raw ADBC binary COPY (adbc_ingest) of the same rows, already in
+      memory with their pixel column, into an identical empty table;
+
+then loads the same rows split into 8 HEALPix-partitioned files
+(Norder=1/Dir=0/Npix=N.parquet) with --jobs 1 and --jobs 2. Prints rows/s and
+the ratios. Usage: python benchmarks/bench_load.py [--rows N] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import adbc_driver_postgresql.dbapi as adbc
+import numpy as np
+import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
+from dpdb.etl.load import load
+from dpdb.processing.synthetic import synthetic_table
+
+from dpdb.catalogs import create_catalog
+from dpdb.config import Settings
+from dpdb.db import adbc_uri, conninfo, prepare
+from dpdb.healpix import pixels
+from dpdb.schema import latest_version
+from dpdb.server import EmbeddedServer
+
+
+def make_data(rows: int, workdir: Path) -> tuple[Path, Path, pa.Table]:
+    table = synthetic_table("DiaSource", rows, seed=1, ra_range=(0.0, 90.0), dec_range=(0.0, 41.8))
+    single = workdir / "DiaSource.parquet"
+    pq.write_table(table, single, row_group_size=131_072)
+    # The same rows as a HATS-like tree: Norder=1 pixels of the positions.
+    tree = workdir / "hats"
+    pix = pixels(table["ra"].to_numpy(), table["dec"].to_numpy()) >> (2 * (29 - 1))
+    for n in np.unique(pix):
+        part = table.filter(pa.array(pix == n))
+        path = tree / "Norder=1" / "Dir=0" / f"Npix={n}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(part, path, row_group_size=131_072)
+    return single, tree, table
+
+
+def reset(settings: Settings) -> None:
+    with psycopg.connect(conninfo(settings), autocommit=True) as conn:
+        conn.execute("TRUNCATE prompt.diasource, dpdb_meta.load_manifest")
+        conn.execute("DROP SCHEMA IF EXISTS rawcopy CASCADE")
+        conn.execute("DELETE FROM dpdb_meta.catalog WHERE name = 'rawcopy'")
+        conn.execute("CHECKPOINT")
+
+
+def timed_load(settings: Settings, path: Path, jobs: int) -> float:
+    reset(settings)
+    start = time.perf_counter()
+    summary = load(settings, "DiaSource", [path], jobs=jobs)
+    elapsed = time.perf_counter() - start
+    assert summary.rows > 0
+    return elapsed
+
+
+def timed_raw_copy(settings: Settings, table: pa.Table) -> float:
+    reset(settings)
+    with psycopg.connect(conninfo(settings)) as conn:
+        create_catalog(conn, "rawcopy", "prompt", latest_version(), settings.partition_order)
+    data = table.rename_columns([n.lower() for n in table.column_names])
+    data = data.append_column("_healpix_29", pa.array(pixels(data["ra"].to_numpy(), data["dec"].to_numpy())))
+    with psycopg.connect(conninfo(settings), autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+    start = time.perf_counter()
+    with adbc.connect(adbc_uri(settings)) as aconn, aconn.cursor() as cur:
+        cur.adbc_ingest(
+            "diasource", data.to_reader(max_chunksize=65_536), mode="append", db_schema_name="rawcopy"
+        )
+        aconn.commit()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--partition-order", type=int, default=1)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="dpdb-bench-"))
+    os.chmod(workdir, 0o755)
+    home = workdir / "home"
+    settings = Settings(home=home, database="bench", partition_order=args.partition_order)
+    try:
+        t0 = time.perf_counter()
+        single, tree, table = make_data(args.rows, workdir)
+        size = single.stat().st_size
+        print(
+            f"data: {args.rows:,} DiaSource rows x {table.num_columns} columns, {size / 1e6:.0f} MB Parquet "
+            f"(generated in {time.perf_counter() - t0:.0f} s); {len(list(tree.rglob('*.parquet')))} files in tree"
+        )
+        prepare(settings)
+        ours = timed_load(settings, single, jobs=1)
+        raw = timed_raw_copy(settings, table)
+        jobs1 = timed_load(settings, tree, jobs=1)
+        jobs2 = timed_load(settings, tree, jobs=2)
+        n = args.rows
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"partition order {args.partition_order} ({12 * 4**args.partition_order} partitions)"
+        )
+        print(f"(a) dpdb load, 1 file:        {n / ours:>12,.0f} rows/s  ({ours:.1f} s)")
+        print(f"(b) raw ADBC binary COPY:     {n / raw:>12,.0f} rows/s  ({raw:.1f} s)")
+        print(f"ratio (a)/(b):                {raw / ours:>12.2f}   (target >= 0.9)")
+        print(f"dpdb load --jobs 1, tree:     {n / jobs1:>12,.0f} rows/s  ({jobs1:.1f} s)")
+        print(f"dpdb load --jobs 2, tree:     {n / jobs2:>12,.0f} rows/s  ({jobs2:.1f} s)")
+        print(f"speed-up jobs 2 / jobs 1:     {jobs1 / jobs2:>12.2f}   (target > 1)")
+    finally:
+        EmbeddedServer(home).down()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
