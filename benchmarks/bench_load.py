@@ -104,7 +104,8 @@ def main() -> None:
         size = single.stat().st_size
         print(
             f"data: {args.rows:,} DiaSource rows x {table.num_columns} columns, {size / 1e6:.0f} MB Parquet "
-            f"(generated in {time.perf_counter() - t0:.0f} s); {len(list(tree.rglob('*.parquet')))} files in tree"
+            f"(generated in {time.perf_counter() - t0:.0f} s); "
+            f"{len(list(tree.rglob('*.parquet')))} files in tree"
         )
         prepare(settings)
         ours = timed_load(settings, single, jobs=1)

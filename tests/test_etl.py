@@ -39,7 +39,8 @@ def count(conn: psycopg.Connection, table: str = "prompt.diasource") -> int:
 
 def manifest(conn: psycopg.Connection) -> list[tuple]:
     return conn.execute(
-        "SELECT path, size, sha256, table_name, target, row_count, schema_version FROM dpdb_meta.load_manifest"
+        "SELECT path, size, sha256, table_name, target, row_count, schema_version "
+        "FROM dpdb_meta.load_manifest"
     ).fetchall()
 
 
@@ -81,7 +82,8 @@ def test_load_records_manifest_provenance_and_pixels(
     ).fetchone()[0]
     assert mismatched == 0
     ra, dec, pix = (
-        np.array(c) for c in zip(*conn.execute("SELECT ra, dec, _healpix_29 FROM prompt.diaobject"))
+        np.array(c)
+        for c in zip(*conn.execute("SELECT ra, dec, _healpix_29 FROM prompt.diaobject"), strict=True)
     )
     assert (pixels(ra, dec) == pix).all()
 
