@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -295,49 +296,25 @@ def load_cmd(
     """Validate and bulk-load Parquet files (or directories of them) into TABLE."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .etl.files import discover
+    from .etl.files import discover, open_parquet
     from .etl.load import load
 
-    settings = _settings(ctx)
+    run = functools.partial(
+        load, _settings(ctx), table, list(paths), into=into, dry_run=dry_run, jobs=jobs,
+        ignore_extra=ignore_extra, replace=replace,
+    )  # fmt: skip
     err_console = Console(stderr=True)
-    show = not quiet and err_console.is_terminal
-    if show:
-        import pyarrow.parquet as pq
-
-        total = sum(pq.ParquetFile(p).metadata.num_rows for p in discover(list(paths)))
+    if not quiet and err_console.is_terminal:
+        total = sum(open_parquet(p).metadata.num_rows for p in discover(list(paths)))
         bar = Progress(
-            TextColumn(f"[bold]{table}[/bold]"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            _RowsPerSecond(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        )
+            TextColumn(f"[bold]{table}[/bold]"), BarColumn(), MofNCompleteColumn(), _RowsPerSecond(),
+            TimeElapsedColumn(), console=err_console, transient=True,
+        )  # fmt: skip
         with bar:
             task = bar.add_task("load", total=total)
-            summary = load(
-                settings,
-                table,
-                list(paths),
-                into=into,
-                dry_run=dry_run,
-                jobs=jobs,
-                ignore_extra=ignore_extra,
-                replace=replace,
-                progress=lambda n: bar.advance(task, n),
-            )
+            summary = run(progress=lambda n: bar.advance(task, n))
     else:
-        summary = load(
-            settings,
-            table,
-            list(paths),
-            into=into,
-            dry_run=dry_run,
-            jobs=jobs,
-            ignore_extra=ignore_extra,
-            replace=replace,
-        )
+        summary = run()
     if not quiet:
         for f in summary.files:
             if f.status == "skipped":

@@ -249,12 +249,18 @@ class _FileLoader:
                 batch = prepare_batch(raw, plan, target, row0)
                 keys.append([batch.column(k).to_numpy(zero_copy_only=False) for k in target.primary_key])
                 arrays = list(batch.columns)
+                order = None
                 if target.partitioned:
-                    arrays.append(pa.array(parent_pixels(batch), pa.int64()))
+                    pix = parent_pixels(batch)
+                    arrays.append(pa.array(pix, pa.int64()))
+                    # Rows grouped by pixel fill PostgreSQL's per-partition COPY buffers
+                    # and insert into the indexes in spatial order: measurably faster.
+                    order = np.argsort(pix, kind="stable")
                 arrays.append(pa.array(np.full(batch.num_rows, load_id, dtype=np.int64)))
                 row0 += batch.num_rows
                 self.progress(batch.num_rows)
-                yield pa.RecordBatch.from_arrays(arrays, schema=self._schema(plan))
+                out = pa.RecordBatch.from_arrays(arrays, schema=self._schema(plan))
+                yield out if order is None else out.take(pa.array(order))
             check_unique(path, target, keys)
         except BaseException as e:
             if failure is not None:
