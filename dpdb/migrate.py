@@ -6,14 +6,16 @@ schemas are append-only, so migrations only go forward.
 
 from __future__ import annotations
 
+import getpass
+import json
 import logging
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
 import psycopg
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
@@ -22,7 +24,7 @@ from .db import conninfo, database_version, ensure_server
 from .errors import SchemaError
 from .schema import check_version, latest_version
 
-__all__ = ["migrate", "install_sql", "revision_of", "current_revision"]
+__all__ = ["migrate", "install_sql", "revision_of"]
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +48,6 @@ def _engine(settings: Settings) -> Engine:
     return create_engine("postgresql+psycopg://", creator=lambda: psycopg.connect(info), poolclass=NullPool)
 
 
-def current_revision(settings: Settings) -> str | None:
-    engine = _engine(settings)
-    with engine.connect() as conn:
-        ctx = MigrationContext.configure(conn, opts={"version_table_schema": VERSION_TABLE_SCHEMA})
-        return ctx.get_current_revision()
-
-
 def migrate(settings: Settings, to: int | None = None) -> tuple[int | None, int]:
     """Upgrade the database to schema ``to`` (default: newest); return (before, after).
 
@@ -60,6 +55,7 @@ def migrate(settings: Settings, to: int | None = None) -> tuple[int | None, int]
     empty database this creates everything (that is how ``dpdb db up`` bootstraps).
     """
     target = check_version(to if to is not None else latest_version())
+    started = datetime.now(UTC)
     ensure_server(settings)
     with psycopg.connect(conninfo(settings), autocommit=True) as conn:
         before = database_version(conn)
@@ -76,6 +72,13 @@ def migrate(settings: Settings, to: int | None = None) -> tuple[int | None, int]
             command.upgrade(cfg, revision_of(target))
     with psycopg.connect(conninfo(settings)) as conn:
         install_sql(conn)
+        if before != target:
+            conn.execute(
+                "INSERT INTO dpdb_meta.audit_log (at, who, action, arguments, outcome, duration_s) "
+                "VALUES (now(), %s || '/' || current_user, 'db.migrate', %s, 'ok', "
+                "extract(epoch FROM clock_timestamp() - %s))",
+                (getpass.getuser(), json.dumps({"from": before, "to": target}), started),
+            )
     return before, target
 
 
