@@ -15,7 +15,7 @@ __all__ = [
     "create_catalog",
     "upgrade_catalogs",
     "record_version",
-    "catalog_exists",
+    "catalog_info",
     "writable_catalog",
     "WRITABLE_RELEASE_STATES",
 ]
@@ -34,9 +34,12 @@ def create_meta(conn: psycopg.Connection, version: int) -> None:
     _execute_all(conn, meta_ddl(version))
 
 
-def catalog_exists(conn: psycopg.Connection, name: str) -> bool:
-    row = conn.execute("SELECT 1 FROM dpdb_meta.catalog WHERE name = %s", (name,)).fetchone()
-    return row is not None
+def catalog_info(conn: psycopg.Connection, name: str) -> tuple[str, int] | None:
+    """(kind, schema version) of catalog ``name``, or None if there is no such catalog."""
+    row = conn.execute(
+        "SELECT kind, schema_version FROM dpdb_meta.catalog WHERE name = %s", (name,)
+    ).fetchone()
+    return (row[0], int(row[1])) if row else None
 
 
 def create_catalog(
@@ -75,13 +78,11 @@ WRITABLE_RELEASE_STATES = ("created", "loaded", "failed")
 
 def writable_catalog(conn: psycopg.Connection, name: str) -> tuple[str, int]:
     """(kind, schema version) of catalog ``name`` if data may be loaded into it, else a named error."""
-    row = conn.execute(
-        "SELECT kind, schema_version FROM dpdb_meta.catalog WHERE name = %s", (name,)
-    ).fetchone()
-    if row is None:
+    info = catalog_info(conn, name)
+    if info is None:
         known = [r[0] for r in conn.execute("SELECT name FROM dpdb_meta.catalog ORDER BY name")]
         raise ReleaseStateError(f"target {name} does not exist (catalogs: {', '.join(known)})")
-    kind, version = row
+    kind, version = info
     if kind == "release":
         state = conn.execute("SELECT state FROM dpdb_meta.release WHERE name = %s", (name,)).fetchone()
         if state is None or state[0] not in WRITABLE_RELEASE_STATES:
@@ -89,4 +90,4 @@ def writable_catalog(conn: psycopg.Connection, name: str) -> tuple[str, int]:
                 f"release {name} is {state[0] if state else 'unregistered'}; only "
                 f"{', '.join(WRITABLE_RELEASE_STATES)} releases can be loaded into"
             )
-    return kind, int(version)
+    return kind, version

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from psycopg import sql
 
+from dpdb.catalogs import catalog_info
 from dpdb.config import Settings
 from dpdb.db import adbc_uri, connect
 from dpdb.errors import DpdbError
@@ -25,12 +26,11 @@ def export_table(settings: Settings, table: str, catalog: str, out: Path) -> int
     columns carry their canonical names, so a loaded file exports back as it was.
     """
     with connect(settings) as conn:
-        row = conn.execute(
-            "SELECT kind, schema_version FROM dpdb_meta.catalog WHERE name = %s", (catalog,)
-        ).fetchone()
-        if row is None:
+        info = catalog_info(conn, catalog)
+        if info is None:
             raise DpdbError(f"catalog {catalog} does not exist")
-        target = target_table(catalog, int(row[1]), row[0], table)
+        kind, version = info
+        target = target_table(catalog, version, kind, table)
         query = (
             sql.SQL("SELECT {cols} FROM {table} ORDER BY {pk}")
             .format(

@@ -27,7 +27,6 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from dpdb import __version__
 from dpdb.catalogs import writable_catalog
 from dpdb.config import Settings
 from dpdb.db import adbc_uri, connect, conninfo
@@ -35,8 +34,8 @@ from dpdb.errors import DpdbError, ValidationError
 from dpdb.healpix import pixels
 from dpdb.tables import LOAD_ID_COLUMN, PIXEL_COLUMN, layout
 
+from . import manifest
 from .files import ParquetFile, discover, fingerprint, open_parquet
-from .manifest import decide
 from .validate import ColumnPlan, TargetTable, check_unique, plan_columns, prepare_batch, target_table
 
 __all__ = ["FileResult", "LoadSummary", "load"]
@@ -107,17 +106,18 @@ def load(
         kind, version = writable_catalog(conn, into)
     target = target_table(into, version, kind, canonical)
     files = discover(paths)
-    plans = {}
+    plans, rows = {}, {}
     for path in files:
         pf = open_parquet(path)
         plans[path] = plan_columns(path, pf.schema_arrow, target, ignore_extra)
+        rows[path] = pf.metadata.num_rows
     loader = _FileLoader(settings, target, version, dry_run, replace, progress)
     summary = LoadSummary(canonical, into)
     if jobs <= 1 or len(files) == 1:
-        results = [loader.run(path, plans[path]) for path in files]
+        results = [loader.run(path, plans[path], rows[path]) for path in files]
     else:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            results = list(pool.map(lambda p: loader.run(p, plans[p]), files))
+            results = list(pool.map(lambda p: loader.run(p, plans[p], rows[p]), files))
     summary.files = results
     summary.seconds = time.monotonic() - start
     return summary
@@ -142,82 +142,62 @@ class _FileLoader:
         self.replace = replace
         self.progress = progress or (lambda n: None)
 
-    def run(self, path: Path, plan: ColumnPlan) -> FileResult:
+    def run(self, path: Path, plan: ColumnPlan, rows: int) -> FileResult:
+        """Load one file (``rows`` rows, from its footer) in one transaction, or skip or refuse it."""
+        target = self.target
         fp = fingerprint(path)
-        with psycopg.connect(conninfo(self.settings), autocommit=True) as lookup:
-            decision = decide(lookup, fp, self.target.canonical, self.target.db_schema)
+        with (
+            adbc.connect(adbc_uri(self.settings)) as aconn,
+            aconn.cursor() as cur,
+            psycopg.connect(conninfo(self.settings), autocommit=True) as lookup,
+        ):
+            manifest.lock(cur, fp)
+            decision = manifest.decide(cur, fp, target.canonical, target.db_schema)
             if decision.action == "same":
+                aconn.rollback()
                 log.info("%s: already loaded (load %s), skipped", path, decision.load_ids[0])
-                return FileResult(path, "skipped", open_parquet(path).metadata.num_rows, decision.load_ids[0])
+                return FileResult(path, "skipped", rows, decision.load_ids[0])
             if decision.action == "changed" and not self.replace:
                 raise ValidationError(
-                    f"{path}: already loaded into {self.target.db_schema}.{self.target.canonical} "
-                    "with different "
+                    f"{path}: already loaded into {target.db_schema}.{target.canonical} with different "
                     f"content (load {decision.load_ids[0]}); use --replace to reload it"
                 )
             if self.dry_run:
-                rows = sum(b.num_rows for b in self._batches(path, plan, lookup, load_id=0))
-                return FileResult(path, "validated", rows)
-            return self._ingest(fp, plan, lookup, decision.load_ids)
+                aconn.rollback()
+                checked = sum(b.num_rows for b in self._batches(path, plan, lookup, load_id=0))
+                return FileResult(path, "validated", checked)
+            return self._ingest(aconn, cur, fp, plan, lookup, decision.load_ids)
 
-    # -- the transaction of one file -----------------------------------------------
     def _ingest(
-        self, fp: ParquetFile, plan: ColumnPlan, lookup: psycopg.Connection, replaced: tuple[int, ...]
+        self,
+        aconn: adbc.Connection,
+        cur: adbc.Cursor,
+        fp: ParquetFile,
+        plan: ColumnPlan,
+        lookup: psycopg.Connection,
+        replaced: tuple[int, ...],
     ) -> FileResult:
+        """Manifest row, old rows out (when replacing), COPY, key check, commit: all or nothing."""
         target = self.target
-        with adbc.connect(adbc_uri(self.settings)) as aconn, aconn.cursor() as cur:
-            # Serialize concurrent loads of the same content, then re-check inside the transaction.
-            cur.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", parameters=(fp.sha256,))
-            cur.fetchall()
-            cur.execute(
-                "SELECT load_id FROM dpdb_meta.load_manifest "
-                "WHERE sha256 = $1 AND table_name = $2 AND target = $3",
-                parameters=(fp.sha256, target.canonical, target.db_schema),
-            )
-            done = cur.fetchall()
-            if done:
-                aconn.rollback()
-                return FileResult(fp.path, "skipped", open_parquet(fp.path).metadata.num_rows, done[0][0])
-            cur.execute(
-                "INSERT INTO dpdb_meta.load_manifest (path, size, sha256, table_name, target, row_count, "
-                "schema_version, software_version, loaded_at) "
-                "VALUES ($1, $2, $3, $4, $5, 0, $6, $7, now()) RETURNING load_id",
-                parameters=(
-                    str(fp.path),
-                    fp.size,
-                    fp.sha256,
-                    target.canonical,
-                    target.db_schema,
-                    self.version,
-                    __version__,
-                ),
-            )
-            load_id = int(cur.fetchone()[0])  # type: ignore[index]
-            if replaced:
-                self._remove_loads(cur, replaced)
-            failure: list[BaseException] = []
-            batches = _prefetch(self._batches(fp.path, plan, lookup, load_id, failure))
-            reader = pa.RecordBatchReader.from_batches(self._schema(plan), batches)
-            try:
-                rows = cur.adbc_ingest(target.db_name, reader, mode="append", db_schema_name=target.db_schema)
-            except (adbc_driver_manager.Error, pa.ArrowException) as e:
-                aconn.rollback()
-                if failure:
-                    raise failure[0] from None
-                raise self._explain(fp.path, plan, e) from e
-            cur.execute(
-                "UPDATE dpdb_meta.load_manifest SET row_count = $1, loaded_at = now() WHERE load_id = $2",
-                parameters=(rows, load_id),
-            )
-            aconn.commit()
+        load_id = manifest.add_entry(cur, fp, target.canonical, target.db_schema, self.version)
+        if replaced:
+            ids = ",".join(str(int(i)) for i in replaced)
+            table = f'"{target.db_schema}"."{target.db_name}"'  # names validated against the catalog
+            cur.execute(f"DELETE FROM {table} WHERE {LOAD_ID_COLUMN} IN ({ids})")
+            manifest.remove_entries(cur, replaced)
+        failure: list[BaseException] = []
+        batches = _prefetch(self._batches(fp.path, plan, lookup, load_id, failure))
+        reader = pa.RecordBatchReader.from_batches(self._schema(plan), batches)
+        try:
+            rows = cur.adbc_ingest(target.db_name, reader, mode="append", db_schema_name=target.db_schema)
+        except (adbc_driver_manager.Error, pa.ArrowException) as e:
+            aconn.rollback()
+            if failure:
+                raise failure[0] from None
+            raise self._explain(fp.path, e) from e
+        manifest.set_row_count(cur, load_id, rows)
+        aconn.commit()
         return FileResult(fp.path, "replaced" if replaced else "loaded", rows, load_id)
-
-    def _remove_loads(self, cur: adbc.Cursor, load_ids: tuple[int, ...]) -> None:
-        """Delete the rows and manifest entries of earlier loads of a replaced file."""
-        ids = ",".join(str(int(i)) for i in load_ids)
-        table = f'"{self.target.db_schema}"."{self.target.db_name}"'  # names validated against the catalog
-        cur.execute(f"DELETE FROM {table} WHERE {LOAD_ID_COLUMN} IN ({ids})")
-        cur.execute(f"DELETE FROM dpdb_meta.load_manifest WHERE load_id IN ({ids})")
 
     def _schema(self, plan: ColumnPlan) -> pa.Schema:
         fields = [pa.field(c.name, c.arrow_type, nullable=c.nullable) for c in plan.mapping.values()]
@@ -267,7 +247,7 @@ class _FileLoader:
                 failure.append(e)
             raise
 
-    def _explain(self, path: Path, plan: ColumnPlan, e: BaseException) -> DpdbError:
+    def _explain(self, path: Path, e: BaseException) -> DpdbError:
         """Turn a database error during COPY into a one-line error naming the file and key."""
         text = str(e)
         m = re.search(r"Key \((.*?)\)=\((.*?)\) already exists", text)

@@ -2,18 +2,21 @@
 
 Loads are idempotent by content: a file whose SHA-256 was already loaded into
 the same table and target is skipped; a different content under an already
-loaded path is refused unless replaced explicitly.
+loaded path is refused unless replaced explicitly. All functions run on the
+ADBC cursor of the file's load transaction, after :func:`lock`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import psycopg
+import adbc_driver_postgresql.dbapi as adbc
+
+from dpdb import __version__
 
 from .files import ParquetFile
 
-__all__ = ["Decision", "decide"]
+__all__ = ["Decision", "lock", "decide", "add_entry", "set_row_count", "remove_entries"]
 
 
 @dataclass(frozen=True)
@@ -24,18 +27,49 @@ class Decision:
     load_ids: tuple[int, ...] = ()  # manifest entries involved (the loaded one, or the ones to replace)
 
 
-def decide(conn: psycopg.Connection, f: ParquetFile, table: str, target: str) -> Decision:
+def lock(cur: adbc.Cursor, f: ParquetFile) -> None:
+    """Serialize loads of the same content until the transaction ends (no double load by racing runs)."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", parameters=(f.sha256,))
+    cur.fetchall()
+
+
+def _load_ids(cur: adbc.Cursor, column: str, value: str, table: str, target: str) -> tuple[int, ...]:
+    cur.execute(
+        f"SELECT load_id FROM dpdb_meta.load_manifest "
+        f"WHERE {column} = $1 AND table_name = $2 AND target = $3",
+        parameters=(value, table, target),
+    )
+    return tuple(int(r[0]) for r in cur.fetchall())
+
+
+def decide(cur: adbc.Cursor, f: ParquetFile, table: str, target: str) -> Decision:
     """Compare a file with the manifest of ``target``.``table``."""
-    same = conn.execute(
-        "SELECT load_id FROM dpdb_meta.load_manifest WHERE sha256 = %s AND table_name = %s AND target = %s",
-        (f.sha256, table, target),
-    ).fetchall()
+    same = _load_ids(cur, "sha256", f.sha256, table, target)
     if same:
-        return Decision("same", tuple(r[0] for r in same))
-    changed = conn.execute(
-        "SELECT load_id FROM dpdb_meta.load_manifest WHERE path = %s AND table_name = %s AND target = %s",
-        (str(f.path), table, target),
-    ).fetchall()
-    if changed:
-        return Decision("changed", tuple(r[0] for r in changed))
-    return Decision("new")
+        return Decision("same", same)
+    changed = _load_ids(cur, "path", str(f.path), table, target)
+    return Decision("changed", changed) if changed else Decision("new")
+
+
+def add_entry(cur: adbc.Cursor, f: ParquetFile, table: str, target: str, schema_version: int) -> int:
+    """Insert the manifest row of a load (row count filled in by :func:`set_row_count`); return its id."""
+    cur.execute(
+        "INSERT INTO dpdb_meta.load_manifest (path, size, sha256, table_name, target, row_count, "
+        "schema_version, software_version, loaded_at) "
+        "VALUES ($1, $2, $3, $4, $5, 0, $6, $7, now()) RETURNING load_id",
+        parameters=(str(f.path), f.size, f.sha256, table, target, schema_version, __version__),
+    )
+    return int(cur.fetchone()[0])  # type: ignore[index]
+
+
+def set_row_count(cur: adbc.Cursor, load_id: int, rows: int) -> None:
+    cur.execute(
+        "UPDATE dpdb_meta.load_manifest SET row_count = $1, loaded_at = now() WHERE load_id = $2",
+        parameters=(rows, load_id),
+    )
+
+
+def remove_entries(cur: adbc.Cursor, load_ids: tuple[int, ...]) -> None:
+    """Delete manifest entries (of a file being replaced; its rows are deleted by the caller)."""
+    ids = ",".join(str(int(i)) for i in load_ids)
+    cur.execute(f"DELETE FROM dpdb_meta.load_manifest WHERE load_id IN ({ids})")

@@ -21,7 +21,7 @@ from sqlalchemy import types as satypes
 from sqlalchemy.dialects import postgresql
 
 from dpdb.errors import ValidationError
-from dpdb.schema import table_specs
+from dpdb.schema import canonical_names, table_specs
 from dpdb.tables import LOAD_ID_COLUMN, PIXEL_COLUMN, layout
 
 __all__ = [
@@ -89,8 +89,6 @@ def target_table(db_schema: str, version: int, kind: str, table: str) -> TargetT
     spec = next((s for s in table_specs(db_schema, version, kind) if s.name == canonical), None)
     if spec is None:
         raise ValidationError(f"table {canonical} is not part of a {kind} catalog ({db_schema})")
-    from dpdb.schema import canonical_names
-
     names = canonical_names(version)[canonical.lower()]
     columns = {}
     for col in spec.table.columns:

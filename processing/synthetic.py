@@ -11,7 +11,6 @@ import pyarrow as pa
 from dpdb.etl.validate import TargetColumn, target_table
 
 from dpdb.schema import latest_version
-from dpdb.tables import layout
 
 __all__ = ["synthetic_table"]
 
@@ -37,8 +36,7 @@ def synthetic_table(
     """
     rng = np.random.default_rng(seed)
     version = version or latest_version()
-    kind = "release" if layout(table).name not in ("DiaObject", "DiaSource", "DiaForcedSource") else "prompt"
-    target = target_table("synthetic", version, kind, table)
+    target = target_table("synthetic", version, "release", table)  # a release holds every table
     ra_col, dec_col = target.position or ("", "")
     arrays, fields = [], []
     for col in target.columns.values():
