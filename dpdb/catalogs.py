@@ -29,9 +29,9 @@ def _execute_all(conn: psycopg.Connection, statements: list[str]) -> None:
         conn.execute(";\n".join(statements).encode())  # type: ignore[call-overload]
 
 
-def create_meta(conn: psycopg.Connection, version: int) -> None:
-    """Create the ``dpdb_meta`` bookkeeping tables at schema ``version``."""
-    _execute_all(conn, meta_ddl(version))
+def create_meta(conn: psycopg.Connection, version: int, since: int | None = None) -> None:
+    """Create the ``dpdb_meta`` bookkeeping tables at schema ``version`` (only those new since ``since``)."""
+    _execute_all(conn, meta_ddl(version, since))
 
 
 def catalog_info(conn: psycopg.Connection, name: str) -> tuple[str, int] | None:

@@ -39,6 +39,21 @@ class Settings(BaseSettings):
         None, description="Directory of the PostgreSQL server binaries (default: searched)."
     )
 
+    association_radius: float = Field(
+        1.0, gt=0, le=60, description="Radius for DiaSource -> DiaObject association [arcsec]."
+    )
+    ss_radius: float = Field(
+        2.0, gt=0, le=60, description="Radius around a known SSObject's predicted position [arcsec]."
+    )
+    characterization_cutoff: float = Field(
+        365.25,
+        gt=0,
+        description="diaCharacterizationCutoff: DiaObject aggregates use DiaSources of the last N days.",
+    )
+    nearby_radius: float = Field(
+        60.0, gt=0, le=600, description="Search radius for a DiaObject's nearby release Objects [arcsec]."
+    )
+
     def embedded(self) -> bool:
         """True when dpdb runs its own server rather than using ``dsn``."""
         return not self.dsn

@@ -9,7 +9,7 @@ import psycopg
 from .catalogs import create_catalog
 from .errors import ReleaseStateError
 
-__all__ = ["RESERVED_NAMES", "create_release"]
+__all__ = ["RESERVED_NAMES", "active_release", "create_release"]
 
 RESERVED_NAMES = frozenset(
     {"prompt", "current", "previous", "samples", "dpdb_meta", "public", "prompt_as_of"}
@@ -30,3 +30,9 @@ def create_release(conn: psycopg.Connection, name: str, version: int, partition_
     conn.execute(
         "INSERT INTO dpdb_meta.release (name, state, created_at) VALUES (%s, 'created', now())", (name,)
     )
+
+
+def active_release(conn: psycopg.Connection) -> str | None:
+    """Name of the active data release (the one ``current`` points at), if any."""
+    row = conn.execute("SELECT name FROM dpdb_meta.release WHERE state = 'active'").fetchone()
+    return row[0] if row else None

@@ -295,11 +295,18 @@ def _literal(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def meta_ddl(version: int) -> list[str]:
-    """Statements that create the ``dpdb_meta`` bookkeeping schema at ``version``."""
+def meta_ddl(version: int, since: int | None = None) -> list[str]:
+    """Statements that create the ``dpdb_meta`` bookkeeping schema at ``version``.
+
+    With ``since``, only the tables that ``version`` adds to schema ``since``
+    (append-only: bookkeeping tables are never changed once shipped).
+    """
     metadata = MetaData(schema="dpdb_meta")
     out = ["CREATE SCHEMA IF NOT EXISTS dpdb_meta"]
+    existing = {t.name for t in load_schema(since, META_SCHEMA).tables} if since else set()
     for ftable in load_schema(version, META_SCHEMA).tables:
+        if ftable.name in existing:
+            continue
         cols = [
             Column(
                 c.name.lower(),

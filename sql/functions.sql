@@ -29,3 +29,17 @@ COMMENT ON FUNCTION public.nanojanskyToAbMagSigma(double precision, double preci
   'AB magnitude error from flux and flux error in nJy; NULL when flux <= 0';
 COMMENT ON FUNCTION public.abMagToNanojansky(double precision) IS
   'Flux in nJy of an AB magnitude';
+
+-- Angle wrapping, for averaging right ascensions across RA 0/360.
+CREATE OR REPLACE FUNCTION public.dpdb_wrap180(deg double precision)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN deg - 360 * floor((deg + 180) / 360);
+
+CREATE OR REPLACE FUNCTION public.dpdb_wrap360(deg double precision)
+RETURNS double precision
+LANGUAGE sql IMMUTABLE PARALLEL SAFE
+RETURN deg - 360 * floor(deg / 360);
+
+COMMENT ON FUNCTION public.dpdb_wrap180(double precision) IS 'Angle in degrees wrapped to [-180, 180)';
+COMMENT ON FUNCTION public.dpdb_wrap360(double precision) IS 'Angle in degrees wrapped to [0, 360)';

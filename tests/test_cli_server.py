@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from conftest import make_home
 
 from dpdb.cli import cli
+from dpdb.schema import latest_version
 
 DPDB = str(Path(sys.executable).with_name("dpdb"))
 
@@ -44,7 +45,7 @@ def test_up_status_url_down_up(own_home: tuple[Path, dict[str, str]]) -> None:
 
     status = run(["db", "status"], env)
     assert status.returncode == 0, status.stderr
-    for word in ("running", "q3c", "pg_sphere", "schema version", "prompt (prompt, v2)", str(home / "data")):
+    for word in ("running", "q3c", "pg_sphere", "schema version", f"prompt (prompt, v{latest_version()})", str(home / "data")):
         assert word in status.stdout, word
 
     url = run(["db", "url"], env).stdout.strip()

@@ -9,7 +9,7 @@ from dpdb.config import Settings
 from dpdb.db import connect, conninfo
 from dpdb.errors import SchemaError, VersionMismatchError
 from dpdb.migrate import migrate
-from dpdb.schema import load_schema
+from dpdb.schema import latest_version, load_schema, versions
 
 
 def _columns(conn: psycopg.Connection, schema: str) -> dict[str, list[tuple[str, str]]]:
@@ -47,18 +47,19 @@ def test_v1_to_v2_keeps_every_row_and_column(empty_settings: Settings) -> None:
         before_rows = conn.execute("SELECT * FROM prompt.diaobject ORDER BY diaobjectid").fetchall()
         with pytest.raises(VersionMismatchError, match="run `dpdb db migrate`"):
             connect(empty_settings)
-    assert migrate(empty_settings) == (1, 2)
+    assert migrate(empty_settings) == (1, latest_version())
     with connect(empty_settings) as conn:
         after_cols = _columns(conn, "prompt")
         for table, cols in before_cols.items():
             assert after_cols[table][: len(cols)] == cols, table
         after_rows = conn.execute("SELECT * FROM prompt.diaobject ORDER BY diaobjectid").fetchall()
         assert [r[: len(before_rows[0])] for r in after_rows] == before_rows
-        versions = conn.execute("SELECT version FROM dpdb_meta.schema_version ORDER BY 1").fetchall()
-        assert versions == [(1,), (2,)]
+        applied = conn.execute("SELECT version FROM dpdb_meta.schema_version ORDER BY 1").fetchall()
+        assert applied == [(v,) for v in versions()]
         assert conn.execute(
             "SELECT schema_version FROM dpdb_meta.catalog WHERE name='prompt'"
-        ).fetchone() == (2,)
+        ).fetchone() == (latest_version(),)
+        assert conn.execute("SELECT count(*) FROM dpdb_meta.prompt_visit").fetchone() == (0,)
 
 
 def test_v2_adds_photoz_to_release_catalogs(empty_settings: Settings) -> None:
@@ -82,6 +83,7 @@ def test_v2_adds_photoz_to_release_catalogs(empty_settings: Settings) -> None:
 def test_migrate_refuses_unknown_and_downward(settings: Settings) -> None:
     with pytest.raises(SchemaError, match="unknown schema version 7"):
         migrate(settings, to=7)
-    with pytest.raises(SchemaError, match="cannot migrate down from schema version 2 to 1"):
+    latest = latest_version()
+    with pytest.raises(SchemaError, match=f"cannot migrate down from schema version {latest} to 1"):
         migrate(settings, to=1)
-    assert migrate(settings) == (2, 2)
+    assert migrate(settings) == (latest, latest)

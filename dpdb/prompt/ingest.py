@@ -1,0 +1,309 @@
+"""Prompt ingest: each visit's DiaSources attributed, associated and aggregated in one transaction.
+
+For every visit, in time order (DPDD §3.2.1; the SQL is in sql/prompt_ingest.sql):
+
+1. *load*: the validated Parquet goes into temporary tables (binary COPY); Visit
+   and CcdVisit rows go straight in; every file gets a load-manifest entry.
+2. *attribute*: DiaSources within ``ss_radius`` of a known SSObject's predicted
+   position are attributed to it (an SSSource row, no DiaObject).
+3. *associate*: the rest are matched to current DiaObjects within
+   ``association_radius``: at most one DiaObject per DiaSource and one DiaSource
+   per DiaObject, closest pairs first, ties broken by ID. Unmatched DiaSources
+   found new DiaObjects, which take the DiaSource's ID and sky pixel.
+4. *forced*: forced measurements are linked to the DiaObject at their position.
+5. *aggregate*: every DiaObject that got a DiaSource gets a new version computed
+   from its DiaSources and forced measurements of the last
+   ``characterization_cutoff`` days.
+6. *nearby*: when a data release is active, each new version records the 3
+   nearest stars and 3 nearest galaxies of its Object table.
+7. *version*: the previous versions are closed at the processing time and the
+   new ones inserted; the visit is registered in ``dpdb_meta.prompt_visit``.
+
+A visit already registered is skipped, and a visit whose transaction did not
+commit left nothing behind, so a rerun completes exactly the missing visits.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import adbc_driver_postgresql.dbapi as adbc
+import pyarrow as pa
+
+from dpdb.config import Settings
+from dpdb.db import adbc_uri, connect
+from dpdb.errors import ValidationError
+from dpdb.etl import manifest
+from dpdb.etl.files import fingerprint
+from dpdb.releases import active_release
+from dpdb.schema import latest_version
+from dpdb.timeutil import iso_utc, now_mjd_tai
+
+from . import sql as prompt_sql
+from .staging import OWN_PIXEL, VisitInput, find_visits, read_table, read_visit
+
+__all__ = ["VisitResult", "ingest", "STEPS"]
+
+log = logging.getLogger(__name__)
+
+STEPS = ("load", "attribute", "associate", "forced", "aggregate", "nearby", "version")
+LOCK = "dpdb.prompt.ingest"
+
+
+@dataclass
+class VisitResult:
+    visit: int
+    status: str  # ingested or skipped (already in the catalog)
+    processing_time: float | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+    steps: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def ingest(
+    settings: Settings,
+    paths: list[Path],
+    *,
+    processing_time: float | None = None,
+    progress: Callable[[VisitResult], None] | None = None,
+) -> list[VisitResult]:
+    """Ingest the visits found under ``paths`` in time order.
+
+    ``processing_time`` (MJD TAI) is the processing time of the earliest visit
+    given; later visits follow at their observation spacing (as if processed
+    live). Without it each visit is processed at the wall-clock time.
+    """
+    with connect(settings) as conn:
+        version = int(conn.execute("SELECT schema_version FROM dpdb_meta.catalog WHERE name = 'prompt'").fetchone()[0])  # type: ignore[index]
+        done = {r[0] for r in conn.execute("SELECT visit FROM dpdb_meta.prompt_visit")}
+        release = active_release(conn)
+    order = sorted((_visit_key(d), d) for d in find_visits(paths))
+    first_mjd = order[0][0][0] if order else 0.0
+    results = []
+    with adbc.connect(adbc_uri(settings)) as aconn:
+        for root in {p for p in paths if p.is_dir() and (p / "SSObject.parquet").is_file()}:
+            _load_ssobjects(aconn, root / "SSObject.parquet", version, processing_time or now_mjd_tai())
+        for (midpoint, visit_id), path in order:
+            if visit_id in done:
+                result = VisitResult(visit_id, "skipped")
+            else:
+                visit = read_visit(path, version)
+                t = processing_time + (midpoint - first_mjd) if processing_time is not None else None
+                result = _VisitTransaction(aconn, settings, visit, version, release).run(t)
+            results.append(result)
+            if progress:
+                progress(result)
+    return results
+
+
+def _visit_key(path: Path) -> tuple[float, int]:
+    """(midpoint, visit ID) of a visit directory, for ordering and skipping."""
+    table = read_table(path / "Visit.parquet", "Visit", latest_version())
+    return float(table["expmidptmjd"][0].as_py()), int(table["visit"][0].as_py())
+
+
+def _load_ssobjects(aconn: adbc.Connection, path: Path, version: int, t: float) -> None:
+    """Register known SSObjects not yet in the catalog (version valid from ``t``)."""
+    table = read_table(path, "SSObject", version)
+    with aconn.cursor() as cur:
+        cur.execute("SELECT pg_advisory_xact_lock(hashtext($1))", parameters=(LOCK,))
+        cur.fetchall()
+        cols = ", ".join(table.column_names)
+        cur.execute(f"CREATE TEMP TABLE s_ssobject ON COMMIT DROP AS SELECT {cols} FROM prompt.ssobject WITH NO DATA")
+        cur.adbc_ingest("s_ssobject", table, mode="append", temporary=True)
+        load_id = manifest.add_entry(cur, fingerprint(path), "SSObject", "prompt", version)
+        cur.execute(
+            f"INSERT INTO prompt.ssobject ({cols}, validitystartmjdtai, _load_id) "
+            f"SELECT {cols}, $1, $2 FROM s_ssobject s WHERE NOT EXISTS "
+            "(SELECT 1 FROM prompt.ssobject o WHERE o.ssobjectid = s.ssobjectid)",
+            parameters=(t, load_id),
+        )
+        added = cur.rowcount
+        if added:
+            manifest.set_row_count(cur, load_id, added)
+            aconn.commit()
+            log.info("%s: %d SSObjects registered", path, added)
+        else:
+            aconn.rollback()
+
+
+class _VisitTransaction:
+    """The ingest of one visit: all steps on one ADBC connection, committed together."""
+
+    def __init__(
+        self, aconn: adbc.Connection, settings: Settings, visit: VisitInput, version: int, release: str | None
+    ) -> None:
+        self.aconn = aconn
+        self.settings = settings
+        self.visit = visit
+        self.version = version
+        self.release = release
+        self.steps: dict[str, float] = dict.fromkeys(STEPS, 0.0)
+
+    def run(self, processing_time: float | None) -> VisitResult:
+        start = time.monotonic()
+        visit = self.visit
+        try:
+            with self.aconn.cursor() as cur:
+                self.cur = cur
+                self._execute("SET LOCAL jit = off")  # compiling these short statements costs more than it saves
+                self._query("SELECT pg_advisory_xact_lock(hashtext($1))", (LOCK,))
+                if self._query("SELECT 1 FROM dpdb_meta.prompt_visit WHERE visit = $1", (visit.visit,)):
+                    self.aconn.rollback()
+                    return VisitResult(visit.visit, "skipped")
+                t = processing_time if processing_time is not None else now_mjd_tai()
+                self._check_time(t)
+                counts = self._steps(t)
+                total = time.monotonic() - start
+                self._run(
+                    "record_visit",
+                    (
+                        visit.visit, t, visit.midpoint,
+                        counts["diasources"], counts["ss_attributed"], counts["associated"],
+                        counts["new_diaobjects"], counts["forced"], counts["forced_unlinked"],
+                        json.dumps({k: round(v, 4) for k, v in self.steps.items()}), total,
+                    ),
+                )  # fmt: skip
+                self.aconn.commit()
+        except BaseException:
+            self.aconn.rollback()
+            raise
+        log.info("visit %d ingested at %s: %s", visit.visit, iso_utc(t), counts)
+        return VisitResult(visit.visit, "ingested", t, counts, self.steps, time.monotonic() - start)
+
+    def _check_time(self, t: float) -> None:
+        held = self._query("SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit")[0][0]
+        if held is not None and t <= held:
+            raise ValidationError(
+                f"visit {self.visit.visit}: processing time {iso_utc(t)} is not later than "
+                f"{iso_utc(held)}, which the prompt catalog already holds"
+            )
+
+    def _steps(self, t: float) -> dict[str, int]:
+        v, s = self.visit, self.settings
+        with self._step("load"):
+            loads = self._stage()
+            self._run("params")
+            self._run(
+                "set_params",
+                (
+                    v.visit, t, v.midpoint, s.characterization_cutoff, v.center[0], v.center[1],
+                    v.field_radius(s.association_radius / 3600 + 1e-4),
+                    loads.get("DiaSource"), loads.get("DiaForcedSource"), loads.get("SSEphemeris"),
+                ),
+            )  # fmt: skip
+            self._run("match_tables")
+        with self._step("attribute"):
+            self._run("ss_candidates")
+            self._match()
+            self._run("ss_keep")
+            self._run("match_reset")
+        with self._step("associate"):
+            self._run("near_objects")
+            self._run("near_objects_index")
+            self._run("association_candidates")
+            associated = self._match()
+            self._run("source_links")
+            self._run("insert_sources")
+            ss = self._run("insert_sssources")
+            self._run("match_reset")
+        with self._step("forced"):
+            self._run("field_objects")
+            self._run("forced_candidates")
+            forced = self._match()
+            self._run("insert_forced")
+        with self._step("aggregate"):
+            self._run("touched")
+            self._run("window_sources")
+            self._run("aggregate")
+        if self.release:
+            with self._step("nearby"):
+                self._run("release_objects")
+                self._run("nearby")
+        with self._step("version"):
+            self._run("close_versions")
+            touched = self._run("insert_versions")
+        n_src = v.tables["DiaSource"].num_rows
+        n_forced = v.tables["DiaForcedSource"].num_rows
+        return {
+            "diasources": n_src,
+            "ss_attributed": ss,
+            "associated": associated,
+            "new_diaobjects": touched - associated,
+            "forced": forced,
+            "forced_unlinked": n_forced - forced,
+        }
+
+    def _stage(self) -> dict[str, int]:
+        """Temporary input tables, Visit/CcdVisit rows, manifest entries; returns load ids by table."""
+        v = self.visit
+        load_ids = {}
+        for name, fp in v.files.items():
+            load_ids[name] = manifest.add_entry(self.cur, fp, name, "prompt", self.version)
+        for name in ("Visit", "CcdVisit"):
+            table = v.tables[name]
+            table = table.append_column("_load_id", pa.array([load_ids[name]] * table.num_rows, pa.int64()))
+            self.cur.adbc_ingest(name.lower(), table, mode="append", db_schema_name="prompt")
+        for name, stage in (("DiaSource", "s_src"), ("DiaForcedSource", "s_forced")):
+            table = v.tables[name]
+            cols = ", ".join(c for c in table.column_names if c != OWN_PIXEL)
+            self._execute(
+                f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM prompt.{name.lower()} WITH NO DATA"
+            )
+            self._execute(f"ALTER TABLE {stage} ADD COLUMN {OWN_PIXEL} bigint")
+            self.cur.adbc_ingest(stage, table, mode="append", temporary=True)
+        self._execute(
+            "CREATE TEMP TABLE s_eph (ssobjectid bigint, ra double precision, dec double precision, "
+            "ephrate real, ephratera real, ephratedec real, ephvmag real) ON COMMIT DROP"
+        )
+        if "SSEphemeris" in v.tables:
+            self.cur.adbc_ingest("s_eph", v.tables["SSEphemeris"], mode="append", temporary=True)
+            self._execute("CREATE INDEX ON s_eph (q3c_ang2ipix(ra, dec))")
+        for stage in ("s_src", "s_forced", "s_eph"):
+            self._execute(f"ANALYZE {stage}")
+        for name, load_id in load_ids.items():
+            manifest.set_row_count(self.cur, load_id, v.tables[name].num_rows)
+        return load_ids
+
+    def _match(self) -> int:
+        """Run greedy matching rounds on ``cand`` until nothing more is taken; pairs matched."""
+        total = 0
+        while True:
+            taken = self._run("match_round")
+            total += taken
+            if taken == 0:
+                return total
+
+    def _run(self, name: str, parameters: tuple | None = None) -> int:
+        """Run a named block of sql/prompt_ingest.sql; return the rows affected by its last statement."""
+        rows = 0
+        for statement in prompt_sql.block(name, self.visit, self.release, self.settings):
+            rows = self._execute(statement, parameters)
+        return rows
+
+    def _execute(self, statement: str, parameters: tuple | None = None) -> int:
+        self.cur.execute(statement, parameters=parameters)
+        return max(self.cur.rowcount, 0)
+
+    def _query(self, statement: str, parameters: tuple | None = None) -> list[tuple]:
+        self.cur.execute(statement, parameters=parameters)
+        return self.cur.fetchall()
+
+    def _step(self, name: str):  # noqa: ANN202
+        return _Timer(self.steps, name)
+
+
+class _Timer:
+    def __init__(self, steps: dict[str, float], name: str) -> None:
+        self.steps, self.name = steps, name
+
+    def __enter__(self) -> None:
+        self.start = time.monotonic()
+
+    def __exit__(self, *exc: object) -> None:
+        self.steps[self.name] += time.monotonic() - self.start

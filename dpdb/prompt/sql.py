@@ -1,0 +1,93 @@
+"""The statements of sql/prompt_ingest.sql, with their column lists filled in from the schema."""
+
+from __future__ import annotations
+
+from psycopg import sql as pgsql
+
+from dpdb.config import Settings
+from dpdb.sqlfiles import named_blocks, statements
+
+from .staging import OWN_PIXEL, VisitInput
+
+__all__ = ["BANDS", "block", "VERSION_COLUMNS"]
+
+BANDS = "ugrizy"
+
+# Per-band DiaObject columns: (column suffix, aggregate in psf_band / forced_band).
+_PSF = (
+    ("psffluxmean", "mean"),
+    ("psffluxmeanerr", "meanerr"),
+    ("psffluxsigma", "sigma"),
+    ("psffluxchi2", "chi2"),
+    ("psffluxndata", "ndata"),
+    ("psffluxmin", "fmin"),
+    ("psffluxmax", "fmax"),
+    ("psffluxerrmean", "errmean"),
+)
+_FORCED = (
+    ("fpfluxmean", "fpmean"),
+    ("fpfluxmeanerr", "fpmeanerr"),
+    ("sciencefluxmean", "scimean"),
+    ("sciencefluxmeanerr", "scimeanerr"),
+    ("sciencefluxsigma", "scisigma"),
+)
+_NEARBY = tuple(f"nearbyobj{i}" for i in range(1, 7))
+
+
+def _pivot(spec: tuple[tuple[str, str], ...]) -> str:
+    return ",\n       ".join(
+        f"max({agg}) FILTER (WHERE band = '{b}') AS {b}_{suffix}" for b in BANDS for suffix, agg in spec
+    )
+
+
+def _band_columns() -> str:
+    cols = []
+    for b in BANDS:
+        for suffix, _ in _PSF:
+            name = f"{b}_{suffix}"
+            cols.append(f"coalesce(b.{name}, 0) AS {name}" if suffix == "psffluxndata" else f"b.{name}")
+        cols += [f"f.{b}_{suffix}" for suffix, _ in _FORCED]
+    return ",\n       ".join(cols)
+
+
+_NEARBY_COLUMNS = ",\n       ".join(
+    f"NULL::bigint AS {n}, NULL::real AS {n}dist" for n in _NEARBY
+)
+_NEARBY_SET = ",\n    ".join(
+    f"{n} = n.{kind}_ids[{k}], {n}dist = n.{kind}_dists[{k}]"
+    for i, n in enumerate(_NEARBY)
+    for kind, k in [("star" if i < 3 else "galaxy", i % 3 + 1)]
+)
+
+VERSION_COLUMNS: tuple[str, ...] = (
+    "diaobjectid", "validitystartmjdtai", "_healpix_29", "ra", "dec", "raerr", "decerr", "radecmjdtai",
+    "ndiasources", "firstdiasourcemjdtai", "lastdiasourcemjdtai",
+    *(f"{b}_{suffix}" for b in BANDS for suffix, _ in _PSF + _FORCED),
+    *(c for n in _NEARBY for c in (n, f"{n}dist")),
+)  # fmt: skip
+"""Columns of each new DiaObject version (the others stay NULL: no proper motions, periods, ...)."""
+
+
+def block(name: str, visit: VisitInput, release: str | None, settings: Settings) -> list[str]:
+    """The statements of block ``name`` for this visit (and active release, if any)."""
+    text = named_blocks("prompt_ingest.sql")[name]
+    if "{" in text:
+        src = [c for c in visit.tables["DiaSource"].column_names if c != OWN_PIXEL]
+        forced = [c for c in visit.tables["DiaForcedSource"].column_names if c != OWN_PIXEL]
+        text = text.format(
+            source_columns=", ".join(src),
+            s_source_columns=", ".join(f"s.{c}" for c in src),
+            forced_columns=", ".join(forced),
+            f_forced_columns=", ".join(f"f.{c}" for c in forced),
+            psf_pivot=_pivot(_PSF),
+            forced_pivot=_pivot(_FORCED),
+            band_columns=_band_columns(),
+            nearby_columns=_NEARBY_COLUMNS,
+            nearby_set=_NEARBY_SET,
+            version_columns=", ".join(VERSION_COLUMNS),
+            release=pgsql.Identifier(release).as_string(None) if release else "",
+            radius=repr(settings.association_radius / 3600),
+            ss_radius=repr(settings.ss_radius / 3600),
+            nearby_radius=repr(settings.nearby_radius / 3600),
+        )
+    return statements(text)

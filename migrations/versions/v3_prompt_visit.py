@@ -1,0 +1,27 @@
+"""Schema v3: ``dpdb_meta.prompt_visit``, the register of visits ingested into the prompt catalog.
+
+Revision ID: v3
+Revises: v2
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from dpdb.catalogs import create_meta, record_version, upgrade_catalogs
+
+revision = "v3"
+down_revision = "v2"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    conn = op.get_bind().connection.dbapi_connection
+    create_meta(conn, 3, since=2)
+    upgrade_catalogs(conn, 2, 3)
+    record_version(conn, 3)
+
+
+def downgrade() -> None:
+    raise RuntimeError("schemas are append-only; there is no downgrade")
