@@ -192,9 +192,11 @@ def table_specs(db_schema: str, version: int, kind: str) -> list[TableSpec]:
     specs = []
     for name in tables_for(kind):
         ftable = felis.get(name)
-        if ftable is None:
-            raise SchemaError(f"schema v{version} has no table {name}")
         lay = layout(name)
+        if ftable is None:
+            if version < lay.since:
+                continue
+            raise SchemaError(f"schema v{version} has no table {name}")
         columns = [
             Column(c.name.lower(), column_type(c), nullable=c.nullable, comment=_comment(c))
             for c in ftable.columns

@@ -42,18 +42,25 @@ class TableLayout:
         Table whose pixel the rows take (None: the row's own position).
     parent_key
         Column of this table that holds the parent's ID.
+    since
+        Schema version that added the table.
+    internal
+        Kept by dpdb itself (not loaded from files).
     """
 
     name: str
     partitioned: bool = False
     parent: str | None = None
     parent_key: str | None = None
+    since: int = 1
+    internal: bool = False
 
 
 LAYOUTS: dict[str, TableLayout] = {
     t.name: t
     for t in (
         TableLayout("DiaObject", partitioned=True),
+        TableLayout("DiaObjectLast", since=3, internal=True),
         TableLayout("DiaSource", partitioned=True, parent="DiaObject", parent_key="diaObjectId"),
         TableLayout("DiaForcedSource", partitioned=True, parent="DiaObject", parent_key="diaObjectId"),
         TableLayout("SSObject"),
@@ -66,7 +73,16 @@ LAYOUTS: dict[str, TableLayout] = {
     )
 }
 
-PROMPT_TABLES = ("Visit", "CcdVisit", "DiaObject", "DiaSource", "DiaForcedSource", "SSObject", "SSSource")
+PROMPT_TABLES = (
+    "Visit",
+    "CcdVisit",
+    "DiaObject",
+    "DiaObjectLast",
+    "DiaSource",
+    "DiaForcedSource",
+    "SSObject",
+    "SSSource",
+)
 """Tables of the living prompt catalog (DPDD §3.3)."""
 
 RELEASE_TABLES = (

@@ -99,9 +99,12 @@ def load(
     """
     start = time.monotonic()
     try:
-        canonical = layout(table).name
+        lay = layout(table)
     except KeyError:
         raise ValidationError(f"unknown table {table}") from None
+    canonical = lay.name
+    if lay.internal:
+        raise ValidationError(f"table {canonical} is kept by dpdb itself and cannot be loaded from files")
     with connect(settings) as conn:
         kind, version = writable_catalog(conn, into)
     target = target_table(into, version, kind, canonical)

@@ -56,14 +56,13 @@ SELECT m.a AS diasourceid, m.b AS ssobjectid, m.d,
 FROM matched m
 
 -- name: near_objects
--- Current DiaObjects in the visit's field (a cone around its centre), through the
--- partial "current version" q3c index; association then works on this small set.
+-- Current DiaObjects in the visit's field (a cone around its centre), from
+-- DiaObjectLast (one row per DiaObject, whatever the length of its history).
 CREATE TEMP TABLE near_obj ON COMMIT DROP AS
-SELECT o.diaobjectid, o.ra, o.dec, o._healpix_29 AS pixel,
+SELECT o.diaobjectid, o.validitystartmjdtai, o.ra, o.dec, o.healpix29 AS pixel,
        o.ndiasources, o.firstdiasourcemjdtai, o.lastdiasourcemjdtai
-FROM prompt.diaobject o, visit_params p
-WHERE o.validityendmjdtai IS NULL
-  AND q3c_radial_query(o.ra, o.dec, p.field_ra, p.field_dec, p.field_radius)
+FROM prompt.diaobjectlast o, visit_params p
+WHERE q3c_radial_query(o.ra, o.dec, p.field_ra, p.field_dec, p.field_radius)
 
 -- name: near_objects_index
 CREATE INDEX ON near_obj (q3c_ang2ipix(ra, dec));
@@ -131,7 +130,7 @@ CROSS JOIN visit_params p
 -- DiaObjects that got a DiaSource in this visit: each gets a new version.
 CREATE TEMP TABLE touched ON COMMIT DROP AS
 SELECT l.diaobjectid, l.pixel, l.is_new, l.ref_ra, s.midpointmjdtai,
-       n.ndiasources, n.firstdiasourcemjdtai, n.lastdiasourcemjdtai
+       n.validitystartmjdtai AS previous_start, n.ndiasources, n.firstdiasourcemjdtai, n.lastdiasourcemjdtai
 FROM src_link l JOIN s_src s USING (diasourceid)
 LEFT JOIN near_obj n ON n.diaobjectid = l.diaobjectid
 WHERE l.diaobjectid IS NOT NULL;
@@ -268,12 +267,23 @@ WHERE n.diaobjectid = v.diaobjectid
 -- Close the current version of every touched DiaObject that existed before.
 UPDATE prompt.diaobject o SET validityendmjdtai = p.t
 FROM touched t, visit_params p
-WHERE o.diaobjectid = t.diaobjectid AND o._healpix_29 = t.pixel
-  AND o.validityendmjdtai IS NULL AND NOT t.is_new
+WHERE o.diaobjectid = t.diaobjectid AND o.validitystartmjdtai = t.previous_start
+  AND o._healpix_29 = t.pixel AND NOT t.is_new
 
 -- name: insert_versions
 INSERT INTO prompt.diaobject ({version_columns})
 SELECT {version_columns} FROM new_version
+
+-- name: update_last
+INSERT INTO prompt.diaobjectlast AS l (diaobjectid, validitystartmjdtai, ra, dec, ndiasources,
+    firstdiasourcemjdtai, lastdiasourcemjdtai, healpix29)
+SELECT diaobjectid, validitystartmjdtai, ra, dec, ndiasources,
+       firstdiasourcemjdtai, lastdiasourcemjdtai, _healpix_29
+FROM new_version
+ON CONFLICT (diaobjectid) DO UPDATE SET
+    validitystartmjdtai = excluded.validitystartmjdtai, ra = excluded.ra, dec = excluded.dec,
+    ndiasources = excluded.ndiasources, firstdiasourcemjdtai = excluded.firstdiasourcemjdtai,
+    lastdiasourcemjdtai = excluded.lastdiasourcemjdtai
 
 -- name: record_visit
 INSERT INTO dpdb_meta.prompt_visit (visit, processing_time_mjd_tai, midpoint_mjd_tai, ingested_at,

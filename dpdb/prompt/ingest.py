@@ -228,6 +228,7 @@ class _VisitTransaction:
         with self._step("version"):
             self._run("close_versions")
             touched = self._run("insert_versions")
+            self._run("update_last")
         n_src = v.tables["DiaSource"].num_rows
         n_forced = v.tables["DiaForcedSource"].num_rows
         return {

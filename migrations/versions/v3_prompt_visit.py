@@ -1,4 +1,4 @@
-"""Schema v3: ``dpdb_meta.prompt_visit``, the register of visits ingested into the prompt catalog.
+"""Schema v3: ``dpdb_meta.prompt_visit`` (visits ingested) and DiaObjectLast (current DiaObjects).
 
 Revision ID: v3
 Revises: v2
@@ -20,6 +20,14 @@ def upgrade() -> None:
     conn = op.get_bind().connection.dbapi_connection
     create_meta(conn, 3, since=2)
     upgrade_catalogs(conn, 2, 3)
+    for (name,) in conn.execute("SELECT name FROM dpdb_meta.catalog WHERE kind = 'prompt'").fetchall():
+        schema = f'"{name}"'
+        conn.execute(
+            f"INSERT INTO {schema}.diaobjectlast (diaobjectid, validitystartmjdtai, ra, dec, ndiasources, "
+            "firstdiasourcemjdtai, lastdiasourcemjdtai, healpix29) "
+            "SELECT diaobjectid, validitystartmjdtai, ra, dec, ndiasources, firstdiasourcemjdtai, "
+            f"lastdiasourcemjdtai, _healpix_29 FROM {schema}.diaobject WHERE validityendmjdtai IS NULL"
+        )
     record_version(conn, 3)
 
 
