@@ -335,6 +335,10 @@ def export_cmd(ctx: click.Context, table: str, catalog: str, output: Path) -> No
     click.echo(f"{rows} rows of {catalog}.{table} written to {output}")
 
 
+# Command groups in their own modules register themselves on `cli` when imported.
+from . import cli_prompt  # noqa: E402, F401
+
+
 def main() -> None:
     """Console-script entry point."""
     sys.exit(cli.main(prog_name="dpdb", standalone_mode=True))

@@ -42,23 +42,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dpdb.etl.validate import TargetTable, target_table
 
+from dpdb.errors import ConfigError
 from dpdb.ids import PROMPT_ORIGIN, make_id, visit_source_ids
+from dpdb.prompt.staging import ASSIGNED_COLUMNS
 from dpdb.schema import latest_version
 
 __all__ = ["ASSIGNED_COLUMNS", "SurveyConfig", "simulate", "visit_dirs"]
-
-# Columns the database ingest fills in, so a simulated visit leaves them out.
-ASSIGNED_COLUMNS: dict[str, tuple[str, ...]] = {
-    "DiaSource": (
-        "diaObjectId",
-        "ssObjectId",
-        "ssObjectReassocTimeMjdTai",
-        "timeProcessedMjdTai",
-        "timeWithdrawnMjdTai",
-    ),
-    "DiaForcedSource": ("diaObjectId", "timeProcessedMjdTai", "timeWithdrawnMjdTai"),
-    "SSObject": ("validityStartMjdTai", "validityEndMjdTai"),
-}
 
 BANDS = "ugrizy"
 M5 = np.array([23.9, 25.0, 24.7, 24.0, 23.3, 22.1])  # 5-sigma depth per band, in BANDS order
@@ -93,11 +82,11 @@ class SurveyConfig:
 
     def __post_init__(self) -> None:
         if not 1 <= self.visits_per_night < 1000:
-            raise ValueError(f"visits_per_night {self.visits_per_night} outside 1..999")
+            raise ConfigError(f"visits_per_night {self.visits_per_night} outside 1..999")
         if self.sources_per_visit <= 0 or self.area_deg2 <= 0 or self.field_area_deg2 <= 0:
-            raise ValueError("sources_per_visit, area_deg2 and field_area_deg2 must be positive")
+            raise ConfigError("sources_per_visit, area_deg2 and field_area_deg2 must be positive")
         if not 0 <= self.known_asteroid_fraction <= 1:
-            raise ValueError("known_asteroid_fraction outside 0..1")
+            raise ConfigError("known_asteroid_fraction outside 0..1")
 
 
 def simulate(out: Path, nights: int, config: SurveyConfig, first_night: int = 0) -> list[Path]:
@@ -106,7 +95,7 @@ def simulate(out: Path, nights: int, config: SurveyConfig, first_night: int = 0)
     Sky-level files (survey.json, SSObject.parquet, truth_objects.parquet) are rewritten on every call.
     """
     if nights < 0 or first_night < 0:
-        raise ValueError("nights and first_night must not be negative")
+        raise ConfigError("nights and first_night must not be negative")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written = _survey_nights(out, config)
@@ -148,7 +137,7 @@ def _survey_nights(out: Path, config: SurveyConfig) -> set[int]:
         return set()
     doc = json.loads(path.read_text())
     if doc["config"] != json.loads(json.dumps(asdict(config))):
-        raise ValueError(f"{out} holds a survey simulated with another configuration: {doc['config']}")
+        raise ConfigError(f"{out} holds a survey simulated with another configuration: {doc['config']}")
     return set(doc["nights"])
 
 

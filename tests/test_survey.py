@@ -13,6 +13,7 @@ import pytest
 from dpdb.etl.validate import TargetTable, plan_columns, prepare_batch, target_table
 from dpdb.processing.survey import ASSIGNED_COLUMNS, SurveyConfig, simulate, visit_dirs
 
+from dpdb.errors import ConfigError
 from dpdb.schema import latest_version
 
 CONFIG = SurveyConfig(seed=3, visits_per_night=4, sources_per_visit=300, area_deg2=12.0, field_area_deg2=4.0)
@@ -55,7 +56,7 @@ def test_same_seed_same_files_and_nights_can_continue(survey: Path, tmp_path: Pa
     simulate(split, 1, CONFIG, first_night=1)
     assert {rel: p.read_bytes() for rel, p in files(split).items()} == before
     assert not list(split.rglob(".*.tmp"))
-    with pytest.raises(ValueError, match="another configuration"):
+    with pytest.raises(ConfigError, match="another configuration"):
         simulate(split, 1, dataclasses.replace(CONFIG, seed=4))
 
 

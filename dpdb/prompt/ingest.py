@@ -86,8 +86,8 @@ def ingest(
     first_mjd = order[0][0][0] if order else 0.0
     results = []
     with adbc.connect(adbc_uri(settings)) as aconn:
-        for root in {p for p in paths if p.is_dir() and (p / "SSObject.parquet").is_file()}:
-            _load_ssobjects(aconn, root / "SSObject.parquet", version, processing_time or now_mjd_tai())
+        for file in _ssobject_files(paths, [d for _, d in order]):
+            _load_ssobjects(aconn, file, version, processing_time or now_mjd_tai())
         for (midpoint, visit_id), path in order:
             if visit_id in done:
                 result = VisitResult(visit_id, "skipped")
@@ -99,6 +99,12 @@ def ingest(
             if progress:
                 progress(result)
     return results
+
+
+def _ssobject_files(paths: list[Path], visits: list[Path]) -> list[Path]:
+    """Known-SSObject catalogs (SSObject.parquet) in the directories given or two levels above a visit."""
+    places = {p for p in paths if p.is_dir()} | {a for v in visits for a in (v.parent, v.parent.parent)}
+    return sorted(p / "SSObject.parquet" for p in places if (p / "SSObject.parquet").is_file())
 
 
 def _visit_key(path: Path) -> tuple[float, int]:
