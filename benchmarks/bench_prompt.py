@@ -1,0 +1,151 @@
+"""Benchmark: prompt ingest of 10,000-DiaSource visits into a catalog of 1 million DiaObjects.
+
+On a fresh embedded server:
+
+1. prefill prompt.DiaObject with ``--objects`` current DiaObjects (default
+   1,000,000) spread over ~1000 deg² around the simulated survey, each with 1-5
+   versions of history (about 3 million rows), and DiaObjectLast to match;
+2. simulate ``--visits`` visits (default 200, 10 per night) of about 10,000
+   DiaSources each over a 9.6 deg² field (processing/survey.py), fields
+   revisited night after night inside a 100 deg² survey;
+3. ingest them one by one with `dpdb.prompt.ingest` (load, attribute,
+   associate, forced, aggregate, version), timing each visit and each step.
+
+Prints p50/p95 seconds per visit, the split by step, and the first and last
+10 visits (per-visit time must not grow with the visits already ingested).
+Usage: python benchmarks/bench_prompt.py [--objects N] [--visits N] [--partition-order K]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import adbc_driver_postgresql.dbapi as adbc
+import numpy as np
+import psycopg
+import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
+
+from dpdb.config import Settings
+from dpdb.db import adbc_uri, conninfo, prepare
+from dpdb.healpix import pixels
+from dpdb.ids import PROMPT_ORIGIN, make_id
+from dpdb.processing.survey import SurveyConfig, simulate
+from dpdb.prompt import STEPS, ingest
+from dpdb.server import EmbeddedServer
+
+CENTER = (150.0, 2.0)
+PREFILL_SIDE = 31.6  # deg: ~1000 deg² around the 100 deg² survey
+
+
+def prefill(settings: Settings, objects: int, seed: int = 5) -> int:
+    """``objects`` DiaObjects with 1-5 versions each; returns the number of version rows."""
+    rng = np.random.default_rng(seed)
+    ra = CENTER[0] + (rng.random(objects) - 0.5) * PREFILL_SIDE / np.cos(np.radians(CENTER[1]))
+    dec = CENTER[1] + (rng.random(objects) - 0.5) * PREFILL_SIDE
+    ids = make_id(PROMPT_ORIGIN, (1 << 57) + np.arange(objects, dtype=np.int64))
+    pix = pixels(ra, dec)
+    nversions = rng.integers(1, 6, objects)
+    rows = int(nversions.sum())
+    owner = np.repeat(np.arange(objects), nversions)
+    k = np.arange(rows) - np.repeat(np.cumsum(nversions) - nversions, nversions)  # version index
+    start = 60000.0 + 10.0 * k
+    end = np.where(k == nversions[owner] - 1, np.nan, start + 10.0)
+    cols = {
+        "diaobjectid": pa.array(ids[owner]),
+        "validitystartmjdtai": pa.array(start),
+        "validityendmjdtai": pa.array(end, from_pandas=True),
+        "ra": pa.array(ra[owner] + rng.normal(0, 1e-5, rows)),
+        "dec": pa.array(dec[owner] + rng.normal(0, 1e-5, rows)),
+        "ndiasources": pa.array((k + 1).astype(np.int32)),
+        "firstdiasourcemjdtai": pa.array(np.full(rows, 59990.0)),
+        "lastdiasourcemjdtai": pa.array(start - 1),
+        **{f"{b}_psffluxndata": pa.array(np.zeros(rows, np.int32)) for b in "ugrizy"},
+        "_healpix_29": pa.array(pix[owner]),
+    }
+    table = pa.table(cols)
+    current = table.filter(pa.compute.is_null(table["validityendmjdtai"]))
+    last = pa.table(
+        {
+            "diaobjectid": current["diaobjectid"],
+            "validitystartmjdtai": current["validitystartmjdtai"],
+            "ra": current["ra"],
+            "dec": current["dec"],
+            "ndiasources": current["ndiasources"],
+            "firstdiasourcemjdtai": current["firstdiasourcemjdtai"],
+            "lastdiasourcemjdtai": current["lastdiasourcemjdtai"],
+            "healpix29": current["_healpix_29"],
+        }
+    )
+    with adbc.connect(adbc_uri(settings)) as conn, conn.cursor() as cur:
+        cur.adbc_ingest("diaobject", table, mode="append", db_schema_name="prompt")
+        cur.adbc_ingest("diaobjectlast", last, mode="append", db_schema_name="prompt")
+        conn.commit()
+    with psycopg.connect(conninfo(settings), autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE prompt.diaobject")
+        conn.execute("VACUUM ANALYZE prompt.diaobjectlast")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--objects", type=int, default=1_000_000)
+    parser.add_argument("--visits", type=int, default=200)
+    parser.add_argument("--sources-per-visit", type=int, default=10_700)  # ~10,000 detected
+    parser.add_argument("--partition-order", type=int, default=1)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="dpdb-bench-"))
+    os.chmod(workdir, 0o755)
+    settings = Settings(home=workdir / "home", database="bench", partition_order=args.partition_order)
+    try:
+        prepare(settings)
+        t0 = time.perf_counter()
+        versions = prefill(settings, args.objects)
+        print(f"prefill: {args.objects:,} current DiaObjects, {versions:,} versions ({time.perf_counter() - t0:.0f} s)")
+        config = SurveyConfig(seed=11, visits_per_night=10, sources_per_visit=args.sources_per_visit,
+                              area_deg2=100.0, center=CENTER)  # fmt: skip
+        t0 = time.perf_counter()
+        nights = -(-args.visits // config.visits_per_night)
+        dirs = simulate(workdir / "survey", nights, config)[: args.visits]
+        print(f"simulated {len(dirs)} visits in {time.perf_counter() - t0:.0f} s")
+        t0 = time.perf_counter()
+        results = ingest(settings, dirs, processing_time=61000.9)
+        wall = time.perf_counter() - t0
+        secs = np.array([r.seconds for r in results])
+        sources = np.array([r.counts["diasources"] for r in results])
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"partition order {args.partition_order} ({12 * 4**args.partition_order} partitions)"
+        )
+        print(f"visits: {len(results)}, DiaSources per visit: mean {sources.mean():,.0f} "
+              f"(min {sources.min():,}, max {sources.max():,}); total wall {wall:.0f} s")  # fmt: skip
+        print(f"seconds per visit: p50 {np.percentile(secs, 50):.3f}  p95 {np.percentile(secs, 95):.3f}"
+              "   (target p50 <= 2)")  # fmt: skip
+        print("step        mean s   p50 s   p95 s")
+        for step in STEPS:
+            v = np.array([r.steps[step] for r in results])
+            print(f"{step:<10} {v.mean():>7.3f} {np.percentile(v, 50):>7.3f} {np.percentile(v, 95):>7.3f}")
+        n = min(10, len(results))
+        print(f"first {n} visits: mean {secs[:n].mean():.3f} s; last {n} visits: mean {secs[-n:].mean():.3f} s")
+        with psycopg.connect(conninfo(settings)) as conn:
+            counts = conn.execute(
+                "SELECT (SELECT count(*) FROM prompt.diaobject), (SELECT count(*) FROM prompt.diaobjectlast), "
+                "(SELECT count(*) FROM prompt.diasource)"
+            ).fetchone()
+        print(f"after: {counts[0]:,} DiaObject versions, {counts[1]:,} DiaObjects, {counts[2]:,} DiaSources")
+        assoc = sum(r.counts["associated"] for r in results)
+        print(f"associated {assoc:,} of {int(sources.sum()):,} DiaSources to existing DiaObjects")
+    finally:
+        EmbeddedServer(settings.home).down()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
