@@ -31,12 +31,12 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
+from dpdb.processing.survey import SurveyConfig, simulate
 
 from dpdb.config import Settings
 from dpdb.db import adbc_uri, conninfo, prepare
 from dpdb.healpix import pixels
 from dpdb.ids import PROMPT_ORIGIN, make_id
-from dpdb.processing.survey import SurveyConfig, simulate
 from dpdb.prompt import STEPS, ingest
 from dpdb.server import EmbeddedServer
 
@@ -108,7 +108,10 @@ def main() -> None:
         prepare(settings)
         t0 = time.perf_counter()
         versions = prefill(settings, args.objects)
-        print(f"prefill: {args.objects:,} current DiaObjects, {versions:,} versions ({time.perf_counter() - t0:.0f} s)")
+        print(
+            f"prefill: {args.objects:,} current DiaObjects, {versions:,} versions "
+            f"({time.perf_counter() - t0:.0f} s)"
+        )
         config = SurveyConfig(seed=11, visits_per_night=10, sources_per_visit=args.sources_per_visit,
                               area_deg2=100.0, center=CENTER)  # fmt: skip
         t0 = time.perf_counter()
@@ -133,10 +136,13 @@ def main() -> None:
             v = np.array([r.steps[step] for r in results])
             print(f"{step:<10} {v.mean():>7.3f} {np.percentile(v, 50):>7.3f} {np.percentile(v, 95):>7.3f}")
         n = min(10, len(results))
-        print(f"first {n} visits: mean {secs[:n].mean():.3f} s; last {n} visits: mean {secs[-n:].mean():.3f} s")
+        print(
+            f"first {n} visits: mean {secs[:n].mean():.3f} s; last {n} visits: mean {secs[-n:].mean():.3f} s"
+        )
         with psycopg.connect(conninfo(settings)) as conn:
             counts = conn.execute(
-                "SELECT (SELECT count(*) FROM prompt.diaobject), (SELECT count(*) FROM prompt.diaobjectlast), "
+                "SELECT (SELECT count(*) FROM prompt.diaobject), "
+                "(SELECT count(*) FROM prompt.diaobjectlast), "
                 "(SELECT count(*) FROM prompt.diasource)"
             ).fetchone()
         print(f"after: {counts[0]:,} DiaObject versions, {counts[1]:,} DiaObjects, {counts[2]:,} DiaSources")

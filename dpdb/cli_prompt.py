@@ -30,8 +30,14 @@ def _survey_options(f):  # noqa: ANN001, ANN202
         [
             click.option("--seed", type=int, help="Random seed of the simulated sky [1]."),
             click.option("--visits-per-night", type=click.IntRange(1, 999), help="Visits per night [10]."),
-            click.option("--sources-per-visit", type=click.IntRange(1), help="About this many DiaSources per visit [1000]."),
-            click.option("--area", type=click.FloatRange(min=0, min_open=True), help="Survey area [deg², 30]."),
+            click.option(
+                "--sources-per-visit",
+                type=click.IntRange(1),
+                help="About this many DiaSources per visit [1000].",
+            ),
+            click.option(
+                "--area", type=click.FloatRange(min=0, min_open=True), help="Survey area [deg², 30]."
+            ),
         ]
     ):
         f = option(f)
@@ -58,7 +64,9 @@ def _config(out: Path, **given: object):  # noqa: ANN202
 @prompt.command("simulate")
 @click.option("--nights", type=click.IntRange(1), required=True, help="Nights to simulate.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
-@click.option("--first-night", type=click.IntRange(0), default=0, show_default=True, help="Index of the first night.")
+@click.option(
+    "--first-night", type=click.IntRange(0), default=0, show_default=True, help="Index of the first night."
+)
 @_survey_options
 def simulate_cmd(nights: int, out: Path, first_night: int, **options: object) -> None:
     """Write simulated visits (Visit, CcdVisit, DiaSource, DiaForcedSource, SSEphemeris, truth) as Parquet."""
@@ -120,7 +128,8 @@ def _ingest(settings: Settings, paths: list[Path], processing_time: str | None) 
     if not err.is_terminal:
         return ingest(settings, paths, processing_time=t)
     bar = Progress(
-        TextColumn("[bold]ingest[/bold]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+        TextColumn("[bold]ingest[/bold]"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.description}"),
         TimeElapsedColumn(), console=err, transient=True,
     )  # fmt: skip
     with bar:
@@ -142,7 +151,15 @@ def _report(settings: Settings, results: list[VisitResult], paths: list[Path]) -
     console.print(f"{len(done)} visits ingested, {skipped} already in the catalog (skipped)")
     if done:
         table = Table(title="prompt ingest", show_header=True)
-        for col in ("DiaSources", "SSObject", "associated", "new DiaObjects", "forced", "p50 s/visit", "p95 s/visit"):
+        for col in (
+            "DiaSources",
+            "SSObject",
+            "associated",
+            "new DiaObjects",
+            "forced",
+            "p50 s/visit",
+            "p95 s/visit",
+        ):
             table.add_column(col, justify="right")
         total = {k: sum(r.counts[k] for r in done) for k in done[0].counts}
         seconds = np.array([r.seconds for r in done])

@@ -143,21 +143,29 @@ ANALYZE touched
 -- in a fixed order: floating-point sums then come out the same to the last
 -- bit whatever the physical order of the stored rows (reruns are identical).
 CREATE TEMP TABLE win_src ON COMMIT DROP AS
-SELECT d.diaobjectid, d.band, d.ra, d.dec, d.raerr::float8 AS raerr, d.decerr::float8 AS decerr,
+SELECT t.diaobjectid, d.band, d.ra, d.dec, d.raerr::float8 AS raerr, d.decerr::float8 AS decerr,
        d.midpointmjdtai, d.psfflux::float8 AS psfflux, d.psffluxerr::float8 AS psffluxerr
-FROM touched t
-JOIN prompt.diasource d ON d.diaobjectid = t.diaobjectid AND d._healpix_29 = t.pixel
-CROSS JOIN visit_params p
-WHERE d.midpointmjdtai > p.mjd - p.cutoff AND d.midpointmjdtai <= p.mjd AND d.timewithdrawnmjdtai IS NULL
-ORDER BY d.diaobjectid, d.midpointmjdtai, d.diasourceid;
+FROM touched t CROSS JOIN visit_params p
+CROSS JOIN LATERAL (
+    -- OFFSET 0 keeps this a per-object index lookup in the object's partition; a
+    -- flattened join would hash the whole DiaSource table and grow with it.
+    SELECT * FROM prompt.diasource d
+    WHERE d.diaobjectid = t.diaobjectid AND d._healpix_29 = t.pixel
+      AND d.midpointmjdtai > p.mjd - p.cutoff AND d.midpointmjdtai <= p.mjd AND d.timewithdrawnmjdtai IS NULL
+    OFFSET 0
+) d
+ORDER BY t.diaobjectid, d.midpointmjdtai, d.diasourceid;
 CREATE TEMP TABLE win_forced ON COMMIT DROP AS
-SELECT f.diaobjectid, f.band, f.psfflux::float8 AS psfflux, f.psffluxerr::float8 AS psffluxerr,
+SELECT t.diaobjectid, f.band, f.psfflux::float8 AS psfflux, f.psffluxerr::float8 AS psffluxerr,
        f.scienceflux::float8 AS scienceflux, f.sciencefluxerr::float8 AS sciencefluxerr
-FROM touched t
-JOIN prompt.diaforcedsource f ON f.diaobjectid = t.diaobjectid AND f._healpix_29 = t.pixel
-CROSS JOIN visit_params p
-WHERE f.midpointmjdtai > p.mjd - p.cutoff AND f.midpointmjdtai <= p.mjd AND f.timewithdrawnmjdtai IS NULL
-ORDER BY f.diaobjectid, f.midpointmjdtai, f.diaforcedsourceid
+FROM touched t CROSS JOIN visit_params p
+CROSS JOIN LATERAL (
+    SELECT * FROM prompt.diaforcedsource f
+    WHERE f.diaobjectid = t.diaobjectid AND f._healpix_29 = t.pixel
+      AND f.midpointmjdtai > p.mjd - p.cutoff AND f.midpointmjdtai <= p.mjd AND f.timewithdrawnmjdtai IS NULL
+    OFFSET 0
+) f
+ORDER BY t.diaobjectid, f.midpointmjdtai, f.diaforcedsourceid
 
 -- name: aggregate
 -- One new version per touched DiaObject (DPDD §3.2.1 step 6). Weighted means use

@@ -45,7 +45,14 @@ def test_up_status_url_down_up(own_home: tuple[Path, dict[str, str]]) -> None:
 
     status = run(["db", "status"], env)
     assert status.returncode == 0, status.stderr
-    for word in ("running", "q3c", "pg_sphere", "schema version", f"prompt (prompt, v{latest_version()})", str(home / "data")):
+    for word in (
+        "running",
+        "q3c",
+        "pg_sphere",
+        "schema version",
+        f"prompt (prompt, v{latest_version()})",
+        str(home / "data"),
+    ):
         assert word in status.stdout, word
 
     url = run(["db", "url"], env).stdout.strip()

@@ -14,13 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from conftest import drop_database, new_database
+from dpdb.processing.survey import SurveyConfig, simulate
 
 from dpdb.catalogs import create_catalog
 from dpdb.cli import cli
 from dpdb.config import Settings
 from dpdb.db import conninfo
 from dpdb.errors import ValidationError
-from dpdb.processing.survey import SurveyConfig, simulate
 from dpdb.prompt import ingest
 from dpdb.prompt.quality import association_quality
 from dpdb.prompt.sql import BANDS
@@ -97,7 +97,10 @@ def test_association_guarantees_hold(ingested: Settings) -> None:
         ingested,
         "SELECT count(*), max(ss.ephoffset) <= 2 FROM prompt.diasource d "
         "JOIN prompt.sssource ss USING (diasourceid, ssobjectid)",
-    )[0] == (_rows(ingested, "SELECT count(*) FROM prompt.diasource WHERE ssobjectid IS NOT NULL")[0][0], True)
+    )[0] == (
+        _rows(ingested, "SELECT count(*) FROM prompt.diasource WHERE ssobjectid IS NOT NULL")[0][0],
+        True,
+    )
     # Every forced measurement is linked, once per DiaObject and visit, in its object's partition.
     assert not _rows(
         ingested,
@@ -145,13 +148,14 @@ def test_aggregates_match_numpy(ingested: Settings) -> None:
     sources = _rows(
         ingested,
         # float8 casts: REAL values exactly (their text form is only the shortest round-trip decimal)
-        "SELECT d.diaobjectid, d.band, d.psfflux::float8, d.psffluxerr::float8, d.ra, d.dec, d.raerr::float8, "
+        "SELECT d.diaobjectid, d.band, d.psfflux::float8, d.psffluxerr::float8, d.ra, d.dec, "
+        "d.raerr::float8, "
         "d.midpointmjdtai "
         "FROM prompt.diasource d JOIN prompt.diaobjectlast l USING (diaobjectid) "
         "WHERE d.midpointmjdtai > l.lastdiasourcemjdtai - 365.25",
     )
-    columns = [f"{b}_{s}" for b in BANDS for s in ("psffluxmean", "psffluxmeanerr", "psffluxsigma",
-                                                      "psffluxchi2", "psffluxndata", "psffluxmin")]  # fmt: skip
+    stats = ("psffluxmean", "psffluxmeanerr", "psffluxsigma", "psffluxchi2", "psffluxndata", "psffluxmin")
+    columns = [f"{b}_{s}" for b in BANDS for s in stats]
     stored = {
         r[0]: r[1:]
         for r in _rows(
@@ -229,7 +233,9 @@ def test_crash_mid_visit_leaves_it_absent_and_rerun_completes(
         ingest(settings, [survey[0]], processing_time=T0)
     assert _rows(settings, "SELECT count(*) FROM dpdb_meta.prompt_visit") == [(5,)]
     for table in ("visit", "diasource", "diaforcedsource"):
-        assert _rows(settings, f"SELECT count(*) FROM prompt.{table} WHERE visit = %s", (crash_visit,)) == [(0,)]
+        assert _rows(settings, f"SELECT count(*) FROM prompt.{table} WHERE visit = %s", (crash_visit,)) == [
+            (0,)
+        ]
     assert _rows(settings, "SELECT count(*) FROM dpdb_meta.load_manifest WHERE path LIKE %s",
                  (f"%{dirs[5].name}%",)) == [(0,)]  # fmt: skip
     monkeypatch.setattr(ingest_module._VisitTransaction, "_run", original)
@@ -247,7 +253,9 @@ def test_processing_time_must_move_forward(settings: Settings, survey: tuple[Pat
     assert _rows(settings, "SELECT count(*) FROM dpdb_meta.prompt_visit") == [(3,)]
 
 
-def test_bad_input_is_refused_whole(settings: Settings, survey: tuple[Path, list[Path]], tmp_path: Path) -> None:
+def test_bad_input_is_refused_whole(
+    settings: Settings, survey: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
     visit = tmp_path / "visit"
     visit.mkdir()
     for f in survey[1][0].glob("*.parquet"):
@@ -255,7 +263,9 @@ def test_bad_input_is_refused_whole(settings: Settings, survey: tuple[Path, list
     src = pq.read_table(visit / "DiaSource.parquet")
     pq.write_table(src.append_column("diaObjectId", pa.array([1] * src.num_rows, pa.int64())),
                    visit / "DiaSource.parquet")  # fmt: skip
-    with pytest.raises(ValidationError, match="DiaSource.parquet: column diaObjectId is assigned by the prompt"):
+    with pytest.raises(
+        ValidationError, match="DiaSource.parquet: column diaObjectId is assigned by the prompt"
+    ):
         ingest(settings, [visit])
     pq.write_table(src.drop_columns(["midpointMjdTai"]), visit / "DiaSource.parquet")
     with pytest.raises(ValidationError, match="missing required column midpointMjdTai"):
@@ -275,7 +285,9 @@ def test_nearby_objects_from_the_active_release(settings: Settings, survey: tupl
     n = len(ra)
     with psycopg.connect(conninfo(settings)) as conn:
         create_catalog(conn, "dr1", "release", 3, 0)
-        conn.execute("INSERT INTO dpdb_meta.release (name, state, created_at) VALUES ('dr1', 'active', now())")
+        conn.execute(
+            "INSERT INTO dpdb_meta.release (name, state, created_at) VALUES ('dr1', 'active', now())"
+        )
         with conn.cursor().copy(
             "COPY dr1.object (objectid, coord_ra, coord_dec, refextendedness, _healpix_29) FROM STDIN"
         ) as copy:

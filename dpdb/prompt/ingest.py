@@ -35,6 +35,7 @@ from pathlib import Path
 import adbc_driver_postgresql.dbapi as adbc
 import pyarrow as pa
 
+from dpdb.catalogs import writable_catalog
 from dpdb.config import Settings
 from dpdb.db import adbc_uri, connect
 from dpdb.errors import ValidationError
@@ -79,7 +80,7 @@ def ingest(
     live). Without it each visit is processed at the wall-clock time.
     """
     with connect(settings) as conn:
-        version = int(conn.execute("SELECT schema_version FROM dpdb_meta.catalog WHERE name = 'prompt'").fetchone()[0])  # type: ignore[index]
+        _, version = writable_catalog(conn, "prompt")
         done = {r[0] for r in conn.execute("SELECT visit FROM dpdb_meta.prompt_visit")}
         release = active_release(conn)
     order = sorted((_visit_key(d), d) for d in find_visits(paths))
@@ -120,7 +121,9 @@ def _load_ssobjects(aconn: adbc.Connection, path: Path, version: int, t: float) 
         cur.execute("SELECT pg_advisory_xact_lock(hashtext($1))", parameters=(LOCK,))
         cur.fetchall()
         cols = ", ".join(table.column_names)
-        cur.execute(f"CREATE TEMP TABLE s_ssobject ON COMMIT DROP AS SELECT {cols} FROM prompt.ssobject WITH NO DATA")
+        cur.execute(
+            f"CREATE TEMP TABLE s_ssobject ON COMMIT DROP AS SELECT {cols} FROM prompt.ssobject WITH NO DATA"
+        )
         cur.adbc_ingest("s_ssobject", table, mode="append", temporary=True)
         load_id = manifest.add_entry(cur, fingerprint(path), "SSObject", "prompt", version)
         cur.execute(
@@ -157,7 +160,9 @@ class _VisitTransaction:
         try:
             with self.aconn.cursor() as cur:
                 self.cur = cur
-                self._execute("SET LOCAL jit = off")  # compiling these short statements costs more than it saves
+                self._execute(
+                    "SET LOCAL jit = off"
+                )  # compiling these short statements costs more than it saves
                 self._query("SELECT pg_advisory_xact_lock(hashtext($1))", (LOCK,))
                 if self._query("SELECT 1 FROM dpdb_meta.prompt_visit WHERE visit = $1", (visit.visit,)):
                     self.aconn.rollback()
@@ -260,7 +265,8 @@ class _VisitTransaction:
             table = v.tables[name]
             cols = ", ".join(c for c in table.column_names if c != OWN_PIXEL)
             self._execute(
-                f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS SELECT {cols} FROM prompt.{name.lower()} WITH NO DATA"
+                f"CREATE TEMP TABLE {stage} ON COMMIT DROP AS "
+                f"SELECT {cols} FROM prompt.{name.lower()} WITH NO DATA"
             )
             self._execute(f"ALTER TABLE {stage} ADD COLUMN {OWN_PIXEL} bigint")
             self.cur.adbc_ingest(stage, table, mode="append", temporary=True)

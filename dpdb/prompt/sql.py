@@ -50,9 +50,7 @@ def _band_columns() -> str:
     return ",\n       ".join(cols)
 
 
-_NEARBY_COLUMNS = ",\n       ".join(
-    f"NULL::bigint AS {n}, NULL::real AS {n}dist" for n in _NEARBY
-)
+_NEARBY_COLUMNS = ",\n       ".join(f"NULL::bigint AS {n}, NULL::real AS {n}dist" for n in _NEARBY)
 _NEARBY_SET = ",\n    ".join(
     f"{n} = n.{kind}_ids[{k}], {n}dist = n.{kind}_dists[{k}]"
     for i, n in enumerate(_NEARBY)

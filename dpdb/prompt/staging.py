@@ -158,7 +158,8 @@ def read_table(path: Path, table: str, version: int) -> pa.Table:
     for col in ASSIGNED_COLUMNS.get(target.canonical, ()):
         if col.lower() in given:
             raise ValidationError(
-                f"{path}: column {given[col.lower()]} is assigned by the prompt ingest; remove it from the file"
+                f"{path}: column {given[col.lower()]} is assigned by the prompt ingest; "
+                "remove it from the file"
             )
     plan = plan_columns(path, pf.schema_arrow, target, ignore_extra=False)
     batches, keys, row0 = [], [], 0
@@ -193,7 +194,9 @@ def _read_ephemeris(path: Path) -> pa.Table:
         values = out[name].to_numpy(zero_copy_only=False)
         bad = ~((values >= lo) & (values <= hi))
         if bad.any():
-            raise ValidationError(f"{path}: column {name}, row {int(np.flatnonzero(bad)[0])}: outside [{lo}, {hi}]")
+            raise ValidationError(
+                f"{path}: column {name}, row {int(np.flatnonzero(bad)[0])}: outside [{lo}, {hi}]"
+            )
     return out
 
 
