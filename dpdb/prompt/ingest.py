@@ -42,7 +42,6 @@ from dpdb.errors import ValidationError
 from dpdb.etl import manifest
 from dpdb.etl.files import fingerprint
 from dpdb.releases import active_release
-from dpdb.schema import latest_version
 from dpdb.timeutil import iso_utc, now_mjd_tai
 
 from . import sql as prompt_sql
@@ -83,7 +82,7 @@ def ingest(
         _, version = writable_catalog(conn, "prompt")
         done = {r[0] for r in conn.execute("SELECT visit FROM dpdb_meta.prompt_visit")}
         release = active_release(conn)
-    order = sorted((_visit_key(d), d) for d in find_visits(paths))
+    order = sorted((_visit_key(d, version), d) for d in find_visits(paths))
     first_mjd = order[0][0][0] if order else 0.0
     results = []
     with adbc.connect(adbc_uri(settings)) as aconn:
@@ -108,9 +107,9 @@ def _ssobject_files(paths: list[Path], visits: list[Path]) -> list[Path]:
     return sorted(p / "SSObject.parquet" for p in places if (p / "SSObject.parquet").is_file())
 
 
-def _visit_key(path: Path) -> tuple[float, int]:
+def _visit_key(path: Path, version: int) -> tuple[float, int]:
     """(midpoint, visit ID) of a visit directory, for ordering and skipping."""
-    table = read_table(path / "Visit.parquet", "Visit", latest_version())
+    table = read_table(path / "Visit.parquet", "Visit", version)
     return float(table["expmidptmjd"][0].as_py()), int(table["visit"][0].as_py())
 
 
