@@ -23,6 +23,7 @@ from dpdb.config import Settings
 from dpdb.db import conninfo
 from dpdb.healpix import pixels
 from dpdb.releases import create_release
+from dpdb.schema import latest_version
 
 DPDB = str(Path(sys.executable).with_name("dpdb"))
 
@@ -69,7 +70,10 @@ def test_load_records_manifest_provenance_and_pixels(
         "SELECT load_id, path, size, table_name, target, row_count, schema_version, software_version "
         "FROM dpdb_meta.load_manifest WHERE table_name = 'DiaSource'"
     ).fetchone()
-    assert entry[1:7] == (str(path), path.stat().st_size, "DiaSource", "prompt", 1000, 2) and entry[7]
+    assert (
+        entry[1:7] == (str(path), path.stat().st_size, "DiaSource", "prompt", 1000, latest_version())
+        and entry[7]
+    )
     # every row traces back to its manifest entry
     assert (
         conn.execute("SELECT count(*) FROM prompt.diasource WHERE _load_id = %s", (entry[0],)).fetchone()[0]
