@@ -54,10 +54,9 @@ def _config(out: Path, **given: object):  # noqa: ANN202
         known = {f.name for f in fields(SurveyConfig)}
         values = {k: v for k, v in json.loads(stored.read_text())["config"].items() if k in known}
         values["center"] = tuple(values["center"])  # type: ignore[arg-type]
-    names = {"seed": "seed", "visits_per_night": "visits_per_night", "sources_per_visit": "sources_per_visit"}
-    for option, name in {**names, "area": "area_deg2"}.items():
-        if given.get(option) is not None:
-            values[name] = given[option]
+    for option, value in given.items():
+        if value is not None:
+            values["area_deg2" if option == "area" else option] = value
     return SurveyConfig(**values)  # type: ignore[arg-type]
 
 

@@ -47,7 +47,7 @@ from dpdb.ids import PROMPT_ORIGIN, make_id, visit_source_ids
 from dpdb.prompt.staging import ASSIGNED_COLUMNS
 from dpdb.schema import latest_version
 
-__all__ = ["ASSIGNED_COLUMNS", "SurveyConfig", "simulate", "visit_dirs"]
+__all__ = ["SurveyConfig", "simulate"]
 
 BANDS = "ugrizy"
 M5 = np.array([23.9, 25.0, 24.7, 24.0, 23.3, 22.1])  # 5-sigma depth per band, in BANDS order
@@ -116,18 +116,6 @@ def simulate(out: Path, nights: int, config: SurveyConfig, first_night: int = 0)
     doc = {"config": asdict(config), "nights": sorted(written)}
     _write_text(json.dumps(doc, indent=2) + "\n", out / "survey.json")
     return dirs
-
-
-def visit_dirs(root: Path) -> list[Path]:
-    """All visit directories under a simulation output root, in time order.
-
-    ``[root]`` if root is itself a visit directory. A visit directory counts
-    once its Visit.parquet, written last, exists.
-    """
-    root = Path(root)
-    if (root / "Visit.parquet").is_file():
-        return [root]
-    return sorted(p.parent for p in root.glob("**/visit_*/Visit.parquet"))
 
 
 def _survey_nights(out: Path, config: SurveyConfig) -> set[int]:

@@ -10,13 +10,13 @@
 
 -- name: params
 CREATE TEMP TABLE visit_params (
-    visit bigint, t double precision, mjd double precision, cutoff double precision,
+    t double precision, mjd double precision, cutoff double precision,
     field_ra double precision, field_dec double precision, field_radius double precision,
     load_src bigint, load_forced bigint, load_eph bigint
 ) ON COMMIT DROP
 
 -- name: set_params
-INSERT INTO visit_params VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+INSERT INTO visit_params VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
 
 -- name: match_tables
 -- Candidate pairs (a, b) at distance d, and the matching chosen from them.

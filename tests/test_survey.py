@@ -11,9 +11,10 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from dpdb.etl.validate import TargetTable, plan_columns, prepare_batch, target_table
-from dpdb.processing.survey import ASSIGNED_COLUMNS, SurveyConfig, simulate, visit_dirs
+from dpdb.processing.survey import SurveyConfig, simulate
 
 from dpdb.errors import ConfigError
+from dpdb.prompt.staging import ASSIGNED_COLUMNS, find_visits
 from dpdb.schema import latest_version
 
 CONFIG = SurveyConfig(seed=3, visits_per_night=4, sources_per_visit=300, area_deg2=12.0, field_area_deg2=4.0)
@@ -43,7 +44,7 @@ def test_same_seed_same_files_and_nights_can_continue(survey: Path, tmp_path: Pa
     simulate(again, NIGHTS, CONFIG)
     first = simulate(split, 2, CONFIG)
     second = simulate(split, 1, CONFIG, first_night=2)
-    assert first + second == visit_dirs(split)
+    assert first + second == find_visits([split])
     expected = files(survey)
     for other in (again, split):
         got = files(other)
@@ -68,9 +69,9 @@ def test_a_different_seed_makes_a_different_sky(survey: Path, tmp_path: Path) ->
 
 
 def test_visits_bands_and_detections(survey: Path) -> None:
-    dirs = visit_dirs(survey)
+    dirs = find_visits([survey])
     assert len(dirs) == NIGHTS * CONFIG.visits_per_night
-    assert visit_dirs(dirs[0]) == [dirs[0]]
+    assert find_visits([dirs[0]]) == [dirs[0]]
     counts, kinds, times = [], set(), []
     for i, path in enumerate(dirs):
         night, j = divmod(i, CONFIG.visits_per_night)
@@ -101,7 +102,7 @@ def test_truth_matches_the_sources(survey: Path) -> None:
     kind_of = {o["truthId"]: o["kind"] for o in objects}
     ss_of = {o["truthId"]: o["ssObjectId"] for o in objects}
     assert {s for s in ss_of.values() if s is not None} == known
-    for path in visit_dirs(survey):
+    for path in find_visits([survey]):
         truth = pq.read_table(path / "truth.parquet")
         src = pq.read_table(path / "DiaSource.parquet")
         forced = pq.read_table(path / "DiaForcedSource.parquet")
@@ -122,7 +123,7 @@ def test_files_pass_validation(survey: Path, table: str) -> None:
     paths = (
         [survey / "SSObject.parquet"]
         if table == "SSObject"
-        else [d / f"{table}.parquet" for d in visit_dirs(survey)]
+        else [d / f"{table}.parquet" for d in find_visits([survey])]
     )
     for path in paths:
         schema = pq.read_schema(path)

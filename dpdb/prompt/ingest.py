@@ -28,7 +28,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -159,9 +160,8 @@ class _VisitTransaction:
         try:
             with self.aconn.cursor() as cur:
                 self.cur = cur
-                self._execute(
-                    "SET LOCAL jit = off"
-                )  # compiling these short statements costs more than it saves
+                # Compiling these short statements costs more than it saves.
+                self._execute("SET LOCAL jit = off")
                 self._query("SELECT pg_advisory_xact_lock(hashtext($1))", (LOCK,))
                 if self._query("SELECT 1 FROM dpdb_meta.prompt_visit WHERE visit = $1", (visit.visit,)):
                     self.aconn.rollback()
@@ -202,7 +202,7 @@ class _VisitTransaction:
             self._run(
                 "set_params",
                 (
-                    v.visit, t, v.midpoint, s.characterization_cutoff, v.center[0], v.center[1],
+                    t, v.midpoint, s.characterization_cutoff, v.center[0], v.center[1],
                     v.field_radius(s.association_radius / 3600 + 1e-4),
                     loads.get("DiaSource"), loads.get("DiaForcedSource"), loads.get("SSEphemeris"),
                 ),
@@ -306,16 +306,11 @@ class _VisitTransaction:
         self.cur.execute(statement, parameters=parameters)
         return self.cur.fetchall()
 
-    def _step(self, name: str):  # noqa: ANN202
-        return _Timer(self.steps, name)
-
-
-class _Timer:
-    def __init__(self, steps: dict[str, float], name: str) -> None:
-        self.steps, self.name = steps, name
-
-    def __enter__(self) -> None:
-        self.start = time.monotonic()
-
-    def __exit__(self, *exc: object) -> None:
-        self.steps[self.name] += time.monotonic() - self.start
+    @contextmanager
+    def _step(self, name: str) -> Iterator[None]:
+        """Add the time spent in the block to step ``name``."""
+        start = time.monotonic()
+        try:
+            yield
+        finally:
+            self.steps[name] += time.monotonic() - start

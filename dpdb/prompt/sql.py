@@ -51,11 +51,14 @@ def _band_columns() -> str:
 
 
 _NEARBY_COLUMNS = ",\n       ".join(f"NULL::bigint AS {n}, NULL::real AS {n}dist" for n in _NEARBY)
-_NEARBY_SET = ",\n    ".join(
-    f"{n} = n.{kind}_ids[{k}], {n}dist = n.{kind}_dists[{k}]"
+_NEARBY_SET = ",\n    ".join(  # nearbyObj1-3: stars, 4-6: galaxies
+    f"{n} = n.{kind}_ids[{i % 3 + 1}], {n}dist = n.{kind}_dists[{i % 3 + 1}]"
     for i, n in enumerate(_NEARBY)
-    for kind, k in [("star" if i < 3 else "galaxy", i % 3 + 1)]
+    for kind in ["star" if i < 3 else "galaxy"]
 )
+_PSF_PIVOT = _pivot(_PSF)
+_FORCED_PIVOT = _pivot(_FORCED)
+_BAND_COLUMNS = _band_columns()
 
 VERSION_COLUMNS: tuple[str, ...] = (
     "diaobjectid", "validitystartmjdtai", "_healpix_29", "ra", "dec", "raerr", "decerr", "radecmjdtai",
@@ -77,9 +80,9 @@ def block(name: str, visit: VisitInput, release: str | None, settings: Settings)
             s_source_columns=", ".join(f"s.{c}" for c in src),
             forced_columns=", ".join(forced),
             f_forced_columns=", ".join(f"f.{c}" for c in forced),
-            psf_pivot=_pivot(_PSF),
-            forced_pivot=_pivot(_FORCED),
-            band_columns=_band_columns(),
+            psf_pivot=_PSF_PIVOT,
+            forced_pivot=_FORCED_PIVOT,
+            band_columns=_BAND_COLUMNS,
             nearby_columns=_NEARBY_COLUMNS,
             nearby_set=_NEARBY_SET,
             version_columns=", ".join(VERSION_COLUMNS),
