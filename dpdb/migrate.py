@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
+import erfa
 import psycopg
 from alembic import command
 from alembic.config import Config
@@ -82,8 +83,33 @@ def migrate(settings: Settings, to: int | None = None) -> tuple[int | None, int]
     return before, target
 
 
+TIME_TRAVEL_SINCE = 4
+"""Schema version from which the prompt tables carry every visibility time that sql/as_of.sql reads."""
+
+
 def install_sql(conn: psycopg.Connection) -> None:
-    """(Re)install the SQL function definitions of sql/ (CREATE OR REPLACE, idempotent)."""
-    for name in ("functions.sql",):
+    """(Re)install the SQL of sql/ (functions, as-of functions and views) and reference data; idempotent."""
+    files = ["functions.sql"]
+    version = database_version(conn)
+    if version is not None and version >= TIME_TRAVEL_SINCE:
+        _install_leap_seconds(conn)
+        if conn.execute("SELECT 1 FROM dpdb_meta.catalog WHERE name = 'prompt'").fetchone():
+            files.append("as_of.sql")
+    for name in files:
         text = (Path(str(resources.files("dpdb.sql"))) / name).read_text()
         conn.execute(text.encode())  # type: ignore[call-overload]
+
+
+def _install_leap_seconds(conn: psycopg.Connection) -> None:
+    """TAI - UTC since 1972 (integral leap seconds) from ERFA's table, which astropy keeps current."""
+    rows = [
+        (datetime(int(year), int(month), 1, tzinfo=UTC), float(offset))
+        for year, month, offset in erfa.leap_seconds.get()
+        if year >= 1972
+    ]
+    with conn.cursor() as cur:
+        cur.executemany(
+            "INSERT INTO dpdb_meta.leap_second (utc_from, tai_minus_utc) VALUES (%s, %s) "
+            "ON CONFLICT (utc_from) DO UPDATE SET tai_minus_utc = excluded.tai_minus_utc",
+            rows,
+        )

@@ -43,6 +43,8 @@ __all__ = [
     "meta_ddl",
     "added_columns_ddl",
     "position_columns",
+    "q3c_index_ddl",
+    "VALIDITY_END",
 ]
 
 log = logging.getLogger(__name__)
@@ -260,7 +262,7 @@ def _table_ddl(spec: TableSpec, partition_order: int) -> list[str]:
             )
     if spec.position:
         ra, dec = (c.lower() for c in spec.position)
-        out.append(f"CREATE INDEX {_q(table.name + '_q3c')} ON {full} (q3c_ang2ipix({_q(ra)}, {_q(dec)}))")
+        out.append(q3c_index_ddl(spec))
         if spec.versioned:
             out.append(
                 f"CREATE INDEX {_q(table.name + '_current_q3c')} ON {full} "
@@ -280,6 +282,26 @@ def _table_ddl(spec: TableSpec, partition_order: int) -> list[str]:
         )
     out += _comment_ddl(table)
     return out
+
+
+VALIDITY_END = "coalesce(validityendmjdtai, 'Infinity'::double precision)"
+"""The end of a version's validity as indexed (open = infinity); as-of reads use this exact expression."""
+
+
+def q3c_index_ddl(spec: TableSpec) -> str:
+    """The positional index of a table with a position.
+
+    On versioned tables it also carries the validity interval, so a cone search
+    as of an instant skips the versions not valid then inside the index,
+    without visiting their rows.
+    """
+    table = spec.table
+    full = f"{_q(table.schema)}.{_q(table.name)}"  # type: ignore[arg-type]
+    ra, dec = (_q(c.lower()) for c in spec.position)  # type: ignore[union-attr]
+    keys = f"q3c_ang2ipix({ra}, {dec})"
+    if spec.versioned:
+        keys += f", validitystartmjdtai, ({VALIDITY_END})"
+    return f"CREATE INDEX {_q(table.name + '_q3c')} ON {full} ({keys})"
 
 
 def _comment_ddl(table: Table) -> list[str]:

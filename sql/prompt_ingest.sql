@@ -95,10 +95,10 @@ FROM s_src s JOIN src_link l USING (diasourceid) CROSS JOIN visit_params p
 
 -- name: insert_sssources
 INSERT INTO prompt.sssource (diasourceid, ssobjectid, designation, ephra, ephdec, ephvmag, ephrate,
-    ephratera, ephratedec, ephoffset, ephoffsetra, ephoffsetdec, diadistancerank, _load_id)
+    ephratera, ephratedec, ephoffset, ephoffsetra, ephoffsetdec, diadistancerank, timeprocessedmjdtai, _load_id)
 SELECT m.diasourceid, m.ssobjectid, so.designation, e.ra, e.dec, e.ephvmag, e.ephrate,
        e.ephratera, e.ephratedec, m.d * 3600,
-       dpdb_wrap180(s.ra - e.ra) * cos(radians(e.dec)) * 3600, (s.dec - e.dec) * 3600, m.rank, p.load_eph
+       dpdb_wrap180(s.ra - e.ra) * cos(radians(e.dec)) * 3600, (s.dec - e.dec) * 3600, m.rank, p.t, p.load_eph
 FROM ss_match m
 JOIN s_src s USING (diasourceid)
 JOIN s_eph e USING (ssobjectid)

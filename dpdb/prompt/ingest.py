@@ -197,7 +197,7 @@ class _VisitTransaction:
     def _steps(self, t: float) -> dict[str, int]:
         v, s = self.visit, self.settings
         with self._step("load"):
-            loads = self._stage()
+            loads = self._stage(t)
             self._run("params")
             self._run(
                 "set_params",
@@ -250,8 +250,8 @@ class _VisitTransaction:
             "forced_unlinked": n_forced - forced,
         }
 
-    def _stage(self) -> dict[str, int]:
-        """Temporary input tables, Visit/CcdVisit rows, manifest entries; returns load ids by table."""
+    def _stage(self, t: float) -> dict[str, int]:
+        """Temporary input tables, Visit/CcdVisit rows (visible from ``t``), manifest entries; load ids by table."""
         v = self.visit
         load_ids = {}
         for name, fp in v.files.items():
@@ -259,6 +259,7 @@ class _VisitTransaction:
         for name in ("Visit", "CcdVisit"):
             table = v.tables[name]
             table = table.append_column("_load_id", pa.array([load_ids[name]] * table.num_rows, pa.int64()))
+            table = table.append_column("timeprocessedmjdtai", pa.array([t] * table.num_rows, pa.float64()))
             self.cur.adbc_ingest(name.lower(), table, mode="append", db_schema_name="prompt")
         for name, stage in (("DiaSource", "s_src"), ("DiaForcedSource", "s_forced")):
             table = v.tables[name]

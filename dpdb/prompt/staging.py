@@ -43,6 +43,9 @@ ASSIGNED_COLUMNS: dict[str, tuple[str, ...]] = {
     ),
     "DiaForcedSource": ("diaObjectId", "timeProcessedMjdTai", "timeWithdrawnMjdTai"),
     "SSObject": ("validityStartMjdTai", "validityEndMjdTai"),
+    "SSSource": ("timeProcessedMjdTai", "timeWithdrawnMjdTai"),
+    "Visit": ("timeProcessedMjdTai",),
+    "CcdVisit": ("timeProcessedMjdTai",),
 }
 """Columns the prompt ingest fills in (associations and times); input files must not carry them."""
 
