@@ -24,6 +24,8 @@ Layout of an output directory::
     truth_objects.parquet         every sky object
     night_NNNNN/visit_VVVVVVVV/   Visit, CcdVisit, DiaSource, DiaForcedSource,
                                   SSEphemeris and truth .parquet (Visit written last)
+    night_NNNNN/linkage/          the night's daytime orbit linkage, SSSource and
+                                  SSObject .parquet (processing/linkage.py), if any
 """
 
 from __future__ import annotations
@@ -47,7 +49,7 @@ from dpdb.ids import PROMPT_ORIGIN, make_id, visit_source_ids
 from dpdb.prompt.staging import ASSIGNED_COLUMNS
 from dpdb.schema import latest_version
 
-__all__ = ["SurveyConfig", "simulate"]
+__all__ = ["SurveyConfig", "simulate", "arrow_table", "night_dir", "write_parquet"]
 
 BANDS = "ugrizy"
 M5 = np.array([23.9, 25.0, 24.7, 24.0, 23.3, 22.1])  # 5-sigma depth per band, in BANDS order
@@ -94,6 +96,8 @@ def simulate(out: Path, nights: int, config: SurveyConfig, first_night: int = 0)
 
     Sky-level files (survey.json, SSObject.parquet, truth_objects.parquet) are rewritten on every call.
     """
+    from .linkage import write_linkage  # linkage reads this module's files
+
     if nights < 0 or first_night < 0:
         raise ConfigError("nights and first_night must not be negative")
     out = Path(out)
@@ -101,21 +105,27 @@ def simulate(out: Path, nights: int, config: SurveyConfig, first_night: int = 0)
     written = _survey_nights(out, config)
     geo = _Geometry.of(config)
     sky = _build_sky(config, geo)
-    _write(_ssobject_table(config, sky), out / "SSObject.parquet")
-    _write(_truth_objects_table(geo, sky), out / "truth_objects.parquet")
+    write_parquet(_ssobject_table(config, sky), out / "SSObject.parquet")
+    write_parquet(_truth_objects_table(geo, sky), out / "truth_objects.parquet")
     dirs = []
     for night in range(first_night, first_night + nights):
         for j in range(config.visits_per_night):
             visit = _plan_visit(config, geo, night, j)
-            path = out / f"night_{night:05d}" / f"visit_{visit.visit:08d}"
+            path = night_dir(out, night) / f"visit_{visit.visit:08d}"
             path.mkdir(parents=True, exist_ok=True)
             for name, table in _simulate_visit(config, geo, sky, visit).items():
-                _write(table, path / f"{name}.parquet")
+                write_parquet(table, path / f"{name}.parquet")
             dirs.append(path)
         written.add(night)
+        write_linkage(out, night, config)
     doc = {"config": asdict(config), "nights": sorted(written)}
     _write_text(json.dumps(doc, indent=2) + "\n", out / "survey.json")
     return dirs
+
+
+def night_dir(out: Path, night: int) -> Path:
+    """Directory of night ``night``'s visits (and of its daytime linkage)."""
+    return out / f"night_{night:05d}"
 
 
 def _survey_nights(out: Path, config: SurveyConfig) -> set[int]:
@@ -457,7 +467,7 @@ def _dia_sources(
         "trailLength": np.where(asteroid, rate * EXPOSURE / 86400 * 3600, 0.0),  # arcsec
         "flags": 0,
     }
-    return _arrow_table("DiaSource", values, len(kind)), truth
+    return arrow_table("DiaSource", values, len(kind)), truth
 
 
 def _forced_sources(
@@ -490,7 +500,7 @@ def _forced_sources(
         "scienceFlux": science + rng.normal(0, v.sigma, n),
         "scienceFluxErr": v.sigma,
     }
-    return _arrow_table("DiaForcedSource", values, n), truth
+    return arrow_table("DiaForcedSource", values, n), truth
 
 
 def _ephemerides(
@@ -535,7 +545,7 @@ def _visit_table(geo: _Geometry, v: _Visit) -> pa.Table:
         "expMidptMJD": v.mjd,
         "obsStartMJD": v.mjd - EXPOSURE / 2 / 86400,
     }
-    return _arrow_table("Visit", values, 1)
+    return arrow_table("Visit", values, 1)
 
 
 def _ccd_visit_table(geo: _Geometry, v: _Visit) -> pa.Table:
@@ -562,7 +572,7 @@ def _ccd_visit_table(geo: _Geometry, v: _Visit) -> pa.Table:
     values["ra"], values["dec"] = geo.radec(x0 + size / 2, y0 + size / 2)
     for corner, (dx, dy) in {"llc": (0, 0), "ulc": (0, 1), "urc": (1, 1), "lrc": (1, 0)}.items():
         values[f"{corner}ra"], values[f"{corner}dec"] = geo.radec(x0 + dx * size, y0 + dy * size)
-    return _arrow_table("CcdVisit", values, 9)
+    return arrow_table("CcdVisit", values, 9)
 
 
 # ---------------------------------------------------------------- survey-level tables
@@ -595,7 +605,7 @@ def _ssobject_table(config: SurveyConfig, sky: _Sky) -> pa.Table:
         "meanAnomaly": rng.uniform(0.0, 360.0, n),
         "epochMjdTai": config.first_mjd,
     }
-    return _arrow_table("SSObject", values, n)
+    return arrow_table("SSObject", values, n)
 
 
 def _truth_objects_table(geo: _Geometry, sky: _Sky) -> pa.Table:
@@ -631,7 +641,7 @@ def _target(table: str) -> TargetTable:
     return target_table("prompt", latest_version(), "prompt", table)
 
 
-def _arrow_table(table: str, values: dict[str, Any], rows: int) -> pa.Table:
+def arrow_table(table: str, values: dict[str, Any], rows: int) -> pa.Table:
     """Every column of ``table`` but the assigned ones, in table order and with the schema's types.
 
     Scalars are repeated over the rows; missing columns are null.
@@ -664,7 +674,7 @@ def _nullable_ids(ids: np.ndarray) -> pa.Array:
     return pa.array(ids.astype(np.int64), pa.int64(), mask=ids < 0)
 
 
-def _write(table: pa.Table, path: Path) -> None:
+def write_parquet(table: pa.Table, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, path)

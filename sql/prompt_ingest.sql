@@ -127,10 +127,13 @@ JOIN field_obj o ON o.diaobjectid = m.b
 CROSS JOIN visit_params p
 
 -- name: touched
--- DiaObjects that got a DiaSource in this visit: each gets a new version.
+-- DiaObjects that got a DiaSource in this visit: each gets a new version, with
+-- these counts and first/last times (the aggregate step computes the rest).
 CREATE TEMP TABLE touched ON COMMIT DROP AS
-SELECT l.diaobjectid, l.pixel, l.is_new, l.ref_ra, s.midpointmjdtai,
-       n.validitystartmjdtai AS previous_start, n.ndiasources, n.firstdiasourcemjdtai, n.lastdiasourcemjdtai
+SELECT l.diaobjectid, l.pixel, l.is_new, l.ref_ra, n.validitystartmjdtai AS previous_start,
+       coalesce(n.ndiasources, 0) + 1 AS ndiasources,
+       least(n.firstdiasourcemjdtai, s.midpointmjdtai) AS firstdiasourcemjdtai,
+       greatest(n.lastdiasourcemjdtai, s.midpointmjdtai) AS lastdiasourcemjdtai
 FROM src_link l JOIN s_src s USING (diasourceid)
 LEFT JOIN near_obj n ON n.diaobjectid = l.diaobjectid
 WHERE l.diaobjectid IS NOT NULL;
@@ -139,7 +142,7 @@ ANALYZE touched
 
 -- name: window_sources
 -- The DiaSources and forced measurements of the touched objects within the
--- characterization window (diaCharacterizationCutoff) ending at this visit,
+-- characterization window (diaCharacterizationCutoff) ending at visit_params.mjd,
 -- in a fixed order: floating-point sums then come out the same to the last
 -- bit whatever the physical order of the stored rows (reruns are identical).
 CREATE TEMP TABLE win_src ON COMMIT DROP AS
@@ -230,9 +233,7 @@ forced_pivot AS (
 )
 SELECT t.diaobjectid, p.t AS validitystartmjdtai, t.pixel AS _healpix_29,
        pos.ra, pos.dec, pos.raerr, pos.decerr, pos.radecmjdtai,
-       coalesce(t.ndiasources, 0) + 1 AS ndiasources,
-       least(t.firstdiasourcemjdtai, t.midpointmjdtai) AS firstdiasourcemjdtai,
-       greatest(t.lastdiasourcemjdtai, t.midpointmjdtai) AS lastdiasourcemjdtai,
+       t.ndiasources, t.firstdiasourcemjdtai, t.lastdiasourcemjdtai,
        {band_columns},
        {nearby_columns}
 FROM touched t
@@ -296,6 +297,11 @@ ON CONFLICT (diaobjectid) DO UPDATE SET
     validitystartmjdtai = excluded.validitystartmjdtai, ra = excluded.ra, dec = excluded.dec,
     ndiasources = excluded.ndiasources, firstdiasourcemjdtai = excluded.firstdiasourcemjdtai,
     lastdiasourcemjdtai = excluded.lastdiasourcemjdtai
+
+-- name: latest_time
+-- The latest processing time held (visits and daytime linkages): time only moves forward.
+SELECT greatest((SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit),
+                (SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_relink))
 
 -- name: record_visit
 INSERT INTO dpdb_meta.prompt_visit (visit, processing_time_mjd_tai, midpoint_mjd_tai, ingested_at,

@@ -19,6 +19,9 @@ For every visit, in time order (DPDD §3.2.1; the SQL is in sql/prompt_ingest.sq
 7. *version*: the previous versions are closed at the processing time and the
    new ones inserted; the visit is registered in ``dpdb_meta.prompt_visit``.
 
+After a night's visits, its daytime linkage (if any) moves DiaSources to the
+SSObjects orbit linking found (dpdb/prompt/relink.py).
+
 A visit already registered is skipped, and a visit whose transaction did not
 commit left nothing behind, so a rerun completes exactly the missing visits.
 """
@@ -39,21 +42,23 @@ import pyarrow as pa
 from dpdb.catalogs import writable_catalog
 from dpdb.config import Settings
 from dpdb.db import adbc_uri, connect
-from dpdb.errors import ValidationError
 from dpdb.etl import manifest
 from dpdb.etl.files import fingerprint
 from dpdb.releases import active_release
 from dpdb.timeutil import iso_utc, now_mjd_tai
 
 from . import sql as prompt_sql
+from .order import LOCK, check_time_order
+from .relink import NIGHT_LINKAGE, RelinkResult, is_linkage, relink
 from .staging import OWN_PIXEL, VisitInput, find_visits, read_table, read_visit
 
 __all__ = ["VisitResult", "ingest", "STEPS"]
 
 log = logging.getLogger(__name__)
 
+RELINK_DELAY = 0.25
+"""Days between a night's last visit and its daytime linkage, when processing times are given."""
 STEPS = ("load", "attribute", "associate", "forced", "aggregate", "nearby", "version")
-LOCK = "dpdb.prompt.ingest"
 
 
 @dataclass
@@ -72,12 +77,15 @@ def ingest(
     *,
     processing_time: float | None = None,
     progress: Callable[[VisitResult], None] | None = None,
+    on_relink: Callable[[RelinkResult], None] | None = None,
 ) -> list[VisitResult]:
     """Ingest the visits found under ``paths`` in time order.
 
     ``processing_time`` (MJD TAI) is the processing time of the earliest visit
     given; later visits follow at their observation spacing (as if processed
-    live). Without it each visit is processed at the wall-clock time.
+    live). Without it each visit is processed at the wall-clock time. A night's
+    daytime linkage (a ``linkage`` directory beside its visit directories) is
+    applied after its last visit, ``RELINK_DELAY`` days later when times are given.
     """
     with connect(settings) as conn:
         _, version = writable_catalog(conn, "prompt")
@@ -89,16 +97,22 @@ def ingest(
     with adbc.connect(adbc_uri(settings)) as aconn:
         for file in _ssobject_files(paths, [d for _, d in order]):
             _load_ssobjects(aconn, file, version, processing_time or now_mjd_tai())
-        for (midpoint, visit_id), path in order:
+        for i, ((midpoint, visit_id), path) in enumerate(order):
+            t = processing_time + (midpoint - first_mjd) if processing_time is not None else None
             if visit_id in done:
                 result = VisitResult(visit_id, "skipped")
             else:
                 visit = read_visit(path, version)
-                t = processing_time + (midpoint - first_mjd) if processing_time is not None else None
                 result = _VisitTransaction(aconn, settings, visit, version, release).run(t)
             results.append(result)
             if progress:
                 progress(result)
+            linkage = path.parent / NIGHT_LINKAGE
+            if (i + 1 == len(order) or order[i + 1][1].parent != path.parent) and is_linkage(linkage):
+                at = t + RELINK_DELAY if t is not None else None
+                relinked = relink(settings, linkage, processing_time=at, aconn=aconn)
+                if on_relink:
+                    on_relink(relinked)
     return results
 
 
@@ -187,12 +201,7 @@ class _VisitTransaction:
         return VisitResult(visit.visit, "ingested", t, counts, self.steps, time.monotonic() - start)
 
     def _check_time(self, t: float) -> None:
-        held = self._query("SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit")[0][0]
-        if held is not None and t <= held:
-            raise ValidationError(
-                f"visit {self.visit.visit}: processing time {iso_utc(t)} is not later than "
-                f"{iso_utc(held)}, which the prompt catalog already holds"
-            )
+        check_time_order(self.cur, t, f"visit {self.visit.visit}")
 
     def _steps(self, t: float) -> dict[str, int]:
         v, s = self.visit, self.settings
@@ -251,7 +260,7 @@ class _VisitTransaction:
         }
 
     def _stage(self, t: float) -> dict[str, int]:
-        """Temporary input tables, Visit/CcdVisit rows (visible from ``t``), manifest entries; load ids by table."""
+        """Temporary input tables, Visit/CcdVisit rows (visible from ``t``), manifest entries; load ids."""
         v = self.visit
         load_ids = {}
         for name, fp in v.files.items():
@@ -295,7 +304,7 @@ class _VisitTransaction:
     def _run(self, name: str, parameters: tuple | None = None) -> int:
         """Run a named block of sql/prompt_ingest.sql; return the rows affected by its last statement."""
         rows = 0
-        for statement in prompt_sql.block(name, self.visit, self.release, self.settings):
+        for statement in prompt_sql.block(name, self.settings, visit=self.visit, release=self.release):
             rows = self._execute(statement, parameters)
         return rows
 

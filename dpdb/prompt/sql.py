@@ -69,26 +69,47 @@ VERSION_COLUMNS: tuple[str, ...] = (
 """Columns of each new DiaObject version (the others stay NULL: no proper motions, periods, ...)."""
 
 
-def block(name: str, visit: VisitInput, release: str | None, settings: Settings) -> list[str]:
-    """The statements of block ``name`` for this visit (and active release, if any)."""
-    text = named_blocks("prompt_ingest.sql")[name]
-    if "{" in text:
-        src = [c for c in visit.tables["DiaSource"].column_names if c != OWN_PIXEL]
-        forced = [c for c in visit.tables["DiaForcedSource"].column_names if c != OWN_PIXEL]
-        text = text.format(
-            source_columns=", ".join(src),
-            s_source_columns=", ".join(f"s.{c}" for c in src),
-            forced_columns=", ".join(forced),
-            f_forced_columns=", ".join(f"f.{c}" for c in forced),
-            psf_pivot=_PSF_PIVOT,
-            forced_pivot=_FORCED_PIVOT,
-            band_columns=_BAND_COLUMNS,
-            nearby_columns=_NEARBY_COLUMNS,
-            nearby_set=_NEARBY_SET,
-            version_columns=", ".join(VERSION_COLUMNS),
-            release=pgsql.Identifier(release).as_string(None) if release else "",
-            radius=repr(settings.association_radius / 3600),
-            ss_radius=repr(settings.ss_radius / 3600),
-            nearby_radius=repr(settings.nearby_radius / 3600),
-        )
-    return statements(text)
+_NEARBY_COPY = ",\n    ".join(f"{c} = o.{c}" for n in _NEARBY for c in (n, f"{n}dist"))
+
+
+def block(
+    name: str,
+    settings: Settings,
+    *,
+    visit: VisitInput | None = None,
+    release: str | None = None,
+    file: str = "prompt_ingest.sql",
+    **columns: list[str],
+) -> list[str]:
+    """The statements of block ``name`` of ``sql/<file>``, placeholders filled.
+
+    ``visit`` gives the DiaSource/DiaForcedSource column lists of a visit's
+    input, ``release`` the active release, and ``columns`` further column
+    lists by placeholder name (``{x}`` is the list, ``{x_prefixed}`` the same
+    with the alias ``x``'s first letter, as in ``s.col``).
+    """
+    text = named_blocks(file)[name]
+    if "{" not in text:
+        return statements(text)
+    lists = dict(columns)
+    if visit is not None:
+        lists["source_columns"] = [c for c in visit.tables["DiaSource"].column_names if c != OWN_PIXEL]
+        lists["forced_columns"] = [c for c in visit.tables["DiaForcedSource"].column_names if c != OWN_PIXEL]
+    values = {key: ", ".join(cols) for key, cols in lists.items()}
+    values.update(
+        {f"{key[0]}_{key}": ", ".join(f"{key[0]}.{c}" for c in cols) for key, cols in lists.items()}
+    )
+    values.update(
+        psf_pivot=_PSF_PIVOT,
+        forced_pivot=_FORCED_PIVOT,
+        band_columns=_BAND_COLUMNS,
+        nearby_columns=_NEARBY_COLUMNS,
+        nearby_set=_NEARBY_SET,
+        nearby_copy=_NEARBY_COPY,
+        version_columns=", ".join(VERSION_COLUMNS),
+        release=pgsql.Identifier(release).as_string(None) if release else "",
+        radius=repr(settings.association_radius / 3600),
+        ss_radius=repr(settings.ss_radius / 3600),
+        nearby_radius=repr(settings.nearby_radius / 3600),
+    )
+    return statements(text.format_map(values))
