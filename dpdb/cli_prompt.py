@@ -1,4 +1,4 @@
-"""``dpdb prompt``: simulate a survey, ingest visits, and run nights (simulate + ingest)."""
+"""``dpdb prompt``: simulate a survey, ingest visits, run nights (simulate + ingest), relink."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from rich.table import Table
 from .cli import DpdbGroup, _settings, cli, console
 from .config import Settings
 from .db import connect
-from .prompt import STEPS, VisitResult, ingest
+from .prompt import STEPS, RelinkResult, VisitResult, ingest, relink
 from .timeutil import parse_instant
 
 __all__ = ["prompt"]
@@ -117,6 +117,33 @@ def run_cmd(
     _report(settings, results, dirs)
 
 
+@prompt.command("relink")
+@click.argument("linkage", type=click.Path(path_type=Path))
+@click.option("--processing-time", help="Processing time (ISO UTC or MJD TAI). Default: now.")
+@click.pass_context
+def relink_cmd(ctx: click.Context, linkage: Path, processing_time: str | None) -> None:
+    """Apply a daytime orbit linkage: move its DiaSources (SSSource.parquet) to their SSObjects.
+
+    LINKAGE is a directory with SSSource.parquet (diaSourceId, ssObjectId, ...) and optionally
+    SSObject.parquet (new or updated orbits). The DiaSources' old rows are withdrawn, not overwritten,
+    so queries as of earlier instants keep their answers; DiaObjects left empty are deleted the same way.
+    """
+    t = parse_instant(processing_time) if processing_time else None
+    _print_relink(relink(_settings(ctx), linkage, processing_time=t))
+
+
+def _print_relink(r: RelinkResult) -> None:
+    if r.status == "skipped":
+        console.print(f"linkage {r.path}: already applied (skipped)")
+        return
+    c = r.counts
+    console.print(
+        f"linkage {r.path}: {c['diasources']} DiaSources moved to SSObjects ({c['ssobjects']} SSObject "
+        f"versions), {c['diaobjects_deleted']} DiaObjects deleted, {c['diaobjects_updated']} re-aggregated "
+        f"({r.seconds:.2f} s)"
+    )
+
+
 def _ingest(settings: Settings, paths: list[Path], processing_time: str | None) -> list[VisitResult]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -125,7 +152,7 @@ def _ingest(settings: Settings, paths: list[Path], processing_time: str | None) 
     t = parse_instant(processing_time) if processing_time else None
     err = Console(stderr=True)
     if not err.is_terminal:
-        return ingest(settings, paths, processing_time=t)
+        return ingest(settings, paths, processing_time=t, on_relink=_print_relink)
     bar = Progress(
         TextColumn("[bold]ingest[/bold]"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.description}"),
@@ -137,7 +164,7 @@ def _ingest(settings: Settings, paths: list[Path], processing_time: str | None) 
         def advance(r: VisitResult) -> None:
             bar.update(task, advance=1, description=f"visit {r.visit} {r.status} ({r.seconds:.2f} s)")
 
-        return ingest(settings, paths, processing_time=t, progress=advance)
+        return ingest(settings, paths, processing_time=t, progress=advance, on_relink=_print_relink)
 
 
 def _report(settings: Settings, results: list[VisitResult], paths: list[Path]) -> None:

@@ -50,60 +50,63 @@ RETURN dpdb_instant(current_setting('dpdb.as_of'));
 COMMENT ON FUNCTION public.dpdb_as_of() IS
   'The instant (MJD TAI) of setting dpdb.as_of, which the views of schema prompt_as_of read';
 
--- One function per table, at an instant in MJD TAI.
-
-CREATE OR REPLACE FUNCTION prompt.diaobject_as_of(t double precision)
-RETURNS SETOF prompt.diaobject LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT * FROM prompt.diaobject
-    WHERE validitystartmjdtai <= t AND coalesce(validityendmjdtai, 'Infinity'::double precision) > t
-$$;
-
-CREATE OR REPLACE FUNCTION prompt.ssobject_as_of(t double precision)
-RETURNS SETOF prompt.ssobject LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT * FROM prompt.ssobject
-    WHERE validitystartmjdtai <= t AND coalesce(validityendmjdtai, 'Infinity'::double precision) > t
-$$;
-
-CREATE OR REPLACE FUNCTION prompt.diasource_as_of(t double precision)
-RETURNS SETOF prompt.diasource LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT * FROM prompt.diasource
-    WHERE timeprocessedmjdtai <= t AND coalesce(timewithdrawnmjdtai, 'Infinity'::double precision) > t
-$$;
-
-CREATE OR REPLACE FUNCTION prompt.diaforcedsource_as_of(t double precision)
-RETURNS SETOF prompt.diaforcedsource LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT * FROM prompt.diaforcedsource
-    WHERE timeprocessedmjdtai <= t AND coalesce(timewithdrawnmjdtai, 'Infinity'::double precision) > t
-$$;
-
-CREATE OR REPLACE FUNCTION prompt.sssource_as_of(t double precision)
-RETURNS SETOF prompt.sssource LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT * FROM prompt.sssource
-    WHERE coalesce(timeprocessedmjdtai, '-Infinity'::double precision) <= t
-      AND coalesce(timewithdrawnmjdtai, 'Infinity'::double precision) > t
-$$;
-
-CREATE OR REPLACE FUNCTION prompt.visit_as_of(t double precision)
-RETURNS SETOF prompt.visit LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT * FROM prompt.visit WHERE coalesce(timeprocessedmjdtai, '-Infinity'::double precision) <= t
-$$;
-
-CREATE OR REPLACE FUNCTION prompt.ccdvisit_as_of(t double precision)
-RETURNS SETOF prompt.ccdvisit LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT * FROM prompt.ccdvisit WHERE coalesce(timeprocessedmjdtai, '-Infinity'::double precision) <= t
-$$;
-
--- The same at a timestamptz or a text instant, and the session views, for every table above.
+-- One function per table, at an instant in MJD TAI, generated below from this list:
+-- (table, column a row becomes visible at, column it stops being visible at).
+-- The function returns the table's columns in order, except that the closing
+-- column is NULL: as of t, no visible row had been closed yet, and rows read as
+-- of t must stay the same after later closes. For example prompt.diaobject_as_of:
+--
+--   SELECT diaobjectid, validitystartmjdtai, NULL::double precision AS validityendmjdtai, ra, dec, ...
+--   FROM prompt.diaobject
+--   WHERE validitystartmjdtai <= t AND coalesce(validityendmjdtai, 'Infinity'::double precision) > t
+--
+-- The same at a timestamptz or a text instant, and the session views, follow.
 DROP SCHEMA IF EXISTS prompt_as_of CASCADE;
 CREATE SCHEMA prompt_as_of;
 COMMENT ON SCHEMA prompt_as_of IS 'The prompt tables as of the instant in setting dpdb.as_of';
 
 DO $$
 DECLARE
+    spec text[];
     tab text;
+    opened text;
+    closed text;
+    cols text;
+    visible text;
 BEGIN
-    FOREACH tab IN ARRAY ARRAY['diaobject', 'ssobject', 'diasource', 'diaforcedsource', 'sssource',
-                               'visit', 'ccdvisit'] LOOP
+    FOREACH spec SLICE 1 IN ARRAY ARRAY[
+        ['diaobject', 'validitystartmjdtai', 'validityendmjdtai'],
+        ['ssobject', 'validitystartmjdtai', 'validityendmjdtai'],
+        ['diasource', 'timeprocessedmjdtai', 'timewithdrawnmjdtai'],
+        ['diaforcedsource', 'timeprocessedmjdtai', 'timewithdrawnmjdtai'],
+        ['sssource', 'timeprocessedmjdtai', 'timewithdrawnmjdtai'],
+        ['visit', 'timeprocessedmjdtai', NULL],
+        ['ccdvisit', 'timeprocessedmjdtai', NULL]
+    ] LOOP
+        tab := spec[1];
+        opened := spec[2];
+        closed := spec[3];
+        SELECT string_agg(CASE WHEN a.attname = closed
+                               THEN format('NULL::double precision AS %I', a.attname)
+                               ELSE format('%I', a.attname) END, ', ' ORDER BY a.attnum)
+        INTO cols
+        FROM pg_attribute a
+        WHERE a.attrelid = format('prompt.%I', tab)::regclass AND a.attnum > 0 AND NOT a.attisdropped;
+        -- A NULL opening time (rows loaded before times were recorded) is visible at every instant;
+        -- a NOT NULL one is compared bare, so that the index on it serves.
+        IF (SELECT a.attnotnull FROM pg_attribute a
+            WHERE a.attrelid = format('prompt.%I', tab)::regclass AND a.attname = opened) THEN
+            visible := format('%I <= t', opened);
+        ELSE
+            visible := format('coalesce(%I, ''-Infinity''::double precision) <= t', opened);
+        END IF;
+        IF closed IS NOT NULL THEN
+            visible := visible || format(' AND coalesce(%I, ''Infinity''::double precision) > t', closed);
+        END IF;
+        EXECUTE format(
+            'CREATE OR REPLACE FUNCTION prompt.%1$I(t double precision) RETURNS SETOF prompt.%2$I '
+            'LANGUAGE sql STABLE PARALLEL SAFE AS $f$ SELECT %3$s FROM prompt.%2$I WHERE %4$s $f$',
+            tab || '_as_of', tab, cols, visible);
         EXECUTE format(
             'CREATE OR REPLACE FUNCTION prompt.%1$I(t timestamptz) RETURNS SETOF prompt.%2$I '
             'LANGUAGE sql STABLE PARALLEL SAFE AS $f$ SELECT * FROM prompt.%1$I(public.dpdb_mjd_tai(t)) $f$',
