@@ -336,7 +336,7 @@ def export_cmd(ctx: click.Context, table: str, catalog: str, output: Path) -> No
 
 
 # Command groups in their own modules register themselves on `cli` when imported.
-from . import cli_prompt  # noqa: E402, F401
+from . import cli_alert, cli_prompt, cli_query  # noqa: E402, F401
 
 
 def main() -> None:

@@ -8,6 +8,8 @@ boundary with ``raise ... from e``.
 from __future__ import annotations
 
 __all__ = [
+    "QueryError",
+    "AlertError",
     "DpdbError",
     "ConfigError",
     "ServerError",
@@ -44,3 +46,11 @@ class ValidationError(DpdbError):
 
 class ReleaseStateError(DpdbError):
     """A catalog or release is not in a state that allows the action."""
+
+
+class QueryError(DpdbError):
+    """A query cannot run (bad SQL, a write in the read-only transaction) or its result cannot be written."""
+
+
+class AlertError(DpdbError):
+    """An alert cannot be made: unknown DiaSource, not visible at the instant, or an unreadable packet."""

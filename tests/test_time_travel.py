@@ -266,7 +266,8 @@ def test_cli_relink(history: dict, tmp_path: Path) -> None:
     env = {"DPDB_HOME": str(settings.home), "DPDB_DATABASE": settings.database}
     source = _rows(
         settings,
-        "SELECT min(diasourceid) FROM prompt.diasource WHERE diaobjectid IS NOT NULL AND timewithdrawnmjdtai IS NULL",
+        "SELECT min(diasourceid) FROM prompt.diasource "
+        "WHERE diaobjectid IS NOT NULL AND timewithdrawnmjdtai IS NULL",
     )[0][0]
     ss = _rows(settings, "SELECT min(ssobjectid) FROM prompt.ssobject")[0][0]
     path = _write_linkage(tmp_path / "cli", [(source, ss)])

@@ -27,18 +27,22 @@ null); our columns without a field are dropped. Besides names, a few fields
 are derived:
 
 - ``alert.diaSourceId`` is the DiaSource's ID (the alert ID);
-- ``mpc_orbits``: ``i``, ``mean_anomaly`` and ``epoch_mjd`` from SSObject
-  ``incl``, ``meanAnomaly`` and ``epochMjdTai`` (converted from TAI to TT, the
-  MPC's time scale); ``unpacked_primary_provisional_designation`` and
+- ``mpc_orbits``: ``i``, ``mean_anomaly``, ``epoch_mjd`` and ``earth_moid``
+  from SSObject ``incl``, ``meanAnomaly``, ``epochMjdTai`` (converted from TAI
+  to TT, the MPC's time scale) and ``MOIDEarth``; ``unpacked_primary_provisional_designation`` and
   ``packed_primary_provisional_designation`` from ``designation`` when it is a
   provisional designation (``2025 BA``, packed ``K25B00A``);
 - ``ssSource``: ``eclLambda``, ``eclBeta`` (mean ecliptic of J2000), ``galLon``
   and ``galLat`` from the DiaSource's ``ra``, ``dec`` when the catalog has none.
 
 The fields no column of ours fills are listed in :data:`UNFILLED_FIELDS` (and
-in the README): null when the schema allows it, else the default of
-:data:`DEFAULTS` by type (0 for counts and ``mpc_orbits.id``, NaN for floats,
-false, empty string). Cutouts are always null: the catalog holds no images.
+in the README): ``observation_reason``, ``target_name``, the three cutouts
+(always null: the catalog holds no images) and most of ``mpc_orbits`` (MPC
+bookkeeping, non-gravitational terms, uncertainties, ``a``, ``h``, ``g``...);
+every field of ``diaSource``, ``diaObject``, ``diaForcedSource`` and
+``ssSource`` has a column. A field left NULL is null when the schema allows it,
+else the default of :data:`DEFAULTS` by type (0 for counts and
+``mpc_orbits.id``, NaN for floats, false, empty string).
 
 Wire format: Rubin's, the Confluent wire format of the alert Kafka stream: a
 zero magic byte, the schema ID as a 4-byte big-endian integer
@@ -68,14 +72,13 @@ from lsst.alert.packet import Schema, get_schema_path
 from dpdb.catalogs import catalog_info
 from dpdb.config import Settings
 from dpdb.db import connect
-from dpdb.errors import DpdbError
+from dpdb.errors import AlertError
 from dpdb.timeutil import iso_utc
 
 __all__ = [
     "SCHEMA_VERSION",
     "UNFILLED_FIELDS",
     "DEFAULTS",
-    "AlertError",
     "alert_schema",
     "issue_time",
     "alert_record",
@@ -155,10 +158,6 @@ TT_MINUS_TAI = 32.184 / 86400  # d; a definition (IAU), not a leap-second table
 WIRE_MAGIC = 0
 
 
-class AlertError(DpdbError):
-    """An alert cannot be made: unknown DiaSource, not visible at the instant, or an unreadable packet."""
-
-
 # -- schema -------------------------------------------------------------------------------------------------
 @cache
 def alert_schema(version: tuple[int, int] = SCHEMA_VERSION) -> Schema:
@@ -182,8 +181,9 @@ def alert_schema(version: tuple[int, int] = SCHEMA_VERSION) -> Schema:
         raise AlertError(f"alert schema {major}.{minor} not found in lsst-alert-packet ({path})") from e
 
 
-def _records(schema: Schema) -> dict[str, dict[str, Any]]:
-    """The schema's record types by short name (``diaSource``, ``mpc_orbits``, ``alert``...)."""
+@cache
+def _records(version: tuple[int, int] = SCHEMA_VERSION) -> dict[str, dict[str, Any]]:
+    """The record types of alert schema ``version`` by short name (``diaSource``, ``alert``...)."""
     found: dict[str, dict[str, Any]] = {}
 
     def walk(node: Any) -> None:
@@ -196,8 +196,7 @@ def _records(schema: Schema) -> dict[str, dict[str, Any]]:
             for value in node:
                 walk(value)
 
-    walk({k: v for k, v in schema.definition.items() if not k.startswith("__")} | {"type": "record"})
-    walk(schema.definition.get("__named_schemas", {}))
+    walk(alert_schema(version).definition)
     return found
 
 
@@ -262,77 +261,87 @@ def alert_record(settings: Settings, dia_source_id: int, as_of: float | None = N
     AlertError
         When the DiaSource is unknown or not in the catalog at ``as_of``.
     """
-    cutoff = settings.characterization_cutoff
     with connect(settings) as conn:
         # One snapshot for every read, so a concurrent ingest cannot split the alert.
+        conn.rollback()  # end the version check's transaction
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
         conn.read_only = True
         if catalog_info(conn, "prompt") is None:
             raise AlertError("this database has no prompt catalog")
-        first = _issue_time(conn, dia_source_id)
-        t = first if as_of is None else float(as_of)
-        found = _rows(
-            conn,
-            "SELECT * FROM prompt.diasource_as_of(%s::float8) WHERE diasourceid = %s "
-            "ORDER BY timeprocessedmjdtai DESC LIMIT 1",
-            (t, dia_source_id),
-        )
-        if not found:
-            raise AlertError(
-                f"DiaSource {dia_source_id} is not in the prompt catalog as of {iso_utc(t)} (MJD TAI {t}); "
-                f"its alert was issued at {iso_utc(first)} (MJD TAI {first})"
-            )
-        source = found[0]
-        parts: dict[str, Any] = {"diaSourceId": dia_source_id, "diaSource": ("diaSource", source)}
-        object_id, ss_object_id = source.get("diaobjectid"), source.get("ssobjectid")
-        if object_id is not None:
-            window = (t, object_id, source["midpointmjdtai"] - cutoff, source["midpointmjdtai"])
-            objects = _rows(
-                conn,
-                "SELECT * FROM prompt.diaobject_as_of(%s::float8) WHERE diaobjectid = %s "
-                "ORDER BY validitystartmjdtai DESC LIMIT 1",
-                (t, object_id),
-            )
-            if objects:
-                parts["diaObject"] = ("diaObject", objects[0])
-            previous = _rows(
-                conn,
-                "SELECT * FROM prompt.diasource_as_of(%s::float8) WHERE diaobjectid = %s "
-                "AND midpointmjdtai >= %s AND midpointmjdtai < %s AND diasourceid <> %s "
-                "ORDER BY midpointmjdtai, diasourceid",
-                (*window, dia_source_id),
-            )
-            forced = _rows(
-                conn,
-                "SELECT * FROM prompt.diaforcedsource_as_of(%s::float8) WHERE diaobjectid = %s "
-                "AND midpointmjdtai >= %s AND midpointmjdtai < %s ORDER BY midpointmjdtai, diaforcedsourceid",
-                window,
-            )
-            parts["prvDiaSources"] = [("diaSource", r) for r in previous]
-            parts["prvDiaForcedSources"] = [("diaForcedSource", r) for r in forced]
-        if ss_object_id is not None:
-            ss_sources = _rows(
-                conn,
-                "SELECT * FROM prompt.sssource_as_of(%s::float8) WHERE diasourceid = %s",
-                (t, dia_source_id),
-            )
-            if ss_sources:
-                parts["ssSource"] = ("ssSource", _with_sky_frames(ss_sources[0], source))
-            ss_objects = _rows(
-                conn,
-                "SELECT * FROM prompt.ssobject_as_of(%s::float8) WHERE ssobjectid = %s "
-                "ORDER BY validitystartmjdtai DESC LIMIT 1",
-                (t, ss_object_id),
-            )
-            if ss_objects:
-                parts["mpc_orbits"] = ("mpc_orbits", _orbit(ss_objects[0]))
+        parts = _read(conn, dia_source_id, as_of, settings.characterization_cutoff)
         conn.rollback()
-    return _assemble(alert_schema(), parts)
+    log.debug(
+        "alert of DiaSource %d: %s",
+        dia_source_id,
+        {k: len(v) for k, v in parts.items() if isinstance(v, list)},
+    )
+    return _assemble(parts)
 
 
-def _assemble(schema: Schema, parts: dict[str, Any]) -> dict[str, Any]:
+def _read(conn: psycopg.Connection, dia_source_id: int, as_of: float | None, cutoff: float) -> dict[str, Any]:
+    """The catalog rows of the alert, as of ``as_of`` (default: issue time), by alert field."""
+    first = _issue_time(conn, dia_source_id)
+    t = first if as_of is None else float(as_of)
+    found = _rows(
+        conn,
+        "SELECT * FROM prompt.diasource_as_of(%s::float8) WHERE diasourceid = %s "
+        "ORDER BY timeprocessedmjdtai DESC LIMIT 1",
+        (t, dia_source_id),
+    )
+    if not found:
+        raise AlertError(
+            f"DiaSource {dia_source_id} is not in the prompt catalog as of {iso_utc(t)} (MJD TAI {t}); "
+            f"its alert was issued at {iso_utc(first)} (MJD TAI {first})"
+        )
+    source = found[0]
+    parts: dict[str, Any] = {"diaSourceId": dia_source_id, "diaSource": ("diaSource", source)}
+    object_id, ss_object_id = source.get("diaobjectid"), source.get("ssobjectid")
+    if object_id is not None:
+        objects = _rows(
+            conn,
+            "SELECT * FROM prompt.diaobject_as_of(%s::float8) WHERE diaobjectid = %s "
+            "ORDER BY validitystartmjdtai DESC LIMIT 1",
+            (t, object_id),
+        )
+        if objects:
+            parts["diaObject"] = ("diaObject", objects[0])
+        window = (t, object_id, source["midpointmjdtai"] - cutoff, source["midpointmjdtai"])
+        previous = _rows(
+            conn,
+            "SELECT * FROM prompt.diasource_as_of(%s::float8) WHERE diaobjectid = %s "
+            "AND midpointmjdtai >= %s AND midpointmjdtai < %s ORDER BY midpointmjdtai, diasourceid",
+            window,
+        )
+        forced = _rows(
+            conn,
+            "SELECT * FROM prompt.diaforcedsource_as_of(%s::float8) WHERE diaobjectid = %s "
+            "AND midpointmjdtai >= %s AND midpointmjdtai < %s ORDER BY midpointmjdtai, diaforcedsourceid",
+            window,
+        )
+        parts["prvDiaSources"] = [("diaSource", r) for r in previous]
+        parts["prvDiaForcedSources"] = [("diaForcedSource", r) for r in forced]
+    if ss_object_id is not None:
+        ss_sources = _rows(
+            conn,
+            "SELECT * FROM prompt.sssource_as_of(%s::float8) WHERE diasourceid = %s AND ssobjectid = %s",
+            (t, dia_source_id, ss_object_id),
+        )
+        if ss_sources:
+            parts["ssSource"] = ("ssSource", _with_sky_frames(ss_sources[0], source))
+        ss_objects = _rows(
+            conn,
+            "SELECT * FROM prompt.ssobject_as_of(%s::float8) WHERE ssobjectid = %s "
+            "ORDER BY validitystartmjdtai DESC LIMIT 1",
+            (t, ss_object_id),
+        )
+        if ss_objects:
+            parts["mpc_orbits"] = ("mpc_orbits", _orbit(ss_objects[0]))
+    return parts
+
+
+def _assemble(parts: dict[str, Any]) -> dict[str, Any]:
     """The alert record in schema order: sub-records from catalog rows, every other field null/default."""
-    records = _records(schema)
+    records = _records()
     out: dict[str, Any] = {}
     for field in records["alert"]["fields"]:
         name = field["name"]
@@ -402,9 +411,9 @@ def _orbit(ss_object: dict[str, Any]) -> dict[str, Any]:
         out["epochmjdtai"] = out["epochmjdtai"] + TT_MINUS_TAI
     designation = out.get("designation")
     match = _PROVISIONAL.match(designation.strip()) if designation else None
-    if match:
-        century, year, half_month, letter, cycle = match.groups()
-        n = int(cycle or 0)
+    n = int(match.group(5) or 0) if match else 0
+    if match and n < 620:  # the largest cycle count the packed form can hold
+        century, year, half_month, letter, _ = match.groups()
         packed_cycle = f"{n:02d}" if n < 100 else f"{_CYCLE_LETTERS[n // 10 - 10]}{n % 10}"
         out["unpacked_primary_provisional_designation"] = designation.strip()
         out["packed_primary_provisional_designation"] = (
@@ -522,7 +531,7 @@ def unfilled_fields(catalog_version: int | None = None) -> list[str]:
 
     names = canonical_names(catalog_version or latest_version())
     columns = {table: set(names[table]) for table in _TABLES.values()}
-    records = _records(alert_schema())
+    records = _records()
     out = [f["name"] for f in records["alert"]["fields"] if f["name"] not in _DERIVED]
     for kind, table in _TABLES.items():
         aliases = _ALIASES.get(kind, {})

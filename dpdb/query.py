@@ -1,0 +1,309 @@
+"""Queries: one read-only SQL statement, at present or as of a past instant, in a release, as Arrow.
+
+The statement runs in a ``READ ONLY`` transaction that is always rolled back.
+Time travel (DPDD §2.5) uses the session form of ``sql/as_of.sql``: the
+transaction sets ``dpdb.as_of`` (MJD TAI) and puts schema ``prompt_as_of``
+(views of the prompt tables as of that instant) first on the search path, and
+schema-qualified references ``prompt.<table>`` in the SQL text are rewritten to
+``prompt_as_of.<table>``. Results come back through ADBC (Arrow directly), or
+through psycopg for what ADBC cannot fetch (``SHOW``, ``EXPLAIN``, types without
+a binary form such as pg_sphere's); column names get their canonical camelCase
+spelling from the schema.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import re
+from typing import Any
+
+import adbc_driver_manager
+import adbc_driver_postgresql.dbapi as adbc
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+from psycopg import sql
+
+from .config import Settings
+from .db import adbc_uri, connect, conninfo
+from .errors import QueryError, ReleaseStateError
+from .query_output import FILE_FORMATS, FORMATS, write_result
+from .schema import canonical_names, latest_version
+from .sql_rewrite import AS_OF_SCHEMA, prompt_references, rewrite_as_of
+
+__all__ = [
+    "FORMATS",
+    "FILE_FORMATS",
+    "AS_OF_SCHEMA",
+    "QueryError",
+    "run_query",
+    "rewrite_as_of",
+    "write_result",
+]
+
+log = logging.getLogger(__name__)
+
+"""Schema of the views that read the prompt tables as of the instant in setting ``dpdb.as_of``."""
+
+
+# -- running ---------------------------------------------------------------------------------------
+
+
+def run_query(
+    settings: Settings, sql_text: str, *, as_of: float | None = None, release: str | None = None
+) -> pa.Table:
+    """Run one read-only SQL statement and return its result with canonical column names.
+
+    Parameters
+    ----------
+    settings
+        The database to query.
+    sql_text
+        One SQL statement (a trailing ``;`` is allowed). It runs in a read-only
+        transaction that is rolled back, so it cannot change anything.
+    as_of
+        Read the prompt catalog as it was at this instant (MJD TAI, e.g. from
+        :func:`dpdb.timeutil.parse_instant`). Unqualified prompt table names
+        resolve to their as-of views, and ``prompt.<table>`` references are
+        rewritten to ``prompt_as_of.<table>`` (see :func:`rewrite_as_of`).
+        ``None`` reads the present.
+    release
+        Catalog whose tables unqualified names resolve to: a release schema
+        (``dr1``), ``prompt``, or ``current`` / ``previous`` when they exist.
+
+    Returns
+    -------
+    pyarrow.Table
+        The rows; column names that are schema columns carry their canonical
+        camelCase spelling, other names (aliases, expressions) are as PostgreSQL
+        returns them.
+
+    Raises
+    ------
+    QueryError
+        The statement is empty, not a single statement, fails, or tries to write.
+    ReleaseStateError
+        ``release`` names no catalog of this database.
+    """
+    text = _statement(sql_text)
+    path: list[str] = []
+    config: list[tuple[str, str]] = []
+    with connect(settings) as conn:
+        if as_of is not None:
+            config.append(("dpdb.as_of", _instant_text(as_of)))
+            text = _as_of_statement(conn, text)
+            path.append(AS_OF_SCHEMA)
+        if release is not None:
+            _check_release(conn, release)
+            path.append(release)
+        if path:
+            names = sql.SQL(", ").join(sql.Identifier(p) for p in [*path, "public"])
+            config.append(("search_path", names.as_string(conn)))
+    log.info("query (%s): %s", ", ".join(f"{k}={v}" for k, v in config) or "present", text)
+    try:
+        table = _fetch_adbc(settings, text, config)
+    except _AdbcCannot as e:
+        log.info("ADBC cannot fetch this result (%s); fetching it with psycopg", e)
+        table = _fetch_psycopg(settings, text, config)
+    return _canonical(table)
+
+
+def _statement(sql_text: str) -> str:
+    text = sql_text.strip()
+    while text.endswith(";"):
+        text = text[:-1].rstrip()
+    if not text:
+        raise QueryError("no SQL statement given")
+    return text
+
+
+def _instant_text(as_of: float) -> str:
+    """The setting dpdb.as_of: an MJD TAI as text that ``dpdb_instant()`` reads as a number."""
+    value = float(as_of)
+    if not math.isfinite(value) or value < 0:
+        raise QueryError(f"invalid as-of instant {as_of!r}: give an MJD TAI >= 0 or an ISO time")
+    return repr(value)
+
+
+def _check_release(conn: psycopg.Connection, release: str) -> None:
+    """Refuse a release that names neither a registered catalog nor the schema current/previous."""
+    row = conn.execute(
+        "SELECT to_regnamespace(quote_ident(%(n)s)) IS NOT NULL, "
+        "EXISTS (SELECT 1 FROM dpdb_meta.catalog WHERE name = %(n)s)",
+        {"n": release},
+    ).fetchone()
+    assert row is not None
+    schema_exists, registered = row
+    if schema_exists and (registered or release in ("current", "previous")):
+        return
+    known = [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM dpdb_meta.catalog WHERE to_regnamespace(quote_ident(name)) IS NOT NULL "
+            "UNION ALL SELECT n FROM unnest(ARRAY['current', 'previous']) n "
+            "WHERE to_regnamespace(n) IS NOT NULL ORDER BY 1"
+        )
+    ]
+    raise ReleaseStateError(f"unknown release {release!r} (catalogs: {', '.join(known) or 'none'})")
+
+
+def _as_of_statement(conn: psycopg.Connection, text: str) -> str:
+    """``text`` with its prompt tables read through the as-of views; refuse prompt tables without one."""
+    rows = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname IN ('prompt', %s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
+        (AS_OF_SCHEMA,),
+    ).fetchall()
+    views = {name for schema, name in rows if schema == AS_OF_SCHEMA}
+    if not views:
+        raise QueryError(
+            f"this database has no time travel views (schema {AS_OF_SCHEMA}, installed with the "
+            "prompt catalog); run `dpdb db migrate`"
+        )
+    tables = {name for schema, name in rows if schema == "prompt"}
+    for name in prompt_references(text):
+        if name in tables and name not in views:
+            raise QueryError(
+                f"prompt.{name} cannot be read as of an instant; time travel covers "
+                f"{', '.join(sorted(views))} (or query without --as-of)"
+            )
+    return rewrite_as_of(text, views)
+
+
+class _AdbcCannot(Exception):
+    """The statement is fine but ADBC cannot fetch its result (not a COPY-able query, no binary type)."""
+
+
+def _first_line(message: str) -> str:
+    """The server's message out of a driver error: the text after ``ERROR:``, first line."""
+    found = re.search(r"ERROR:\s+(.*)", message)
+    line = found.group(1) if found else (message.strip().splitlines() or [""])[0]
+    return re.sub(r"\.? SQLSTATE: \w+$", "", line).strip()
+
+
+def _server_message(message: str) -> str:
+    first = _first_line(message)
+    if "cannot insert multiple commands" in first:
+        return "the SQL holds several statements; dpdb query runs one"
+    return first
+
+
+def _fetch_adbc(settings: Settings, text: str, config: list[tuple[str, str]]) -> pa.Table:
+    try:
+        with adbc.connect(adbc_uri(settings)) as aconn:  # not autocommit: a transaction is open
+            try:
+                with aconn.cursor() as cur:
+                    cur.execute("SET TRANSACTION READ ONLY")
+                    for name, value in config:
+                        cur.execute("SELECT set_config($1, $2, true)", (name, value))
+                        cur.fetchall()
+                    # A newline so that a trailing -- comment does not swallow ADBC's COPY ( ... ) wrapper.
+                    cur.execute(text + "\n")
+                    table = cur.fetch_arrow_table()
+            finally:
+                aconn.rollback()
+    except adbc_driver_manager.Error as e:
+        message = str(e)
+        if "no binary output function" in message or (
+            "could not begin COPY" in message and getattr(e, "sqlstate", None) == "42601"
+        ):
+            raise _AdbcCannot(_first_line(message)) from e
+        raise QueryError(f"query failed: {_server_message(message)}") from e
+    return _normalize_adbc(table)
+
+
+def _normalize_adbc(table: pa.Table) -> pa.Table:
+    """Types every output format can write, as the psycopg path gives them: numeric as float64, uuid
+    as text, other extension types (json, opaque) as their storage, intervals as durations (a month
+    is 30 days, as psycopg has it); no field metadata."""
+    columns = []
+    for field, column in zip(table.schema, table.columns, strict=True):
+        meta = field.metadata or {}
+        typname = meta.get(b"ADBC:postgresql:typname") or meta.get(b"POSTGRESQL:type")
+        if isinstance(field.type, pa.UuidType):
+            column = pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())
+        elif isinstance(field.type, pa.BaseExtensionType):
+            column = pa.chunked_array([c.storage for c in column.chunks], field.type.storage_type)
+        elif pa.types.is_interval(field.type):
+            micros = [
+                None if v is None else (v.months * 30 + v.days) * 86_400_000_000 + v.nanoseconds // 1000
+                for v in column.to_pylist()
+            ]
+            column = pa.array(micros, pa.duration("us"))
+        if typname == b"numeric":
+            column = pc.cast(column, pa.float64())
+        elif pa.types.is_list(column.type):  # without the driver's metadata on the element field
+            column = column.cast(pa.list_(column.type.value_type))
+        columns.append(column)
+    return pa.Table.from_arrays(columns, names=table.column_names)
+
+
+# psycopg (text results) -> Arrow, by type OID; anything else becomes text.
+_ARROW_TYPES: dict[int, pa.DataType] = {
+    16: pa.bool_(), 20: pa.int64(), 21: pa.int16(), 23: pa.int32(), 26: pa.int64(),
+    700: pa.float32(), 701: pa.float64(), 1700: pa.float64(),
+    18: pa.string(), 19: pa.string(), 25: pa.string(), 1042: pa.string(), 1043: pa.string(),
+    17: pa.binary(), 1082: pa.date32(), 1083: pa.time64("us"), 1114: pa.timestamp("us"),
+    1184: pa.timestamp("us", tz="UTC"), 1186: pa.duration("us"),
+    1000: pa.list_(pa.bool_()), 1005: pa.list_(pa.int16()), 1007: pa.list_(pa.int32()),
+    1016: pa.list_(pa.int64()), 1021: pa.list_(pa.float32()), 1022: pa.list_(pa.float64()),
+    1009: pa.list_(pa.string()), 1015: pa.list_(pa.string()),
+}  # fmt: skip
+
+
+def _fetch_psycopg(settings: Settings, text: str, config: list[tuple[str, str]]) -> pa.Table:
+    try:
+        with psycopg.connect(conninfo(settings)) as conn:
+            try:
+                conn.execute("SET TRANSACTION READ ONLY")
+                for name, value in config:
+                    conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+                cur = conn.cursor()
+                cur.execute(
+                    text.encode(), prepare=True
+                )  # prepared: one statement only (bytes: not a LiteralString)
+                description = cur.description or []
+                rows = cur.fetchall() if description else []
+            finally:
+                conn.rollback()
+    except psycopg.Error as e:
+        primary = e.diag.message_primary if isinstance(e, psycopg.errors.DatabaseError) else None
+        raise QueryError(f"query failed: {_server_message(primary or str(e))}") from e
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in description]
+    arrays = [_arrow_column(values, d.type_code) for values, d in zip(columns, description, strict=True)]
+    return pa.Table.from_arrays(arrays, names=[d.name for d in description])
+
+
+def _arrow_column(values: tuple[Any, ...], oid: int) -> pa.Array:
+    target = _ARROW_TYPES.get(oid)
+    if oid == 1700:
+        values = tuple(None if v is None else float(v) for v in values)
+    if target is not None:
+        try:
+            return pa.array(values, target)
+        except (pa.ArrowException, TypeError, ValueError, OverflowError):
+            pass
+    if oid in (114, 3802):  # json, jsonb
+        return pa.array([None if v is None else json.dumps(v) for v in values], pa.string())
+    return pa.array([None if v is None else str(v) for v in values], pa.string())
+
+
+# -- canonical names and column descriptions -------------------------------------------------------
+
+
+@functools.cache
+def _canonical_columns() -> dict[str, str]:
+    """Lower-case column name -> canonical name, over every table of the newest schema."""
+    names: dict[str, str] = {}
+    for columns in canonical_names(latest_version()).values():
+        for lower, canonical in columns.items():
+            names.setdefault(lower, canonical)
+    return names
+
+
+def _canonical(table: pa.Table) -> pa.Table:
+    names = _canonical_columns()
+    return table.rename_columns([names.get(n, n) for n in table.column_names])
