@@ -24,6 +24,7 @@ from dpdb.config import Settings
 from dpdb.db import conninfo
 from dpdb.errors import ValidationError
 from dpdb.prompt import RelinkResult, ingest, relink
+from dpdb.query import run_query
 from dpdb.timeutil import iso_utc
 
 CONFIG = SurveyConfig(seed=7, visits_per_night=4, sources_per_visit=300, area_deg2=12.0)
@@ -279,3 +280,17 @@ def test_cli_relink(history: dict, tmp_path: Path) -> None:
     assert again.exit_code == 0 and "already applied" in again.output
     bad = CliRunner().invoke(cli, ["prompt", "relink", str(tmp_path)], env=env)
     assert bad.exit_code == 1 and "not a linkage directory" in bad.output
+
+
+def test_dpdb_query_as_of_reads_the_same_rows(history: dict) -> None:
+    """Existing SQL over prompt.* run with --as-of gives the function form's rows, after the later changes."""
+    settings = history["settings"]
+    for t, expected in history["before"].items():
+        table = run_query(
+            settings,
+            "SELECT diaObjectId, validityStartMjdTai, validityEndMjdTai FROM prompt.DiaObject "
+            "WHERE q3c_radial_query(ra, dec, 150.0, 2.0, 0.8) ORDER BY diaObjectId",
+            as_of=t,
+        )
+        assert table.column_names == ["diaObjectId", "validityStartMjdTai", "validityEndMjdTai"]
+        assert list(zip(*table.to_pydict().values(), strict=True)) == [r[:3] for r in expected["cone"]]
