@@ -19,7 +19,9 @@ On a fresh embedded server:
    - a 10-arcmin cone search at the present (partial current-version index)
      and as of the middle of the history (``prompt.diaobject_as_of(t)`` and the
      session form ``SET dpdb.as_of`` + ``prompt_as_of.diaobject``);
-   - a single-object light curve at the present and as of the same instant.
+   - a single-object light curve at the present and as of the same instant;
+   - as a diagnostic, the cones with their HEALPix partitions named in the
+     query (a ``_healpix_29`` condition), so that the planner prunes the others.
 
 Prints medians and p95 in ms, the ratio as_of/present, PASS/FAIL against the
 targets (ratio <= 1.5; as-of cone median < 50 ms), checks the as-of answers
@@ -41,13 +43,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import adbc_driver_postgresql.dbapi as adbc
+import healpy
 import numpy as np
 import psycopg
 import pyarrow as pa
 
 from dpdb.config import Settings
 from dpdb.db import adbc_uri, conninfo, prepare
-from dpdb.healpix import pixels
+from dpdb.healpix import partition_bounds, pixels
 from dpdb.ids import PROMPT_ORIGIN, make_id
 from dpdb.server import EmbeddedServer
 
@@ -232,7 +235,9 @@ def lightcurve_truth(cat: Catalog, t: float, obj: int) -> int:
     return int(np.sum((cat.src_owner == obj) & (cat.src_processed <= t) & (cat.src_withdrawn > t)))
 
 
-def check(conn: psycopg.Connection, cat: Catalog, cones: np.ndarray, objs: np.ndarray) -> list[str]:
+def check(
+    conn: psycopg.Connection, cat: Catalog, cones: np.ndarray, objs: np.ndarray, order: int
+) -> list[str]:
     """Compare the SQL answers with the generated rows; returns the problems found."""
     problems = []
     for ra, dec in cones:
@@ -241,6 +246,7 @@ def check(conn: psycopg.Connection, cat: Catalog, cones: np.ndarray, objs: np.nd
             ("as-of cone", CONE_AS_OF, (AS_OF, ra, dec), AS_OF),
             ("session cone", CONE_SESSION, (ra, dec), AS_OF),
             ("as-of cone at the present", CONE_AS_OF, (NOW, ra, dec), NOW),
+            ("pruned as-of cone", CONE_AS_OF + partition_condition(ra, dec, order), (AS_OF, ra, dec), AS_OF),
         ):
             got = [r[0] for r in conn.execute(sql.replace("*", "diaobjectid", 1), params)]
             want = cone_truth(cat, t, ra, dec)
@@ -272,7 +278,7 @@ def check(conn: psycopg.Connection, cat: Catalog, cones: np.ndarray, objs: np.nd
 # ---------------------------------------------------------------- timing
 
 
-def run(conn: psycopg.Connection, variants: dict[str, tuple[str, list[tuple]]], prepared: bool) -> dict:
+def run(conn: psycopg.Connection, variants: dict[str, list[tuple[str, tuple]]], prepared: bool) -> dict:
     """Milliseconds per execution (client side, rows fetched) and rows per answer, per variant.
 
     Variants are interleaved draw by draw (in rotating order) so that noise
@@ -281,13 +287,13 @@ def run(conn: psycopg.Connection, variants: dict[str, tuple[str, list[tuple]]], 
     names = list(variants)
     ms: dict[str, list[float]] = {n: [] for n in names}
     rows: dict[str, list[int]] = {n: [] for n in names}
-    draws = len(next(iter(variants.values()))[1])
+    draws = len(next(iter(variants.values())))
     for i in range(draws):
         for j in range(len(names)):
             name = names[(i + j) % len(names)]
-            sql, params = variants[name]
+            sql, params = variants[name][i]
             t0 = time.perf_counter()
-            got = conn.execute(sql, params[i], prepare=prepared or None).fetchall()
+            got = conn.execute(sql, params, prepare=prepared or None).fetchall()
             ms[name].append((time.perf_counter() - t0) * 1000)
             rows[name].append(len(got))
     return {n: (np.array(ms[n]), np.array(rows[n])) for n in names}
@@ -329,6 +335,15 @@ def explain(conn: psycopg.Connection, sql: str, params: tuple, full: bool) -> li
         elif ln.startswith(("Planning Time", "Execution Time", "JIT")):
             out.append(f"  {ln.strip()}")
     return out
+
+
+def partition_condition(ra: float, dec: float, order: int) -> str:
+    """`` AND (...)`` restricting ``_healpix_29`` to the partitions that a 10' cone overlaps."""
+    vec = healpy.ang2vec(ra, dec, lonlat=True)
+    parts = healpy.query_disc(1 << order, vec, np.radians(RADIUS), inclusive=True, nest=True)
+    bounds = partition_bounds(order)
+    ranges = [f"(_healpix_29 >= {bounds[p][1]} AND _healpix_29 < {bounds[p][2]})" for p in parts]
+    return f" AND ({' OR '.join(ranges)})"
 
 
 def summary(label: str, present: tuple[np.ndarray, np.ndarray], asof: tuple[np.ndarray, np.ndarray]) -> float:
@@ -402,24 +417,31 @@ def main() -> None:
         with psycopg.connect(conninfo(settings), autocommit=True, prepare_threshold=None) as conn:
             conn.execute(f"SET dpdb.as_of = '{AS_OF}'")
             t0 = time.perf_counter()
-            problems = check(conn, cat, cones[:5], objs[:5])
-            print(f"checks (5 cones x 4 forms, 5 light curves x 2, 1 brute-force SQL count) in "
+            problems = check(conn, cat, cones[:5], objs[:5], args.partition_order)
+            print(f"checks (5 cones x 5 forms, 5 light curves x 2, 1 brute-force SQL count) in "
                   f"{time.perf_counter() - t0:.0f} s: {'OK' if not problems else 'FAILED'}")  # fmt: skip
             for p in problems:
                 print(f"  WRONG: {p}")
 
             cone_variants = {
-                "present": (CONE_PRESENT, cone_params),
-                "as_of": (CONE_AS_OF, [(AS_OF, *p) for p in cone_params]),
-                "session": (CONE_SESSION, cone_params),
+                "present": [(CONE_PRESENT, p) for p in cone_params],
+                "as_of": [(CONE_AS_OF, (AS_OF, *p)) for p in cone_params],
+                "session": [(CONE_SESSION, p) for p in cone_params],
             }
             lc_variants = {
-                "present": (LC_PRESENT, lc_params),
-                "as_of": (LC_AS_OF, [(AS_OF, *p) for p in lc_params]),
+                "present": [(LC_PRESENT, p) for p in lc_params],
+                "as_of": [(LC_AS_OF, (AS_OF, *p)) for p in lc_params],
+            }
+            # Diagnostic: the same cones with the cone's partitions named (_healpix_29 ranges), which lets
+            # the planner prune the other partitions, to show what planning over all of them costs.
+            pruned = [partition_condition(r, d, args.partition_order) for r, d in cone_params]
+            pruned_variants = {
+                "present": [(CONE_PRESENT + c, p) for c, p in zip(pruned, cone_params, strict=True)],
+                "as_of": [(CONE_AS_OF + c, (AS_OF, *p)) for c, p in zip(pruned, cone_params, strict=True)],
             }
             warm = min(20, args.repeats)
-            for variants in (cone_variants, lc_variants):  # warm-up on other draws
-                run(conn, {k: (s, p[-warm:]) for k, (s, p) in variants.items()}, prepared=False)
+            for variants in (cone_variants, lc_variants, pruned_variants):  # warm-up on the last draws
+                run(conn, {k: v[-warm:] for k, v in variants.items()}, prepared=False)
 
             print(f"milliseconds per query, {args.repeats} draws each (client side, planning included), "
                   "rows = mean rows returned (present / as of)")  # fmt: skip
@@ -435,6 +457,11 @@ def main() -> None:
                     float(np.median(cone["as_of"][0])),
                     float(np.median(cone["session"][0])),
                 )
+            cone = run(conn, pruned_variants, prepared=False)
+            parts = np.mean([c.count("_healpix_29 >=") for c in pruned])
+            summary("diagnostic: cone pruned", cone["present"], cone["as_of"])
+            print(f"    (cone restricted to its HEALPix partitions, {parts:.2f} on average of "
+                  f"{12 * 4**args.partition_order}: planning over the others removed)")  # fmt: skip
 
             print("targets (plain execution, planning included):")
             r_cone, r_sess, r_lc, cone_ms, sess_ms = results[False]
@@ -453,6 +480,7 @@ def main() -> None:
                 ("present cone", CONE_PRESENT, (ra, dec)),
                 ("as-of cone", CONE_AS_OF, (AS_OF, ra, dec)),
                 ("session cone", CONE_SESSION, (ra, dec)),
+                ("as-of cone pruned (diagnostic)", CONE_AS_OF + pruned[0], (AS_OF, ra, dec)),
                 ("present light curve", LC_PRESENT, (oid,)),
                 ("as-of light curve", LC_AS_OF, (AS_OF, oid)),
             ):
