@@ -48,7 +48,7 @@ from dpdb.releases import active_release
 from dpdb.timeutil import iso_utc, now_mjd_tai
 
 from . import sql as prompt_sql
-from .order import LOCK, check_time_order
+from .order import LOCK, PromptChange
 from .relink import NIGHT_LINKAGE, RelinkResult, is_linkage, relink
 from .staging import OWN_PIXEL, VisitInput, find_visits, read_table, read_visit
 
@@ -155,13 +155,13 @@ def _load_ssobjects(aconn: adbc.Connection, path: Path, version: int, t: float) 
             aconn.rollback()
 
 
-class _VisitTransaction:
+class _VisitTransaction(PromptChange):
     """The ingest of one visit: all steps on one ADBC connection, committed together."""
 
     def __init__(
         self, aconn: adbc.Connection, settings: Settings, visit: VisitInput, version: int, release: str | None
     ) -> None:
-        self.aconn = aconn
+        super().__init__(aconn)
         self.settings = settings
         self.visit = visit
         self.version = version
@@ -171,37 +171,23 @@ class _VisitTransaction:
     def run(self, processing_time: float | None) -> VisitResult:
         start = time.monotonic()
         visit = self.visit
-        try:
-            with self.aconn.cursor() as cur:
-                self.cur = cur
-                # Compiling these short statements costs more than it saves.
-                self._execute("SET LOCAL jit = off")
-                self._query("SELECT pg_advisory_xact_lock(hashtext($1))", (LOCK,))
-                if self._query("SELECT 1 FROM dpdb_meta.prompt_visit WHERE visit = $1", (visit.visit,)):
-                    self.aconn.rollback()
-                    return VisitResult(visit.visit, "skipped")
-                t = processing_time if processing_time is not None else now_mjd_tai()
-                self._check_time(t)
-                counts = self._steps(t)
-                total = time.monotonic() - start
-                self._run(
-                    "record_visit",
-                    (
-                        visit.visit, t, visit.midpoint,
-                        counts["diasources"], counts["ss_attributed"], counts["associated"],
-                        counts["new_diaobjects"], counts["forced"], counts["forced_unlinked"],
-                        json.dumps({k: round(v, 4) for k, v in self.steps.items()}), total,
-                    ),
-                )  # fmt: skip
-                self.aconn.commit()
-        except BaseException:
-            self.aconn.rollback()
-            raise
+        with self.transaction():
+            if self._query("SELECT 1 FROM dpdb_meta.prompt_visit WHERE visit = $1", (visit.visit,)):
+                return VisitResult(visit.visit, "skipped")
+            t = self.processing_time(processing_time, f"visit {visit.visit}")
+            counts = self._steps(t)
+            total = time.monotonic() - start
+            self._run(
+                "record_visit",
+                (
+                    visit.visit, t, visit.midpoint,
+                    counts["diasources"], counts["ss_attributed"], counts["associated"],
+                    counts["new_diaobjects"], counts["forced"], counts["forced_unlinked"],
+                    json.dumps({k: round(v, 4) for k, v in self.steps.items()}), total,
+                ),
+            )  # fmt: skip
         log.info("visit %d ingested at %s: %s", visit.visit, iso_utc(t), counts)
         return VisitResult(visit.visit, "ingested", t, counts, self.steps, time.monotonic() - start)
-
-    def _check_time(self, t: float) -> None:
-        check_time_order(self.cur, t, f"visit {self.visit.visit}")
 
     def _steps(self, t: float) -> dict[str, int]:
         v, s = self.visit, self.settings
@@ -303,18 +289,8 @@ class _VisitTransaction:
 
     def _run(self, name: str, parameters: tuple | None = None) -> int:
         """Run a named block of sql/prompt_ingest.sql; return the rows affected by its last statement."""
-        rows = 0
-        for statement in prompt_sql.block(name, self.settings, visit=self.visit, release=self.release):
-            rows = self._execute(statement, parameters)
-        return rows
-
-    def _execute(self, statement: str, parameters: tuple | None = None) -> int:
-        self.cur.execute(statement, parameters=parameters)
-        return max(self.cur.rowcount, 0)
-
-    def _query(self, statement: str, parameters: tuple | None = None) -> list[tuple]:
-        self.cur.execute(statement, parameters=parameters)
-        return self.cur.fetchall()
+        blocks = prompt_sql.block(name, self.settings, visit=self.visit, release=self.release)
+        return self._execute_all(blocks, parameters)
 
     @contextmanager
     def _step(self, name: str) -> Iterator[None]:

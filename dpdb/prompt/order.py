@@ -1,25 +1,71 @@
-"""One writer at a time, and processing time only moving forward, for every change to the prompt catalog."""
+"""Every change to the prompt catalog: one writer at a time, time only moving forward, all or nothing.
+
+Visit ingests and daytime relinks are :class:`PromptChange` subclasses: each
+runs in one transaction on an ADBC connection, holding the prompt catalog's
+advisory lock, at a processing time later than every one the catalog holds.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import adbc_driver_postgresql.dbapi as adbc
 
 from dpdb.errors import ValidationError
 from dpdb.sqlfiles import named_blocks
-from dpdb.timeutil import iso_utc
+from dpdb.timeutil import iso_utc, now_mjd_tai
 
-__all__ = ["LOCK", "check_time_order"]
+__all__ = ["LOCK", "PromptChange"]
 
 LOCK = "dpdb.prompt.ingest"
 """Transaction advisory lock (hashtext) held by visit ingests and relinks."""
 
 
-def check_time_order(cur: adbc.Cursor, t: float, what: str) -> None:
-    """Refuse a processing time ``t`` not later than every one the prompt catalog holds."""
-    cur.execute(named_blocks("prompt_ingest.sql")["latest_time"])
-    held = cur.fetchall()[0][0]
-    if held is not None and t <= held:
-        raise ValidationError(
-            f"{what}: processing time {iso_utc(t)} is not later than {iso_utc(held)}, "
-            "which the prompt catalog already holds"
-        )
+class PromptChange:
+    """A change to the prompt catalog, committed whole or not at all."""
+
+    def __init__(self, aconn: adbc.Connection) -> None:
+        self.aconn = aconn
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Hold the lock for the block and commit at its end; roll back on any exception."""
+        try:
+            with self.aconn.cursor() as cur:
+                self.cur = cur
+                # Compiling these short statements costs more than it saves.
+                self._execute("SET LOCAL jit = off")
+                self._query("SELECT pg_advisory_xact_lock(hashtext($1))", (LOCK,))
+                yield
+                self.aconn.commit()
+        except BaseException:
+            self.aconn.rollback()
+            raise
+
+    def processing_time(self, given: float | None, what: str) -> float:
+        """``given`` (default: now), refused unless later than every processing time the catalog holds."""
+        t = given if given is not None else now_mjd_tai()
+        held = self._query(named_blocks("prompt_ingest.sql")["latest_time"])[0][0]
+        if held is not None and t <= held:
+            raise ValidationError(
+                f"{what}: processing time {iso_utc(t)} is not later than {iso_utc(held)}, "
+                "which the prompt catalog already holds"
+            )
+        return t
+
+    def _execute(self, statement: str, parameters: tuple | None = None) -> int:
+        """Run one statement; the rows it affected."""
+        self.cur.execute(statement, parameters=parameters)
+        return max(self.cur.rowcount, 0)
+
+    def _query(self, statement: str, parameters: tuple | None = None) -> list[tuple]:
+        self.cur.execute(statement, parameters=parameters)
+        return self.cur.fetchall()
+
+    def _execute_all(self, statements: list[str], parameters: tuple | None = None) -> int:
+        """Run statements in order; the rows affected by the last one."""
+        rows = 0
+        for statement in statements:
+            rows = self._execute(statement, parameters)
+        return rows

@@ -27,10 +27,10 @@ from dpdb.db import adbc_uri, connect
 from dpdb.errors import ValidationError
 from dpdb.etl import manifest
 from dpdb.etl.files import fingerprint
-from dpdb.timeutil import iso_utc, now_mjd_tai
+from dpdb.timeutil import iso_utc
 
 from . import sql as prompt_sql
-from .order import LOCK, check_time_order
+from .order import PromptChange
 from .staging import input_target, read_table
 
 __all__ = ["RelinkResult", "relink", "is_linkage", "NIGHT_LINKAGE", "LINK_FILE", "ORBIT_FILE"]
@@ -75,9 +75,9 @@ def relink(
     return _Relink(aconn, settings, path, version).run(processing_time)
 
 
-class _Relink:
+class _Relink(PromptChange):
     def __init__(self, aconn: adbc.Connection, settings: Settings, path: Path, version: int) -> None:
-        self.aconn = aconn
+        super().__init__(aconn)
         self.settings = settings
         self.path = path
         self.version = version
@@ -86,33 +86,28 @@ class _Relink:
         orbits = path / ORBIT_FILE
         self.orbit_file = fingerprint(orbits) if orbits.is_file() else None
         self.orbits = read_table(orbits, "SSObject", version) if self.orbit_file else None
+        self.columns = {
+            "source_columns": list(input_target("DiaSource", version).columns),
+            "link_columns": self.links.column_names,
+            "ssobject_columns": self.orbits.column_names if self.orbits is not None else [],
+        }
 
     def run(self, processing_time: float | None) -> RelinkResult:
         start = time.monotonic()
-        try:
-            with self.aconn.cursor() as cur:
-                self.cur = cur
-                self._execute("SET LOCAL jit = off")
-                self._query("SELECT pg_advisory_xact_lock(hashtext($1))", (LOCK,))
-                sha = self.link_file.sha256
-                if self._query("SELECT 1 FROM dpdb_meta.prompt_relink WHERE sha256 = $1", (sha,)):
-                    self.aconn.rollback()
-                    return RelinkResult(self.path, "skipped")
-                t = processing_time if processing_time is not None else now_mjd_tai()
-                check_time_order(cur, t, f"linkage {self.path}")
-                counts = self._steps(t)
-                seconds = time.monotonic() - start
-                self._run(
-                    "record_relink",
-                    (
-                        sha, str(self.path), t, counts["ssobjects"], counts["diasources"],
-                        counts["diaobjects_deleted"], counts["diaobjects_updated"], seconds,
-                    ),
-                )  # fmt: skip
-                self.aconn.commit()
-        except BaseException:
-            self.aconn.rollback()
-            raise
+        sha = self.link_file.sha256
+        with self.transaction():
+            if self._query("SELECT 1 FROM dpdb_meta.prompt_relink WHERE sha256 = $1", (sha,)):
+                return RelinkResult(self.path, "skipped")
+            t = self.processing_time(processing_time, f"linkage {self.path}")
+            counts = self._steps(t)
+            seconds = time.monotonic() - start
+            self._run(
+                "record_relink",
+                (
+                    sha, str(self.path), t, counts["ssobjects"], counts["diasources"],
+                    counts["diaobjects_deleted"], counts["diaobjects_updated"], seconds,
+                ),
+            )  # fmt: skip
         log.info("linkage %s applied at %s: %s", self.path, iso_utc(t), counts)
         return RelinkResult(self.path, "relinked", t, counts, time.monotonic() - start)
 
@@ -184,25 +179,7 @@ class _Relink:
         return load_link, load_orbits
 
     def _sql(self, name: str, file: str = "prompt_relink.sql") -> list[str]:
-        return prompt_sql.block(
-            name,
-            self.settings,
-            file=file,
-            source_columns=list(input_target("DiaSource", self.version).columns),
-            link_columns=self.links.column_names,
-            ssobject_columns=self.orbits.column_names if self.orbits is not None else [],
-        )
+        return prompt_sql.block(name, self.settings, file=file, **self.columns)
 
     def _run(self, name: str, parameters: tuple | None = None, file: str = "prompt_relink.sql") -> int:
-        rows = 0
-        for statement in self._sql(name, file):
-            rows = self._execute(statement, parameters)
-        return rows
-
-    def _execute(self, statement: str, parameters: tuple | None = None) -> int:
-        self.cur.execute(statement, parameters=parameters)
-        return max(self.cur.rowcount, 0)
-
-    def _query(self, statement: str, parameters: tuple | None = None) -> list[tuple]:
-        self.cur.execute(statement, parameters=parameters)
-        return self.cur.fetchall()
+        return self._execute_all(self._sql(name, file), parameters)
