@@ -46,8 +46,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-"""Schema of the views that read the prompt tables as of the instant in setting ``dpdb.as_of``."""
-
 
 # -- running ---------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterator
 __all__ = ["AS_OF_SCHEMA", "prompt_references", "rewrite_as_of"]
 
 AS_OF_SCHEMA = "prompt_as_of"
+"""Schema of the views that read the prompt tables as of the instant in setting ``dpdb.as_of``."""
 
 
 # The PostgreSQL lexer, as far as it matters for finding `prompt.<name>` outside literals and comments.
