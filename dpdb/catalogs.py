@@ -72,7 +72,7 @@ def record_version(conn: psycopg.Connection, version: int) -> None:
     )
 
 
-WRITABLE_RELEASE_STATES = ("created", "loaded", "failed")
+WRITABLE_RELEASE_STATES = ("created", "loaded", "failed", "restoring")
 """Release states that accept loads; validated, active, retired and archived releases are frozen."""
 
 

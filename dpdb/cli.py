@@ -194,6 +194,37 @@ def migrate_cmd(ctx: click.Context, to: int | None) -> None:
         console.print(f"schema migrated from version {before} to {after}")
 
 
+@db.command("grant-reader")
+@click.argument("name")
+@click.option(
+    "--password-file", type=click.File("r"), help="Read the password from this file (first line) instead of "
+    "generating one.",
+)  # fmt: skip
+@click.pass_context
+def grant_reader(ctx: click.Context, name: str, password_file: Any) -> None:
+    """Create login NAME that can read current, previous, samples and prompt (and nothing else).
+
+    The generated password is printed once; it is not stored anywhere.
+    """
+    from .access import create_reader
+    from .audit import audited
+
+    settings = _settings(ctx)
+    prepare(settings)
+    given = password_file.readline().rstrip("\r\n") if password_file else None
+    with audited(settings, "db.grant-reader", name=name) as audit:
+        with connect(settings) as conn:
+            password = create_reader(conn, name, given)
+        audit.outcome = "ok"
+    server = server_for(settings)
+    where = f"host=localhost port={server.port} dbname={settings.database}" if server else "the server"
+    console.print(
+        f"login {name} created in role dpdb_reader (scram-sha-256); connect with {where} user={name}"
+    )
+    if given is None:
+        click.echo(f"password: {password}")
+
+
 # -- schema --------------------------------------------------------------------------
 @cli.group(cls=DpdbGroup)
 def schema() -> None:
@@ -336,7 +367,7 @@ def export_cmd(ctx: click.Context, table: str, catalog: str, output: Path) -> No
 
 
 # Command groups in their own modules register themselves on `cli` when imported.
-from . import cli_alert, cli_prompt, cli_query  # noqa: E402, F401
+from . import cli_alert, cli_prompt, cli_query, cli_release  # noqa: E402, F401
 
 
 def main() -> None:

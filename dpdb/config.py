@@ -54,6 +54,37 @@ class Settings(BaseSettings):
         60.0, gt=0, le=600, description="Search radius for a DiaObject's nearby release Objects [arcsec]."
     )
 
+    releases_loaded: int = Field(
+        2,
+        ge=2,
+        le=20,
+        description="Data releases kept loaded: the active one and the ones activated before it "
+        "(DPDD §4.5: 2, the active and the penultimate); older ones are archived.",
+    )
+    archive_dir: Path | None = Field(
+        None,
+        description="Directory of archived releases (Parquet bulk downloads); default DPDB_HOME/archive.",
+    )
+    sample_region: tuple[float, float, float] = Field(
+        (150.0, 2.0, 0.5),
+        description="Cone (ra, dec, radius in deg) of the sample kept loaded from every archived release.",
+    )
+    coverage_threshold: float = Field(
+        0.95,
+        gt=0,
+        le=1,
+        description="Validation: share of the previous release's sky (HEALPix order 8) a release must cover.",
+    )
+    null_fraction_threshold: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="Validation: largest growth of a column's null fraction over the previous release.",
+    )
+
+    def archive_root(self) -> Path:
+        return self.archive_dir or self.home / "archive"
+
     def embedded(self) -> bool:
         """True when dpdb runs its own server rather than using ``dsn``."""
         return not self.dsn

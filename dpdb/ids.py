@@ -24,6 +24,7 @@ __all__ = [
     "make_id",
     "origin_of",
     "visit_source_ids",
+    "reorigin",
 ]
 
 ORIGIN_SHIFT = 58
@@ -63,3 +64,12 @@ def visit_source_ids(visit: int, count: int, forced: bool = False) -> np.ndarray
         raise ValueError(f"visit {visit}: {count} sources exceed the {_INDEX_LIMIT} a visit can number")
     local = (np.int64(visit) << np.int64(_VISIT_SHIFT)) | (np.int64(int(forced)) << np.int64(19))
     return make_id(PROMPT_ORIGIN, local + np.arange(count, dtype=np.int64))  # type: ignore[return-value]
+
+
+def reorigin(ids: np.ndarray, origin: int) -> np.ndarray:
+    """The same local numbers under another origin (prompt IDs carried into a release)."""
+    if not 1 <= origin <= _MAX_ORIGIN:
+        raise ValueError(f"origin {origin} outside 1..{_MAX_ORIGIN}")
+    return (np.asarray(ids, dtype=np.int64) & np.int64(_LOCAL_MASK)) | (
+        np.int64(origin) << np.int64(ORIGIN_SHIFT)
+    )

@@ -88,13 +88,14 @@ TIME_TRAVEL_SINCE = 4
 
 
 def install_sql(conn: psycopg.Connection) -> None:
-    """(Re)install the SQL of sql/ (functions, as-of functions and views) and reference data; idempotent."""
+    """(Re)install the SQL of sql/ (functions, as-of views, roles, grants) and reference data; idempotent."""
     files = ["functions.sql"]
     version = database_version(conn)
     if version is not None and version >= TIME_TRAVEL_SINCE:
         _install_leap_seconds(conn)
         if conn.execute("SELECT 1 FROM dpdb_meta.catalog WHERE name = 'prompt'").fetchone():
             files.append("as_of.sql")
+    files.append("access.sql")  # last: it grants on what the others create
     for name in files:
         text = (Path(str(resources.files("dpdb.sql"))) / name).read_text()
         conn.execute(text.encode())  # type: ignore[call-overload]

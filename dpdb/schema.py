@@ -322,14 +322,17 @@ def _literal(text: str) -> str:
 def meta_ddl(version: int, since: int | None = None) -> list[str]:
     """Statements that create the ``dpdb_meta`` bookkeeping schema at ``version``.
 
-    With ``since``, only the tables that ``version`` adds to schema ``since``
-    (append-only: bookkeeping tables are never changed once shipped).
+    With ``since``, only what ``version`` adds to schema ``since``: new tables,
+    and new nullable columns of existing ones (append-only, as for catalogs).
     """
     metadata = MetaData(schema="dpdb_meta")
     out = ["CREATE SCHEMA IF NOT EXISTS dpdb_meta"]
-    existing = {t.name for t in load_schema(since, META_SCHEMA).tables} if since else set()
+    existing = (
+        {t.name: {c.name for c in t.columns} for t in load_schema(since, META_SCHEMA).tables} if since else {}
+    )
     for ftable in load_schema(version, META_SCHEMA).tables:
         if ftable.name in existing:
+            out += _added_meta_columns(ftable, existing[ftable.name], version)
             continue
         cols = [
             Column(
@@ -347,6 +350,22 @@ def meta_ddl(version: int, since: int | None = None) -> list[str]:
         )
         out.append(str(CreateTable(table).compile(dialect=_DIALECT)).strip())
         out += _comment_ddl(table)
+    return out
+
+
+def _added_meta_columns(ftable: object, before: set[str], version: int) -> list[str]:
+    full = f"dpdb_meta.{_q(ftable.name.lower())}"  # type: ignore[attr-defined]
+    out = []
+    for c in ftable.columns:  # type: ignore[attr-defined]
+        if c.name in before:
+            continue
+        if not c.nullable:
+            raise SchemaError(f"schema v{version} adds non-nullable column dpdb_meta.{ftable.name}.{c.name}")  # type: ignore[attr-defined]
+        out.append(
+            f"ALTER TABLE {full} ADD COLUMN {_q(c.name.lower())} {column_type(c).compile(dialect=_DIALECT)}"
+        )
+        if _comment(c):
+            out.append(f"COMMENT ON COLUMN {full}.{_q(c.name.lower())} IS {_literal(_comment(c))}")  # type: ignore[arg-type]
     return out
 
 

@@ -1,7 +1,14 @@
-"""Export of a catalog table back to Parquet, with the canonical (camelCase) column names."""
+"""Export of catalog tables back to Parquet, with the canonical (camelCase) column names.
+
+Implementation columns (``_healpix_29``, ``_load_id``) are left out and the
+columns carry their canonical names and schema types, so a loaded file exports
+back as it was. Rows are streamed from the server in primary-key order and
+written to a temporary name, then renamed into place.
+"""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import adbc_driver_postgresql.dbapi as adbc
@@ -14,37 +21,74 @@ from dpdb.config import Settings
 from dpdb.db import adbc_uri, connect
 from dpdb.errors import DpdbError
 
-from .validate import target_table
+from .validate import TargetTable, target_table
 
-__all__ = ["export_table"]
+__all__ = ["canonical_schema", "export_table", "select_sql", "write_query"]
+
+
+def canonical_schema(target: TargetTable) -> pa.Schema:
+    cols = target.columns.values()
+    return pa.schema(pa.field(c.canonical, c.arrow_type, nullable=c.nullable) for c in cols)
+
+
+def select_sql(target: TargetTable, where: sql.Composable | None = None) -> sql.Composed:
+    """SELECT of every canonical column of ``target`` in primary-key order, optionally filtered."""
+    return sql.SQL("SELECT {cols} FROM {table}{where} ORDER BY {pk}").format(
+        cols=sql.SQL(", ").join(sql.Identifier(c) for c in target.columns),
+        table=sql.Identifier(target.db_schema, target.db_name),
+        where=sql.SQL(" WHERE {}").format(where) if where is not None else sql.SQL(""),
+        pk=sql.SQL(", ").join(sql.Identifier(c) for c in target.primary_key),
+    )
+
+
+def write_query(cur: adbc.Cursor, query: str, target: TargetTable, out: Path) -> int:
+    """Stream the rows of ``query`` (a :func:`select_sql`) into Parquet file ``out``; return the row count.
+
+    Writes nothing and returns 0 when the query has no rows.
+    """
+    schema = pa.schema(
+        pa.field(c.canonical, c.arrow_type, nullable=c.nullable) for c in target.columns.values()
+    )
+    cur.execute(query)
+    reader = cur.fetch_record_batch()
+    rows = 0
+    tmp = out.with_name(f".{out.name}.tmp")
+    writer = None
+    try:
+        for batch in reader:
+            if batch.num_rows == 0:
+                continue
+            batch = pa.RecordBatch.from_arrays(batch.columns, schema=batch.schema).rename_columns(
+                schema.names
+            )
+            if writer is None:
+                out.parent.mkdir(parents=True, exist_ok=True)
+                writer = pq.ParquetWriter(tmp, schema)
+            writer.write_table(pa.Table.from_batches([batch]).cast(schema), row_group_size=131_072)
+            rows += batch.num_rows
+    finally:
+        if writer is not None:
+            writer.close()
+    if writer is not None:
+        os.replace(tmp, out)
+    return rows
 
 
 def export_table(settings: Settings, table: str, catalog: str, out: Path) -> int:
-    """Write ``catalog``.``table`` to the Parquet file ``out`` (primary-key order); return the row count.
-
-    Implementation columns (``_healpix_29``, ``_load_id``) are left out, and the
-    columns carry their canonical names, so a loaded file exports back as it was.
-    """
+    """Write ``catalog``.``table`` to the Parquet file ``out`` (primary-key order); return the row count."""
     with connect(settings) as conn:
         info = catalog_info(conn, catalog)
         if info is None:
             raise DpdbError(f"catalog {catalog} does not exist")
         kind, version = info
         target = target_table(catalog, version, kind, table)
-        query = (
-            sql.SQL("SELECT {cols} FROM {table} ORDER BY {pk}")
-            .format(
-                cols=sql.SQL(", ").join(sql.Identifier(c) for c in target.columns),
-                table=sql.Identifier(catalog, target.db_name),
-                pk=sql.SQL(", ").join(sql.Identifier(c) for c in target.primary_key),
-            )
-            .as_string(conn)
-        )
+        query = select_sql(target).as_string(conn)
     with adbc.connect(adbc_uri(settings)) as aconn, aconn.cursor() as cur:
-        cur.execute(query)
-        data = cur.fetch_arrow_table()
-    fields = [pa.field(c.canonical, c.arrow_type, nullable=c.nullable) for c in target.columns.values()]
-    data = data.rename_columns([f.name for f in fields]).cast(pa.schema(fields))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(data, out)
-    return data.num_rows
+        rows = write_query(cur, query, target, out)
+    if rows == 0:  # an empty table still exports as an empty file with the schema
+        schema = pa.schema(
+            pa.field(c.canonical, c.arrow_type, nullable=c.nullable) for c in target.columns.values()
+        )
+        out.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(schema.empty_table(), out)
+    return rows

@@ -637,17 +637,20 @@ def _truth_objects_table(geo: _Geometry, sky: _Sky) -> pa.Table:
 
 
 @cache
-def _target(table: str) -> TargetTable:
+def _target(table: str, kind: str) -> TargetTable:
+    if kind == "release":
+        return target_table("release", latest_version(), "release", table)
     return target_table("prompt", latest_version(), "prompt", table)
 
 
-def arrow_table(table: str, values: dict[str, Any], rows: int) -> pa.Table:
-    """Every column of ``table`` but the assigned ones, in table order and with the schema's types.
+def arrow_table(table: str, values: dict[str, Any], rows: int, kind: str = "prompt") -> pa.Table:
+    """Every column of ``table`` in a ``kind`` catalog, in table order and with the schema's types.
 
-    Scalars are repeated over the rows; missing columns are null.
+    Scalars are repeated over the rows; missing columns are null. Prompt input files leave out
+    the columns the prompt ingest assigns; a release table has every column.
     """
-    target = _target(table)
-    skip = ASSIGNED_COLUMNS.get(table, ())
+    target = _target(table, kind)
+    skip = ASSIGNED_COLUMNS.get(table, ()) if kind == "prompt" else ()
     unknown = set(values) - {c.canonical for c in target.columns.values()}
     if unknown:
         raise KeyError(f"no columns {sorted(unknown)} in {table}")

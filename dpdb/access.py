@@ -1,0 +1,61 @@
+"""Access control: the roles of sql/access.sql, per-release loader rights, reader logins.
+
+Readers (``dpdb_reader``) read current, previous, samples and prompt; loaders
+(``dpdb_loader``) also load into the prompt catalog and into releases that are
+not frozen yet; admins (``dpdb_admin``) run the lifecycle. Logins authenticate
+with scram-sha-256 over TCP (the embedded server's pg_hba.conf).
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+import psycopg
+from psycopg import sql
+
+from .errors import DpdbError
+
+__all__ = ["grant_loader", "revoke_loader", "create_reader", "READER_ROLE"]
+
+READER_ROLE = "dpdb_reader"
+_LOGIN = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def grant_loader(conn: psycopg.Connection, schema: str) -> None:
+    """Let ``dpdb_loader`` load into release ``schema`` (while it is not frozen)."""
+    s = sql.Identifier(schema)
+    conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO dpdb_loader, dpdb_admin").format(s))
+    conn.execute(sql.SQL("GRANT SELECT, INSERT, DELETE ON ALL TABLES IN SCHEMA {} TO dpdb_loader").format(s))
+    conn.execute(sql.SQL("GRANT ALL ON ALL TABLES IN SCHEMA {} TO dpdb_admin").format(s))
+
+
+def revoke_loader(conn: psycopg.Connection, schema: str) -> None:
+    """Freeze release ``schema`` for loaders (validated, active and later releases)."""
+    conn.execute(
+        sql.SQL("REVOKE INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {} FROM dpdb_loader").format(
+            sql.Identifier(schema)
+        )
+    )
+
+
+def create_reader(conn: psycopg.Connection, name: str, password: str | None = None) -> str:
+    """Create login ``name`` in ``dpdb_reader`` with ``password`` (generated if None); return the password.
+
+    The password is sent to the server as a SCRAM verifier computed here, so
+    its clear text is never in a statement the server could log.
+    """
+    if not _LOGIN.match(name) or name.startswith(("pg_", "dpdb_")):
+        raise DpdbError(f"invalid login name {name!r} (lower-case letters, digits and _, not pg_* or dpdb_*)")
+    if conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone():
+        raise DpdbError(f"role {name} already exists")
+    password = password if password is not None else secrets.token_urlsafe(18)
+    if len(password) < 8:
+        raise DpdbError("password too short (at least 8 characters)")
+    verifier = conn.pgconn.encrypt_password(password.encode(), name.encode(), b"scram-sha-256")
+    conn.execute(
+        sql.SQL("CREATE ROLE {} LOGIN PASSWORD {} IN ROLE {}").format(
+            sql.Identifier(name), sql.Literal(verifier.decode()), sql.Identifier(READER_ROLE)
+        )
+    )
+    return password

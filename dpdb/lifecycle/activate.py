@@ -1,0 +1,182 @@
+"""``dpdb release activate`` and ``dpdb release retain``: the atomic swap and the retention policy.
+
+Activation repoints schemas ``current`` (views on the new release) and
+``previous`` (views on the release it replaces) in one transaction. It first
+takes ACCESS EXCLUSIVE locks on the old views, so a query that has already
+started finishes on the old pair and a query that starts meanwhile waits and
+then reads the new pair: readers see one pair or the other, never a mix, never
+an error. A reader that holds one old view while the swap waits on it could
+form a lock cycle; the swap sets a short ``deadlock_timeout`` so it is the one
+that gives way, and retries. The swap's cost is a few catalog rows per table:
+independent of the release's size.
+
+Retention (DPDD §4.5) then keeps ``releases_loaded`` releases loaded: the
+active one and those activated most recently before it; older ones are
+archived (dpdb/lifecycle/archive.py) after their sample is taken.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+from astropy.time import Time
+from psycopg import errors, sql
+
+from dpdb.access import revoke_loader
+from dpdb.config import Settings
+from dpdb.db import connect
+from dpdb.errors import ReleaseStateError
+from dpdb.releases import LIFECYCLE_LOCK, NOW, active_release, get_release, previous_release, set_state
+from dpdb.tables import LOAD_ID_COLUMN
+
+from .archive import archive_release
+from .samples import make_sample
+
+__all__ = ["Activation", "activate_release", "retention_plan", "retain"]
+
+log = logging.getLogger(__name__)
+
+ACTIVATABLE = ("validated", "superseded")
+FORCE_ACTIVATABLE = ("loaded", "failed")
+SWAP_ATTEMPTS = 50
+
+
+@dataclass
+class Activation:
+    name: str
+    previous: str | None
+    swapped: bool  # False: it was already active
+    swap_seconds: float = 0.0
+    attempts: int = 0
+    sample_rows: dict[str, int] = field(default_factory=dict)
+    archived: list[str] = field(default_factory=list)
+
+
+def activate_release(
+    settings: Settings, name: str, *, force: bool = False, dry_run: bool = False
+) -> Activation:
+    """Make ``name`` current (and the active release previous), then apply retention."""
+    with connect(settings) as conn:
+        rel = get_release(conn, name)
+        active = active_release(conn)
+        allowed = ACTIVATABLE + (FORCE_ACTIVATABLE if force else ())
+        if rel.state != "active" and rel.state not in allowed:
+            hint = " (validate it first, or --force)" if rel.state in FORCE_ACTIVATABLE else ""
+            raise ReleaseStateError(f"release {name} is {rel.state}; cannot activate it{hint}")
+        result = Activation(
+            name, active if rel.state != "active" else previous_release(conn), rel.state != "active"
+        )
+    if dry_run:
+        result.archived = retention_plan(settings, after=name)
+        return result
+    if result.swapped:
+        result.attempts, result.swap_seconds = _swap_with_retries(settings, name, force)
+    with connect(settings) as conn:
+        result.sample_rows = make_sample(conn, settings, name)
+    result.archived = retain(settings)
+    return result
+
+
+def _swap_with_retries(settings: Settings, name: str, force: bool) -> tuple[int, float]:
+    """Run the swap transaction until it goes through; return (attempts, seconds of the last one)."""
+    for attempt in range(1, SWAP_ATTEMPTS + 1):
+        try:
+            with connect(settings) as conn:
+                start = time.perf_counter()
+                _swap(conn, name, force)
+                conn.commit()
+                return attempt, time.perf_counter() - start
+        except (errors.DeadlockDetected, errors.LockNotAvailable) as e:
+            log.info("swap attempt %d gave way to readers (%s); retrying", attempt, type(e).__name__)
+            time.sleep(0.01 * attempt)
+    raise ReleaseStateError(f"release {name}: could not take the view locks in {SWAP_ATTEMPTS} attempts")
+
+
+def _swap(conn: psycopg.Connection, name: str, force: bool) -> None:
+    """Repoint current and previous in this transaction; record the activation.
+
+    Everything that can be prepared is, before the view locks are taken, so
+    readers wait only for a few catalog updates.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(%s)", (LIFECYCLE_LOCK,))
+    rel = get_release(conn, name)  # re-read under the lock
+    if rel.state == "active":
+        return
+    superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+    if superuser and superuser[0]:
+        conn.execute("SET LOCAL deadlock_timeout = '20ms'")  # the swap, not a reader, gives way
+    old = active_release(conn)
+    now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]  # the commit's timestamp
+    activated_mjd = float(Time(now).tai.mjd)
+    creates = _view_statements(conn, "current", name) + (
+        _view_statements(conn, "previous", old) if old else []
+    )
+    views = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE n.nspname IN ('current', 'previous') AND c.relkind = 'v' ORDER BY 1, 2"
+    ).fetchall()
+    if views:
+        names = sql.SQL(", ").join(sql.Identifier(s, v) for s, v in views)
+        conn.execute(sql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(names))
+        conn.execute(sql.SQL("DROP VIEW {}").format(names))
+    for statement in creates:
+        conn.execute(statement)
+    conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA current, previous TO dpdb_reader")
+    revoke_loader(conn, name)
+    if old is not None:
+        set_state(conn, old, "superseded", superseded_at=NOW)
+    set_state(conn, name, "active", activated_at=NOW)
+    conn.execute(
+        "INSERT INTO dpdb_meta.release_activation (name, previous, activated_at, activated_mjd_tai, forced) "
+        "VALUES (%s, %s, %s, %s, %s)",
+        (name, old, now, activated_mjd, rel.state not in ACTIVATABLE and force),
+    )
+
+
+def _view_statements(conn: psycopg.Connection, schema: str, release: str) -> list[sql.Composed]:
+    """CREATE VIEW of ``schema``.<table> on each table of ``release`` (all columns but ``_load_id``;
+    the pixel stays so that the planner can prune partitions through the view)."""
+    tables = conn.execute(
+        "SELECT c.relname, array_agg(a.attname::text ORDER BY a.attnum) FROM pg_class c "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid "
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
+        "AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> %s GROUP BY c.relname ORDER BY 1",
+        (release, LOAD_ID_COLUMN),
+    ).fetchall()
+    return [
+        sql.SQL("CREATE VIEW {} AS SELECT {} FROM {}").format(
+            sql.Identifier(schema, table),
+            sql.SQL(", ").join(map(sql.Identifier, cols)),
+            sql.Identifier(release, table),
+        )  # fmt: skip
+        for table, cols in tables
+    ]
+
+
+def retention_plan(settings: Settings, after: str | None = None) -> list[str]:
+    """Releases retention would archive now (or once ``after`` is activated), oldest last-activation first."""
+    with connect(settings) as conn:
+        loaded = [
+            r[0]
+            for r in conn.execute(
+                "SELECT name FROM dpdb_meta.release WHERE state IN ('active', 'superseded') "
+                "ORDER BY activated_at DESC NULLS LAST, name"
+            )
+        ]
+        protected = {previous_release(conn)} if after is None else {active_release(conn)}
+    if after is not None:
+        loaded = [after] + [n for n in loaded if n != after]
+    keep = set(loaded[: settings.releases_loaded]) | protected
+    return [n for n in reversed(loaded) if n not in keep]
+
+
+def retain(settings: Settings, *, dry_run: bool = False) -> list[str]:
+    """Archive every loaded release beyond ``releases_loaded``; return their names."""
+    plan = retention_plan(settings)
+    if not dry_run:
+        for name in plan:
+            archive_release(settings, name)
+    return plan

@@ -1,0 +1,179 @@
+"""Archiving (retirement) and dropping of releases.
+
+Archiving a superseded release (DPDD §4.5) runs in three steps, each safe to
+repeat, so a retirement killed at any point finishes on a rerun:
+
+1. its sample region is copied to the samples schema (if not there yet);
+2. every table is exported to Parquet bulk-download files in the release-directory
+   layout (etl/release_dir.py), per partition, with a checksummed ``release.json``
+   written last; a complete archive whose counts match the tables is reused;
+3. one transaction drops the schema, forgets its load-manifest entries and marks
+   it ``archived`` with the archive's path, rows and size.
+
+``dpdb release restore`` (dpdb/lifecycle/load.py) loads such an archive back.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import adbc_driver_postgresql.dbapi as adbc
+import psycopg
+from psycopg import sql
+
+from dpdb.catalogs import catalog_info
+from dpdb.config import Settings
+from dpdb.db import adbc_uri, connect
+from dpdb.errors import ReleaseStateError, ValidationError
+from dpdb.etl import release_dir
+from dpdb.etl.export import select_sql, write_query
+from dpdb.etl.validate import target_table
+from dpdb.healpix import partition_bounds
+from dpdb.releases import LIFECYCLE_LOCK, NOW, active_release, get_release, previous_release, set_state
+from dpdb.tables import PIXEL_COLUMN, RELEASE_TABLES
+
+from .samples import has_sample, make_sample
+
+__all__ = ["ArchiveResult", "archive_release", "drop_release"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ArchiveResult:
+    name: str
+    path: Path
+    rows: int
+    bytes: int
+    seconds: float
+    reused: bool  # an earlier run's complete archive was kept
+
+
+def archive_release(settings: Settings, name: str) -> ArchiveResult:
+    """Export superseded release ``name`` to its archive directory, keep its sample, drop its tables."""
+    start = time.monotonic()
+    with connect(settings) as conn:
+        rel = get_release(conn, name)
+        if rel.state != "superseded":
+            raise ReleaseStateError(f"release {name} is {rel.state}; only superseded releases are archived")
+        info = catalog_info(conn, name)
+        assert info is not None
+        version, order = info[1], _partition_order(conn, name)
+        if not has_sample(conn, name):
+            make_sample(conn, settings, name)
+        counts = _row_counts(conn, name, version)
+    out = settings.archive_root() / name
+    manifest = _reusable(out, counts)
+    reused = manifest is not None
+    if manifest is None:
+        manifest = _export(settings, name, rel.origin or 0, version, order, out)
+    with connect(settings) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LIFECYCLE_LOCK,))
+        if get_release(conn, name).state != "superseded":
+            raise ReleaseStateError(f"release {name} changed state while it was being archived")
+        _unload(conn, name)
+        set_state(
+            conn, name, "archived", archived_at=NOW, archive_path=str(out.absolute()),
+            archive_rows={t: manifest.rows(t) for t in RELEASE_TABLES}, archive_bytes=manifest.total_bytes,
+            schema_version=version,
+        )  # fmt: skip
+    return ArchiveResult(
+        name, out, manifest.total_rows, manifest.total_bytes, time.monotonic() - start, reused
+    )
+
+
+def _partition_order(conn: psycopg.Connection, name: str) -> int:
+    row = conn.execute("SELECT partition_order FROM dpdb_meta.catalog WHERE name = %s", (name,)).fetchone()
+    return int(row[0])  # type: ignore[index]
+
+
+def _row_counts(conn: psycopg.Connection, name: str, version: int) -> dict[str, int]:
+    out = {}
+    for table in RELEASE_TABLES:
+        target = target_table(name, version, "release", table)
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name, target.db_name))
+        out[table] = conn.execute(query).fetchone()[0]  # type: ignore[index]
+    return out
+
+
+def _reusable(out: Path, counts: dict[str, int]) -> release_dir.ReleaseDir | None:
+    """The archive an interrupted run finished, if it is complete, intact and matches the tables."""
+    if not (out / release_dir.MANIFEST).is_file():
+        return None
+    try:
+        manifest = release_dir.verify(out)
+    except ValidationError as e:
+        log.warning("re-exporting %s: %s", out, e)
+        return None
+    return manifest if all(manifest.rows(t) == n for t, n in counts.items()) else None
+
+
+def _export(
+    settings: Settings, name: str, origin: int, version: int, order: int, out: Path
+) -> release_dir.ReleaseDir:
+    (out / release_dir.MANIFEST).unlink(missing_ok=True)  # incomplete until rewritten
+    manifest = release_dir.ReleaseDir(name, origin, version, order, "archive")
+    with adbc.connect(adbc_uri(settings)) as aconn, aconn.cursor() as cur, connect(settings) as conn:
+        for table in RELEASE_TABLES:
+            target = target_table(name, version, "release", table)
+            parts: list[tuple[int | None, sql.Composable | None]] = [(None, None)]
+            if target.partitioned:
+                pixel = sql.Identifier(PIXEL_COLUMN)
+                parts = [
+                    (n, sql.SQL("{p} >= {lo} AND {p} < {hi}").format(p=pixel, lo=lo, hi=hi))
+                    for n, lo, hi in partition_bounds(order)
+                ]
+            files = []
+            for npix, where in parts:
+                path = release_dir.part_path(out, table, order if npix is not None else None, npix)
+                rows = write_query(cur, select_sql(target, where).as_string(conn), target, path)
+                if rows:
+                    files.append(release_dir.entry_for(out, path, rows))
+            manifest.tables[table] = files
+    manifest.write(out)
+    return manifest
+
+
+def _unload(conn: psycopg.Connection, name: str) -> None:
+    """Drop a release's tables and forget its loads (its registry row stays: its IDs stay reserved)."""
+    conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
+    conn.execute("DELETE FROM dpdb_meta.catalog WHERE name = %s", (name,))
+    conn.execute("DELETE FROM dpdb_meta.load_manifest WHERE target = %s", (name,))
+
+
+def drop_release(settings: Settings, name: str, *, dry_run: bool = False) -> list[str]:
+    """Drop release ``name`` for good (tables and samples; archive files are kept); return what it did."""
+    with connect(settings) as conn:
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LIFECYCLE_LOCK,))
+        rel = get_release(conn, name)
+        if name in (active_release(conn), previous_release(conn)):
+            role = "active" if rel.state == "active" else "penultimate"
+            raise ReleaseStateError(f"release {name} is the {role} release; it cannot be dropped")
+        if rel.state == "dropped":
+            raise ReleaseStateError(f"release {name} is already dropped")
+        samples = [
+            r[0]
+            for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'samples' AND tablename LIKE %s",
+                (name.replace("_", r"\_") + r"\_%",),
+            )
+        ]
+        actions = []
+        if rel.loaded:
+            actions.append(f"drop schema {name} and its load-manifest entries")
+        actions += [f"drop samples.{t}" for t in samples]
+        actions.append(
+            f"mark {name} dropped" + (f" (archive {rel.archive_path} kept)" if rel.archive_path else "")
+        )
+        if dry_run:
+            conn.rollback()
+            return actions
+        if rel.loaded:
+            _unload(conn, name)
+        for t in samples:
+            conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier("samples", t)))
+        set_state(conn, name, "dropped", dropped_at=NOW)
+    return actions

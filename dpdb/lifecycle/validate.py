@@ -1,0 +1,259 @@
+"""``dpdb release validate``: checks of a loaded release, each with its figure, in a report.
+
+Checks (one scan per table, plus one join per measurement table):
+
+- rows: every table's row count equals the production manifest's;
+- keys: primary keys unique across partitions;
+- ids: every ID (keys and references) carries the release's origin, which no
+  other release or the prompt catalog holds (DPDD §2.4), loaded or archived;
+- references: every Source/ForcedSource (DiaSource/DiaForcedSource) has its
+  Object (DiaObject) in the same partition, and its CcdVisit;
+- positions: in range, and each object's pixel is its position's;
+- coverage: the share of the previous release's sky (HEALPix order 8) this one covers;
+- nulls: no column's null fraction grows more than a threshold over the previous release's.
+
+The previous release is the active one (the one this release would replace).
+The report is stored in the registry (the next release compares with it) and
+the release becomes ``validated`` (frozen for loaders) or ``failed``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import adbc_driver_postgresql.dbapi as adbc
+import numpy as np
+import psycopg
+from psycopg import sql
+
+from dpdb.access import revoke_loader
+from dpdb.catalogs import catalog_info
+from dpdb.config import Settings
+from dpdb.db import adbc_uri, connect
+from dpdb.errors import ReleaseStateError
+from dpdb.etl.validate import TargetTable, target_table
+from dpdb.healpix import PIXEL_ORDER, pixels
+from dpdb.ids import ORIGIN_SHIFT, PROMPT_ORIGIN
+from dpdb.releases import NOW, Release, active_release, get_release, set_state
+from dpdb.sqlfiles import named_blocks
+from dpdb.tables import LAYOUTS, PIXEL_COLUMN, RELEASE_TABLES
+
+__all__ = ["Check", "Report", "validate_release", "COVERAGE_ORDER"]
+
+COVERAGE_ORDER = 8
+"""HEALPix order of the coverage map (0.05 deg² pixels)."""
+
+VALIDATABLE = ("loaded", "validated", "failed")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    figure: str
+    detail: str = ""
+
+
+@dataclass
+class Report:
+    release: str
+    compared_with: str | None
+    checks: list[Check] = field(default_factory=list)
+    rows: dict[str, int] = field(default_factory=dict)
+    coverage: list[int] = field(default_factory=list)  # pixels at COVERAGE_ORDER
+    null_fractions: dict[str, dict[str, float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+    def add(self, name: str, bad: int | float, figure: str, detail: str = "", ok: bool | None = None) -> None:
+        self.checks.append(Check(name, bad == 0 if ok is None else ok, figure, detail))
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "ok": self.ok}
+
+
+def validate_release(settings: Settings, name: str) -> Report:
+    """Run every check on release ``name``; store the report; state ``validated`` or ``failed``."""
+    start = time.monotonic()
+    with connect(settings) as conn:
+        rel = get_release(conn, name)
+        if rel.state not in VALIDATABLE:
+            raise ReleaseStateError(
+                f"release {name} is {rel.state}; only {', '.join(VALIDATABLE)} releases can be validated"
+            )
+        info = catalog_info(conn, name)
+        assert info is not None  # a loaded release has its catalog
+        targets = {t: target_table(name, info[1], "release", t) for t in RELEASE_TABLES}
+        active = active_release(conn)
+        baseline = get_release(conn, active) if active and active != name else None
+        report = Report(name, baseline.name if baseline else None)
+        _profile(conn, rel, targets, report)
+        _references(conn, name, report)
+        _pixels(settings, targets, report)
+        _coverage(conn, name, baseline, report, settings.coverage_threshold)
+        _null_fractions(baseline, report, settings.null_fraction_threshold)
+        report.seconds = time.monotonic() - start
+        if report.ok:
+            revoke_loader(conn, name)
+        set_state(
+            conn, name, "validated" if report.ok else "failed", validated_at=NOW, report=report.to_json()
+        )
+    return report
+
+
+def _profile(conn: psycopg.Connection, rel: Release, targets: dict[str, TargetTable], report: Report) -> None:
+    """Rows, duplicate keys, foreign-origin IDs, bad positions and null counts: one scan per table."""
+    expected = rel.expected_rows or {}
+    others = conn.execute(
+        "SELECT count(*) FROM dpdb_meta.release WHERE origin = %s AND name <> %s", (rel.origin, rel.name)
+    ).fetchone()[0]  # type: ignore[index]
+    report.add("ids: origin held by no other catalog", others + (rel.origin == PROMPT_ORIGIN),
+               f"origin {rel.origin}, {others} other release(s) with it")  # fmt: skip
+    for table, target in targets.items():
+        id_cols = _id_columns(target)
+        exprs = [sql.SQL("count(*)")]
+        exprs.append(
+            sql.SQL("count(DISTINCT ({}))").format(
+                sql.SQL(", ").join(map(sql.Identifier, target.primary_key))
+            )
+        )
+        wrong = (
+            sql.SQL(" OR ").join(
+                sql.SQL("{c} >> {s} <> {o}").format(
+                    c=sql.Identifier(c), s=sql.Literal(ORIGIN_SHIFT), o=sql.Literal(rel.origin)
+                )
+                for c in id_cols
+            )
+            if id_cols
+            else sql.SQL("false")
+        )
+        exprs.append(sql.SQL("count(*) FILTER (WHERE {})").format(wrong))
+        if target.position:
+            ra, dec = map(sql.Identifier, target.position)
+            exprs.append(
+                sql.SQL(
+                    "count(*) FILTER (WHERE NOT ({ra} >= 0 AND {ra} < 360 AND {dec} BETWEEN -90 AND 90))"
+                ).format(ra=ra, dec=dec)
+            )
+        else:
+            exprs.append(sql.SQL("0"))
+        columns = list(target.columns.values())
+        exprs += [sql.SQL("count({})").format(sql.Identifier(c.name)) for c in columns]
+        row = conn.execute(
+            sql.SQL("SELECT {} FROM {}").format(
+                sql.SQL(", ").join(exprs), sql.Identifier(rel.name, target.db_name)
+            )
+        ).fetchone()
+        assert row is not None
+        n, distinct, foreign, bad_pos, *counts = row
+        report.rows[table] = n
+        want = expected.get(table, 0)
+        report.add(f"rows: {table}", n != want, f"{n} of {want} in the manifest")
+        report.add(
+            f"keys: {table}", n - distinct, f"{n - distinct} repeated ({', '.join(target.primary_key)})"
+        )
+        if id_cols:
+            report.add(
+                f"ids: {table}", foreign, f"{foreign} rows with IDs of another origin ({', '.join(id_cols)})"
+            )
+        if target.position:
+            report.add(f"positions: {table}", bad_pos, f"{bad_pos} out of range")
+        report.null_fractions[table] = {
+            c.canonical: round(1 - k / n, 6) if n else 0.0 for c, k in zip(columns, counts, strict=True)
+        }
+
+
+def _id_columns(target: TargetTable) -> list[str]:
+    """Columns holding IDs minted by the release: its own ID and the IDs it refers to."""
+    names = [c for c in target.columns if c.endswith(("objectid", "sourceid")) and not c.startswith("parent")]
+    return [c for c in names if c not in ("ccdvisitid",)]
+
+
+def _references(conn: psycopg.Connection, release: str, report: Report) -> None:
+    template = named_blocks("release_validate.sql")["references"]
+    for lay in LAYOUTS.values():
+        if lay.name not in RELEASE_TABLES or not lay.parent or not lay.parent_key:
+            continue
+        query = template.format(
+            release=sql.Identifier(release).as_string(conn), child=lay.name.lower(),
+            parent=lay.parent.lower(), key=lay.parent_key.lower(),
+        )  # fmt: skip
+        orphans, misplaced, no_ccd = conn.execute(query.encode()).fetchone()  # type: ignore[call-overload, misc]
+        report.add(
+            f"references: {lay.name} -> {lay.parent}", orphans, f"{orphans} without their {lay.parent}"
+        )
+        report.add(f"partitions: {lay.name}", misplaced, f"{misplaced} not in their {lay.parent}'s partition")
+        report.add(f"references: {lay.name} -> CcdVisit", no_ccd, f"{no_ccd} without their CcdVisit")
+
+
+def _pixels(settings: Settings, targets: dict[str, TargetTable], report: Report) -> None:
+    """Each object's stored pixel (its partition key) against its position's, computed with healpy."""
+    with adbc.connect(adbc_uri(settings)) as aconn, aconn.cursor() as cur:
+        for table, target in targets.items():
+            if not target.partitioned or target.parent or not target.position:
+                continue
+            ra, dec = target.position
+            cur.execute(
+                f'SELECT "{ra}", "{dec}", {PIXEL_COLUMN} FROM "{target.db_schema}"."{target.db_name}"'
+            )
+            data = cur.fetch_arrow_table()
+            wrong = int(np.count_nonzero(
+                pixels(data[ra].to_numpy(), data[dec].to_numpy()) != data[PIXEL_COLUMN].to_numpy()
+            ))  # fmt: skip
+            report.add(f"partitions: {table}", wrong, f"{wrong} whose pixel is not their position's")
+
+
+def _coverage(
+    conn: psycopg.Connection, release: str, baseline: Release | None, report: Report, threshold: float
+) -> None:
+    query = named_blocks("release_validate.sql")["coverage"].format(
+        release=sql.Identifier(release).as_string(conn), parent="object",
+        order=COVERAGE_ORDER, shift=2 * (PIXEL_ORDER - COVERAGE_ORDER),
+    )  # fmt: skip
+    report.coverage = [r[0] for r in conn.execute(query.encode())]  # type: ignore[call-overload]
+    area = len(report.coverage) * 41_252.96 / (12 * 4**COVERAGE_ORDER)
+    before = set((baseline.report or {}).get("coverage", [])) if baseline else set()
+    if not before:
+        report.add("coverage", 0, f"{len(report.coverage)} pixels ({area:.1f} deg²); no previous release")
+        return
+    share = len(before & set(report.coverage)) / len(before)
+    report.add(
+        "coverage", 0, f"{share:.1%} of {baseline.name}'s sky covered (threshold {threshold:.0%}), "  # type: ignore[union-attr]
+        f"{len(report.coverage)} pixels ({area:.1f} deg²)", ok=share >= threshold,
+    )  # fmt: skip
+
+
+def _null_fractions(baseline: Release | None, report: Report, threshold: float) -> None:
+    """Columns that got emptier than the baseline by more than ``threshold`` plus 3 sigma of sampling noise.
+
+    A column filling in is progress, one emptying out a regression. The noise
+    term keeps small tables (a few hundred DiaObjects) from failing by chance;
+    on large tables it vanishes.
+    """
+    if baseline is None or not baseline.report:
+        return
+    before, old_rows = baseline.report.get("null_fractions", {}), baseline.report.get("rows", {})
+    for table, fractions in report.null_fractions.items():
+        old, n_old, n_new = before.get(table), old_rows.get(table, 0), report.rows.get(table, 0)
+        if not old or not n_old or not n_new:
+            continue
+        moved = {}
+        for column, f in fractions.items():
+            if column not in old:
+                continue
+            p = (f * n_new + old[column] * n_old) / (n_new + n_old)
+            noise = 3 * math.sqrt(p * (1 - p) * (1 / n_new + 1 / n_old))
+            if f - old[column] > threshold + noise:
+                moved[column] = f - old[column]
+        detail = ", ".join(f"{c} {old[c]:.2f}->{fractions[c]:.2f}" for c in sorted(moved)[:5])
+        report.add(
+            f"nulls: {table}", len(moved),
+            f"{len(moved)} of {len(fractions)} columns more than {threshold:.2f} (+3 sigma) emptier than in "
+            f"{baseline.name}", detail,
+        )  # fmt: skip

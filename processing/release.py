@@ -1,0 +1,114 @@
+"""Data-release production (``dpdb release produce``): a release directory of Parquet files.
+
+The release holds (DPDD §4.3, §3.3.5) Object, Source and ForcedSource measured
+on a simulated static sky of stars and galaxies (processing/static_sky.py),
+Visit and CcdVisit, and the DIA tables. With ``settings`` (``--from-prompt``)
+the visits and the DIA tables are the prompt catalog's, reprocessed with no
+12-month window (processing/release_from_prompt.py); without, the visits
+follow the survey simulator's plan and the DIA tables come from the static
+sky's variable stars. Every ID carries the release's origin (DPDD §2.4).
+
+Files are laid out by HEALPix pixel at ``partition_order`` (etl/release_dir.py),
+measurements in their object's pixel, so a release loads partition by
+partition; ``release.json`` is written last.
+"""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+from dpdb.etl import release_dir
+
+from dpdb.config import Settings
+from dpdb.errors import ReleaseStateError
+from dpdb.healpix import pixels
+from dpdb.ids import release_origin
+from dpdb.releases import release_number
+from dpdb.schema import latest_version
+from dpdb.tables import LAYOUTS, RELEASE_TABLES
+
+from .static_sky import plan_visits, simulate_static_sky
+
+__all__ = ["produce"]
+
+_POSITION = {"Object": ("coord_ra", "coord_dec"), "DiaObject": ("ra", "dec")}
+_FROM_PROMPT = ("Visit", "CcdVisit", "DiaObject", "DiaSource", "DiaForcedSource", "SSObject", "SSSource")
+
+
+def produce(
+    out: Path,
+    name: str,
+    *,
+    number: int | None = None,
+    seed: int = 1,
+    objects: int = 20_000,
+    nights: int = 3,
+    settings: Settings | None = None,
+    partition_order: int = 1,
+) -> release_dir.ReleaseDir:
+    """Write release ``name`` under ``out``; return its manifest (``settings``: reprocess the prompt)."""
+    try:
+        origin = release_origin(release_number(name, number))
+    except ValueError as e:
+        raise ReleaseStateError(f"release {name}: {e}") from None
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / release_dir.MANIFEST).unlink(missing_ok=True)  # incomplete until rewritten
+    prompt: dict[str, pa.Table] = {}
+    if settings is not None:
+        from .release_from_prompt import from_prompt
+
+        prompt = from_prompt(settings, origin)
+        visits, ccd_visits = prompt["Visit"], prompt["CcdVisit"]
+    else:
+        visits, ccd_visits = plan_visits(seed, nights)
+    tables = {"Visit": visits, "CcdVisit": ccd_visits}
+    tables |= simulate_static_sky(visits, ccd_visits, origin, seed=seed, objects=objects)
+    tables |= {t: prompt[t] for t in _FROM_PROMPT if t in prompt}
+    manifest = release_dir.ReleaseDir(
+        name, origin, latest_version(), partition_order, "production",
+        info={
+            "seed": seed, "objects": objects, "from_prompt": settings is not None,
+            "nights": None if settings is not None else nights,
+            "produced_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        },
+    )  # fmt: skip
+    object_pixels: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for table in RELEASE_TABLES:
+        data = tables.get(table)
+        if data is None:
+            continue
+        pix = _pixels(table, data, object_pixels)
+        manifest.tables[table] = release_dir.write_table(
+            out, table, data, pix, partition_order if pix is not None else None
+        )
+    manifest.write(out)
+    return manifest
+
+
+def _pixels(
+    table: str, data: pa.Table, object_pixels: dict[str, tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray | None:
+    """Order-29 pixel of each row: its own position's for objects, its object's for measurements."""
+    lay = LAYOUTS[table]
+    if not lay.partitioned:
+        return None
+    if lay.parent is None:
+        ra, dec = _POSITION[table]
+        pix = pixels(data[ra].to_numpy(), data[dec].to_numpy())
+        key = data.column_names[0]  # objectId / diaObjectId
+        ids = data[key].to_numpy()
+        order = np.argsort(ids)
+        object_pixels[table] = (ids[order], pix[order])
+        return pix
+    ids, pix = object_pixels.get(lay.parent, (np.empty(0, np.int64), np.empty(0, np.int64)))  # type: ignore[arg-type]
+    ra, dec = ("coord_ra", "coord_dec") if "coord_ra" in data.column_names else ("ra", "dec")
+    own = pixels(data[ra].to_numpy(), data[dec].to_numpy())  # rows without their object (SSObject's)
+    if not len(ids):
+        return own
+    wanted = data[lay.parent_key].fill_null(-1).to_numpy()  # type: ignore[index]
+    pos = np.clip(np.searchsorted(ids, wanted), 0, len(ids) - 1)
+    return np.where(ids[pos] == wanted, pix[pos], own)
