@@ -73,7 +73,7 @@ class Settings(BaseSettings):
         0.95,
         gt=0,
         le=1,
-        description="Validation: share of the previous release's sky (HEALPix order 8) a release must cover.",
+        description="Validation: share of the previous release's sky (HEALPix order 6) a release must cover.",
     )
     null_fraction_threshold: float = Field(
         0.1,
