@@ -14,5 +14,5 @@ LEFT JOIN (SELECT DISTINCT ON ({key}) {key}, _healpix_29 FROM {release}.{parent}
 LEFT JOIN {release}.ccdvisit v ON v.ccdvisitid = c.ccdvisitid
 
 -- name: coverage
--- The sky the release covers: HEALPix pixels (nested) at order {order} holding an object.
-SELECT DISTINCT _healpix_29 >> {shift} AS pixel FROM {release}.{parent} ORDER BY 1
+-- The sky the release covers: objects per HEALPix pixel (nested) at order {order}.
+SELECT _healpix_29 >> {shift} AS pixel, count(*) FROM {release}.{parent} GROUP BY 1 ORDER BY 1

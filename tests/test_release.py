@@ -65,7 +65,8 @@ def ready(settings: Settings, name: str, directory: Path) -> None:
     with psycopg.connect(conninfo(settings)) as conn:
         create_release(conn, name, latest_version(), settings.partition_order)
     load_release(settings, name, directory)
-    assert validate_release(settings, name).ok
+    report = validate_release(settings, name)
+    assert report.ok, [(c.name, c.figure) for c in report.checks if not c.ok]
 
 
 def test_produced_layout(produced: dict[str, Path]) -> None:

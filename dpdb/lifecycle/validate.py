@@ -9,7 +9,7 @@ Checks (one scan per table, plus one join per measurement table):
 - references: every Source/ForcedSource (DiaSource/DiaForcedSource) has its
   Object (DiaObject) in the same partition, and its CcdVisit;
 - positions: in range, and each object's pixel is its position's;
-- coverage: the share of the previous release's sky (HEALPix order 6) this one covers;
+- coverage: the share of the previous release's well-sampled sky (HEALPix order 6) this one covers;
 - nulls: no column's null fraction grows more than a threshold over the previous release's.
 
 The previous release is the active one (the one this release would replace).
@@ -46,6 +46,9 @@ __all__ = ["Check", "Report", "validate_release", "COVERAGE_ORDER"]
 COVERAGE_ORDER = 6
 """HEALPix order of the coverage map (0.84 deg² pixels: dense enough in a small simulated release)."""
 
+WELL_SAMPLED = 10
+"""Objects a pixel must hold in the previous release for its absence now to count as lost sky."""
+
 VALIDATABLE = ("loaded", "validated", "failed")
 
 
@@ -63,7 +66,7 @@ class Report:
     compared_with: str | None
     checks: list[Check] = field(default_factory=list)
     rows: dict[str, int] = field(default_factory=dict)
-    coverage: list[int] = field(default_factory=list)  # pixels at COVERAGE_ORDER
+    coverage: dict[str, int] = field(default_factory=dict)  # objects per pixel at COVERAGE_ORDER
     null_fractions: dict[str, dict[str, float]] = field(default_factory=dict)
     seconds: float = 0.0
 
@@ -212,17 +215,19 @@ def _pixels(settings: Settings, targets: dict[str, TargetTable], report: Report)
 def _coverage(
     conn: psycopg.Connection, release: str, baseline: Release | None, report: Report, threshold: float
 ) -> None:
+    """Share of the previous release's well-sampled pixels this release still covers."""
     query = named_blocks("release_validate.sql")["coverage"].format(
         release=sql.Identifier(release).as_string(conn), parent="object",
         order=COVERAGE_ORDER, shift=2 * (PIXEL_ORDER - COVERAGE_ORDER),
     )  # fmt: skip
-    report.coverage = [r[0] for r in conn.execute(query.encode())]  # type: ignore[call-overload]
+    report.coverage = {str(p): n for p, n in conn.execute(query.encode())}  # type: ignore[call-overload]
     area = len(report.coverage) * 41_252.96 / (12 * 4**COVERAGE_ORDER)
-    before = set((baseline.report or {}).get("coverage", [])) if baseline else set()
-    if not before:
+    before = (baseline.report or {}).get("coverage", {}) if baseline else {}
+    sampled = {p for p, n in before.items() if n >= WELL_SAMPLED}
+    if not sampled:
         report.add("coverage", 0, f"{len(report.coverage)} pixels ({area:.1f} deg²); no previous release")
         return
-    share = len(before & set(report.coverage)) / len(before)
+    share = len(sampled & set(report.coverage)) / len(sampled)
     report.add(
         "coverage", 0, f"{share:.1%} of {baseline.name}'s sky covered (threshold {threshold:.0%}), "  # type: ignore[union-attr]
         f"{len(report.coverage)} pixels ({area:.1f} deg²)", ok=share >= threshold,

@@ -1,0 +1,298 @@
+"""Benchmark: the data-release lifecycle — activation swap, load, validation, archive and restore.
+
+On a fresh embedded server it produces (processing/release.py), creates, loads
+and validates five releases:
+
+- dr1, dr2: small (``--small-objects`` static-sky objects, 1,500 by default,
+  one night of visits: ~10,000 rows in all);
+- dr3, dr4: large (``--large-objects``, 280,000 by default, over ``--nights``
+  nights, 6 by default: ~10 million rows each, ~35 rows per object);
+- dr5: small, the third release that pushes a large one out of retention.
+
+Each has its own seed (its own sky); a release directory cannot be loaded into
+two releases, since its IDs carry the release's origin. Then it measures:
+
+1. activation: ``--swaps`` activations (default 10) alternating between the
+   two small releases (dr2, dr1, dr2, ...), then between the two large ones,
+   after one warm-up activation each that is not counted. It prints the swap
+   transaction alone (``Activation.swap_seconds``, the time readers can wait)
+   and the wall time of ``activate_release`` (which also re-creates the
+   release's sample in the samples schema, outside the swap), p50 and max,
+   with PASS/FAIL: swap under 1 s, and large/small swap p50 ratio <= 3 (the
+   swap does not depend on the release's size). During the swaps retention
+   keeps up to 20 releases loaded, so nothing is archived in the middle;
+2. load throughput (rows/s) of ``load_release`` for the large and the small
+   releases, at the partition order used, with and without the checksum
+   verification of the files that precedes the load;
+3. validation time per million rows of the large releases;
+4. archive and restore: dr5 is activated, so the large release activated
+   before the last one is superseded and outside the two retention keeps; it
+   is archived (``archive_release``, as retention with ``releases_loaded`` = 2
+   would) and timed (rows/s, MB/s of Parquet written, archive size against
+   its size in the database), then restored (``restore_release``, rows/s) and
+   its row counts compared with the first load. Retention then archives the
+   two small releases left over.
+
+Usage: python benchmarks/bench_release.py [--large-objects N] [--nights N] [--small-objects N]
+       [--swaps N] [--jobs N] [--partition-order K]
+Smoke run: python benchmarks/bench_release.py --large-objects 20000 --nights 2 --swaps 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import psycopg
+from dpdb.etl.release_dir import ReleaseDir
+from dpdb.processing.release import produce
+
+from dpdb.config import Settings
+from dpdb.db import conninfo, prepare
+from dpdb.lifecycle.activate import Activation, activate_release, retain
+from dpdb.lifecycle.archive import archive_release
+from dpdb.lifecycle.load import LoadResult, load_release, restore_release
+from dpdb.lifecycle.validate import Report, validate_release
+from dpdb.releases import create_release, get_release
+from dpdb.schema import latest_version
+from dpdb.server import EmbeddedServer
+
+SWAP_TARGET_S = 1.0
+RATIO_TARGET = 3.0
+SWAP_RELEASES_LOADED = 20  # retention during the swap phases: archive nothing
+
+
+@dataclass
+class Ready:
+    """A produced, created, loaded and validated release."""
+
+    name: str
+    manifest: ReleaseDir
+    produce_seconds: float
+    load: LoadResult
+    load_wall: float  # load_release, the checksum verification of the files included
+    report: Report
+
+    @property
+    def rows(self) -> int:
+        return self.manifest.total_rows
+
+
+def ready(
+    settings: Settings, workdir: Path, name: str, number: int, objects: int, nights: int, jobs: int
+) -> Ready:
+    """Produce release ``name`` (seed = its number), create it, load it, validate it."""
+    t0 = time.perf_counter()
+    manifest = produce(
+        workdir / "produced" / name, name, seed=number, objects=objects, nights=nights,
+        partition_order=settings.partition_order,
+    )  # fmt: skip
+    produced = time.perf_counter() - t0
+    with psycopg.connect(conninfo(settings)) as conn:
+        create_release(conn, name, latest_version(), settings.partition_order)
+    t0 = time.perf_counter()
+    loaded = load_release(settings, name, workdir / "produced" / name, jobs=jobs)
+    load_wall = time.perf_counter() - t0
+    report = validate_release(settings, name)
+    if not report.ok:
+        bad = "; ".join(f"{c.name}: {c.figure}" for c in report.checks if not c.ok)
+        print(f"  note: {name} failed validation ({bad}); it will be activated with force")
+    return Ready(name, manifest, produced, loaded, load_wall, report)
+
+
+def checkpoint(settings: Settings) -> None:
+    with psycopg.connect(conninfo(settings), autocommit=True) as conn:
+        conn.execute("CHECKPOINT")
+
+
+def alternate(
+    settings: Settings, pair: tuple[Ready, Ready], swaps: int
+) -> tuple[np.ndarray, np.ndarray, list[Activation]]:
+    """Activate pair[0] (warm-up), then ``swaps`` times alternately pair[1], pair[0], ...
+
+    Returns the swap transaction's milliseconds, the wall milliseconds of
+    ``activate_release`` and the activations, of the counted ones.
+    """
+    force = {r.name for r in pair if not r.report.ok}
+    first = pair[0].name
+    activate_release(settings, first, force=first in force)
+    swap_ms, wall_ms, acts = [], [], []
+    for i in range(swaps):
+        name = pair[(i + 1) % 2].name
+        t0 = time.perf_counter()
+        act = activate_release(settings, name, force=name in force)
+        wall_ms.append((time.perf_counter() - t0) * 1000)
+        if not act.swapped or act.archived:
+            raise RuntimeError(f"activation of {name}: swapped {act.swapped}, archived {act.archived}")
+        swap_ms.append(act.swap_seconds * 1000)
+        acts.append(act)
+    return np.array(swap_ms), np.array(wall_ms), acts
+
+
+def swap_line(label: str, swap_ms: np.ndarray, wall_ms: np.ndarray, acts: list[Activation]) -> None:
+    attempts = max(a.attempts for a in acts)
+    sample = int(np.median([sum(a.sample_rows.values()) for a in acts]))
+    print(
+        f"  activate (swap) {label:<6} p50 {np.median(swap_ms):8.1f} ms  max {swap_ms.max():8.1f} ms | "
+        f"wall p50 {np.median(wall_ms):8.1f} ms  max {wall_ms.max():8.1f} ms | "
+        f"{len(swap_ms)} swaps, max attempts {attempts}, sample {sample:,} rows"
+    )
+
+
+def load_line(label: str, r: Ready) -> None:
+    rows = sum(r.load.rows.values())
+    print(
+        f"  load {label:<6} {r.name}: {rows:>11,} rows in {r.load.seconds:7.1f} s = "
+        f"{rows / r.load.seconds:>9,.0f} rows/s | with checksum verification {r.load_wall:7.1f} s = "
+        f"{rows / r.load_wall:>9,.0f} rows/s | {r.manifest.total_bytes / 1e6:,.0f} MB Parquet, "
+        f"{sum(len(f) for f in r.manifest.tables.values())} files"
+    )
+
+
+def db_size(settings: Settings, schema: str) -> tuple[int, int]:
+    """(total bytes with indexes and TOAST, heap bytes) of a release schema's tables."""
+    with psycopg.connect(conninfo(settings)) as conn:
+        row = conn.execute(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0), "
+            "coalesce(sum(pg_relation_size(c.oid)), 0) "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind = 'r'",
+            (schema,),
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--large-objects", type=int, default=280_000, help="static-sky objects, large")
+    parser.add_argument("--nights", type=int, default=6, help="nights of visits of the large releases")
+    parser.add_argument("--small-objects", type=int, default=1_500, help="static-sky objects, small")
+    parser.add_argument("--small-nights", type=int, default=1)
+    parser.add_argument("--swaps", type=int, default=10, help="counted activations per size")
+    parser.add_argument("--jobs", type=int, default=2, help="load and restore parallelism")
+    parser.add_argument("--partition-order", type=int, default=1)
+    args = parser.parse_args()
+    if args.swaps < 1:
+        parser.error("--swaps must be at least 1")
+
+    workdir = Path(tempfile.mkdtemp(prefix="dpdb-bench-"))
+    os.chmod(workdir, 0o755)
+    settings = Settings(
+        home=workdir / "home", database="bench", partition_order=args.partition_order,
+        archive_dir=workdir / "archive", releases_loaded=2,
+    )  # fmt: skip
+    swap_settings = settings.model_copy(update={"releases_loaded": SWAP_RELEASES_LOADED})
+    started = time.perf_counter()
+    try:
+        prepare(settings)
+        with psycopg.connect(conninfo(settings)) as conn:
+            server = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, {mem:.0f} GiB, "
+            f"Python {platform.python_version()}, PostgreSQL {server}, "
+            f"partition order {args.partition_order} ({12 * 4**args.partition_order} partitions), "
+            f"load/restore jobs {args.jobs}"
+        )
+
+        print("setup (produce, create, load, validate):")
+        small = args.small_objects, args.small_nights
+        large = args.large_objects, args.nights
+        releases: dict[str, Ready] = {}
+        for number, (objects, nights) in enumerate((small, small, large, large, small), start=1):
+            name = f"dr{number}"
+            r = ready(settings, workdir, name, number, objects, nights, args.jobs)
+            releases[name] = r
+            tables = ", ".join(f"{t} {r.manifest.rows(t):,}" for t in r.manifest.tables)
+            print(
+                f"  {name}: {objects:,} objects, {nights} night(s): {r.rows:,} rows ({tables}); "
+                f"produced {r.produce_seconds:.1f} s, loaded {r.load.seconds:.1f} s, "
+                f"validated {r.report.seconds:.1f} s ({'ok' if r.report.ok else 'FAILED'})"
+            )
+        dr1, dr2, dr3, dr4, dr5 = releases.values()
+
+        print(f"activation: {args.swaps} counted swaps per size, alternating two releases of that size")
+        checkpoint(settings)
+        s_swap, s_wall, s_acts = alternate(swap_settings, (dr1, dr2), args.swaps)
+        checkpoint(settings)
+        l_swap, l_wall, l_acts = alternate(swap_settings, (dr3, dr4), args.swaps)
+        swap_line(f"small ({dr1.rows:,} / {dr2.rows:,} rows)", s_swap, s_wall, s_acts)
+        swap_line(f"large ({dr3.rows:,} / {dr4.rows:,} rows)", l_swap, l_wall, l_acts)
+        ratio = float(np.median(l_swap) / np.median(s_swap))
+        wall_ratio = float(np.median(l_wall) / np.median(s_wall))
+        print(f"  large/small ratio: swap p50 {ratio:.2f}, wall p50 {wall_ratio:.2f}")
+        worst = max(s_swap.max(), l_swap.max()) / 1000
+        for label, ok in (
+            (f"swap max {worst * 1000:.1f} ms < {SWAP_TARGET_S:.0f} s (small and large)",
+             worst < SWAP_TARGET_S),
+            (f"swap independent of size: large/small p50 ratio {ratio:.2f} <= {RATIO_TARGET:.0f}",
+             ratio <= RATIO_TARGET),
+        ):  # fmt: skip
+            print(f"  {'PASS' if ok else 'FAIL'}  {label}")
+
+        print(f"load (partition order {args.partition_order}, {args.jobs} jobs):")
+        for label, r in (("large", dr3), ("large", dr4), ("small", dr1), ("small", dr2)):
+            load_line(label, r)
+
+        print("validation:")
+        for r in (dr3, dr4, dr1):
+            rows = sum(r.report.rows.values())
+            print(
+                f"  validate {r.name}: {rows:>11,} rows in {r.report.seconds:6.1f} s = "
+                f"{r.report.seconds / (rows / 1e6):6.2f} s per million rows, {len(r.report.checks)} checks"
+            )
+
+        print("archive and restore:")
+        act = activate_release(swap_settings, dr5.name, force=not dr5.report.ok)
+        with psycopg.connect(conninfo(settings)) as conn:
+            old = get_release(conn, dr3.name if act.previous == dr4.name else dr4.name)
+        big = releases[old.name]
+        print(f"  activated {dr5.name} (previous {act.previous}); {old.name} is {old.state}, archiving it")
+        total, heap = db_size(settings, old.name)
+        checkpoint(settings)
+        arch = archive_release(settings, old.name)
+        files = sum(1 for _ in arch.path.rglob("*.parquet"))
+        print(
+            f"  archive {old.name}: {arch.rows:>11,} rows in {arch.seconds:6.1f} s = "
+            f"{arch.rows / arch.seconds:>9,.0f} rows/s, {arch.bytes / 1e6 / arch.seconds:6.1f} MB/s written "
+            f"({arch.bytes / 1e6:,.0f} MB in {files} files{', reused' if arch.reused else ''})"
+        )
+        print(
+            f"  sizes: archive {arch.bytes / 1e6:,.0f} MB, produced directory "
+            f"{big.manifest.total_bytes / 1e6:,.0f} MB, database {total / 1e6:,.0f} MB with indexes "
+            f"(heap {heap / 1e6:,.0f} MB, indexes and TOAST {(total - heap) / 1e6:,.0f} MB); "
+            f"archive/database {arch.bytes / total:.2f}"
+        )
+        checkpoint(settings)
+        t0 = time.perf_counter()
+        restored = restore_release(settings, old.name, jobs=args.jobs)
+        wall = time.perf_counter() - t0
+        rows = sum(restored.rows.values())
+        same = restored.rows == big.load.rows
+        print(
+            f"  restore {old.name}: {rows:>11,} rows in {restored.seconds:6.1f} s = "
+            f"{rows / restored.seconds:>9,.0f} rows/s | with checksum verification {wall:6.1f} s = "
+            f"{rows / wall:>9,.0f} rows/s | row counts {'equal to' if same else 'DIFFER from'} the first load"
+        )
+        t0 = time.perf_counter()
+        retired = retain(settings)
+        print(
+            f"  retention (releases_loaded {settings.releases_loaded}) archived "
+            f"{', '.join(retired) or 'nothing'} in {time.perf_counter() - t0:.1f} s"
+        )
+        print(f"total run time {(time.perf_counter() - started) / 60:.1f} min")
+    finally:
+        EmbeddedServer(settings.home).down()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
