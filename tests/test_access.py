@@ -96,7 +96,7 @@ def test_loader_loads_only_releases_not_frozen(settings: Settings) -> None:
         from dpdb.access import revoke_loader
 
         revoke_loader(conn, "dr1")
-    insert = "INSERT INTO {}.visit (visit, band, ra, dec) VALUES (1, 'r', 1, 1)"
+    insert = "INSERT INTO {}.visit (visit, band, ra, dec, expmidptmjd) VALUES (1, 'r', 1, 1, 60000)"
     with psycopg.connect(conninfo(settings), autocommit=True) as conn:
         conn.execute("SET ROLE dpdb_loader")
         conn.execute(insert.format("dr2"))
