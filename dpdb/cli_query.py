@@ -28,7 +28,7 @@ __all__ = ["query"]
     "--release",
     metavar="NAME",
     help="Resolve unqualified table names in this catalog: a release (dr1, ...), current, previous "
-    "or prompt.",
+    "or prompt. With --as-of, current/previous are the releases they named then.",
 )
 @click.option(
     "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="Output format."

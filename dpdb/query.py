@@ -71,6 +71,8 @@ def run_query(
     release
         Catalog whose tables unqualified names resolve to: a release schema
         (``dr1``), ``prompt``, or ``current`` / ``previous`` when they exist.
+        With ``as_of``, ``current`` / ``previous`` mean the releases they named
+        at that instant (``dpdb_meta.release_activation``).
 
     Returns
     -------
@@ -95,6 +97,8 @@ def run_query(
             text = _as_of_statement(conn, text)
             path.append(AS_OF_SCHEMA)
         if release is not None:
+            if as_of is not None and release in ("current", "previous"):
+                release = _release_at(conn, release, as_of)
             _check_release(conn, release)
             path.append(release)
         if path:
@@ -124,6 +128,24 @@ def _instant_text(as_of: float) -> str:
     if not math.isfinite(value) or value < 0:
         raise QueryError(f"invalid as-of instant {as_of!r}: give an MJD TAI >= 0 or an ISO time")
     return repr(value)
+
+
+def _release_at(conn: psycopg.Connection, alias: str, as_of: float) -> str:
+    """The release ``current`` (or ``previous``) named at ``as_of``, from the activation history."""
+    row = conn.execute(
+        "SELECT name, previous FROM dpdb_meta.release_activation WHERE activated_mjd_tai <= %s "
+        "ORDER BY activation_id DESC LIMIT 1",
+        (as_of,),
+    ).fetchone()
+    name = (row[0] if alias == "current" else row[1]) if row else None
+    if name is None:
+        raise ReleaseStateError(f"no release was {alias} at MJD {as_of} (TAI)")
+    if not conn.execute("SELECT 1 FROM dpdb_meta.catalog WHERE name = %s", (name,)).fetchone():
+        raise ReleaseStateError(
+            f"release {name}, {alias} at MJD {as_of}, is not loaded; "
+            f"restore it with `dpdb release restore {name}`"
+        )
+    return name
 
 
 def _check_release(conn: psycopg.Connection, release: str) -> None:

@@ -2,7 +2,7 @@
 --
 --   dpdb_reader  reads current, previous, samples, prompt (and prompt_as_of): SELECT only,
 --                plus the public reference tables a client needs (schema version, catalog
---                list, leap seconds). No writes, no DDL, no operational bookkeeping
+--                list, leap seconds, activation history). No writes, no DDL, no operational bookkeeping
 --                (audit log, load manifest, release registry, ingest registers).
 --   dpdb_loader  a reader that also loads: the prompt tables and the bookkeeping a load
 --                writes; each release that is not frozen gets its own grant
@@ -59,6 +59,9 @@ DO $$
 BEGIN
     IF to_regclass('dpdb_meta.leap_second') IS NOT NULL THEN
         GRANT SELECT ON dpdb_meta.leap_second TO dpdb_reader;
+    END IF;
+    IF to_regclass('dpdb_meta.release_activation') IS NOT NULL THEN
+        GRANT SELECT ON dpdb_meta.release_activation TO dpdb_reader;  -- which release was current when
     END IF;
     IF to_regclass('dpdb_meta.prompt_visit') IS NOT NULL THEN
         GRANT SELECT, INSERT, UPDATE, DELETE ON dpdb_meta.prompt_visit TO dpdb_loader;

@@ -127,6 +127,26 @@ def test_lifecycle_swap_retention_archive_restore(rsettings: Settings, produced:
     listing = json.loads(runner.invoke(cli, ["release", "list", "--json"], env=env).output)
     dr1 = next(r for r in listing if r["name"] == "dr1")
     assert dr1["state"] == "archived" and dr1["rows"]["Object"] == OBJECTS["dr1"] and dr1["bytes"] > 0
+    # Time travel across releases: current as of an instant is the release active then.
+    with psycopg.connect(conninfo(rsettings)) as conn:
+        at = [
+            r[0]
+            for r in conn.execute("SELECT activated_mjd_tai FROM dpdb_meta.release_activation ORDER BY 1")
+        ]
+    count = [
+        "query",
+        "--format",
+        "csv",
+        "--release",
+        "current",
+        "SELECT count(*) AS n FROM Object",
+        "--as-of",
+    ]
+    between = {name: repr((at[i] + at[i + 1]) / 2) for i, name in enumerate(("dr1", "dr2"))}
+    result = runner.invoke(cli, [*count, between["dr2"]], env=env)
+    assert result.exit_code == 0 and result.output.splitlines()[-1] == str(OBJECTS["dr2"]), result.output
+    result = runner.invoke(cli, [*count, between["dr1"]], env=env)
+    assert result.exit_code == 1 and "release dr1, current at MJD" in result.output  # archived
     # Restore: the same rows, loaded but not active.
     result = runner.invoke(cli, ["release", "restore", "dr1"], env=env)
     assert result.exit_code == 0, result.output
@@ -134,6 +154,8 @@ def test_lifecycle_swap_retention_archive_restore(rsettings: Settings, produced:
     with psycopg.connect(conninfo(rsettings)) as conn:
         assert get_release(conn, "dr1").state == "loaded"
         assert conn.execute("SELECT count(*) FROM current.Object").fetchone() == (OBJECTS["dr3"],)
+    result = runner.invoke(cli, [*count, between["dr1"]], env=env)
+    assert result.exit_code == 0 and result.output.splitlines()[-1] == str(OBJECTS["dr1"]), result.output
 
 
 def test_refusals(rsettings: Settings, produced: dict[str, Path], tmp_path: Path) -> None:
