@@ -149,24 +149,19 @@ def _release_at(conn: psycopg.Connection, alias: str, as_of: float) -> str:
 
 
 def _check_release(conn: psycopg.Connection, release: str) -> None:
-    """Refuse a release that names neither a registered catalog nor the schema current/previous."""
-    row = conn.execute(
-        "SELECT to_regnamespace(quote_ident(%(n)s)) IS NOT NULL, "
-        "EXISTS (SELECT 1 FROM dpdb_meta.catalog WHERE name = %(n)s)",
-        {"n": release},
-    ).fetchone()
-    assert row is not None
-    schema_exists, registered = row
-    if schema_exists and (registered or release in ("current", "previous")):
-        return
+    """Refuse a release that names neither a registered catalog nor a populated current/previous."""
     known = [
         r[0]
         for r in conn.execute(
             "SELECT name FROM dpdb_meta.catalog WHERE to_regnamespace(quote_ident(name)) IS NOT NULL "
-            "UNION ALL SELECT n FROM unnest(ARRAY['current', 'previous']) n "
-            "WHERE to_regnamespace(n) IS NOT NULL ORDER BY 1"
+            "UNION ALL SELECT n.nspname::text FROM pg_namespace n WHERE n.nspname IN ('current', 'previous') "
+            "AND EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid) ORDER BY 1"
         )
     ]
+    if release in known:
+        return
+    if release in ("current", "previous"):
+        raise ReleaseStateError(f"no release is {release} yet (see `dpdb release activate`)")
     raise ReleaseStateError(f"unknown release {release!r} (catalogs: {', '.join(known) or 'none'})")
 
 

@@ -183,9 +183,11 @@ def test_release_sets_the_search_path_and_unknown_ones_are_refused(diaobjects: S
     assert both.to_pylist() == [{"n": 1, "p": '"prompt_as_of", "prompt", "public"'}]
     shown = run_query(diaobjects, "SHOW search_path", release="prompt", as_of=T1)  # through psycopg
     assert shown.to_pylist() == [{"search_path": '"prompt_as_of", "prompt", "public"'}]
-    for name in ("dr9", "current", "dpdb_meta", 'prompt"; DROP SCHEMA prompt; --'):
+    for name in ("dr9", "dpdb_meta", 'prompt"; DROP SCHEMA prompt; --'):
         with pytest.raises(ReleaseStateError, match=r"unknown release .* \(catalogs: prompt\)"):
             run_query(diaobjects, "SELECT 1", release=name)
+    with pytest.raises(ReleaseStateError, match="no release is current yet"):
+        run_query(diaobjects, "SELECT 1", release="current")
 
 
 def test_cli_unknown_release(env: dict[str, str]) -> None:
