@@ -109,11 +109,20 @@ def _swap(conn: psycopg.Connection, name: str, force: bool) -> None:
     if superuser and superuser[0]:
         conn.execute("SET LOCAL deadlock_timeout = '20ms'")  # the swap, not a reader, gives way
     old = active_release(conn)
-    now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]  # the commit's timestamp
-    activated_mjd = float(Time(now).tai.mjd)
+    now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]  # the transaction's timestamp
     creates = _view_statements(conn, "current", name) + (
         _view_statements(conn, "previous", old) if old else []
     )
+    revoke_loader(conn, name)  # an active release is frozen
+    if old is not None:
+        set_state(conn, old, "superseded", superseded_at=NOW)
+    set_state(conn, name, "active", activated_at=NOW)
+    conn.execute(
+        "INSERT INTO dpdb_meta.release_activation (name, previous, activated_at, activated_mjd_tai, forced) "
+        "VALUES (%s, %s, %s, %s, %s)",
+        (name, old, now, float(Time(now).tai.mjd), rel.state not in ACTIVATABLE and force),
+    )
+    # Readers wait from here to the commit: only catalog changes, whatever the release's size.
     views = conn.execute(
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname IN ('current', 'previous') AND c.relkind = 'v' ORDER BY 1, 2"
@@ -125,15 +134,6 @@ def _swap(conn: psycopg.Connection, name: str, force: bool) -> None:
     for statement in creates:
         conn.execute(statement)
     conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA current, previous TO dpdb_reader")
-    revoke_loader(conn, name)
-    if old is not None:
-        set_state(conn, old, "superseded", superseded_at=NOW)
-    set_state(conn, name, "active", activated_at=NOW)
-    conn.execute(
-        "INSERT INTO dpdb_meta.release_activation (name, previous, activated_at, activated_mjd_tai, forced) "
-        "VALUES (%s, %s, %s, %s, %s)",
-        (name, old, now, activated_mjd, rel.state not in ACTIVATABLE and force),
-    )
 
 
 def _view_statements(conn: psycopg.Connection, schema: str, release: str) -> list[sql.Composed]:
