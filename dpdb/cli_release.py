@@ -151,9 +151,12 @@ def activate_cmd(ctx: click.Context, name: str, force: bool, dry_run: bool) -> N
         )
     prefix = "dry run, nothing changed: would " if dry_run else ""
     if result.swapped:
+        timing = (
+            f" (swap {result.swap_seconds * 1000:.0f} ms, readers held {result.lock_seconds * 1000:.0f} ms)"
+        )
         console.print(
             f"{prefix}point current at {name} and previous at {result.previous or 'nothing'}"
-            + ("" if dry_run else f" (swap {result.swap_seconds * 1000:.0f} ms)")
+            + ("" if dry_run else timing)
         )
     else:
         console.print(f"{name} is already active")

@@ -116,18 +116,26 @@ def load(
         rows[path] = pf.metadata.num_rows
     loader = _FileLoader(settings, target, version, dry_run, replace, progress)
     summary = LoadSummary(canonical, into)
-    if jobs <= 1 or len(files) == 1:
-        results = [loader.run(path, plans[path], rows[path]) for path in files]
-    else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            results = list(pool.map(lambda p: loader.run(p, plans[p], rows[p]), files))
+    try:
+        if jobs <= 1 or len(files) == 1:
+            results = [loader.run(path, plans[path], rows[path]) for path in files]
+        else:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                results = list(pool.map(lambda p: loader.run(p, plans[p], rows[p]), files))
+    finally:
+        loader.close()
     summary.files = results
     summary.seconds = time.monotonic() - start
     return summary
 
 
 class _FileLoader:
-    """Loads one file at a time (thread-safe: every call opens its own connections)."""
+    """Loads one file at a time, in its own transaction.
+
+    Thread-safe: each thread keeps its own pair of connections for the whole
+    load (opening an ADBC connection reads the server's type catalog, which
+    grows with every catalog's partitions, so one per file would dominate).
+    """
 
     def __init__(
         self,
@@ -144,16 +152,51 @@ class _FileLoader:
         self.dry_run = dry_run
         self.replace = replace
         self.progress = progress or (lambda n: None)
+        self._local = threading.local()
+        self._opened: list[tuple[adbc.Connection, psycopg.Connection]] = []
+        self._lock = threading.Lock()
+
+    def _connections(self) -> tuple[adbc.Connection, psycopg.Connection]:
+        pair = getattr(self._local, "pair", None)
+        if pair is None or pair[1].closed:
+            pair = (
+                adbc.connect(adbc_uri(self.settings)),
+                psycopg.connect(conninfo(self.settings), autocommit=True),
+            )
+            self._local.pair = pair
+            with self._lock:
+                self._opened.append(pair)
+        return pair
+
+    def close(self) -> None:
+        for aconn, lookup in self._opened:
+            aconn.close()
+            lookup.close()
 
     def run(self, path: Path, plan: ColumnPlan, rows: int) -> FileResult:
         """Load one file (``rows`` rows, from its footer) in one transaction, or skip or refuse it."""
-        target = self.target
         fp = fingerprint(path)
-        with (
-            adbc.connect(adbc_uri(self.settings)) as aconn,
-            aconn.cursor() as cur,
-            psycopg.connect(conninfo(self.settings), autocommit=True) as lookup,
-        ):
+        aconn, lookup = self._connections()
+        try:
+            return self._run(aconn, lookup, path, fp, plan, rows)
+        except BaseException:
+            try:
+                aconn.rollback()  # nothing of this file stays; the connection serves the next one
+            except adbc_driver_manager.Error:
+                self._local.pair = None  # unusable: the next file opens new connections
+            raise
+
+    def _run(
+        self,
+        aconn: adbc.Connection,
+        lookup: psycopg.Connection,
+        path: Path,
+        fp: ParquetFile,
+        plan: ColumnPlan,
+        rows: int,
+    ) -> FileResult:
+        target = self.target
+        with aconn.cursor() as cur:
             manifest.lock(cur, fp)
             decision = manifest.decide(cur, fp, target.canonical, target.db_schema)
             if decision.action == "same":

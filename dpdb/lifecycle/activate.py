@@ -33,7 +33,7 @@ from dpdb.releases import LIFECYCLE_LOCK, NOW, active_release, get_release, prev
 from dpdb.tables import LOAD_ID_COLUMN
 
 from .archive import archive_release
-from .samples import make_sample
+from .samples import has_sample, make_sample
 
 __all__ = ["Activation", "activate_release", "retention_plan", "retain"]
 
@@ -49,7 +49,8 @@ class Activation:
     name: str
     previous: str | None
     swapped: bool  # False: it was already active
-    swap_seconds: float = 0.0
+    swap_seconds: float = 0.0  # the swap transaction
+    lock_seconds: float = 0.0  # of which readers waited: view locks taken to commit
     attempts: int = 0
     sample_rows: dict[str, int] = field(default_factory=dict)
     archived: list[str] = field(default_factory=list)
@@ -73,38 +74,41 @@ def activate_release(
         result.archived = retention_plan(settings, after=name)
         return result
     if result.swapped:
-        result.attempts, result.swap_seconds = _swap_with_retries(settings, name, force)
+        result.attempts, result.swap_seconds, result.lock_seconds = _swap_with_retries(settings, name, force)
     with connect(settings) as conn:
-        result.sample_rows = make_sample(conn, settings, name)
+        if not has_sample(conn, name):  # the release is frozen: an existing sample stays right
+            result.sample_rows = make_sample(conn, settings, name)
     result.archived = retain(settings)
     return result
 
 
-def _swap_with_retries(settings: Settings, name: str, force: bool) -> tuple[int, float]:
-    """Run the swap transaction until it goes through; return (attempts, seconds of the last one)."""
+def _swap_with_retries(settings: Settings, name: str, force: bool) -> tuple[int, float, float]:
+    """Run the swap transaction until it goes through; return (attempts, seconds, seconds under lock)."""
     for attempt in range(1, SWAP_ATTEMPTS + 1):
         try:
             with connect(settings) as conn:
                 start = time.perf_counter()
-                _swap(conn, name, force)
+                locked = _swap(conn, name, force)
                 conn.commit()
-                return attempt, time.perf_counter() - start
+                end = time.perf_counter()
+                return attempt, end - start, end - (locked or end)
         except (errors.DeadlockDetected, errors.LockNotAvailable) as e:
             log.info("swap attempt %d gave way to readers (%s); retrying", attempt, type(e).__name__)
             time.sleep(0.01 * attempt)
     raise ReleaseStateError(f"release {name}: could not take the view locks in {SWAP_ATTEMPTS} attempts")
 
 
-def _swap(conn: psycopg.Connection, name: str, force: bool) -> None:
+def _swap(conn: psycopg.Connection, name: str, force: bool) -> float | None:
     """Repoint current and previous in this transaction; record the activation.
 
     Everything that can be prepared is, before the view locks are taken, so
-    readers wait only for a few catalog updates.
+    readers wait only for a few catalog updates. Returns when the locks were
+    taken (``time.perf_counter``), None if there was nothing to swap.
     """
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (LIFECYCLE_LOCK,))
     rel = get_release(conn, name)  # re-read under the lock
     if rel.state == "active":
-        return
+        return None
     superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
     if superuser and superuser[0]:
         conn.execute("SET LOCAL deadlock_timeout = '20ms'")  # the swap, not a reader, gives way
@@ -113,7 +117,8 @@ def _swap(conn: psycopg.Connection, name: str, force: bool) -> None:
     creates = _view_statements(conn, "current", name) + (
         _view_statements(conn, "previous", old) if old else []
     )
-    revoke_loader(conn, name)  # an active release is frozen
+    if rel.state not in ACTIVATABLE:
+        revoke_loader(conn, name)  # forced: frozen now (validation froze the others)
     if old is not None:
         set_state(conn, old, "superseded", superseded_at=NOW)
     set_state(conn, name, "active", activated_at=NOW)
@@ -123,6 +128,7 @@ def _swap(conn: psycopg.Connection, name: str, force: bool) -> None:
         (name, old, now, float(Time(now).tai.mjd), rel.state not in ACTIVATABLE and force),
     )
     # Readers wait from here to the commit: only catalog changes, whatever the release's size.
+    locked = time.perf_counter()
     views = conn.execute(
         "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
         "WHERE n.nspname IN ('current', 'previous') AND c.relkind = 'v' ORDER BY 1, 2"
@@ -134,6 +140,7 @@ def _swap(conn: psycopg.Connection, name: str, force: bool) -> None:
     for statement in creates:
         conn.execute(statement)
     conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA current, previous TO dpdb_reader")
+    return locked
 
 
 def _view_statements(conn: psycopg.Connection, schema: str, release: str) -> list[sql.Composed]:

@@ -59,6 +59,8 @@ def archive_release(settings: Settings, name: str) -> ArchiveResult:
         rel = get_release(conn, name)
         if rel.state != "superseded":
             raise ReleaseStateError(f"release {name} is {rel.state}; only superseded releases are archived")
+        if name == previous_release(conn):
+            raise ReleaseStateError(f"release {name} is the penultimate release; it stays loaded")
         info = catalog_info(conn, name)
         assert info is not None
         version, order = info[1], _partition_order(conn, name)
