@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 
 import adbc_driver_postgresql.dbapi as adbc
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from dpdb.etl.export import select_sql
@@ -95,7 +96,9 @@ def from_prompt(settings: Settings, origin: int) -> dict[str, pa.Table]:
         for name in _TIME_COLUMNS:
             if name in data.column_names:
                 i = data.schema.get_field_index(name)
-                data = data.set_column(i, data.schema.field(i), pa.array([t] * data.num_rows, pa.float64()))
+                data = data.set_column(
+                    i, data.schema.field(i), pa.array(np.full(data.num_rows, t, dtype=np.float64))
+                )
         release[table] = data
     return release
 

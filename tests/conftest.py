@@ -100,3 +100,15 @@ def conn(settings: Settings) -> Iterator[psycopg.Connection]:
 def env(settings: Settings) -> dict[str, str]:
     """Environment for CLI runs against the test database."""
     return {**os.environ, "DPDB_HOME": str(settings.home), "DPDB_DATABASE": settings.database}
+
+
+@pytest.fixture
+def rsettings(settings: Settings, tmp_path: Path) -> Settings:
+    """``settings`` with a private archive directory (data-release tests)."""
+    return settings.model_copy(update={"archive_dir": tmp_path / "archive"})
+
+
+def release_env(settings: Settings) -> dict[str, str]:
+    """Environment for CLI runs against ``settings``' database and archive directory."""
+    return {**os.environ, "DPDB_HOME": str(settings.home), "DPDB_DATABASE": settings.database,
+            "DPDB_ARCHIVE_DIR": str(settings.archive_root())}  # fmt: skip

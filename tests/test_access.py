@@ -29,8 +29,8 @@ def _tcp(settings: Settings, user: str, password: str) -> str:
     return make_conninfo(host="127.0.0.1", port=port, dbname=settings.database, user=user, password=password)
 
 
-def test_reader_reads_releases_and_prompt_but_nothing_else(settings: Settings, tmp_path: Path) -> None:
-    rsettings = settings.model_copy(update={"archive_dir": tmp_path / "archive"})
+def test_reader_reads_releases_and_prompt_but_nothing_else(rsettings: Settings, tmp_path: Path) -> None:
+    settings = rsettings
     produce(tmp_path / "dr1", "dr1", objects=300, nights=1)
     ready(rsettings, "dr1", tmp_path / "dr1")
     activate_release(rsettings, "dr1")

@@ -9,6 +9,7 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
+from conftest import release_env
 from dpdb.etl import release_dir
 from dpdb.processing.release import produce
 
@@ -36,12 +37,6 @@ def produced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         name: produce(root / name, name, seed=number, objects=OBJECTS[name], nights=2) and root / name
         for number, name in enumerate(OBJECTS, start=1)
     }
-
-
-@pytest.fixture
-def rsettings(settings: Settings, tmp_path: Path) -> Settings:
-    """Test database settings with a private archive directory."""
-    return settings.model_copy(update={"archive_dir": tmp_path / "archive"})
 
 
 def table_checksums(settings: Settings, schema: str) -> dict[str, tuple[int, str]]:
@@ -82,8 +77,7 @@ def test_produced_layout(produced: dict[str, Path]) -> None:
 
 
 def test_lifecycle_swap_retention_archive_restore(rsettings: Settings, produced: dict[str, Path]) -> None:
-    env = {"DPDB_HOME": str(rsettings.home), "DPDB_DATABASE": rsettings.database,
-           "DPDB_ARCHIVE_DIR": str(rsettings.archive_dir)}  # fmt: skip
+    env = release_env(rsettings)
     runner = CliRunner()
     for name in ("dr1", "dr2", "dr3"):
         for args in (["create", name], ["load", name, str(produced[name])], ["validate", name]):

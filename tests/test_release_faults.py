@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from conftest import release_env
 from dpdb.etl import release_dir
 from dpdb.processing.release import produce
 from test_release import ready, table_checksums
@@ -25,18 +26,6 @@ from dpdb.schema import latest_version
 DPDB = str(Path(sys.executable).with_name("dpdb"))
 
 
-@pytest.fixture
-def rsettings(settings: Settings, tmp_path: Path) -> Settings:
-    return settings.model_copy(update={"archive_dir": tmp_path / "archive"})
-
-
-def _env(settings: Settings) -> dict[str, str]:
-    import os
-
-    return {**os.environ, "DPDB_HOME": str(settings.home), "DPDB_DATABASE": settings.database,
-            "DPDB_ARCHIVE_DIR": str(settings.archive_dir)}  # fmt: skip
-
-
 def _scalar(settings: Settings, query: str) -> object:
     with psycopg.connect(conninfo(settings)) as conn:
         return conn.execute(query).fetchone()[0]  # type: ignore[index]
@@ -45,7 +34,7 @@ def _scalar(settings: Settings, query: str) -> object:
 def kill_when(args: list[str], settings: Settings, condition: Callable[[], bool]) -> None:
     """Run ``dpdb ARGS`` and SIGKILL it as soon as ``condition`` holds (it must not finish first)."""
     proc = subprocess.Popen(
-        [DPDB, *args], env=_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        [DPDB, *args], env=release_env(settings), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
     deadline = time.monotonic() + 300
     while proc.poll() is None and time.monotonic() < deadline:
@@ -130,7 +119,7 @@ def test_tampered_archive_is_refused(rsettings: Settings, tmp_path: Path) -> Non
     data[len(data) // 2] ^= 0xFF
     victim.write_bytes(bytes(data))
     result = subprocess.run(
-        [DPDB, "release", "restore", "dr1"], env=_env(rsettings), capture_output=True, text=True
+        [DPDB, "release", "restore", "dr1"], env=release_env(rsettings), capture_output=True, text=True
     )
     assert result.returncode == 1
     assert result.stderr.startswith(f"error: {victim}: checksum mismatch")

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psycopg
 
+from dpdb.access import grant_loader
 from dpdb.catalogs import WRITABLE_RELEASE_STATES, catalog_info, create_catalog
 from dpdb.config import Settings
 from dpdb.db import connect
@@ -26,8 +27,6 @@ from dpdb.etl import release_dir
 from dpdb.etl.load import load
 from dpdb.releases import NOW, Release, get_release, set_state
 from dpdb.tables import RELEASE_TABLES
-
-from ..access import grant_loader
 
 __all__ = ["LoadResult", "load_release", "restore_release"]
 

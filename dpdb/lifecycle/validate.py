@@ -98,7 +98,7 @@ def validate_release(settings: Settings, name: str) -> Report:
         report = Report(name, baseline.name if baseline else None)
         _profile(conn, rel, targets, report)
         _references(conn, name, report)
-        _pixels(settings, targets, report)
+        _pixels(settings, conn, targets, report)
         _coverage(conn, name, baseline, report, settings.coverage_threshold)
         _null_fractions(baseline, report, settings.null_fraction_threshold)
         report.seconds = time.monotonic() - start
@@ -174,8 +174,7 @@ def _profile(conn: psycopg.Connection, rel: Release, targets: dict[str, TargetTa
 
 def _id_columns(target: TargetTable) -> list[str]:
     """Columns holding IDs minted by the release: its own ID and the IDs it refers to."""
-    names = [c for c in target.columns if c.endswith(("objectid", "sourceid")) and not c.startswith("parent")]
-    return [c for c in names if c not in ("ccdvisitid",)]
+    return [c for c in target.columns if c.endswith(("objectid", "sourceid")) and not c.startswith("parent")]
 
 
 def _references(conn: psycopg.Connection, release: str, report: Report) -> None:
@@ -195,16 +194,20 @@ def _references(conn: psycopg.Connection, release: str, report: Report) -> None:
         report.add(f"references: {lay.name} -> CcdVisit", no_ccd, f"{no_ccd} without their CcdVisit")
 
 
-def _pixels(settings: Settings, targets: dict[str, TargetTable], report: Report) -> None:
+def _pixels(
+    settings: Settings, conn: psycopg.Connection, targets: dict[str, TargetTable], report: Report
+) -> None:
     """Each object's stored pixel (its partition key) against its position's, computed with healpy."""
     with adbc.connect(adbc_uri(settings)) as aconn, aconn.cursor() as cur:
         for table, target in targets.items():
             if not target.partitioned or target.parent or not target.position:
                 continue
             ra, dec = target.position
-            cur.execute(
-                f'SELECT "{ra}", "{dec}", {PIXEL_COLUMN} FROM "{target.db_schema}"."{target.db_name}"'
-            )
+            query = sql.SQL("SELECT {}, {}, {} FROM {}").format(
+                sql.Identifier(ra), sql.Identifier(dec), sql.Identifier(PIXEL_COLUMN),
+                sql.Identifier(target.db_schema, target.db_name),
+            )  # fmt: skip
+            cur.execute(query.as_string(conn))
             data = cur.fetch_arrow_table()
             wrong = int(np.count_nonzero(
                 pixels(data[ra].to_numpy(), data[dec].to_numpy()) != data[PIXEL_COLUMN].to_numpy()
