@@ -367,7 +367,7 @@ def export_cmd(ctx: click.Context, table: str, catalog: str, output: Path) -> No
 
 
 # Command groups in their own modules register themselves on `cli` when imported.
-from . import cli_alert, cli_prompt, cli_query, cli_release  # noqa: E402, F401
+from . import cli_alert, cli_demo, cli_plot, cli_prompt, cli_provenance, cli_query, cli_release  # noqa: E402, F401
 
 
 def main() -> None:

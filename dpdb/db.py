@@ -22,6 +22,7 @@ __all__ = [
     "adbc_uri",
     "ensure_server",
     "prepare",
+    "reset_database",
     "check_compatible",
     "connect",
     "database_version",
@@ -100,7 +101,7 @@ def prepare(settings: Settings) -> None:
     """Make the database usable: server, database, extensions and, on an empty
     database, the newest schema. Idempotent; cheap after the first call in a process.
     """
-    key = f"{settings.home.absolute()}|{settings.dsn}|{settings.database}"
+    key = _prepared_key(settings)
     if key in _prepared:
         return
     ensure_server(settings)
@@ -111,6 +112,23 @@ def prepare(settings: Settings) -> None:
 
         migrate(settings)
     _prepared.add(key)
+
+
+def _prepared_key(settings: Settings) -> str:
+    return f"{settings.home.absolute()}|{settings.dsn}|{settings.database}"
+
+
+def reset_database(settings: Settings) -> None:
+    """Drop the embedded server's dpdb database (sessions on it are ended); ``prepare`` makes it anew."""
+    server = server_for(settings)
+    if server is None:
+        raise ServerError("only the embedded server's database can be reset; DPDB_DSN is set")
+    server.up()
+    with _raw_connect(conninfo(settings, "postgres"), autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(settings.database))
+        )
+    _prepared.discard(_prepared_key(settings))
 
 
 def _ensure_database(settings: Settings) -> None:

@@ -250,6 +250,7 @@ class EmbeddedServer:
                 "max_wal_size = '4GB'\n"
                 "max_locks_per_transaction = 1024\n"
                 "timezone = 'UTC'\n"
+                "jit = off\n"  # short set-based statements: compiling costs more than it saves
             )
 
     def _check_owner(self) -> None:

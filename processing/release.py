@@ -6,7 +6,9 @@ Visit and CcdVisit, and the DIA tables. With ``settings`` (``--from-prompt``)
 the visits and the DIA tables are the prompt catalog's, reprocessed with no
 12-month window (processing/release_from_prompt.py); without, the visits
 follow the survey simulator's plan and the DIA tables come from the static
-sky's variable stars. Every ID carries the release's origin (DPDD §2.4).
+sky's variable stars. From the prompt, each DiaObject with two DiaSources or more
+also gets a static counterpart in Object. Every ID carries the release's origin
+(DPDD §2.4).
 
 Files are laid out by HEALPix pixel at ``partition_order`` (etl/release_dir.py),
 measurements in their object's pixel, so a release loads partition by
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from dpdb.etl import release_dir
 
 from dpdb.config import Settings
@@ -66,7 +69,9 @@ def produce(
     else:
         visits, ccd_visits = plan_visits(seed, nights)
     tables = {"Visit": visits, "CcdVisit": ccd_visits}
-    tables |= simulate_static_sky(visits, ccd_visits, origin, seed=seed, objects=objects)
+    tables |= simulate_static_sky(
+        visits, ccd_visits, origin, seed=seed, objects=objects, counterparts=_counterparts(prompt)
+    )
     tables |= {t: prompt[t] for t in _FROM_PROMPT if t in prompt}
     manifest = release_dir.ReleaseDir(
         name, origin, latest_version(), partition_order, "production",
@@ -87,6 +92,19 @@ def produce(
         )
     manifest.write(out)
     return manifest
+
+
+def _counterparts(prompt: dict[str, pa.Table]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Positions of the prompt's persistent DiaObjects (two DiaSources or more): the coadds of a
+    release detect these sources too, so each gets a static Object there."""
+    if not prompt:
+        return None
+    dia = prompt["DiaObject"]
+    persistent = pc.greater_equal(dia["nDiaSources"], 2)
+    return (
+        dia["ra"].filter(persistent).to_numpy(),
+        dia["dec"].filter(persistent).to_numpy(),
+    )
 
 
 def _pixels(

@@ -60,7 +60,7 @@ _BAND_NAMES = np.array(list(BANDS))
 _REF_BAND = BANDS.index("r")
 
 # RNG streams: every draw comes from default_rng([seed, stream]).
-_SKY, _VARIABLES, _OBJECT_POSITION, _COADD, _NOISE, _SOURCE_POSITION, _DIA_POSITION = range(7)
+_SKY, _VARIABLES, _OBJECT_POSITION, _COADD, _NOISE, _SOURCE_POSITION, _DIA_POSITION, _COUNTERPART = range(8)
 
 # ID blocks: local part of an ID = block << _BLOCK_SHIFT | row number.
 _BLOCK_SHIFT = 52
@@ -110,6 +110,7 @@ def simulate_static_sky(
     seed: int = 1,
     objects: int = 20_000,
     variable_fraction: float = 0.05,
+    counterparts: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> dict[str, pa.Table]:
     """The direct-image and difference-image tables of a data release over these visits.
 
@@ -128,6 +129,10 @@ def simulate_static_sky(
         Number of static objects on the sky.
     variable_fraction
         Share of the stars that vary (and so make DiaSources).
+    counterparts
+        True (ra, dec) of further stars, after the ``objects`` drawn ones: the static
+        counterparts of sources found by difference imaging (a release made from the prompt
+        catalog has an Object for each of its persistent DiaObjects). They do not vary here.
 
     Returns
     -------
@@ -150,10 +155,10 @@ def simulate_static_sky(
     ccds = _Ccds.of(ccd_visits, visits)
     if objects and not len(ccds.ident):
         raise ConfigError("no CcdVisits to place the sky in")
-    sky = _draw_sky(seed, objects, ccds.bounding_box(), variable_fraction)
+    sky = _draw_sky(seed, objects, ccds.bounding_box(), variable_fraction, counterparts)
     pairs = _measure(seed, sky, ccds, *_pairs(sky, ccds))
     run = _Run(seed, origin, sky, ccds, float(ccds.mjd.max()) + 1.0 if len(ccds.mjd) else 0.0)
-    object_ids = _ids(origin, _OBJECT, np.arange(objects))
+    object_ids = _ids(origin, _OBJECT, np.arange(len(sky.ra)))
     tables = {
         "Object": _object_table(run, pairs, object_ids),
         "Source": _source_table(run, pairs, object_ids),
@@ -271,8 +276,15 @@ def _magnitudes(rng: np.random.Generator, galaxy: np.ndarray) -> np.ndarray:
     return np.column_stack([g + ug, g, r, i, z, z - zy])
 
 
-def _draw_sky(seed: int, n: int, box: tuple[float, float, float, float], variable_fraction: float) -> _Sky:
-    """``n`` objects uniform (in area) over ``box`` = (ra_lo, ra_hi, dec_lo, dec_hi)."""
+def _draw_sky(
+    seed: int,
+    n: int,
+    box: tuple[float, float, float, float],
+    variable_fraction: float,
+    counterparts: tuple[np.ndarray, np.ndarray] | None = None,
+) -> _Sky:
+    """``n`` objects uniform (in area) over ``box`` = (ra_lo, ra_hi, dec_lo, dec_hi), then the
+    ``counterparts`` stars at their given positions."""
     rng = np.random.default_rng([seed, _SKY])
     ra_lo, ra_hi, dec_lo, dec_hi = box
     ra = rng.uniform(ra_lo, ra_hi, n)
@@ -280,12 +292,20 @@ def _draw_sky(seed: int, n: int, box: tuple[float, float, float, float], variabl
     dec = np.degrees(np.arcsin(rng.uniform(sin_lo, sin_hi, n)))
     galaxy = rng.random(n) >= STAR_FRACTION
     flux = _flux(_magnitudes(rng, galaxy))
+    if counterparts is not None:
+        k = len(counterparts[0])
+        ra = np.concatenate([ra, np.asarray(counterparts[0], np.float64)])
+        dec = np.concatenate([dec, np.asarray(counterparts[1], np.float64)])
+        galaxy = np.concatenate([galaxy, np.zeros(k, bool)])
+        stars = _magnitudes(np.random.default_rng([seed, _COUNTERPART]), galaxy[n:])
+        flux = np.concatenate([flux, _flux(stars)])
 
     rng = np.random.default_rng([seed, _VARIABLES])
-    stars = np.flatnonzero(~galaxy)
+    stars = np.flatnonzero(~galaxy[:n])
     variable = rng.choice(stars, size=round(variable_fraction * len(stars)), replace=False)
     variable.sort()
-    amplitude, period, phase = np.zeros(n), np.ones(n), np.zeros(n)
+    total = len(ra)
+    amplitude, period, phase = np.zeros(total), np.ones(total), np.zeros(total)
     amplitude[variable] = rng.uniform(0.1, 0.4, len(variable))  # 0.2-0.9 mag peak to peak
     period[variable] = np.exp(rng.uniform(math.log(0.3), math.log(30), len(variable)))
     phase[variable] = rng.uniform(0, 2 * math.pi, len(variable))
