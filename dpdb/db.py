@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import quote
 
+import adbc_driver_manager
+import adbc_driver_postgresql.dbapi as adbc
 import psycopg
 from psycopg import sql
 
@@ -20,6 +26,7 @@ __all__ = [
     "server_for",
     "conninfo",
     "adbc_uri",
+    "adbc_connection",
     "ensure_server",
     "prepare",
     "reset_database",
@@ -64,6 +71,51 @@ def adbc_uri(settings: Settings) -> str:
     params = psycopg.conninfo.conninfo_to_dict(settings.dsn)
     query = "&".join(f"{k}={quote(str(v), safe='/')}" for k, v in params.items())
     return f"postgresql:///?{query}"
+
+
+_adbc_lock = threading.Lock()
+_adbc_idle: dict[str, list[adbc.Connection]] = {}
+
+
+@contextmanager
+def adbc_connection(settings: Settings) -> Iterator[adbc.Connection]:
+    """An ADBC connection (not autocommit), kept for reuse within this process.
+
+    Opening one reads the server's whole type catalog (every pg_type row and, for the
+    composite types, every column in pg_attribute): over a second once a few releases'
+    partitions exist. So connections go back to an idle list, rolled back; one whose
+    rollback fails is closed instead.
+    """
+    uri = adbc_uri(settings)
+    with _adbc_lock:
+        idle = _adbc_idle.setdefault(uri, [])
+        conn = idle.pop() if idle else None
+    if conn is None:
+        conn = adbc.connect(uri)
+    try:
+        yield conn
+    finally:
+        try:
+            conn.rollback()
+        except adbc_driver_manager.Error:
+            conn.close()
+        else:
+            with _adbc_lock:
+                _adbc_idle.setdefault(uri, []).append(conn)
+
+
+def _close_idle_adbc(uri: str | None = None) -> None:
+    with _adbc_lock:
+        uris = [uri] if uri is not None else list(_adbc_idle)
+        conns = [c for u in uris for c in _adbc_idle.pop(u, [])]
+    for conn in conns:
+        try:
+            conn.close()
+        except adbc_driver_manager.Error:
+            pass
+
+
+atexit.register(_close_idle_adbc)
 
 
 def _raw_connect(info: str, **kwargs: object) -> psycopg.Connection:
@@ -124,6 +176,7 @@ def reset_database(settings: Settings) -> None:
     if server is None:
         raise ServerError("only the embedded server's database can be reset; DPDB_DSN is set")
     server.up()
+    _close_idle_adbc(adbc_uri(settings))
     with _raw_connect(conninfo(settings, "postgres"), autocommit=True) as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(settings.database))

@@ -21,14 +21,13 @@ import re
 from typing import Any
 
 import adbc_driver_manager
-import adbc_driver_postgresql.dbapi as adbc
 import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
 from .config import Settings
-from .db import adbc_uri, connect, conninfo
+from .db import adbc_connection, connect, conninfo
 from .errors import QueryError, ReleaseStateError
 from .query_output import FILE_FORMATS, FORMATS, write_result
 from .schema import canonical_names, latest_version
@@ -208,7 +207,7 @@ def _server_message(message: str) -> str:
 
 def _fetch_adbc(settings: Settings, text: str, config: list[tuple[str, str]]) -> pa.Table:
     try:
-        with adbc.connect(adbc_uri(settings)) as aconn:  # not autocommit: a transaction is open
+        with adbc_connection(settings) as aconn:  # not autocommit: a transaction is open
             try:
                 with aconn.cursor() as cur:
                     cur.execute("SET TRANSACTION READ ONLY")

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from dpdb.catalogs import catalog_info
 from dpdb.config import Settings
-from dpdb.db import adbc_uri, connect
+from dpdb.db import adbc_connection, connect
 from dpdb.errors import DpdbError
 
 from .validate import TargetTable, target_table
@@ -83,7 +83,7 @@ def export_table(settings: Settings, table: str, catalog: str, out: Path) -> int
         kind, version = info
         target = target_table(catalog, version, kind, table)
         query = select_sql(target).as_string(conn)
-    with adbc.connect(adbc_uri(settings)) as aconn, aconn.cursor() as cur:
+    with adbc_connection(settings) as aconn, aconn.cursor() as cur:
         rows = write_query(cur, query, target, out)
     if rows == 0:  # an empty table still exports as an empty file with the schema
         schema = pa.schema(

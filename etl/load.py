@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Full, Queue
@@ -29,7 +30,7 @@ from psycopg import sql
 
 from dpdb.catalogs import writable_catalog
 from dpdb.config import Settings
-from dpdb.db import adbc_uri, connect, conninfo
+from dpdb.db import adbc_connection, connect, conninfo
 from dpdb.errors import DpdbError, ValidationError
 from dpdb.healpix import pixels
 from dpdb.tables import LOAD_ID_COLUMN, PIXEL_COLUMN, layout
@@ -133,8 +134,8 @@ class _FileLoader:
     """Loads one file at a time, in its own transaction.
 
     Thread-safe: each thread keeps its own pair of connections for the whole
-    load (opening an ADBC connection reads the server's type catalog, which
-    grows with every catalog's partitions, so one per file would dominate).
+    load; the ADBC one comes from the process's pool (``dpdb.db.adbc_connection``:
+    opening one reads the server's type catalog, which grows with every catalog).
     """
 
     def __init__(
@@ -153,25 +154,22 @@ class _FileLoader:
         self.replace = replace
         self.progress = progress or (lambda n: None)
         self._local = threading.local()
-        self._opened: list[tuple[adbc.Connection, psycopg.Connection]] = []
+        self._opened = ExitStack()
         self._lock = threading.Lock()
 
     def _connections(self) -> tuple[adbc.Connection, psycopg.Connection]:
         pair = getattr(self._local, "pair", None)
         if pair is None or pair[1].closed:
-            pair = (
-                adbc.connect(adbc_uri(self.settings)),
-                psycopg.connect(conninfo(self.settings), autocommit=True),
-            )
-            self._local.pair = pair
             with self._lock:
-                self._opened.append(pair)
+                pair = (
+                    self._opened.enter_context(adbc_connection(self.settings)),
+                    self._opened.enter_context(psycopg.connect(conninfo(self.settings), autocommit=True)),
+                )
+            self._local.pair = pair
         return pair
 
     def close(self) -> None:
-        for aconn, lookup in self._opened:
-            aconn.close()
-            lookup.close()
+        self._opened.close()
 
     def run(self, path: Path, plan: ColumnPlan, rows: int) -> FileResult:
         """Load one file (``rows`` rows, from its footer) in one transaction, or skip or refuse it."""

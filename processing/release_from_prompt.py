@@ -22,7 +22,7 @@ from dpdb.etl.validate import TargetTable, target_table
 from psycopg import sql
 
 from dpdb.config import Settings
-from dpdb.db import adbc_uri, connect
+from dpdb.db import adbc_connection, connect
 from dpdb.errors import ValidationError
 from dpdb.ids import reorigin
 from dpdb.prompt import sql as prompt_sql
@@ -76,7 +76,7 @@ def from_prompt(settings: Settings, origin: int) -> dict[str, pa.Table]:
             "the prompt catalog is missing or not at the newest schema; run `dpdb db migrate`"
         )
     out: dict[str, pa.Table] = {}
-    with adbc.connect(adbc_uri(settings)) as aconn, aconn.cursor() as cur:
+    with adbc_connection(settings) as aconn, aconn.cursor() as cur:
         cur.execute(prompt_sql.block("release_time", settings, file="release_from_prompt.sql")[0])
         t, last_midpoint = cur.fetchone()  # type: ignore[misc]
         if t is None:

@@ -9,9 +9,6 @@
 -- plus own_pixel), s_eph (predicted SSObject positions for this visit).
 
 -- name: params
--- JIT off for this transaction: the per-object LATERAL lookups below are cheap, but
--- their estimated cost crosses jit_above_cost, and compiling them costs seconds.
-SET LOCAL jit = off;
 CREATE TEMP TABLE visit_params (
     t double precision, mjd double precision, cutoff double precision,
     field_ra double precision, field_dec double precision, field_radius double precision,

@@ -5,7 +5,10 @@
 -- history (visit_params.cutoff = Infinity): a release has no 12-month window.
 
 -- name: touched
--- Every current DiaObject, in the shape the aggregate step reads.
+-- Every current DiaObject, in the shape the aggregate step reads. JIT off (as in the
+-- ingest): the per-object lookups of window_sources are cheap, but their estimated
+-- cost crosses jit_above_cost, and compiling them takes seconds.
+SET LOCAL jit = off;
 CREATE TEMP TABLE touched ON COMMIT DROP AS
 SELECT l.diaobjectid, l.healpix29 AS pixel, false AS is_new, l.ra AS ref_ra,
        l.validitystartmjdtai AS previous_start, l.ndiasources,

@@ -7,11 +7,16 @@ template database that was migrated once to the newest schema.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
@@ -23,6 +28,7 @@ from dpdb.db import conninfo, prepare
 from dpdb.server import EmbeddedServer
 
 TEMPLATE_DB = "dpdb_test_template"
+DPDB = str(Path(sys.executable).with_name("dpdb"))
 
 
 def make_home(prefix: str = "dpdb-test-") -> Path:
@@ -112,3 +118,45 @@ def release_env(settings: Settings) -> dict[str, str]:
     """Environment for CLI runs against ``settings``' database and archive directory."""
     return {**os.environ, "DPDB_HOME": str(settings.home), "DPDB_DATABASE": settings.database,
             "DPDB_ARCHIVE_DIR": str(settings.archive_root())}  # fmt: skip
+
+
+def demo_env() -> dict[str, str]:
+    """The environment of a newcomer: no DPDB_* settings, so the home is ./.dpdb."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("DPDB_")}
+
+
+@dataclass
+class DemoRun:
+    settings: Settings  # the demo's database: <folder>/.dpdb, the embedded default
+    report: dict
+    output: str  # what the finishing run printed
+
+
+@pytest.fixture(scope="session")
+def demo_run() -> Iterator[DemoRun]:
+    """`dpdb demo --scale small` in a fresh folder with the default home, killed (SIGKILL) right
+    after it produced dr1, then run again (`dpdb demo`) to the end."""
+    folder = make_home("dpdb-demo-")
+    env = demo_env()
+    try:
+        first = subprocess.Popen(
+            [DPDB, "demo", "--scale", "small"], env=env, cwd=folder, stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert first.stderr is not None
+        for line in first.stderr:
+            if line.startswith("✓ produce dr1"):
+                first.send_signal(signal.SIGKILL)
+                break
+        first.wait(timeout=600)
+        assert first.returncode == -signal.SIGKILL, "the first run ended before it could be killed"
+        done = subprocess.run(
+            [DPDB, "demo"], env=env, cwd=folder, capture_output=True, text=True, timeout=900
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        home = folder / ".dpdb"
+        report = json.loads((home / "demo" / "report.json").read_text())
+        yield DemoRun(Settings(home=home), report, done.stdout + done.stderr)
+    finally:
+        EmbeddedServer(folder / ".dpdb").down()
+        shutil.rmtree(folder, ignore_errors=True)

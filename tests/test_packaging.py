@@ -42,6 +42,8 @@ def test_wheel_contains_schema_sql_and_migrations(tmp_path: Path) -> None:
     assert (
         "dpdb/cli.py" in names and "dpdb/etl/__init__.py" in names and "dpdb/processing/__init__.py" in names
     )
+    for init in (ROOT / "dpdb").rglob("__init__.py"):  # every subpackage, e.g. dpdb/plots
+        assert init.relative_to(ROOT).as_posix() in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "dpdb = dpdb.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

@@ -101,7 +101,7 @@ def run_demo(
         raise ConfigError(f"unknown demo scale {scale!r}; choose one of {', '.join(SCALES)}")
     size = SCALES[scale]
     steps = steps if steps is not None else StepLog()
-    out = Path(out) if out is not None else settings.home / "demo"
+    out = (Path(out) if out is not None else settings.home / "demo").absolute()
     if fresh:
         _start_over(settings, out)
     _check_scale(out, scale)

@@ -20,13 +20,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import adbc_driver_postgresql.dbapi as adbc
 import psycopg
 from psycopg import sql
 
 from dpdb.catalogs import catalog_info
 from dpdb.config import Settings
-from dpdb.db import adbc_uri, connect
+from dpdb.db import adbc_connection, connect
 from dpdb.errors import ReleaseStateError, ValidationError
 from dpdb.etl import release_dir
 from dpdb.etl.export import select_sql, write_query
@@ -118,7 +117,7 @@ def _export(
 ) -> release_dir.ReleaseDir:
     (out / release_dir.MANIFEST).unlink(missing_ok=True)  # incomplete until rewritten
     manifest = release_dir.ReleaseDir(name, origin, version, order, "archive")
-    with adbc.connect(adbc_uri(settings)) as aconn, aconn.cursor() as cur, connect(settings) as conn:
+    with adbc_connection(settings) as aconn, aconn.cursor() as cur, connect(settings) as conn:
         for table in RELEASE_TABLES:
             target = target_table(name, version, "release", table)
             parts: list[tuple[int | None, sql.Composable | None]] = [(None, None)]

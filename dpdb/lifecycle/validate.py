@@ -24,7 +24,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import adbc_driver_postgresql.dbapi as adbc
 import numpy as np
 import psycopg
 from psycopg import sql
@@ -32,7 +31,7 @@ from psycopg import sql
 from dpdb.access import revoke_loader
 from dpdb.catalogs import catalog_info
 from dpdb.config import Settings
-from dpdb.db import adbc_uri, connect
+from dpdb.db import adbc_connection, connect
 from dpdb.errors import ReleaseStateError
 from dpdb.etl.validate import TargetTable, target_table
 from dpdb.healpix import PIXEL_ORDER, pixels
@@ -198,7 +197,7 @@ def _pixels(
     settings: Settings, conn: psycopg.Connection, targets: dict[str, TargetTable], report: Report
 ) -> None:
     """Each object's stored pixel (its partition key) against its position's, computed with healpy."""
-    with adbc.connect(adbc_uri(settings)) as aconn, aconn.cursor() as cur:
+    with adbc_connection(settings) as aconn, aconn.cursor() as cur:
         for table, target in targets.items():
             if not target.partitioned or target.parent or not target.position:
                 continue

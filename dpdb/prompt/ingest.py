@@ -41,7 +41,7 @@ import pyarrow as pa
 
 from dpdb.catalogs import writable_catalog
 from dpdb.config import Settings
-from dpdb.db import adbc_uri, connect
+from dpdb.db import adbc_connection, connect
 from dpdb.etl import manifest
 from dpdb.etl.files import fingerprint
 from dpdb.releases import active_release
@@ -94,7 +94,7 @@ def ingest(
     order = sorted((_visit_key(d, version), d) for d in find_visits(paths))
     first_mjd = order[0][0][0] if order else 0.0
     results = []
-    with adbc.connect(adbc_uri(settings)) as aconn:
+    with adbc_connection(settings) as aconn:
         for file in _ssobject_files(paths, [d for _, d in order]):
             _load_ssobjects(aconn, file, version, processing_time or now_mjd_tai())
         for i, ((midpoint, visit_id), path) in enumerate(order):

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from dpdb.catalogs import writable_catalog
 from dpdb.config import Settings
-from dpdb.db import adbc_uri, connect
+from dpdb.db import adbc_connection, connect
 from dpdb.errors import ValidationError
 from dpdb.etl import manifest
 from dpdb.etl.files import fingerprint
@@ -70,7 +70,7 @@ def relink(
     with connect(settings) as conn:
         _, version = writable_catalog(conn, "prompt")
     if aconn is None:
-        with adbc.connect(adbc_uri(settings)) as own:
+        with adbc_connection(settings) as own:
             return _Relink(own, settings, path, version).run(processing_time)
     return _Relink(aconn, settings, path, version).run(processing_time)
 

@@ -1,0 +1,97 @@
+"""What the plots share: their error, band colours and markers, a figure without pyplot, atomic PNG output.
+
+matplotlib is imported inside the functions: importing it is slow, and the CLI
+imports this package to register its commands.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dpdb import __version__
+from dpdb.errors import DpdbError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["BANDS", "BAND_COLOURS", "BAND_MARKERS", "PlotError", "band_order", "new_figure", "save_png"]
+
+BANDS = ("u", "g", "r", "i", "z", "y")
+
+BAND_COLOURS = {
+    "u": "#1600ea",
+    "g": "#31de1f",
+    "r": "#b52626",
+    "i": "#370201",
+    "z": "#ba52ff",
+    "y": "#61a2b3",
+}
+"""Rubin's colour-blind-friendly band palette for a white background (RTN-045)."""
+
+BAND_MARKERS = {"u": "o", "g": "^", "r": "v", "i": "s", "z": "D", "y": "p"}
+"""One marker shape per band, so bands stay apart without colour."""
+
+OTHER_COLOUR = "0.45"
+"""Colour of a band outside ugrizy."""
+
+
+class PlotError(DpdbError):
+    """A plot cannot be made: unknown ID or table, nothing to plot, or the file cannot be written."""
+
+
+def band_order(bands: Iterable[str]) -> list[str]:
+    """The distinct bands of ``bands``, ugrizy first, then any others sorted."""
+    present = {str(b) for b in bands}
+    return [b for b in BANDS if b in present] + sorted(present - set(BANDS))
+
+
+def new_figure(width: float = 9.0, height: float = 5.5, dpi: int = 110) -> Figure:
+    """A matplotlib figure on its own Agg canvas (no pyplot, no global state, no display)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=dpi, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_png(fig: Figure, out: Path) -> Path:
+    """Write ``fig`` as PNG to ``out`` atomically: the file appears complete, or not at all.
+
+    Parameters
+    ----------
+    fig
+        The figure to render.
+    out
+        Destination; missing parent directories are created. The image is
+        rendered into a temporary file in the same directory, then renamed.
+
+    Returns
+    -------
+    Path
+        ``out``.
+
+    Raises
+    ------
+    PlotError
+        The file cannot be written (the temporary file is removed).
+    """
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "xb") as f:
+            fig.savefig(f, format="png", metadata={"Software": f"dpdb {__version__}"})
+        os.replace(tmp, out)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise PlotError(f"cannot write {out}: {e.strerror or e}") from e
+        raise
+    return out
