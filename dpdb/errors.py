@@ -10,6 +10,8 @@ from __future__ import annotations
 __all__ = [
     "QueryError",
     "AlertError",
+    "PlotError",
+    "ProvenanceError",
     "DpdbError",
     "ConfigError",
     "ServerError",
@@ -54,3 +56,11 @@ class QueryError(DpdbError):
 
 class AlertError(DpdbError):
     """An alert cannot be made: unknown DiaSource, not visible at the instant, or an unreadable packet."""
+
+
+class PlotError(DpdbError):
+    """A plot cannot be made: unknown ID or table, nothing to plot, or the file cannot be written."""
+
+
+class ProvenanceError(DpdbError):
+    """An ID that no catalog of the database holds (or that is no dpdb ID)."""

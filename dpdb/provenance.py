@@ -36,7 +36,7 @@ from . import __version__
 from . import provenance_read as read
 from .config import Settings
 from .db import connect
-from .errors import DpdbError
+from .errors import ProvenanceError
 from .ids import PROMPT_ORIGIN, origin_of, reorigin
 
 __all__ = [
@@ -52,10 +52,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-
-class ProvenanceError(DpdbError):
-    """An ID that no catalog of the database holds (or that is no dpdb ID)."""
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dpdb import __version__
-from dpdb.errors import DpdbError
+from dpdb.errors import PlotError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -38,10 +38,6 @@ BAND_MARKERS = {"u": "o", "g": "^", "r": "v", "i": "s", "z": "D", "y": "p"}
 
 OTHER_COLOUR = "0.45"
 """Colour of a band outside ugrizy."""
-
-
-class PlotError(DpdbError):
-    """A plot cannot be made: unknown ID or table, nothing to plot, or the file cannot be written."""
 
 
 def band_order(bands: Iterable[str]) -> list[str]:
