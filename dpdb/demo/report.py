@@ -20,6 +20,7 @@ from ..config import Settings
 from ..db import connect
 from ..ids import reorigin
 from ..query import run_query
+from ..releases import active_release, all_releases, get_release
 from ..tables import RELEASE_TABLES
 from ..timeutil import iso_utc
 from .run import SCALES, DemoRun, Step
@@ -64,22 +65,22 @@ class DemoReport:
 
 
 def build_report(settings: Settings, run: DemoRun, steps: list[Step]) -> DemoReport:
-    """Count, compare with truth, run the five examples and draw the plots into ``run.out``."""
+    """Count, compare with truth, run the examples and draw the plots into ``run.out``."""
     from ..prompt.quality import association_quality
 
     quality = association_quality(settings, run.visit_dirs)
     with connect(settings) as conn:
-        rows = _rows(conn, run.releases)
+        loaded = [r.name for r in all_releases(conn) if r.name in run.releases and r.loaded]
+        rows = _rows(conn, loaded)
         before = _instant_between_releases(conn, run)
         dia_object_id = _example_object(conn, before)
-        origin = conn.execute(
-            "SELECT origin FROM dpdb_meta.release WHERE name = %s", (run.releases[-1],)
-        ).fetchone()[0]  # type: ignore[index]
+        current = get_release(conn, active_release(conn) or run.releases[-1])
     report = DemoReport(
         run.scale, str(run.out), steps, rows,
         asdict(quality), dia_object_id,
     )  # fmt: skip
-    report.examples = _examples(settings, dia_object_id, int(reorigin(dia_object_id, origin)), before)
+    copy = int(reorigin(dia_object_id, current.origin))  # type: ignore[arg-type]
+    report.examples = _examples(settings, dia_object_id, (current.name, copy), before)
     report.plots = [str(p) for p in _plots(settings, run.out, dia_object_id)]
     return report
 
@@ -136,7 +137,9 @@ def _example_object(conn: Any, before: float) -> int:
     return int(row[0])
 
 
-def _examples(settings: Settings, prompt_id: int, release_id: int, before: float) -> list[Example]:
+def _examples(settings: Settings, prompt_id: int, current: tuple[str, int], before: float) -> list[Example]:
+    """The examples, about ``prompt_id`` and its copy in the current release: (name, ID)."""
+    release, release_id = current
     with connect(settings) as conn:
         ra, dec = conn.execute(
             "SELECT ra, dec FROM prompt.diaobjectlast WHERE diaobjectid = %s", (prompt_id,)
@@ -186,7 +189,9 @@ def _examples(settings: Settings, prompt_id: int, release_id: int, before: float
             note="the same query without --as-of gives the version of now: see the next line",
         ),  # fmt: skip
         _example(settings, f"DiaObject {prompt_id} now", version),
-        _example(settings, f"DiaSource -> DiaObject -> Object through current (dr2 ID {release_id})", match),
+        _example(
+            settings, f"DiaSource -> DiaObject -> Object through current ({release} ID {release_id})", match
+        ),
         _example(settings, "data releases", releases),
     ]
 

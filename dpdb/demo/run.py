@@ -166,6 +166,8 @@ def _survey(settings: Settings, run: DemoRun, size: Scale, first: int, nights: i
     done = [r for r in results if r.status == "ingested"]
     sources = sum(r.counts["diasources"] for r in done)
     summary = f"{len(done)} visits, {sources:,} DiaSources associated in SQL"
+    if len(done) < len(results):
+        summary += f" ({len(results) - len(done)} visits done by an earlier run)"
     steps.finish(Step(f"ingest {label}", time.perf_counter() - t0, summary, skipped=not done))
 
 
