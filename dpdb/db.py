@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import threading
 from collections.abc import Iterator
@@ -98,7 +99,8 @@ def adbc_connection(settings: Settings) -> Iterator[adbc.Connection]:
         try:
             conn.rollback()
         except adbc_driver_manager.Error:
-            conn.close()
+            with contextlib.suppress(adbc_driver_manager.Error):
+                conn.close()
         else:
             with _adbc_lock:
                 _adbc_idle.setdefault(uri, []).append(conn)
@@ -109,10 +111,8 @@ def _close_idle_adbc(uri: str | None = None) -> None:
         uris = [uri] if uri is not None else list(_adbc_idle)
         conns = [c for u in uris for c in _adbc_idle.pop(u, [])]
     for conn in conns:
-        try:
+        with contextlib.suppress(adbc_driver_manager.Error):
             conn.close()
-        except adbc_driver_manager.Error:
-            pass
 
 
 atexit.register(_close_idle_adbc)
