@@ -45,11 +45,10 @@ def demo(ctx: click.Context, scale: str, out: Path | None, keep: bool) -> None:
     run = run_demo(settings, scale, out, fresh=not keep, steps=steps)
     steps.start("report: examples and plots")
     start = time.perf_counter()
-    report = build_report(settings, run, steps.steps)
+    report = build_report(settings, run, steps.steps)  # the same list: the report step joins it below
     steps.finish(
         Step("report: examples and plots", time.perf_counter() - start, f"{len(report.plots)} plots")
     )
-    report.steps = steps.steps
     report.write(run.out / "report.json")
     _print(report, time.perf_counter() - t0)
 

@@ -14,6 +14,7 @@ PIXEL_ORDER = 29
 def pixels(ra: npt.ArrayLike, dec: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """Nested HEALPix index at order 29 of positions in degrees."""
     import healpy  # here, not at the top: it imports matplotlib, half a second of every command's start
+
     ra_a = np.asarray(ra, dtype=np.float64)
     dec_a = np.asarray(dec, dtype=np.float64)
     return np.asarray(healpy.ang2pix(1 << PIXEL_ORDER, ra_a, dec_a, nest=True, lonlat=True), dtype=np.int64)

@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import math
-import os
 import sys
-import uuid
-from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -17,6 +13,7 @@ from typing import IO, Any
 import numpy as np
 import pyarrow as pa
 
+from .atomic import atomic_file
 from .errors import QueryError
 from .schema import latest_version, load_schema
 
@@ -78,27 +75,10 @@ def write_result(table: pa.Table, fmt: str, out: Path | None = None) -> None:
         return
     binary = fmt in ("parquet", "votable")
     try:
-        with _atomic(out, binary) as f:
+        with atomic_file(out, binary) as f:
             writer(table, f)
     except OSError as e:
         raise QueryError(f"cannot write {out}: {e.strerror or e}") from e
-
-
-@contextlib.contextmanager
-def _atomic(out: Path, binary: bool) -> Iterator[IO[Any]]:
-    """A new file that appears as ``out`` only once it is complete (same directory, then rename)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(
-            fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})
-        ) as f:
-            yield f
-        os.replace(tmp, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _write_table(table: pa.Table, f: IO[str]) -> None:

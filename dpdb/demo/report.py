@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from ..atomic import atomic_file
 from ..config import Settings
 from ..db import connect
 from ..ids import reorigin
@@ -40,7 +40,6 @@ class Example:
     rows: list[list[Any]]  # the first EXAMPLE_ROWS
     row_count: int
     as_of: float | None = None
-    release: str | None = None
     note: str = ""
 
 
@@ -59,9 +58,8 @@ class DemoReport:
         return asdict(self)
 
     def write(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1, default=_json_value) + "\n")
-        os.replace(tmp, path)
+        with atomic_file(path, binary=False) as f:
+            f.write(json.dumps(self.to_json(), indent=1, default=_json_value) + "\n")
 
 
 def build_report(settings: Settings, run: DemoRun, steps: list[Step]) -> DemoReport:
@@ -201,9 +199,7 @@ def _example(
 ) -> Example:
     table = run_query(settings, sql_text, as_of=as_of)
     command = "dpdb query " + (f"--as-of {as_of:.6f} " if as_of is not None else "") + _shell_quote(sql_text)
-    return Example(
-        title, command, sql_text, table.column_names, _head(table), table.num_rows, as_of, None, note
-    )
+    return Example(title, command, sql_text, table.column_names, _head(table), table.num_rows, as_of, note)
 
 
 def _head(table: pa.Table) -> list[list[Any]]:

@@ -6,14 +6,12 @@ imports this package to register its commands.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import uuid
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dpdb import __version__
+from dpdb.atomic import atomic_file
 from dpdb.errors import PlotError
 
 if TYPE_CHECKING:
@@ -78,16 +76,9 @@ def save_png(fig: Figure, out: Path) -> Path:
         The file cannot be written (the temporary file is removed).
     """
     out = Path(out)
-    tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "xb") as f:
+        with atomic_file(out) as f:
             fig.savefig(f, format="png", metadata={"Software": f"dpdb {__version__}"})
-        os.replace(tmp, out)
-    except BaseException as e:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise PlotError(f"cannot write {out}: {e.strerror or e}") from e
-        raise
+    except OSError as e:
+        raise PlotError(f"cannot write {out}: {e.strerror or e}") from e
     return out
