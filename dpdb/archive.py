@@ -1,0 +1,536 @@
+"""The public Python API: :class:`Archive`, the one entry point to a dpdb database.
+
+Python users, dpdb's own CLI, the TAP service, the portal and the tools all go
+through an :class:`Archive` (docs/architecture.md, decision 10). It holds the
+settings of one database and exposes every operation as a method; the
+lifecycle verbs live on :attr:`Archive.releases`, the prompt verbs on
+:attr:`Archive.prompt` and the figures on :attr:`Archive.plot`.
+
+Query results come back as astropy :class:`~astropy.table.Table` objects whose
+columns carry the unit, UCD and description of the schema column they come
+from; :meth:`Archive.query_arrow` returns the Arrow table underneath.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+from astropy.table import Table
+from astropy.time import Time
+
+from .config import Settings, get_settings
+from .errors import QueryError, ValidationError
+
+if TYPE_CHECKING:
+    from .etl.load import LoadSummary
+    from .lifecycle.activate import Activation
+    from .lifecycle.archive import ArchiveResult
+    from .lifecycle.listing import ReleaseRow
+    from .lifecycle.load import LoadResult
+    from .lifecycle.validate import Report
+    from .prompt.ingest import VisitResult
+    from .prompt.relink import RelinkResult
+    from .provenance import Provenance
+    from .releases import Release
+
+__all__ = ["Archive", "Instant", "to_mjd_tai", "to_astropy"]
+
+Instant = float | str | Time | _dt.datetime
+"""An instant: MJD TAI (float), an ISO 8601 UTC string or an MJD string, ``"now"``,
+an astropy :class:`~astropy.time.Time` or a timezone-aware :class:`datetime.datetime`."""
+
+
+def to_mjd_tai(instant: Instant | None) -> float | None:
+    """The MJD TAI of ``instant`` (``None`` stays ``None``: the present).
+
+    Raises
+    ------
+    ValidationError
+        The instant cannot be read or is not a finite time.
+    """
+    from .timeutil import now_mjd_tai, parse_instant
+
+    if instant is None:
+        return None
+    if isinstance(instant, Time):
+        value = float(instant.tai.mjd)
+    elif isinstance(instant, _dt.datetime):
+        if instant.tzinfo is None:
+            raise ValidationError(f"instant {instant.isoformat()} has no time zone; give one (e.g. UTC)")
+        value = float(Time(instant.astimezone(_dt.UTC).replace(tzinfo=None), scale="utc").tai.mjd)
+    elif isinstance(instant, str):
+        value = now_mjd_tai() if instant.strip().lower() == "now" else parse_instant(instant.strip())
+    elif isinstance(instant, int | float):
+        value = float(instant)
+    else:
+        raise ValidationError(f"instant {instant!r}: give an MJD TAI, an ISO time, 'now' or an astropy Time")
+    if not math.isfinite(value):
+        raise ValidationError(f"instant {instant!r} is not a finite time")
+    return value
+
+
+def _column_meta() -> dict[str, dict[str, tuple[str | None, str | None, str | None]]]:
+    """table (lower) -> column (canonical) -> (unit, ucd, description) from the newest felis schema."""
+    from .schema import latest_version, load_schema
+
+    out: dict[str, dict[str, tuple[str | None, str | None, str | None]]] = {}
+    for t in load_schema(latest_version()).tables:
+        out[t.name.lower()] = {
+            c.name: (c.fits_tunit or c.ivoa_unit, c.ivoa_ucd, c.description) for c in t.columns
+        }
+    return out
+
+
+_META: dict[str, dict[str, tuple[str | None, str | None, str | None]]] | None = None
+
+
+def _meta() -> dict[str, dict[str, tuple[str | None, str | None, str | None]]]:
+    global _META
+    if _META is None:
+        _META = _column_meta()
+    return _META
+
+
+def to_astropy(result: pa.Table, table: str | None = None) -> Table:
+    """An astropy Table of an Arrow result, with unit, UCD and description from the schema.
+
+    ``table`` names the schema table the columns come from; without it a column
+    gets the metadata its name has in every table that defines it (a name whose
+    unit or UCD differs between tables gets the description only).
+    """
+    import astropy.units as u
+
+    meta = _meta()
+    out = Table()
+    for name, column in zip(result.column_names, result.columns, strict=True):
+        values = column.to_numpy(zero_copy_only=False) if column.null_count == 0 else None
+        if values is None:
+            import numpy as np
+
+            pylist = column.to_pylist()
+            if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
+                filled = column.fill_null(0).to_numpy(zero_copy_only=False)
+                values = np.ma.masked_array(filled, mask=[v is None for v in pylist])
+            else:
+                values = np.ma.masked_array(
+                    np.array([v if v is not None else "" for v in pylist], dtype=object),
+                    mask=[v is None for v in pylist],
+                )
+        unit, ucd, description = _lookup(meta, table, name)
+        col = Table.Column(values, name=name, description=description)
+        if unit:
+            try:
+                col.unit = u.Unit(unit, parse_strict="silent")
+            except ValueError:
+                col.unit = None
+        if ucd:
+            col.meta["ucd"] = ucd
+        out.add_column(col)
+    return out
+
+
+def _lookup(
+    meta: dict[str, dict[str, tuple[str | None, str | None, str | None]]], table: str | None, column: str
+) -> tuple[str | None, str | None, str | None]:
+    if table is not None and column in meta.get(table.lower(), {}):
+        return meta[table.lower()][column]
+    found = {cols[column] for cols in meta.values() if column in cols}
+    if not found:
+        return None, None, None
+    if len({(unit, ucd) for unit, ucd, _ in found}) == 1:
+        return sorted(found, key=lambda f: f[2] or "")[0]
+    descriptions = {d for _, _, d in found}
+    return None, None, descriptions.pop() if len(descriptions) == 1 else None
+
+
+class Archive:
+    """One dpdb database: its catalogs, releases, prompt processing and provenance.
+
+    Parameters
+    ----------
+    dsn
+        libpq connection string of an existing PostgreSQL server. ``None``
+        uses ``DPDB_DSN`` if set, else the embedded server under ``home``.
+    home
+        Directory of the embedded server (default ``DPDB_HOME`` or ``./.dpdb``).
+    settings
+        A complete :class:`~dpdb.config.Settings`; ``dsn``, ``home`` and
+        ``overrides`` are applied on top of it.
+    **overrides
+        Any other :class:`~dpdb.config.Settings` field (``database``,
+        ``partition_order``, ``archive_dir`` ...).
+
+    Examples
+    --------
+    >>> import dpdb
+    >>> archive = dpdb.Archive()                                     # doctest: +SKIP
+    >>> archive.query("SELECT count(*) AS n FROM current.Object")   # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        home: str | Path | None = None,
+        settings: Settings | None = None,
+        **overrides: Any,
+    ) -> None:
+        given = {"dsn": dsn, "home": Path(home) if home is not None else None, **overrides}
+        given = {k: v for k, v in given.items() if v is not None}
+        if settings is None:
+            self.settings = get_settings(**given)
+        else:
+            self.settings = settings.model_copy(update=given) if given else settings
+        self.releases = Releases(self)
+        self.prompt = Prompt(self)
+        self.plot = Plots(self)
+
+    def __repr__(self) -> str:
+        where = "DPDB_DSN server" if self.settings.dsn else f"embedded server in {self.settings.home}"
+        return f"Archive({where}, database {self.settings.database!r})"
+
+    # -- the database ----------------------------------------------------------------------------
+
+    def up(self) -> None:
+        """Start the embedded server if needed and bring the database to the newest schema."""
+        from .db import prepare
+
+        prepare(self.settings)
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def query_arrow(
+        self, sql: str, *, as_of: Instant | None = None, release: str | None = None
+    ) -> pa.Table:
+        """Run one read-only SQL statement; the result as a :class:`pyarrow.Table`.
+
+        See :meth:`query` for the parameters.
+        """
+        from .query import run_query
+
+        return run_query(self.settings, sql, as_of=to_mjd_tai(as_of), release=release)
+
+    def query(self, sql: str, *, as_of: Instant | None = None, release: str | None = None) -> Table:
+        """Run one read-only SQL statement (PostgreSQL dialect, q3c and pg_sphere functions).
+
+        Parameters
+        ----------
+        sql
+            One statement. It runs in a read-only transaction that is rolled back.
+        as_of
+            Read the catalogs as they were at this instant (DPDD §2.5); the same
+            query at the same instant always gives the same rows. ``None``: now.
+        release
+            Catalog whose tables unqualified names resolve to: ``prompt``, a
+            release (``dr1``), ``current`` or ``previous``.
+
+        Returns
+        -------
+        astropy.table.Table
+            The rows, with canonical column names; schema columns carry
+            ``unit``, ``description`` and ``meta['ucd']``. ``.to_pandas()``
+            converts it; :meth:`query_arrow` gives Arrow.
+
+        Raises
+        ------
+        QueryError
+            Bad SQL, a write attempt, or a failing statement.
+        ReleaseStateError
+            ``release`` names no catalog.
+        """
+        return to_astropy(self.query_arrow(sql, as_of=as_of, release=release))
+
+    def cone(
+        self,
+        table: str,
+        ra: float,
+        dec: float,
+        radius: float,
+        *,
+        as_of: Instant | None = None,
+        release: str | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> Table:
+        """The rows of ``table`` within ``radius`` degrees of (``ra``, ``dec``), using the q3c index.
+
+        Parameters
+        ----------
+        table
+            A catalog table with a position (``Object``, ``DiaObject``, ``DiaSource`` ...).
+        ra, dec, radius
+            Centre and radius in degrees.
+        as_of, release
+            As for :meth:`query`; ``release`` defaults to ``current`` for
+            release-only tables and ``prompt`` for the others.
+        columns
+            Columns to return (default all).
+        """
+        from psycopg import sql as psql
+
+        from .schema import latest_version, load_schema, position_columns
+        from .tables import PROMPT_TABLES
+
+        tables = load_schema(latest_version()).tables
+        ftable = next((t for t in tables if t.name.lower() == table.lower()), None)
+        if ftable is None:
+            raise QueryError(f"cone: unknown table {table!r}")
+        pos = position_columns(ftable)
+        if pos is None:
+            raise QueryError(f"cone: table {ftable.name} has no position columns")
+        for name, value in (("ra", ra), ("dec", dec), ("radius", radius)):
+            if not isinstance(value, int | float) or not math.isfinite(value):
+                raise QueryError(f"cone: {name} must be a finite number of degrees, not {value!r}")
+        if not -90 <= dec <= 90 or not 0 < radius <= 180:
+            raise QueryError("cone: dec must lie in [-90, 90] and radius in (0, 180] degrees")
+        if release is None:
+            release = "prompt" if ftable.name in PROMPT_TABLES else "current"
+        known = {c.name.lower(): c.name for c in ftable.columns}
+        wanted = list(columns) if columns else None
+        if wanted:
+            bad = [c for c in wanted if c.lower() not in known]
+            if bad:
+                raise QueryError(f"cone: table {ftable.name} has no column {bad[0]!r}")
+        select = (
+            psql.SQL(", ").join(psql.Identifier(c.lower()) for c in wanted) if wanted else psql.SQL("*")
+        )
+        stmt = psql.SQL("SELECT {} FROM {} WHERE q3c_radial_query({}, {}, {}, {}, {})").format(
+            select,
+            psql.Identifier(ftable.name.lower()),
+            psql.Identifier(pos[0].lower()),
+            psql.Identifier(pos[1].lower()),
+            psql.Literal(float(ra)),
+            psql.Literal(float(dec)),
+            psql.Literal(float(radius)),
+        )
+        text = stmt.as_string(None)
+        return to_astropy(self.query_arrow(text, as_of=as_of, release=release), ftable.name)
+
+    # -- files -----------------------------------------------------------------------------------
+
+    def load(
+        self,
+        table: str,
+        paths: Sequence[str | Path],
+        *,
+        into: str = "prompt",
+        dry_run: bool = False,
+        jobs: int = 1,
+        ignore_extra: bool = False,
+        replace: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> LoadSummary:
+        """Validate and bulk-load Parquet files (or folders of them) into ``into``.``table``.
+
+        Each file loads in one transaction and is recorded in the load manifest
+        with its checksum, so a rerun skips what is loaded and finishes the rest.
+
+        Returns
+        -------
+        dpdb.etl.load.LoadSummary
+            Per-file outcome and row counts (``.line()`` is a one-line summary).
+        """
+        from .etl.load import load
+
+        return load(
+            self.settings, table, [Path(p) for p in paths], into=into, dry_run=dry_run, jobs=jobs,
+            ignore_extra=ignore_extra, replace=replace, progress=progress,
+        )  # fmt: skip
+
+    def export(self, table: str, out: str | Path, *, catalog: str = "prompt") -> int:
+        """Write ``catalog``.``table`` to the Parquet file ``out`` (canonical names); the row count."""
+        from .etl.export import export_table
+
+        return export_table(self.settings, table, catalog, Path(out))
+
+    # -- provenance ------------------------------------------------------------------------------
+
+    def provenance(self, object_id: int) -> Provenance:
+        """Where an ID comes from: its catalog, rows, versions, visits, loads, alerts and releases."""
+        from .provenance import provenance
+
+        return provenance(self.settings, object_id)
+
+
+class Releases:
+    """The data-release lifecycle of an :class:`Archive` (``archive.releases``).
+
+    Every state-changing verb is recorded in the audit log.
+    """
+
+    def __init__(self, archive: Archive) -> None:
+        self._archive = archive
+
+    @property
+    def _settings(self) -> Settings:
+        return self._archive.settings
+
+    def list(self) -> list[ReleaseRow]:
+        """Every release with its state, row counts, size and dates."""
+        from .lifecycle.listing import list_releases
+
+        return list_releases(self._settings)
+
+    def produce(
+        self,
+        name: str,
+        out: str | Path,
+        *,
+        from_prompt: bool = False,
+        number: int | None = None,
+        seed: int = 1,
+        objects: int = 20_000,
+        nights: int = 3,
+    ) -> Any:
+        """Write release ``name``'s Parquet files and manifest to ``out`` (simulated, or from the prompt)."""
+        from .db import prepare
+        from .processing.release import produce
+
+        if from_prompt:
+            prepare(self._settings)
+        return produce(
+            Path(out), name, number=number, seed=seed, objects=objects, nights=nights,
+            settings=self._settings if from_prompt else None,
+        )  # fmt: skip
+
+    def create(self, name: str, *, number: int | None = None) -> Release:
+        """Create release ``name``: an empty schema at the newest schema version (state ``created``)."""
+        from .audit import audited
+        from .db import connect, prepare
+        from .releases import create_release
+        from .schema import latest_version
+
+        prepare(self._settings)
+        with audited(self._settings, "release.create", name=name, number=number):
+            with connect(self._settings) as conn:
+                return create_release(conn, name, latest_version(), self._settings.partition_order, number)
+
+    def load(self, name: str, directory: str | Path, *, jobs: int = 2) -> LoadResult:
+        """Load a produced release folder into release ``name`` (state ``loaded``); rerun to finish."""
+        from .audit import audited
+        from .lifecycle.load import load_release
+
+        with audited(self._settings, "release.load", name=name, directory=str(directory)) as audit:
+            result = load_release(self._settings, name, Path(directory), jobs=jobs)
+            audit.outcome = f"ok: {sum(result.rows.values())} rows"
+        return result
+
+    def validate(self, name: str) -> Report:
+        """Check release ``name`` (state ``validated`` or ``failed``); the report of every check."""
+        from .audit import audited
+        from .lifecycle.validate import validate_release
+
+        with audited(self._settings, "release.validate", name=name) as audit:
+            report = validate_release(self._settings, name)
+            audit.outcome = "ok: passed" if report.passed else "failed"
+        return report
+
+    def activate(self, name: str, *, force: bool = False, dry_run: bool = False) -> Activation:
+        """Make ``name`` the ``current`` release (the old one becomes ``previous``)."""
+        from .audit import audited
+        from .lifecycle.activate import activate_release
+
+        with audited(self._settings, "release.activate", name=name, force=force, dry_run=dry_run) as audit:
+            result = activate_release(self._settings, name, force=force, dry_run=dry_run)
+            audit.outcome = "dry run" if dry_run else "ok"
+        return result
+
+    def retain(self, *, dry_run: bool = False) -> list[str]:
+        """Archive the releases beyond the retention policy; the names archived."""
+        from .audit import audited
+        from .lifecycle.activate import retain
+
+        with audited(self._settings, "release.retain", dry_run=dry_run) as audit:
+            names = retain(self._settings, dry_run=dry_run)
+            audit.outcome = f"ok: {', '.join(names) or 'nothing to do'}"
+        return names
+
+    def archive(self, name: str) -> ArchiveResult:
+        """Archive release ``name`` to Parquet and drop its tables, keeping a sample."""
+        from .audit import audited
+        from .lifecycle.archive import archive_release
+
+        with audited(self._settings, "release.archive", name=name):
+            return archive_release(self._settings, name)
+
+    def restore(self, name: str, *, jobs: int = 2) -> LoadResult:
+        """Load an archived release back into the database from its archive."""
+        from .audit import audited
+        from .lifecycle.load import restore_release
+
+        with audited(self._settings, "release.restore", name=name) as audit:
+            result = restore_release(self._settings, name, jobs=jobs)
+            audit.outcome = f"ok: {sum(result.rows.values())} rows"
+        return result
+
+    def drop(self, name: str, *, dry_run: bool = False) -> list[str]:
+        """Drop release ``name`` (never the active one); the actions taken."""
+        from .audit import audited
+        from .lifecycle.archive import drop_release
+
+        with audited(self._settings, "release.drop", name=name, dry_run=dry_run):
+            return drop_release(self._settings, name, dry_run=dry_run)
+
+
+class Prompt:
+    """Prompt processing of an :class:`Archive` (``archive.prompt``): ingest, relink, alerts."""
+
+    def __init__(self, archive: Archive) -> None:
+        self._archive = archive
+
+    def ingest(
+        self,
+        paths: Sequence[str | Path],
+        *,
+        processing_time: Instant | None = None,
+        progress: Callable[[VisitResult], None] | None = None,
+        on_relink: Callable[[RelinkResult], None] | None = None,
+    ) -> list[VisitResult]:
+        """Ingest the visit folders under ``paths`` in time order (association and aggregation in SQL)."""
+        from .prompt.ingest import ingest
+
+        return ingest(
+            self._archive.settings, [Path(p) for p in paths], processing_time=to_mjd_tai(processing_time),
+            progress=progress, on_relink=on_relink,
+        )  # fmt: skip
+
+    def relink(self, linkage: str | Path, *, processing_time: Instant | None = None) -> RelinkResult:
+        """Apply a daytime linkage folder: DiaSources move to the SSObjects it names."""
+        from .prompt.relink import relink
+
+        return relink(self._archive.settings, Path(linkage), processing_time=to_mjd_tai(processing_time))
+
+    def alert(self, dia_source_id: int, *, as_of: Instant | None = None) -> dict[str, Any]:
+        """The alert record of a DiaSource (schema lsst.v11_1.alert); ``as_of=None``: as issued."""
+        from .prompt.alert import alert_record
+
+        return alert_record(self._archive.settings, dia_source_id, to_mjd_tai(as_of))
+
+
+class Plots:
+    """Figures of an :class:`Archive` (``archive.plot``), written as PNG files."""
+
+    def __init__(self, archive: Archive) -> None:
+        self._archive = archive
+
+    def lightcurve(self, object_id: int, out: str | Path, *, as_of: Instant | None = None) -> Path:
+        """Light curve of an Object or DiaObject, per band, detections and forced photometry."""
+        from .plots.lightcurve import plot_lightcurve
+
+        return plot_lightcurve(self._archive.settings, object_id, Path(out), as_of=to_mjd_tai(as_of))
+
+    def sky(self, out: str | Path, *, release: str = "current", table: str | None = None) -> Path:
+        """HEALPix density map of a catalog's objects."""
+        from .plots.sky import plot_sky
+
+        return plot_sky(self._archive.settings, Path(out), release=release, table=table)
+
+    def history(self, dia_object_id: int, out: str | Path) -> Path:
+        """Version history of a DiaObject: what changed, when."""
+        from .plots.history import plot_history
+
+        return plot_history(self._archive.settings, dia_object_id, Path(out))
