@@ -35,7 +35,7 @@ from dpdb.catalogs import create_catalog
 from dpdb.config import Settings
 from dpdb.db import adbc_uri, conninfo, prepare
 from dpdb.healpix import pixels
-from dpdb.schema import latest_version
+from dpdb.model.felis import latest_version
 from dpdb.server import EmbeddedServer
 
 

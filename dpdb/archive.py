@@ -76,10 +76,10 @@ def to_mjd_tai(instant: Instant | None) -> float | None:
 
 def _column_meta() -> dict[str, dict[str, tuple[str | None, str | None, str | None]]]:
     """table (lower) -> column (canonical) -> (unit, ucd, description) from the newest felis schema."""
-    from .schema import latest_version, load_schema
+    from dpdb.model.felis import latest_version, load_felis
 
     out: dict[str, dict[str, tuple[str | None, str | None, str | None]]] = {}
-    for t in load_schema(latest_version()).tables:
+    for t in load_felis(latest_version()).tables:
         out[t.name.lower()] = {
             c.name: (c.fits_tunit or c.ivoa_unit, c.ivoa_ucd, c.description) for c in t.columns
         }
@@ -272,10 +272,10 @@ class Archive:
         """
         from psycopg import sql as psql
 
-        from .schema import latest_version, load_schema, position_columns
-        from .tables import PROMPT_TABLES
+        from dpdb.model.felis import latest_version, load_felis, position_columns
+        from dpdb.model.layout import PROMPT_TABLES
 
-        tables = load_schema(latest_version()).tables
+        tables = load_felis(latest_version()).tables
         ftable = next((t for t in tables if t.name.lower() == table.lower()), None)
         if ftable is None:
             raise QueryError(f"cone: unknown table {table!r}")
@@ -399,10 +399,11 @@ class Releases:
 
     def create(self, name: str, *, number: int | None = None) -> Release:
         """Create release ``name``: an empty schema at the newest schema version (state ``created``)."""
+        from dpdb.model.felis import latest_version
+
         from .audit import audited
         from .db import connect, prepare
         from .releases import create_release
-        from .schema import latest_version
 
         prepare(self._settings)
         with audited(self._settings, "release.create", name=name, number=number):

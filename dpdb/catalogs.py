@@ -6,9 +6,10 @@ import logging
 
 import psycopg
 
+from dpdb.model.ddl import added_columns_ddl, catalog_ddl, meta_ddl
+
 from . import __version__
 from .errors import ReleaseStateError
-from .schema import added_columns_ddl, catalog_ddl, meta_ddl
 
 __all__ = [
     "create_meta",

@@ -18,21 +18,15 @@ from rich.progress import ProgressColumn, Task
 from rich.table import Table
 from rich.text import Text
 
+from dpdb.model.ddl import catalog_ddl, meta_ddl
+from dpdb.model.felis import latest_version, load_felis, load_felis_file, position_columns, versions
+from dpdb.model.layout import LAYOUTS, tables_for
+
 from . import __version__
 from .config import Settings, get_settings
 from .db import connect, describe, prepare, server_for
 from .errors import DpdbError, ServerError
 from .migrate import migrate
-from .schema import (
-    catalog_ddl,
-    latest_version,
-    load_felis_file,
-    load_schema,
-    meta_ddl,
-    position_columns,
-    versions,
-)
-from .tables import LAYOUTS, tables_for
 
 __all__ = ["cli", "main"]
 
@@ -248,7 +242,7 @@ def schema_show(
 ) -> None:
     """List the tables of a schema version, one table's columns, or the DDL."""
     version = version or latest_version()
-    fschema = load_schema(version)
+    fschema = load_felis(version)
     if ddl:
         order = partition_order if partition_order is not None else _settings(ctx).partition_order
         name = "prompt" if kind == "prompt" else "dr1"

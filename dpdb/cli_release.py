@@ -9,10 +9,11 @@ from pathlib import Path
 import click
 from rich.table import Table
 
+from dpdb.model.felis import latest_version
+
 from .audit import audited
 from .cli import DpdbGroup, _settings, cli, console
 from .db import connect, prepare
-from .schema import latest_version
 
 __all__ = ["release"]
 

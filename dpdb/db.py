@@ -16,10 +16,11 @@ import adbc_driver_postgresql.dbapi as adbc
 import psycopg
 from psycopg import sql
 
+from dpdb.model.felis import latest_version
+
 from . import __version__
 from .config import Settings
 from .errors import ServerError, VersionMismatchError
-from .schema import latest_version
 from .server import DEBIAN_PACKAGES, SUPERUSER, EmbeddedServer
 
 __all__ = [

@@ -19,6 +19,7 @@ __all__ = [
     "VersionMismatchError",
     "ValidationError",
     "ReleaseStateError",
+    "first_line",
 ]
 
 
@@ -64,3 +65,12 @@ class PlotError(DpdbError):
 
 class ProvenanceError(DpdbError):
     """An ID that no catalog of the database holds (or that is no dpdb ID)."""
+
+
+def first_line(exc: BaseException, default: str | None = None) -> str:
+    """The first line of ``exc``'s message: what a one-line error shows of a wrapped exception.
+
+    An empty message gives ``default``, or the exception's class name.
+    """
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else (default or type(exc).__name__)

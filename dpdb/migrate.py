@@ -20,10 +20,11 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.pool import NullPool
 
+from dpdb.model.felis import check_version, latest_version
+
 from .config import Settings
 from .db import conninfo, database_version, ensure_server
 from .errors import SchemaError
-from .schema import check_version, latest_version
 
 __all__ = ["migrate", "install_sql", "revision_of"]
 

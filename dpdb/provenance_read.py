@@ -2,7 +2,7 @@
 
 Each function takes an open connection (the caller holds one read-only
 snapshot) and returns plain rows; catalog and table names are quoted by the
-driver (``psycopg.sql.Identifier``), and tables are those of :mod:`dpdb.tables`
+driver (``psycopg.sql.Identifier``), and tables are those of :mod:`dpdb.model.layout`
 in lower case, as they are in the database.
 """
 

@@ -26,12 +26,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
+from dpdb.model.felis import canonical_names, latest_version
+
+from .as_of_rewrite import AS_OF_SCHEMA, prompt_references, rewrite_as_of
 from .config import Settings
 from .db import adbc_connection, connect, conninfo
 from .errors import QueryError, ReleaseStateError
 from .query_output import FILE_FORMATS, FORMATS, write_result
-from .schema import canonical_names, latest_version
-from .sql_rewrite import AS_OF_SCHEMA, prompt_references, rewrite_as_of
 
 __all__ = [
     "FORMATS",

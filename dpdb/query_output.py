@@ -13,9 +13,10 @@ from typing import IO, Any
 import numpy as np
 import pyarrow as pa
 
+from dpdb.model.felis import latest_version, load_felis
+
 from .atomic import atomic_file
 from .errors import QueryError
-from .schema import latest_version, load_schema
 
 __all__ = ["FORMATS", "FILE_FORMATS", "write_result"]
 
@@ -29,7 +30,7 @@ FILE_FORMATS = ("parquet", "votable")
 def _column_descriptions() -> dict[str, tuple[str | None, str | None, str | None]]:
     """Canonical column name -> (unit, UCD, description), each only where every table agrees."""
     seen: dict[str, set[tuple[str | None, str | None, str | None]]] = {}
-    for table in load_schema(latest_version()).tables:
+    for table in load_felis(latest_version()).tables:
         for c in table.columns:
             desc = " ".join((c.description or "").split()) or None
             seen.setdefault(c.name, set()).add((c.fits_tunit or None, c.ivoa_ucd or None, desc))

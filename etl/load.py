@@ -33,7 +33,7 @@ from dpdb.config import Settings
 from dpdb.db import adbc_connection, connect, conninfo
 from dpdb.errors import DpdbError, ValidationError
 from dpdb.healpix import pixels
-from dpdb.tables import LOAD_ID_COLUMN, PIXEL_COLUMN, layout
+from dpdb.model.layout import LOAD_ID_COLUMN, PIXEL_COLUMN, layout
 
 from . import manifest
 from .files import ParquetFile, discover, fingerprint, open_parquet

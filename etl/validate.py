@@ -21,8 +21,9 @@ from sqlalchemy import types as satypes
 from sqlalchemy.dialects import postgresql
 
 from dpdb.errors import ValidationError
-from dpdb.schema import canonical_names, table_specs
-from dpdb.tables import LOAD_ID_COLUMN, PIXEL_COLUMN, layout
+from dpdb.model.ddl import table_specs
+from dpdb.model.felis import canonical_names
+from dpdb.model.layout import LOAD_ID_COLUMN, PIXEL_COLUMN, layout
 
 __all__ = [
     "TargetColumn",

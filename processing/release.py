@@ -29,9 +29,9 @@ from dpdb.config import Settings
 from dpdb.errors import ReleaseStateError
 from dpdb.healpix import pixels
 from dpdb.ids import release_origin
+from dpdb.model.felis import latest_version
+from dpdb.model.layout import LAYOUTS, RELEASE_TABLES
 from dpdb.releases import release_number
-from dpdb.schema import latest_version
-from dpdb.tables import LAYOUTS, RELEASE_TABLES
 
 from .static_sky import plan_visits, simulate_static_sky
 

@@ -25,8 +25,8 @@ from dpdb.config import Settings
 from dpdb.db import adbc_connection, connect
 from dpdb.errors import ValidationError
 from dpdb.ids import reorigin
-from dpdb.prompt import sql as prompt_sql
-from dpdb.schema import latest_version
+from dpdb.model.felis import latest_version
+from dpdb.prompt import statements as prompt_statements
 
 __all__ = ["from_prompt", "conform"]
 
@@ -77,7 +77,7 @@ def from_prompt(settings: Settings, origin: int) -> dict[str, pa.Table]:
         )
     out: dict[str, pa.Table] = {}
     with adbc_connection(settings) as aconn, aconn.cursor() as cur:
-        cur.execute(prompt_sql.block("release_time", settings, file="release_from_prompt.sql")[0])
+        cur.execute(prompt_statements.block("release_time", settings, file="release_from_prompt.sql")[0])
         t, last_midpoint = cur.fetchone()  # type: ignore[misc]
         if t is None:
             raise ValidationError("the prompt catalog holds no visits; nothing to reprocess")
@@ -114,9 +114,10 @@ def _reaggregated(cur: adbc.Cursor, settings: Settings, t: float, last_midpoint:
     ]
     for name, file in steps:
         params = (t, last_midpoint, math.inf, 0.0, 0.0, 0.0, 0, 0, 0) if name == "set_params" else None
-        for statement in prompt_sql.block(name, settings, file=file):
+        for statement in prompt_statements.block(name, settings, file=file):
             cur.execute(statement, parameters=params)
-    cur.execute(f"SELECT {', '.join(prompt_sql.VERSION_COLUMNS)} FROM new_version ORDER BY diaobjectid")
+    columns = ", ".join(prompt_statements.VERSION_COLUMNS)
+    cur.execute(f"SELECT {columns} FROM new_version ORDER BY diaobjectid")
     return cur.fetch_arrow_table()
 
 

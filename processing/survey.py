@@ -46,8 +46,8 @@ from dpdb.etl.validate import TargetTable, target_table
 
 from dpdb.errors import ConfigError
 from dpdb.ids import PROMPT_ORIGIN, make_id, visit_source_ids
+from dpdb.model.felis import latest_version
 from dpdb.prompt.staging import ASSIGNED_COLUMNS
-from dpdb.schema import latest_version
 
 __all__ = ["SurveyConfig", "simulate", "arrow_table", "night_dir", "write_parquet"]
 

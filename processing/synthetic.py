@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 from dpdb.etl.validate import TargetColumn, target_table
 
-from dpdb.schema import latest_version
+from dpdb.model.felis import latest_version
 
 __all__ = ["synthetic_table"]
 

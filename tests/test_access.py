@@ -17,8 +17,8 @@ from dpdb.cli import cli
 from dpdb.config import Settings
 from dpdb.db import conninfo
 from dpdb.lifecycle.activate import activate_release
+from dpdb.model.felis import latest_version
 from dpdb.releases import create_release
-from dpdb.schema import latest_version
 from dpdb.server import EmbeddedServer
 
 

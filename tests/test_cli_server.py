@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from conftest import make_home
 
 from dpdb.cli import cli
-from dpdb.schema import latest_version, versions
+from dpdb.model.felis import latest_version, versions
 
 DPDB = str(Path(sys.executable).with_name("dpdb"))
 

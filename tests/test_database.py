@@ -8,7 +8,7 @@ import pytest
 from dpdb.config import Settings
 from dpdb.db import connect, describe
 from dpdb.errors import VersionMismatchError
-from dpdb.schema import latest_version
+from dpdb.model.felis import latest_version
 
 
 def test_status_shows_versions_extensions_catalogs(conn: psycopg.Connection) -> None:

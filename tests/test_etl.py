@@ -22,8 +22,8 @@ from dpdb.cli import cli
 from dpdb.config import Settings
 from dpdb.db import conninfo
 from dpdb.healpix import pixels
+from dpdb.model.felis import latest_version
 from dpdb.releases import create_release
-from dpdb.schema import latest_version
 
 DPDB = str(Path(sys.executable).with_name("dpdb"))
 

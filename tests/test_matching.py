@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from dpdb.config import Settings
 from dpdb.db import conninfo
-from dpdb.sqlfiles import named_blocks, statements
+from dpdb.named_sql import named_blocks, statements
 
 pairs = st.lists(
     st.tuples(

@@ -9,7 +9,7 @@ from dpdb.config import Settings
 from dpdb.db import connect, conninfo
 from dpdb.errors import SchemaError, VersionMismatchError
 from dpdb.migrate import migrate
-from dpdb.schema import latest_version, load_schema, versions
+from dpdb.model.felis import latest_version, load_felis, versions
 
 
 def _columns(conn: psycopg.Connection, schema: str) -> dict[str, list[tuple[str, str]]]:
@@ -76,7 +76,7 @@ def test_v2_adds_photoz_to_release_catalogs(empty_settings: Settings) -> None:
         cols = dict(_columns(conn, "dr1")["object"])
         assert cols["photoz"] == "real[]" and cols["photoz_pest"] == "real[]"
         assert conn.execute("SELECT objectId, photoZ FROM dr1.Object").fetchall() == [(7, None)]
-        newest = {c.name.lower() for t in load_schema(2).tables if t.name == "Object" for c in t.columns}
+        newest = {c.name.lower() for t in load_felis(2).tables if t.name == "Object" for c in t.columns}
         assert newest <= set(cols)
 
 

@@ -7,7 +7,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from dpdb.schema import versions
+from dpdb.model.felis import versions
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def test_installed_wheel_finds_its_schema(tmp_path: Path) -> None:
         check=True,
         capture_output=True,
     )
-    code = "import dpdb.schema as s, dpdb; print(dpdb.__file__); print(s.versions())"
+    code = "import dpdb.model.felis as s, dpdb; print(dpdb.__file__); print(s.versions())"
     out = subprocess.run(
         [sys.executable, "-c", code],
         env={"PYTHONPATH": str(tmp_path / "site")},

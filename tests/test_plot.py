@@ -35,6 +35,7 @@ from dpdb.ids import make_id
 from dpdb.lifecycle.activate import activate_release
 from dpdb.lifecycle.archive import drop_release
 from dpdb.lifecycle.load import load_release
+from dpdb.model.felis import latest_version
 from dpdb.plots import (
     PlotError,
     history_data,
@@ -46,7 +47,6 @@ from dpdb.plots import (
 )
 from dpdb.prompt import ingest, relink
 from dpdb.releases import create_release
-from dpdb.schema import latest_version
 
 CONFIG = SurveyConfig(seed=7, visits_per_night=4, sources_per_visit=200, area_deg2=12.0)
 T0 = 61000.9

@@ -23,7 +23,7 @@ from dpdb.db import conninfo
 from dpdb.errors import ValidationError
 from dpdb.prompt import ingest
 from dpdb.prompt.quality import association_quality
-from dpdb.prompt.sql import BANDS
+from dpdb.prompt.statements import BANDS
 
 ingest_module = importlib.import_module("dpdb.prompt.ingest")
 

@@ -36,11 +36,11 @@ from dpdb.ids import make_id, reorigin
 from dpdb.lifecycle.activate import activate_release
 from dpdb.lifecycle.load import load_release
 from dpdb.lifecycle.validate import validate_release
+from dpdb.model.felis import latest_version
 from dpdb.prompt import ingest, relink
 from dpdb.prompt.alert import alert_record
 from dpdb.provenance import Provenance, ProvenanceError, provenance
 from dpdb.releases import NOW, create_release, set_state
-from dpdb.schema import latest_version
 from dpdb.timeutil import iso_utc
 
 DPDB = str(Path(sys.executable).with_name("dpdb"))

@@ -22,6 +22,7 @@ from astropy.time import Time
 from click.testing import CliRunner
 from conftest import drop_database, new_database
 
+from dpdb.as_of_rewrite import rewrite_as_of
 from dpdb.cli import cli
 from dpdb.config import Settings
 from dpdb.db import conninfo
@@ -29,7 +30,6 @@ from dpdb.errors import QueryError, ReleaseStateError
 from dpdb.healpix import pixels
 from dpdb.query import run_query
 from dpdb.query_output import write_result
-from dpdb.sql_rewrite import rewrite_as_of
 
 DPDB = str(Path(sys.executable).with_name("dpdb"))
 

@@ -20,8 +20,8 @@ from dpdb.config import Settings
 from dpdb.db import conninfo
 from dpdb.lifecycle.activate import activate_release, retain
 from dpdb.lifecycle.load import load_release, restore_release
+from dpdb.model.felis import latest_version
 from dpdb.releases import create_release, get_release
-from dpdb.schema import latest_version
 
 DPDB = str(Path(sys.executable).with_name("dpdb"))
 

@@ -11,16 +11,16 @@ import pytest
 import yaml
 
 from dpdb.errors import SchemaError
-from dpdb.schema import (
-    CATALOG_SCHEMA,
-    META_SCHEMA,
+from dpdb.model.felis import (
+    CATALOG_FELIS,
+    META_FELIS,
     check_version,
+    load_felis,
     load_felis_file,
-    load_schema,
     position_columns,
     versions,
 )
-from dpdb.tables import LAYOUTS, PROMPT_TABLES, RELEASE_TABLES
+from dpdb.model.layout import LAYOUTS, PROMPT_TABLES, RELEASE_TABLES
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA_DIR = ROOT / "schema"
@@ -45,11 +45,11 @@ def test_versions_are_consecutive_and_complete() -> None:
     for v in found:
         assert (SCHEMA_DIR / f"v{v}" / "dpdb.yaml").is_file()
         assert (SCHEMA_DIR / f"v{v}" / "meta.yaml").is_file()
-        assert load_schema(v).version == str(v)
+        assert load_felis(v).version == str(v)
 
 
 def test_all_catalog_tables_defined() -> None:
-    names = {t.name for t in load_schema(versions()[-1]).tables}
+    names = {t.name for t in load_felis(versions()[-1]).tables}
     assert set(LAYOUTS) == names
     assert set(PROMPT_TABLES) | set(RELEASE_TABLES) == names
 
@@ -61,13 +61,13 @@ def _columns(table) -> dict[str, tuple]:
     }
 
 
-@pytest.mark.parametrize("which", [CATALOG_SCHEMA, META_SCHEMA])
+@pytest.mark.parametrize("which", [CATALOG_FELIS, META_FELIS])
 def test_every_version_only_adds(which: str) -> None:
     """Append-only: no table or column dropped, renamed or retyped; new columns nullable."""
     vs = versions()
     for old, new in zip(vs, vs[1:], strict=False):
-        before = {t.name: t for t in load_schema(old, which).tables}
-        after = {t.name: t for t in load_schema(new, which).tables}
+        before = {t.name: t for t in load_felis(old, which).tables}
+        after = {t.name: t for t in load_felis(new, which).tables}
         assert set(before) <= set(after), f"v{new} drops tables {set(before) - set(after)}"
         for name, table in before.items():
             old_cols, new_cols = _columns(table), _columns(after[name])
@@ -83,14 +83,14 @@ def test_every_version_only_adds(which: str) -> None:
 
 
 def test_v2_adds_something_real() -> None:
-    v1 = {t.name: {c.name for c in t.columns} for t in load_schema(1).tables}
-    v2 = {t.name: {c.name for c in t.columns} for t in load_schema(2).tables}
+    v1 = {t.name: {c.name for c in t.columns} for t in load_felis(1).tables}
+    v2 = {t.name: {c.name for c in t.columns} for t in load_felis(2).tables}
     added = {(t, c) for t in v2 for c in v2[t] - v1.get(t, set())}
     assert ("Object", "photoZ") in added and ("Object", "photoZ_pest") in added
 
 
 def test_principal_positions_marked_once() -> None:
-    schema = load_schema(versions()[-1])
+    schema = load_felis(versions()[-1])
     for table in schema.tables:
         ras = [c.name for c in table.columns if (c.ivoa_ucd or "").replace(" ", "") == "pos.eq.ra;meta.main"]
         decs = [
@@ -112,7 +112,7 @@ def test_principal_positions_marked_once() -> None:
 
 
 def test_units_and_validity_columns() -> None:
-    tables = {t.name: {c.name: c for c in t.columns} for t in load_schema(versions()[-1]).tables}
+    tables = {t.name: {c.name: c for c in t.columns} for t in load_felis(versions()[-1]).tables}
     for name in ("DiaObject", "SSObject"):
         assert not tables[name]["validityStartMjdTai"].nullable
         assert tables[name]["validityEndMjdTai"].nullable
@@ -190,7 +190,7 @@ def test_dpdd_coverage_file_lists_every_dpdd_column() -> None:
 
 
 def test_dpdd_coverage_targets_exist() -> None:
-    newest = {t.name: {c.name for c in t.columns} for t in load_schema(versions()[-1]).tables}
+    newest = {t.name: {c.name for c in t.columns} for t in load_felis(versions()[-1]).tables}
     coverage = _coverage()
     assert set(coverage) == set(DPDD_TABLES)
     for n, rows in coverage.items():

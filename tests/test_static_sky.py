@@ -12,7 +12,7 @@ from dpdb.processing.static_sky import plan_visits, simulate_static_sky
 
 from dpdb.errors import ConfigError
 from dpdb.ids import ORIGIN_SHIFT, origin_of, release_origin
-from dpdb.schema import latest_version
+from dpdb.model.felis import latest_version
 
 ORIGIN = release_origin(2)
 TABLES = ("Object", "Source", "ForcedSource", "DiaObject", "DiaSource", "DiaForcedSource")

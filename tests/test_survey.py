@@ -14,8 +14,8 @@ from dpdb.etl.validate import TargetTable, plan_columns, prepare_batch, target_t
 from dpdb.processing.survey import SurveyConfig, simulate
 
 from dpdb.errors import ConfigError
+from dpdb.model.felis import latest_version
 from dpdb.prompt.staging import ASSIGNED_COLUMNS, find_visits
-from dpdb.schema import latest_version
 
 CONFIG = SurveyConfig(seed=3, visits_per_night=4, sources_per_visit=300, area_deg2=12.0, field_area_deg2=4.0)
 NIGHTS = 3

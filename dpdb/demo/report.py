@@ -15,13 +15,14 @@ from typing import Any
 
 import pyarrow as pa
 
+from dpdb.model.layout import RELEASE_TABLES
+
 from ..atomic import atomic_file
 from ..config import Settings
 from ..db import connect
 from ..ids import reorigin
 from ..query import run_query
 from ..releases import active_release, all_releases, get_release
-from ..tables import RELEASE_TABLES
 from ..timeutil import iso_utc
 from .run import SCALES, DemoRun, Step
 

@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from dpdb.model.felis import latest_version
+
 from ..audit import audited
 from ..config import Settings
 from ..db import connect, prepare, reset_database
 from ..errors import ConfigError, ReleaseStateError
 from ..releases import create_release
-from ..schema import latest_version
 
 __all__ = ["SCALES", "Scale", "Step", "StepLog", "DemoRun", "run_demo"]
 

@@ -29,8 +29,8 @@ from dpdb.access import revoke_loader
 from dpdb.config import Settings
 from dpdb.db import connect
 from dpdb.errors import ReleaseStateError
+from dpdb.model.layout import LOAD_ID_COLUMN
 from dpdb.releases import LIFECYCLE_LOCK, NOW, active_release, get_release, previous_release, set_state
-from dpdb.tables import LOAD_ID_COLUMN
 
 from .archive import archive_release
 from .samples import has_sample, make_sample

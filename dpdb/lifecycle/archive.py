@@ -31,8 +31,8 @@ from dpdb.etl import release_dir
 from dpdb.etl.export import select_sql, write_query
 from dpdb.etl.validate import target_table
 from dpdb.healpix import partition_bounds
+from dpdb.model.layout import PIXEL_COLUMN, RELEASE_TABLES
 from dpdb.releases import LIFECYCLE_LOCK, NOW, active_release, get_release, previous_release, set_state
-from dpdb.tables import PIXEL_COLUMN, RELEASE_TABLES
 
 from .samples import has_sample, make_sample
 

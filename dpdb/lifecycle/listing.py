@@ -13,8 +13,8 @@ from typing import Any
 
 from dpdb.config import Settings
 from dpdb.db import connect
+from dpdb.model.layout import RELEASE_TABLES
 from dpdb.releases import all_releases
-from dpdb.tables import RELEASE_TABLES
 
 __all__ = ["ReleaseRow", "list_releases"]
 

@@ -25,8 +25,8 @@ from dpdb.db import connect
 from dpdb.errors import ReleaseStateError, ValidationError
 from dpdb.etl import release_dir
 from dpdb.etl.load import load
+from dpdb.model.layout import RELEASE_TABLES
 from dpdb.releases import NOW, Release, get_release, set_state
-from dpdb.tables import RELEASE_TABLES
 
 __all__ = ["LoadResult", "load_release", "restore_release"]
 

@@ -14,7 +14,7 @@ from psycopg import sql
 from dpdb.catalogs import catalog_info
 from dpdb.config import Settings
 from dpdb.etl.validate import target_table
-from dpdb.tables import LAYOUTS
+from dpdb.model.layout import LAYOUTS
 
 __all__ = ["SAMPLE_TABLES", "make_sample", "has_sample"]
 

@@ -36,9 +36,9 @@ from dpdb.errors import ReleaseStateError
 from dpdb.etl.validate import TargetTable, target_table
 from dpdb.healpix import PIXEL_ORDER, pixels
 from dpdb.ids import ORIGIN_SHIFT, PROMPT_ORIGIN
+from dpdb.model.layout import LAYOUTS, PIXEL_COLUMN, RELEASE_TABLES
+from dpdb.named_sql import named_blocks
 from dpdb.releases import NOW, Release, active_release, get_release, set_state
-from dpdb.sqlfiles import named_blocks
-from dpdb.tables import LAYOUTS, PIXEL_COLUMN, RELEASE_TABLES
 
 __all__ = ["Check", "Report", "validate_release", "COVERAGE_ORDER"]
 

@@ -18,7 +18,7 @@ from psycopg import sql
 
 from dpdb.config import Settings
 from dpdb.healpix import PIXEL_ORDER
-from dpdb.tables import PIXEL_COLUMN
+from dpdb.model.layout import PIXEL_COLUMN
 
 from ._catalog import PROMPT, catalog_named, reading
 from ._figure import PlotError, new_figure, save_png

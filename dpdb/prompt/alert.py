@@ -527,7 +527,7 @@ def unfilled_fields(catalog_version: int | None = None) -> list[str]:
     list of str
         ``field`` for the alert's own fields, ``record.field`` for the fields of its sub-records.
     """
-    from dpdb.schema import canonical_names, latest_version
+    from dpdb.model.felis import canonical_names, latest_version
 
     names = canonical_names(catalog_version or latest_version())
     columns = {table: set(names[table]) for table in _TABLES.values()}

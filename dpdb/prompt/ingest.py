@@ -47,7 +47,7 @@ from dpdb.etl.files import fingerprint
 from dpdb.releases import active_release
 from dpdb.timeutil import iso_utc, now_mjd_tai
 
-from . import sql as prompt_sql
+from . import statements as prompt_statements
 from .order import LOCK, PromptChange
 from .relink import NIGHT_LINKAGE, RelinkResult, is_linkage, relink
 from .staging import OWN_PIXEL, VisitInput, find_visits, read_table, read_visit
@@ -289,7 +289,7 @@ class _VisitTransaction(PromptChange):
 
     def _run(self, name: str, parameters: tuple | None = None) -> int:
         """Run a named block of sql/prompt_ingest.sql; return the rows affected by its last statement."""
-        blocks = prompt_sql.block(name, self.settings, visit=self.visit, release=self.release)
+        blocks = prompt_statements.block(name, self.settings, visit=self.visit, release=self.release)
         return self._execute_all(blocks, parameters)
 
     @contextmanager

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import adbc_driver_postgresql.dbapi as adbc
 
 from dpdb.errors import ValidationError
-from dpdb.sqlfiles import named_blocks
+from dpdb.named_sql import named_blocks
 from dpdb.timeutil import iso_utc, now_mjd_tai
 
 __all__ = ["LOCK", "PromptChange"]

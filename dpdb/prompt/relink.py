@@ -29,7 +29,7 @@ from dpdb.etl import manifest
 from dpdb.etl.files import fingerprint
 from dpdb.timeutil import iso_utc
 
-from . import sql as prompt_sql
+from . import statements as prompt_statements
 from .order import PromptChange
 from .staging import input_target, read_table
 
@@ -179,7 +179,7 @@ class _Relink(PromptChange):
         return load_link, load_orbits
 
     def _sql(self, name: str, file: str = "prompt_relink.sql") -> list[str]:
-        return prompt_sql.block(name, self.settings, file=file, **self.columns)
+        return prompt_statements.block(name, self.settings, file=file, **self.columns)
 
     def _run(self, name: str, parameters: tuple | None = None, file: str = "prompt_relink.sql") -> int:
         return self._execute_all(self._sql(name, file), parameters)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from alembic import op
 
 from dpdb.catalogs import create_meta, record_version, upgrade_catalogs
-from dpdb.schema import q3c_index_ddl, table_specs
+from dpdb.model.ddl import q3c_index_ddl, table_specs
 
 revision = "v4"
 down_revision = "v3"

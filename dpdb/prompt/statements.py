@@ -5,7 +5,7 @@ from __future__ import annotations
 from psycopg import sql as pgsql
 
 from dpdb.config import Settings
-from dpdb.sqlfiles import named_blocks, statements
+from dpdb.named_sql import named_blocks, statements
 
 from .staging import OWN_PIXEL, VisitInput
 

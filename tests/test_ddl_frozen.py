@@ -1,0 +1,101 @@
+"""Every migration revision produces the same DDL forever.
+
+A revision ``vN`` builds what schema version ``N`` adds by calling the DDL
+generators with its version number (``dpdb.model.ddl``). If a later change to
+the generators (the table model, the layout, type mapping) altered what an old
+version generates, a database migrated today would differ from one migrated
+when the revision was written. The SHA-256 of each version's DDL is frozen
+here: entries are only ever added, for a new schema version (print them with
+``python tests/test_ddl_frozen.py``), never edited.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from dpdb.model.ddl import added_columns_ddl, catalog_ddl, meta_ddl
+from dpdb.model.felis import versions
+
+PARTITION_ORDER = 2
+
+FROZEN: dict[int, dict[str, str]] = {
+    1: {
+        "meta": "bce1bd396c803409fd87fc59f31d6262fa1745d630c325d67d8eab37d70c86b3",
+        "meta_full": "bce1bd396c803409fd87fc59f31d6262fa1745d630c325d67d8eab37d70c86b3",
+        "prompt": "263bd42bbb30e51c2af276c6d018c04a27860581c07fbc73f708d64f29d055ee",
+        "release": "5b482b0f98fcf80341a7f2f1b3e7cc244059752586e5b0df78a636113ec6e68f",
+    },
+    2: {
+        "meta": "a574fefa0df996141f061c2dbd6a2ebc4d0badf28e1c6f1e227ac90db2fd3681",
+        "meta_full": "bce1bd396c803409fd87fc59f31d6262fa1745d630c325d67d8eab37d70c86b3",
+        "prompt": "263bd42bbb30e51c2af276c6d018c04a27860581c07fbc73f708d64f29d055ee",
+        "release": "ba1f511397450c1d580f696823e837ba6a4f391a2e3f913100c1f7a9976ffeac",
+        "upgrade_prompt": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "upgrade_release": "eb2b2695b53d0b230870e3b8f18e979353170579a9666c6030963ac0f669e503",
+    },
+    3: {
+        "meta": "f45a030b5453fef0fba5ad97290c2b57acdc4677632ca7a9cc2cbbbe4fea581c",
+        "meta_full": "54a709671fb922cd4567d209d75e6a33e5ec173fa2b4c492e5a4a10be56fb7d7",
+        "prompt": "676b06b9c2c9201524b3823c58cc40de7638badaf787172e4c74002afa24d46a",
+        "release": "ba1f511397450c1d580f696823e837ba6a4f391a2e3f913100c1f7a9976ffeac",
+        "upgrade_prompt": "1d68d1bc355737a8fb70c61c3353c317daa0f98a24f952499c076a73255321dc",
+        "upgrade_release": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    },
+    4: {
+        "meta": "de99427d3aa77c2642ec93b957a644df31ef60deb356283d1c03a5c94de95d4f",
+        "meta_full": "65e8a80c6858155e475d38337b7dcc3e827b81c546a9ceb1c3c09321f7d3af78",
+        "prompt": "3e508192e99269b4a60814933bbc7d90c9ee7e97aa455c7deaf16f4006deb2e0",
+        "release": "7ea8f530df86cfa3e7336d244de0f00a8663f7b9f9395ac69cd7e67008e5f16b",
+        "upgrade_prompt": "35666107e2a094b16d4705e4cfd20e55ccfafcc33f8cb6dfb1fbdb9d57511c1b",
+        "upgrade_release": "ef54fedc769611e803fa11e4758d84969b15f8bb8fe89e896b80736f33fd278a",
+    },
+    5: {
+        "meta": "b91b2729cfd3aef88b05aae2b05d9adbc3878e71303e2d8c226469987bc42b37",
+        "meta_full": "90a2c02d1da75494a70527cd7f417b3751e59923621e00b89cbaa27076a560df",
+        "prompt": "3e508192e99269b4a60814933bbc7d90c9ee7e97aa455c7deaf16f4006deb2e0",
+        "release": "7ea8f530df86cfa3e7336d244de0f00a8663f7b9f9395ac69cd7e67008e5f16b",
+        "upgrade_prompt": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "upgrade_release": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    },
+}
+
+
+def _sha(statements: list[str]) -> str:
+    return hashlib.sha256("\n;\n".join(statements).encode()).hexdigest()
+
+
+def generated(version: int) -> dict[str, str]:
+    """SHA-256 of each piece of DDL that revision ``v<version>`` (or a catalog created at it) runs."""
+    since = version - 1 if version > 1 else None
+    out = {
+        "meta": _sha(meta_ddl(version, since)),
+        "meta_full": _sha(meta_ddl(version)),
+        "prompt": _sha(catalog_ddl("prompt", version, "prompt", PARTITION_ORDER)),
+        "release": _sha(catalog_ddl("dr1", version, "release", PARTITION_ORDER)),
+    }
+    if since is not None:
+        out["upgrade_prompt"] = _sha(added_columns_ddl("prompt", "prompt", since, version, PARTITION_ORDER))
+        out["upgrade_release"] = _sha(added_columns_ddl("dr1", "release", since, version, PARTITION_ORDER))
+    return out
+
+
+@pytest.mark.parametrize("version", versions(), ids=lambda v: f"v{v}")
+def test_revision_ddl_is_frozen(version: int) -> None:
+    assert version in FROZEN, (
+        f"schema v{version} has no frozen DDL: add generated({version}) to FROZEN "
+        "(python tests/test_ddl_frozen.py prints it)"
+    )
+    now = generated(version)
+    changed = sorted(k for k in FROZEN[version] if now.get(k) != FROZEN[version][k])
+    assert not changed, f"the DDL that schema v{version} generates changed: {changed}"
+
+
+def test_frozen_versions_are_shipped() -> None:
+    assert set(FROZEN) <= set(versions())
+
+
+if __name__ == "__main__":
+    for v in versions():
+        print(f"    {v}: {generated(v)!r},")
