@@ -31,11 +31,11 @@ import pyarrow.parquet as pq
 from dpdb.etl.load import load
 from dpdb.processing.synthetic import synthetic_table
 
-from dpdb.catalogs import create_catalog
 from dpdb.config import Settings
 from dpdb.db import adbc_uri, conninfo, prepare
 from dpdb.healpix import pixels
 from dpdb.model.felis import latest_version
+from dpdb.registry.catalogs import create_catalog
 from dpdb.server import EmbeddedServer
 
 

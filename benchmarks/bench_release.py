@@ -67,7 +67,7 @@ from dpdb.lifecycle.archive import archive_release
 from dpdb.lifecycle.load import LoadResult, load_release, restore_release
 from dpdb.lifecycle.validate import Report, validate_release
 from dpdb.model.felis import latest_version
-from dpdb.releases import create_release, get_release
+from dpdb.registry.releases import create_release, get_release
 from dpdb.server import EmbeddedServer
 
 SWAP_TARGET_S = 1.0

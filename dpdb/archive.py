@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from .prompt.ingest import VisitResult
     from .prompt.relink import RelinkResult
     from .provenance import Provenance
-    from .releases import Release
+    from .registry.releases import Release
 
 __all__ = ["Archive", "Instant", "to_mjd_tai", "to_astropy"]
 
@@ -388,7 +388,7 @@ class Releases:
     ) -> Any:
         """Write release ``name``'s Parquet files and manifest to ``out`` (simulated, or from the prompt)."""
         from .db import prepare
-        from .processing.release import produce
+        from .processing.simulator import produce
 
         if from_prompt:
             prepare(self._settings)
@@ -401,9 +401,9 @@ class Releases:
         """Create release ``name``: an empty schema at the newest schema version (state ``created``)."""
         from dpdb.model.felis import latest_version
 
-        from .audit import audited
         from .db import connect, prepare
-        from .releases import create_release
+        from .registry.audit import audited
+        from .registry.releases import create_release
 
         prepare(self._settings)
         with audited(self._settings, "release.create", name=name, number=number):
@@ -412,8 +412,8 @@ class Releases:
 
     def load(self, name: str, directory: str | Path, *, jobs: int = 2) -> LoadResult:
         """Load a produced release folder into release ``name`` (state ``loaded``); rerun to finish."""
-        from .audit import audited
         from .lifecycle.load import load_release
+        from .registry.audit import audited
 
         with audited(self._settings, "release.load", name=name, directory=str(directory)) as audit:
             result = load_release(self._settings, name, Path(directory), jobs=jobs)
@@ -422,8 +422,8 @@ class Releases:
 
     def validate(self, name: str) -> Report:
         """Check release ``name`` (state ``validated`` or ``failed``); the report of every check."""
-        from .audit import audited
         from .lifecycle.validate import validate_release
+        from .registry.audit import audited
 
         with audited(self._settings, "release.validate", name=name) as audit:
             report = validate_release(self._settings, name)
@@ -432,8 +432,8 @@ class Releases:
 
     def activate(self, name: str, *, force: bool = False, dry_run: bool = False) -> Activation:
         """Make ``name`` the ``current`` release (the old one becomes ``previous``)."""
-        from .audit import audited
         from .lifecycle.activate import activate_release
+        from .registry.audit import audited
 
         with audited(self._settings, "release.activate", name=name, force=force, dry_run=dry_run) as audit:
             result = activate_release(self._settings, name, force=force, dry_run=dry_run)
@@ -442,8 +442,8 @@ class Releases:
 
     def retain(self, *, dry_run: bool = False) -> list[str]:
         """Archive the releases beyond the retention policy; the names archived."""
-        from .audit import audited
         from .lifecycle.activate import retain
+        from .registry.audit import audited
 
         with audited(self._settings, "release.retain", dry_run=dry_run) as audit:
             names = retain(self._settings, dry_run=dry_run)
@@ -452,16 +452,16 @@ class Releases:
 
     def archive(self, name: str) -> ArchiveResult:
         """Archive release ``name`` to Parquet and drop its tables, keeping a sample."""
-        from .audit import audited
         from .lifecycle.archive import archive_release
+        from .registry.audit import audited
 
         with audited(self._settings, "release.archive", name=name):
             return archive_release(self._settings, name)
 
     def restore(self, name: str, *, jobs: int = 2) -> LoadResult:
         """Load an archived release back into the database from its archive."""
-        from .audit import audited
         from .lifecycle.load import restore_release
+        from .registry.audit import audited
 
         with audited(self._settings, "release.restore", name=name) as audit:
             result = restore_release(self._settings, name, jobs=jobs)
@@ -470,8 +470,8 @@ class Releases:
 
     def drop(self, name: str, *, dry_run: bool = False) -> list[str]:
         """Drop release ``name`` (never the active one); the actions taken."""
-        from .audit import audited
         from .lifecycle.archive import drop_release
+        from .registry.audit import audited
 
         with audited(self._settings, "release.drop", name=name, dry_run=dry_run):
             return drop_release(self._settings, name, dry_run=dry_run)

@@ -201,7 +201,7 @@ def grant_reader(ctx: click.Context, name: str, password_file: Any) -> None:
     The generated password is printed once; it is not stored anywhere.
     """
     from .access import create_reader
-    from .audit import audited
+    from .registry.audit import audited
 
     settings = _settings(ctx)
     prepare(settings)

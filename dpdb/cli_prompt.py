@@ -15,6 +15,7 @@ from .cli import DpdbGroup, _settings, cli, console
 from .config import Settings
 from .db import connect
 from .prompt import STEPS, RelinkResult, VisitResult, ingest, relink
+from .registry import prompt_log
 from .timeutil import parse_instant
 
 __all__ = ["prompt"]
@@ -46,7 +47,7 @@ def _survey_options(f):  # noqa: ANN001, ANN202
 
 def _config(out: Path, **given: object):  # noqa: ANN202
     """Survey configuration: the one already in ``out`` (if any), with the options given on top."""
-    from .processing.survey import SurveyConfig
+    from .processing.simulator import SurveyConfig
 
     values: dict[str, object] = {}
     stored = out / "survey.json"
@@ -69,7 +70,7 @@ def _config(out: Path, **given: object):  # noqa: ANN202
 @_survey_options
 def simulate_cmd(nights: int, out: Path, first_night: int, **options: object) -> None:
     """Write simulated visits (Visit, CcdVisit, DiaSource, DiaForcedSource, SSEphemeris, truth) as Parquet."""
-    from .processing.survey import simulate
+    from .processing.simulator import simulate
 
     dirs = simulate(out, nights, _config(out, **options), first_night=first_night)
     console.print(f"{len(dirs)} visits of nights {first_night}..{first_night + nights - 1} written to {out}")
@@ -104,13 +105,12 @@ def run_cmd(
     ctx: click.Context, nights: int, out: Path | None, processing_time: str | None, **options: object
 ) -> None:
     """Simulate the next N nights of the survey and ingest them (continues after the last night held)."""
-    from .processing.survey import simulate
+    from .processing.simulator import next_night, simulate
 
     settings = _settings(ctx)
     out = out or settings.home / "survey"
     with connect(settings) as conn:
-        last = conn.execute("SELECT max(visit) FROM dpdb_meta.prompt_visit").fetchone()[0]  # type: ignore[index]
-    first_night = 0 if last is None else int(last) // 1000  # night n holds visits (n + 1) * 1000 + j
+        first_night = next_night(prompt_log.last_visit(conn))
     dirs = simulate(out, nights, _config(out, **options), first_night=first_night)
     console.print(f"simulated nights {first_night}..{first_night + nights - 1}: {len(dirs)} visits in {out}")
     results = _ingest(settings, dirs, processing_time)
@@ -169,7 +169,7 @@ def _ingest(settings: Settings, paths: list[Path], processing_time: str | None) 
 
 def _report(settings: Settings, results: list[VisitResult], paths: list[Path]) -> None:
     """Totals, seconds per visit and per step, and association quality where truth files exist."""
-    from .prompt.quality import association_quality
+    from .processing.simulator import association_quality
     from .prompt.staging import find_visits
 
     done = [r for r in results if r.status == "ingested"]

@@ -11,9 +11,9 @@ from rich.table import Table
 
 from dpdb.model.felis import latest_version
 
-from .audit import audited
 from .cli import DpdbGroup, _settings, cli, console
 from .db import connect, prepare
+from .registry.audit import audited
 
 __all__ = ["release"]
 
@@ -45,7 +45,7 @@ def produce_cmd(
     nights: int,
 ) -> None:  # fmt: skip
     """Write release NAME's Parquet files (by HEALPix pixel) and its manifest to --out."""
-    from .processing.release import produce
+    from .processing.simulator import produce
 
     settings = _settings(ctx)
     if from_prompt:
@@ -64,7 +64,7 @@ def produce_cmd(
 @click.pass_context
 def create_cmd(ctx: click.Context, name: str, number: int | None) -> None:
     """Create release NAME: a new schema at the current schema version (state created)."""
-    from .releases import create_release
+    from .registry.releases import create_release
 
     settings = _settings(ctx)
     prepare(settings)

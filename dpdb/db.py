@@ -20,7 +20,9 @@ from dpdb.model.felis import latest_version
 
 from . import __version__
 from .config import Settings
-from .errors import ServerError, VersionMismatchError
+from .errors import ServerError, VersionMismatchError, first_line
+from .registry.catalogs import all_catalogs
+from .registry.versions import database_version
 from .server import DEBIAN_PACKAGES, SUPERUSER, EmbeddedServer
 
 __all__ = [
@@ -34,7 +36,7 @@ __all__ = [
     "reset_database",
     "check_compatible",
     "connect",
-    "database_version",
+    "read_snapshot",
     "DatabaseInfo",
     "describe",
 ]
@@ -123,8 +125,7 @@ def _raw_connect(info: str, **kwargs: object) -> psycopg.Connection:
     try:
         return psycopg.connect(info, connect_timeout=10, **kwargs)  # type: ignore[arg-type]
     except psycopg.OperationalError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ServerError(f"cannot connect to PostgreSQL ({_redact(info)}): {first}") from e
+        raise ServerError(f"cannot connect to PostgreSQL ({_redact(info)}): {first_line(e)}") from e
 
 
 def _redact(info: str) -> str:
@@ -209,16 +210,7 @@ def _ensure_extensions(conn: psycopg.Connection) -> None:
         try:
             conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(ext)))
         except psycopg.Error as e:
-            raise ServerError(f"cannot create extension {ext}: {str(e).strip().splitlines()[0]}") from e
-
-
-def database_version(conn: psycopg.Connection) -> int | None:
-    """Schema version in force in the database (None: dpdb was never set up there)."""
-    present = conn.execute("SELECT to_regclass('dpdb_meta.schema_version')").fetchone()
-    if not present or present[0] is None:
-        return None
-    row = conn.execute("SELECT max(version) FROM dpdb_meta.schema_version").fetchone()
-    return int(row[0]) if row and row[0] is not None else None
+            raise ServerError(f"cannot create extension {ext}: {first_line(e)}") from e
 
 
 def check_compatible(conn: psycopg.Connection) -> int:
@@ -256,6 +248,20 @@ def connect(settings: Settings, *, check: bool = True, autocommit: bool = False)
     return conn
 
 
+@contextmanager
+def read_snapshot(settings: Settings) -> Iterator[psycopg.Connection]:
+    """A connection whose transactions are read-only snapshots (REPEATABLE READ): every read of one
+    transaction sees the same committed state, and nothing can be written. Rolled back on exit."""
+    with connect(settings) as conn:
+        conn.rollback()  # end the version check's transaction
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        conn.read_only = True
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+
+
 @dataclass(frozen=True)
 class DatabaseInfo:
     """What ``dpdb db status`` prints about the database."""
@@ -267,7 +273,9 @@ class DatabaseInfo:
 
 
 def describe(conn: psycopg.Connection) -> DatabaseInfo:
-    server_version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+    """Server version, extensions, schema version and catalogs of the database."""
+    row = conn.execute("SHOW server_version").fetchone()
+    server_version = str(row[0]) if row else "?"
     extensions = dict(
         conn.execute(
             "SELECT extname, extversion FROM pg_extension WHERE extname = ANY(%s) ORDER BY 1",
@@ -277,8 +285,5 @@ def describe(conn: psycopg.Connection) -> DatabaseInfo:
     version = database_version(conn)
     catalogs: list[tuple[str, str, int]] = []
     if version is not None:
-        catalogs = [
-            (r[0], r[1], int(r[2]))
-            for r in conn.execute("SELECT name, kind, schema_version FROM dpdb_meta.catalog ORDER BY name")
-        ]
+        catalogs = [(c.name, str(c.kind), c.schema_version) for c in all_catalogs(conn)]
     return DatabaseInfo(server_version, extensions, version, catalogs)

@@ -5,12 +5,8 @@ Layout of an ID (bit 63, the sign bit, is always 0)::
     bits 58-62  origin: 1 = prompt catalog, 2 = dr1, 3 = dr2, ... (31 origins)
     bits 0-57   local number, assigned by whoever produces the rows
 
-Prompt DiaSource and DiaForcedSource IDs put the visit in the local part::
-
-    local = visit << 20 | kind << 19 | index     (kind 0 = DiaSource, 1 = DiaForcedSource)
-
-A new DiaObject takes the ID of the DiaSource that created it (as Rubin's
-prompt pipeline does), so a rerun of the same visit makes the same IDs.
+(The simulated survey's scheme for the local part of DiaSource IDs is in
+``processing/visits.py``.)
 """
 
 from __future__ import annotations
@@ -23,7 +19,6 @@ __all__ = [
     "release_origin",
     "make_id",
     "origin_of",
-    "visit_source_ids",
     "reorigin",
 ]
 
@@ -31,8 +26,6 @@ ORIGIN_SHIFT = 58
 PROMPT_ORIGIN = 1
 _MAX_ORIGIN = 31
 _LOCAL_MASK = (1 << ORIGIN_SHIFT) - 1
-_VISIT_SHIFT = 20
-_INDEX_LIMIT = 1 << 19
 
 
 def release_origin(number: int) -> int:
@@ -56,14 +49,6 @@ def make_id(origin: int, local: int | np.ndarray) -> int | np.ndarray:
 
 def origin_of(ident: int) -> int:
     return int(ident) >> ORIGIN_SHIFT
-
-
-def visit_source_ids(visit: int, count: int, forced: bool = False) -> np.ndarray:
-    """``count`` prompt DiaSource (or DiaForcedSource) IDs of one visit."""
-    if count > _INDEX_LIMIT:
-        raise ValueError(f"visit {visit}: {count} sources exceed the {_INDEX_LIMIT} a visit can number")
-    local = (np.int64(visit) << np.int64(_VISIT_SHIFT)) | (np.int64(int(forced)) << np.int64(19))
-    return make_id(PROMPT_ORIGIN, local + np.arange(count, dtype=np.int64))  # type: ignore[return-value]
 
 
 def reorigin(ids: np.ndarray, origin: int) -> np.ndarray:

@@ -6,14 +6,11 @@ schemas are append-only, so migrations only go forward.
 
 from __future__ import annotations
 
-import getpass
-import json
 import logging
-from datetime import UTC, datetime
+import time
 from importlib import resources
 from pathlib import Path
 
-import erfa
 import psycopg
 from alembic import command
 from alembic.config import Config
@@ -23,14 +20,16 @@ from sqlalchemy.pool import NullPool
 from dpdb.model.felis import check_version, latest_version
 
 from .config import Settings
-from .db import conninfo, database_version, ensure_server
+from .db import conninfo, ensure_server
 from .errors import SchemaError
+from .registry import META_NAMESPACE, audit
+from .registry.catalogs import find_catalog
+from .registry.leap_seconds import store_leap_seconds
+from .registry.versions import database_version
 
 __all__ = ["migrate", "install_sql", "revision_of"]
 
 log = logging.getLogger(__name__)
-
-VERSION_TABLE_SCHEMA = "dpdb_meta"
 
 
 def revision_of(version: int) -> str:
@@ -57,11 +56,11 @@ def migrate(settings: Settings, to: int | None = None) -> tuple[int | None, int]
     empty database this creates everything (that is how ``dpdb db up`` bootstraps).
     """
     target = check_version(to if to is not None else latest_version())
-    started = datetime.now(UTC)
+    started = time.monotonic()
     ensure_server(settings)
     with psycopg.connect(conninfo(settings), autocommit=True) as conn:
         before = database_version(conn)
-        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {VERSION_TABLE_SCHEMA}")
+        conn.execute(f"CREATE SCHEMA IF NOT EXISTS {META_NAMESPACE}")  # Alembic's version table lives there
     if before is not None and target < before:
         raise SchemaError(
             f"cannot migrate down from schema version {before} to {target} (schemas are append-only)"
@@ -75,12 +74,7 @@ def migrate(settings: Settings, to: int | None = None) -> tuple[int | None, int]
     with psycopg.connect(conninfo(settings)) as conn:
         install_sql(conn)
         if before != target:
-            conn.execute(
-                "INSERT INTO dpdb_meta.audit_log (at, who, action, arguments, outcome, duration_s) "
-                "VALUES (now(), %s || '/' || current_user, 'db.migrate', %s, 'ok', "
-                "extract(epoch FROM clock_timestamp() - %s))",
-                (getpass.getuser(), json.dumps({"from": before, "to": target}), started),
-            )
+            audit.record(conn, "db.migrate", {"from": before, "to": target}, "ok", time.monotonic() - started)
     return before, target
 
 
@@ -93,25 +87,10 @@ def install_sql(conn: psycopg.Connection) -> None:
     files = ["functions.sql"]
     version = database_version(conn)
     if version is not None and version >= TIME_TRAVEL_SINCE:
-        _install_leap_seconds(conn)
-        if conn.execute("SELECT 1 FROM dpdb_meta.catalog WHERE name = 'prompt'").fetchone():
+        store_leap_seconds(conn)
+        if find_catalog(conn, "prompt") is not None:
             files.append("as_of.sql")
     files.append("access.sql")  # last: it grants on what the others create
     for name in files:
         text = (Path(str(resources.files("dpdb.sql"))) / name).read_text()
         conn.execute(text.encode())  # type: ignore[call-overload]
-
-
-def _install_leap_seconds(conn: psycopg.Connection) -> None:
-    """TAI - UTC since 1972 (integral leap seconds) from ERFA's table, which astropy keeps current."""
-    rows = [
-        (datetime(int(year), int(month), 1, tzinfo=UTC), float(offset))
-        for year, month, offset in erfa.leap_seconds.get()
-        if year >= 1972
-    ]
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO dpdb_meta.leap_second (utc_from, tai_minus_utc) VALUES (%s, %s) "
-            "ON CONFLICT (utc_from) DO UPDATE SET tai_minus_utc = excluded.tai_minus_utc",
-            rows,
-        )

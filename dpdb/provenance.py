@@ -35,9 +35,14 @@ from astropy.time import Time
 from . import __version__
 from . import provenance_read as read
 from .config import Settings
-from .db import connect
+from .db import read_snapshot
 from .errors import ProvenanceError
-from .ids import PROMPT_ORIGIN, origin_of, reorigin
+from .ids import PROMPT_ORIGIN, reorigin
+from .registry.activations import activation_history
+from .registry.catalogs import find_catalog
+from .registry.releases import owner_of_id, release_names
+from .registry.states import CatalogKind
+from .registry.versions import applied_by
 
 __all__ = [
     "ProvenanceError",
@@ -285,19 +290,13 @@ def provenance(settings: Settings, object_id: int) -> Provenance:
     ProvenanceError
         When no catalog of the database holds the ID (named, with where it was looked for).
     """
-    with connect(settings) as conn:
-        conn.rollback()  # end the version check's transaction: one read-only snapshot for every read
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        try:
-            return _provenance(conn, int(object_id))
-        finally:
-            conn.rollback()
+    with read_snapshot(settings) as conn:  # one snapshot for every read
+        return _provenance(conn, int(object_id))
 
 
 def _provenance(conn: psycopg.Connection, object_id: int) -> Provenance:
     place = _place(conn, object_id)
-    version, code_version = read.database_version(conn)
+    version, code_version = applied_by(conn)
     prov = Provenance(object_id, None, place, version, code_version, __version__)
     if not place.loaded:
         return _unloaded(conn, prov)
@@ -322,35 +321,45 @@ def _describe(place: CatalogPlace) -> str:
 def _place(conn: psycopg.Connection, object_id: int) -> CatalogPlace:
     if not 0 <= object_id < 1 << 63:
         raise ProvenanceError(f"{object_id} is not a dpdb ID (IDs are non-negative 64-bit integers)")
-    origin = origin_of(object_id)
-    if origin < PROMPT_ORIGIN:
+    owner = owner_of_id(conn, object_id)
+    origin = owner.origin
+    if owner.kind is None:
         raise ProvenanceError(
             f"{object_id} is not a dpdb ID (its origin bits are {origin}; 1 is the prompt catalog, "
             f"N+1 release drN)"
         )
-    if origin == PROMPT_ORIGIN:
-        row = read.catalog(conn, "prompt")
-        if row is None:
+    if owner.kind is CatalogKind.PROMPT:
+        cat = owner.catalog
+        if cat is None:
             raise ProvenanceError(
                 f"ID {object_id} is a prompt-catalog ID, but this database has no prompt catalog"
             )
-        return CatalogPlace("prompt", "prompt", origin, row["schema_version"], row["partition_order"], True,
-                            times={"created": row["created_at"]})  # fmt: skip
-    rel = read.release_by_origin(conn, origin)
+        return CatalogPlace("prompt", "prompt", origin, cat.schema_version, cat.partition_order, True,
+                            times={"created": cat.created_at} if cat.created_at else {})  # fmt: skip
+    rel = owner.release
     if rel is None:
-        known = ", ".join(read.release_names(conn)) or "none"
+        known = ", ".join(release_names(conn)) or "none"
         raise ProvenanceError(
             f"no catalog holds ID {object_id}: its origin {origin} would be release dr{origin - 1}, "
             f"and no release has that origin (releases: {known})"
         )
-    cat = read.catalog(conn, rel["name"])
-    times = {k.removesuffix("_at"): v for k, v in rel.items() if k.endswith("_at") and v is not None}
-    roles, activations = read.activations(conn, rel["name"])
+    cat = owner.catalog
+    times = {
+        f.removesuffix("_at"): value
+        for f in _RELEASE_TIMES
+        if (value := getattr(rel, f)) is not None
+    }
+    roles, activations = activation_history(conn, rel.name)
     return CatalogPlace(
-        rel["name"], "release", origin, rel["schema_version"], cat["partition_order"] if cat else None,
-        cat is not None and rel["state"] not in ("archived", "dropped"), rel["state"], rel["source"],
-        rel["archive_path"], times, roles, activations,
+        rel.name, "release", origin, rel.schema_version, cat.partition_order if cat else None,
+        cat is not None, str(rel.state), rel.source, rel.archive_path, times, roles, activations,
     )  # fmt: skip
+
+
+_RELEASE_TIMES = (
+    "created_at", "loaded_at", "validated_at", "activated_at", "superseded_at", "archived_at", "restored_at",
+    "dropped_at",
+)  # fmt: skip
 
 
 def _unloaded(conn: psycopg.Connection, prov: Provenance) -> Provenance:
@@ -434,7 +443,7 @@ def _fill_dia(conn: psycopg.Connection, prov: Provenance) -> None:
         prov.in_releases = read.release_counterparts(conn, oid)
         return
     prov.counterpart_id = int(reorigin(np.array([oid]), PROMPT_ORIGIN)[0])
-    if read.catalog(conn, "prompt") is None:
+    if find_catalog(conn, "prompt") is None:
         prov.notes.append("this database has no prompt catalog to hold its prompt counterpart")
         return
     try:

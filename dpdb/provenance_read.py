@@ -3,7 +3,9 @@
 Each function takes an open connection (the caller holds one read-only
 snapshot) and returns plain rows; catalog and table names are quoted by the
 driver (``psycopg.sql.Identifier``), and tables are those of :mod:`dpdb.model.layout`
-in lower case, as they are in the database.
+in lower case, as they are in the database. What the bookkeeping says (the
+catalog, the release, its activations, load-manifest entries, which visit made
+a version) comes from :mod:`dpdb.registry`.
 """
 
 from __future__ import annotations
@@ -16,13 +18,12 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from .ids import reorigin
+from .model.table import catalog_table
+from .registry import manifest, prompt_log
+from .registry.catalogs import find_catalog
+from .registry.releases import all_releases
 
 __all__ = [
-    "database_version",
-    "catalog",
-    "release_by_origin",
-    "release_names",
-    "activations",
     "object_kind",
     "source_hint",
     "object_rows",
@@ -39,21 +40,11 @@ MEASUREMENTS = {
     "DiaObject": ("diaobjectid", ("DiaSource", "DiaForcedSource")),
 }
 _WITHDRAWABLE = ("DiaSource", "DiaForcedSource")  # rows with timeWithdrawnMjdTai
-_POSITION = {"Object": ("coord_ra", "coord_dec"), "DiaObject": ("ra", "dec")}
-_UNLOADED = ("archived", "dropped")
 
-# A DiaObject's versions; in the prompt catalog, the visit or relink whose processing time started
-# (made_by) or closed (ended_by) each: their processing times are the versions' validity bounds.
+# A DiaObject's versions, in time order.
 _VERSIONS = """
-SELECT o.validitystartmjdtai, o.validityendmjdtai, o.ndiasources, o.ra, o.dec,
-       coalesce('visit ' || pv.visit, 'relink ' || rs.path) AS made_by, 'relink ' || re.path AS ended_by
-FROM {} o
-LEFT JOIN dpdb_meta.prompt_visit pv
-       ON %(prompt)s AND pv.processing_time_mjd_tai = o.validitystartmjdtai
-LEFT JOIN dpdb_meta.prompt_relink rs
-       ON %(prompt)s AND rs.processing_time_mjd_tai = o.validitystartmjdtai
-LEFT JOIN dpdb_meta.prompt_relink re
-       ON %(prompt)s AND re.processing_time_mjd_tai = o.validityendmjdtai
+SELECT o.validitystartmjdtai, o.validityendmjdtai, o.ndiasources, o.{ra} AS ra, o.{dec} AS dec
+FROM {table} o
 WHERE o.diaobjectid = %(id)s
 ORDER BY o.validitystartmjdtai
 """
@@ -77,12 +68,15 @@ WITH m AS (
     UNION ALL
     SELECT tbl, _load_id FROM ({m}) x
 )
-SELECT m._load_id AS load_id, m.tbl, count(*) AS n, lm.path, lm.size, lm.sha256, lm.table_name,
-       lm.target, lm.row_count, lm.schema_version, lm.software_version, lm.loaded_at
-FROM m LEFT JOIN dpdb_meta.load_manifest lm ON lm.load_id = m._load_id
-GROUP BY m._load_id, m.tbl, lm.load_id
+SELECT m._load_id AS load_id, m.tbl, count(*) AS n
+FROM m
+GROUP BY m._load_id, m.tbl
 ORDER BY m._load_id NULLS LAST, m.tbl
 """
+_MANIFEST_FIELDS = (
+    "path", "size", "sha256", "table_name", "target", "row_count", "schema_version", "software_version",
+    "loaded_at",
+)  # fmt: skip
 
 # One alert per DiaSource ever associated with the DiaObject, issued at its first processing time;
 # for one withdrawn from it (daytime relink), where its current row went.
@@ -102,52 +96,6 @@ ORDER BY 3, 1
 def _dicts(conn: psycopg.Connection, query: sql.Composable | str, params: Any = None) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query, params).fetchall()  # type: ignore[arg-type]
-
-
-def database_version(conn: psycopg.Connection) -> tuple[int | None, str | None]:
-    """(schema version in force, dpdb version that applied it)."""
-    row = conn.execute(
-        "SELECT version, code_version FROM dpdb_meta.schema_version ORDER BY version DESC LIMIT 1"
-    ).fetchone()
-    return (int(row[0]), row[1]) if row else (None, None)
-
-
-def catalog(conn: psycopg.Connection, name: str) -> dict[str, Any] | None:
-    """The catalog registry row of ``name`` (None: no such catalog loaded)."""
-    rows = _dicts(conn, "SELECT * FROM dpdb_meta.catalog WHERE name = %s", (name,))
-    return rows[0] if rows else None
-
-
-def release_by_origin(conn: psycopg.Connection, origin: int) -> dict[str, Any] | None:
-    """The release registry row holding ID ``origin`` (without its report and row counts)."""
-    rows = _dicts(
-        conn,
-        "SELECT name, state, origin, schema_version, source, archive_path, created_at, loaded_at, "
-        "validated_at, activated_at, superseded_at, archived_at, restored_at, dropped_at "
-        "FROM dpdb_meta.release WHERE origin = %s",
-        (origin,),
-    )
-    return rows[0] if rows else None
-
-
-def release_names(conn: psycopg.Connection) -> list[str]:
-    return [r[0] for r in conn.execute("SELECT name FROM dpdb_meta.release ORDER BY created_at, name")]
-
-
-def activations(conn: psycopg.Connection, name: str) -> tuple[tuple[str, ...], tuple[dict[str, Any], ...]]:
-    """(roles now: current/previous, the activations that made release ``name`` current or previous)."""
-    rows = _dicts(
-        conn,
-        "SELECT activation_id, activated_at AS at, CASE WHEN name = %(n)s THEN 'current' ELSE 'previous' END "
-        "AS made, CASE WHEN name = %(n)s THEN previous ELSE name END AS other, forced "
-        "FROM dpdb_meta.release_activation WHERE name = %(n)s OR previous = %(n)s ORDER BY activation_id",
-        {"n": name},
-    )
-    last = conn.execute(
-        "SELECT name, previous FROM dpdb_meta.release_activation ORDER BY activation_id DESC LIMIT 1"
-    ).fetchone()
-    roles = tuple(role for role, who in zip(("current", "previous"), last or (), strict=False) if who == name)
-    return roles, tuple({k: v for k, v in r.items() if k != "activation_id"} for r in rows)
 
 
 def _table(schema: str, table: str) -> sql.Identifier:
@@ -184,17 +132,31 @@ def source_hint(conn: psycopg.Connection, schema: str, kind: str, object_id: int
 def object_rows(conn: psycopg.Connection, schema: str, kind: str, table: str, object_id: int) -> list[dict]:
     """The object's rows (DiaObject versions in time order), each with ra, dec and, for the prompt
     catalog, the visit or relink that made the version (``made_by``) and closed it (``ended_by``)."""
-    ra, dec = map(sql.Identifier, _POSITION[table])
+    ra, dec = map(sql.Identifier, _position(table))
     if table == "Object":
         query = sql.SQL("SELECT {} AS ra, {} AS dec FROM {} WHERE objectid = %(id)s").format(
             ra, dec, _table(schema, table)
         )
         return _dicts(conn, query, {"id": object_id})
-    query = sql.SQL(_VERSIONS).format(_table(schema, table))
-    rows = _dicts(conn, query, {"id": object_id, "prompt": kind == "prompt"})
+    query = sql.SQL(_VERSIONS).format(ra=ra, dec=dec, table=_table(schema, table))
+    rows = _dicts(conn, query, {"id": object_id})
+    starts = [r["validitystartmjdtai"] for r in rows]
+    ends = [r["validityendmjdtai"] for r in rows if r["validityendmjdtai"] is not None]
+    made = prompt_log.made_by(conn, starts) if kind == "prompt" else {}
+    ended = prompt_log.made_by(conn, ends, relinks_only=True) if kind == "prompt" else {}
+    for r in rows:
+        r["made_by"] = made.get(r["validitystartmjdtai"])
+        r["ended_by"] = ended.get(r["validityendmjdtai"]) if r["validityendmjdtai"] is not None else None
     for r in rows[:-1]:
         r["ended_by"] = None  # a later version replaced it
     return rows
+
+
+def _position(table: str) -> tuple[str, str]:
+    """Database names of the principal ra, dec columns of ``table`` (from the table model)."""
+    position = catalog_table(table).position
+    assert position is not None, table  # Object and DiaObject have positions
+    return position
 
 
 def _measurements(schema: str, table: str) -> sql.Composed:
@@ -241,11 +203,16 @@ def loads(conn: psycopg.Connection, schema: str, table: str, object_id: int) -> 
     query = sql.SQL(_LOADS).format(
         name=sql.Literal(table), obj=_table(schema, table), key=key, m=_measurements(schema, table)
     )
+    found = _dicts(conn, query, {"id": object_id})
+    known = manifest.entries(conn, [r["load_id"] for r in found if r["load_id"] is not None])
     out: dict[int | None, dict[str, Any]] = {}
-    for r in _dicts(conn, query, {"id": object_id}):
-        entry = out.setdefault(
-            r["load_id"], {k: v for k, v in r.items() if k not in ("tbl", "n")} | {"rows": {}}
-        )
+    for r in found:
+        entry = out.get(r["load_id"])
+        if entry is None:
+            fields = known.get(r["load_id"], {}) if r["load_id"] is not None else {}
+            entry = out[r["load_id"]] = {"load_id": r["load_id"]} | {
+                k: fields.get(k) for k in _MANIFEST_FIELDS
+            } | {"rows": {}}
         entry["rows"][r["tbl"]] = r["n"]
     return list(out.values())
 
@@ -258,11 +225,11 @@ def alerts(conn: psycopg.Connection, object_id: int) -> list[dict[str, Any]]:
 
 def release_counterparts(conn: psycopg.Connection, object_id: int) -> dict[str, int]:
     """Loaded releases whose DiaObject table holds prompt DiaObject ``object_id`` (same local number)."""
-    releases = conn.execute(
-        "SELECT r.name, r.origin FROM dpdb_meta.release r JOIN dpdb_meta.catalog c USING (name) "
-        "WHERE r.state <> ALL(%s) AND r.origin IS NOT NULL ORDER BY r.created_at, r.name",
-        (list(_UNLOADED),),
-    ).fetchall()
+    releases = [
+        (r.name, r.origin)
+        for r in all_releases(conn)
+        if r.loaded and r.origin is not None and find_catalog(conn, r.name) is not None
+    ]
     if not releases:
         return {}
     query = sql.SQL(" UNION ALL ").join(
@@ -283,7 +250,7 @@ def sample_rows(conn: psycopg.Connection, release: str, object_id: int) -> list[
         exists = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (f"samples.{name}",)).fetchone()
         if not exists or not exists[0]:
             continue
-        ra, dec = map(sql.Identifier, _POSITION[kind])
+        ra, dec = map(sql.Identifier, _position(kind))
         row = conn.execute(
             sql.SQL("SELECT {}, {} FROM {} WHERE {} = %s LIMIT 1").format(
                 ra, dec, sql.Identifier("samples", name), sql.Identifier(MEASUREMENTS[kind][0])

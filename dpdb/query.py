@@ -33,6 +33,8 @@ from .config import Settings
 from .db import adbc_connection, connect, conninfo
 from .errors import QueryError, ReleaseStateError
 from .query_output import FILE_FORMATS, FORMATS, write_result
+from .registry.activations import ALIASES, resolve_alias
+from .registry.catalogs import present_catalog_names
 
 __all__ = [
     "FORMATS",
@@ -97,8 +99,8 @@ def run_query(
             text = _as_of_statement(conn, text)
             path.append(AS_OF_SCHEMA)
         if release is not None:
-            if as_of is not None and release in ("current", "previous"):
-                release = _release_at(conn, release, as_of)
+            if as_of is not None and release in ALIASES:
+                release = resolve_alias(conn, release, as_of)
             _check_release(conn, release)
             path.append(release)
         if path:
@@ -130,37 +132,20 @@ def _instant_text(as_of: float) -> str:
     return repr(value)
 
 
-def _release_at(conn: psycopg.Connection, alias: str, as_of: float) -> str:
-    """The release ``current`` (or ``previous``) named at ``as_of``, from the activation history."""
-    row = conn.execute(
-        "SELECT name, previous FROM dpdb_meta.release_activation WHERE activated_mjd_tai <= %s "
-        "ORDER BY activation_id DESC LIMIT 1",
-        (as_of,),
-    ).fetchone()
-    name = (row[0] if alias == "current" else row[1]) if row else None
-    if name is None:
-        raise ReleaseStateError(f"no release was {alias} at MJD {as_of} (TAI)")
-    if not conn.execute("SELECT 1 FROM dpdb_meta.catalog WHERE name = %s", (name,)).fetchone():
-        raise ReleaseStateError(
-            f"release {name}, {alias} at MJD {as_of}, is not loaded; "
-            f"restore it with `dpdb release restore {name}`"
-        )
-    return name
-
-
 def _check_release(conn: psycopg.Connection, release: str) -> None:
     """Refuse a release that names neither a registered catalog nor a populated current/previous."""
-    known = [
+    aliases = [
         r[0]
         for r in conn.execute(
-            "SELECT name FROM dpdb_meta.catalog WHERE to_regnamespace(quote_ident(name)) IS NOT NULL "
-            "UNION ALL SELECT n.nspname::text FROM pg_namespace n WHERE n.nspname IN ('current', 'previous') "
-            "AND EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid) ORDER BY 1"
+            "SELECT n.nspname::text FROM pg_namespace n WHERE n.nspname = ANY(%s) "
+            "AND EXISTS (SELECT 1 FROM pg_class c WHERE c.relnamespace = n.oid)",
+            (list(ALIASES),),
         )
     ]
+    known = sorted(present_catalog_names(conn) + aliases)
     if release in known:
         return
-    if release in ("current", "previous"):
+    if release in ALIASES:
         raise ReleaseStateError(f"no release is {release} yet (see `dpdb release activate`)")
     raise ReleaseStateError(f"unknown release {release!r} (catalogs: {', '.join(known) or 'none'})")
 

@@ -16,10 +16,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from psycopg import sql
 
-from dpdb.catalogs import catalog_info
 from dpdb.config import Settings
 from dpdb.db import adbc_connection, connect
 from dpdb.errors import DpdbError
+from dpdb.registry.catalogs import find_catalog
 
 from .validate import TargetTable, target_table
 
@@ -35,7 +35,7 @@ def select_sql(target: TargetTable, where: sql.Composable | None = None) -> sql.
     """SELECT of every canonical column of ``target`` in primary-key order, optionally filtered."""
     return sql.SQL("SELECT {cols} FROM {table}{where} ORDER BY {pk}").format(
         cols=sql.SQL(", ").join(sql.Identifier(c) for c in target.columns),
-        table=sql.Identifier(target.db_schema, target.db_name),
+        table=sql.Identifier(target.catalog, target.db_name),
         where=sql.SQL(" WHERE {}").format(where) if where is not None else sql.SQL(""),
         pk=sql.SQL(", ").join(sql.Identifier(c) for c in target.primary_key),
     )
@@ -77,11 +77,10 @@ def write_query(cur: adbc.Cursor, query: str, target: TargetTable, out: Path) ->
 def export_table(settings: Settings, table: str, catalog: str, out: Path) -> int:
     """Write ``catalog``.``table`` to the Parquet file ``out`` (primary-key order); return the row count."""
     with connect(settings) as conn:
-        info = catalog_info(conn, catalog)
-        if info is None:
+        found = find_catalog(conn, catalog)
+        if found is None:
             raise DpdbError(f"catalog {catalog} does not exist")
-        kind, version = info
-        target = target_table(catalog, version, kind, table)
+        target = target_table(catalog, found.schema_version, found.kind, table)
         query = select_sql(target).as_string(conn)
     with adbc_connection(settings) as aconn, aconn.cursor() as cur:
         rows = write_query(cur, query, target, out)

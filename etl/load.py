@@ -28,14 +28,14 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from dpdb.catalogs import writable_catalog
 from dpdb.config import Settings
 from dpdb.db import adbc_connection, connect, conninfo
 from dpdb.errors import DpdbError, ValidationError
 from dpdb.healpix import pixels
 from dpdb.model.layout import LOAD_ID_COLUMN, PIXEL_COLUMN, layout
+from dpdb.registry import manifest
+from dpdb.registry.catalogs import writable_catalog
 
-from . import manifest
 from .files import ParquetFile, discover, fingerprint, open_parquet
 from .validate import ColumnPlan, TargetTable, check_unique, plan_columns, prepare_batch, target_table
 
@@ -107,15 +107,15 @@ def load(
     if lay.internal:
         raise ValidationError(f"table {canonical} is kept by dpdb itself and cannot be loaded from files")
     with connect(settings) as conn:
-        kind, version = writable_catalog(conn, into)
-    target = target_table(into, version, kind, canonical)
+        catalog = writable_catalog(conn, into)
+    target = target_table(into, catalog.schema_version, catalog.kind, canonical)
     files = discover(paths)
     plans, rows = {}, {}
     for path in files:
         pf = open_parquet(path)
         plans[path] = plan_columns(path, pf.schema_arrow, target, ignore_extra)
         rows[path] = pf.metadata.num_rows
-    loader = _FileLoader(settings, target, version, dry_run, replace, progress)
+    loader = _FileLoader(settings, target, catalog.schema_version, dry_run, replace, progress)
     summary = LoadSummary(canonical, into)
     try:
         if jobs <= 1 or len(files) == 1:
@@ -196,14 +196,14 @@ class _FileLoader:
         target = self.target
         with aconn.cursor() as cur:
             manifest.lock(cur, fp)
-            decision = manifest.decide(cur, fp, target.canonical, target.db_schema)
+            decision = manifest.decide(cur, fp, target.canonical, target.catalog)
             if decision.action == "same":
                 aconn.rollback()
                 log.info("%s: already loaded (load %s), skipped", path, decision.load_ids[0])
                 return FileResult(path, "skipped", rows, decision.load_ids[0])
             if decision.action == "changed" and not self.replace:
                 raise ValidationError(
-                    f"{path}: already loaded into {target.db_schema}.{target.canonical} with different "
+                    f"{path}: already loaded into {target.catalog}.{target.canonical} with different "
                     f"content (load {decision.load_ids[0]}); use --replace to reload it"
                 )
             if self.dry_run:
@@ -223,17 +223,17 @@ class _FileLoader:
     ) -> FileResult:
         """Manifest row, old rows out (when replacing), COPY, key check, commit: all or nothing."""
         target = self.target
-        load_id = manifest.add_entry(cur, fp, target.canonical, target.db_schema, self.version)
+        load_id = manifest.add_entry(cur, fp, target.canonical, target.catalog, self.version)
         if replaced:
             ids = ",".join(str(int(i)) for i in replaced)
-            table = f'"{target.db_schema}"."{target.db_name}"'  # names validated against the catalog
+            table = f'"{target.catalog}"."{target.db_name}"'  # names validated against the catalog
             cur.execute(f"DELETE FROM {table} WHERE {LOAD_ID_COLUMN} IN ({ids})")
             manifest.remove_entries(cur, replaced)
         failure: list[BaseException] = []
         batches = _prefetch(self._batches(fp.path, plan, lookup, load_id, failure))
         reader = pa.RecordBatchReader.from_batches(self._schema(plan), batches)
         try:
-            rows = cur.adbc_ingest(target.db_name, reader, mode="append", db_schema_name=target.db_schema)
+            rows = cur.adbc_ingest(target.db_name, reader, mode="append", db_schema_name=target.catalog)
         except (adbc_driver_manager.Error, pa.ArrowException) as e:
             aconn.rollback()
             if failure:
@@ -304,10 +304,10 @@ class _FileLoader:
             )
             return ValidationError(
                 f"{path}: duplicate primary key ({key}): already loaded in "
-                f"{self.target.db_schema}.{self.target.canonical} or repeated in the file"
+                f"{self.target.catalog}.{self.target.canonical} or repeated in the file"
             )
         first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
-        return DpdbError(f"{path}: load into {self.target.db_schema}.{self.target.canonical} failed: {first}")
+        return DpdbError(f"{path}: load into {self.target.catalog}.{self.target.canonical} failed: {first}")
 
 
 def _prefetch(items: Iterator[pa.RecordBatch], depth: int = 3) -> Iterator[pa.RecordBatch]:
@@ -360,7 +360,7 @@ class _ParentPixels:
         if target.parent and target.parent_key:
             parent = target.parent.lower()
             has_rows = conn.execute(
-                sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(target.db_schema, parent))
+                sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(target.catalog, parent))
             ).fetchone()
             if has_rows and has_rows[0]:
                 self.parent = parent
@@ -383,7 +383,7 @@ class _ParentPixels:
         query = sql.SQL("SELECT DISTINCT ON ({k}) {k}, {p} FROM {t} WHERE {k} = ANY(%s)").format(
             k=sql.Identifier(key),
             p=sql.Identifier(PIXEL_COLUMN),
-            t=sql.Identifier(self.target.db_schema, self.parent),
+            t=sql.Identifier(self.target.catalog, self.parent),
         )
         rows = self.conn.execute(query, (wanted.tolist(),)).fetchall()
         if not rows:

@@ -11,19 +11,17 @@ types the binary COPY needs. Errors name the file, the column and the row
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from sqlalchemy import types as satypes
-from sqlalchemy.dialects import postgresql
 
-from dpdb.errors import ValidationError
-from dpdb.model.ddl import table_specs
-from dpdb.model.felis import canonical_names
-from dpdb.model.layout import LOAD_ID_COLUMN, PIXEL_COLUMN, layout
+from dpdb.errors import ValidationError, first_line
+from dpdb.model.layout import layout, tables_for
+from dpdb.model.table import CatalogTable, ColumnModel, catalog_table
 
 __all__ = [
     "TargetColumn",
@@ -36,82 +34,60 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True)
-class TargetColumn:
-    name: str  # database (lower-case) name
-    canonical: str
-    arrow_type: pa.DataType
-    nullable: bool
-    length: int | None  # maximum string length, if any
+TargetColumn = ColumnModel
+"""A column of a load target (the table model's column)."""
 
 
 @dataclass(frozen=True)
 class TargetTable:
-    """What the ETL needs to know about one catalog table."""
+    """A catalog table in one catalog: what the ETL validates files against and loads into."""
 
-    canonical: str
-    db_schema: str
-    columns: dict[str, TargetColumn]  # by database name, in table order
-    primary_key: tuple[str, ...]  # database names, without the pixel column
-    position: tuple[str, str] | None  # database names of ra, dec
-    partitioned: bool
-    parent: str | None  # canonical parent table
-    parent_key: str | None  # database name of the parent ID column
+    catalog: str
+    """The catalog (PostgreSQL schema) the table is in."""
+    model: CatalogTable
+
+    @property
+    def canonical(self) -> str:
+        return self.model.name
 
     @property
     def db_name(self) -> str:
-        return self.canonical.lower()
+        return self.model.db_name
+
+    @functools.cached_property
+    def columns(self) -> dict[str, ColumnModel]:
+        """The loadable columns by database name, in table order."""
+        return {c.name: c for c in self.model.columns}
+
+    @property
+    def primary_key(self) -> tuple[str, ...]:
+        """Database names, without the pixel column."""
+        return self.model.primary_key
+
+    @property
+    def position(self) -> tuple[str, str] | None:
+        """Database names of the principal ra, dec."""
+        return self.model.position
+
+    @property
+    def partitioned(self) -> bool:
+        return self.model.partitioned
+
+    @property
+    def parent(self) -> str | None:
+        return self.model.parent
+
+    @property
+    def parent_key(self) -> str | None:
+        return self.model.parent_key
 
 
-def _arrow_type(sa_type: satypes.TypeEngine) -> pa.DataType:
-    """Arrow type whose binary COPY encoding matches the PostgreSQL column type."""
-    if isinstance(sa_type, postgresql.ARRAY):
-        return pa.list_(_arrow_type(sa_type.item_type))
-    if isinstance(sa_type, satypes.Boolean):
-        return pa.bool_()
-    if isinstance(sa_type, satypes.SmallInteger):
-        return pa.int16()
-    if isinstance(sa_type, satypes.BigInteger):
-        return pa.int64()
-    if isinstance(sa_type, satypes.Integer):
-        return pa.int32()
-    if isinstance(sa_type, postgresql.REAL):
-        return pa.float32()
-    if isinstance(sa_type, satypes.Float | satypes.Double | satypes.Numeric):
-        return pa.float64()
-    if isinstance(sa_type, satypes.String):
-        return pa.string()
-    raise TypeError(f"no Arrow type for {sa_type!r}")
-
-
-def target_table(db_schema: str, version: int, kind: str, table: str) -> TargetTable:
-    """The loadable description of ``table`` in catalog ``db_schema`` (schema ``version``)."""
+def target_table(catalog: str, version: int, kind: str, table: str) -> TargetTable:
+    """The loadable description of ``table`` in catalog ``catalog`` (schema ``version``, of ``kind``)."""
     canonical = layout(table).name
-    spec = next((s for s in table_specs(db_schema, version, kind) if s.name == canonical), None)
-    if spec is None:
-        raise ValidationError(f"table {canonical} is not part of a {kind} catalog ({db_schema})")
-    names = canonical_names(version)[canonical.lower()]
-    columns = {}
-    for col in spec.table.columns:
-        if col.name in (PIXEL_COLUMN, LOAD_ID_COLUMN):
-            continue
-        length = getattr(col.type, "length", None)
-        columns[col.name] = TargetColumn(
-            col.name, names[col.name], _arrow_type(col.type), col.nullable, length
-        )
-    pk = tuple(c.name for c in spec.table.primary_key.columns if c.name != PIXEL_COLUMN)
-    lay = layout(canonical)
-    position = tuple(c.lower() for c in spec.position) if spec.position else None
-    return TargetTable(
-        canonical=canonical,
-        db_schema=db_schema,
-        columns=columns,
-        primary_key=pk,
-        position=position,  # type: ignore[arg-type]
-        partitioned=spec.partitioned,
-        parent=lay.parent,
-        parent_key=lay.parent_key.lower() if lay.parent_key else None,
-    )
+    if canonical not in tables_for(kind) or version < layout(canonical).since:
+        raise ValidationError(f"table {canonical} is not part of a {kind} catalog ({catalog})")
+    return TargetTable(catalog, catalog_table(canonical, version))
 
 
 @dataclass(frozen=True)
@@ -232,7 +208,7 @@ def _cast(arr: pa.Array, col: TargetColumn, where: str, row0: int) -> pa.Array:
         return pc.cast(arr, col.arrow_type, safe=not pa.types.is_floating(col.arrow_type))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
         raise ValidationError(
-            f"{where}: cannot convert to {col.arrow_type} ({str(e).splitlines()[0]})"
+            f"{where}: cannot convert to {col.arrow_type} ({first_line(e)})"
         ) from e
 
 
@@ -242,7 +218,9 @@ def _first(mask: pa.Array) -> int:
 
 
 def _check_position(batch: pa.RecordBatch, plan: ColumnPlan, target: TargetTable, row0: int) -> None:
-    ra_name, dec_name = target.position  # type: ignore[misc]
+    if target.position is None:
+        return
+    ra_name, dec_name = target.position
     file_names = {col.name: name for name, col in plan.mapping.items()}
     for name, lo, hi in ((ra_name, 0.0, 360.0), (dec_name, -90.0, 90.0)):
         if name not in batch.schema.names:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from alembic import context
 
+from dpdb.registry import META_NAMESPACE
+
 connection = context.config.attributes["connection"]
 context.configure(
     connection=connection,
-    version_table_schema="dpdb_meta",
+    version_table_schema=META_NAMESPACE,
     transaction_per_migration=True,
 )
 with context.begin_transaction():

@@ -33,7 +33,8 @@ import pyarrow.parquet as pq
 from dpdb.ids import PROMPT_ORIGIN, make_id
 from dpdb.prompt.relink import NIGHT_LINKAGE
 
-from .survey import SurveyConfig, arrow_table, night_dir, write_parquet
+from .outputs import arrow_table, night_dir, write_parquet
+from .survey_config import SurveyConfig
 
 __all__ = ["DISCOVERY_NIGHTS", "write_linkage"]
 

@@ -31,7 +31,7 @@ from dpdb.healpix import pixels
 from dpdb.ids import release_origin
 from dpdb.model.felis import latest_version
 from dpdb.model.layout import LAYOUTS, RELEASE_TABLES
-from dpdb.releases import release_number
+from dpdb.registry.releases import release_number
 
 from .static_sky import plan_visits, simulate_static_sky
 

@@ -27,6 +27,7 @@ from dpdb.errors import ValidationError
 from dpdb.ids import reorigin
 from dpdb.model.felis import latest_version
 from dpdb.prompt import statements as prompt_statements
+from dpdb.registry.catalogs import find_catalog
 
 __all__ = ["from_prompt", "conform"]
 
@@ -61,9 +62,7 @@ def from_prompt(settings: Settings, origin: int) -> dict[str, pa.Table]:
     """Visit, CcdVisit, DiaObject, DiaSource, DiaForcedSource, SSObject and SSSource of a release."""
     version = latest_version()
     with connect(settings) as conn:
-        prompt_version = conn.execute(
-            "SELECT schema_version FROM dpdb_meta.catalog WHERE name = 'prompt'"
-        ).fetchone()
+        prompt = find_catalog(conn, "prompt")
         queries = {
             table: select_sql(
                 target_table("prompt", version, "prompt", table),
@@ -71,7 +70,7 @@ def from_prompt(settings: Settings, origin: int) -> dict[str, pa.Table]:
             ).as_string(conn)
             for table in ("Visit", "CcdVisit", "DiaSource", "DiaForcedSource", "SSObject", "SSSource")
         }
-    if prompt_version is None or prompt_version[0] != version:
+    if prompt is None or prompt.schema_version != version:
         raise ValidationError(
             "the prompt catalog is missing or not at the newest schema; run `dpdb db migrate`"
         )

@@ -31,19 +31,19 @@ import pyarrow.compute as pc
 from dpdb.errors import ConfigError
 from dpdb.ids import make_id
 
+from .outputs import arrow_table
 from .survey import (
     BANDS,
     EXPOSURE,
     M5,
     PIXEL_SCALE,
     ZERO_POINT,
-    SurveyConfig,
     _ccd_visit_table,
     _Geometry,
     _plan_visit,
     _visit_table,
-    arrow_table,
 )
+from .survey_config import SurveyConfig
 
 __all__ = ["plan_visits", "simulate_static_sky"]
 

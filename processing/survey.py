@@ -33,21 +33,20 @@ from __future__ import annotations
 import datetime
 import json
 import math
-import os
 from dataclasses import asdict, dataclass, fields
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
-from dpdb.etl.validate import TargetTable, target_table
 
 from dpdb.errors import ConfigError
-from dpdb.ids import PROMPT_ORIGIN, make_id, visit_source_ids
-from dpdb.model.felis import latest_version
-from dpdb.prompt.staging import ASSIGNED_COLUMNS
+from dpdb.ids import PROMPT_ORIGIN, make_id
+
+from .linkage import write_linkage
+from .outputs import arrow_table, night_dir, write_parquet, write_text
+from .survey_config import SurveyConfig
+from .visits import visit_number, visit_source_ids
 
 __all__ = ["SurveyConfig", "simulate", "arrow_table", "night_dir", "write_parquet"]
 
@@ -71,33 +70,11 @@ MIX = (0.55, 0.15, 0.08, 0.22)  # share of a visit's detections, by kind
 _SKY, _KNOWN, _ORBITS, _EFFICIENCY, _DITHER, _NOISE = range(6)
 
 
-@dataclass(frozen=True)
-class SurveyConfig:
-    seed: int = 1
-    visits_per_night: int = 10
-    sources_per_visit: int = 1000  # about this many DiaSources per visit
-    area_deg2: float = 30.0  # survey region: a square in (ra cos(dec0), dec) around center
-    center: tuple[float, float] = (150.0, 2.0)  # ra, dec in deg
-    field_area_deg2: float = 9.6  # one visit's footprint, split in 3x3 detectors
-    first_mjd: float = 61000.0  # MJD TAI of night 0's start
-    known_asteroid_fraction: float = 0.7
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.visits_per_night < 1000:
-            raise ConfigError(f"visits_per_night {self.visits_per_night} outside 1..999")
-        if self.sources_per_visit <= 0 or self.area_deg2 <= 0 or self.field_area_deg2 <= 0:
-            raise ConfigError("sources_per_visit, area_deg2 and field_area_deg2 must be positive")
-        if not 0 <= self.known_asteroid_fraction <= 1:
-            raise ConfigError("known_asteroid_fraction outside 0..1")
-
-
 def simulate(out: Path, nights: int, config: SurveyConfig, first_night: int = 0) -> list[Path]:
     """Write nights first_night .. first_night+nights-1; return the visit directories written, in time order.
 
     Sky-level files (survey.json, SSObject.parquet, truth_objects.parquet) are rewritten on every call.
     """
-    from .linkage import write_linkage  # linkage reads this module's files
-
     if nights < 0 or first_night < 0:
         raise ConfigError("nights and first_night must not be negative")
     out = Path(out)
@@ -119,13 +96,8 @@ def simulate(out: Path, nights: int, config: SurveyConfig, first_night: int = 0)
         written.add(night)
         write_linkage(out, night, config)
     doc = {"config": asdict(config), "nights": sorted(written)}
-    _write_text(json.dumps(doc, indent=2) + "\n", out / "survey.json")
+    write_text(json.dumps(doc, indent=2) + "\n", out / "survey.json")
     return dirs
-
-
-def night_dir(out: Path, night: int) -> Path:
-    """Directory of night ``night``'s visits (and of its daytime linkage)."""
-    return out / f"night_{night:05d}"
 
 
 def _survey_nights(out: Path, config: SurveyConfig) -> set[int]:
@@ -188,7 +160,7 @@ class _Visit:
 
 
 def _plan_visit(config: SurveyConfig, geo: _Geometry, night: int, j: int) -> _Visit:
-    visit = (night + 1) * 1000 + j
+    visit = visit_number(night, j)
     nfields = len(geo.centres)
     field = (night * math.ceil(config.visits_per_night / 2) + j // 2) % nfields
     rng = np.random.default_rng([config.seed, _DITHER, visit])
@@ -636,54 +608,6 @@ def _truth_objects_table(geo: _Geometry, sky: _Sky) -> pa.Table:
 # ---------------------------------------------------------------- Arrow and files
 
 
-@cache
-def _target(table: str, kind: str) -> TargetTable:
-    if kind == "release":
-        return target_table("release", latest_version(), "release", table)
-    return target_table("prompt", latest_version(), "prompt", table)
-
-
-def arrow_table(table: str, values: dict[str, Any], rows: int, kind: str = "prompt") -> pa.Table:
-    """Every column of ``table`` in a ``kind`` catalog, in table order and with the schema's types.
-
-    Scalars are repeated over the rows; missing columns are null. Prompt input files leave out
-    the columns the prompt ingest assigns; a release table has every column.
-    """
-    target = _target(table, kind)
-    skip = ASSIGNED_COLUMNS.get(table, ()) if kind == "prompt" else ()
-    unknown = set(values) - {c.canonical for c in target.columns.values()}
-    if unknown:
-        raise KeyError(f"no columns {sorted(unknown)} in {table}")
-    arrays, schema = [], []
-    for col in target.columns.values():
-        if col.canonical in skip:
-            continue
-        value = values.get(col.canonical)
-        if value is None:
-            if not col.nullable:
-                raise ValueError(f"{table}.{col.canonical} is required")
-            arrays.append(pa.nulls(rows, col.arrow_type))
-        else:
-            array = np.broadcast_to(np.asarray(value), (rows,))
-            if not pa.types.is_string(col.arrow_type):
-                array = array.astype(col.arrow_type.to_pandas_dtype())
-            arrays.append(pa.array(array, col.arrow_type))
-        schema.append(pa.field(col.canonical, col.arrow_type, nullable=col.nullable))
-    return pa.Table.from_arrays(arrays, schema=pa.schema(schema))
-
-
 def _nullable_ids(ids: np.ndarray) -> pa.Array:
     """int64 IDs with -1 as null."""
     return pa.array(ids.astype(np.int64), pa.int64(), mask=ids < 0)
-
-
-def write_parquet(table: pa.Table, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
-
-
-def _write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

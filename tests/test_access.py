@@ -18,7 +18,7 @@ from dpdb.config import Settings
 from dpdb.db import conninfo
 from dpdb.lifecycle.activate import activate_release
 from dpdb.model.felis import latest_version
-from dpdb.releases import create_release
+from dpdb.registry.releases import create_release
 from dpdb.server import EmbeddedServer
 
 

@@ -23,7 +23,7 @@ from dpdb.config import Settings
 from dpdb.db import conninfo
 from dpdb.healpix import pixels
 from dpdb.model.felis import latest_version
-from dpdb.releases import create_release
+from dpdb.registry.releases import create_release
 
 DPDB = str(Path(sys.executable).with_name("dpdb"))
 

@@ -63,7 +63,7 @@ def test_v1_to_v2_keeps_every_row_and_column(empty_settings: Settings) -> None:
 
 
 def test_v2_adds_photoz_to_release_catalogs(empty_settings: Settings) -> None:
-    from dpdb.catalogs import create_catalog
+    from dpdb.registry.catalogs import create_catalog
 
     migrate(empty_settings, to=1)
     with psycopg.connect(conninfo(empty_settings)) as conn:

@@ -46,7 +46,7 @@ from dpdb.plots import (
     sky_data,
 )
 from dpdb.prompt import ingest, relink
-from dpdb.releases import create_release
+from dpdb.registry.releases import create_release
 
 CONFIG = SurveyConfig(seed=7, visits_per_night=4, sources_per_visit=200, area_deg2=12.0)
 T0 = 61000.9

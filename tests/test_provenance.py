@@ -40,7 +40,7 @@ from dpdb.model.felis import latest_version
 from dpdb.prompt import ingest, relink
 from dpdb.prompt.alert import alert_record
 from dpdb.provenance import Provenance, ProvenanceError, provenance
-from dpdb.releases import NOW, create_release, set_state
+from dpdb.registry.releases import NOW, create_release, set_state
 from dpdb.timeutil import iso_utc
 
 DPDB = str(Path(sys.executable).with_name("dpdb"))

@@ -24,7 +24,7 @@ from dpdb.lifecycle.load import load_release, restore_release
 from dpdb.lifecycle.validate import validate_release
 from dpdb.model.felis import latest_version
 from dpdb.model.layout import RELEASE_TABLES
-from dpdb.releases import create_release, get_release
+from dpdb.registry.releases import create_release, get_release
 
 OBJECTS = {"dr1": 1500, "dr2": 1800, "dr3": 2100}
 

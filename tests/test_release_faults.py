@@ -21,7 +21,7 @@ from dpdb.db import conninfo
 from dpdb.lifecycle.activate import activate_release, retain
 from dpdb.lifecycle.load import load_release, restore_release
 from dpdb.model.felis import latest_version
-from dpdb.releases import create_release, get_release
+from dpdb.registry.releases import create_release, get_release
 
 DPDB = str(Path(sys.executable).with_name("dpdb"))
 

@@ -22,7 +22,9 @@ from ..config import Settings
 from ..db import connect
 from ..ids import reorigin
 from ..query import run_query
-from ..releases import active_release, all_releases, get_release
+from ..registry import prompt_log
+from ..registry.activations import active_release
+from ..registry.releases import all_releases, get_release
 from ..timeutil import iso_utc
 from .run import SCALES, DemoRun, Step
 
@@ -65,7 +67,7 @@ class DemoReport:
 
 def build_report(settings: Settings, run: DemoRun, steps: list[Step]) -> DemoReport:
     """Count, compare with truth, run the examples and draw the plots into ``run.out``."""
-    from ..prompt.quality import association_quality
+    from ..processing.simulator import association_quality
 
     quality = association_quality(settings, run.visit_dirs)
     with connect(settings) as conn:
@@ -108,11 +110,11 @@ def _rows(conn: Any, releases: list[str]) -> dict[str, dict[str, int]]:
 
 def _instant_between_releases(conn: Any, run: DemoRun) -> float:
     """The processing time of the last visit before dr1: the prompt catalog as dr1 saw it."""
-    row = conn.execute(
-        "SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit WHERE visit < %s",
-        ((SCALES[run.scale].nights_dr1 + 1) * 1000,),  # night n holds visits (n + 1) * 1000 + j
-    ).fetchone()
-    return float(row[0])
+    from ..processing.simulator import first_visit_of_night
+
+    found = prompt_log.processing_time_before_visit(conn, first_visit_of_night(SCALES[run.scale].nights_dr1))
+    assert found is not None  # the demo ingests nights before dr1
+    return found
 
 
 def _example_object(conn: Any, before: float) -> int:

@@ -19,11 +19,11 @@ import pyarrow.parquet as pq
 
 from dpdb.model.felis import latest_version
 
-from ..audit import audited
 from ..config import Settings
 from ..db import connect, prepare, reset_database
 from ..errors import ConfigError, ReleaseStateError
-from ..releases import create_release
+from ..registry.audit import audited
+from ..registry.releases import create_release, find_release
 
 __all__ = ["SCALES", "Scale", "Step", "StepLog", "DemoRun", "run_demo"]
 
@@ -146,7 +146,7 @@ def _check_scale(out: Path, scale: str) -> None:
 
 
 def _survey(settings: Settings, run: DemoRun, size: Scale, first: int, nights: int, steps: StepLog) -> None:
-    from ..processing.survey import SurveyConfig, simulate
+    from ..processing.simulator import SurveyConfig, simulate
     from ..prompt import ingest
 
     label = f"nights {first + 1}-{first + nights}"
@@ -177,7 +177,7 @@ def _release(settings: Settings, run: DemoRun, name: str, size: Scale, steps: St
     from ..lifecycle.activate import activate_release
     from ..lifecycle.load import load_release
     from ..lifecycle.validate import validate_release
-    from ..processing.release import produce
+    from ..processing.simulator import produce
 
     run.releases.append(name)
     directory = run.out / name
@@ -232,5 +232,5 @@ def _release(settings: Settings, run: DemoRun, name: str, size: Scale, steps: St
 
 def _state(settings: Settings, name: str) -> str | None:
     with connect(settings) as conn:
-        row = conn.execute("SELECT state FROM dpdb_meta.release WHERE name = %s", (name,)).fetchone()
-    return row[0] if row else None
+        found = find_release(conn, name)
+    return str(found.state) if found else None

@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass, field
 
 import psycopg
-from astropy.time import Time
 from psycopg import errors, sql
 
 from dpdb.access import revoke_loader
@@ -30,7 +29,9 @@ from dpdb.config import Settings
 from dpdb.db import connect
 from dpdb.errors import ReleaseStateError
 from dpdb.model.layout import LOAD_ID_COLUMN
-from dpdb.releases import LIFECYCLE_LOCK, NOW, active_release, get_release, previous_release, set_state
+from dpdb.registry.activations import active_release, by_last_activation, previous_release, record_activation
+from dpdb.registry.releases import NOW, get_release, lock_lifecycle, set_state
+from dpdb.registry.states import ACTIVATABLE, FORCE_ACTIVATABLE, ReleaseState
 
 from .archive import archive_release
 from .samples import has_sample, make_sample
@@ -39,8 +40,6 @@ __all__ = ["Activation", "activate_release", "retention_plan", "retain"]
 
 log = logging.getLogger(__name__)
 
-ACTIVATABLE = ("validated", "superseded")
-FORCE_ACTIVATABLE = ("loaded", "failed")
 SWAP_ATTEMPTS = 50
 
 
@@ -64,11 +63,13 @@ def activate_release(
         rel = get_release(conn, name)
         active = active_release(conn)
         allowed = ACTIVATABLE + (FORCE_ACTIVATABLE if force else ())
-        if rel.state != "active" and rel.state not in allowed:
+        if rel.state != ReleaseState.ACTIVE and rel.state not in allowed:
             hint = " (validate it first, or --force)" if rel.state in FORCE_ACTIVATABLE else ""
             raise ReleaseStateError(f"release {name} is {rel.state}; cannot activate it{hint}")
         result = Activation(
-            name, active if rel.state != "active" else previous_release(conn), rel.state != "active"
+            name,
+            active if rel.state != ReleaseState.ACTIVE else previous_release(conn),
+            rel.state != ReleaseState.ACTIVE,
         )
     if dry_run:
         result.archived = retention_plan(settings, after=name)
@@ -105,9 +106,9 @@ def _swap(conn: psycopg.Connection, name: str, force: bool) -> float | None:
     readers wait only for a few catalog updates. Returns when the locks were
     taken (``time.perf_counter``), None if there was nothing to swap.
     """
-    conn.execute("SELECT pg_advisory_xact_lock(%s)", (LIFECYCLE_LOCK,))
+    lock_lifecycle(conn)
     rel = get_release(conn, name)  # re-read under the lock
-    if rel.state == "active":
+    if rel.state == ReleaseState.ACTIVE:
         return None
     superuser = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
     if superuser and superuser[0]:
@@ -120,13 +121,9 @@ def _swap(conn: psycopg.Connection, name: str, force: bool) -> float | None:
     if rel.state not in ACTIVATABLE:
         revoke_loader(conn, name)  # forced: frozen now (validation froze the others)
     if old is not None:
-        set_state(conn, old, "superseded", superseded_at=NOW)
-    set_state(conn, name, "active", activated_at=NOW)
-    conn.execute(
-        "INSERT INTO dpdb_meta.release_activation (name, previous, activated_at, activated_mjd_tai, forced) "
-        "VALUES (%s, %s, %s, %s, %s)",
-        (name, old, now, float(Time(now).tai.mjd), rel.state not in ACTIVATABLE and force),
-    )
+        set_state(conn, old, ReleaseState.SUPERSEDED, superseded_at=NOW)
+    set_state(conn, name, ReleaseState.ACTIVE, force=force, activated_at=NOW)
+    record_activation(conn, name, old, now, forced=rel.state not in ACTIVATABLE and force)
     # Readers wait from here to the commit: only catalog changes, whatever the release's size.
     locked = time.perf_counter()
     views = conn.execute(
@@ -166,13 +163,7 @@ def _view_statements(conn: psycopg.Connection, schema: str, release: str) -> lis
 def retention_plan(settings: Settings, after: str | None = None) -> list[str]:
     """Releases retention would archive now (or once ``after`` is activated), oldest last-activation first."""
     with connect(settings) as conn:
-        loaded = [
-            r[0]
-            for r in conn.execute(
-                "SELECT name FROM dpdb_meta.release WHERE state IN ('active', 'superseded') "
-                "ORDER BY activated_at DESC NULLS LAST, name"
-            )
-        ]
+        loaded = by_last_activation(conn)
         protected = {previous_release(conn)} if after is None else {active_release(conn)}
     if after is not None:
         loaded = [after] + [n for n in loaded if n != after]

@@ -23,7 +23,6 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from dpdb.catalogs import catalog_info
 from dpdb.config import Settings
 from dpdb.db import adbc_connection, connect
 from dpdb.errors import ReleaseStateError, ValidationError
@@ -32,7 +31,11 @@ from dpdb.etl.export import select_sql, write_query
 from dpdb.etl.validate import target_table
 from dpdb.healpix import partition_bounds
 from dpdb.model.layout import PIXEL_COLUMN, RELEASE_TABLES
-from dpdb.releases import LIFECYCLE_LOCK, NOW, active_release, get_release, previous_release, set_state
+from dpdb.registry import manifest as load_manifest
+from dpdb.registry.activations import active_release, previous_release
+from dpdb.registry.catalogs import find_catalog, forget_catalog
+from dpdb.registry.releases import NOW, get_release, lock_lifecycle, set_state
+from dpdb.registry.states import CatalogKind, ReleaseState
 
 from .samples import has_sample, make_sample
 
@@ -56,13 +59,13 @@ def archive_release(settings: Settings, name: str) -> ArchiveResult:
     start = time.monotonic()
     with connect(settings) as conn:
         rel = get_release(conn, name)
-        if rel.state != "superseded":
+        if rel.state != ReleaseState.SUPERSEDED:
             raise ReleaseStateError(f"release {name} is {rel.state}; only superseded releases are archived")
         if name == previous_release(conn):
             raise ReleaseStateError(f"release {name} is the penultimate release; it stays loaded")
-        info = catalog_info(conn, name)
-        assert info is not None
-        version, order = info[1], _partition_order(conn, name)
+        catalog = find_catalog(conn, name)
+        assert catalog is not None  # a superseded release is loaded
+        version, order = catalog.schema_version, catalog.partition_order
         if not has_sample(conn, name):
             make_sample(conn, settings, name)
         counts = _row_counts(conn, name, version)
@@ -72,12 +75,12 @@ def archive_release(settings: Settings, name: str) -> ArchiveResult:
     if manifest is None:
         manifest = _export(settings, name, rel.origin or 0, version, order, out)
     with connect(settings) as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LIFECYCLE_LOCK,))
-        if get_release(conn, name).state != "superseded":
+        lock_lifecycle(conn)
+        if get_release(conn, name).state != ReleaseState.SUPERSEDED:
             raise ReleaseStateError(f"release {name} changed state while it was being archived")
         _unload(conn, name)
         set_state(
-            conn, name, "archived", archived_at=NOW, archive_path=str(out.absolute()),
+            conn, name, ReleaseState.ARCHIVED, archived_at=NOW, archive_path=str(out.absolute()),
             archive_rows={t: manifest.rows(t) for t in RELEASE_TABLES}, archive_bytes=manifest.total_bytes,
             schema_version=version,
         )  # fmt: skip
@@ -86,15 +89,10 @@ def archive_release(settings: Settings, name: str) -> ArchiveResult:
     )
 
 
-def _partition_order(conn: psycopg.Connection, name: str) -> int:
-    row = conn.execute("SELECT partition_order FROM dpdb_meta.catalog WHERE name = %s", (name,)).fetchone()
-    return int(row[0])  # type: ignore[index]
-
-
 def _row_counts(conn: psycopg.Connection, name: str, version: int) -> dict[str, int]:
     out = {}
     for table in RELEASE_TABLES:
-        target = target_table(name, version, "release", table)
+        target = target_table(name, version, CatalogKind.RELEASE, table)
         query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name, target.db_name))
         out[table] = conn.execute(query).fetchone()[0]  # type: ignore[index]
     return out
@@ -119,7 +117,7 @@ def _export(
     manifest = release_dir.ReleaseDir(name, origin, version, order, "archive")
     with adbc_connection(settings) as aconn, aconn.cursor() as cur, connect(settings) as conn:
         for table in RELEASE_TABLES:
-            target = target_table(name, version, "release", table)
+            target = target_table(name, version, CatalogKind.RELEASE, table)
             parts: list[tuple[int | None, sql.Composable | None]] = [(None, None)]
             if target.partitioned:
                 pixel = sql.Identifier(PIXEL_COLUMN)
@@ -141,19 +139,19 @@ def _export(
 def _unload(conn: psycopg.Connection, name: str) -> None:
     """Drop a release's tables and forget its loads (its registry row stays: its IDs stay reserved)."""
     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
-    conn.execute("DELETE FROM dpdb_meta.catalog WHERE name = %s", (name,))
-    conn.execute("DELETE FROM dpdb_meta.load_manifest WHERE target = %s", (name,))
+    forget_catalog(conn, name)
+    load_manifest.forget_target(conn, name)
 
 
 def drop_release(settings: Settings, name: str, *, dry_run: bool = False) -> list[str]:
     """Drop release ``name`` for good (tables and samples; archive files are kept); return what it did."""
     with connect(settings) as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(%s)", (LIFECYCLE_LOCK,))
+        lock_lifecycle(conn)
         rel = get_release(conn, name)
         if name in (active_release(conn), previous_release(conn)):
-            role = "active" if rel.state == "active" else "penultimate"
+            role = "active" if rel.state == ReleaseState.ACTIVE else "penultimate"
             raise ReleaseStateError(f"release {name} is the {role} release; it cannot be dropped")
-        if rel.state == "dropped":
+        if rel.state == ReleaseState.DROPPED:
             raise ReleaseStateError(f"release {name} is already dropped")
         samples = [
             r[0]
@@ -176,5 +174,5 @@ def drop_release(settings: Settings, name: str, *, dry_run: bool = False) -> lis
             _unload(conn, name)
         for t in samples:
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier("samples", t)))
-        set_state(conn, name, "dropped", dropped_at=NOW)
+        set_state(conn, name, ReleaseState.DROPPED, dropped_at=NOW)
     return actions

@@ -14,7 +14,8 @@ from typing import Any
 from dpdb.config import Settings
 from dpdb.db import connect
 from dpdb.model.layout import RELEASE_TABLES
-from dpdb.releases import all_releases
+from dpdb.registry import manifest
+from dpdb.registry.releases import all_releases
 
 __all__ = ["ReleaseRow", "list_releases"]
 
@@ -54,11 +55,7 @@ class ReleaseRow:
 def list_releases(settings: Settings) -> list[ReleaseRow]:
     out = []
     with connect(settings) as conn:
-        loaded_rows: dict[str, dict[str, int]] = {}
-        for target, table, rows in conn.execute(
-            "SELECT target, table_name, sum(row_count) FROM dpdb_meta.load_manifest GROUP BY 1, 2"
-        ):
-            loaded_rows.setdefault(target, {})[table] = int(rows)
+        loaded_rows = manifest.rows_by_target(conn)
         sizes = dict(
             conn.execute(
                 "SELECT n.nspname, sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c "

@@ -19,14 +19,15 @@ from pathlib import Path
 import psycopg
 
 from dpdb.access import grant_loader
-from dpdb.catalogs import WRITABLE_RELEASE_STATES, catalog_info, create_catalog
 from dpdb.config import Settings
 from dpdb.db import connect
 from dpdb.errors import ReleaseStateError, ValidationError
 from dpdb.etl import release_dir
 from dpdb.etl.load import load
 from dpdb.model.layout import RELEASE_TABLES
-from dpdb.releases import NOW, Release, get_release, set_state
+from dpdb.registry.catalogs import create_catalog, find_catalog
+from dpdb.registry.releases import NOW, Release, get_release, set_state
+from dpdb.registry.states import WRITABLE, CatalogKind, ReleaseState, names
 
 __all__ = ["LoadResult", "load_release", "restore_release"]
 
@@ -53,16 +54,16 @@ def load_release(
     manifest = release_dir.verify(directory)
     with connect(settings) as conn:
         rel = get_release(conn, name)
-        if rel.state not in WRITABLE_RELEASE_STATES:
+        if rel.state not in WRITABLE:
             raise ReleaseStateError(
                 f"release {name} is {rel.state}; "
-                f"only {', '.join(WRITABLE_RELEASE_STATES)} releases can be loaded"
+                f"only {names(WRITABLE)} releases can be loaded"
             )
         _check_fits(conn, rel, manifest, directory)
     result = _load_tables(settings, name, directory, manifest, jobs, progress)
     with connect(settings) as conn:
         set_state(
-            conn, name, "loaded", loaded_at=NOW, source=str(Path(directory).absolute()),
+            conn, name, ReleaseState.LOADED, loaded_at=NOW, source=str(Path(directory).absolute()),
             expected_rows={t: manifest.rows(t) for t in manifest.tables},
         )  # fmt: skip
     return result
@@ -72,20 +73,20 @@ def restore_release(settings: Settings, name: str, *, jobs: int = 2) -> LoadResu
     """Re-load archived release ``name`` from its archive after verifying every checksum; state ``loaded``."""
     with connect(settings) as conn:
         rel = get_release(conn, name)
-        if rel.state not in ("archived", "restoring") or not rel.archive_path:
+        if rel.state not in (ReleaseState.ARCHIVED, ReleaseState.RESTORING) or not rel.archive_path:
             raise ReleaseStateError(f"release {name} is {rel.state}; only archived releases can be restored")
     directory = Path(rel.archive_path)
     manifest = release_dir.verify(directory)
     with connect(settings) as conn:
-        if catalog_info(conn, name) is None:  # not re-created yet by an interrupted restore
-            create_catalog(conn, name, "release", manifest.schema_version, manifest.partition_order)
+        if find_catalog(conn, name) is None:  # not re-created yet by an interrupted restore
+            create_catalog(conn, name, CatalogKind.RELEASE, manifest.schema_version, manifest.partition_order)
             grant_loader(conn, name)
-            set_state(conn, name, "restoring")
+            set_state(conn, name, ReleaseState.RESTORING)
         _check_fits(conn, get_release(conn, name), manifest, directory)
     result = _load_tables(settings, name, directory, manifest, jobs, None)
     with connect(settings) as conn:
         set_state(
-            conn, name, "loaded", loaded_at=NOW, restored_at=NOW, source=str(directory),
+            conn, name, ReleaseState.LOADED, loaded_at=NOW, restored_at=NOW, source=str(directory),
             expected_rows={t: manifest.rows(t) for t in manifest.tables},
         )  # fmt: skip
     return result
@@ -100,8 +101,8 @@ def _check_fits(
             f"{directory}: holds release {manifest.name}'s IDs (origin {manifest.origin}), "
             f"but {rel.name} has origin {rel.origin}"
         )
-    info = catalog_info(conn, rel.name)
-    version = info[1] if info else None
+    catalog = find_catalog(conn, rel.name)
+    version = catalog.schema_version if catalog else None
     if version is not None and manifest.schema_version > version:
         raise ValidationError(
             f"{directory}: written for schema v{manifest.schema_version}, {rel.name} is at v{version}"

@@ -11,10 +11,10 @@ from __future__ import annotations
 import psycopg
 from psycopg import sql
 
-from dpdb.catalogs import catalog_info
 from dpdb.config import Settings
 from dpdb.etl.validate import target_table
 from dpdb.model.layout import LAYOUTS
+from dpdb.registry.catalogs import find_catalog
 
 __all__ = ["SAMPLE_TABLES", "make_sample", "has_sample"]
 
@@ -33,11 +33,11 @@ def make_sample(conn: psycopg.Connection, settings: Settings, release: str) -> d
     releases can be compared there after they are archived (DPDD §4.5).
     """
     ra, dec, radius = settings.sample_region
-    info = catalog_info(conn, release)
-    assert info is not None
+    catalog = find_catalog(conn, release)
+    assert catalog is not None  # sampled before the release is archived
     rows = {}
     for table in SAMPLE_TABLES:
-        target = target_table(release, info[1], "release", table)
+        target = target_table(release, catalog.schema_version, catalog.kind, table)
         sample = sql.Identifier("samples", f"{release}_{target.db_name}")
         source = sql.Identifier(release, target.db_name)
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sample))

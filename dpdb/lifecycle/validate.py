@@ -29,7 +29,6 @@ import psycopg
 from psycopg import sql
 
 from dpdb.access import revoke_loader
-from dpdb.catalogs import catalog_info
 from dpdb.config import Settings
 from dpdb.db import adbc_connection, connect
 from dpdb.errors import ReleaseStateError
@@ -38,7 +37,10 @@ from dpdb.healpix import PIXEL_ORDER, pixels
 from dpdb.ids import ORIGIN_SHIFT, PROMPT_ORIGIN
 from dpdb.model.layout import LAYOUTS, PIXEL_COLUMN, RELEASE_TABLES
 from dpdb.named_sql import named_blocks
-from dpdb.releases import NOW, Release, active_release, get_release, set_state
+from dpdb.registry.activations import active_release
+from dpdb.registry.catalogs import find_catalog
+from dpdb.registry.releases import NOW, Release, get_release, origin_holders, set_state
+from dpdb.registry.states import VALIDATABLE, CatalogKind, ReleaseState, names
 
 __all__ = ["Check", "Report", "validate_release", "COVERAGE_ORDER"]
 
@@ -48,7 +50,6 @@ COVERAGE_ORDER = 6
 WELL_SAMPLED = 10
 """Objects a pixel must hold in the previous release for its absence now to count as lost sky."""
 
-VALIDATABLE = ("loaded", "validated", "failed")
 
 
 @dataclass
@@ -87,11 +88,12 @@ def validate_release(settings: Settings, name: str) -> Report:
         rel = get_release(conn, name)
         if rel.state not in VALIDATABLE:
             raise ReleaseStateError(
-                f"release {name} is {rel.state}; only {', '.join(VALIDATABLE)} releases can be validated"
+                f"release {name} is {rel.state}; only {names(VALIDATABLE)} releases can be validated"
             )
-        info = catalog_info(conn, name)
-        assert info is not None  # a loaded release has its catalog
-        targets = {t: target_table(name, info[1], "release", t) for t in RELEASE_TABLES}
+        catalog = find_catalog(conn, name)
+        assert catalog is not None  # a loaded release has its catalog
+        version = catalog.schema_version
+        targets = {t: target_table(name, version, CatalogKind.RELEASE, t) for t in RELEASE_TABLES}
         active = active_release(conn)
         baseline = get_release(conn, active) if active and active != name else None
         report = Report(name, baseline.name if baseline else None)
@@ -104,7 +106,8 @@ def validate_release(settings: Settings, name: str) -> Report:
         if report.ok:
             revoke_loader(conn, name)
         set_state(
-            conn, name, "validated" if report.ok else "failed", validated_at=NOW, report=report.to_json()
+            conn, name, ReleaseState.VALIDATED if report.ok else ReleaseState.FAILED, validated_at=NOW,
+            report=report.to_json(),
         )
     return report
 
@@ -112,9 +115,7 @@ def validate_release(settings: Settings, name: str) -> Report:
 def _profile(conn: psycopg.Connection, rel: Release, targets: dict[str, TargetTable], report: Report) -> None:
     """Rows, duplicate keys, foreign-origin IDs, bad positions and null counts: one scan per table."""
     expected = rel.expected_rows or {}
-    others = conn.execute(
-        "SELECT count(*) FROM dpdb_meta.release WHERE origin = %s AND name <> %s", (rel.origin, rel.name)
-    ).fetchone()[0]  # type: ignore[index]
+    others = origin_holders(conn, rel.origin or 0, besides=rel.name)
     report.add("ids: origin held by no other catalog", others + (rel.origin == PROMPT_ORIGIN),
                f"origin {rel.origin}, {others} other release(s) with it")  # fmt: skip
     for table, target in targets.items():
@@ -204,7 +205,7 @@ def _pixels(
             ra, dec = target.position
             query = sql.SQL("SELECT {}, {}, {} FROM {}").format(
                 sql.Identifier(ra), sql.Identifier(dec), sql.Identifier(PIXEL_COLUMN),
-                sql.Identifier(target.db_schema, target.db_name),
+                sql.Identifier(target.catalog, target.db_name),
             )  # fmt: skip
             cur.execute(query.as_string(conn))
             data = cur.fetch_arrow_table()

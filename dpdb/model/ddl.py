@@ -15,17 +15,16 @@ import logging
 from dataclasses import dataclass
 
 from felis.datamodel import Column as FelisColumn
-from felis.metadata import get_datatype_with_variants
 from sqlalchemy import BigInteger, Column, MetaData, PrimaryKeyConstraint, Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateTable
-from sqlalchemy.types import TypeEngine
 
 from dpdb.errors import SchemaError
 from dpdb.healpix import partition_bounds
 
-from .felis import META_FELIS, load_felis, position_columns
-from .layout import LOAD_ID_COLUMN, PIXEL_COLUMN, layout, tables_for
+from .felis import META_FELIS, FelisTable, load_felis
+from .layout import LOAD_ID_COLUMN, PIXEL_COLUMN, layout
+from .table import CatalogTable, catalog_tables, column_type, primary_key
 
 __all__ = [
     "column_type",
@@ -41,37 +40,39 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _DIALECT = postgresql.dialect()
-_ARRAY_TYPES = {
-    "REAL[]": postgresql.REAL,
-    "DOUBLE PRECISION[]": postgresql.DOUBLE_PRECISION,
-    "BIGINT[]": postgresql.BIGINT,
-    "INTEGER[]": postgresql.INTEGER,
-}
-
-
-def column_type(col: FelisColumn) -> TypeEngine:
-    """PostgreSQL type of a felis column (arrays and timestamptz via ``postgresql:datatype``)."""
-    override = (col.postgresql_datatype or "").strip().upper()
-    if override in _ARRAY_TYPES:
-        return postgresql.ARRAY(_ARRAY_TYPES[override])
-    if override == "TIMESTAMPTZ":
-        return postgresql.TIMESTAMP(timezone=True)
-    if col.datatype.value == "float":  # felis' float renders as FLOAT (8 bytes); the DPDD means 32-bit
-        return postgresql.REAL()
-    if col.datatype.value == "char":  # CHAR(n) pads with blanks; values must round-trip unchanged
-        return postgresql.VARCHAR(col.length)
-    return get_datatype_with_variants(col)
 
 
 @dataclass(frozen=True)
 class TableSpec:
-    """A catalog table as built in PostgreSQL."""
+    """A catalog table as built in PostgreSQL: its model, in catalog ``catalog``, as a SQLAlchemy table
+    (lower-case identifiers, implementation columns added)."""
 
-    name: str  # canonical
-    table: Table  # SQLAlchemy table (lower-case identifiers, implementation columns added)
-    position: tuple[str, str] | None  # canonical ra/dec
-    partitioned: bool
-    versioned: bool  # has validityEndMjdTai: rows are versions, a current one per ID
+    model: CatalogTable
+    catalog: str
+    table: Table
+
+    @property
+    def name(self) -> str:
+        """Canonical table name."""
+        return self.model.name
+
+    @property
+    def position(self) -> tuple[str, str] | None:
+        """Canonical names of the principal ra, dec."""
+        return self.model.canonical_position
+
+    @property
+    def partitioned(self) -> bool:
+        return self.model.partitioned
+
+    @property
+    def versioned(self) -> bool:
+        return self.model.versioned
+
+    @property
+    def full_name(self) -> str:
+        """``"catalog"."table"``, quoted."""
+        return f"{_q(self.catalog)}.{_q(self.table.name)}"
 
 
 def _implementation_columns(partitioned: bool) -> list[Column]:
@@ -101,50 +102,30 @@ def _comment(col: FelisColumn) -> str | None:
 
 
 def table_specs(catalog: str, version: int, kind: str) -> list[TableSpec]:
-    """SQLAlchemy tables of a catalog schema ``catalog`` of ``kind`` at schema ``version``."""
-    felis = {t.name: t for t in load_felis(version).tables}
+    """SQLAlchemy tables of catalog ``catalog`` of ``kind`` at schema ``version``."""
     metadata = MetaData(schema=catalog)
     specs = []
-    for name in tables_for(kind):
-        ftable = felis.get(name)
-        lay = layout(name)
-        if ftable is None:
-            if version < lay.since:
-                continue
-            raise SchemaError(f"schema v{version} has no table {name}")
+    for model in catalog_tables(kind, version):
         columns = [
-            Column(c.name.lower(), column_type(c), nullable=c.nullable, comment=_comment(c))
-            for c in ftable.columns
+            Column(c.name, c.sql_type, nullable=c.nullable, comment=_comment(c.felis)) for c in model.columns
         ]
-        columns += _implementation_columns(lay.partitioned)
-        pk_cols = [c.name.lower() for c in _primary_key(ftable)]
-        if lay.partitioned:
+        columns += _implementation_columns(model.partitioned)
+        pk_cols = list(model.primary_key)
+        if model.partitioned:
             pk_cols.append(PIXEL_COLUMN)
         kwargs: dict[str, object] = {}
-        if lay.partitioned:
+        if model.partitioned:
             kwargs["postgresql_partition_by"] = f"RANGE ({PIXEL_COLUMN})"
         table = Table(
-            name.lower(),
+            model.db_name,
             metadata,
             *columns,
-            PrimaryKeyConstraint(*pk_cols, name=f"{name.lower()}_pkey"),
-            comment=" ".join((ftable.description or "").split()) or None,
+            PrimaryKeyConstraint(*pk_cols, name=f"{model.db_name}_pkey"),
+            comment=model.description,
             **kwargs,
         )
-        names = {c.name for c in ftable.columns}
-        specs.append(
-            TableSpec(name, table, position_columns(ftable), lay.partitioned, "validityEndMjdTai" in names)
-        )
+        specs.append(TableSpec(model, catalog, table))
     return specs
-
-
-def _primary_key(ftable: object) -> list[FelisColumn]:
-    by_id = {c.id: c for c in ftable.columns}  # type: ignore[attr-defined]
-    pk = ftable.primary_key  # type: ignore[attr-defined]
-    ids = [pk] if isinstance(pk, str) else list(pk or [])
-    if not ids:
-        raise SchemaError(f"table {ftable.name} has no primaryKey")  # type: ignore[attr-defined]
-    return [by_id[i] for i in ids]
 
 
 def _q(ident: str) -> str:
@@ -162,7 +143,7 @@ def catalog_ddl(catalog: str, version: int, kind: str, partition_order: int) -> 
 
 def _table_ddl(spec: TableSpec, partition_order: int) -> list[str]:
     table = spec.table
-    full = f"{_q(table.schema)}.{_q(table.name)}"  # type: ignore[arg-type]
+    full = spec.full_name
     out = [str(CreateTable(table).compile(dialect=_DIALECT)).strip()]
     if spec.partitioned:
         bounds = partition_bounds(partition_order)
@@ -170,7 +151,7 @@ def _table_ddl(spec: TableSpec, partition_order: int) -> list[str]:
         for n, lo, hi in bounds:
             part = f"{table.name}_hpx{partition_order}_{n:0{width}d}"
             out.append(
-                f"CREATE TABLE {_q(table.schema)}.{_q(part)} PARTITION OF {full} "  # type: ignore[arg-type]
+                f"CREATE TABLE {_q(spec.catalog)}.{_q(part)} PARTITION OF {full} "
                 f"FOR VALUES FROM ({lo}) TO ({hi})"
             )
     if spec.position:
@@ -209,8 +190,10 @@ def q3c_index_ddl(spec: TableSpec) -> str:
     without visiting their rows.
     """
     table = spec.table
-    full = f"{_q(table.schema)}.{_q(table.name)}"  # type: ignore[arg-type]
-    ra, dec = (_q(c.lower()) for c in spec.position)  # type: ignore[union-attr]
+    full = spec.full_name
+    if spec.model.position is None:
+        raise SchemaError(f"table {spec.name} has no position to index")
+    ra, dec = (_q(c) for c in spec.model.position)
     keys = f"q3c_ang2ipix({ra}, {dec})"
     if spec.versioned:
         keys += f", validitystartmjdtai, ({VALIDITY_END})"
@@ -218,7 +201,7 @@ def q3c_index_ddl(spec: TableSpec) -> str:
 
 
 def _comment_ddl(table: Table) -> list[str]:
-    full = f"{_q(table.schema)}.{_q(table.name)}"  # type: ignore[arg-type]
+    full = f"{_q(table.schema or 'public')}.{_q(table.name)}"
     out = []
     if table.comment:
         out.append(f"COMMENT ON TABLE {full} IS {_literal(table.comment)}")
@@ -257,7 +240,7 @@ def meta_ddl(version: int, since: int | None = None) -> list[str]:
             )
             for c in ftable.columns
         ]
-        pk = [c.name.lower() for c in _primary_key(ftable)]
+        pk = [c.name.lower() for c in primary_key(ftable)]
         table = Table(
             ftable.name.lower(), metadata, *cols, PrimaryKeyConstraint(*pk), comment=ftable.description
         )
@@ -266,19 +249,20 @@ def meta_ddl(version: int, since: int | None = None) -> list[str]:
     return out
 
 
-def _added_meta_columns(ftable: object, before: set[str], version: int) -> list[str]:
-    full = f"dpdb_meta.{_q(ftable.name.lower())}"  # type: ignore[attr-defined]
+def _added_meta_columns(ftable: FelisTable, before: set[str], version: int) -> list[str]:
+    full = f"dpdb_meta.{_q(ftable.name.lower())}"
     out = []
-    for c in ftable.columns:  # type: ignore[attr-defined]
+    for c in ftable.columns:
         if c.name in before:
             continue
         if not c.nullable:
-            raise SchemaError(f"schema v{version} adds non-nullable column dpdb_meta.{ftable.name}.{c.name}")  # type: ignore[attr-defined]
+            raise SchemaError(f"schema v{version} adds non-nullable column dpdb_meta.{ftable.name}.{c.name}")
         out.append(
             f"ALTER TABLE {full} ADD COLUMN {_q(c.name.lower())} {column_type(c).compile(dialect=_DIALECT)}"
         )
-        if _comment(c):
-            out.append(f"COMMENT ON COLUMN {full}.{_q(c.name.lower())} IS {_literal(_comment(c))}")  # type: ignore[arg-type]
+        comment = _comment(c)
+        if comment:
+            out.append(f"COMMENT ON COLUMN {full}.{_q(c.name.lower())} IS {_literal(comment)}")
     return out
 
 

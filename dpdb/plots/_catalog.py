@@ -12,12 +12,14 @@ from collections.abc import Iterator
 
 import psycopg
 
-from dpdb.catalogs import catalog_info
 from dpdb.config import Settings
-from dpdb.db import connect
+from dpdb.db import read_snapshot
 from dpdb.errors import ReleaseStateError
-from dpdb.ids import PROMPT_ORIGIN, origin_of
-from dpdb.releases import active_release, get_release, previous_release
+from dpdb.registry import prompt_log
+from dpdb.registry.activations import ALIASES, resolve_alias
+from dpdb.registry.catalogs import find_catalog
+from dpdb.registry.releases import get_release, owner_of_id
+from dpdb.registry.states import CatalogKind, ReleaseState
 
 from ._figure import PlotError
 
@@ -29,10 +31,8 @@ PROMPT = "prompt"
 
 @contextlib.contextmanager
 def reading(settings: Settings) -> Iterator[psycopg.Connection]:
-    """A connection in read-only transactions: a plot never changes the database."""
-    with connect(settings) as conn:
-        conn.rollback()  # the version check opened a transaction
-        conn.read_only = True
+    """A connection in read-only snapshots: a plot never changes the database."""
+    with read_snapshot(settings) as conn:
         yield conn
 
 
@@ -46,15 +46,15 @@ def catalog_of_id(conn: psycopg.Connection, ident: int) -> str:
     ReleaseStateError
         The release of its origin is archived or dropped.
     """
-    origin = origin_of(ident) if ident > 0 else 0
-    if origin < PROMPT_ORIGIN:
+    owner = owner_of_id(conn, ident) if ident > 0 else None
+    if owner is None or owner.kind is None:
+        origin = owner.origin if owner else 0
         raise PlotError(f"ID {ident} is not a dpdb ID (its origin bits are {origin}; 1 = prompt, N+1 = drN)")
-    if origin == PROMPT_ORIGIN:
+    if owner.kind is CatalogKind.PROMPT:
         return PROMPT
-    row = conn.execute("SELECT name FROM dpdb_meta.release WHERE origin = %s", (origin,)).fetchone()
-    if row is None:
-        raise PlotError(f"ID {ident}: no release has ID origin {origin} (that of dr{origin - 1})")
-    return _loaded(conn, row[0], f"ID {ident}: ")
+    if owner.release is None:
+        raise PlotError(f"ID {ident}: no release has ID origin {owner.origin} (that of dr{owner.origin - 1})")
+    return _loaded(conn, owner.release.name, f"ID {ident}: ")
 
 
 def catalog_named(conn: psycopg.Connection, release: str) -> str:
@@ -67,28 +67,19 @@ def catalog_named(conn: psycopg.Connection, release: str) -> str:
     """
     if release == PROMPT:
         return PROMPT
-    name: str | None = release
-    if release == "current":
-        name = active_release(conn)
-    elif release == "previous":
-        name = previous_release(conn)
-    if name is None:
-        raise ReleaseStateError(f"no release is {release} (activate one with `dpdb release activate NAME`)")
+    name = resolve_alias(conn, release) if release in ALIASES else release
     return _loaded(conn, name, f"{release}: " if name != release else "")
 
 
 def _loaded(conn: psycopg.Connection, name: str, context: str) -> str:
     rel = get_release(conn, name)
-    if not rel.loaded or catalog_info(conn, name) is None:
-        hint = f"; restore it with `dpdb release restore {name}`" if rel.state == "archived" else ""
+    if not rel.loaded or find_catalog(conn, name) is None:
+        archived = rel.state == ReleaseState.ARCHIVED
+        hint = f"; restore it with `dpdb release restore {name}`" if archived else ""
         raise ReleaseStateError(f"{context}release {name} is {rel.state}, its tables are not loaded{hint}")
     return name
 
 
 def latest_processing_time(conn: psycopg.Connection) -> float | None:
     """The prompt catalog's latest processing time (visit ingest or daytime relink), MJD TAI."""
-    row = conn.execute(
-        "SELECT greatest((SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit), "
-        "(SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_relink))"
-    ).fetchone()
-    return float(row[0]) if row and row[0] is not None else None
+    return prompt_log.latest_processing_time(conn)

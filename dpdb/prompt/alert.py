@@ -69,10 +69,10 @@ import numpy as np
 import psycopg
 from lsst.alert.packet import Schema, get_schema_path
 
-from dpdb.catalogs import catalog_info
 from dpdb.config import Settings
-from dpdb.db import connect
-from dpdb.errors import AlertError
+from dpdb.db import connect, read_snapshot
+from dpdb.errors import AlertError, first_line
+from dpdb.registry.catalogs import find_catalog
 from dpdb.timeutil import iso_utc
 
 __all__ = [
@@ -261,15 +261,11 @@ def alert_record(settings: Settings, dia_source_id: int, as_of: float | None = N
     AlertError
         When the DiaSource is unknown or not in the catalog at ``as_of``.
     """
-    with connect(settings) as conn:
-        # One snapshot for every read, so a concurrent ingest cannot split the alert.
-        conn.rollback()  # end the version check's transaction
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        if catalog_info(conn, "prompt") is None:
+    # One snapshot for every read, so a concurrent ingest cannot split the alert.
+    with read_snapshot(settings) as conn:
+        if find_catalog(conn, "prompt") is None:
             raise AlertError("this database has no prompt catalog")
         parts = _read(conn, dia_source_id, as_of, settings.characterization_cutoff)
-        conn.rollback()
     log.debug(
         "alert of DiaSource %d: %s",
         dia_source_id,
@@ -447,7 +443,7 @@ def alert_avro(record: dict[str, Any]) -> bytes:
     try:
         fastavro.validation.validate(record, schema.definition, raise_errors=True)
     except fastavro.validation.ValidationError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "invalid"
+        first = first_line(e, "invalid")
         raise AlertError(
             f"alert {record.get('diaSourceId')} does not conform to the alert schema: {first}"
         ) from e

@@ -39,12 +39,12 @@ from pathlib import Path
 import adbc_driver_postgresql.dbapi as adbc
 import pyarrow as pa
 
-from dpdb.catalogs import writable_catalog
 from dpdb.config import Settings
 from dpdb.db import adbc_connection, connect
-from dpdb.etl import manifest
 from dpdb.etl.files import fingerprint
-from dpdb.releases import active_release
+from dpdb.registry import manifest, prompt_log
+from dpdb.registry.activations import active_release
+from dpdb.registry.catalogs import writable_catalog
 from dpdb.timeutil import iso_utc, now_mjd_tai
 
 from . import statements as prompt_statements
@@ -88,8 +88,8 @@ def ingest(
     applied after its last visit, ``RELINK_DELAY`` days later when times are given.
     """
     with connect(settings) as conn:
-        _, version = writable_catalog(conn, "prompt")
-        done = {r[0] for r in conn.execute("SELECT visit FROM dpdb_meta.prompt_visit")}
+        version = writable_catalog(conn, "prompt").schema_version
+        done = prompt_log.ingested_visits(conn)
         release = active_release(conn)
     order = sorted((_visit_key(d, version), d) for d in find_visits(paths))
     first_mjd = order[0][0][0] if order else 0.0
@@ -172,7 +172,7 @@ class _VisitTransaction(PromptChange):
         start = time.monotonic()
         visit = self.visit
         with self.transaction():
-            if self._query("SELECT 1 FROM dpdb_meta.prompt_visit WHERE visit = $1", (visit.visit,)):
+            if prompt_log.visit_ingested_in(self.cur, visit.visit):
                 return VisitResult(visit.visit, "skipped")
             t = self.processing_time(processing_time, f"visit {visit.visit}")
             counts = self._steps(t)

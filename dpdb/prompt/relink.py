@@ -21,12 +21,12 @@ from pathlib import Path
 import adbc_driver_postgresql.dbapi as adbc
 import pyarrow as pa
 
-from dpdb.catalogs import writable_catalog
 from dpdb.config import Settings
 from dpdb.db import adbc_connection, connect
 from dpdb.errors import ValidationError
-from dpdb.etl import manifest
 from dpdb.etl.files import fingerprint
+from dpdb.registry import manifest, prompt_log
+from dpdb.registry.catalogs import writable_catalog
 from dpdb.timeutil import iso_utc
 
 from . import statements as prompt_statements
@@ -68,7 +68,7 @@ def relink(
     if not is_linkage(path):
         raise ValidationError(f"{path}: not a linkage directory (no {LINK_FILE})")
     with connect(settings) as conn:
-        _, version = writable_catalog(conn, "prompt")
+        version = writable_catalog(conn, "prompt").schema_version
     if aconn is None:
         with adbc_connection(settings) as own:
             return _Relink(own, settings, path, version).run(processing_time)
@@ -96,7 +96,7 @@ class _Relink(PromptChange):
         start = time.monotonic()
         sha = self.link_file.sha256
         with self.transaction():
-            if self._query("SELECT 1 FROM dpdb_meta.prompt_relink WHERE sha256 = $1", (sha,)):
+            if prompt_log.relink_applied_in(self.cur, sha):
                 return RelinkResult(self.path, "skipped")
             t = self.processing_time(processing_time, f"linkage {self.path}")
             counts = self._steps(t)
@@ -113,7 +113,7 @@ class _Relink(PromptChange):
 
     def _steps(self, t: float) -> dict[str, int]:
         load_link, load_orbits = self._stage()
-        latest = self._query("SELECT max(midpoint_mjd_tai) FROM dpdb_meta.prompt_visit")[0][0]
+        latest = prompt_log.latest_midpoint_in(self.cur)
         self._run("params", file="prompt_ingest.sql")
         self._run(
             "set_params",

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from alembic import context, op
 
-from dpdb.catalogs import create_catalog, create_meta, record_version
+from dpdb.registry.catalogs import create_catalog, create_meta
+from dpdb.registry.versions import record_version
 
 revision = "v1"
 down_revision = None

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from alembic import op
 
-from dpdb.catalogs import record_version, upgrade_catalogs
+from dpdb.registry.catalogs import upgrade_catalogs
+from dpdb.registry.versions import record_version
 
 revision = "v2"
 down_revision = "v1"

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from alembic import op
 
-from dpdb.catalogs import create_meta, record_version, upgrade_catalogs
+from dpdb.registry.catalogs import create_meta, upgrade_catalogs
+from dpdb.registry.versions import record_version
 
 revision = "v3"
 down_revision = "v2"

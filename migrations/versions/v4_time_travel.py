@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from alembic import op
 
-from dpdb.catalogs import create_meta, record_version, upgrade_catalogs
 from dpdb.model.ddl import q3c_index_ddl, table_specs
+from dpdb.registry.catalogs import create_meta, upgrade_catalogs
+from dpdb.registry.versions import record_version
 
 revision = "v4"
 down_revision = "v3"

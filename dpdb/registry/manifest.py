@@ -3,20 +3,33 @@
 Loads are idempotent by content: a file whose SHA-256 was already loaded into
 the same table and target is skipped; a different content under an already
 loaded path is refused unless replaced explicitly. All functions run on the
-ADBC cursor of the file's load transaction, after :func:`lock`.
+ADBC cursor of the file's load transaction, after :func:`lock`; the readers
+(:func:`rows_by_target`, :func:`entries`) and :func:`forget_target` take a psycopg connection.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import adbc_driver_postgresql.dbapi as adbc
+import psycopg
+from psycopg.rows import dict_row
 
 from dpdb import __version__
+from dpdb.etl.files import ParquetFile
 
-from .files import ParquetFile
-
-__all__ = ["Decision", "lock", "decide", "add_entry", "set_row_count", "remove_entries"]
+__all__ = [
+    "Decision",
+    "lock",
+    "decide",
+    "add_entry",
+    "set_row_count",
+    "remove_entries",
+    "rows_by_target",
+    "forget_target",
+    "entries",
+]
 
 
 @dataclass(frozen=True)
@@ -73,3 +86,30 @@ def remove_entries(cur: adbc.Cursor, load_ids: tuple[int, ...]) -> None:
     """Delete manifest entries (of a file being replaced; its rows are deleted by the caller)."""
     ids = ",".join(str(int(i)) for i in load_ids)
     cur.execute(f"DELETE FROM dpdb_meta.load_manifest WHERE load_id IN ({ids})")
+
+
+def rows_by_target(conn: psycopg.Connection) -> dict[str, dict[str, int]]:
+    """Rows loaded, by target catalog and table (exact, from the manifest, without a scan)."""
+    out: dict[str, dict[str, int]] = {}
+    for target, table, rows in conn.execute(
+        "SELECT target, table_name, sum(row_count) FROM dpdb_meta.load_manifest GROUP BY 1, 2"
+    ):
+        out.setdefault(target, {})[table] = int(rows)
+    return out
+
+
+def forget_target(conn: psycopg.Connection, target: str) -> None:
+    """Delete the entries of catalog ``target`` (its tables are being dropped in this transaction)."""
+    conn.execute("DELETE FROM dpdb_meta.load_manifest WHERE target = %s", (target,))
+
+
+def entries(conn: psycopg.Connection, load_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The manifest entries of ``load_ids`` by load id (path, size, sha256, table_name, target,
+    row_count, schema_version, software_version, loaded_at)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            "SELECT load_id, path, size, sha256, table_name, target, row_count, schema_version, "
+            "software_version, loaded_at FROM dpdb_meta.load_manifest WHERE load_id = ANY(%s)",
+            (list(load_ids),),
+        ).fetchall()
+    return {int(r["load_id"]): r for r in rows}

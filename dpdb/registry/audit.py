@@ -1,0 +1,61 @@
+"""The audit log (``dpdb_meta.audit_log``): who did which lifecycle action, when, how it ended.
+
+The entry of an :func:`audited` action is written on its own connection after
+the action, so it is kept whether the action committed or rolled back.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import psycopg
+
+from dpdb.config import Settings
+from dpdb.db import conninfo
+from dpdb.errors import first_line
+
+__all__ = ["Audit", "audited", "record"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Audit:
+    """Filled in by the action: what happened (the outcome when it succeeds)."""
+
+    outcome: str = "ok"
+
+
+@contextmanager
+def audited(settings: Settings, action: str, **arguments: object) -> Iterator[Audit]:
+    """Record ``action`` with its ``arguments``; the outcome is ``audit.outcome`` or the error."""
+    audit = Audit()
+    start = time.monotonic()
+    try:
+        yield audit
+    except BaseException as e:
+        audit.outcome = f"error: {first_line(e)}"
+        raise
+    finally:
+        try:
+            with psycopg.connect(conninfo(settings), autocommit=True) as conn:
+                record(conn, action, arguments, audit.outcome, time.monotonic() - start)
+        except psycopg.Error as e:  # never hide the action's own error behind the audit's
+            log.warning("could not write the audit log entry of %s: %s", action, e)
+
+
+def record(
+    conn: psycopg.Connection, action: str, arguments: dict[str, object], outcome: str, seconds: float
+) -> None:
+    """Write one audit-log entry (in the caller's transaction)."""
+    conn.execute(
+        "INSERT INTO dpdb_meta.audit_log (at, who, action, arguments, outcome, duration_s) "
+        "VALUES (now(), %s || '/' || current_user, %s, %s, %s, %s)",
+        (getpass.getuser(), action, json.dumps(arguments, default=str), outcome, seconds),
+    )

@@ -1,0 +1,127 @@
+"""Catalog schemas (the prompt catalog and each data release): creation, upgrade and the catalog
+registry ``dpdb_meta.catalog``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+
+from dpdb.errors import ReleaseStateError
+from dpdb.model.ddl import added_columns_ddl, catalog_ddl, meta_ddl
+
+from .states import WRITABLE, CatalogKind, names
+
+__all__ = [
+    "Catalog",
+    "create_meta",
+    "create_catalog",
+    "upgrade_catalogs",
+    "find_catalog",
+    "all_catalogs",
+    "present_catalog_names",
+    "writable_catalog",
+    "forget_catalog",
+]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """A catalog schema registered in ``dpdb_meta.catalog``."""
+
+    name: str
+    kind: CatalogKind
+    schema_version: int
+    partition_order: int
+    created_at: datetime | None
+
+
+def execute_ddl(conn: psycopg.Connection, statements: list[str]) -> None:
+    """Run generated DDL in one round trip (simple query protocol, same transaction)."""
+    if statements:
+        # Generated from felis and our own identifiers, never from user input; a bytes query is how
+        # psycopg runs a multi-statement script, which its LiteralString typing does not describe.
+        conn.execute(";\n".join(statements).encode())  # type: ignore[call-overload]
+
+
+def create_meta(conn: psycopg.Connection, version: int, since: int | None = None) -> None:
+    """Create the ``dpdb_meta`` tables at schema ``version`` (only what is new since ``since``)."""
+    execute_ddl(conn, meta_ddl(version, since))
+
+
+_COLUMNS = "name, kind, schema_version, partition_order, created_at"
+
+
+def _catalog(row: tuple) -> Catalog:
+    return Catalog(row[0], CatalogKind(row[1]), int(row[2]), int(row[3]), row[4])
+
+
+def find_catalog(conn: psycopg.Connection, name: str) -> Catalog | None:
+    """Catalog ``name``, or None if there is no such catalog (never created, or unloaded)."""
+    row = conn.execute(f"SELECT {_COLUMNS} FROM dpdb_meta.catalog WHERE name = %s", (name,)).fetchone()
+    return _catalog(row) if row else None
+
+
+def all_catalogs(conn: psycopg.Connection) -> list[Catalog]:
+    """Every registered catalog, by name."""
+    return [_catalog(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM dpdb_meta.catalog ORDER BY name")]
+
+
+def present_catalog_names(conn: psycopg.Connection) -> list[str]:
+    """Names of the registered catalogs whose schema exists in the database, sorted."""
+    return [
+        r[0]
+        for r in conn.execute(
+            "SELECT name FROM dpdb_meta.catalog WHERE to_regnamespace(quote_ident(name)) IS NOT NULL "
+            "ORDER BY name"
+        )
+    ]
+
+
+def create_catalog(
+    conn: psycopg.Connection, name: str, kind: CatalogKind | str, version: int, partition_order: int
+) -> None:
+    """Create catalog schema ``name`` with all its tables, partitions and indexes, and register it."""
+    kind = CatalogKind(kind)
+    log.info("creating %s catalog %s (schema v%d, partition order %d)", kind, name, version, partition_order)
+    execute_ddl(conn, catalog_ddl(name, version, kind, partition_order))
+    conn.execute(
+        "INSERT INTO dpdb_meta.catalog (name, kind, schema_version, partition_order, created_at) "
+        "VALUES (%s, %s, %s, %s, now())",
+        (name, str(kind), version, partition_order),
+    )
+
+
+def upgrade_catalogs(conn: psycopg.Connection, old: int, new: int) -> None:
+    """Bring every registered catalog from schema ``old`` to ``new`` (append-only: add columns/tables)."""
+    catalogs = conn.execute(
+        "SELECT name, kind, partition_order FROM dpdb_meta.catalog WHERE schema_version = %s", (old,)
+    ).fetchall()
+    for name, kind, order in catalogs:
+        execute_ddl(conn, added_columns_ddl(name, kind, old, new, order))
+        conn.execute("UPDATE dpdb_meta.catalog SET schema_version = %s WHERE name = %s", (new, name))
+
+
+def writable_catalog(conn: psycopg.Connection, name: str) -> Catalog:
+    """Catalog ``name`` if data may be loaded into it, else a named error."""
+    found = find_catalog(conn, name)
+    if found is None:
+        known = [c.name for c in all_catalogs(conn)]
+        raise ReleaseStateError(f"target {name} does not exist (catalogs: {', '.join(known)})")
+    if found.kind is CatalogKind.RELEASE:
+        row = conn.execute("SELECT state FROM dpdb_meta.release WHERE name = %s", (name,)).fetchone()
+        if row is None or row[0] not in WRITABLE:
+            raise ReleaseStateError(
+                f"release {name} is {row[0] if row else 'unregistered'}; only "
+                f"{names(WRITABLE)} releases can be loaded into"
+            )
+    return found
+
+
+def forget_catalog(conn: psycopg.Connection, name: str) -> None:
+    """Unregister catalog ``name`` (its schema has been dropped by the caller in this transaction)."""
+    conn.execute("DELETE FROM dpdb_meta.catalog WHERE name = %s", (name,))

@@ -1,0 +1,86 @@
+"""The prompt catalog's log (``dpdb_meta.prompt_visit``, ``dpdb_meta.prompt_relink``): which visits
+were ingested and which daytime linkages applied, at which processing time.
+
+The rows are written by the ingest and relink SQL itself (sql/prompt_ingest.sql,
+sql/prompt_relink.sql, in the same transaction as the catalog change); the
+readers are here. Functions named ``*_in`` take the ADBC cursor of an ingest
+transaction, the others a psycopg connection.
+"""
+
+from __future__ import annotations
+
+import adbc_driver_postgresql.dbapi as adbc
+import psycopg
+
+__all__ = [
+    "ingested_visits",
+    "last_visit",
+    "latest_processing_time",
+    "processing_time_before_visit",
+    "made_by",
+    "visit_ingested_in",
+    "relink_applied_in",
+    "latest_midpoint_in",
+]
+
+
+def ingested_visits(conn: psycopg.Connection) -> set[int]:
+    """Every visit ingested into the prompt catalog."""
+    return {int(r[0]) for r in conn.execute("SELECT visit FROM dpdb_meta.prompt_visit")}
+
+
+def last_visit(conn: psycopg.Connection) -> int | None:
+    """The highest visit ingested, if any."""
+    row = conn.execute("SELECT max(visit) FROM dpdb_meta.prompt_visit").fetchone()
+    return int(row[0]) if row and row[0] is not None else None
+
+
+def latest_processing_time(conn: psycopg.Connection) -> float | None:
+    """The prompt catalog's latest processing time (visit ingest or daytime relink), MJD TAI."""
+    row = conn.execute(
+        "SELECT greatest((SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit), "
+        "(SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_relink))"
+    ).fetchone()
+    return float(row[0]) if row and row[0] is not None else None
+
+
+def processing_time_before_visit(conn: psycopg.Connection, visit: int) -> float | None:
+    """The processing time of the last visit ingested with a number below ``visit``, MJD TAI."""
+    row = conn.execute(
+        "SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit WHERE visit < %s", (visit,)
+    ).fetchone()
+    return float(row[0]) if row and row[0] is not None else None
+
+
+def made_by(conn: psycopg.Connection, times: list[float], *, relinks_only: bool = False) -> dict[float, str]:
+    """What ran at each processing time of ``times``: ``visit N`` or ``relink PATH`` (a visit first)."""
+    if not times:
+        return {}
+    visit = "NULL" if relinks_only else (
+        "'visit ' || (SELECT min(visit) FROM dpdb_meta.prompt_visit WHERE processing_time_mjd_tai = t)"
+    )
+    rows = conn.execute(
+        f"SELECT t, coalesce({visit}, 'relink ' || (SELECT min(path) FROM dpdb_meta.prompt_relink "
+        "WHERE processing_time_mjd_tai = t)) FROM unnest(%s::float8[]) AS t",
+        (list(times),),
+    ).fetchall()
+    return {float(t): what for t, what in rows if what is not None}
+
+
+def visit_ingested_in(cur: adbc.Cursor, visit: int) -> bool:
+    """Whether ``visit`` is already in the prompt catalog (in the cursor's transaction)."""
+    cur.execute("SELECT 1 FROM dpdb_meta.prompt_visit WHERE visit = $1", parameters=(visit,))
+    return bool(cur.fetchall())
+
+
+def relink_applied_in(cur: adbc.Cursor, sha256: str) -> bool:
+    """Whether the linkage whose SSSource file has this SHA-256 was already applied."""
+    cur.execute("SELECT 1 FROM dpdb_meta.prompt_relink WHERE sha256 = $1", parameters=(sha256,))
+    return bool(cur.fetchall())
+
+
+def latest_midpoint_in(cur: adbc.Cursor) -> float | None:
+    """The latest visit midpoint ingested, MJD TAI."""
+    cur.execute("SELECT max(midpoint_mjd_tai) FROM dpdb_meta.prompt_visit")
+    rows = cur.fetchall()
+    return float(rows[0][0]) if rows and rows[0][0] is not None else None
