@@ -13,12 +13,14 @@ __all__ = ["atomic_file"]
 
 
 @contextlib.contextmanager
-def atomic_file(out: Path, binary: bool = True) -> Iterator[IO[Any]]:
+def atomic_file(out: Path, binary: bool = True, *, durable: bool = False) -> Iterator[IO[Any]]:
     """A new file that appears as ``out`` only once the block ends without error.
 
     Missing parent directories are created. The temporary file (``.<name>.<random>.tmp``
     in the same directory, so the rename is atomic) is removed on any failure, and an
-    existing ``out`` stays as it was. OSError propagates for the caller to name.
+    existing ``out`` stays as it was. With ``durable`` the content is flushed to disk
+    before the rename (for a file whose presence says a directory is complete).
+    OSError propagates for the caller to name.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -29,6 +31,9 @@ def atomic_file(out: Path, binary: bool = True) -> Iterator[IO[Any]]:
             fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})
         ) as f:
             yield f
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.replace(tmp, out)
     except BaseException:
         with contextlib.suppress(OSError):

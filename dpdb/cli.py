@@ -25,7 +25,7 @@ from dpdb.model.layout import LAYOUTS, tables_for
 from . import __version__
 from .config import Settings, get_settings
 from .db import connect, describe, prepare, server_for
-from .errors import DpdbError, ServerError
+from .errors import DpdbError, ServerError, first_line
 from .migrate import migrate
 
 __all__ = ["cli", "main"]
@@ -45,7 +45,7 @@ class DpdbGroup(click.Group):
         except (psycopg.Error, sqlalchemy.exc.DBAPIError) as e:
             if isinstance(e, sqlalchemy.exc.DBAPIError) and e.orig is not None:
                 e = e.orig  # type: ignore[assignment]
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            first = first_line(e)
             self._fail(ctx, f"database error: {first}", e)
 
     @staticmethod
@@ -75,7 +75,7 @@ def cli(ctx: click.Context, dsn: str | None, home: Path | None, debug: bool, ver
     try:
         ctx.obj = get_settings(dsn=dsn, home=home)
     except Exception as e:  # pydantic validation of DPDB_* variables
-        raise click.UsageError(f"invalid configuration: {str(e).splitlines()[0]}") from e
+        raise click.UsageError(f"invalid configuration: {first_line(e)}") from e
 
 
 # -- db ----------------------------------------------------------------------------

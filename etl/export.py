@@ -8,7 +8,7 @@ written to a temporary name, then renamed into place.
 
 from __future__ import annotations
 
-import os
+import contextlib
 from pathlib import Path
 
 import adbc_driver_postgresql.dbapi as adbc
@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from psycopg import sql
 
+from dpdb.atomic import atomic_file
 from dpdb.config import Settings
 from dpdb.db import adbc_connection, connect
 from dpdb.errors import DpdbError
@@ -46,15 +47,12 @@ def write_query(cur: adbc.Cursor, query: str, target: TargetTable, out: Path) ->
 
     Writes nothing and returns 0 when the query has no rows.
     """
-    schema = pa.schema(
-        pa.field(c.canonical, c.arrow_type, nullable=c.nullable) for c in target.columns.values()
-    )
+    schema = target.model.arrow_schema()
     cur.execute(query)
     reader = cur.fetch_record_batch()
     rows = 0
-    tmp = out.with_name(f".{out.name}.tmp")
-    writer = None
-    try:
+    with contextlib.ExitStack() as stack:  # on any error: the writer closed, the temporary file removed
+        writer: pq.ParquetWriter | None = None
         for batch in reader:
             if batch.num_rows == 0:
                 continue
@@ -62,15 +60,10 @@ def write_query(cur: adbc.Cursor, query: str, target: TargetTable, out: Path) ->
                 schema.names
             )
             if writer is None:
-                out.parent.mkdir(parents=True, exist_ok=True)
-                writer = pq.ParquetWriter(tmp, schema)
+                f = stack.enter_context(atomic_file(out))
+                writer = stack.enter_context(pq.ParquetWriter(f, schema))
             writer.write_table(pa.Table.from_batches([batch]).cast(schema), row_group_size=131_072)
             rows += batch.num_rows
-    finally:
-        if writer is not None:
-            writer.close()
-    if writer is not None:
-        os.replace(tmp, out)
     return rows
 
 
@@ -85,9 +78,6 @@ def export_table(settings: Settings, table: str, catalog: str, out: Path) -> int
     with adbc_connection(settings) as aconn, aconn.cursor() as cur:
         rows = write_query(cur, query, target, out)
     if rows == 0:  # an empty table still exports as an empty file with the schema
-        schema = pa.schema(
-            pa.field(c.canonical, c.arrow_type, nullable=c.nullable) for c in target.columns.values()
-        )
-        out.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(schema.empty_table(), out)
+        with atomic_file(out) as f:
+            pq.write_table(target.model.arrow_schema().empty_table(), f)
     return rows

@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dpdb.errors import ValidationError
+from dpdb.errors import ValidationError, first_line
 
 __all__ = ["ParquetFile", "discover", "open_parquet", "fingerprint"]
 
@@ -65,12 +65,7 @@ def open_parquet(path: Path) -> pq.ParquetFile:
     try:
         pf = pq.ParquetFile(path)
     except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as e:
-        raise ValidationError(f"{path}: not a readable Parquet file ({_first_line(e)})") from e
+        raise ValidationError(f"{path}: not a readable Parquet file ({first_line(e)})") from e
     if pf.metadata.num_rows == 0:
         raise ValidationError(f"{path}: Parquet file has no rows")
     return pf
-
-
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__

@@ -30,7 +30,7 @@ from psycopg import sql
 
 from dpdb.config import Settings
 from dpdb.db import adbc_connection, connect, conninfo
-from dpdb.errors import DpdbError, ValidationError
+from dpdb.errors import DpdbError, ValidationError, first_line
 from dpdb.healpix import pixels
 from dpdb.model.layout import LOAD_ID_COLUMN, PIXEL_COLUMN, layout
 from dpdb.registry import manifest
@@ -306,8 +306,9 @@ class _FileLoader:
                 f"{path}: duplicate primary key ({key}): already loaded in "
                 f"{self.target.catalog}.{self.target.canonical} or repeated in the file"
             )
-        first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
-        return DpdbError(f"{path}: load into {self.target.catalog}.{self.target.canonical} failed: {first}")
+        return DpdbError(
+            f"{path}: load into {self.target.catalog}.{self.target.canonical} failed: {first_line(e)}"
+        )
 
 
 def _prefetch(items: Iterator[pa.RecordBatch], depth: int = 3) -> Iterator[pa.RecordBatch]:

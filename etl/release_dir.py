@@ -19,7 +19,6 @@ directory without ``release.json`` is unfinished: writers write it last.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dpdb.atomic import atomic_file
 from dpdb.errors import ValidationError
 from dpdb.healpix import PIXEL_ORDER
 
@@ -71,12 +71,8 @@ class ReleaseDir:
 
     def write(self, root: Path) -> None:
         """Write ``release.json`` atomically (the directory is complete once it exists)."""
-        data = asdict(self)
-        tmp = root / f".{MANIFEST}.tmp"
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, root / MANIFEST)
+        with atomic_file(root / MANIFEST, binary=False, durable=True) as f:
+            f.write(json.dumps(asdict(self), indent=1, sort_keys=True) + "\n")
 
 
 def part_path(root: Path, table: str, order: int | None, npix: int | None = None) -> Path:
@@ -92,10 +88,8 @@ def entry_for(root: Path, path: Path, rows: int) -> FileEntry:
 
 
 def _write_file(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, row_group_size=ROW_GROUP)
-    os.replace(tmp, path)
+    with atomic_file(path) as f:
+        pq.write_table(table, f, row_group_size=ROW_GROUP)
 
 
 def write_table(

@@ -12,6 +12,7 @@ types the binary COPY needs. Errors name the file, the column and the row
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,12 @@ class TargetTable:
     catalog: str
     """The catalog (PostgreSQL schema) the table is in."""
     model: CatalogTable
+    omitted: frozenset[str] = frozenset()
+    """Database names of columns files leave out (those another step assigns)."""
+
+    def without(self, columns: Iterable[str]) -> TargetTable:
+        """The same target without ``columns`` (canonical or database names)."""
+        return TargetTable(self.catalog, self.model, self.omitted | {c.lower() for c in columns})
 
     @property
     def canonical(self) -> str:
@@ -57,12 +64,12 @@ class TargetTable:
     @functools.cached_property
     def columns(self) -> dict[str, ColumnModel]:
         """The loadable columns by database name, in table order."""
-        return {c.name: c for c in self.model.columns}
+        return {c.name: c for c in self.model.columns if c.name not in self.omitted}
 
     @property
     def primary_key(self) -> tuple[str, ...]:
         """Database names, without the pixel column."""
-        return self.model.primary_key
+        return tuple(k for k in self.model.primary_key if k not in self.omitted)
 
     @property
     def position(self) -> tuple[str, str] | None:

@@ -59,6 +59,14 @@ FROZEN: dict[int, dict[str, str]] = {
         "upgrade_prompt": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
         "upgrade_release": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     },
+    6: {
+        "meta": "333205f359292855fec9ba8b3b6c65bafaf8c94e4a1f68b869b89f237491b3a6",
+        "meta_full": "a984a9b4fe10dae3d0e53eadb2faaf6ad5c7581ee663030d2b48b5af8160130b",
+        "prompt": "3e508192e99269b4a60814933bbc7d90c9ee7e97aa455c7deaf16f4006deb2e0",
+        "release": "7ea8f530df86cfa3e7336d244de0f00a8663f7b9f9395ac69cd7e67008e5f16b",
+        "upgrade_prompt": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "upgrade_release": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    },
 }
 
 

@@ -34,9 +34,7 @@ def files(root: Path) -> dict[Path, Path]:
 
 def reduced_target(table: str) -> TargetTable:
     target = target_table("prompt", latest_version(), "prompt", table)
-    assigned = ASSIGNED_COLUMNS[table]
-    columns = {k: v for k, v in target.columns.items() if v.canonical not in assigned}
-    return dataclasses.replace(target, columns=columns)
+    return target.without(ASSIGNED_COLUMNS[table])
 
 
 def test_same_seed_same_files_and_nights_can_continue(survey: Path, tmp_path: Path) -> None:

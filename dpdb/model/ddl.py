@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from felis.datamodel import CheckConstraint as FelisCheck
 from felis.datamodel import Column as FelisColumn
-from sqlalchemy import BigInteger, Column, MetaData, PrimaryKeyConstraint, Table
+from sqlalchemy import BigInteger, CheckConstraint, Column, MetaData, PrimaryKeyConstraint, Table
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateTable
 
@@ -219,16 +220,17 @@ def meta_ddl(version: int, since: int | None = None) -> list[str]:
     """Statements that create the ``dpdb_meta`` bookkeeping schema at ``version``.
 
     With ``since``, only what ``version`` adds to schema ``since``: new tables,
-    and new nullable columns of existing ones (append-only, as for catalogs).
+    new nullable columns of existing ones (append-only, as for catalogs) and new
+    CHECK constraints (felis ``Check`` constraints).
     """
     metadata = MetaData(schema="dpdb_meta")
     out = ["CREATE SCHEMA IF NOT EXISTS dpdb_meta"]
-    existing = (
-        {t.name: {c.name for c in t.columns} for t in load_felis(since, META_FELIS).tables} if since else {}
-    )
+    before = {t.name: t for t in load_felis(since, META_FELIS).tables} if since else {}
     for ftable in load_felis(version, META_FELIS).tables:
-        if ftable.name in existing:
-            out += _added_meta_columns(ftable, existing[ftable.name], version)
+        old = before.get(ftable.name)
+        if old is not None:
+            out += _added_meta_columns(ftable, {c.name for c in old.columns}, version)
+            out += _added_checks(ftable, {c.name for c in old.constraints})
             continue
         cols = [
             Column(
@@ -241,12 +243,35 @@ def meta_ddl(version: int, since: int | None = None) -> list[str]:
             for c in ftable.columns
         ]
         pk = [c.name.lower() for c in primary_key(ftable)]
+        checks = [
+            CheckConstraint(_check_expression(c), name=c.name) for c in ftable.constraints if _is_check(c)
+        ]
         table = Table(
-            ftable.name.lower(), metadata, *cols, PrimaryKeyConstraint(*pk), comment=ftable.description
-        )
+            ftable.name.lower(), metadata, *cols, PrimaryKeyConstraint(*pk), *checks,
+            comment=ftable.description,
+        )  # fmt: skip
         out.append(str(CreateTable(table).compile(dialect=_DIALECT)).strip())
         out += _comment_ddl(table)
     return out
+
+
+def _is_check(constraint: object) -> bool:
+    return isinstance(constraint, FelisCheck)
+
+
+def _check_expression(constraint: object) -> str:
+    assert isinstance(constraint, FelisCheck)
+    return " ".join(constraint.expression.split())
+
+
+def _added_checks(ftable: FelisTable, before: set[str]) -> list[str]:
+    """ALTER TABLE ... ADD CONSTRAINT of the CHECK constraints new to ``ftable``."""
+    full = f"dpdb_meta.{_q(ftable.name.lower())}"
+    return [
+        f"ALTER TABLE {full} ADD CONSTRAINT {_q(c.name)} CHECK ({_check_expression(c)})"
+        for c in ftable.constraints
+        if _is_check(c) and c.name not in before
+    ]
 
 
 def _added_meta_columns(ftable: FelisTable, before: set[str], version: int) -> list[str]:

@@ -11,7 +11,6 @@ writes nothing.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,12 +86,7 @@ class VisitInput:
 def input_target(table: str, version: int) -> TargetTable:
     """The prompt table ``table`` minus the columns the ingest assigns."""
     target = target_table("prompt", version, "prompt", table)
-    assigned = {c.lower() for c in ASSIGNED_COLUMNS.get(target.canonical, ())}
-    return dataclasses.replace(
-        target,
-        columns={k: v for k, v in target.columns.items() if k not in assigned},
-        primary_key=tuple(k for k in target.primary_key if k not in assigned),
-    )
+    return target.without(ASSIGNED_COLUMNS.get(target.canonical, ()))
 
 
 def find_visits(paths: list[Path]) -> list[Path]:
