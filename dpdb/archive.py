@@ -13,11 +13,12 @@ from; :meth:`Archive.query_arrow` returns the Arrow table underneath.
 
 from __future__ import annotations
 
+import builtins
 import datetime as _dt
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import pyarrow as pa
 from astropy.table import Table
@@ -40,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Archive", "Instant", "to_mjd_tai", "to_astropy"]
 
-Instant = float | str | Time | _dt.datetime
+Instant: TypeAlias = float | str | Time | _dt.datetime
 """An instant: MJD TAI (float), an ISO 8601 UTC string or an MJD string, ``"now"``,
 an astropy :class:`~astropy.time.Time` or a timezone-aware :class:`datetime.datetime`."""
 
@@ -427,7 +428,7 @@ class Releases:
 
         with audited(self._settings, "release.validate", name=name) as audit:
             report = validate_release(self._settings, name)
-            audit.outcome = "ok: passed" if report.passed else "failed"
+            audit.outcome = "ok: passed" if report.ok else "failed"
         return report
 
     def activate(self, name: str, *, force: bool = False, dry_run: bool = False) -> Activation:
@@ -440,7 +441,7 @@ class Releases:
             audit.outcome = "dry run" if dry_run else "ok"
         return result
 
-    def retain(self, *, dry_run: bool = False) -> list[str]:
+    def retain(self, *, dry_run: bool = False) -> builtins.list[str]:
         """Archive the releases beyond the retention policy; the names archived."""
         from .lifecycle.activate import retain
         from .registry.audit import audited
@@ -468,7 +469,7 @@ class Releases:
             audit.outcome = f"ok: {sum(result.rows.values())} rows"
         return result
 
-    def drop(self, name: str, *, dry_run: bool = False) -> list[str]:
+    def drop(self, name: str, *, dry_run: bool = False) -> builtins.list[str]:
         """Drop release ``name`` (never the active one); the actions taken."""
         from .lifecycle.archive import drop_release
         from .registry.audit import audited

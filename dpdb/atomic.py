@@ -27,9 +27,8 @@ def atomic_file(out: Path, binary: bool = True, *, durable: bool = False) -> Ite
     tmp = out.parent / f".{out.name}.{uuid.uuid4().hex[:8]}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(
-            fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})
-        ) as f:
+        f: IO[Any] = os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")
+        with f:
             yield f
             if durable:
                 f.flush()

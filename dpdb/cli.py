@@ -43,10 +43,10 @@ class DpdbGroup(click.Group):
         except DpdbError as e:
             self._fail(ctx, str(e), e)
         except (psycopg.Error, sqlalchemy.exc.DBAPIError) as e:
+            cause: BaseException = e
             if isinstance(e, sqlalchemy.exc.DBAPIError) and e.orig is not None:
-                e = e.orig  # type: ignore[assignment]
-            first = first_line(e)
-            self._fail(ctx, f"database error: {first}", e)
+                cause = e.orig
+            self._fail(ctx, f"database error: {first_line(cause)}", cause)
 
     @staticmethod
     def _fail(ctx: click.Context, message: str, exc: BaseException) -> None:
@@ -57,7 +57,9 @@ class DpdbGroup(click.Group):
 
 
 def _settings(ctx: click.Context) -> Settings:
-    return ctx.find_object(Settings)  # type: ignore[return-value]
+    settings = ctx.find_object(Settings)
+    assert settings is not None  # the root group stores the settings before any command runs
+    return settings
 
 
 @click.group(cls=DpdbGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
+from rich.console import Console, JustifyMethod
 from rich.table import Table
 
 from .cli import _settings, cli, console
@@ -98,8 +98,11 @@ class _RichSteps(StepLog):
 def _print(report: DemoReport, seconds: float) -> None:
     console.rule(f"dpdb demo ({report.scale}): done in {seconds:.0f} s")
     steps = Table(title="steps")
-    for head, justify in (("step", "left"), ("seconds", "right"), ("result", "left")):
-        steps.add_column(head, justify=justify)  # type: ignore[arg-type]
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("step", "left"), ("seconds", "right"), ("result", "left")
+    )  # fmt: skip
+    for head, justify in columns:
+        steps.add_column(head, justify=justify)
     for s in report.steps:
         steps.add_row(s.title, f"{s.seconds:.1f}", s.summary)
     console.print(steps)
@@ -125,12 +128,12 @@ def _print(report: DemoReport, seconds: float) -> None:
     for i, ex in enumerate(report.examples, 1):
         console.rule(f"{i}. {ex.title}", align="left")
         console.print(f"[dim]$ {ex.command}[/dim]", highlight=False)
-        table = Table(show_edge=False)
+        shown = Table(show_edge=False)
         for col in ex.columns:
-            table.add_column(col, justify="right")
+            shown.add_column(col, justify="right")
         for r in ex.rows:
-            table.add_row(*(_cell(v) for v in r))
-        console.print(table)
+            shown.add_row(*(_cell(v) for v in r))
+        console.print(shown)
         more = f", first {len(ex.rows)} shown" if ex.row_count > len(ex.rows) else ""
         console.print(f"({ex.row_count} rows{more})" + (f" {ex.note}" if ex.note else ""))
     console.rule()

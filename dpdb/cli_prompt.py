@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import click
 import numpy as np
@@ -49,16 +50,16 @@ def _config(out: Path, **given: object):  # noqa: ANN202
     """Survey configuration: the one already in ``out`` (if any), with the options given on top."""
     from .processing.simulator import SurveyConfig
 
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
     stored = out / "survey.json"
     if stored.is_file():
         known = {f.name for f in fields(SurveyConfig)}
         values = {k: v for k, v in json.loads(stored.read_text())["config"].items() if k in known}
-        values["center"] = tuple(values["center"])  # type: ignore[arg-type]
+        values["center"] = tuple(values["center"])
     for option, value in given.items():
         if value is not None:
             values["area_deg2" if option == "area" else option] = value
-    return SurveyConfig(**values)  # type: ignore[arg-type]
+    return SurveyConfig(**values)
 
 
 @prompt.command("simulate")

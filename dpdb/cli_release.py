@@ -4,7 +4,9 @@ restore, list, drop). Every action is written to the audit log."""
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 from rich.table import Table
@@ -14,6 +16,9 @@ from dpdb.model.felis import latest_version
 from .cli import DpdbGroup, _settings, cli, console
 from .db import connect, prepare
 from .registry.audit import audited
+
+if TYPE_CHECKING:
+    from .lifecycle.load import LoadResult
 
 __all__ = ["release"]
 
@@ -90,7 +95,7 @@ def load_cmd(ctx: click.Context, name: str, directory: Path, jobs: int) -> None:
     _print_load(result)
 
 
-def _print_load(result) -> None:  # type: ignore[no-untyped-def]
+def _print_load(result: LoadResult) -> None:
     total = sum(result.rows.values())
     rate = total / result.seconds if result.seconds else 0
     skipped = f", {result.skipped_files} files already loaded" if result.skipped_files else ""
@@ -235,5 +240,5 @@ def list_cmd(ctx: click.Context, as_json: bool) -> None:
     console.print(table)
 
 
-def _time(value: object) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""  # type: ignore[attr-defined]
+def _time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S") if value is not None else ""

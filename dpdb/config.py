@@ -93,4 +93,5 @@ class Settings(BaseSettings):
 def get_settings(**overrides: object) -> Settings:
     """Settings from the environment, with explicit overrides (e.g. from CLI options) on top."""
     values = {k: v for k, v in overrides.items() if v is not None}
+    # pydantic validates the overrides by field name at run time; statically they are just objects.
     return Settings(**values)  # type: ignore[arg-type]

@@ -9,12 +9,14 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeAlias
 from urllib.parse import quote
 
 import adbc_driver_manager
 import adbc_driver_postgresql.dbapi as adbc
 import psycopg
 from psycopg import sql
+from psycopg.abc import Params
 
 from dpdb.model.felis import latest_version
 
@@ -37,11 +39,17 @@ __all__ = [
     "check_compatible",
     "connect",
     "read_snapshot",
+    "Query",
+    "fetch_row",
+    "fetch_value",
     "DatabaseInfo",
     "describe",
 ]
 
 log = logging.getLogger(__name__)
+
+Query: TypeAlias = str | bytes | sql.SQL | sql.Composed
+"""What psycopg executes: SQL text (bytes: a multi-statement script) or a composed statement."""
 
 REQUIRED_EXTENSIONS = ("q3c", "pg_sphere")
 
@@ -121,9 +129,9 @@ def _close_idle_adbc(uri: str | None = None) -> None:
 atexit.register(_close_idle_adbc)
 
 
-def _raw_connect(info: str, **kwargs: object) -> psycopg.Connection:
+def _raw_connect(info: str, *, autocommit: bool = False) -> psycopg.Connection:
     try:
-        return psycopg.connect(info, connect_timeout=10, **kwargs)  # type: ignore[arg-type]
+        return psycopg.connect(info, connect_timeout=10, autocommit=autocommit)
     except psycopg.OperationalError as e:
         raise ServerError(f"cannot connect to PostgreSQL ({_redact(info)}): {first_line(e)}") from e
 
@@ -248,6 +256,19 @@ def connect(settings: Settings, *, check: bool = True, autocommit: bool = False)
     return conn
 
 
+def fetch_row(conn: psycopg.Connection, query: Query, params: Params | None = None) -> tuple[Any, ...]:
+    """The one row of a query that always returns one (an aggregate, ``now()``, ``EXISTS``)."""
+    row = conn.execute(query, params).fetchone()
+    if row is None:
+        raise RuntimeError(f"query returned no row: {query!r}")
+    return tuple(row)
+
+
+def fetch_value(conn: psycopg.Connection, query: Query, params: Params | None = None) -> Any:
+    """The first value of the one row of a query that always returns one."""
+    return fetch_row(conn, query, params)[0]
+
+
 @contextmanager
 def read_snapshot(settings: Settings) -> Iterator[psycopg.Connection]:
     """A connection whose transactions are read-only snapshots (REPEATABLE READ): every read of one
@@ -276,7 +297,7 @@ def describe(conn: psycopg.Connection) -> DatabaseInfo:
     """Server version, extensions, schema version and catalogs of the database."""
     row = conn.execute("SHOW server_version").fetchone()
     server_version = str(row[0]) if row else "?"
-    extensions = dict(
+    extensions: dict[str, str] = dict(
         conn.execute(
             "SELECT extname, extversion FROM pg_extension WHERE extname = ANY(%s) ORDER BY 1",
             (list(REQUIRED_EXTENSIONS),),

@@ -11,6 +11,8 @@ Layout of an ID (bit 63, the sign bit, is always 0)::
 
 from __future__ import annotations
 
+from typing import overload
+
 import numpy as np
 
 __all__ = [
@@ -36,6 +38,10 @@ def release_origin(number: int) -> int:
     return origin
 
 
+@overload
+def make_id(origin: int, local: int) -> int: ...
+@overload
+def make_id(origin: int, local: np.ndarray) -> np.ndarray: ...
 def make_id(origin: int, local: int | np.ndarray) -> int | np.ndarray:
     """IDs with ``origin`` in the top bits and ``local`` below (scalar or int64 array)."""
     if not 1 <= origin <= _MAX_ORIGIN:

@@ -27,7 +27,7 @@ from .registry.catalogs import find_catalog
 from .registry.leap_seconds import store_leap_seconds
 from .registry.versions import database_version
 
-__all__ = ["migrate", "install_sql", "revision_of"]
+__all__ = ["migrate", "install_sql", "revision_of", "revision_connection"]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,16 @@ log = logging.getLogger(__name__)
 def revision_of(version: int) -> str:
     """Alembic revision id of schema ``version``."""
     return f"v{version}"
+
+
+def revision_connection() -> psycopg.Connection:
+    """The psycopg connection a revision (migrations/versions) runs on, inside its transaction."""
+    from alembic import op
+
+    conn = op.get_bind().connection.dbapi_connection
+    if not isinstance(conn, psycopg.Connection):
+        raise SchemaError(f"migrations run on a psycopg connection, not {type(conn).__name__}")
+    return conn
 
 
 def _alembic_config(settings: Settings) -> Config:
@@ -93,4 +103,4 @@ def install_sql(conn: psycopg.Connection) -> None:
     files.append("access.sql")  # last: it grants on what the others create
     for name in files:
         text = (Path(str(resources.files("dpdb.sql"))) / name).read_text()
-        conn.execute(text.encode())  # type: ignore[call-overload]
+        conn.execute(text.encode())  # a file of statements: as bytes, psycopg sends it as one script

@@ -395,7 +395,7 @@ def _fill_rows(conn: psycopg.Connection, prov: Provenance) -> None:
         ends = _iso([r["validityendmjdtai"] for r in rows])
         prov.versions = [
             DiaObjectVersion(r["validitystartmjdtai"], r["validityendmjdtai"], r["ndiasources"], r["ra"],
-                             r["dec"], s, e, r["made_by"], r["ended_by"])
+                             r["dec"], s or "", e, r["made_by"], r["ended_by"])
             for r, s, e in zip(rows, starts, ends, strict=True)
         ]  # fmt: skip
         current = prov.versions[-1]

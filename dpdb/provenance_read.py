@@ -17,6 +17,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
+from .db import Query
 from .ids import reorigin
 from .model.table import catalog_table
 from .registry import manifest, prompt_log
@@ -93,9 +94,9 @@ ORDER BY 3, 1
 """
 
 
-def _dicts(conn: psycopg.Connection, query: sql.Composable | str, params: Any = None) -> list[dict[str, Any]]:
+def _dicts(conn: psycopg.Connection, query: Query, params: Any = None) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query, params).fetchall()  # type: ignore[arg-type]
+        return cur.execute(query, params).fetchall()
 
 
 def _table(schema: str, table: str) -> sql.Identifier:

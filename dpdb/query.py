@@ -26,7 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from psycopg import sql
 
-from dpdb.model.felis import canonical_names, latest_version
+from dpdb.model.felis import latest_version
+from dpdb.model.table import canonical_names
 
 from .as_of_rewrite import AS_OF_SCHEMA, prompt_references, rewrite_as_of
 from .config import Settings

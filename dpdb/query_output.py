@@ -6,6 +6,7 @@ import functools
 import json
 import math
 import sys
+from collections.abc import Callable
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -34,11 +35,13 @@ def _column_descriptions() -> dict[str, tuple[str | None, str | None, str | None
         for c in table.columns:
             desc = " ".join((c.description or "").split()) or None
             seen.setdefault(c.name, set()).add((c.fits_tunit or None, c.ivoa_ucd or None, desc))
-    out: dict[str, tuple[str | None, str | None, str | None]] = {}
-    for name, variants in seen.items():
-        unit, ucd, desc = ({v[k] for v in variants} for k in range(3))
-        out[name] = tuple(next(iter(s)) if len(s) == 1 else None for s in (unit, ucd, desc))  # type: ignore[assignment]
-    return out
+    def agreed(values: set[str | None]) -> str | None:
+        return next(iter(values)) if len(values) == 1 else None
+
+    return {
+        name: (agreed({v[0] for v in found}), agreed({v[1] for v in found}), agreed({v[2] for v in found}))
+        for name, found in seen.items()
+    }
 
 
 def write_result(table: pa.Table, fmt: str, out: Path | None = None) -> None:
@@ -219,7 +222,7 @@ def _write_votable(table: pa.Table, f: IO[bytes]) -> None:
     votable.to_xml(f)
 
 
-_WRITERS = {
+_WRITERS: dict[str, Callable[[pa.Table, Any], None]] = {
     "table": _write_table,
     "csv": _write_csv,
     "json": _write_json,

@@ -21,7 +21,6 @@ from dpdb.model.felis import (
     META_FELIS as META_SCHEMA,
 )
 from dpdb.model.felis import (
-    canonical_names,
     check_version,
     latest_version,
     load_felis_file,
@@ -31,6 +30,7 @@ from dpdb.model.felis import (
 from dpdb.model.felis import (
     load_felis as load_schema,
 )
+from dpdb.model.table import canonical_names
 
 __all__ = [
     "CATALOG_SCHEMA",

@@ -342,7 +342,7 @@ def _prefetch(items: Iterator[pa.RecordBatch], depth: int = 3) -> Iterator[pa.Re
                 return
             if isinstance(item, BaseException):
                 raise item
-            yield item  # type: ignore[misc]
+            yield item
     finally:
         stop.set()
 
@@ -367,7 +367,9 @@ class _ParentPixels:
                 self.parent = parent
 
     def __call__(self, batch: pa.RecordBatch) -> np.ndarray:
-        ra_name, dec_name = self.target.position  # type: ignore[misc]
+        if self.target.position is None:
+            raise ValidationError(f"table {self.target.canonical} has no position to compute its pixel from")
+        ra_name, dec_name = self.target.position
         own = pixels(
             batch.column(ra_name).to_numpy(zero_copy_only=False),
             batch.column(dec_name).to_numpy(zero_copy_only=False),

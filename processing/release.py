@@ -30,14 +30,14 @@ from dpdb.errors import ReleaseStateError
 from dpdb.healpix import pixels
 from dpdb.ids import release_origin
 from dpdb.model.felis import latest_version
-from dpdb.model.layout import LAYOUTS, RELEASE_TABLES
+from dpdb.model.layout import RELEASE_TABLES
+from dpdb.model.table import catalog_table
 from dpdb.registry.releases import release_number
 
 from .static_sky import plan_visits, simulate_static_sky
 
 __all__ = ["produce"]
 
-_POSITION = {"Object": ("coord_ra", "coord_dec"), "DiaObject": ("ra", "dec")}
 _FROM_PROMPT = ("Visit", "CcdVisit", "DiaObject", "DiaSource", "DiaForcedSource", "SSObject", "SSSource")
 
 
@@ -111,22 +111,25 @@ def _pixels(
     table: str, data: pa.Table, object_pixels: dict[str, tuple[np.ndarray, np.ndarray]]
 ) -> np.ndarray | None:
     """Order-29 pixel of each row: its own position's for objects, its object's for measurements."""
-    lay = LAYOUTS[table]
-    if not lay.partitioned:
+    model = catalog_table(table)
+    if not model.partitioned:
         return None
-    if lay.parent is None:
-        ra, dec = _POSITION[table]
+    if model.canonical_position is None:
+        raise ValueError(f"partitioned table {table} has no position")
+    ra, dec = model.canonical_position  # data are in canonical names
+    if model.parent is None:
         pix = pixels(data[ra].to_numpy(), data[dec].to_numpy())
-        key = data.column_names[0]  # objectId / diaObjectId
+        key = model.canonical_names[model.primary_key[0]]  # objectId / diaObjectId
         ids = data[key].to_numpy()
         order = np.argsort(ids)
         object_pixels[table] = (ids[order], pix[order])
         return pix
-    ids, pix = object_pixels.get(lay.parent, (np.empty(0, np.int64), np.empty(0, np.int64)))  # type: ignore[arg-type]
-    ra, dec = ("coord_ra", "coord_dec") if "coord_ra" in data.column_names else ("ra", "dec")
+    ids, pix = object_pixels.get(model.parent, (np.empty(0, np.int64), np.empty(0, np.int64)))
     own = pixels(data[ra].to_numpy(), data[dec].to_numpy())  # rows without their object (SSObject's)
     if not len(ids):
         return own
-    wanted = data[lay.parent_key].fill_null(-1).to_numpy()  # type: ignore[index]
+    parent_key = model.layout.parent_key
+    assert parent_key is not None  # a table with a parent names its key
+    wanted = data[parent_key].fill_null(-1).to_numpy()
     pos = np.clip(np.searchsorted(ids, wanted), 0, len(ids) - 1)
     return np.where(ids[pos] == wanted, pix[pos], own)

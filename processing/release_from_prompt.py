@@ -77,7 +77,7 @@ def from_prompt(settings: Settings, origin: int) -> dict[str, pa.Table]:
     out: dict[str, pa.Table] = {}
     with adbc_connection(settings) as aconn, aconn.cursor() as cur:
         cur.execute(prompt_statements.block("release_time", settings, file="release_from_prompt.sql")[0])
-        t, last_midpoint = cur.fetchone()  # type: ignore[misc]
+        t, last_midpoint = cur.fetchone()
         if t is None:
             raise ValidationError("the prompt catalog holds no visits; nothing to reprocess")
         for table, query in queries.items():

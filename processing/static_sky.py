@@ -374,8 +374,7 @@ def _measure(seed: int, sky: _Sky, ccds: _Ccds, obj: np.ndarray, ccd: np.ndarray
 
 
 def _ids(origin: int, block: int, local: np.ndarray) -> np.ndarray:
-    ids = make_id(origin, (np.int64(block) << np.int64(_BLOCK_SHIFT)) + local.astype(np.int64))
-    return ids  # type: ignore[return-value]
+    return make_id(origin, (np.int64(block) << np.int64(_BLOCK_SHIFT)) + local.astype(np.int64))
 
 
 def _visit_columns(ccds: _Ccds, ccd: np.ndarray) -> dict[str, Any]:

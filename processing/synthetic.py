@@ -45,7 +45,8 @@ def synthetic_table(
         elif col.name == ra_col:
             values = pa.array(rng.uniform(*ra_range, rows))
         elif col.name == dec_col:
-            values = pa.array(np.degrees(np.arcsin(rng.uniform(*np.sin(np.radians(dec_range)), rows))))
+            low, high = (float(np.sin(np.radians(d))) for d in dec_range)
+            values = pa.array(np.degrees(np.arcsin(rng.uniform(low, high, rows))))
         elif col.name == target.parent_key and parent_ids is not None:
             values = pa.array(rng.choice(parent_ids, rows).astype(np.int64))
         else:

@@ -58,6 +58,4 @@ def visit_source_ids(visit: int, count: int, forced: bool = False) -> np.ndarray
     if count > _INDEX_LIMIT:
         raise ValueError(f"visit {visit}: {count} sources exceed the {_INDEX_LIMIT} a visit can number")
     local = (np.int64(visit) << np.int64(_VISIT_SHIFT)) | (np.int64(int(forced)) << np.int64(19))
-    ids = make_id(PROMPT_ORIGIN, local + np.arange(count, dtype=np.int64))
-    assert isinstance(ids, np.ndarray)  # an array local part gives an array
-    return ids
+    return make_id(PROMPT_ORIGIN, local + np.arange(count, dtype=np.int64))

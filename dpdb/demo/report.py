@@ -13,13 +13,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 
 from dpdb.model.layout import RELEASE_TABLES
 
 from ..atomic import atomic_file
 from ..config import Settings
-from ..db import connect
+from ..db import connect, fetch_row
 from ..ids import reorigin
 from ..query import run_query
 from ..registry import prompt_log
@@ -80,7 +81,8 @@ def build_report(settings: Settings, run: DemoRun, steps: list[Step]) -> DemoRep
         run.scale, str(run.out), steps, rows,
         asdict(quality), dia_object_id,
     )  # fmt: skip
-    copy = int(reorigin(dia_object_id, current.origin))  # type: ignore[arg-type]
+    assert current.origin is not None  # every release has its origin
+    copy = int(reorigin(np.array([dia_object_id]), current.origin)[0])
     report.examples = _examples(settings, dia_object_id, (current.name, copy), before)
     report.plots = [str(p) for p in _plots(settings, run.out, dia_object_id)]
     return report
@@ -142,9 +144,9 @@ def _examples(settings: Settings, prompt_id: int, current: tuple[str, int], befo
     """The examples, about ``prompt_id`` and its copy in the current release: (name, ID)."""
     release, release_id = current
     with connect(settings) as conn:
-        ra, dec = conn.execute(
-            "SELECT ra, dec FROM prompt.diaobjectlast WHERE diaobjectid = %s", (prompt_id,)
-        ).fetchone()  # type: ignore[misc]
+        ra, dec = fetch_row(
+            conn, "SELECT ra, dec FROM prompt.diaobjectlast WHERE diaobjectid = %s", (prompt_id,)
+        )
     # The SQL below is shown to the reader to copy; its numbers are our own floats and IDs, formatted.
     cone = (
         "SELECT objectId, coord_ra, coord_dec, refExtendedness,\n"

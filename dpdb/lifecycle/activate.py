@@ -26,7 +26,7 @@ from psycopg import errors, sql
 
 from dpdb.access import revoke_loader
 from dpdb.config import Settings
-from dpdb.db import connect
+from dpdb.db import connect, fetch_value
 from dpdb.errors import ReleaseStateError
 from dpdb.model.layout import LOAD_ID_COLUMN
 from dpdb.registry.activations import active_release, by_last_activation, previous_release, record_activation
@@ -114,7 +114,7 @@ def _swap(conn: psycopg.Connection, name: str, force: bool) -> float | None:
     if superuser and superuser[0]:
         conn.execute("SET LOCAL deadlock_timeout = '20ms'")  # the swap, not a reader, gives way
     old = active_release(conn)
-    now = conn.execute("SELECT now()").fetchone()[0]  # type: ignore[index]  # the transaction's timestamp
+    now = fetch_value(conn, "SELECT now()")  # the transaction's timestamp
     creates = _view_statements(conn, "current", name) + (
         _view_statements(conn, "previous", old) if old else []
     )

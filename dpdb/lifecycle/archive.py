@@ -24,7 +24,7 @@ import psycopg
 from psycopg import sql
 
 from dpdb.config import Settings
-from dpdb.db import adbc_connection, connect
+from dpdb.db import adbc_connection, connect, fetch_value
 from dpdb.errors import ReleaseStateError, ValidationError
 from dpdb.etl import release_dir
 from dpdb.etl.export import select_sql, write_query
@@ -94,7 +94,7 @@ def _row_counts(conn: psycopg.Connection, name: str, version: int) -> dict[str, 
     for table in RELEASE_TABLES:
         target = target_table(name, version, CatalogKind.RELEASE, table)
         query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name, target.db_name))
-        out[table] = conn.execute(query).fetchone()[0]  # type: ignore[index]
+        out[table] = int(fetch_value(conn, query))
     return out
 
 

@@ -56,7 +56,7 @@ def list_releases(settings: Settings) -> list[ReleaseRow]:
     out = []
     with connect(settings) as conn:
         loaded_rows = manifest.rows_by_target(conn)
-        sizes = dict(
+        sizes: dict[str, int] = dict(
             conn.execute(
                 "SELECT n.nspname, sum(pg_total_relation_size(c.oid))::bigint FROM pg_class c "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind = 'r' GROUP BY 1"

@@ -12,8 +12,8 @@ import psycopg
 from psycopg import sql
 
 from dpdb.config import Settings
+from dpdb.db import fetch_value
 from dpdb.etl.validate import target_table
-from dpdb.model.layout import LAYOUTS
 from dpdb.registry.catalogs import find_catalog
 
 __all__ = ["SAMPLE_TABLES", "make_sample", "has_sample"]
@@ -23,7 +23,7 @@ SAMPLE_TABLES = ("Object", "Source", "ForcedSource", "DiaObject", "DiaSource", "
 
 def has_sample(conn: psycopg.Connection, release: str) -> bool:
     table = f"samples.{release}_object"
-    return conn.execute("SELECT to_regclass(%s) IS NOT NULL", (table,)).fetchone()[0]  # type: ignore[index]
+    return bool(fetch_value(conn, "SELECT to_regclass(%s) IS NOT NULL", (table,)))
 
 
 def make_sample(conn: psycopg.Connection, settings: Settings, release: str) -> dict[str, int]:
@@ -41,18 +41,19 @@ def make_sample(conn: psycopg.Connection, settings: Settings, release: str) -> d
         sample = sql.Identifier("samples", f"{release}_{target.db_name}")
         source = sql.Identifier(release, target.db_name)
         conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sample))
-        lay = LAYOUTS[table]
-        if lay.parent is None:
-            ra_col, dec_col = map(sql.Identifier, target.position)  # type: ignore[arg-type]
+        if target.parent is None or target.parent_key is None:
+            if target.position is None:
+                raise ValueError(f"sample table {table} has no position")
+            ra_col, dec_col = map(sql.Identifier, target.position)
             where = sql.SQL("q3c_radial_query({}, {}, {}, {}, {})").format(
                 ra_col, dec_col, sql.Literal(ra), sql.Literal(dec), sql.Literal(radius)
             )
         else:
-            key = sql.Identifier(lay.parent_key.lower())  # type: ignore[union-attr]
-            parent = sql.Identifier("samples", f"{release}_{lay.parent.lower()}")
+            key = sql.Identifier(target.parent_key)
+            parent = sql.Identifier("samples", f"{release}_{target.parent.lower()}")
             where = sql.SQL("{} IN (SELECT {} FROM {})").format(key, key, parent)
         conn.execute(sql.SQL("CREATE TABLE {} AS SELECT * FROM {} WHERE {}").format(sample, source, where))
         conn.execute(sql.SQL("ALTER TABLE {} DROP COLUMN _load_id").format(sample))
         conn.execute(sql.SQL("GRANT SELECT ON {} TO dpdb_reader").format(sample))
-        rows[table] = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(sample)).fetchone()[0]  # type: ignore[index]
+        rows[table] = int(fetch_value(conn, sql.SQL("SELECT count(*) FROM {}").format(sample)))
     return rows

@@ -30,7 +30,7 @@ from psycopg import sql
 
 from dpdb.access import revoke_loader
 from dpdb.config import Settings
-from dpdb.db import adbc_connection, connect
+from dpdb.db import adbc_connection, connect, fetch_row
 from dpdb.errors import ReleaseStateError
 from dpdb.etl.validate import TargetTable, target_table
 from dpdb.healpix import PIXEL_ORDER, pixels
@@ -120,7 +120,7 @@ def _profile(conn: psycopg.Connection, rel: Release, targets: dict[str, TargetTa
                f"origin {rel.origin}, {others} other release(s) with it")  # fmt: skip
     for table, target in targets.items():
         id_cols = _id_columns(target)
-        exprs = [sql.SQL("count(*)")]
+        exprs: list[sql.Composable] = [sql.SQL("count(*)")]
         exprs.append(
             sql.SQL("count(DISTINCT ({}))").format(
                 sql.SQL(", ").join(map(sql.Identifier, target.primary_key))
@@ -186,7 +186,7 @@ def _references(conn: psycopg.Connection, release: str, report: Report) -> None:
             release=sql.Identifier(release).as_string(conn), child=lay.name.lower(),
             parent=lay.parent.lower(), key=lay.parent_key.lower(),
         )  # fmt: skip
-        orphans, misplaced, no_ccd = conn.execute(query.encode()).fetchone()  # type: ignore[call-overload, misc]
+        orphans, misplaced, no_ccd = fetch_row(conn, query.encode())
         report.add(
             f"references: {lay.name} -> {lay.parent}", orphans, f"{orphans} without their {lay.parent}"
         )
@@ -223,16 +223,16 @@ def _coverage(
         release=sql.Identifier(release).as_string(conn), parent="object",
         order=COVERAGE_ORDER, shift=2 * (PIXEL_ORDER - COVERAGE_ORDER),
     )  # fmt: skip
-    report.coverage = {str(p): n for p, n in conn.execute(query.encode())}  # type: ignore[call-overload]
+    report.coverage = {str(p): n for p, n in conn.execute(query.encode())}
     area = len(report.coverage) * 41_252.96 / (12 * 4**COVERAGE_ORDER)
     before = (baseline.report or {}).get("coverage", {}) if baseline else {}
     sampled = {p for p, n in before.items() if n >= WELL_SAMPLED}
-    if not sampled:
+    if baseline is None or not sampled:
         report.add("coverage", 0, f"{len(report.coverage)} pixels ({area:.1f} deg²); no previous release")
         return
     share = len(sampled & set(report.coverage)) / len(sampled)
     report.add(
-        "coverage", 0, f"{share:.1%} of {baseline.name}'s sky covered (threshold {threshold:.0%}), "  # type: ignore[union-attr]
+        "coverage", 0, f"{share:.1%} of {baseline.name}'s sky covered (threshold {threshold:.0%}), "
         f"{len(report.coverage)} pixels ({area:.1f} deg²)", ok=share >= threshold,
     )  # fmt: skip
 

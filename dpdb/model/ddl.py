@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 from felis.datamodel import CheckConstraint as FelisCheck
 from felis.datamodel import Column as FelisColumn
@@ -40,7 +41,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_DIALECT = postgresql.dialect()
+# SQLAlchemy's dialect classes carry no annotations, so strict mypy calls their constructor untyped.
+_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class TableSpec:
         return f"{_q(self.catalog)}.{_q(self.table.name)}"
 
 
-def _implementation_columns(partitioned: bool) -> list[Column]:
+def _implementation_columns(partitioned: bool) -> list[Column[Any]]:
     """Columns that exist only in the implementation (like dax_apdb's pixelId)."""
     cols = [
         Column(LOAD_ID_COLUMN, BigInteger, nullable=True, comment="load_manifest.load_id of the source file")
@@ -114,7 +116,7 @@ def table_specs(catalog: str, version: int, kind: str) -> list[TableSpec]:
         pk_cols = list(model.primary_key)
         if model.partitioned:
             pk_cols.append(PIXEL_COLUMN)
-        kwargs: dict[str, object] = {}
+        kwargs: dict[str, Any] = {}
         if model.partitioned:
             kwargs["postgresql_partition_by"] = f"RANGE ({PIXEL_COLUMN})"
         table = Table(

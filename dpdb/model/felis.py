@@ -12,6 +12,7 @@ import functools
 import logging
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 from felis.datamodel import Schema as FelisSchema
@@ -30,7 +31,6 @@ __all__ = [
     "check_version",
     "load_felis",
     "load_felis_file",
-    "canonical_names",
     "position_columns",
 ]
 
@@ -69,13 +69,13 @@ def check_version(version: int) -> int:
 
 
 @functools.cache
-def load_felis(version: int, file: str = CATALOG_FELIS) -> FelisSchema:
+def load_felis(version: int, file: str = CATALOG_FELIS) -> FelisSchema[Any]:
     """The validated felis schema ``schema/v<version>/<file>.yaml``."""
     check_version(version)
     return load_felis_file(_felis_root() / f"v{version}" / f"{file}.yaml")
 
 
-def load_felis_file(path: Path) -> FelisSchema:
+def load_felis_file(path: Path) -> FelisSchema[Any]:
     """Parse and validate one felis file; any problem is a one-line SchemaError naming it."""
     try:
         data = yaml.safe_load(path.read_text())
@@ -95,11 +95,6 @@ def load_felis_file(path: Path) -> FelisSchema:
         raise SchemaError(f"{path}: invalid felis schema at {loc or 'top level'}: {err['msg']}") from e
     except (ValueError, TypeError, KeyError) as e:  # felis validators raise these directly
         raise SchemaError(f"{path}: invalid felis schema: {first_line(e)}") from e
-
-
-def canonical_names(version: int) -> dict[str, dict[str, str]]:
-    """Map lower-case table name -> {lower-case column -> canonical camelCase column}."""
-    return {t.name.lower(): {c.name.lower(): c.name for c in t.columns} for t in load_felis(version).tables}
 
 
 def position_columns(table: FelisTable) -> tuple[str, str] | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 from felis.datamodel import Column as FelisColumn
@@ -29,6 +30,7 @@ __all__ = [
     "CatalogTable",
     "catalog_table",
     "catalog_tables",
+    "canonical_names",
     "column_type",
     "arrow_type",
 ]
@@ -41,7 +43,7 @@ _ARRAY_TYPES = {
 }
 
 
-def column_type(col: FelisColumn) -> TypeEngine:
+def column_type(col: FelisColumn) -> TypeEngine[Any]:
     """PostgreSQL type of a felis column (arrays and timestamptz via ``postgresql:datatype``)."""
     override = (col.postgresql_datatype or "").strip().upper()
     if override in _ARRAY_TYPES:
@@ -52,11 +54,11 @@ def column_type(col: FelisColumn) -> TypeEngine:
         return postgresql.REAL()
     if col.datatype.value == "char":  # CHAR(n) pads with blanks; values must round-trip unchanged
         return postgresql.VARCHAR(col.length)
-    result: TypeEngine = get_datatype_with_variants(col)
+    result: TypeEngine[Any] = get_datatype_with_variants(col)
     return result
 
 
-def arrow_type(sa_type: TypeEngine) -> pa.DataType:
+def arrow_type(sa_type: TypeEngine[Any]) -> pa.DataType:
     """Arrow type whose binary COPY encoding matches the PostgreSQL column type."""
     if isinstance(sa_type, postgresql.ARRAY):
         return pa.list_(arrow_type(sa_type.item_type))
@@ -87,7 +89,7 @@ class ColumnModel:
     """The felis (camelCase) name users see."""
     name: str
     """The database (lower-case) name."""
-    sql_type: TypeEngine
+    sql_type: TypeEngine[Any]
     arrow_type: pa.DataType
     nullable: bool
     length: int | None
@@ -222,6 +224,11 @@ def catalog_table(name: str, version: int | None = None) -> CatalogTable:
     if found is None:
         raise SchemaError(f"schema v{v} has no table {name}")
     return found
+
+
+def canonical_names(version: int) -> dict[str, dict[str, str]]:
+    """Lower-case table name -> {lower-case column -> canonical camelCase column}, every table."""
+    return {name: dict(table.canonical_names) for name, table in _tables(version).items()}
 
 
 def catalog_tables(kind: str, version: int) -> list[CatalogTable]:

@@ -405,7 +405,7 @@ def _orbit(ss_object: dict[str, Any]) -> dict[str, Any]:
     out = dict(ss_object)
     if out.get("epochmjdtai") is not None:
         out["epochmjdtai"] = out["epochmjdtai"] + TT_MINUS_TAI
-    designation = out.get("designation")
+    designation: str = out.get("designation") or ""
     match = _PROVISIONAL.match(designation.strip()) if designation else None
     n = int(match.group(5) or 0) if match else 0
     if match and n < 620:  # the largest cycle count the packed form can hold
@@ -523,7 +523,8 @@ def unfilled_fields(catalog_version: int | None = None) -> list[str]:
     list of str
         ``field`` for the alert's own fields, ``record.field`` for the fields of its sub-records.
     """
-    from dpdb.model.felis import canonical_names, latest_version
+    from dpdb.model.felis import latest_version
+    from dpdb.model.table import canonical_names
 
     names = canonical_names(catalog_version or latest_version())
     columns = {table: set(names[table]) for table in _TABLES.values()}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import psycopg
 
@@ -43,9 +44,9 @@ class Catalog:
 def execute_ddl(conn: psycopg.Connection, statements: list[str]) -> None:
     """Run generated DDL in one round trip (simple query protocol, same transaction)."""
     if statements:
-        # Generated from felis and our own identifiers, never from user input; a bytes query is how
-        # psycopg runs a multi-statement script, which its LiteralString typing does not describe.
-        conn.execute(";\n".join(statements).encode())  # type: ignore[call-overload]
+        # Generated from felis and our own identifiers, never from user input; as bytes, psycopg
+        # sends it as one multi-statement script.
+        conn.execute(";\n".join(statements).encode())
 
 
 def create_meta(conn: psycopg.Connection, version: int, since: int | None = None) -> None:
@@ -56,7 +57,7 @@ def create_meta(conn: psycopg.Connection, version: int, since: int | None = None
 _COLUMNS = "name, kind, schema_version, partition_order, created_at"
 
 
-def _catalog(row: tuple) -> Catalog:
+def _catalog(row: tuple[Any, ...]) -> Catalog:
     return Catalog(row[0], CatalogKind(row[1]), int(row[2]), int(row[3]), row[4])
 
 

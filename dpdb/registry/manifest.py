@@ -72,7 +72,7 @@ def add_entry(cur: adbc.Cursor, f: ParquetFile, table: str, target: str, schema_
         "VALUES ($1, $2, $3, $4, $5, 0, $6, $7, now()) RETURNING load_id",
         parameters=(str(f.path), f.size, f.sha256, table, target, schema_version, __version__),
     )
-    return int(cur.fetchone()[0])  # type: ignore[index]
+    return int(cur.fetchone()[0])
 
 
 def set_row_count(cur: adbc.Cursor, load_id: int, rows: int) -> None:

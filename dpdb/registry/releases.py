@@ -129,7 +129,7 @@ def _release(row: dict[str, Any]) -> Release:
     return Release(**{k: row[k] for k in Release.__dataclass_fields__})
 
 
-def _select(conn: psycopg.Connection, where: str = "", params: tuple = ()) -> list[Release]:
+def _select(conn: psycopg.Connection, where: str = "", params: tuple[object, ...] = ()) -> list[Release]:
     with conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(f"SELECT * FROM dpdb_meta.release {where} ORDER BY created_at, name", params)
         return [_release(r) for r in rows.fetchall()]

@@ -6,8 +6,9 @@ Revises:
 
 from __future__ import annotations
 
-from alembic import context, op
+from alembic import context
 
+from dpdb.migrate import revision_connection
 from dpdb.registry.catalogs import create_catalog, create_meta
 from dpdb.registry.versions import record_version
 
@@ -18,7 +19,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    conn = op.get_bind().connection.dbapi_connection
+    conn = revision_connection()
     create_meta(conn, 1)
     create_catalog(conn, "prompt", "prompt", 1, context.config.attributes["partition_order"])
     record_version(conn, 1)

@@ -6,8 +6,7 @@ Revises: v1
 
 from __future__ import annotations
 
-from alembic import op
-
+from dpdb.migrate import revision_connection
 from dpdb.registry.catalogs import upgrade_catalogs
 from dpdb.registry.versions import record_version
 
@@ -18,7 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    conn = op.get_bind().connection.dbapi_connection
+    conn = revision_connection()
     upgrade_catalogs(conn, 1, 2)
     record_version(conn, 2)
 

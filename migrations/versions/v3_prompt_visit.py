@@ -6,8 +6,7 @@ Revises: v2
 
 from __future__ import annotations
 
-from alembic import op
-
+from dpdb.migrate import revision_connection
 from dpdb.registry.catalogs import create_meta, upgrade_catalogs
 from dpdb.registry.versions import record_version
 
@@ -18,7 +17,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    conn = op.get_bind().connection.dbapi_connection
+    conn = revision_connection()
     create_meta(conn, 3, since=2)
     upgrade_catalogs(conn, 2, 3)
     for (name,) in conn.execute("SELECT name FROM dpdb_meta.catalog WHERE kind = 'prompt'").fetchall():

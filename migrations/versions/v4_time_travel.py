@@ -7,8 +7,9 @@ Revises: v3
 
 from __future__ import annotations
 
-from alembic import op
+import psycopg
 
+from dpdb.migrate import revision_connection
 from dpdb.model.ddl import q3c_index_ddl, table_specs
 from dpdb.registry.catalogs import create_meta, upgrade_catalogs
 from dpdb.registry.versions import record_version
@@ -20,7 +21,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    conn = op.get_bind().connection.dbapi_connection
+    conn = revision_connection()
     create_meta(conn, 4, since=3)
     upgrade_catalogs(conn, 3, 4)
     for name, kind in conn.execute("SELECT name, kind FROM dpdb_meta.catalog").fetchall():
@@ -33,7 +34,7 @@ def upgrade() -> None:
     record_version(conn, 4)
 
 
-def _backfill_prompt(conn, name: str) -> None:  # type: ignore[no-untyped-def]
+def _backfill_prompt(conn: psycopg.Connection, name: str) -> None:
     """Rows ingested before v4 became visible when their visit (or DiaSource) was processed."""
     s = f'"{name}"'
     conn.execute(

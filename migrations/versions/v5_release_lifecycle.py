@@ -7,8 +7,7 @@ Revises: v4
 
 from __future__ import annotations
 
-from alembic import op
-
+from dpdb.migrate import revision_connection
 from dpdb.registry.catalogs import create_meta, upgrade_catalogs
 from dpdb.registry.versions import record_version
 
@@ -19,7 +18,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    conn = op.get_bind().connection.dbapi_connection
+    conn = revision_connection()
     create_meta(conn, 5, since=4)
     upgrade_catalogs(conn, 4, 5)
     record_version(conn, 5)

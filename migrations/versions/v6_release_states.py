@@ -8,8 +8,7 @@ Revises: v5
 
 from __future__ import annotations
 
-from alembic import op
-
+from dpdb.migrate import revision_connection
 from dpdb.registry.catalogs import create_meta, upgrade_catalogs
 from dpdb.registry.versions import record_version
 
@@ -20,7 +19,7 @@ depends_on = None
 
 
 def upgrade() -> None:
-    conn = op.get_bind().connection.dbapi_connection
+    conn = revision_connection()
     create_meta(conn, 6, since=5)
     upgrade_catalogs(conn, 5, 6)
     record_version(conn, 6)
