@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
     from .provenance import Provenance
     from .releases import Release
 
-__all__ = ["Archive", "Instant", "to_mjd_tai", "to_astropy"]
+__all__ = ["Archive", "Instant", "to_mjd_tai", "to_astropy", "tables_named"]
 
 Instant = float | str | Time | _dt.datetime
 """An instant: MJD TAI (float), an ISO 8601 UTC string or an MJD string, ``"now"``,
@@ -96,56 +97,49 @@ def _meta() -> dict[str, dict[str, tuple[str | None, str | None, str | None]]]:
     return _META
 
 
-def to_astropy(result: pa.Table, table: str | None = None) -> Table:
+def to_astropy(result: pa.Table, tables: Sequence[str] = ()) -> Table:
     """An astropy Table of an Arrow result, with unit, UCD and description from the schema.
 
-    ``table`` names the schema table the columns come from; without it a column
-    gets the metadata its name has in every table that defines it (a name whose
-    unit or UCD differs between tables gets the description only).
+    ``tables`` names the schema tables the columns may come from, in order of
+    preference (for a query: the tables its text names); a column gets the
+    metadata of the first of them that has a column of its name.
     """
     import astropy.units as u
+    import numpy as np
+    from astropy.table import Column, MaskedColumn
 
     meta = _meta()
     out = Table()
     for name, column in zip(result.column_names, result.columns, strict=True):
-        values = column.to_numpy(zero_copy_only=False) if column.null_count == 0 else None
-        if values is None:
-            import numpy as np
-
-            pylist = column.to_pylist()
+        unit, ucd, description = next(
+            (meta[t.lower()][name] for t in tables if name in meta.get(t.lower(), {})), (None, None, None)
+        )
+        col: Column
+        if column.null_count:
+            mask = column.is_null().to_numpy(zero_copy_only=False)
             if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
-                filled = column.fill_null(0).to_numpy(zero_copy_only=False)
-                values = np.ma.masked_array(filled, mask=[v is None for v in pylist])
+                data = column.fill_null(0).to_numpy(zero_copy_only=False)
             else:
-                values = np.ma.masked_array(
-                    np.array([v if v is not None else "" for v in pylist], dtype=object),
-                    mask=[v is None for v in pylist],
-                )
-        unit, ucd, description = _lookup(meta, table, name)
-        col = Table.Column(values, name=name, description=description)
+                data = np.array(column.to_pylist(), dtype=object)
+            col = MaskedColumn(data, mask=mask, name=name, description=description)
+        else:
+            col = Column(column.to_numpy(zero_copy_only=False), name=name, description=description)
         if unit:
-            try:
-                col.unit = u.Unit(unit, parse_strict="silent")
-            except ValueError:
-                col.unit = None
+            col.unit = u.Unit(unit, parse_strict="silent")
         if ucd:
             col.meta["ucd"] = ucd
         out.add_column(col)
     return out
 
 
-def _lookup(
-    meta: dict[str, dict[str, tuple[str | None, str | None, str | None]]], table: str | None, column: str
-) -> tuple[str | None, str | None, str | None]:
-    if table is not None and column in meta.get(table.lower(), {}):
-        return meta[table.lower()][column]
-    found = {cols[column] for cols in meta.values() if column in cols}
-    if not found:
-        return None, None, None
-    if len({(unit, ucd) for unit, ucd, _ in found}) == 1:
-        return sorted(found, key=lambda f: f[2] or "")[0]
-    descriptions = {d for _, _, d in found}
-    return None, None, descriptions.pop() if len(descriptions) == 1 else None
+def tables_named(sql: str) -> list[str]:
+    """Schema tables whose names appear as words in ``sql``, in order of first appearance."""
+    found = []
+    for t in _meta():
+        m = re.search(rf"\b{t}\b", sql, re.IGNORECASE)
+        if m:
+            found.append((m.start(), t))
+    return [t for _, t in sorted(found)]
 
 
 class Archive:
@@ -243,7 +237,7 @@ class Archive:
         ReleaseStateError
             ``release`` names no catalog.
         """
-        return to_astropy(self.query_arrow(sql, as_of=as_of, release=release))
+        return to_astropy(self.query_arrow(sql, as_of=as_of, release=release), tables_named(sql))
 
     def cone(
         self,
@@ -308,7 +302,7 @@ class Archive:
             psql.Literal(float(radius)),
         )
         text = stmt.as_string(None)
-        return to_astropy(self.query_arrow(text, as_of=as_of, release=release), ftable.name)
+        return to_astropy(self.query_arrow(text, as_of=as_of, release=release), [ftable.name])
 
     # -- files -----------------------------------------------------------------------------------
 
