@@ -18,16 +18,15 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-import pyarrow as pa
-from astropy.table import Table
-from astropy.time import Time
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from .config import Settings, get_settings
 from .errors import QueryError, ValidationError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # astropy and pyarrow are imported when first used: `import dpdb` stays fast
+    import pyarrow as pa
+    from astropy.table import Table
+
     from .etl.load import LoadSummary
     from .lifecycle.activate import Activation
     from .lifecycle.archive import ArchiveResult
@@ -41,7 +40,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Archive", "Instant", "to_mjd_tai", "to_astropy", "tables_named"]
 
-Instant = float | str | Time | _dt.datetime
+Instant: TypeAlias = "float | str | Time | _dt.datetime"
 """An instant: MJD TAI (float), an ISO 8601 UTC string or an MJD string, ``"now"``,
 an astropy :class:`~astropy.time.Time` or a timezone-aware :class:`datetime.datetime`."""
 
@@ -54,6 +53,8 @@ def to_mjd_tai(instant: Instant | None) -> float | None:
     ValidationError
         The instant cannot be read or is not a finite time.
     """
+    from astropy.time import Time
+
     from .timeutil import now_mjd_tai, parse_instant
 
     if instant is None:
@@ -106,7 +107,8 @@ def to_astropy(result: pa.Table, tables: Sequence[str] = ()) -> Table:
     """
     import astropy.units as u
     import numpy as np
-    from astropy.table import Column, MaskedColumn
+    import pyarrow as pa
+    from astropy.table import Column, MaskedColumn, Table
 
     meta = _meta()
     out = Table()
@@ -198,9 +200,7 @@ class Archive:
 
     # -- queries ---------------------------------------------------------------------------------
 
-    def query_arrow(
-        self, sql: str, *, as_of: Instant | None = None, release: str | None = None
-    ) -> pa.Table:
+    def query_arrow(self, sql: str, *, as_of: Instant | None = None, release: str | None = None) -> pa.Table:
         """Run one read-only SQL statement; the result as a :class:`pyarrow.Table`.
 
         See :meth:`query` for the parameters.
@@ -289,9 +289,7 @@ class Archive:
             bad = [c for c in wanted if c.lower() not in known]
             if bad:
                 raise QueryError(f"cone: table {ftable.name} has no column {bad[0]!r}")
-        select = (
-            psql.SQL(", ").join(psql.Identifier(c.lower()) for c in wanted) if wanted else psql.SQL("*")
-        )
+        select = psql.SQL(", ").join(psql.Identifier(c.lower()) for c in wanted) if wanted else psql.SQL("*")
         stmt = psql.SQL("SELECT {} FROM {} WHERE q3c_radial_query({}, {}, {}, {}, {})").format(
             select,
             psql.Identifier(ftable.name.lower()),
