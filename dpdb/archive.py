@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # astropy and pyarrow are imported when first used: `import d
 
 __all__ = ["Archive", "Instant", "to_mjd_tai", "to_astropy", "tables_named"]
 
-Instant: TypeAlias = "float | str | Time | _dt.datetime"
+Instant: TypeAlias = "float | str | Time | _dt.datetime"  # noqa: F821 (Time: astropy, imported lazily)
 """An instant: MJD TAI (float), an ISO 8601 UTC string or an MJD string, ``"now"``,
 an astropy :class:`~astropy.time.Time` or a timezone-aware :class:`datetime.datetime`."""
 
