@@ -8,6 +8,7 @@ boundary with ``raise ... from e``.
 from __future__ import annotations
 
 __all__ = [
+    "first_line",
     "QueryError",
     "AlertError",
     "PlotError",
@@ -64,3 +65,11 @@ class PlotError(DpdbError):
 
 class ProvenanceError(DpdbError):
     """An ID that no catalog of the database holds (or that is no dpdb ID)."""
+
+
+def first_line(error: BaseException | str) -> str:
+    """The first non-empty line of an error's message (its class name if it has none): one-line errors."""
+    text = str(error).strip()
+    if text:
+        return text.splitlines()[0].strip()
+    return type(error).__name__ if isinstance(error, BaseException) else ""

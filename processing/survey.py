@@ -42,9 +42,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from dpdb.etl.validate import TargetTable, target_table
 
 from dpdb.errors import ConfigError
+from dpdb.etl.validate import TargetTable, target_table
 from dpdb.ids import PROMPT_ORIGIN, make_id, visit_source_ids
 from dpdb.prompt.staging import ASSIGNED_COLUMNS
 from dpdb.schema import latest_version
@@ -687,3 +687,25 @@ def _write_text(text: str, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def survey_config(out: Path, **given: object) -> SurveyConfig:
+    """The configuration of the survey in ``out`` (if one is there) with the values ``given`` on top.
+
+    ``given`` uses the CLI's names (``area`` for ``area_deg2``); ``None`` values are ignored.
+    """
+    values: dict[str, Any] = {}
+    stored = out / "survey.json"
+    if stored.is_file():
+        known = {f.name for f in fields(SurveyConfig)}
+        values = {k: v for k, v in json.loads(stored.read_text())["config"].items() if k in known}
+        values["center"] = tuple(values["center"])
+    for option, value in given.items():
+        if value is not None:
+            values["area_deg2" if option == "area" else option] = value
+    return SurveyConfig(**values)
+
+
+def night_after(last_visit: int | None) -> int:
+    """The night that follows the one holding visit ``last_visit`` (0 when there is none)."""
+    return 0 if last_visit is None else int(last_visit) // 1000  # night n holds visits (n + 1) * 1000 + j

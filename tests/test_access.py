@@ -9,7 +9,6 @@ from pathlib import Path
 import psycopg
 import pytest
 from click.testing import CliRunner
-from dpdb.processing.release import produce
 from psycopg import errors
 from test_release import ready
 
@@ -17,6 +16,7 @@ from dpdb.cli import cli
 from dpdb.config import Settings
 from dpdb.db import conninfo
 from dpdb.lifecycle.activate import activate_release
+from dpdb.processing.release import produce
 from dpdb.releases import create_release
 from dpdb.schema import latest_version
 from dpdb.server import EmbeddedServer

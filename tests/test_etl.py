@@ -15,13 +15,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from dpdb.etl.load import load
-from dpdb.processing.synthetic import synthetic_table
 
 from dpdb.cli import cli
 from dpdb.config import Settings
 from dpdb.db import conninfo
+from dpdb.etl.load import load
 from dpdb.healpix import pixels
+from dpdb.processing.synthetic import synthetic_table
 from dpdb.releases import create_release
 from dpdb.schema import latest_version
 

@@ -10,18 +10,18 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from conftest import release_env
-from dpdb.etl import release_dir
-from dpdb.processing.release import produce
 
 from dpdb.cli import cli
 from dpdb.config import Settings
 from dpdb.db import conninfo, prepare
 from dpdb.errors import ReleaseStateError, ValidationError
+from dpdb.etl import release_dir
 from dpdb.ids import origin_of
 from dpdb.lifecycle.activate import activate_release
 from dpdb.lifecycle.archive import drop_release
 from dpdb.lifecycle.load import load_release, restore_release
 from dpdb.lifecycle.validate import validate_release
+from dpdb.processing.release import produce
 from dpdb.releases import create_release, get_release
 from dpdb.schema import latest_version
 from dpdb.tables import RELEASE_TABLES
@@ -233,7 +233,6 @@ def test_validation_finds_broken_releases(rsettings: Settings, produced: dict[st
 def test_release_from_prompt(rsettings: Settings, tmp_path: Path) -> None:
     """--from-prompt: the prompt's visits and DIA tables, re-aggregated over the whole history."""
     from dpdb.processing.survey import SurveyConfig, simulate
-
     from dpdb.prompt import ingest
 
     prepare(rsettings)

@@ -7,11 +7,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from dpdb.etl.validate import plan_columns, prepare_batch, target_table
-from dpdb.processing.static_sky import plan_visits, simulate_static_sky
 
 from dpdb.errors import ConfigError
+from dpdb.etl.validate import plan_columns, prepare_batch, target_table
 from dpdb.ids import ORIGIN_SHIFT, origin_of, release_origin
+from dpdb.processing.static_sky import plan_visits, simulate_static_sky
 from dpdb.schema import latest_version
 
 ORIGIN = release_origin(2)

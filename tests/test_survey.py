@@ -10,10 +10,10 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from dpdb.etl.validate import TargetTable, plan_columns, prepare_batch, target_table
-from dpdb.processing.survey import SurveyConfig, simulate
 
 from dpdb.errors import ConfigError
+from dpdb.etl.validate import TargetTable, plan_columns, prepare_batch, target_table
+from dpdb.processing.survey import SurveyConfig, simulate
 from dpdb.prompt.staging import ASSIGNED_COLUMNS, find_visits
 from dpdb.schema import latest_version
 

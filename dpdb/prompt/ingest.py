@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import adbc_driver_postgresql.dbapi as adbc
+import psycopg
 import pyarrow as pa
 
 from dpdb.catalogs import writable_catalog
@@ -52,7 +53,7 @@ from .order import LOCK, PromptChange
 from .relink import NIGHT_LINKAGE, RelinkResult, is_linkage, relink
 from .staging import OWN_PIXEL, VisitInput, find_visits, read_table, read_visit
 
-__all__ = ["VisitResult", "ingest", "STEPS"]
+__all__ = ["VisitResult", "ingest", "last_visit", "STEPS"]
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +154,12 @@ def _load_ssobjects(aconn: adbc.Connection, path: Path, version: int, t: float) 
             log.info("%s: %d SSObjects registered", path, added)
         else:
             aconn.rollback()
+
+
+def last_visit(conn: psycopg.Connection) -> int | None:
+    """The highest visit ID ingested (``None``: none yet)."""
+    row = conn.execute("SELECT max(visit) FROM dpdb_meta.prompt_visit").fetchone()
+    return None if row is None or row[0] is None else int(row[0])
 
 
 class _VisitTransaction(PromptChange):
