@@ -6,7 +6,7 @@ import logging
 
 import psycopg
 
-from . import __version__
+from ._version import code_version
 from .errors import ReleaseStateError
 from .schema import added_columns_ddl, catalog_ddl, meta_ddl
 
@@ -68,7 +68,7 @@ def upgrade_catalogs(conn: psycopg.Connection, old: int, new: int) -> None:
 def record_version(conn: psycopg.Connection, version: int) -> None:
     conn.execute(
         "INSERT INTO dpdb_meta.schema_version (version, code_version, applied_at) VALUES (%s, %s, now())",
-        (version, __version__),
+        (version, code_version()),
     )
 
 

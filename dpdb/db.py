@@ -16,7 +16,7 @@ import adbc_driver_postgresql.dbapi as adbc
 import psycopg
 from psycopg import sql
 
-from . import __version__
+from ._version import code_version
 from .config import Settings
 from .errors import ServerError, VersionMismatchError
 from .schema import latest_version
@@ -228,7 +228,7 @@ def check_compatible(conn: psycopg.Connection) -> int:
         raise VersionMismatchError("database has no dpdb schema; run `dpdb db up` (or `dpdb db migrate`)")
     if version > newest:
         raise VersionMismatchError(
-            f"database schema version {version} is newer than this dpdb {__version__} "
+            f"database schema version {version} is newer than this dpdb {code_version()} "
             f"(knows up to {newest}); upgrade dpdb"
         )
     if version < newest:

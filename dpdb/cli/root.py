@@ -18,9 +18,9 @@ __all__ = ["cli", "main"]
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
     if value and not ctx.resilient_parsing:
-        from .. import __version__
+        from .._version import code_version
 
-        click.echo(f"dpdb, version {__version__}")
+        click.echo(f"dpdb, version {code_version()}")
         ctx.exit()
 
 
