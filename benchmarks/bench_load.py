@@ -28,13 +28,13 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.parquet as pq
-from dpdb.etl.load import load
-from dpdb.processing.synthetic import synthetic_table
 
 from dpdb.config import Settings
 from dpdb.db import adbc_uri, conninfo, prepare
+from dpdb.etl.load import load
 from dpdb.healpix import pixels
 from dpdb.model.felis import latest_version
+from dpdb.processing.synthetic import synthetic_table
 from dpdb.registry.catalogs import create_catalog
 from dpdb.server import EmbeddedServer
 

@@ -6,13 +6,9 @@ and the error classes; everything else is internal.
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
-try:
-    __version__ = version("dpdb")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0+unknown"
-
+from ._version import code_version
 from .archive import Archive
 from .config import Settings
 from .errors import (
@@ -45,3 +41,10 @@ __all__ = [
     "PlotError",
     "ProvenanceError",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The version is asked of git only when something needs it (a subprocess; see _version.py).
+    if name == "__version__":
+        return code_version()
+    raise AttributeError(f"module 'dpdb' has no attribute {name!r}")

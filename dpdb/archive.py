@@ -16,32 +16,34 @@ from __future__ import annotations
 import builtins
 import datetime as _dt
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeAlias
 
-import pyarrow as pa
-from astropy.table import Table
-from astropy.time import Time
-
 from .config import Settings, get_settings
 from .errors import QueryError, ValidationError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # astropy and pyarrow are imported when first used: `import dpdb` stays fast
+    import pyarrow as pa
+    from astropy.table import Table
+    from astropy.time import Time
+
     from .etl.load import LoadSummary
     from .lifecycle.activate import Activation
     from .lifecycle.archive import ArchiveResult
     from .lifecycle.listing import ReleaseRow
     from .lifecycle.load import LoadResult
     from .lifecycle.validate import Report
+    from .plots import History, LightCurve, SkyMap
     from .prompt.ingest import VisitResult
     from .prompt.relink import RelinkResult
     from .provenance import Provenance
     from .registry.releases import Release
 
-__all__ = ["Archive", "Instant", "to_mjd_tai", "to_astropy"]
+__all__ = ["Archive", "Instant", "to_mjd_tai", "to_astropy", "tables_named"]
 
-Instant: TypeAlias = float | str | Time | _dt.datetime
+Instant: TypeAlias = "float | str | Time | _dt.datetime"  # noqa: F821 (Time: astropy, imported lazily)
 """An instant: MJD TAI (float), an ISO 8601 UTC string or an MJD string, ``"now"``,
 an astropy :class:`~astropy.time.Time` or a timezone-aware :class:`datetime.datetime`."""
 
@@ -54,6 +56,8 @@ def to_mjd_tai(instant: Instant | None) -> float | None:
     ValidationError
         The instant cannot be read or is not a finite time.
     """
+    from astropy.time import Time
+
     from .timeutil import now_mjd_tai, parse_instant
 
     if instant is None:
@@ -97,56 +101,50 @@ def _meta() -> dict[str, dict[str, tuple[str | None, str | None, str | None]]]:
     return _META
 
 
-def to_astropy(result: pa.Table, table: str | None = None) -> Table:
+def to_astropy(result: pa.Table, tables: Sequence[str] = ()) -> Table:
     """An astropy Table of an Arrow result, with unit, UCD and description from the schema.
 
-    ``table`` names the schema table the columns come from; without it a column
-    gets the metadata its name has in every table that defines it (a name whose
-    unit or UCD differs between tables gets the description only).
+    ``tables`` names the schema tables the columns may come from, in order of
+    preference (for a query: the tables its text names); a column gets the
+    metadata of the first of them that has a column of its name.
     """
     import astropy.units as u
+    import numpy as np
+    import pyarrow as pa
+    from astropy.table import Column, MaskedColumn, Table
 
     meta = _meta()
     out = Table()
     for name, column in zip(result.column_names, result.columns, strict=True):
-        values = column.to_numpy(zero_copy_only=False) if column.null_count == 0 else None
-        if values is None:
-            import numpy as np
-
-            pylist = column.to_pylist()
+        unit, ucd, description = next(
+            (meta[t.lower()][name] for t in tables if name in meta.get(t.lower(), {})), (None, None, None)
+        )
+        col: Column
+        if column.null_count:
+            mask = column.is_null().to_numpy(zero_copy_only=False)
             if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
-                filled = column.fill_null(0).to_numpy(zero_copy_only=False)
-                values = np.ma.masked_array(filled, mask=[v is None for v in pylist])
+                data = column.fill_null(0).to_numpy(zero_copy_only=False)
             else:
-                values = np.ma.masked_array(
-                    np.array([v if v is not None else "" for v in pylist], dtype=object),
-                    mask=[v is None for v in pylist],
-                )
-        unit, ucd, description = _lookup(meta, table, name)
-        col = Table.Column(values, name=name, description=description)
+                data = np.array(column.to_pylist(), dtype=object)
+            col = MaskedColumn(data, mask=mask, name=name, description=description)
+        else:
+            col = Column(column.to_numpy(zero_copy_only=False), name=name, description=description)
         if unit:
-            try:
-                col.unit = u.Unit(unit, parse_strict="silent")
-            except ValueError:
-                col.unit = None
+            col.unit = u.Unit(unit, parse_strict="silent")
         if ucd:
             col.meta["ucd"] = ucd
         out.add_column(col)
     return out
 
 
-def _lookup(
-    meta: dict[str, dict[str, tuple[str | None, str | None, str | None]]], table: str | None, column: str
-) -> tuple[str | None, str | None, str | None]:
-    if table is not None and column in meta.get(table.lower(), {}):
-        return meta[table.lower()][column]
-    found = {cols[column] for cols in meta.values() if column in cols}
-    if not found:
-        return None, None, None
-    if len({(unit, ucd) for unit, ucd, _ in found}) == 1:
-        return sorted(found, key=lambda f: f[2] or "")[0]
-    descriptions = {d for _, _, d in found}
-    return None, None, descriptions.pop() if len(descriptions) == 1 else None
+def tables_named(sql: str) -> list[str]:
+    """Schema tables whose names appear as words in ``sql``, in order of first appearance."""
+    found = []
+    for t in _meta():
+        m = re.search(rf"\b{t}\b", sql, re.IGNORECASE)
+        if m:
+            found.append((m.start(), t))
+    return [t for _, t in sorted(found)]
 
 
 class Archive:
@@ -197,17 +195,105 @@ class Archive:
 
     # -- the database ----------------------------------------------------------------------------
 
-    def up(self) -> None:
-        """Start the embedded server if needed and bring the database to the newest schema."""
-        from .db import prepare
+    def up(self) -> str:
+        """Start the embedded server if needed and bring the database to the newest schema.
+
+        Returns
+        -------
+        str
+            What was done, e.g. ``embedded server started in .dpdb, schema version 5``.
+        """
+        from .db import connect, describe, prepare, server_for
+
+        server = server_for(self.settings)
+        was_running = server is None or (server.initialized() and server.running())
+        prepare(self.settings)
+        with connect(self.settings, check=False) as conn:
+            info = describe(conn)
+        state = "already running" if was_running else "started"
+        where = f"embedded server {state} in {server.home}" if server else "server at DPDB_DSN"
+        return f"{where}, schema version {info.schema_version}"
+
+    def down(self) -> bool:
+        """Stop the embedded server; False if it was not running.
+
+        Raises
+        ------
+        ServerError
+            The archive uses an external server (``dsn``), which dpdb never stops.
+        """
+        from .db import server_for
+        from .errors import ServerError
+
+        server = server_for(self.settings)
+        if server is None:
+            raise ServerError("DPDB_DSN points at an external server; dpdb does not stop it")
+        return server.down()
+
+    def status(self) -> dict[str, str]:
+        """Facts about the server and database: state, version, extensions, schema version, catalogs."""
+        from .db import connect, describe, server_for
+        from .model.felis import latest_version
+
+        facts: dict[str, str] = {}
+        server = server_for(self.settings)
+        if server is not None:
+            st = server.status()
+            facts["server"] = f"embedded, {'running' if st.running else 'stopped'}" + (
+                f" (pid {st.pid})" if st.pid else ""
+            )
+            facts["data directory"] = str(st.data_dir)
+            facts["socket"] = f"{st.socket_dir} port {st.port}"
+            facts["binaries"] = str(st.bindir) if st.bindir else "not found"
+            if not st.running:
+                return facts
+        else:
+            facts["server"] = "external (DPDB_DSN)"
+        with connect(self.settings, check=False) as conn:
+            info = describe(conn)
+        facts["PostgreSQL"] = info.server_version
+        facts["extensions"] = ", ".join(f"{k} {v}" for k, v in info.extensions.items()) or "none"
+        facts["schema version"] = f"{info.schema_version} (this dpdb knows up to {latest_version()})"
+        facts["catalogs"] = ", ".join(f"{n} ({k}, v{v})" for n, k, v in info.catalogs) or "none"
+        return facts
+
+    def url(self) -> str:
+        """The connection URL of the database (starting the embedded server if needed)."""
+        from .db import prepare, server_for
 
         prepare(self.settings)
+        server = server_for(self.settings)
+        return server.url(self.settings.database) if server else str(self.settings.dsn)
+
+    def migrate(self, to: int | None = None) -> tuple[int | None, int]:
+        """Upgrade the schema (append-only, never down); the versions before and after."""
+        from .migrate import migrate
+
+        return migrate(self.settings, to)
+
+    def grant_reader(self, name: str, password: str | None = None) -> str:
+        """Create login ``name`` that can only read the catalogs; its password (generated unless given)."""
+        from .access import create_reader
+        from .db import connect, prepare
+        from .registry.audit import audited
+
+        prepare(self.settings)
+        with audited(self.settings, "db.grant-reader", name=name):
+            with connect(self.settings) as conn:
+                return create_reader(conn, name, password)
+
+    def reader_conninfo(self, name: str) -> str:
+        """Where a reader login connects: ``host=… port=… dbname=… user=name`` (no password)."""
+        from .db import server_for
+
+        server = server_for(self.settings)
+        if server is None:
+            return f"the server of DPDB_DSN, user={name}"
+        return f"host=localhost port={server.port} dbname={self.settings.database} user={name}"
 
     # -- queries ---------------------------------------------------------------------------------
 
-    def query_arrow(
-        self, sql: str, *, as_of: Instant | None = None, release: str | None = None
-    ) -> pa.Table:
+    def query_arrow(self, sql: str, *, as_of: Instant | None = None, release: str | None = None) -> pa.Table:
         """Run one read-only SQL statement; the result as a :class:`pyarrow.Table`.
 
         See :meth:`query` for the parameters.
@@ -244,7 +330,7 @@ class Archive:
         ReleaseStateError
             ``release`` names no catalog.
         """
-        return to_astropy(self.query_arrow(sql, as_of=as_of, release=release))
+        return to_astropy(self.query_arrow(sql, as_of=as_of, release=release), tables_named(sql))
 
     def cone(
         self,
@@ -296,9 +382,7 @@ class Archive:
             bad = [c for c in wanted if c.lower() not in known]
             if bad:
                 raise QueryError(f"cone: table {ftable.name} has no column {bad[0]!r}")
-        select = (
-            psql.SQL(", ").join(psql.Identifier(c.lower()) for c in wanted) if wanted else psql.SQL("*")
-        )
+        select = psql.SQL(", ").join(psql.Identifier(c.lower()) for c in wanted) if wanted else psql.SQL("*")
         stmt = psql.SQL("SELECT {} FROM {} WHERE q3c_radial_query({}, {}, {}, {}, {})").format(
             select,
             psql.Identifier(ftable.name.lower()),
@@ -309,7 +393,7 @@ class Archive:
             psql.Literal(float(radius)),
         )
         text = stmt.as_string(None)
-        return to_astropy(self.query_arrow(text, as_of=as_of, release=release), ftable.name)
+        return to_astropy(self.query_arrow(text, as_of=as_of, release=release), [ftable.name])
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -372,8 +456,10 @@ class Releases:
 
     def list(self) -> list[ReleaseRow]:
         """Every release with its state, row counts, size and dates."""
+        from .db import prepare
         from .lifecycle.listing import list_releases
 
+        prepare(self._settings)
         return list_releases(self._settings)
 
     def produce(
@@ -428,7 +514,7 @@ class Releases:
 
         with audited(self._settings, "release.validate", name=name) as audit:
             report = validate_release(self._settings, name)
-            audit.outcome = "ok: passed" if report.ok else "failed"
+            audit.outcome = "validated" if report.ok else "failed"
         return report
 
     def activate(self, name: str, *, force: bool = False, dry_run: bool = False) -> Activation:
@@ -438,7 +524,9 @@ class Releases:
 
         with audited(self._settings, "release.activate", name=name, force=force, dry_run=dry_run) as audit:
             result = activate_release(self._settings, name, force=force, dry_run=dry_run)
-            audit.outcome = "dry run" if dry_run else "ok"
+            audit.outcome = (
+                "dry run" if dry_run else f"ok: previous {result.previous}, archived {result.archived}"
+            )
         return result
 
     def retain(self, *, dry_run: bool = False) -> builtins.list[str]:
@@ -448,7 +536,7 @@ class Releases:
 
         with audited(self._settings, "release.retain", dry_run=dry_run) as audit:
             names = retain(self._settings, dry_run=dry_run)
-            audit.outcome = f"ok: {', '.join(names) or 'nothing to do'}"
+            audit.outcome = f"{'dry run' if dry_run else 'ok'}: {names}"
         return names
 
     def archive(self, name: str) -> ArchiveResult:
@@ -474,8 +562,10 @@ class Releases:
         from .lifecycle.archive import drop_release
         from .registry.audit import audited
 
-        with audited(self._settings, "release.drop", name=name, dry_run=dry_run):
-            return drop_release(self._settings, name, dry_run=dry_run)
+        with audited(self._settings, "release.drop", name=name, dry_run=dry_run) as audit:
+            actions = drop_release(self._settings, name, dry_run=dry_run)
+            audit.outcome = "dry run" if dry_run else "ok"
+        return actions
 
 
 class Prompt:
@@ -500,6 +590,43 @@ class Prompt:
             progress=progress, on_relink=on_relink,
         )  # fmt: skip
 
+    def simulate(
+        self, out: str | Path, nights: int, *, first_night: int | None = None, **options: object
+    ) -> list[Path]:
+        """Simulate ``nights`` nights of the survey into ``out`` (visit folders of Parquet, with truth).
+
+        ``first_night=None`` continues after the last night the prompt catalog holds;
+        ``options`` are survey settings (``seed``, ``visits_per_night``, ``sources_per_visit``,
+        ``area``) applied on top of the survey already in ``out``.
+        """
+        from .processing.simulator import simulate, survey_config
+
+        out = Path(out)
+        if first_night is None:
+            first_night = self.next_night()
+        return simulate(out, nights, survey_config(out, **options), first_night=first_night)
+
+    def next_night(self) -> int:
+        """The simulated survey's night after the last one the prompt catalog holds (0 when empty)."""
+        from .processing.simulator import next_night
+
+        return next_night(self.last_visit())
+
+    def last_visit(self) -> int | None:
+        """The highest visit ID ingested (``None``: none yet)."""
+        from .db import connect
+        from .registry.prompt_log import last_visit
+
+        with connect(self._archive.settings) as conn:
+            return last_visit(conn)
+
+    def association_quality(self, paths: Sequence[str | Path]) -> Any:
+        """Association completeness and purity against the simulator's truth files under ``paths``."""
+        from .processing.simulator import association_quality
+        from .prompt.staging import find_visits
+
+        return association_quality(self._archive.settings, find_visits([Path(p) for p in paths]))
+
     def relink(self, linkage: str | Path, *, processing_time: Instant | None = None) -> RelinkResult:
         """Apply a daytime linkage folder: DiaSources move to the SSObjects it names."""
         from .prompt.relink import relink
@@ -514,25 +641,56 @@ class Prompt:
 
 
 class Plots:
-    """Figures of an :class:`Archive` (``archive.plot``), written as PNG files."""
+    """Figures of an :class:`Archive` (``archive.plot``).
+
+    ``*_data`` methods return the data of a figure (for the portal, or your own plots);
+    ``draw`` writes any of them as a PNG; ``lightcurve``/``sky``/``history`` do both.
+    """
 
     def __init__(self, archive: Archive) -> None:
         self._archive = archive
 
-    def lightcurve(self, object_id: int, out: str | Path, *, as_of: Instant | None = None) -> Path:
-        """Light curve of an Object or DiaObject, per band, detections and forced photometry."""
-        from .plots.lightcurve import plot_lightcurve
+    def lightcurve_data(self, object_id: int, *, as_of: Instant | None = None) -> LightCurve:
+        """Light curve of an Object or DiaObject: per band, detections and forced photometry."""
+        from .plots import lightcurve_data
 
-        return plot_lightcurve(self._archive.settings, object_id, Path(out), as_of=to_mjd_tai(as_of))
+        return lightcurve_data(self._archive.settings, object_id, as_of=to_mjd_tai(as_of))
+
+    def sky_data(
+        self, *, release: str = "current", table: str | None = None, order: int | None = None
+    ) -> SkyMap:
+        """HEALPix density of a catalog's objects (``release``: current, previous, drN or prompt)."""
+        from .plots import sky_data
+
+        return sky_data(self._archive.settings, release=release, table=table, order=order)
+
+    def history_data(self, dia_object_id: int) -> History:
+        """Version history of a prompt DiaObject: what changed, when."""
+        from .plots import history_data
+
+        return history_data(self._archive.settings, dia_object_id)
+
+    @staticmethod
+    def draw(data: LightCurve | SkyMap | History, out: str | Path) -> Path:
+        """Write the figure of ``data`` (from a ``*_data`` method) as a PNG, atomically."""
+        from .plots import History, LightCurve, SkyMap, draw_history, draw_lightcurve, draw_sky
+
+        if isinstance(data, LightCurve):
+            return draw_lightcurve(data, Path(out))
+        if isinstance(data, SkyMap):
+            return draw_sky(data, Path(out))
+        if isinstance(data, History):
+            return draw_history(data, Path(out))
+        raise TypeError(f"nothing to draw for {type(data).__name__}")
+
+    def lightcurve(self, object_id: int, out: str | Path, *, as_of: Instant | None = None) -> Path:
+        """Draw :meth:`lightcurve_data` to the PNG ``out``."""
+        return self.draw(self.lightcurve_data(object_id, as_of=as_of), out)
 
     def sky(self, out: str | Path, *, release: str = "current", table: str | None = None) -> Path:
-        """HEALPix density map of a catalog's objects."""
-        from .plots.sky import plot_sky
-
-        return plot_sky(self._archive.settings, Path(out), release=release, table=table)
+        """Draw :meth:`sky_data` to the PNG ``out``."""
+        return self.draw(self.sky_data(release=release, table=table), out)
 
     def history(self, dia_object_id: int, out: str | Path) -> Path:
-        """Version history of a DiaObject: what changed, when."""
-        from .plots.history import plot_history
-
-        return plot_history(self._archive.settings, dia_object_id, Path(out))
+        """Draw :meth:`history_data` to the PNG ``out``."""
+        return self.draw(self.history_data(dia_object_id), out)

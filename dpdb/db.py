@@ -20,7 +20,7 @@ from psycopg.abc import Params
 
 from dpdb.model.felis import latest_version
 
-from . import __version__
+from ._version import code_version
 from .config import Settings
 from .errors import ServerError, VersionMismatchError, first_line
 from .registry.catalogs import all_catalogs
@@ -229,7 +229,7 @@ def check_compatible(conn: psycopg.Connection) -> int:
         raise VersionMismatchError("database has no dpdb schema; run `dpdb db up` (or `dpdb db migrate`)")
     if version > newest:
         raise VersionMismatchError(
-            f"database schema version {version} is newer than this dpdb {__version__} "
+            f"database schema version {version} is newer than this dpdb {code_version()} "
             f"(knows up to {newest}); upgrade dpdb"
         )
     if version < newest:

@@ -8,6 +8,7 @@ boundary with ``raise ... from e``.
 from __future__ import annotations
 
 __all__ = [
+    "first_line",
     "QueryError",
     "AlertError",
     "PlotError",
@@ -19,7 +20,6 @@ __all__ = [
     "VersionMismatchError",
     "ValidationError",
     "ReleaseStateError",
-    "first_line",
 ]
 
 
@@ -67,10 +67,14 @@ class ProvenanceError(DpdbError):
     """An ID that no catalog of the database holds (or that is no dpdb ID)."""
 
 
-def first_line(exc: BaseException, default: str | None = None) -> str:
-    """The first line of ``exc``'s message: what a one-line error shows of a wrapped exception.
+def first_line(error: BaseException | str, default: str | None = None) -> str:
+    """The first non-empty line of an error's message: what a one-line error shows of a wrapped one.
 
-    An empty message gives ``default``, or the exception's class name.
+    An empty message gives ``default``, else the exception's class name.
     """
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else (default or type(exc).__name__)
+    text = str(error).strip()
+    if text:
+        return text.splitlines()[0].strip()
+    if default is not None:
+        return default
+    return type(error).__name__ if isinstance(error, BaseException) else ""

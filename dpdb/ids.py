@@ -1,4 +1,6 @@
-"""64-bit IDs unique across the prompt catalog and every data release (DPDD §2.4, DESIGN decision 8).
+"""64-bit IDs unique across the prompt catalog and every data release.
+
+DPDD §2.4; docs/architecture.md, decision 8.
 
 Layout of an ID (bit 63, the sign bit, is always 0)::
 

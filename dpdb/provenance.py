@@ -32,8 +32,8 @@ import numpy as np
 import psycopg
 from astropy.time import Time
 
-from . import __version__
 from . import provenance_read as read
+from ._version import code_version as dpdb_version
 from .config import Settings
 from .db import read_snapshot
 from .errors import ProvenanceError
@@ -297,7 +297,7 @@ def provenance(settings: Settings, object_id: int) -> Provenance:
 def _provenance(conn: psycopg.Connection, object_id: int) -> Provenance:
     place = _place(conn, object_id)
     version, code_version = applied_by(conn)
-    prov = Provenance(object_id, None, place, version, code_version, __version__)
+    prov = Provenance(object_id, None, place, version, code_version, dpdb_version())
     if not place.loaded:
         return _unloaded(conn, prov)
     found = read.object_kind(conn, place.name, place.kind, object_id)

@@ -1,4 +1,7 @@
-"""Instants as MJD in TAI (DESIGN conventions): parsing user input and reading the clock with astropy."""
+"""Instants as MJD in TAI: parsing user input and reading the clock with astropy.
+
+See docs/architecture.md, "Conventions".
+"""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from dpdb.errors import ValidationError, first_line
 
-__all__ = ["ParquetFile", "discover", "open_parquet", "fingerprint"]
+__all__ = ["ParquetFile", "discover", "open_parquet", "fingerprint", "total_rows"]
 
 _CHUNK = 8 << 20
 
@@ -45,6 +45,11 @@ def discover(paths: list[Path]) -> list[Path]:
     if not unique:
         raise ValidationError(f"no Parquet files under {', '.join(str(p) for p in paths)}")
     return unique
+
+
+def total_rows(paths: list[Path]) -> int:
+    """Rows in the Parquet files named by ``paths``, from their footers (for progress bars)."""
+    return sum(open_parquet(p).metadata.num_rows for p in discover(paths))
 
 
 def fingerprint(path: Path) -> ParquetFile:

@@ -350,7 +350,7 @@ def _prefetch(items: Iterator[pa.RecordBatch], depth: int = 3) -> Iterator[pa.Re
 class _ParentPixels:
     """The ``_healpix_29`` of each row: its parent object's if loaded, else its own position's.
 
-    Measurements share their object's partition (DESIGN decision 6); the parent
+    Measurements share their object's partition (docs/architecture.md, decision 6); the parent
     key column has the same name in parent and child (diaObjectId, objectId).
     """
 

@@ -1,7 +1,7 @@
 """The on-disk layout of a release directory: produced releases and archives alike.
 
 One module owns it. A release directory holds one folder per table; a
-partitioned table (DESIGN decision 6) is split by HEALPix pixel at the
+partitioned table (docs/architecture.md, decision 6) is split by HEALPix pixel at the
 release's partition order, in the HATS layout that LSDB reads, and the other
 tables are one file each::
 

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from dpdb.etl.validate import TargetTable, target_table
 
 from dpdb.atomic import atomic_file
+from dpdb.etl.validate import TargetTable, target_table
 from dpdb.model.felis import latest_version
 from dpdb.prompt.staging import ASSIGNED_COLUMNS
 

@@ -23,10 +23,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dpdb.etl import release_dir
 
 from dpdb.config import Settings
 from dpdb.errors import ReleaseStateError
+from dpdb.etl import release_dir
 from dpdb.healpix import pixels
 from dpdb.ids import release_origin
 from dpdb.model.felis import latest_version

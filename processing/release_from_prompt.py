@@ -17,13 +17,13 @@ import adbc_driver_postgresql.dbapi as adbc
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from dpdb.etl.export import select_sql
-from dpdb.etl.validate import TargetTable, target_table
 from psycopg import sql
 
 from dpdb.config import Settings
 from dpdb.db import adbc_connection, connect
 from dpdb.errors import ValidationError
+from dpdb.etl.export import select_sql
+from dpdb.etl.validate import TargetTable, target_table
 from dpdb.ids import reorigin
 from dpdb.model.felis import latest_version
 from dpdb.prompt import statements as prompt_statements

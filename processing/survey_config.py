@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
 
 from dpdb.errors import ConfigError
 
 from .visits import MAX_VISITS_PER_NIGHT
 
-__all__ = ["SurveyConfig"]
+__all__ = ["SurveyConfig", "survey_config"]
 
 
 @dataclass(frozen=True)
@@ -30,3 +33,20 @@ class SurveyConfig:
             raise ConfigError("sources_per_visit, area_deg2 and field_area_deg2 must be positive")
         if not 0 <= self.known_asteroid_fraction <= 1:
             raise ConfigError("known_asteroid_fraction outside 0..1")
+
+
+def survey_config(out: Path, **given: object) -> SurveyConfig:
+    """The configuration of the survey in ``out`` (if one is there) with the values ``given`` on top.
+
+    ``given`` uses the CLI's names (``area`` for ``area_deg2``); ``None`` values are ignored.
+    """
+    values: dict[str, Any] = {}
+    stored = out / "survey.json"
+    if stored.is_file():
+        known = {f.name for f in fields(SurveyConfig)}
+        values = {k: v for k, v in json.loads(stored.read_text())["config"].items() if k in known}
+        values["center"] = tuple(values["center"])
+    for option, value in given.items():
+        if value is not None:
+            values["area_deg2" if option == "area" else option] = value
+    return SurveyConfig(**values)

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
-from dpdb.etl.validate import TargetColumn, target_table
 
+from dpdb.etl.validate import TargetColumn, target_table
 from dpdb.model.felis import latest_version
 
 __all__ = ["synthetic_table"]

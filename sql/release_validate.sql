@@ -4,7 +4,7 @@
 
 -- name: references
 -- Measurements whose object is missing, whose object lives in another partition
--- (an object and its measurements share a partition: DESIGN decision 6), or whose
+-- (an object and its measurements share a partition: docs/architecture.md, decision 6), or whose
 -- CcdVisit is missing.
 SELECT count(*) FILTER (WHERE c.{key} IS NOT NULL AND p.{key} IS NULL) AS orphans,
        count(*) FILTER (WHERE p.{key} IS NOT NULL AND p._healpix_29 <> c._healpix_29) AS misplaced,

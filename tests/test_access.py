@@ -9,7 +9,6 @@ from pathlib import Path
 import psycopg
 import pytest
 from click.testing import CliRunner
-from dpdb.processing.release import produce
 from psycopg import errors
 from test_release import ready
 
@@ -18,6 +17,7 @@ from dpdb.config import Settings
 from dpdb.db import conninfo
 from dpdb.lifecycle.activate import activate_release
 from dpdb.model.felis import latest_version
+from dpdb.processing.release import produce
 from dpdb.registry.releases import create_release
 from dpdb.server import EmbeddedServer
 

@@ -15,12 +15,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 from conftest import DPDB, DemoRun, demo_env
-from dpdb.etl import release_dir
-from dpdb.processing.quality import association_quality
 from psycopg import sql
 
 from dpdb.config import Settings
 from dpdb.db import connect
+from dpdb.etl import release_dir
+from dpdb.processing.quality import association_quality
 from dpdb.prompt.staging import find_visits
 from dpdb.query import run_query
 

@@ -15,14 +15,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from dpdb.etl.load import load
-from dpdb.processing.synthetic import synthetic_table
 
 from dpdb.cli import cli
 from dpdb.config import Settings
 from dpdb.db import conninfo
+from dpdb.etl.load import load
 from dpdb.healpix import pixels
 from dpdb.model.felis import latest_version
+from dpdb.processing.synthetic import synthetic_table
 from dpdb.registry.releases import create_release
 
 DPDB = str(Path(sys.executable).with_name("dpdb"))

@@ -24,8 +24,6 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from conftest import drop_database, new_database
-from dpdb.processing.release import produce
-from dpdb.processing.survey import SurveyConfig, simulate
 
 from dpdb.cli import cli
 from dpdb.config import Settings
@@ -45,6 +43,8 @@ from dpdb.plots import (
     plot_sky,
     sky_data,
 )
+from dpdb.processing.release import produce
+from dpdb.processing.survey import SurveyConfig, simulate
 from dpdb.prompt import ingest, relink
 from dpdb.registry.releases import create_release
 

@@ -14,13 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from conftest import drop_database, new_database
-from dpdb.processing.quality import association_quality
-from dpdb.processing.survey import SurveyConfig, simulate
 
 from dpdb.cli import cli
 from dpdb.config import Settings
 from dpdb.db import conninfo
 from dpdb.errors import ValidationError
+from dpdb.processing.quality import association_quality
+from dpdb.processing.survey import SurveyConfig, simulate
 from dpdb.prompt import ingest
 from dpdb.prompt.statements import BANDS
 from dpdb.registry.catalogs import create_catalog

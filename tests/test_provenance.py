@@ -26,8 +26,6 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from conftest import drop_database, new_database, release_env
-from dpdb.processing.release import produce
-from dpdb.processing.survey import SurveyConfig, simulate
 
 from dpdb.cli import cli
 from dpdb.config import Settings
@@ -37,6 +35,8 @@ from dpdb.lifecycle.activate import activate_release
 from dpdb.lifecycle.load import load_release
 from dpdb.lifecycle.validate import validate_release
 from dpdb.model.felis import latest_version
+from dpdb.processing.release import produce
+from dpdb.processing.survey import SurveyConfig, simulate
 from dpdb.prompt import ingest, relink
 from dpdb.prompt.alert import alert_record
 from dpdb.provenance import Provenance, ProvenanceError, provenance

@@ -1,8 +1,9 @@
 """Every command and SQL example of README.md, run in document order against the demo's database.
 
 The reader's situation: the demo has run in the clone (``./.dpdb``), `.venv/bin` is on
-the PATH. Each ```bash block runs in bash with ``set -euo pipefail``; each ```sql block's
-statements run in one transaction, and every SELECT must return rows. The first block
+the PATH. Each ```bash block runs in bash with ``set -euo pipefail``; each ```python block
+runs in the virtualenv's Python; each ```sql block's statements run in one transaction, and
+every SELECT must return rows. The first block
 (the two commands) is checked against what CI and the ``demo_run`` fixture run.
 """
 
@@ -61,7 +62,7 @@ def test_readme_blocks_run_in_order(demo_run: DemoRun) -> None:
     if not (folder / "schema").exists():
         (folder / "schema").symlink_to(ROOT / "schema")  # as in the clone
     env = {**demo_env(), "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    ran = {"bash": 0, "sql": 0}
+    ran = {"bash": 0, "sql": 0, "python": 0}
     for i, (lang, body) in enumerate(BLOCKS[1:], start=2):
         where = f"README block {i} ({lang}):\n{body}"
         if lang == "bash":
@@ -70,12 +71,17 @@ def test_readme_blocks_run_in_order(demo_run: DemoRun) -> None:
                 timeout=600,
             )  # fmt: skip
             assert result.returncode == 0, f"{where}\nstderr: {result.stderr[-3000:]}"
+        elif lang == "python":
+            result = subprocess.run(
+                [sys.executable, "-c", body], cwd=folder, env=env, capture_output=True, text=True, timeout=600
+            )
+            assert result.returncode == 0, f"{where}\nstderr: {result.stderr[-3000:]}"
         elif lang == "sql":
             _run_sql(demo_run, body, where)
         else:
             continue
         ran[lang] += 1
-    assert ran["bash"] >= 12 and ran["sql"] >= 3, ran
+    assert ran["bash"] >= 12 and ran["sql"] >= 3 and ran["python"] >= 1, ran
 
 
 def _run_sql(demo_run: DemoRun, body: str, where: str) -> None:

@@ -10,13 +10,12 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from conftest import release_env
-from dpdb.etl import release_dir
-from dpdb.processing.release import produce
 
 from dpdb.cli import cli
 from dpdb.config import Settings
 from dpdb.db import conninfo, prepare
 from dpdb.errors import ReleaseStateError, ValidationError
+from dpdb.etl import release_dir
 from dpdb.ids import origin_of
 from dpdb.lifecycle.activate import activate_release
 from dpdb.lifecycle.archive import drop_release
@@ -24,6 +23,7 @@ from dpdb.lifecycle.load import load_release, restore_release
 from dpdb.lifecycle.validate import validate_release
 from dpdb.model.felis import latest_version
 from dpdb.model.layout import RELEASE_TABLES
+from dpdb.processing.release import produce
 from dpdb.registry.releases import create_release, get_release
 
 OBJECTS = {"dr1": 1500, "dr2": 1800, "dr3": 2100}
@@ -233,7 +233,6 @@ def test_validation_finds_broken_releases(rsettings: Settings, produced: dict[st
 def test_release_from_prompt(rsettings: Settings, tmp_path: Path) -> None:
     """--from-prompt: the prompt's visits and DIA tables, re-aggregated over the whole history."""
     from dpdb.processing.survey import SurveyConfig, simulate
-
     from dpdb.prompt import ingest
 
     prepare(rsettings)

@@ -12,15 +12,15 @@ from pathlib import Path
 import psycopg
 import pytest
 from conftest import release_env
-from dpdb.etl import release_dir
-from dpdb.processing.release import produce
 from test_release import ready, table_checksums
 
 from dpdb.config import Settings
 from dpdb.db import conninfo
+from dpdb.etl import release_dir
 from dpdb.lifecycle.activate import activate_release, retain
 from dpdb.lifecycle.load import load_release, restore_release
 from dpdb.model.felis import latest_version
+from dpdb.processing.release import produce
 from dpdb.registry.releases import create_release, get_release
 
 DPDB = str(Path(sys.executable).with_name("dpdb"))

@@ -7,12 +7,12 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pytest
-from dpdb.etl.validate import plan_columns, prepare_batch, target_table
-from dpdb.processing.static_sky import plan_visits, simulate_static_sky
 
 from dpdb.errors import ConfigError
+from dpdb.etl.validate import plan_columns, prepare_batch, target_table
 from dpdb.ids import ORIGIN_SHIFT, origin_of, release_origin
 from dpdb.model.felis import latest_version
+from dpdb.processing.static_sky import plan_visits, simulate_static_sky
 
 ORIGIN = release_origin(2)
 TABLES = ("Object", "Source", "ForcedSource", "DiaObject", "DiaSource", "DiaForcedSource")

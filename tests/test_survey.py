@@ -10,11 +10,11 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
-from dpdb.etl.validate import TargetTable, plan_columns, prepare_batch, target_table
-from dpdb.processing.survey import SurveyConfig, simulate
 
 from dpdb.errors import ConfigError
+from dpdb.etl.validate import TargetTable, plan_columns, prepare_batch, target_table
 from dpdb.model.felis import latest_version
+from dpdb.processing.survey import SurveyConfig, simulate
 from dpdb.prompt.staging import ASSIGNED_COLUMNS, find_visits
 
 CONFIG = SurveyConfig(seed=3, visits_per_night=4, sources_per_visit=300, area_deg2=12.0, field_area_deg2=4.0)

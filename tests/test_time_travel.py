@@ -17,12 +17,12 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 from conftest import drop_database, new_database
-from dpdb.processing.survey import SurveyConfig, simulate
 
 from dpdb.cli import cli
 from dpdb.config import Settings
 from dpdb.db import conninfo
 from dpdb.errors import ValidationError
+from dpdb.processing.survey import SurveyConfig, simulate
 from dpdb.prompt import RelinkResult, ingest, relink
 from dpdb.query import run_query
 from dpdb.timeutil import iso_utc

@@ -1,7 +1,7 @@
 """The catalog tables, which catalogs hold them, and how they are partitioned.
 
 This module is the one place that knows the table list and the partition keys
-(DESIGN decision 6): large tables are range-partitioned on ``_healpix_29``,
+(docs/architecture.md, decision 6): large tables are range-partitioned on ``_healpix_29``,
 and a child table takes its parent object's pixel so an object and its
 measurements share a partition.
 """

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dpdb import __version__
+from dpdb._version import code_version
 from dpdb.atomic import atomic_file
 from dpdb.errors import PlotError
 
@@ -78,7 +78,7 @@ def save_png(fig: Figure, out: Path) -> Path:
     out = Path(out)
     try:
         with atomic_file(out) as f:
-            fig.savefig(f, format="png", metadata={"Software": f"dpdb {__version__}"})
+            fig.savefig(f, format="png", metadata={"Software": f"dpdb {code_version()}"})
     except OSError as e:
         raise PlotError(f"cannot write {out}: {e.strerror or e}") from e
     return out

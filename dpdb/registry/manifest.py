@@ -16,7 +16,7 @@ import adbc_driver_postgresql.dbapi as adbc
 import psycopg
 from psycopg.rows import dict_row
 
-from dpdb import __version__
+from dpdb._version import code_version
 from dpdb.etl.files import ParquetFile
 
 __all__ = [
@@ -70,7 +70,7 @@ def add_entry(cur: adbc.Cursor, f: ParquetFile, table: str, target: str, schema_
         "INSERT INTO dpdb_meta.load_manifest (path, size, sha256, table_name, target, row_count, "
         "schema_version, software_version, loaded_at) "
         "VALUES ($1, $2, $3, $4, $5, 0, $6, $7, now()) RETURNING load_id",
-        parameters=(str(f.path), f.size, f.sha256, table, target, schema_version, __version__),
+        parameters=(str(f.path), f.size, f.sha256, table, target, schema_version, code_version()),
     )
     return int(cur.fetchone()[0])
 

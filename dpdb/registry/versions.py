@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import psycopg
 
-from dpdb import __version__
+from dpdb._version import code_version
 
 __all__ = ["database_version", "applied_by", "record_version"]
 
@@ -31,5 +31,5 @@ def record_version(conn: psycopg.Connection, version: int) -> None:
     """Record that schema ``version`` is now in force, applied by this code."""
     conn.execute(
         "INSERT INTO dpdb_meta.schema_version (version, code_version, applied_at) VALUES (%s, %s, now())",
-        (version, __version__),
+        (version, code_version()),
     )

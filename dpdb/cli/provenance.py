@@ -10,13 +10,13 @@ from typing import Any
 import click
 from rich.table import Table
 
-from .cli import _settings, cli, console
-from .provenance import Alert, DiaObjectVersion, LoadEntry, Provenance, VisitContribution
+from ..provenance import Alert, DiaObjectVersion, LoadEntry, Provenance, VisitContribution
+from ._common import archive, console
 
 __all__ = ["provenance_cmd"]
 
 
-@cli.command("provenance")
+@click.command("provenance")
 @click.argument("object_id", metavar="ID", type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option(
@@ -38,9 +38,7 @@ def provenance_cmd(ctx: click.Context, object_id: int, as_json: bool, limit: int
     DiaObject its versions and the alerts issued (with the command that
     regenerates each); a release DiaObject is linked to its prompt counterpart.
     """
-    from .provenance import provenance
-
-    prov = provenance(_settings(ctx), object_id)
+    prov = archive(ctx).provenance(object_id)
     if as_json:
         click.echo(json.dumps(prov.to_json(), indent=1))
         return

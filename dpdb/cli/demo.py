@@ -10,13 +10,13 @@ import click
 from rich.console import Console, JustifyMethod
 from rich.table import Table
 
-from .cli import _settings, cli, console
-from .demo import SCALES, DemoReport, Step, StepLog, build_report, run_demo
+from ..demo import SCALES, DemoReport, Step, StepLog, build_report, run_demo
+from ._common import console, settings
 
 __all__ = ["demo"]
 
 
-@cli.command("demo")
+@click.command("demo")
 @click.option(
     "--scale", type=click.Choice(list(SCALES)), default="small", show_default=True, help="Survey size."
 )
@@ -39,13 +39,13 @@ def demo(ctx: click.Context, scale: str, out: Path | None, keep: bool) -> None:
     Prints rows per table, association quality against the simulator's truth, the time of each
     step and five example queries with their results; writes plots and report.json to --out.
     """
-    settings = _settings(ctx)
+    cfg = settings(ctx)
     steps = _RichSteps(Console(stderr=True))
     t0 = time.perf_counter()
-    run = run_demo(settings, scale, out, fresh=not keep, steps=steps)
+    run = run_demo(cfg, scale, out, fresh=not keep, steps=steps)
     steps.start("report: examples and plots")
     start = time.perf_counter()
-    report = build_report(settings, run, steps.steps)  # the same list: the report step joins it below
+    report = build_report(cfg, run, steps.steps)  # the same list: the report step joins it below
     steps.finish(
         Step("report: examples and plots", time.perf_counter() - start, f"{len(report.plots)} plots")
     )

@@ -11,19 +11,15 @@ from typing import TYPE_CHECKING
 import click
 from rich.table import Table
 
-from dpdb.model.felis import latest_version
-
-from .cli import DpdbGroup, _settings, cli, console
-from .db import connect, prepare
-from .registry.audit import audited
+from ._common import DpdbGroup, archive, console
 
 if TYPE_CHECKING:
-    from .lifecycle.load import LoadResult
+    from ..lifecycle.load import LoadResult
 
 __all__ = ["release"]
 
 
-@cli.group(cls=DpdbGroup)
+@click.group(cls=DpdbGroup)
 def release() -> None:
     """Data releases: produce, create, load, validate, activate, retain, restore, list, drop."""
 
@@ -50,15 +46,9 @@ def produce_cmd(
     nights: int,
 ) -> None:  # fmt: skip
     """Write release NAME's Parquet files (by HEALPix pixel) and its manifest to --out."""
-    from .processing.simulator import produce
-
-    settings = _settings(ctx)
-    if from_prompt:
-        prepare(settings)
-    manifest = produce(
-        out, name, number=number, seed=seed, objects=objects, nights=nights,
-        settings=settings if from_prompt else None,
-    )  # fmt: skip
+    manifest = archive(ctx).releases.produce(
+        name, out, from_prompt=from_prompt, number=number, seed=seed, objects=objects, nights=nights
+    )
     rows = ", ".join(f"{t} {manifest.rows(t):,}" for t in manifest.tables)
     console.print(f"release {name} (ID origin {manifest.origin}) written to {out}: {rows}")
 
@@ -69,13 +59,7 @@ def produce_cmd(
 @click.pass_context
 def create_cmd(ctx: click.Context, name: str, number: int | None) -> None:
     """Create release NAME: a new schema at the current schema version (state created)."""
-    from .registry.releases import create_release
-
-    settings = _settings(ctx)
-    prepare(settings)
-    with audited(settings, "release.create", name=name, number=number):
-        with connect(settings) as conn:
-            rel = create_release(conn, name, latest_version(), settings.partition_order, number)
+    rel = archive(ctx).releases.create(name, number=number)
     console.print(f"release {name} created (schema v{rel.schema_version}, ID origin {rel.origin})")
 
 
@@ -86,13 +70,7 @@ def create_cmd(ctx: click.Context, name: str, number: int | None) -> None:
 @click.pass_context
 def load_cmd(ctx: click.Context, name: str, directory: Path, jobs: int) -> None:
     """Load a produced release DIRECTORY into release NAME (state loaded); rerun to finish a broken load."""
-    from .lifecycle.load import load_release
-
-    settings = _settings(ctx)
-    with audited(settings, "release.load", name=name, directory=str(directory)) as audit:
-        result = load_release(settings, name, directory, jobs=jobs)
-        audit.outcome = f"ok: {sum(result.rows.values())} rows"
-    _print_load(result)
+    _print_load(archive(ctx).releases.load(name, directory, jobs=jobs))
 
 
 def _print_load(result: LoadResult) -> None:
@@ -111,12 +89,7 @@ def _print_load(result: LoadResult) -> None:
 @click.pass_context
 def validate_cmd(ctx: click.Context, name: str, report_path: Path | None) -> None:
     """Check release NAME; print the report; state validated, or failed (exit 1)."""
-    from .lifecycle.validate import validate_release
-
-    settings = _settings(ctx)
-    with audited(settings, "release.validate", name=name) as audit:
-        report = validate_release(settings, name)
-        audit.outcome = "validated" if report.ok else "failed"
+    report = archive(ctx).releases.validate(name)
     table = Table(
         title=f"validation of {name}"
         + (f" (compared with {report.compared_with})" if report.compared_with else "")
@@ -147,14 +120,8 @@ def validate_cmd(ctx: click.Context, name: str, report_path: Path | None) -> Non
 @click.pass_context
 def activate_cmd(ctx: click.Context, name: str, force: bool, dry_run: bool) -> None:
     """Make NAME current (the active release previous) in one transaction, then apply retention."""
-    from .lifecycle.activate import activate_release
-
-    settings = _settings(ctx)
-    with audited(settings, "release.activate", name=name, force=force, dry_run=dry_run) as audit:
-        result = activate_release(settings, name, force=force, dry_run=dry_run)
-        audit.outcome = (
-            "dry run" if dry_run else f"ok: previous {result.previous}, archived {result.archived}"
-        )
+    a = archive(ctx)
+    result = a.releases.activate(name, force=force, dry_run=dry_run)
     prefix = "dry run, nothing changed: would " if dry_run else ""
     if result.swapped:
         timing = (
@@ -167,7 +134,7 @@ def activate_cmd(ctx: click.Context, name: str, force: bool, dry_run: bool) -> N
     else:
         console.print(f"{name} is already active")
     for old in result.archived:
-        console.print(f"{prefix}archive {old} to {settings.archive_root() / old} and drop its tables")
+        console.print(f"{prefix}archive {old} to {a.settings.archive_root() / old} and drop its tables")
 
 
 @release.command("retain")
@@ -175,12 +142,7 @@ def activate_cmd(ctx: click.Context, name: str, force: bool, dry_run: bool) -> N
 @click.pass_context
 def retain_cmd(ctx: click.Context, dry_run: bool) -> None:
     """Archive the releases beyond the active and penultimate; finishes an interrupted retirement."""
-    from .lifecycle.activate import retain
-
-    settings = _settings(ctx)
-    with audited(settings, "release.retain", dry_run=dry_run) as audit:
-        names = retain(settings, dry_run=dry_run)
-        audit.outcome = f"{'dry run' if dry_run else 'ok'}: {names}"
+    names = archive(ctx).releases.retain(dry_run=dry_run)
     verb = "would archive" if dry_run else "archived"
     console.print(f"{verb}: {', '.join(names)}" if names else "nothing to archive")
 
@@ -191,13 +153,7 @@ def retain_cmd(ctx: click.Context, dry_run: bool) -> None:
 @click.pass_context
 def restore_cmd(ctx: click.Context, name: str, jobs: int) -> None:
     """Re-load archived release NAME from its files after verifying their checksums (state loaded)."""
-    from .lifecycle.load import restore_release
-
-    settings = _settings(ctx)
-    with audited(settings, "release.restore", name=name) as audit:
-        result = restore_release(settings, name, jobs=jobs)
-        audit.outcome = f"ok: {sum(result.rows.values())} rows"
-    _print_load(result)
+    _print_load(archive(ctx).releases.restore(name, jobs=jobs))
 
 
 @release.command("drop")
@@ -206,12 +162,7 @@ def restore_cmd(ctx: click.Context, name: str, jobs: int) -> None:
 @click.pass_context
 def drop_cmd(ctx: click.Context, name: str, dry_run: bool) -> None:
     """Drop release NAME's tables and samples for good (not the active or penultimate release)."""
-    from .lifecycle.archive import drop_release
-
-    settings = _settings(ctx)
-    with audited(settings, "release.drop", name=name, dry_run=dry_run) as audit:
-        actions = drop_release(settings, name, dry_run=dry_run)
-        audit.outcome = "dry run" if dry_run else "ok"
+    actions = archive(ctx).releases.drop(name, dry_run=dry_run)
     for a in actions:
         console.print(("would " if dry_run else "") + a)
 
@@ -221,11 +172,7 @@ def drop_cmd(ctx: click.Context, name: str, dry_run: bool) -> None:
 @click.pass_context
 def list_cmd(ctx: click.Context, as_json: bool) -> None:
     """Every release: state, schema version, rows per table, size, lifecycle times."""
-    from .lifecycle.listing import list_releases
-
-    settings = _settings(ctx)
-    prepare(settings)
-    rows = list_releases(settings)
+    rows = archive(ctx).releases.list()
     if as_json:
         click.echo(json.dumps([r.to_json() for r in rows], indent=1, default=str))
         return

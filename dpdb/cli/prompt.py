@@ -1,28 +1,24 @@
-"""``dpdb prompt``: simulate a survey, ingest visits, run nights (simulate + ingest), relink."""
+"""``dpdb prompt``: simulate a survey, ingest visits, run nights (simulate + ingest), relink, alerts."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import fields
+import sys
 from pathlib import Path
-from typing import Any
 
 import click
 import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from .cli import DpdbGroup, _settings, cli, console
-from .config import Settings
-from .db import connect
-from .prompt import STEPS, RelinkResult, VisitResult, ingest, relink
-from .registry import prompt_log
-from .timeutil import parse_instant
+from ..archive import Archive
+from ..errors import QueryError
+from ..prompt import STEPS, RelinkResult, VisitResult
+from ._common import DpdbGroup, archive, console
 
 __all__ = ["prompt"]
 
 
-@cli.group(cls=DpdbGroup)
+@click.group(cls=DpdbGroup)
 def prompt() -> None:
     """The living prompt catalog: simulate, ingest, run."""
 
@@ -46,22 +42,6 @@ def _survey_options(f):  # noqa: ANN001, ANN202
     return f
 
 
-def _config(out: Path, **given: object):  # noqa: ANN202
-    """Survey configuration: the one already in ``out`` (if any), with the options given on top."""
-    from .processing.simulator import SurveyConfig
-
-    values: dict[str, Any] = {}
-    stored = out / "survey.json"
-    if stored.is_file():
-        known = {f.name for f in fields(SurveyConfig)}
-        values = {k: v for k, v in json.loads(stored.read_text())["config"].items() if k in known}
-        values["center"] = tuple(values["center"])
-    for option, value in given.items():
-        if value is not None:
-            values["area_deg2" if option == "area" else option] = value
-    return SurveyConfig(**values)
-
-
 @prompt.command("simulate")
 @click.option("--nights", type=click.IntRange(1), required=True, help="Nights to simulate.")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output directory.")
@@ -69,11 +49,10 @@ def _config(out: Path, **given: object):  # noqa: ANN202
     "--first-night", type=click.IntRange(0), default=0, show_default=True, help="Index of the first night."
 )
 @_survey_options
-def simulate_cmd(nights: int, out: Path, first_night: int, **options: object) -> None:
+@click.pass_context
+def simulate_cmd(ctx: click.Context, nights: int, out: Path, first_night: int, **options: object) -> None:
     """Write simulated visits (Visit, CcdVisit, DiaSource, DiaForcedSource, SSEphemeris, truth) as Parquet."""
-    from .processing.simulator import simulate
-
-    dirs = simulate(out, nights, _config(out, **options), first_night=first_night)
+    dirs = archive(ctx).prompt.simulate(out, nights, first_night=first_night, **options)
     console.print(f"{len(dirs)} visits of nights {first_night}..{first_night + nights - 1} written to {out}")
 
 
@@ -87,9 +66,9 @@ def simulate_cmd(nights: int, out: Path, first_night: int, **options: object) ->
 @click.pass_context
 def ingest_cmd(ctx: click.Context, paths: tuple[Path, ...], processing_time: str | None) -> None:
     """Ingest visit directories (or trees of them): attribute, associate, aggregate, one transaction each."""
-    settings = _settings(ctx)
-    results = _ingest(settings, list(paths), processing_time)
-    _report(settings, results, list(paths))
+    a = archive(ctx)
+    results = _ingest(a, list(paths), processing_time)
+    _report(a, results, list(paths))
 
 
 @prompt.command("run")
@@ -106,16 +85,13 @@ def run_cmd(
     ctx: click.Context, nights: int, out: Path | None, processing_time: str | None, **options: object
 ) -> None:
     """Simulate the next N nights of the survey and ingest them (continues after the last night held)."""
-    from .processing.simulator import next_night, simulate
-
-    settings = _settings(ctx)
-    out = out or settings.home / "survey"
-    with connect(settings) as conn:
-        first_night = next_night(prompt_log.last_visit(conn))
-    dirs = simulate(out, nights, _config(out, **options), first_night=first_night)
+    a = archive(ctx)
+    out = out or a.settings.home / "survey"
+    first_night = a.prompt.next_night()
+    dirs = a.prompt.simulate(out, nights, first_night=first_night, **options)
     console.print(f"simulated nights {first_night}..{first_night + nights - 1}: {len(dirs)} visits in {out}")
-    results = _ingest(settings, dirs, processing_time)
-    _report(settings, results, dirs)
+    results = _ingest(a, dirs, processing_time)
+    _report(a, results, dirs)
 
 
 @prompt.command("relink")
@@ -129,8 +105,53 @@ def relink_cmd(ctx: click.Context, linkage: Path, processing_time: str | None) -
     SSObject.parquet (new or updated orbits). The DiaSources' old rows are withdrawn, not overwritten,
     so queries as of earlier instants keep their answers; DiaObjects left empty are deleted the same way.
     """
-    t = parse_instant(processing_time) if processing_time else None
-    _print_relink(relink(_settings(ctx), linkage, processing_time=t))
+    _print_relink(archive(ctx).prompt.relink(linkage, processing_time=processing_time))
+
+
+@prompt.command("alert")
+@click.argument("dia_source_id", type=int)
+@click.option(
+    "--as-of",
+    "as_of",
+    help="Instant to read the catalog at (ISO UTC, MJD TAI, or 'now'). "
+    "Default: when the alert was issued, which reproduces it byte for byte.",
+)
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["avro", "json"]),
+    default="avro",
+    show_default=True,
+    help="avro: Rubin's wire format (magic byte 0, schema ID, Avro datum); json: the same content.",
+)
+@click.option(
+    "-o", "--output", type=click.Path(path_type=Path, dir_okay=False), help="File to write [stdout]."
+)
+@click.pass_context
+def alert_cmd(
+    ctx: click.Context, dia_source_id: int, as_of: str | None, fmt: str, output: Path | None
+) -> None:
+    """Regenerate the alert of DIASOURCEID as the prompt catalog held it (schema lsst.v11_1.alert)."""
+    from ..archive import to_mjd_tai
+    from ..atomic import atomic_file
+    from ..prompt.alert import alert_avro, alert_json
+    from ..timeutil import iso_utc
+
+    t = to_mjd_tai(as_of)
+    if output is None and fmt == "avro" and sys.stdout.isatty():
+        raise click.UsageError("refusing to write binary Avro to a terminal; use -o FILE or --format json")
+    record = archive(ctx).prompt.alert(dia_source_id, as_of=t)
+    data = alert_avro(record) if fmt == "avro" else (alert_json(record) + "\n").encode()
+    if output is None:
+        click.echo(data, nl=False)  # bytes go to the binary stdout
+        return
+    try:
+        with atomic_file(output) as f:
+            f.write(data)
+    except OSError as e:
+        raise QueryError(f"{output}: cannot write: {e.strerror or e}") from e
+    when = "as issued" if t is None else f"as of {iso_utc(t)}"
+    click.echo(f"alert {dia_source_id} ({when}, {fmt}, {len(data):,} bytes) written to {output}")
 
 
 def _print_relink(r: RelinkResult) -> None:
@@ -145,15 +166,14 @@ def _print_relink(r: RelinkResult) -> None:
     )
 
 
-def _ingest(settings: Settings, paths: list[Path], processing_time: str | None) -> list[VisitResult]:
+def _ingest(a: Archive, paths: list[Path], processing_time: str | None) -> list[VisitResult]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .prompt.staging import find_visits
+    from ..prompt.staging import find_visits
 
-    t = parse_instant(processing_time) if processing_time else None
     err = Console(stderr=True)
     if not err.is_terminal:
-        return ingest(settings, paths, processing_time=t, on_relink=_print_relink)
+        return a.prompt.ingest(paths, processing_time=processing_time, on_relink=_print_relink)
     bar = Progress(
         TextColumn("[bold]ingest[/bold]"), BarColumn(), MofNCompleteColumn(),
         TextColumn("{task.description}"),
@@ -165,14 +185,13 @@ def _ingest(settings: Settings, paths: list[Path], processing_time: str | None) 
         def advance(r: VisitResult) -> None:
             bar.update(task, advance=1, description=f"visit {r.visit} {r.status} ({r.seconds:.2f} s)")
 
-        return ingest(settings, paths, processing_time=t, progress=advance, on_relink=_print_relink)
+        return a.prompt.ingest(
+            paths, processing_time=processing_time, progress=advance, on_relink=_print_relink
+        )
 
 
-def _report(settings: Settings, results: list[VisitResult], paths: list[Path]) -> None:
+def _report(a: Archive, results: list[VisitResult], paths: list[Path]) -> None:
     """Totals, seconds per visit and per step, and association quality where truth files exist."""
-    from .processing.simulator import association_quality
-    from .prompt.staging import find_visits
-
     done = [r for r in results if r.status == "ingested"]
     skipped = len(results) - len(done)
     console.print(f"{len(done)} visits ingested, {skipped} already in the catalog (skipped)")
@@ -198,7 +217,7 @@ def _report(settings: Settings, results: list[VisitResult], paths: list[Path]) -
         console.print(table)
         steps = ", ".join(f"{s} {np.mean([r.steps[s] for r in done]):.3f}" for s in STEPS)
         console.print(f"mean seconds per step: {steps}")
-    quality = association_quality(settings, find_visits(paths))
+    quality = a.prompt.association_quality(paths)
     if quality.linked or quality.known_asteroid_detections:
         console.print("association against truth:")
         for line in quality.lines():

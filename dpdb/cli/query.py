@@ -7,16 +7,14 @@ from pathlib import Path
 
 import click
 
-from .cli import _settings, cli
-from .errors import QueryError
-from .query import run_query
-from .query_output import FILE_FORMATS, FORMATS, write_result
-from .timeutil import parse_instant
+from ..errors import QueryError
+from ..query_output import FILE_FORMATS, FORMATS, write_result
+from ._common import archive
 
 __all__ = ["query"]
 
 
-@cli.command("query")
+@click.command("query")
 @click.argument("sql_text", metavar="SQL")
 @click.option(
     "--as-of",
@@ -76,8 +74,7 @@ def query(
         sql_text = sys.stdin.read()
     if fmt in FILE_FORMATS and output is None:
         raise QueryError(f"format {fmt} needs an output file (-o FILE)")
-    instant = parse_instant(as_of) if as_of is not None else None
-    result = run_query(_settings(ctx), sql_text, as_of=instant, release=release)
+    result = archive(ctx).query_arrow(sql_text, as_of=as_of, release=release)
     write_result(result, fmt, output)
     if output is not None:
         n = result.num_rows

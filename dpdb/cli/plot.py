@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from .cli import DpdbGroup, _settings, cli
-from .timeutil import parse_instant
+from ._common import DpdbGroup, archive
 
 __all__ = ["plot"]
 
@@ -17,7 +16,7 @@ _OUTPUT = click.option(
 )  # fmt: skip
 
 
-@cli.group(cls=DpdbGroup)
+@click.group(cls=DpdbGroup)
 def plot() -> None:
     """Plots of the catalog as PNG: light curves, sky density, DiaObject history."""
 
@@ -39,11 +38,9 @@ def lightcurve_cmd(ctx: click.Context, object_id: int, output: Path | None, as_o
     DiaObject of a loaded release. Detections are filled, forced photometry
     open markers.
     """
-    from .plots import draw_lightcurve, lightcurve_data
-
-    instant = parse_instant(as_of) if as_of is not None else None
-    curve = lightcurve_data(_settings(ctx), object_id, as_of=instant)
-    out = draw_lightcurve(curve, output or Path(f"lightcurve_{object_id}.png"))
+    plots = archive(ctx).plot
+    curve = plots.lightcurve_data(object_id, as_of=as_of)
+    out = plots.draw(curve, output or Path(f"lightcurve_{object_id}.png"))
     click.echo(f"wrote {out} ({curve.summary}, {curve.catalog_label})")
 
 
@@ -65,10 +62,9 @@ def sky_cmd(
     at which the occupied pixels number at most 3000 and hold 3 objects on
     average, unless --order.
     """
-    from .plots import draw_sky, sky_data
-
-    sky = sky_data(_settings(ctx), release=release, table=table, order=order)
-    out = draw_sky(sky, output or Path(f"sky_{release}_{sky.table}.png"))
+    plots = archive(ctx).plot
+    sky = plots.sky_data(release=release, table=table, order=order)
+    out = plots.draw(sky, output or Path(f"sky_{release}_{sky.table}.png"))
     click.echo(
         f"wrote {out} ({sky.total} {sky.table} rows of {sky.catalog} in {len(sky.pixels)} "
         f"HEALPix pixels at order {sky.order})"
@@ -86,10 +82,9 @@ def history_cmd(ctx: click.Context, dia_object_id: int, output: Path | None) -> 
     DiaObject deleted by a daytime relink (closed without successor) is marked.
     Written to history_ID.png unless -o.
     """
-    from .plots import draw_history, history_data
-
-    history = history_data(_settings(ctx), dia_object_id)
-    out = draw_history(history, output or Path(f"history_{dia_object_id}.png"))
+    plots = archive(ctx).plot
+    history = plots.history_data(dia_object_id)
+    out = plots.draw(history, output or Path(f"history_{dia_object_id}.png"))
     state = "deleted" if history.deleted else "current version open"
     plural = "" if history.versions == 1 else "s"
     click.echo(f"wrote {out} ({history.versions} version{plural}, {state})")

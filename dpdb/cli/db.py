@@ -1,0 +1,93 @@
+"""``dpdb db``: the database server (up, down, status, url, psql, migrate, grant-reader)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from typing import Any
+
+import click
+
+from ..errors import ServerError
+from ._common import DpdbGroup, archive, console, print_kv
+
+__all__ = ["db"]
+
+
+@click.group(cls=DpdbGroup)
+def db() -> None:
+    """The database server: up, down, status, url, psql, migrate."""
+
+
+@db.command()
+@click.pass_context
+def up(ctx: click.Context) -> None:
+    """Create (first time) and start the embedded server; set up the database."""
+    console.print(f"dpdb database ready ({archive(ctx).up()})")
+
+
+@db.command()
+@click.pass_context
+def down(ctx: click.Context) -> None:
+    """Stop the embedded server."""
+    console.print("stopped" if archive(ctx).down() else "not running")
+
+
+@db.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Show the server, its version, the extensions and the schema version."""
+    print_kv(list(archive(ctx).status().items()))
+
+
+@db.command()
+@click.pass_context
+def url(ctx: click.Context) -> None:
+    """Print the connection URL (starting the embedded server if needed)."""
+    click.echo(archive(ctx).url())
+
+
+@db.command(context_settings={"ignore_unknown_options": True})
+@click.argument("psql_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def psql(ctx: click.Context, psql_args: tuple[str, ...]) -> None:
+    """Open psql on the database (extra arguments go to psql)."""
+    target = archive(ctx).url()
+    exe = shutil.which("psql")
+    if exe is None:
+        raise ServerError("psql not found; install the Debian package postgresql-client-15")
+    os.execv(exe, [exe, target, *psql_args])
+
+
+@db.command("migrate")
+@click.option("--to", "to", type=int, help="Schema version to migrate to (default: the newest).")
+@click.pass_context
+def migrate_cmd(ctx: click.Context, to: int | None) -> None:
+    """Upgrade the database schema (append-only; never down)."""
+    before, after = archive(ctx).migrate(to)
+    if before == after:
+        console.print(f"schema already at version {after}")
+    else:
+        console.print(f"schema migrated from version {before} to {after}")
+
+
+@db.command("grant-reader")
+@click.argument("name")
+@click.option(
+    "--password-file", type=click.File("r"), help="Read the password from this file (first line) instead of "
+    "generating one.",
+)  # fmt: skip
+@click.pass_context
+def grant_reader(ctx: click.Context, name: str, password_file: Any) -> None:
+    """Create login NAME that can read current, previous, samples and prompt (and nothing else).
+
+    The generated password is printed once; it is not stored anywhere.
+    """
+    a = archive(ctx)
+    given = password_file.readline().rstrip("\r\n") if password_file else None
+    password = a.grant_reader(name, given)
+    console.print(
+        f"login {name} created in role dpdb_reader (scram-sha-256); connect with {a.reader_conninfo(name)}"
+    )
+    if given is None:
+        click.echo(f"password: {password}")

@@ -1,0 +1,57 @@
+"""The root ``dpdb`` command: global options, the command groups, the console-script entry point."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from ..config import Settings, get_settings
+from ..errors import first_line
+from . import db, demo, files, plot, prompt, provenance, query, release, schema
+from ._common import DpdbGroup
+
+__all__ = ["cli", "main"]
+
+
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        from .._version import code_version
+
+        click.echo(f"dpdb, version {code_version()}")
+        ctx.exit()
+
+
+@click.group(cls=DpdbGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--dsn", envvar="DPDB_DSN", help=Settings.model_fields["dsn"].description)
+@click.option("--home", type=click.Path(path_type=Path), help=Settings.model_fields["home"].description)
+@click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress messages.")
+@click.option(
+    "--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+    help="Show the version (it names the git commit) and exit.",
+)  # fmt: skip
+@click.pass_context
+def cli(ctx: click.Context, dsn: str | None, home: Path | None, debug: bool, verbose: bool) -> None:
+    """dpdb: LSST/Rubin-style survey catalogs on PostgreSQL."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    try:
+        ctx.obj = get_settings(dsn=dsn, home=home)
+    except Exception as e:  # pydantic validation of DPDB_* variables
+        raise click.UsageError(f"invalid configuration: {first_line(e)}") from e
+
+
+for command in (
+    db.db, schema.schema, files.load_cmd, files.export_cmd, prompt.prompt, query.query, release.release,
+    plot.plot, provenance.provenance_cmd, demo.demo,
+):  # fmt: skip
+    cli.add_command(command)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    sys.exit(cli.main(prog_name="dpdb", standalone_mode=True))
