@@ -32,7 +32,8 @@ import numpy as np
 import psycopg
 from astropy.time import Time
 
-from . import provenance_read as read
+import dpdb.provenance_read as read
+
 from ._version import code_version as dpdb_version
 from .config import Settings
 from .db import read_snapshot

@@ -39,6 +39,7 @@ from pathlib import Path
 import adbc_driver_postgresql.dbapi as adbc
 import pyarrow as pa
 
+import dpdb.prompt.statements as prompt_statements
 from dpdb.config import Settings
 from dpdb.db import adbc_connection, connect
 from dpdb.etl.files import fingerprint
@@ -47,7 +48,6 @@ from dpdb.registry.activations import active_release
 from dpdb.registry.catalogs import writable_catalog
 from dpdb.timeutil import iso_utc, now_mjd_tai
 
-from . import statements as prompt_statements
 from .order import LOCK, PromptChange
 from .relink import NIGHT_LINKAGE, RelinkResult, is_linkage, relink
 from .staging import OWN_PIXEL, VisitInput, find_visits, read_table, read_visit

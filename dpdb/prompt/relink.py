@@ -21,6 +21,7 @@ from pathlib import Path
 import adbc_driver_postgresql.dbapi as adbc
 import pyarrow as pa
 
+import dpdb.prompt.statements as prompt_statements
 from dpdb.config import Settings
 from dpdb.db import adbc_connection, connect
 from dpdb.errors import ValidationError
@@ -29,7 +30,6 @@ from dpdb.registry import manifest, prompt_log
 from dpdb.registry.catalogs import writable_catalog
 from dpdb.timeutil import iso_utc
 
-from . import statements as prompt_statements
 from .order import PromptChange
 from .staging import input_target, read_table
 

@@ -10,14 +10,16 @@ ADBC cursor of the file's load transaction, after :func:`lock`; the readers
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import adbc_driver_postgresql.dbapi as adbc
 import psycopg
 from psycopg.rows import dict_row
 
 from dpdb._version import code_version
-from dpdb.etl.files import ParquetFile
+
+if TYPE_CHECKING:  # the ETL builds on the registry, not the other way round
+    from dpdb.etl.files import ParquetFile
 
 __all__ = [
     "Decision",
