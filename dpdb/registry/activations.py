@@ -38,10 +38,17 @@ def active_release(conn: psycopg.Connection) -> str | None:
 
 def previous_release(conn: psycopg.Connection) -> str | None:
     """Name of the penultimate release (the one ``previous`` points at), if any."""
+    return _named(conn)[1]
+
+
+def _named(conn: psycopg.Connection, as_of: float | None = None) -> tuple[str | None, str | None]:
+    """(current, previous) as the last activation (up to MJD TAI ``as_of``) left them."""
     row = conn.execute(
-        "SELECT previous FROM dpdb_meta.release_activation ORDER BY activation_id DESC LIMIT 1"
+        "SELECT name, previous FROM dpdb_meta.release_activation "
+        "WHERE %(t)s::float8 IS NULL OR activated_mjd_tai <= %(t)s ORDER BY activation_id DESC LIMIT 1",
+        {"t": as_of},
     ).fetchone()
-    return row[0] if row else None
+    return (row[0], row[1]) if row else (None, None)
 
 
 def resolve_alias(conn: psycopg.Connection, alias: str, as_of: float | None = None) -> str:
@@ -59,12 +66,7 @@ def resolve_alias(conn: psycopg.Connection, alias: str, as_of: float | None = No
         if name is None:
             raise ReleaseStateError(f"no release is {alias} (activate one with `dpdb release activate NAME`)")
         return name
-    row = conn.execute(
-        "SELECT name, previous FROM dpdb_meta.release_activation WHERE activated_mjd_tai <= %s "
-        "ORDER BY activation_id DESC LIMIT 1",
-        (as_of,),
-    ).fetchone()
-    found = (row[0] if alias == "current" else row[1]) if row else None
+    found = _named(conn, as_of)[ALIASES.index(alias)]
     if found is None:
         raise ReleaseStateError(f"no release was {alias} at MJD {as_of} (TAI)")
     if find_catalog(conn, found) is None:
@@ -99,10 +101,7 @@ def activation_history(
             "FROM dpdb_meta.release_activation WHERE name = %(n)s OR previous = %(n)s ORDER BY activation_id",
             {"n": name},
         ).fetchall()
-    last = conn.execute(
-        "SELECT name, previous FROM dpdb_meta.release_activation ORDER BY activation_id DESC LIMIT 1"
-    ).fetchone()
-    roles = tuple(role for role, who in zip(ALIASES, last or (), strict=False) if who == name)
+    roles = tuple(alias for alias, who in zip(ALIASES, _named(conn), strict=True) if who == name)
     return roles, tuple(rows)
 
 
