@@ -80,15 +80,14 @@ def to_mjd_tai(instant: Instant | None) -> float | None:
 
 
 def _column_meta() -> dict[str, dict[str, tuple[str | None, str | None, str | None]]]:
-    """table (lower) -> column (canonical) -> (unit, ucd, description) from the newest felis schema."""
-    from dpdb.model.felis import latest_version, load_felis
+    """table (lower) -> column (canonical) -> (unit, ucd, description) from the newest table models."""
+    from dpdb.model.felis import latest_version
+    from dpdb.model.table import all_tables
 
-    out: dict[str, dict[str, tuple[str | None, str | None, str | None]]] = {}
-    for t in load_felis(latest_version()).tables:
-        out[t.name.lower()] = {
-            c.name: (c.fits_tunit or c.ivoa_unit, c.ivoa_ucd, c.description) for c in t.columns
-        }
-    return out
+    return {
+        t.db_name: {c.canonical: (c.unit, c.ucd, c.description) for c in t.columns}
+        for t in all_tables(latest_version())
+    }
 
 
 _META: dict[str, dict[str, tuple[str | None, str | None, str | None]]] | None = None
@@ -359,41 +358,40 @@ class Archive:
         """
         from psycopg import sql as psql
 
-        from dpdb.model.felis import latest_version, load_felis, position_columns
+        from dpdb.errors import SchemaError
         from dpdb.model.layout import PROMPT_TABLES
+        from dpdb.model.table import catalog_table
 
-        tables = load_felis(latest_version()).tables
-        ftable = next((t for t in tables if t.name.lower() == table.lower()), None)
-        if ftable is None:
-            raise QueryError(f"cone: unknown table {table!r}")
-        pos = position_columns(ftable)
-        if pos is None:
-            raise QueryError(f"cone: table {ftable.name} has no position columns")
+        try:
+            model = catalog_table(table)
+        except SchemaError:
+            raise QueryError(f"cone: unknown table {table!r}") from None
+        if model.position is None:
+            raise QueryError(f"cone: table {model.name} has no position columns")
         for name, value in (("ra", ra), ("dec", dec), ("radius", radius)):
             if not isinstance(value, int | float) or not math.isfinite(value):
                 raise QueryError(f"cone: {name} must be a finite number of degrees, not {value!r}")
         if not -90 <= dec <= 90 or not 0 < radius <= 180:
             raise QueryError("cone: dec must lie in [-90, 90] and radius in (0, 180] degrees")
         if release is None:
-            release = "prompt" if ftable.name in PROMPT_TABLES else "current"
-        known = {c.name.lower(): c.name for c in ftable.columns}
+            release = "prompt" if model.name in PROMPT_TABLES else "current"
         wanted = list(columns) if columns else None
         if wanted:
-            bad = [c for c in wanted if c.lower() not in known]
+            bad = [c for c in wanted if c.lower() not in model.canonical_names]
             if bad:
-                raise QueryError(f"cone: table {ftable.name} has no column {bad[0]!r}")
+                raise QueryError(f"cone: table {model.name} has no column {bad[0]!r}")
         select = psql.SQL(", ").join(psql.Identifier(c.lower()) for c in wanted) if wanted else psql.SQL("*")
         stmt = psql.SQL("SELECT {} FROM {} WHERE q3c_radial_query({}, {}, {}, {}, {})").format(
             select,
-            psql.Identifier(ftable.name.lower()),
-            psql.Identifier(pos[0].lower()),
-            psql.Identifier(pos[1].lower()),
+            psql.Identifier(model.db_name),
+            psql.Identifier(model.position[0]),
+            psql.Identifier(model.position[1]),
             psql.Literal(float(ra)),
             psql.Literal(float(dec)),
             psql.Literal(float(radius)),
         )
         text = stmt.as_string(None)
-        return to_astropy(self.query_arrow(text, as_of=as_of, release=release), [ftable.name])
+        return to_astropy(self.query_arrow(text, as_of=as_of, release=release), [model.name])
 
     # -- files -----------------------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ from typing import IO, Any
 import numpy as np
 import pyarrow as pa
 
-from dpdb.model.felis import latest_version, load_felis
+from dpdb.model.felis import latest_version
+from dpdb.model.table import all_tables
 
 from .atomic import atomic_file
 from .errors import QueryError
@@ -31,10 +32,10 @@ FILE_FORMATS = ("parquet", "votable")
 def _column_descriptions() -> dict[str, tuple[str | None, str | None, str | None]]:
     """Canonical column name -> (unit, UCD, description), each only where every table agrees."""
     seen: dict[str, set[tuple[str | None, str | None, str | None]]] = {}
-    for table in load_felis(latest_version()).tables:
+    for table in all_tables(latest_version()):
         for c in table.columns:
             desc = " ".join((c.description or "").split()) or None
-            seen.setdefault(c.name, set()).add((c.fits_tunit or None, c.ivoa_ucd or None, desc))
+            seen.setdefault(c.canonical, set()).add((c.unit or None, c.ucd or None, desc))
     def agreed(values: set[str | None]) -> str | None:
         return next(iter(values)) if len(values) == 1 else None
 

@@ -30,6 +30,7 @@ __all__ = [
     "CatalogTable",
     "catalog_table",
     "catalog_tables",
+    "all_tables",
     "canonical_names",
     "column_type",
     "arrow_type",
@@ -229,6 +230,11 @@ def catalog_table(name: str, version: int | None = None) -> CatalogTable:
 def canonical_names(version: int) -> dict[str, dict[str, str]]:
     """Lower-case table name -> {lower-case column -> canonical camelCase column}, every table."""
     return {name: dict(table.canonical_names) for name, table in _tables(version).items()}
+
+
+def all_tables(version: int) -> list[CatalogTable]:
+    """Every catalog table at schema ``version``, in felis order."""
+    return list(_tables(version).values())
 
 
 def catalog_tables(kind: str, version: int) -> list[CatalogTable]:
