@@ -148,7 +148,8 @@ def test_migrated_database_is_at_the_newest_version(settings: Settings) -> None:
 
 
 DEPRECATED = {
-    "dpdb.schema", "dpdb.tables", "dpdb.catalogs", "dpdb.releases", "dpdb.audit", "dpdb.sql_rewrite", "dpdb.sqlfiles",
+    "dpdb.schema", "dpdb.tables", "dpdb.catalogs", "dpdb.releases", "dpdb.audit", "dpdb.sql_rewrite",
+    "dpdb.sqlfiles",
 }  # fmt: skip
 """Aliases kept for branches written before the rename; dpdb's own code uses the new modules."""
 
