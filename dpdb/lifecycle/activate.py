@@ -32,6 +32,7 @@ from dpdb.model.layout import LOAD_ID_COLUMN
 from dpdb.registry.activations import active_release, by_last_activation, previous_release, record_activation
 from dpdb.registry.releases import NOW, get_release, lock_lifecycle, set_state
 from dpdb.registry.states import ACTIVATABLE, FORCE_ACTIVATABLE, ReleaseState
+from dpdb.tap.tap_schema import refresh_tap_schema
 
 from .archive import archive_release
 from .samples import has_sample, make_sample
@@ -137,6 +138,7 @@ def _swap(conn: psycopg.Connection, name: str, force: bool) -> float | None:
     for statement in creates:
         conn.execute(statement)
     conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA current, previous TO dpdb_reader")
+    refresh_tap_schema(conn)  # same transaction: TAP_SCHEMA describes the new pair from the commit on
     return locked
 
 

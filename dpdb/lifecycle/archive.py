@@ -36,6 +36,7 @@ from dpdb.registry.activations import active_release, previous_release
 from dpdb.registry.catalogs import find_catalog, forget_catalog
 from dpdb.registry.releases import NOW, get_release, lock_lifecycle, set_state
 from dpdb.registry.states import CatalogKind, ReleaseState
+from dpdb.tap.tap_schema import refresh_tap_schema
 
 from .samples import has_sample, make_sample
 
@@ -141,6 +142,7 @@ def _unload(conn: psycopg.Connection, name: str) -> None:
     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
     forget_catalog(conn, name)
     load_manifest.forget_target(conn, name)
+    refresh_tap_schema(conn)  # same transaction: TAP_SCHEMA never describes a dropped schema
 
 
 def drop_release(settings: Settings, name: str, *, dry_run: bool = False) -> list[str]:
