@@ -147,6 +147,9 @@ def _parse(adql: str) -> exp.Expression:
     tree = statements[0]
     if not isinstance(tree, exp.Query):
         kind = tree.key.upper()
+        if not isinstance(tree, exp.Command | exp.Delete | exp.Insert | exp.Update | exp.Create | exp.Drop):
+            first = text.split(None, 1)[0]
+            raise AdqlError(f"ADQL syntax error at line 1, column 1 near '{first}': a query starts with SELECT")
         raise AdqlError(f"only ADQL SELECT queries run here, not {kind}: this service reads, never writes")
     return tree
 

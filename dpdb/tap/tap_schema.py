@@ -184,7 +184,7 @@ def refresh_tap_schema(conn: psycopg.Connection) -> int:
 
 _IMPLEMENTATION = {
     "_healpix_29": "HEALPix nested index at order 29 of the row's (or its parent object's) position; "
-    "the partition key (quote it in ADQL: \"_healpix_29\").",
+    'the partition key (quote it in ADQL: "_healpix_29").',
     "_load_id": "The dpdb_meta.load_manifest entry this row was loaded from.",
 }
 

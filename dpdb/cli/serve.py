@@ -1,0 +1,40 @@
+"""``dpdb serve``: the web service (TAP at /tap) under uvicorn, until SIGINT or SIGTERM."""
+
+from __future__ import annotations
+
+import click
+
+from ..errors import DpdbError
+from ._common import archive, console
+
+__all__ = ["serve"]
+
+
+@click.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="TCP port (0: any free port).")  # fmt: skip
+@click.pass_context
+def serve(ctx: click.Context, host: str, port: int) -> None:
+    """Run the TAP service (IVOA TAP 1.1 at /tap) on this database; Ctrl-C stops it."""
+    import socket
+
+    import uvicorn
+
+    from ..service import create_app
+
+    arch = archive(ctx)
+    arch.up()
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as e:
+        raise DpdbError(f"cannot listen on {host}:{port}: {e.strerror}") from e
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if ":" in host else host
+    console.print(f"dpdb TAP service at http://{shown}:{bound}/tap  (Ctrl-C stops it)", highlight=False)
+    config = uvicorn.Config(create_app(arch), log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)  # handles SIGINT and SIGTERM: stops accepting, finishes, exits
+    server.run(sockets=[sock])
+    console.print("dpdb TAP service stopped", highlight=False)

@@ -1,0 +1,61 @@
+"""The ASGI app factory."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from fastapi import FastAPI
+
+from .. import __version__
+
+if TYPE_CHECKING:
+    from ..archive import Archive
+    from ..tap.run import Limits
+
+__all__ = ["create_app"]
+
+log = logging.getLogger(__name__)
+
+
+def create_app(
+    archive: Archive, *, limits: Limits | None = None, job_dir: str | Path | None = None
+) -> FastAPI:
+    """The dpdb web app for ``archive``: the IVOA TAP 1.1 service at ``/tap``.
+
+    Parameters
+    ----------
+    archive
+        The database the service reads; every user query goes through its read-only query path.
+    limits
+        The TAP limits (MAXREC, upload size, timeouts); default :class:`dpdb.tap.run.Limits`.
+    job_dir
+        Folder of the async jobs' results (default ``<DPDB_HOME>/tap-jobs``).
+    """
+    from ..db import connect
+    from ..tap.router import TapService, tap_router
+    from ..tap.run import Limits
+    from ..tap.tap_schema import refresh_tap_schema
+    from ..tap.uws import JobStore
+
+    limits = limits or Limits()
+    jobs = JobStore(archive, Path(job_dir) if job_dir else archive.settings.home / "tap-jobs", limits)
+    service = TapService(archive, jobs, limits)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        archive.up()
+        with connect(archive.settings) as conn:  # bookkeeping: describe the catalogs that exist now
+            refresh_tap_schema(conn)
+        jobs.start()
+        yield
+        jobs.stop()
+
+    app = FastAPI(title="dpdb", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.state.archive = archive
+    app.state.tap = service
+    app.include_router(tap_router(service), prefix="/tap")
+    return app

@@ -1,0 +1,227 @@
+"""One TAP query, from request parameters to a result document, through :class:`dpdb.Archive`.
+
+User queries run only through :meth:`dpdb.Archive.query_arrow` (the read-only query path,
+docs/architecture.md decision 12): this module never opens a connection of its own.
+
+Time travel: ``ASOF`` (ISO 8601 UTC or MJD TAI; ``AS_OF`` is accepted too) is the instant
+the query reads the catalogs at: the prompt catalog through its as-of views, ``current`` and
+``previous`` as the releases they named then. Without ASOF the query is evaluated at the
+present instant, which the result records, so sending it back as ASOF gives the same rows.
+``RELEASE`` names the catalog unqualified table names resolve to.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from ..errors import DpdbError, QueryError
+from .adql import AdqlError, Translation, translate
+from .output import ResultInfo, resolve_format, write_result
+
+__all__ = ["TapError", "TapParams", "Limits", "parse_params", "run_query", "QueryOutcome"]
+
+log = logging.getLogger(__name__)
+
+LANGS = {"ADQL", "ADQL-2.0", "ADQL-2.1"}
+
+
+class TapError(DpdbError):
+    """A request the service refuses: the message is what the user must change; ``status`` the HTTP code."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The service's limits."""
+
+    default_maxrec: int = 100_000
+    max_maxrec: int = 10_000_000
+    upload_max_bytes: int = 10_000_000
+    upload_max_rows: int = 100_000
+    sync_timeout_s: float = 60.0
+    async_max_duration_s: int = 3600
+    destruction_days: float = 7.0
+
+
+@dataclass
+class TapParams:
+    query: str
+    maxrec: int
+    writer: str
+    mime: str
+    as_of: str | None = None
+    release: str | None = None
+    uploads: dict[str, pa.Table] = field(default_factory=dict)
+
+
+def parse_params(
+    params: Mapping[str, str], limits: Limits, uploads: Mapping[str, pa.Table] | None = None
+) -> TapParams:
+    """Check the TAP parameters (names case-insensitive); a :class:`TapError` names what is wrong."""
+    p = {k.upper(): v for k, v in params.items()}
+    request = p.get("REQUEST", "doQuery")
+    if request.lower() != "doquery":
+        raise TapError(f"REQUEST={request} is not supported: use REQUEST=doQuery (or leave it out)")
+    lang = p.get("LANG")
+    if not lang:
+        raise TapError("LANG is missing: send LANG=ADQL")
+    if lang.upper() not in LANGS:
+        raise TapError(f"LANG={lang} is not supported: this service speaks ADQL (LANG=ADQL)")
+    query = p.get("QUERY", "")
+    if not query.strip():
+        raise TapError("QUERY is missing: send QUERY=<an ADQL SELECT statement>")
+    maxrec = limits.default_maxrec
+    if p.get("MAXREC", "").strip():
+        try:
+            maxrec = int(p["MAXREC"])
+        except ValueError:
+            raise TapError(f"MAXREC={p['MAXREC']!r} is not a whole number") from None
+        if maxrec < 0:
+            raise TapError(f"MAXREC={maxrec} is negative")
+        if maxrec > limits.max_maxrec:
+            raise TapError(f"MAXREC={maxrec} is above this service's hard limit of {limits.max_maxrec} rows")
+    fmt = p.get("RESPONSEFORMAT") or p.get("FORMAT")
+    resolved = resolve_format(fmt)
+    if resolved is None:
+        raise TapError(
+            f"RESPONSEFORMAT={fmt} is not supported: votable (BINARY2), votable/td, votable/b, csv, tsv, parquet"
+        )
+    as_of = (p.get("ASOF") or p.get("AS_OF") or "").strip() or None
+    release = (p.get("RELEASE") or "").strip() or None
+    return TapParams(query, maxrec, resolved[0], resolved[1], as_of, release, dict(uploads or {}))
+
+
+@dataclass
+class QueryOutcome:
+    body: bytes
+    mime: str
+    rows: int
+    overflow: bool
+    info: ResultInfo
+
+
+def _instant(as_of: str | None) -> float:
+    from ..archive import to_mjd_tai
+
+    if as_of is None:
+        from ..timeutil import now_mjd_tai
+
+        return now_mjd_tai()
+    try:
+        value = to_mjd_tai(as_of)
+    except DpdbError as e:
+        raise TapError(f"ASOF={as_of}: {e}; give an ISO 8601 UTC time or an MJD (TAI)") from e
+    assert value is not None
+    return value
+
+
+def _utc(mjd_tai: float) -> str:
+    from astropy.time import Time
+
+    return Time(mjd_tai, format="mjd", scale="tai").utc.isot + "Z"
+
+
+def _releases_at(archive, mjd_tai: float) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """{'current': name, 'previous': name} as the activation history had them at ``mjd_tai``."""
+    try:
+        table = archive.query_arrow(
+            "SELECT name, previous FROM dpdb_meta.release_activation WHERE activated_mjd_tai <= "
+            f"{float(mjd_tai)!r} ORDER BY activation_id DESC LIMIT 1"
+        )
+    except QueryError:
+        return {}
+    rows = table.to_pylist()
+    if not rows:
+        return {}
+    out = {"current": rows[0]["name"]}
+    if rows[0]["previous"]:
+        out["previous"] = rows[0]["previous"]
+    return out
+
+
+def known_names() -> frozenset[str]:
+    from .output import _felis_columns
+
+    names = set()
+    for table, columns in _felis_columns().items():
+        names.add(table)
+        names.update(columns)
+    return frozenset(names)
+
+
+def prepare(archive, params: TapParams) -> tuple[Translation, float, dict[str, str], bool]:  # type: ignore[no-untyped-def]
+    """Translate the query for its instant: (translation, MJD TAI, schemas read, as_of needed)."""
+    instant = _instant(params.as_of)
+    at_instant = _releases_at(archive, instant)
+    schemas = dict(at_instant) if params.as_of is not None else {}
+    maxrec = params.maxrec
+    try:
+        translation = translate(
+            params.query, maxrec=maxrec if maxrec > 0 else None, schemas=schemas, uploads=params.uploads,
+            known_names=known_names(),
+        )  # fmt: skip
+    except AdqlError as e:
+        raise TapError(str(e)) from e
+    if maxrec == 0:
+        translation.sql = f"SELECT * FROM ({translation.sql}) AS _metadata LIMIT 0"
+        translation.overflow_possible = True
+    read: dict[str, str] = {}
+    for schema, _ in translation.tables:
+        named = schema or (params.release or "")
+        if not named:
+            continue
+        original = next((k for k, v in schemas.items() if v == named), named)
+        read[original] = named if params.as_of is not None else at_instant.get(named, named)
+    for missing in ("current", "previous"):
+        if (
+            params.as_of is not None
+            and missing not in at_instant
+            and any(s == missing for s, _ in translation.tables)
+        ):
+            raise TapError(f"no release was {missing} at ASOF={params.as_of} (MJD TAI {instant!r})")
+    reads_prompt = any(
+        s == "prompt" or (not s and params.release in (None, "prompt")) for s, _ in translation.tables
+    )
+    return translation, instant, read, reads_prompt
+
+
+def run_query(archive, params: TapParams) -> QueryOutcome:  # type: ignore[no-untyped-def]
+    """Run one TAP query through the archive's read-only query path; the result document."""
+    translation, instant, read, reads_prompt = prepare(archive, params)
+    # The prompt catalog is read as of the recorded instant even without ASOF, so that the
+    # instant in the result reproduces it exactly.
+    as_of = instant if (params.as_of is not None or reads_prompt) else None
+    release = params.release
+    if release in ("current", "previous") and params.as_of is not None:
+        release = read.get(release, release)
+    log.info("TAP query at MJD TAI %r: %s", instant, translation.sql)
+    try:
+        table = archive.query_arrow(translation.sql, as_of=as_of, release=release)
+    except DpdbError as e:
+        raise TapError(_user_message(str(e))) from e
+    overflow = translation.overflow_possible and (params.maxrec == 0 or len(table) > params.maxrec)
+    if len(table) > params.maxrec:
+        table = table.slice(0, params.maxrec)
+    info = ResultInfo(
+        query=params.query, sql=translation.sql, as_of_mjd_tai=instant, as_of_utc=_utc(instant), releases=read,
+        status="OVERFLOW" if overflow else "OK", maxrec=params.maxrec, xtypes=translation.xtypes,
+        tables=translation.tables,
+    )  # fmt: skip
+    body = write_result(table, info, params.writer)
+    return QueryOutcome(body, params.mime, len(table), overflow, info)
+
+
+def _user_message(message: str) -> str:
+    text = message.removeprefix("query failed: ")
+    if "does not exist" in text and "relation" in text:
+        return f"{text}: see /tap/tables (TAP_SCHEMA.tables) for the tables this service holds"
+    if "column" in text and "does not exist" in text:
+        return f"{text}: see /tap/tables for the columns of each table"
+    return text
