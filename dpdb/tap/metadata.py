@@ -57,6 +57,7 @@ def capabilities_xml(base: str, limits: Limits) -> str:
 </language>
 {"".join(formats)}
 <uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-inline"/>
+<uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-http"/>
 <retentionPeriod><default>{int(limits.destruction_days * 86400)}</default></retentionPeriod>
 <executionDuration><default>{limits.async_max_duration_s}</default><hard>{limits.async_max_duration_s}</hard></executionDuration>
 <outputLimit><default unit="row">{limits.default_maxrec}</default><hard unit="row">{limits.max_maxrec}</hard></outputLimit>
@@ -68,7 +69,7 @@ def capabilities_xml(base: str, limits: Limits) -> str:
 <interface xsi:type="vs:ParamHTTP"><accessURL use="full">{escape(base)}/availability</accessURL></interface></capability>
 <capability standardID="ivo://ivoa.net/std/VOSI#tables-1.1">
 <interface xsi:type="vs:ParamHTTP" version="1.1"><accessURL use="base">{escape(base)}/tables</accessURL></interface></capability>
-<capability standardID="ivo://ivoa.net/std/DALI#examples-1.0">
+<capability standardID="ivo://ivoa.net/std/DALI#examples">
 <interface xsi:type="vs:ParamHTTP"><accessURL use="full">{escape(base)}/examples</accessURL></interface></capability>
 </vosi:capabilities>
 """

@@ -214,7 +214,7 @@ def _write_votable(result: pa.Table, info: ResultInfo, writer: str) -> bytes:
     resource = Resource(type="results")
     votable.resources.append(resource)
     for name, value, content in info.infos():
-        item = Info(name=name, value=value)
+        item = Info(name=name, value=value, ID=f"info_{name}")
         if content:
             item.content = content
         resource.infos.append(item)
@@ -224,7 +224,10 @@ def _write_votable(result: pa.Table, info: ResultInfo, writer: str) -> bytes:
     for name, column in zip(result.column_names, result.columns, strict=True):
         values, arraysize = _column_values(column)
         arrays.append(values)
-        fields.append(_field(votable, name, column.type, arraysize, info, seen, Field))
+        f = _field(votable, name, column.type, arraysize, info, seen, Field)
+        if f.datatype == "char" and any(not v.isascii() for v in column.to_pylist() if isinstance(v, str)):
+            f.datatype = "unicodeChar"
+        fields.append(f)
     table = TableElement(votable, name="result")
     resource.tables.append(table)
     table.fields.extend(fields)
@@ -233,8 +236,6 @@ def _write_votable(result: pa.Table, info: ResultInfo, writer: str) -> bytes:
         table.array[field_.ID] = values
         if isinstance(values, np.ma.MaskedArray):
             table.array.mask[field_.ID] = values.mask
-    if info.status == "OVERFLOW":
-        resource.infos.append(Info(name="QUERY_STATUS", value="OVERFLOW"))  # after the table, as DALI has it
     table.format = writer
     buf = io.BytesIO()
     votable.to_xml(buf, tabledata_format=writer)

@@ -77,9 +77,12 @@ def _uploads(params: Mapping[str, str], files: Mapping[str, bytes], limits: Limi
             raise TapError(
                 f"UPLOAD {item!r}: the table name must be a simple identifier (letters, digits, _)"
             )
-        if not where.startswith("param:"):
-            raise TapError(f"UPLOAD {item!r}: only inline uploads (param:<field>) are supported, not URLs")
-        data = files.get(where.removeprefix("param:"))
+        if where.startswith(("http://", "https://")):
+            data = _fetch_upload(name, where, limits)
+        elif where.startswith("param:"):
+            data = files.get(where.removeprefix("param:"))
+        else:
+            raise TapError(f"UPLOAD {item!r}: give param:<field> (inline) or an http(s) URL")
         if data is None:
             raise TapError(f"UPLOAD {item!r}: the request has no file field {where.removeprefix('param:')!r}")
         if len(data) > limits.upload_max_bytes:
@@ -87,6 +90,22 @@ def _uploads(params: Mapping[str, str], files: Mapping[str, bytes], limits: Limi
                            status=413)  # fmt: skip
         out[name.lower()] = _votable_table(name, data, limits)
     return out
+
+
+def _fetch_upload(name: str, url: str, limits: Limits) -> bytes:
+    import httpx
+
+    try:
+        with httpx.stream("GET", url, timeout=30.0, follow_redirects=True) as response:
+            response.raise_for_status()
+            data = b""
+            for chunk in response.iter_bytes():
+                data += chunk
+                if len(data) > limits.upload_max_bytes:
+                    raise TapError(f"UPLOAD {name}: more than the limit of {limits.upload_max_bytes} bytes", 413)
+    except httpx.HTTPError as e:
+        raise TapError(f"UPLOAD {name}: cannot read {url} ({e})") from e
+    return data
 
 
 def _votable_table(name: str, data: bytes, limits: Limits) -> pa.Table:
@@ -97,7 +116,9 @@ def _votable_table(name: str, data: bytes, limits: Limits) -> pa.Table:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            table = parse_single_table(io.BytesIO(data)).to_table()
+            votable = parse_single_table(io.BytesIO(data))
+            table = votable.to_table()
+            xtypes = {f.name: f.xtype for f in votable.fields if f.xtype}
     except Exception as e:  # noqa: BLE001 - any parse failure is the user's malformed upload
         raise TapError(f"UPLOAD {name}: not a readable VOTable ({str(e).splitlines()[0][:200]})") from e
     if len(table) > limits.upload_max_rows:
@@ -113,7 +134,9 @@ def _votable_table(name: str, data: bytes, limits: Limits) -> pa.Table:
             mask = getattr(col, "mask", None)
             arr = col.data.data if hasattr(col.data, "data") and mask is not None else col.data
             columns[col.name] = pa.array(arr, mask=mask if mask is not None and mask is not False else None)
-    return pa.table(columns)
+    out = pa.table(columns)
+    return out.cast(pa.schema([f.with_metadata({"xtype": xtypes[f.name]}) if f.name in xtypes else f
+                               for f in out.schema]))  # fmt: skip
 
 
 def tap_router(service: TapService) -> APIRouter:
@@ -131,9 +154,12 @@ def tap_router(service: TapService) -> APIRouter:
             )
         except TapError as e:
             return _error(str(e), e.status, query)
-        except TimeoutError:
-            return _error(f"the query ran longer than the sync limit of {service.limits.sync_timeout_s:g} s; "
-                          "run it as an async job (/tap/async)", 400, query)  # fmt: skip
+        except Exception as e:  # noqa: BLE001 - a client always gets a TAP error document
+            if isinstance(e, TimeoutError):
+                return _error(f"the query ran longer than the sync limit of {service.limits.sync_timeout_s:g} s; "
+                              "run it as an async job (/tap/async)", 400, query)  # fmt: skip
+            log.exception("TAP sync query failed")
+            return _error(f"internal error: {str(e).splitlines()[0][:300]}", 500, query)
         return Response(content=outcome.body, media_type=outcome.mime)
 
     # -- async (UWS 1.1) -----------------------------------------------------------------------------

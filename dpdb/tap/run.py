@@ -169,6 +169,10 @@ def prepare(archive, params: TapParams) -> tuple[Translation, float, dict[str, s
         )  # fmt: skip
     except AdqlError as e:
         raise TapError(str(e)) from e
+    for upload in params.uploads.values():  # an uploaded column keeps its xtype (timestamp ...)
+        for f in upload.schema:
+            if f.metadata and b"xtype" in f.metadata:
+                translation.xtypes.setdefault(f.name.lower(), f.metadata[b"xtype"].decode())
     if maxrec == 0:
         translation.sql = f"SELECT * FROM ({translation.sql}) AS _metadata LIMIT 0"
         translation.overflow_possible = True
@@ -186,6 +190,9 @@ def prepare(archive, params: TapParams) -> tuple[Translation, float, dict[str, s
             and any(s == missing for s, _ in translation.tables)
         ):
             raise TapError(f"no release was {missing} at ASOF={params.as_of} (MJD TAI {instant!r})")
+    if any(t == "diaobjectlast" for _, t in translation.tables):
+        reads_prompt = False  # the last-version table has no as-of view: it is the present by definition
+        return translation, instant, read, reads_prompt
     reads_prompt = any(
         s == "prompt" or (not s and params.release in (None, "prompt")) for s, _ in translation.tables
     )

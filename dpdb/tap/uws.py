@@ -84,7 +84,6 @@ class JobStore:
 
     # -- jobs
     def create(self, params: Mapping[str, str], owner: str | None, uploads: Mapping[str, Any]) -> Job:
-        parse_params(params, self.limits, uploads)  # refuse a bad job at once, as sync would
         job_id = secrets.token_hex(8)
         stored = {k.upper(): v for k, v in params.items() if k.upper() not in ("PHASE",)}
         if uploads:
