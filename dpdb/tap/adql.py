@@ -101,6 +101,7 @@ def translate(
     schemas: Mapping[str, str] | None = None,
     uploads: Mapping[str, pa.Table] | None = None,
     known_names: set[str] | frozenset[str] = frozenset(),
+    partitions: Mapping[str, int] | None = None,
 ) -> Translation:
     """Translate one ADQL query to PostgreSQL.
 
@@ -118,6 +119,9 @@ def translate(
     known_names
         Lower-case table and column names of the catalogs: a delimited identifier that matches
         one of them in another case (``"objectId"``) reads it.
+    partitions
+        HEALPix partition order of each catalog schema (after ``schemas`` is applied): a cone or
+        polygon on a partitioned table gets ``_healpix_29`` ranges so the planner prunes partitions.
 
     Raises
     ------
@@ -125,7 +129,7 @@ def translate(
         Syntax error (what and where), not a query, an unknown function or upload, bad geometry.
     """
     tree = _parse(adql)
-    translator = _Translator(schemas or {}, uploads or {}, known_names)
+    translator = _Translator(schemas or {}, uploads or {}, known_names, partitions or {})
     tree = translator.rewrite(tree)
     row_limit, overflow = _limit(tree, maxrec)
     sql = tree.sql(dialect=Postgres)
@@ -149,7 +153,9 @@ def _parse(adql: str) -> exp.Expression:
         kind = tree.key.upper()
         if not isinstance(tree, exp.Command | exp.Delete | exp.Insert | exp.Update | exp.Create | exp.Drop):
             first = text.split(None, 1)[0]
-            raise AdqlError(f"ADQL syntax error at line 1, column 1 near '{first}': a query starts with SELECT")
+            raise AdqlError(
+                f"ADQL syntax error at line 1, column 1 near '{first}': a query starts with SELECT"
+            )
         raise AdqlError(f"only ADQL SELECT queries run here, not {kind}: this service reads, never writes")
     return tree
 
@@ -219,8 +225,14 @@ def _fn(name: str, *args: exp.Expression) -> exp.Expression:
 
 class _Translator:
     def __init__(
-        self, schemas: Mapping[str, str], uploads: Mapping[str, pa.Table], known: set[str] | frozenset[str]
+        self,
+        schemas: Mapping[str, str],
+        uploads: Mapping[str, pa.Table],
+        known: set[str] | frozenset[str],
+        partitions: Mapping[str, int],
     ) -> None:
+        self.partitions = {k.lower(): v for k, v in partitions.items()}
+        self.aliases: dict[str, tuple[str, str]] = {}
         self.schemas = {k.lower(): v for k, v in schemas.items()}
         self.uploads = {k.lower(): v for k, v in uploads.items()}
         self.known = known
@@ -258,6 +270,7 @@ class _Translator:
         if node.args.get("catalog"):
             raise AdqlError(f"table {node.sql()}: give schema.table, not a catalog-qualified name")
         self.tables.append((schema, name))
+        self.aliases[(node.alias or name).lower()] = (schema, name)
         return node
 
     def _upload(self, node: exp.Table, name: str) -> exp.Expression:
@@ -303,16 +316,54 @@ class _Translator:
         if fname == "INTERSECTS" and b.kind == "point" and a.kind != "point":
             a, b = b, a
         if a.kind == "point" and b.kind == "circle":
-            return self._within(a, _Geom("point", b.args[:2]), b.args[2])
+            within = self._within(a, _Geom("point", b.args[:2]), b.args[2])
+            return self._pruned(within, a, b)
         if a.kind == "point" and b.kind in ("polygon", "box"):
             corners = b.args if b.kind == "polygon" else _box_corners(b)
             vertices = exp.Cast(this=exp.Array(expressions=corners), to=exp.DataType.build("DOUBLE[]"))
-            return _fn("q3c_poly_query", a.args[0], a.args[1], vertices)
+            return self._pruned(_fn("q3c_poly_query", a.args[0], a.args[1], vertices), a, b)
         if a.kind == "point" and b.kind == "point":
             return exp.EQ(this=_fn("q3c_dist", *a.args, *b.args), expression=exp.Literal.number(0))
         if fname == "CONTAINS":  # pg_sphere: a <@ b, a is contained by b
             return exp.Paren(this=exp.ArrayContainedBy(this=_spg(a), expression=_spg(b)))
         return exp.Paren(this=exp.ArrayOverlaps(this=_spg(a), expression=_spg(b)))
+
+    def _pruned(self, predicate: exp.Expression, point: _Geom, region: _Geom) -> exp.Expression:
+        """``predicate`` AND the ``_healpix_29`` ranges of the partitions the region touches, when the
+        point is a partitioned table's position and the region is constant (docs/architecture.md, 6)."""
+        if not region.constant() or point.constant():
+            return predicate
+        columns = [c for arg in point.args for c in arg.find_all(exp.Column)]
+        qualifiers = {c.table.lower() for c in columns}
+        if len(qualifiers) != 1:
+            return predicate
+        (qualifier,) = qualifiers
+        if qualifier:
+            source = self.aliases.get(qualifier)
+        else:
+            source = next(iter(self.aliases.values())) if len(self.aliases) == 1 else None
+        if source is None:
+            return predicate
+        from ..tables import LAYOUTS
+
+        layout = next((t for n, t in LAYOUTS.items() if n.lower() == source[1]), None)
+        order = self.partitions.get(source[0])
+        if layout is None or not layout.partitioned or order is None:
+            return predicate
+        try:
+            ranges = _pixel_ranges(region, order, margin_deg=_CHILD_MARGIN_DEG if layout.parent else 0.0)
+        except AdqlError:
+            return predicate
+        pixel = exp.Column(this=exp.to_identifier("_healpix_29"),
+                           table=exp.to_identifier(qualifier) if qualifier else None)  # fmt: skip
+        terms = [
+            exp.and_(exp.GTE(this=pixel.copy(), expression=exp.Literal.number(lo)),
+                     exp.LT(this=pixel.copy(), expression=exp.Literal.number(hi)))  # fmt: skip
+            for lo, hi in ranges
+        ]
+        if not terms:
+            return exp.and_(predicate, exp.false())
+        return exp.and_(predicate, exp.Paren(this=exp.or_(*terms)))
 
     def _within(self, point: _Geom, centre: _Geom, radius: exp.Expression) -> exp.Expression:
         if centre.constant():
@@ -415,6 +466,42 @@ class _Translator:
                     f"function {name} is not available: ADQL 2.1 functions (math, LOWER/UPPER, geometry) "
                     "and q3c_* only"
                 )
+
+
+_CHILD_MARGIN_DEG = 1 / 60
+"""A measurement takes its parent object's partition; the parent lies within the association radius
+(arcseconds), so regions on child tables are widened by this margin before choosing partitions."""
+
+
+def _pixel_ranges(region: _Geom, order: int, margin_deg: float) -> list[tuple[int, int]]:
+    """``_healpix_29`` ranges [lo, hi) of the order-``order`` pixels a constant region may touch."""
+    import healpy as hp
+    import numpy as np
+
+    values = [_const(a) for a in (region.args if region.kind != "box" else _box_corners(region))]
+    if region.kind == "circle":
+        ra, dec, radius = values
+        centre = hp.ang2vec(ra, dec, lonlat=True)
+    else:  # the polygon's bounding cap: safe whether or not it is convex
+        pairs = range(0, len(values), 2)
+        vectors = np.array([hp.ang2vec(values[i], values[i + 1], lonlat=True) for i in pairs])
+        centre = vectors.sum(axis=0)
+        norm = np.linalg.norm(centre)
+        if norm < 1e-9:
+            raise AdqlError("polygon too large to bound")
+        centre = centre / norm
+        radius = float(np.degrees(np.max(np.arccos(np.clip(vectors @ centre, -1, 1)))))
+    radius = min(180.0, radius + margin_deg)
+    pixels = hp.query_disc(hp.order2nside(order), centre, np.radians(radius), inclusive=True, nest=True)
+    shift = 2 * (29 - order)
+    ranges: list[tuple[int, int]] = []
+    for p in sorted(int(x) for x in pixels):
+        lo, hi = p << shift, (p + 1) << shift
+        if ranges and ranges[-1][1] == lo:
+            ranges[-1] = (ranges[-1][0], hi)
+        else:
+            ranges.append((lo, hi))
+    return ranges
 
 
 def _box_corners(box: _Geom) -> list[exp.Expression]:

@@ -19,7 +19,8 @@ EXAMPLES: list[tuple[str, str, str]] = [
      "WHERE 1 = CONTAINS(POINT('ICRS', coord_ra, coord_dec), CIRCLE('ICRS', 150.0, 2.0, 0.05))"),
     ("polygon", "Polygon search in the prompt catalog",
      "SELECT diaObjectId, ra, dec, nDiaSources FROM prompt.DiaObject\n"
-     "WHERE 1 = CONTAINS(POINT('ICRS', ra, dec), POLYGON('ICRS', 149.9, 1.9, 150.1, 1.9, 150.1, 2.1, 149.9, 2.1))"),
+     "WHERE 1 = CONTAINS(POINT('ICRS', ra, dec),\n"
+     "                   POLYGON('ICRS', 149.9, 1.9, 150.1, 1.9, 150.1, 2.1, 149.9, 2.1))"),
     ("lightcurve", "Light curve: forced photometry of one object, joined Object-ForcedSource",
      "SELECT o.objectId, f.band, f.psfFlux, f.psfFluxErr FROM current.Object AS o\n"
      "JOIN current.ForcedSource AS f ON f.objectId = o.objectId\n"
@@ -50,8 +51,10 @@ def capabilities_xml(base: str, limits: Limits) -> str:
  xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1"
  xmlns:tr="http://www.ivoa.net/xml/TAPRegExt/v1.0">
 <capability standardID="ivo://ivoa.net/std/TAP" xsi:type="tr:TableAccess">
-<interface xsi:type="vs:ParamHTTP" role="std" version="1.1"><accessURL use="base">{escape(base)}</accessURL></interface>
-<language><name>ADQL</name>{lang}<description>ADQL 2.1 on PostgreSQL: geometry on q3c and pg_sphere.</description>
+<interface xsi:type="vs:ParamHTTP" role="std" version="1.1">
+<accessURL use="base">{escape(base)}</accessURL></interface>
+<language><name>ADQL</name>{lang}
+<description>ADQL 2.1 on PostgreSQL: geometry on q3c and pg_sphere.</description>
 <languageFeatures type="ivo://ivoa.net/std/TAPRegExt#features-adqlgeo">{geo}</languageFeatures>
 <languageFeatures type="ivo://ivoa.net/std/TAPRegExt#features-adql-offset"><feature><form>OFFSET</form></feature></languageFeatures>
 </language>
@@ -60,17 +63,22 @@ def capabilities_xml(base: str, limits: Limits) -> str:
 <uploadMethod ivo-id="ivo://ivoa.net/std/TAPRegExt#upload-http"/>
 <retentionPeriod><default>{int(limits.destruction_days * 86400)}</default></retentionPeriod>
 <executionDuration><default>{limits.async_max_duration_s}</default><hard>{limits.async_max_duration_s}</hard></executionDuration>
-<outputLimit><default unit="row">{limits.default_maxrec}</default><hard unit="row">{limits.max_maxrec}</hard></outputLimit>
+<outputLimit><default unit="row">{limits.default_maxrec}</default>
+<hard unit="row">{limits.max_maxrec}</hard></outputLimit>
 <uploadLimit><hard unit="byte">{limits.upload_max_bytes}</hard></uploadLimit>
 </capability>
 <capability standardID="ivo://ivoa.net/std/VOSI#capabilities">
-<interface xsi:type="vs:ParamHTTP"><accessURL use="full">{escape(base)}/capabilities</accessURL></interface></capability>
+<interface xsi:type="vs:ParamHTTP">
+<accessURL use="full">{escape(base)}/capabilities</accessURL></interface></capability>
 <capability standardID="ivo://ivoa.net/std/VOSI#availability">
-<interface xsi:type="vs:ParamHTTP"><accessURL use="full">{escape(base)}/availability</accessURL></interface></capability>
+<interface xsi:type="vs:ParamHTTP">
+<accessURL use="full">{escape(base)}/availability</accessURL></interface></capability>
 <capability standardID="ivo://ivoa.net/std/VOSI#tables-1.1">
-<interface xsi:type="vs:ParamHTTP" version="1.1"><accessURL use="base">{escape(base)}/tables</accessURL></interface></capability>
+<interface xsi:type="vs:ParamHTTP" version="1.1">
+<accessURL use="base">{escape(base)}/tables</accessURL></interface></capability>
 <capability standardID="ivo://ivoa.net/std/DALI#examples">
-<interface xsi:type="vs:ParamHTTP"><accessURL use="full">{escape(base)}/examples</accessURL></interface></capability>
+<interface xsi:type="vs:ParamHTTP">
+<accessURL use="full">{escape(base)}/examples</accessURL></interface></capability>
 </vosi:capabilities>
 """
 
@@ -91,6 +99,16 @@ def _rows(archive, sql: str) -> list[dict]:  # type: ignore[no-untyped-def]
     return archive.query_arrow(sql).to_pylist()
 
 
+_COLUMNS_SQL = (
+    "SELECT table_name, column_name, description, unit, ucd, utype, datatype, arraysize, xtype, principal, "
+    "indexed, std FROM tap_schema.columns ORDER BY table_name, column_index, column_name"
+)
+_KEYS_SQL = (
+    "SELECT k.key_id, k.from_table, k.target_table, c.from_column, c.target_column "
+    "FROM tap_schema.keys k JOIN tap_schema.key_columns c ON c.key_id = k.key_id"
+)
+
+
 def tables_xml(archive, only: str | None, detail: bool) -> str:  # type: ignore[no-untyped-def]
     """The VOSI tableset from TAP_SCHEMA (read through the archive's query path)."""
     schemas = _rows(
@@ -105,12 +123,9 @@ def tables_xml(archive, only: str | None, detail: bool) -> str:  # type: ignore[
     columns: dict[str, list[dict]] = {}
     keys: dict[str, list[dict]] = {}
     if detail or only:
-        for c in _rows(archive, 'SELECT table_name, column_name, description, unit, ucd, utype, datatype, arraysize, '
-                                'xtype, principal, indexed, std FROM tap_schema.columns '
-                                'ORDER BY table_name, column_index, column_name'):  # fmt: skip
+        for c in _rows(archive, _COLUMNS_SQL):
             columns.setdefault(c["table_name"], []).append(c)
-        for k in _rows(archive, "SELECT k.key_id, k.from_table, k.target_table, c.from_column, c.target_column "
-                                "FROM tap_schema.keys k JOIN tap_schema.key_columns c ON c.key_id = k.key_id"):  # fmt: skip
+        for k in _rows(archive, _KEYS_SQL):
             keys.setdefault(k["from_table"], []).append(k)
 
     def table_xml(t: dict) -> str:
@@ -124,8 +139,11 @@ def tables_xml(archive, only: str | None, detail: bool) -> str:  # type: ignore[
         return (f'<table type="{escape(t["table_type"] or "table")}"><name>{escape(t["table_name"])}</name>'
                 f"{_desc(t['description'])}{cols}{fks}</table>")  # fmt: skip
 
-    ns = ('xmlns:vosi="http://www.ivoa.net/xml/VOSITables/v1.0" xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1" '
-          'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"')  # fmt: skip
+    ns = (
+        'xmlns:vosi="http://www.ivoa.net/xml/VOSITables/v1.0" '
+        'xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1" '
+        'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"'
+    )
     if only is not None:
         return f"<vosi:table {ns} " + table_xml(tables[0]).removeprefix("<table ").replace(
             "</table>", "</vosi:table>"
@@ -152,7 +170,8 @@ def _column_xml(c: dict) -> str:
         + (f"<unit>{escape(c['unit'])}</unit>" if c.get("unit") else "")
         + (f"<ucd>{escape(c['ucd'])}</ucd>" if c.get("ucd") else "")
         + (f"<utype>{escape(c['utype'])}</utype>" if c.get("utype") else "")
-        + f'<dataType xsi:type="vs:VOTableType"{size}{xtype}>{escape(c["datatype"])}</dataType>{flags}</column>'
+        + f'<dataType xsi:type="vs:VOTableType"{size}{xtype}>{escape(c["datatype"])}</dataType>'
+        + f"{flags}</column>"
     )
 
 

@@ -30,7 +30,9 @@ FORMATS: dict[str, tuple[str, str]] = {
     "votable/b2": ("binary2", VOTABLE_MIME),
     "application/x-votable+xml;serialization=binary2": ("binary2", VOTABLE_MIME + ";serialization=BINARY2"),
     "votable/td": ("tabledata", VOTABLE_MIME),
-    "application/x-votable+xml;serialization=tabledata": ("tabledata", VOTABLE_MIME + ";serialization=TABLEDATA"),
+    "application/x-votable+xml;serialization=tabledata": (
+        "tabledata", VOTABLE_MIME + ";serialization=TABLEDATA"
+    ),
     "votable/b": ("binary", VOTABLE_MIME),
     "application/x-votable+xml;serialization=binary": ("binary", VOTABLE_MIME + ";serialization=BINARY"),
     "csv": ("csv", "text/csv;header=present"),
@@ -243,7 +245,8 @@ def _write_votable(result: pa.Table, info: ResultInfo, writer: str) -> bytes:
 
 
 _VOTABLE_TYPES = {
-    "bool": "boolean", "int8": "short", "int16": "short", "int32": "int", "int64": "long", "uint8": "unsignedByte",
+    "bool": "boolean", "int8": "short", "int16": "short", "int32": "int", "int64": "long",
+    "uint8": "unsignedByte",
     "uint16": "int", "uint32": "long", "halffloat": "float", "float": "float", "double": "double",
     "string": "char", "large_string": "char",
 }  # fmt: skip

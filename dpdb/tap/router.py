@@ -86,7 +86,7 @@ def _uploads(params: Mapping[str, str], files: Mapping[str, bytes], limits: Limi
         if data is None:
             raise TapError(f"UPLOAD {item!r}: the request has no file field {where.removeprefix('param:')!r}")
         if len(data) > limits.upload_max_bytes:
-            raise TapError(f"UPLOAD {name}: {len(data)} bytes is above the limit of {limits.upload_max_bytes}",
+            raise TapError(f"UPLOAD {name}: {len(data)} bytes, above the limit of {limits.upload_max_bytes}",
                            status=413)  # fmt: skip
         out[name.lower()] = _votable_table(name, data, limits)
     return out
@@ -102,7 +102,8 @@ def _fetch_upload(name: str, url: str, limits: Limits) -> bytes:
             for chunk in response.iter_bytes():
                 data += chunk
                 if len(data) > limits.upload_max_bytes:
-                    raise TapError(f"UPLOAD {name}: more than the limit of {limits.upload_max_bytes} bytes", 413)
+                    limit = limits.upload_max_bytes
+                    raise TapError(f"UPLOAD {name}: more than the limit of {limit} bytes", 413)
     except httpx.HTTPError as e:
         raise TapError(f"UPLOAD {name}: cannot read {url} ({e})") from e
     return data
@@ -156,7 +157,8 @@ def tap_router(service: TapService) -> APIRouter:
             return _error(str(e), e.status, query)
         except Exception as e:  # noqa: BLE001 - a client always gets a TAP error document
             if isinstance(e, TimeoutError):
-                return _error(f"the query ran longer than the sync limit of {service.limits.sync_timeout_s:g} s; "
+                limit = service.limits.sync_timeout_s
+                return _error(f"the query ran longer than the sync limit of {limit:g} s; "
                               "run it as an async job (/tap/async)", 400, query)  # fmt: skip
             log.exception("TAP sync query failed")
             return _error(f"internal error: {str(e).splitlines()[0][:300]}", 500, query)
@@ -419,8 +421,9 @@ def _parameters(job: Job) -> str:
 def _results(job: Job, base: str) -> str:
     if job.phase != "COMPLETED":
         return ""
-    return (f'<uws:result id="result" xlink:type="simple" xlink:href="{base}/async/{job.job_id}/results/result"'
-            f' mime-type={quoteattr(job.result_type or VOTABLE_MIME)} size="{job.result_rows or 0}"/>')  # fmt: skip
+    href = f"{base}/async/{job.job_id}/results/result"
+    mime = quoteattr(job.result_type or VOTABLE_MIME)
+    return f'<uws:result id="result" xlink:type="simple" xlink:href="{href}" mime-type={mime}/>'
 
 
 def _job_xml(job: Job, base: str) -> str:
@@ -440,7 +443,8 @@ def _job_xml(job: Job, base: str) -> str:
         f"<uws:creationTime>{_iso(job.created_at)}</uws:creationTime>"
         + (f"<uws:startTime>{_iso(job.started_at)}</uws:startTime>" if job.started_at else
            '<uws:startTime xsi:nil="true"/>')
-        + (f"<uws:endTime>{_iso(job.ended_at)}</uws:endTime>" if job.ended_at else '<uws:endTime xsi:nil="true"/>')
+        + (f"<uws:endTime>{_iso(job.ended_at)}</uws:endTime>" if job.ended_at else
+           '<uws:endTime xsi:nil="true"/>')
         + f"<uws:executionDuration>{job.execution_duration}</uws:executionDuration>"
         f"<uws:destruction>{_iso(job.destruction_at)}</uws:destruction>"
         f"<uws:parameters>{_parameters(job)}</uws:parameters>"

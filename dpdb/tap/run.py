@@ -91,7 +91,8 @@ def parse_params(
     resolved = resolve_format(fmt)
     if resolved is None:
         raise TapError(
-            f"RESPONSEFORMAT={fmt} is not supported: votable (BINARY2), votable/td, votable/b, csv, tsv, parquet"
+            f"RESPONSEFORMAT={fmt} is not supported: votable (BINARY2), votable/td, votable/b, csv, tsv, "
+            "parquet"
         )
     as_of = (p.get("ASOF") or p.get("AS_OF") or "").strip() or None
     release = (p.get("RELEASE") or "").strip() or None
@@ -146,6 +147,15 @@ def _releases_at(archive, mjd_tai: float) -> dict[str, str]:  # type: ignore[no-
     return out
 
 
+def _partition_orders(archive) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    """Catalog -> HEALPix partition order (dpdb_meta.catalog, which readers may read)."""
+    try:
+        rows = archive.query_arrow("SELECT name, partition_order FROM dpdb_meta.catalog").to_pylist()
+    except QueryError:
+        return {}
+    return {r["name"]: int(r["partition_order"]) for r in rows if r["partition_order"] is not None}
+
+
 def known_names() -> frozenset[str]:
     from .output import _felis_columns
 
@@ -162,10 +172,14 @@ def prepare(archive, params: TapParams) -> tuple[Translation, float, dict[str, s
     at_instant = _releases_at(archive, instant)
     schemas = dict(at_instant) if params.as_of is not None else {}
     maxrec = params.maxrec
+    orders = _partition_orders(archive)
+    for alias, name in at_instant.items():
+        if name in orders:
+            orders.setdefault(alias, orders[name])
     try:
         translation = translate(
             params.query, maxrec=maxrec if maxrec > 0 else None, schemas=schemas, uploads=params.uploads,
-            known_names=known_names(),
+            known_names=known_names(), partitions=orders,
         )  # fmt: skip
     except AdqlError as e:
         raise TapError(str(e)) from e
@@ -217,7 +231,8 @@ def run_query(archive, params: TapParams) -> QueryOutcome:  # type: ignore[no-un
     if len(table) > params.maxrec:
         table = table.slice(0, params.maxrec)
     info = ResultInfo(
-        query=params.query, sql=translation.sql, as_of_mjd_tai=instant, as_of_utc=_utc(instant), releases=read,
+        query=params.query, sql=translation.sql, as_of_mjd_tai=instant, as_of_utc=_utc(instant),
+        releases=read,
         status="OVERFLOW" if overflow else "OK", maxrec=params.maxrec, xtypes=translation.xtypes,
         tables=translation.tables,
     )  # fmt: skip

@@ -167,7 +167,8 @@ def refresh_tap_schema(conn: psycopg.Connection) -> int:
                     continue
                 datatype, arraysize = _PG_VOTABLE.get(dtype.removesuffix("[]"), ("char", "*"))
                 extra_rows.append(
-                    (f"{published.schema}.{ftable.name}", f'"{name}"' if name.startswith("_") else name, datatype, "*" if is_array else arraysize,
+                    (f"{published.schema}.{ftable.name}", f'"{name}"' if name.startswith("_") else name,
+                     datatype, "*" if is_array else arraysize,
                      _IMPLEMENTATION.get(name, "Implementation column."), 1000 + position)
                 )  # fmt: skip
     _execute(conn, "\n".join(text))

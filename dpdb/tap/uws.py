@@ -69,7 +69,8 @@ class JobStore:
         """Requeue what a previous run left queued or executing; start the reaper."""
         with connect(self.archive.settings) as conn:
             rows = conn.execute(
-                "SELECT job_id FROM dpdb_meta.tap_job WHERE phase IN ('QUEUED', 'EXECUTING') ORDER BY created_at"
+                "SELECT job_id FROM dpdb_meta.tap_job WHERE phase IN ('QUEUED', 'EXECUTING') "
+                "ORDER BY created_at"
             ).fetchall()
             conn.execute("UPDATE dpdb_meta.tap_job SET phase = 'QUEUED' WHERE phase = 'EXECUTING'")
         for (job_id,) in rows:
@@ -127,7 +128,8 @@ class JobStore:
         limit = f" LIMIT {int(last)}" if last else ""
         with connect(self.archive.settings) as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM dpdb_meta.tap_job WHERE {' AND '.join(where)} ORDER BY {order}{limit}",
+                f"SELECT {_COLUMNS} FROM dpdb_meta.tap_job WHERE {' AND '.join(where)} "
+                f"ORDER BY {order}{limit}",
                 args,
             ).fetchall()
         return [_job(r) for r in rows]
@@ -166,7 +168,7 @@ class JobStore:
         shutil.rmtree(self.folder / job_id, ignore_errors=True)
 
     def wait(self, job_id: str, seconds: float, phase: str | None = None) -> Job:
-        """UWS blocking: return when the phase leaves ``phase`` (default: its current one) or after ``seconds``."""
+        """UWS blocking: return once the phase leaves ``phase`` (default: now) or in ``seconds``."""
         import time
 
         job = self.get(job_id)
