@@ -331,6 +331,40 @@ class Archive:
         """
         return to_astropy(self.query_arrow(sql, as_of=as_of, release=release), tables_named(sql))
 
+    def adql(
+        self, query: str, *, as_of: Instant | None = None, release: str | None = None, maxrec: int = 10**7
+    ) -> Table:
+        """Run one ADQL 2.1 query as the TAP service does (geometry on q3c, ``current``/``previous``
+        as they were at ``as_of``); the rows as an astropy Table.
+
+        Raises
+        ------
+        dpdb.tap.run.TapError
+            The ADQL does not parse (the message says what and where) or cannot run.
+        """
+        from astropy.io.votable import parse_single_table
+
+        from .tap.run import Limits, parse_params, run_query
+
+        params = {"LANG": "ADQL", "QUERY": query, "MAXREC": str(maxrec)}
+        if as_of is not None:
+            params["ASOF"] = repr(to_mjd_tai(as_of))
+        if release is not None:
+            params["RELEASE"] = release
+        outcome = run_query(self, parse_params(params, Limits()))
+        import io
+
+        return parse_single_table(io.BytesIO(outcome.body)).to_table()
+
+    def app(self, **options: Any) -> Any:
+        """The web service of this archive as an ASGI app (TAP at ``/tap``), for uvicorn or a test client.
+
+        ``options`` go to :func:`dpdb.service.create_app` (``limits``, ``job_dir``).
+        """
+        from .service import create_app
+
+        return create_app(self, **options)
+
     def cone(
         self,
         table: str,

@@ -115,15 +115,14 @@ def test_maxrec_overflow(tap: Service) -> None:
     assert len(result) == 7 and result.status[0] == "OVERFLOW"  # pyvo warns only when it did not ask for 7
     with pytest.warns(pyvo.dal.exceptions.DALOverflowWarning):  # a cut the client did not ask for
         pyvo.dal.TAPResults(result.votable, url=tap.url).check_overflow_warning()
-    metadata = parse_single_table(io.BytesIO(httpx.get(f"{tap.url}/sync", params={
-        "LANG": "ADQL", "QUERY": "SELECT objectId, coord_ra FROM current.Object", "MAXREC": "0"}).content))  # fmt: skip
+    zero = {"LANG": "ADQL", "QUERY": "SELECT objectId, coord_ra FROM current.Object", "MAXREC": "0"}
+    metadata = parse_single_table(io.BytesIO(httpx.get(f"{tap.url}/sync", params=zero).content))
     assert len(metadata.array) == 0 and [f.name for f in metadata.fields] == ["objectId", "coord_ra"]
-    table = parse_single_table(io.BytesIO(httpx.get(f"{tap.url}/sync", params={
-        "LANG": "ADQL", "QUERY": "SELECT objectId FROM current.Object", "MAXREC": "7"}).content))  # fmt: skip
+    seven = {"LANG": "ADQL", "QUERY": "SELECT objectId FROM current.Object", "MAXREC": "7"}
+    table = parse_single_table(io.BytesIO(httpx.get(f"{tap.url}/sync", params=seven).content))
     assert len(table.array) == 7
-    raw = httpx.get(f"{tap.url}/sync", params={"LANG": "ADQL", "QUERY": "SELECT TOP 3 objectId FROM current.Object",
-                                                "MAXREC": "7"}).text  # fmt: skip
-    assert "OVERFLOW" not in raw
+    top = {**seven, "QUERY": "SELECT TOP 3 objectId FROM current.Object"}
+    assert "OVERFLOW" not in httpx.get(f"{tap.url}/sync", params=top).text
     huge = httpx.get(f"{tap.url}/sync", params={"LANG": "ADQL", "QUERY": "SELECT 1 AS x", "MAXREC": "10" * 9})
     assert huge.status_code == 400 and "hard limit" in huge.text
 
@@ -313,33 +312,111 @@ def _plan(archive: dpdb.Archive, adql: str) -> str:
 
 def test_explain_cone_and_polygon_use_q3c_and_prune_partitions(tap: Service) -> None:
     ra, dec = _centre(tap.archive)
-    partitions = (
-        tap.archive.query_arrow(
-            "SELECT count(*) AS n FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent "
-            "JOIN pg_namespace s ON s.oid = c.relnamespace WHERE c.relname = 'diaobject' AND s.nspname = 'prompt'"
-        )
-        .column("n")[0]
-        .as_py()
+    count = (
+        "SELECT count(*) AS n FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhparent "
+        "JOIN pg_namespace s ON s.oid = c.relnamespace WHERE c.relname = 'diaobject' AND s.nspname = 'prompt'"
     )
-    cone = _plan(tap.archive, "SELECT diaObjectId FROM prompt.DiaObject "
-                 f"WHERE 1 = CONTAINS(POINT('ICRS', ra, dec), CIRCLE('ICRS', {ra}, {dec}, 0.05))")  # fmt: skip
-    polygon = _plan(tap.archive, "SELECT diaObjectId FROM prompt.DiaObject WHERE 1 = CONTAINS(POINT(ra, dec), "
-                    f"POLYGON({ra - .05}, {dec - .05}, {ra + .05}, {dec - .05}, {ra}, {dec + .05}))")  # fmt: skip
-    for plan in (cone, polygon):
-        assert "q3c_ang2ipix" in plan and "q3c" in plan.split("Index Cond")[0] + plan, plan
+    partitions = tap.archive.query_arrow(count).column("n")[0].as_py()
+    circle = f"CIRCLE('ICRS', {ra}, {dec}, 0.05)"
+    polygon = f"POLYGON({ra - 0.05}, {dec - 0.05}, {ra + 0.05}, {dec - 0.05}, {ra}, {dec + 0.05})"
+    plans = [
+        _plan(
+            tap.archive,
+            f"SELECT diaObjectId FROM prompt.DiaObject WHERE 1 = CONTAINS(POINT(ra, dec), {circle})",
+        ),
+        _plan(
+            tap.archive,
+            f"SELECT diaObjectId FROM prompt.DiaObject WHERE 1 = CONTAINS(POINT(ra, dec), {polygon})",
+        ),
+        _plan(
+            tap.archive,
+            f"SELECT objectId FROM current.Object WHERE 1 = CONTAINS(POINT(coord_ra, coord_dec), {circle})",
+        ),  # fmt: skip
+    ]
+    for plan in plans:
         index_scans = [line for line in plan.splitlines() if "Index Scan" in line and "q3c" in line]
-        assert index_scans, plan  # the q3c index (..._q3c_idx or q3c_ang2ipix expression index)
-        scanned = {line.split(" on ")[1].split()[0] for line in plan.splitlines() if " on diaobject_" in line}
-        assert 0 < len(scanned) <= 4 < partitions, plan  # the HEALPix partitions the region touches
+        assert index_scans, plan  # the q3c index: q3c_ang2ipix(ra, dec) of each partition scanned
+        scanned = {line.split(" on ")[1].split()[0] for line in plan.splitlines() if " Scan " in line}
+        assert 0 < len(scanned) <= 4 < partitions, plan  # only the HEALPix partitions the region touches
 
 
 @pytest.mark.skipif(shutil.which("stilts") is None, reason="stilts (Debian package) is not installed")
 def test_taplint_reports_no_errors(tap: Service) -> None:
+    stages = "stages=TMV TME TMS TMC CPV CAP AVV QGE QPO QAS UWS MDQ OBS UPL EXA"
     proc = subprocess.run(
-        ["stilts", "taplint", f"tapurl={tap.url}", "stages=TMV TME TMS TMC CPV CAP AVV QGE QPO QAS UWS MDQ OBS UPL EXA",
-         "maxtable=4", "report=EW", "format=text"],
+        ["stilts", "taplint", f"tapurl={tap.url}", stages, "maxtable=4", "report=EW", "format=text"],
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     errors = [line for line in proc.stdout.splitlines() if line.startswith("E-")]
     assert not errors, "\n".join(errors[:40]) + "\n" + proc.stdout[-3000:]
     assert "Totals:" in proc.stdout
+
+
+def test_archive_adql_facade(tap: Service) -> None:
+    """The same ADQL through the public API (dpdb.Archive.adql) as through the service."""
+    ra, dec = _centre(tap.archive)
+    adql = (
+        "SELECT objectId FROM current.Object "
+        f"WHERE 1 = CONTAINS(POINT('ICRS', coord_ra, coord_dec), CIRCLE('ICRS', {ra}, {dec}, 0.1))"
+    )
+    local = tap.archive.adql(adql)
+    remote = pyvo.dal.TAPService(tap.url).run_sync(adql, maxrec=100_000).to_table()
+    assert sorted(local["objectId"].tolist()) == sorted(remote["objectId"].tolist()) and len(local) > 0
+
+
+def test_async_jobs_survive_a_restart(tap: Service, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A job left QUEUED by a stopped service runs when the next one starts; jobs past their
+    destruction time are destroyed with their files."""
+    import datetime as dt
+
+    from dpdb.tap.run import Limits
+    from dpdb.tap.uws import JobStore
+
+    before = JobStore(tap.archive, tmp_path, Limits())
+    job = before.create({"LANG": "ADQL", "QUERY": "SELECT TOP 4 objectId FROM current.Object"}, None, {})
+    before.update(job.job_id, phase="QUEUED")  # queued, and the service stops before running it
+    after = JobStore(tap.archive, tmp_path, Limits())
+    after.start()
+    try:
+        done = after.wait(job.job_id, 30, "QUEUED")
+        done = after.wait(job.job_id, 30, "EXECUTING") if done.phase == "EXECUTING" else done
+        assert done.phase == "COMPLETED" and done.result_rows == 4
+        assert after.result_file(done).is_file()
+        after.update(job.job_id, destruction_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+        assert job.job_id in after.reap()
+        assert not (tmp_path / job.job_id).exists()
+    finally:
+        after.stop()
+
+
+def test_dpdb_serve_prints_the_url_and_stops_on_sigterm(demo_run: DemoRun) -> None:
+    import os
+    import signal
+    import sys
+    from pathlib import Path
+
+    dpdb_cli = str(Path(sys.executable).with_name("dpdb"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DPDB_")}
+    proc = subprocess.Popen(
+        [dpdb_cli, "--home", str(demo_run.settings.home), "serve", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        url = line.split()[line.split().index("at") + 1]
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/tap")
+        for _ in range(100):
+            try:
+                if "true" in httpx.get(f"{url}/availability", timeout=5).text:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert "<vosi:available>true" in httpx.get(f"{url}/availability").text
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+        assert proc.returncode == 0, err
+        assert "stopped" in out
+    finally:
+        if proc.poll() is None:
+            proc.kill()

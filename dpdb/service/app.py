@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 
-from .. import __version__
+from .._version import code_version
 
 if TYPE_CHECKING:
     from ..archive import Archive
@@ -54,7 +54,7 @@ def create_app(
         yield
         jobs.stop()
 
-    app = FastAPI(title="dpdb", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
+    app = FastAPI(title="dpdb", version=code_version(), lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.archive = archive
     app.state.tap = service
     app.include_router(tap_router(service), prefix="/tap")

@@ -357,8 +357,10 @@ class _Translator:
         pixel = exp.Column(this=exp.to_identifier("_healpix_29"),
                            table=exp.to_identifier(qualifier) if qualifier else None)  # fmt: skip
         terms = [
-            exp.and_(exp.GTE(this=pixel.copy(), expression=exp.Literal.number(lo)),
-                     exp.LT(this=pixel.copy(), expression=exp.Literal.number(hi)))  # fmt: skip
+            exp.and_(
+                exp.GTE(this=pixel.copy(), expression=exp.Literal.number(lo)),
+                exp.LT(this=pixel.copy(), expression=exp.Literal.number(hi)),
+            )  # fmt: skip
             for lo, hi in ranges
         ]
         if not terms:

@@ -70,7 +70,7 @@ class ResultInfo:
     tables: list[tuple[str, str]] = field(default_factory=list)
 
     def infos(self) -> list[tuple[str, str, str]]:
-        from .. import __version__
+        from .._version import code_version
 
         read = ", ".join(f"{k}={v}" if k != v else k for k, v in sorted(self.releases.items())) or "none"
         return [
@@ -81,7 +81,7 @@ class ResultInfo:
              "Instant the query was evaluated at (MJD TAI); send it as ASOF to get these rows again"),
             ("dpdb_as_of_utc", self.as_of_utc, "The same instant in UTC"),
             ("dpdb_releases", read, "Catalog schemas read (current/previous resolved at that instant)"),
-            ("dpdb_version", __version__, "dpdb software version"),
+            ("dpdb_version", code_version(), "dpdb software version"),
         ]  # fmt: skip
 
 
@@ -294,7 +294,7 @@ def _xml_id(text: str) -> str:
 
 def error_votable(message: str, *, query: str | None = None) -> bytes:
     """The TAP error document: a VOTable whose results RESOURCE holds INFO QUERY_STATUS=ERROR."""
-    from .. import __version__
+    from .._version import code_version
 
     extra = f'\n    <INFO name="QUERY" value={quoteattr(query)}/>' if query else ""
     return (
@@ -303,7 +303,7 @@ def error_votable(message: str, *, query: str | None = None) -> bytes:
         'xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance">\n'
         '  <RESOURCE type="results">\n'
         f'    <INFO name="QUERY_STATUS" value="ERROR">{escape(message)}</INFO>{extra}\n'
-        f'    <INFO name="dpdb_version" value={quoteattr(__version__)}/>\n'
+        f'    <INFO name="dpdb_version" value={quoteattr(code_version())}/>\n'
         "  </RESOURCE>\n"
         "</VOTABLE>\n"
     ).encode()
