@@ -17,6 +17,7 @@ __all__ = ["serve"]
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int) -> None:
     """Run the TAP service (IVOA TAP 1.1 at /tap) on this database; Ctrl-C stops it."""
+    import signal
     import socket
 
     import uvicorn
@@ -35,6 +36,17 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     shown = f"[{host}]" if ":" in host else host
     console.print(f"dpdb TAP service at http://{shown}:{bound}/tap  (Ctrl-C stops it)", highlight=False)
     config = uvicorn.Config(create_app(arch), log_level="warning", lifespan="on")
-    server = uvicorn.Server(config)  # handles SIGINT and SIGTERM: stops accepting, finishes, exits
+    server = uvicorn.Server(config)  # on SIGINT/SIGTERM: stops accepting, finishes requests, shuts down
+    stopped_by: list[int] = []
+
+    def stop(signum: int, _frame: object) -> None:
+        # Before uvicorn's own handlers are in place (startup) a signal still stops it; after its
+        # shutdown uvicorn raises the signal again, and this turns that into a clean exit 0.
+        stopped_by.append(signum)
+        server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, stop)
     server.run(sockets=[sock])
-    console.print("dpdb TAP service stopped", highlight=False)
+    how = f" ({signal.Signals(stopped_by[0]).name})" if stopped_by else ""
+    console.print(f"dpdb TAP service stopped{how}", highlight=False)

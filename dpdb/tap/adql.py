@@ -101,7 +101,6 @@ def translate(
     schemas: Mapping[str, str] | None = None,
     uploads: Mapping[str, pa.Table] | None = None,
     known_names: set[str] | frozenset[str] = frozenset(),
-    partitions: Mapping[str, int] | None = None,
 ) -> Translation:
     """Translate one ADQL query to PostgreSQL.
 
@@ -119,9 +118,6 @@ def translate(
     known_names
         Lower-case table and column names of the catalogs: a delimited identifier that matches
         one of them in another case (``"objectId"``) reads it.
-    partitions
-        HEALPix partition order of each catalog schema (after ``schemas`` is applied): a cone or
-        polygon on a partitioned table gets ``_healpix_29`` ranges so the planner prunes partitions.
 
     Raises
     ------
@@ -129,7 +125,7 @@ def translate(
         Syntax error (what and where), not a query, an unknown function or upload, bad geometry.
     """
     tree = _parse(adql)
-    translator = _Translator(schemas or {}, uploads or {}, known_names, partitions or {})
+    translator = _Translator(schemas or {}, uploads or {}, known_names)
     tree = translator.rewrite(tree)
     row_limit, overflow = _limit(tree, maxrec)
     sql = tree.sql(dialect=Postgres)
@@ -229,9 +225,7 @@ class _Translator:
         schemas: Mapping[str, str],
         uploads: Mapping[str, pa.Table],
         known: set[str] | frozenset[str],
-        partitions: Mapping[str, int],
     ) -> None:
-        self.partitions = {k.lower(): v for k, v in partitions.items()}
         self.aliases: dict[str, tuple[str, str]] = {}
         self.schemas = {k.lower(): v for k, v in schemas.items()}
         self.uploads = {k.lower(): v for k, v in uploads.items()}
@@ -347,11 +341,10 @@ class _Translator:
         from ..tables import LAYOUTS
 
         layout = next((t for n, t in LAYOUTS.items() if n.lower() == source[1]), None)
-        order = self.partitions.get(source[0])
-        if layout is None or not layout.partitioned or order is None:
+        if layout is None or not layout.partitioned or source[0] in ("", "samples", "tap_schema"):
             return predicate
         try:
-            ranges = _pixel_ranges(region, order, margin_deg=_CHILD_MARGIN_DEG if layout.parent else 0.0)
+            ranges = _pixel_ranges(region, margin_deg=_CHILD_MARGIN_DEG if layout.parent else 0.0)
         except AdqlError:
             return predicate
         pixel = exp.Column(this=exp.to_identifier("_healpix_29"),
@@ -475,8 +468,14 @@ _CHILD_MARGIN_DEG = 1 / 60
 (arcseconds), so regions on child tables are widened by this margin before choosing partitions."""
 
 
-def _pixel_ranges(region: _Geom, order: int, margin_deg: float) -> list[tuple[int, int]]:
-    """``_healpix_29`` ranges [lo, hi) of the order-``order`` pixels a constant region may touch."""
+_RANGES_MAX = 24
+"""At most this many ``_healpix_29`` ranges per region: the finest HEALPix order (from 10 down) whose
+cover of the region needs no more. Any order gives a correct cover; a fine one lets the planner
+skip partitions whatever the catalog's partition order, and narrows the index scans."""
+
+
+def _pixel_ranges(region: _Geom, margin_deg: float) -> list[tuple[int, int]]:
+    """``_healpix_29`` ranges [lo, hi) covering a constant region (merged runs of HEALPix pixels)."""
     import healpy as hp
     import numpy as np
 
@@ -494,15 +493,18 @@ def _pixel_ranges(region: _Geom, order: int, margin_deg: float) -> list[tuple[in
         centre = centre / norm
         radius = float(np.degrees(np.max(np.arccos(np.clip(vectors @ centre, -1, 1)))))
     radius = min(180.0, radius + margin_deg)
-    pixels = hp.query_disc(hp.order2nside(order), centre, np.radians(radius), inclusive=True, nest=True)
-    shift = 2 * (29 - order)
-    ranges: list[tuple[int, int]] = []
-    for p in sorted(int(x) for x in pixels):
-        lo, hi = p << shift, (p + 1) << shift
-        if ranges and ranges[-1][1] == lo:
-            ranges[-1] = (ranges[-1][0], hi)
-        else:
-            ranges.append((lo, hi))
+    for order in range(10, -1, -1):
+        pixels = hp.query_disc(hp.order2nside(order), centre, np.radians(radius), inclusive=True, nest=True)
+        shift = 2 * (29 - order)
+        ranges: list[tuple[int, int]] = []
+        for p in sorted(int(x) for x in pixels):
+            lo, hi = p << shift, (p + 1) << shift
+            if ranges and ranges[-1][1] == lo:
+                ranges[-1] = (ranges[-1][0], hi)
+            else:
+                ranges.append((lo, hi))
+        if len(ranges) <= _RANGES_MAX:
+            break
     return ranges
 
 

@@ -12,6 +12,7 @@ present instant, which the result records, so sending it back as ASOF gives the 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -129,31 +130,39 @@ def _utc(mjd_tai: float) -> str:
     return Time(mjd_tai, format="mjd", scale="tai").utc.isot + "Z"
 
 
-def _releases_at(archive, mjd_tai: float) -> dict[str, str]:  # type: ignore[no-untyped-def]
+_SETTLED_S = 60.0
+"""An instant this far in the past has a fixed activation history (activations are appended with
+their commit time), so what it resolves to can be cached."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _settled_releases(archive, mjd_tai: float) -> tuple[tuple[str, str], ...]:  # type: ignore[no-untyped-def]
+    return tuple(_releases_at(archive, mjd_tai).items())
+
+
+def _releases(archive, mjd_tai: float) -> dict[str, str]:  # type: ignore[no-untyped-def]
     """{'current': name, 'previous': name} as the activation history had them at ``mjd_tai``."""
+    from ..timeutil import now_mjd_tai
+
+    if (now_mjd_tai() - mjd_tai) * 86400 > _SETTLED_S:
+        return dict(_settled_releases(archive, mjd_tai))
+    return _releases_at(archive, mjd_tai)
+
+
+def _releases_at(archive, mjd_tai: float) -> dict[str, str]:  # type: ignore[no-untyped-def]
     try:
-        table = archive.query_arrow(
+        rows = archive.query_arrow(
             "SELECT name, previous FROM dpdb_meta.release_activation WHERE activated_mjd_tai <= "
             f"{float(mjd_tai)!r} ORDER BY activation_id DESC LIMIT 1"
-        )
+        ).to_pylist()
     except QueryError:
         return {}
-    rows = table.to_pylist()
     if not rows:
         return {}
     out = {"current": rows[0]["name"]}
     if rows[0]["previous"]:
         out["previous"] = rows[0]["previous"]
     return out
-
-
-def _partition_orders(archive) -> dict[str, int]:  # type: ignore[no-untyped-def]
-    """Catalog -> HEALPix partition order (dpdb_meta.catalog, which readers may read)."""
-    try:
-        rows = archive.query_arrow("SELECT name, partition_order FROM dpdb_meta.catalog").to_pylist()
-    except QueryError:
-        return {}
-    return {r["name"]: int(r["partition_order"]) for r in rows if r["partition_order"] is not None}
 
 
 def known_names() -> frozenset[str]:
@@ -169,18 +178,24 @@ def known_names() -> frozenset[str]:
 def prepare(archive, params: TapParams) -> tuple[Translation, float, dict[str, str], bool]:  # type: ignore[no-untyped-def]
     """Translate the query for its instant: (translation, MJD TAI, schemas read, as_of needed)."""
     instant = _instant(params.as_of)
-    at_instant = _releases_at(archive, instant)
-    schemas = dict(at_instant) if params.as_of is not None else {}
     maxrec = params.maxrec
-    orders = _partition_orders(archive)
-    for alias, name in at_instant.items():
-        if name in orders:
-            orders.setdefault(alias, orders[name])
-    try:
-        translation = translate(
+
+    def run_translate(schemas: dict[str, str]) -> Translation:
+        return translate(
             params.query, maxrec=maxrec if maxrec > 0 else None, schemas=schemas, uploads=params.uploads,
-            known_names=known_names(), partitions=orders,
+            known_names=known_names(),
         )  # fmt: skip
+
+    try:
+        translation = run_translate({})
+        # current/previous: which release they name at the instant (read, and recorded in the result)
+        names_releases = any(s in ("current", "previous") for s, _ in translation.tables) or (
+            params.release in ("current", "previous")
+        )
+        at_instant = _releases(archive, instant) if names_releases else {}
+        schemas = dict(at_instant) if params.as_of is not None else {}
+        if schemas and any(s in schemas for s, _ in translation.tables):
+            translation = run_translate(schemas)
     except AdqlError as e:
         raise TapError(str(e)) from e
     for upload in params.uploads.values():  # an uploaded column keeps its xtype (timestamp ...)
