@@ -451,11 +451,14 @@ def _comparisons(archive: dpdb.Archive) -> list[tuple[str, str, str]]:
 
 def test_queries_agree_with_dpdb_query(tap: Service) -> None:
     """Cone, light curve join, aggregate over a region, polygon: the service's rows are those of the
-    same query in SQL through the archive (what `dpdb query` runs)."""
+    same query in SQL through the archive (what `dpdb query` runs) at the instant the result records
+    (the prompt catalog is read as of it: the DiaObject versions valid then)."""
     service = pyvo.dal.TAPService(tap.url)
     for name, adql, sql in _comparisons(tap.archive):
-        got = service.run_sync(adql, maxrec=1_000_000).to_table()
-        expected = tap.archive.query(sql)
+        result = service.run_sync(adql, maxrec=1_000_000)
+        got = result.to_table()
+        instant = {i.name: i.value for i in result.votable.resources[0].infos}["dpdb_as_of_mjd_tai"]
+        expected = tap.archive.query(sql, as_of=float(instant))  # `dpdb query --as-of <the INFO's instant>`
         assert len(expected) > 0, name
         assert got.colnames == expected.colnames, name
         assert _rows(got) == _rows(expected), name
