@@ -32,6 +32,7 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
         sock.bind((host, port))
     except OSError as e:
         raise DpdbError(f"cannot listen on {host}:{port}: {e.strerror}") from e
+    sock.listen(2048)  # from here clients wait in the backlog until the app has started, never refused
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
     console.print(f"dpdb TAP service at http://{shown}:{bound}/tap  (Ctrl-C stops it)", highlight=False)
