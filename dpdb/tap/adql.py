@@ -338,7 +338,7 @@ class _Translator:
             source = next(iter(self.aliases.values())) if len(self.aliases) == 1 else None
         if source is None:
             return predicate
-        from ..tables import LAYOUTS
+        from ..model.layout import LAYOUTS
 
         layout = next((t for n, t in LAYOUTS.items() if n.lower() == source[1]), None)
         if layout is None or not layout.partitioned or source[0] in ("", "samples", "tap_schema"):

@@ -90,10 +90,10 @@ class ResultInfo:
 
 @functools.cache
 def _felis_columns() -> dict[str, dict[str, object]]:
-    from ..schema import latest_version, load_schema
+    from ..model.felis import latest_version, load_felis
 
     out: dict[str, dict[str, object]] = {}
-    for table in load_schema(latest_version()).tables:
+    for table in load_felis(latest_version()).tables:
         out[table.name.lower()] = {c.name.lower(): c for c in table.columns}
     return out
 
