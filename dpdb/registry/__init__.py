@@ -10,7 +10,8 @@ Only the modules of this package read or write ``dpdb_meta`` from Python:
 - :mod:`.manifest`: the load manifest;
 - :mod:`.audit`: the audit log;
 - :mod:`.prompt_log`: the prompt catalog's visits and daytime relinks;
-- :mod:`.leap_seconds`: the TAI - UTC table the as-of SQL reads.
+- :mod:`.leap_seconds`: the TAI - UTC table the as-of SQL reads;
+- :mod:`.tap_jobs`: the TAP service's asynchronous (UWS) jobs.
 
 (SQL that runs inside the database, in ``sql/*.sql``, reads and writes the
 prompt log and the leap seconds too; that is the database's side of the same tables.)

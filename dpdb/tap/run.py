@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from ..errors import DpdbError, QueryError
+from ..errors import DpdbError
 from .adql import AdqlError, Translation, translate
 from .output import ResultInfo, resolve_format, write_result
 
@@ -150,18 +150,18 @@ def _releases(archive, mjd_tai: float) -> dict[str, str]:  # type: ignore[no-unt
 
 
 def _releases_at(archive, mjd_tai: float) -> dict[str, str]:  # type: ignore[no-untyped-def]
-    try:
-        rows = archive.query_arrow(
-            "SELECT name, previous FROM dpdb_meta.release_activation WHERE activated_mjd_tai <= "
-            f"{float(mjd_tai)!r} ORDER BY activation_id DESC LIMIT 1"
-        ).to_pylist()
-    except QueryError:
-        return {}
-    if not rows:
-        return {}
-    out = {"current": rows[0]["name"]}
-    if rows[0]["previous"]:
-        out["previous"] = rows[0]["previous"]
+    """Bookkeeping read (the registry's activation history), not a user query."""
+    from ..db import connect
+    from ..errors import ReleaseStateError
+    from ..registry.activations import resolve_alias
+
+    out: dict[str, str] = {}
+    with connect(archive.settings) as conn:
+        for alias in ("current", "previous"):
+            try:
+                out[alias] = resolve_alias(conn, alias, mjd_tai)
+            except ReleaseStateError:
+                continue
     return out
 
 

@@ -82,10 +82,13 @@ class _Published:
 
 def published_schemas(conn: psycopg.Connection) -> list[_Published]:
     """The catalog schemas TAP_SCHEMA describes, in listing order: those that exist and hold tables."""
+    from ..registry.catalogs import present_catalog_names
+
+    candidates = ["prompt", "current", "previous", "samples", *present_catalog_names(conn)]
     rows = conn.execute(
-        "SELECT n.nspname FROM pg_namespace n WHERE EXISTS (SELECT 1 FROM pg_class c "
-        "WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'v')) AND (n.nspname IN "
-        "('prompt', 'current', 'previous', 'samples') OR n.nspname IN (SELECT name FROM dpdb_meta.catalog))"
+        "SELECT n.nspname FROM pg_namespace n WHERE n.nspname = ANY(%s) AND EXISTS (SELECT 1 FROM pg_class c "
+        "WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'v'))",
+        (candidates,),
     ).fetchall()
     present = {r[0] for r in rows}
     order = ["current", "previous", "prompt", "samples"]

@@ -9,18 +9,18 @@ a reaper destroys every job at its destruction time.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import secrets
 import shutil
 import threading
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ..db import connect
+from ..registry import tap_jobs
+from ..registry.tap_jobs import TapJob
 from .run import Limits, TapError, parse_params, run_query
 
 __all__ = ["Job", "JobStore", "PHASES"]
@@ -29,26 +29,8 @@ log = logging.getLogger(__name__)
 
 PHASES = ("PENDING", "QUEUED", "EXECUTING", "COMPLETED", "ERROR", "ABORTED", "UNKNOWN", "HELD", "SUSPENDED",
           "ARCHIVED")  # fmt: skip
-_COLUMNS = ("job_id, owner, phase, run_id, parameters, created_at, started_at, ended_at, destruction_at, "
-            "execution_duration, result_path, result_type, result_rows, error")  # fmt: skip
 
-
-@dataclass
-class Job:
-    job_id: str
-    owner: str | None
-    phase: str
-    run_id: str | None
-    parameters: dict[str, str]
-    created_at: dt.datetime
-    started_at: dt.datetime | None
-    ended_at: dt.datetime | None
-    destruction_at: dt.datetime
-    execution_duration: int
-    result_path: str | None
-    result_type: str | None
-    result_rows: int | None
-    error: str | None
+Job = TapJob
 
 
 class JobStore:
@@ -68,12 +50,8 @@ class JobStore:
     def start(self) -> None:
         """Requeue what a previous run left queued or executing; start the reaper."""
         with connect(self.archive.settings) as conn:
-            rows = conn.execute(
-                "SELECT job_id FROM dpdb_meta.tap_job WHERE phase IN ('QUEUED', 'EXECUTING') "
-                "ORDER BY created_at"
-            ).fetchall()
-            conn.execute("UPDATE dpdb_meta.tap_job SET phase = 'QUEUED' WHERE phase = 'EXECUTING'")
-        for (job_id,) in rows:
+            requeued = tap_jobs.requeue_jobs(conn)
+        for job_id in requeued:
             log.info("requeueing TAP job %s after a restart", job_id)
             self._pool.submit(self._execute, job_id)
         self._reaper = threading.Thread(target=self._reap_loop, name="tap-reaper", daemon=True)
@@ -97,47 +75,25 @@ class JobStore:
         now = dt.datetime.now(dt.UTC)
         destruction = now + dt.timedelta(days=self.limits.destruction_days)
         with connect(self.archive.settings) as conn:
-            conn.execute(
-                "INSERT INTO dpdb_meta.tap_job (job_id, owner, phase, run_id, parameters, created_at, "
-                "destruction_at, execution_duration) VALUES (%s, %s, 'PENDING', %s, %s, %s, %s, %s)",
-                (job_id, owner, stored.get("RUNID"), json.dumps(stored), now, destruction,
-                 self.limits.async_max_duration_s),
-            )  # fmt: skip
+            tap_jobs.insert_job(conn, job_id, owner, stored, destruction, self.limits.async_max_duration_s)
         return self.get(job_id)
 
     def get(self, job_id: str) -> Job:
         with connect(self.archive.settings) as conn:
-            row = conn.execute(
-                f"SELECT {_COLUMNS} FROM dpdb_meta.tap_job WHERE job_id = %s",
-                (job_id,),  # noqa: S608
-            ).fetchone()
-        if row is None:
+            job = tap_jobs.get_job(conn, job_id)
+        if job is None:
             raise TapError(f"no job {job_id} (it may have been destroyed)", status=404)
-        return _job(row)
+        return job
 
     def list(
         self, phases: list[str] | None = None, after: dt.datetime | None = None, last: int | None = None
     ) -> list[Job]:
-        where, args = ["phase <> 'ARCHIVED'"] if not phases else ["phase = ANY(%s)"], []
-        if phases:
-            args.append(phases)
-        if after is not None:
-            where.append("created_at > %s")
-            args.append(after)
-        order = "created_at DESC" if last else "created_at"
-        limit = f" LIMIT {int(last)}" if last else ""
         with connect(self.archive.settings) as conn:
-            rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM dpdb_meta.tap_job WHERE {' AND '.join(where)} "
-                f"ORDER BY {order}{limit}",
-                args,
-            ).fetchall()
-        return [_job(r) for r in rows]
+            return tap_jobs.list_jobs(conn, phases, after, last)
 
     def update(self, job_id: str, **values: Any) -> None:
-        sets = ", ".join(f"{k} = %s" for k in values)
         with connect(self.archive.settings) as conn:
-            conn.execute(f"UPDATE dpdb_meta.tap_job SET {sets} WHERE job_id = %s", [*values.values(), job_id])
+            tap_jobs.update_job(conn, job_id, **values)
         with self._changed:
             self._changed.notify_all()
 
@@ -146,7 +102,7 @@ class JobStore:
         if job.phase != "PENDING":
             raise TapError(f"job {job_id} is {job.phase}: parameters change only while PENDING", status=400)
         merged = {**job.parameters, **{k.upper(): v for k, v in params.items()}}
-        self.update(job_id, parameters=json.dumps(merged))
+        self.update(job_id, parameters=merged)
 
     def run(self, job_id: str) -> None:
         job = self.get(job_id)
@@ -164,7 +120,7 @@ class JobStore:
     def destroy(self, job_id: str) -> None:
         self.get(job_id)
         with connect(self.archive.settings) as conn:
-            conn.execute("DELETE FROM dpdb_meta.tap_job WHERE job_id = %s", (job_id,))
+            tap_jobs.delete_job(conn, job_id)
         shutil.rmtree(self.folder / job_id, ignore_errors=True)
 
     def wait(self, job_id: str, seconds: float, phase: str | None = None) -> Job:
@@ -240,12 +196,7 @@ class JobStore:
     def reap(self) -> list[str]:
         """Destroy the jobs past their destruction time; their ids."""
         with connect(self.archive.settings) as conn:
-            gone = [
-                r[0]
-                for r in conn.execute(
-                    "DELETE FROM dpdb_meta.tap_job WHERE destruction_at <= now() RETURNING job_id"
-                ).fetchall()
-            ]
+            gone = tap_jobs.reap_jobs(conn)
         for job_id in gone:
             shutil.rmtree(self.folder / job_id, ignore_errors=True)
         return gone
@@ -269,9 +220,3 @@ def _with_timeout(fn: Any, seconds: int) -> Any:
     if "error" in result:
         raise result["error"]
     return result["value"]
-
-
-def _job(row: tuple[Any, ...]) -> Job:
-    values = list(row)
-    values[4] = json.loads(values[4])
-    return Job(*values)
