@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import cast
 
 import pyarrow as pa
 import sqlglot
@@ -153,7 +154,7 @@ def _parse(adql: str) -> exp.Expression:
                 f"ADQL syntax error at line 1, column 1 near '{first}': a query starts with SELECT"
             )
         raise AdqlError(f"only ADQL SELECT queries run here, not {kind}: this service reads, never writes")
-    return tree
+    return cast(exp.Expression, tree)
 
 
 def _syntax_message(e: ParseError) -> str:
@@ -255,7 +256,7 @@ class _Translator:
         if not isinstance(node, exp.Table) or not node.name:
             return node
         schema = node.db.lower() if node.db else ""
-        name = node.name.lower() if not node.this.quoted else node.name  # type: ignore[union-attr]
+        name = node.name.lower() if not node.this.quoted else node.name
         if schema == UPLOAD_SCHEMA:
             return self._upload(node, name)
         if schema in self.schemas:
@@ -357,8 +358,8 @@ class _Translator:
             for lo, hi in ranges
         ]
         if not terms:
-            return exp.and_(predicate, exp.false())
-        return exp.and_(predicate, exp.Paren(this=exp.or_(*terms)))
+            return exp.And(this=predicate, expression=exp.false())
+        return exp.And(this=predicate, expression=exp.Paren(this=exp.or_(*terms)))
 
     def _within(self, point: _Geom, centre: _Geom, radius: exp.Expression) -> exp.Expression:
         if centre.constant():
@@ -422,9 +423,10 @@ class _Translator:
             p, q = self._distance_points(node)
             return _fn("q3c_dist", *p.args, *q.args)
         if name in ("COORD1", "COORD2"):
-            (arg,) = _call_args(node) or [None]
-            if arg is None:
+            args = _call_args(node)
+            if len(args) != 1:
                 raise AdqlError(f"{name} takes one point")
+            arg = args[0]
             geom = self._geometry(arg, name)
             return geom.args[0 if name == "COORD1" else 1]
         if name == "COORDSYS":
@@ -468,10 +470,12 @@ _CHILD_MARGIN_DEG = 1 / 60
 (arcseconds), so regions on child tables are widened by this margin before choosing partitions."""
 
 
+_RANGES_ORDER = 4
 _RANGES_MAX = 24
-"""At most this many ``_healpix_29`` ranges per region: the finest HEALPix order (from 10 down) whose
-cover of the region needs no more. Any order gives a correct cover; a fine one lets the planner
-skip partitions whatever the catalog's partition order, and narrows the index scans."""
+"""The ``_healpix_29`` ranges of a region: HEALPix pixels of order 4 (3.7 degrees; coarser if the
+region needs more than 24 ranges). Any order gives a correct cover; order 4 prunes exactly for
+catalogs partitioned at order <= 4 (the default is 1) and stays coarse enough that the planner
+finds the q3c index more selective than a range scan on the pixel (docs/architecture.md, 1 and 6)."""
 
 
 def _pixel_ranges(region: _Geom, margin_deg: float) -> list[tuple[int, int]]:
@@ -493,7 +497,7 @@ def _pixel_ranges(region: _Geom, margin_deg: float) -> list[tuple[int, int]]:
         centre = centre / norm
         radius = float(np.degrees(np.max(np.arccos(np.clip(vectors @ centre, -1, 1)))))
     radius = min(180.0, radius + margin_deg)
-    for order in range(10, -1, -1):
+    for order in range(_RANGES_ORDER, -1, -1):
         pixels = hp.query_disc(hp.order2nside(order), centre, np.radians(radius), inclusive=True, nest=True)
         shift = 2 * (29 - order)
         ranges: list[tuple[int, int]] = []

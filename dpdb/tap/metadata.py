@@ -83,7 +83,7 @@ def capabilities_xml(base: str, limits: Limits) -> str:
 """
 
 
-def availability_xml(archive) -> str:  # type: ignore[no-untyped-def]
+def availability_xml(archive) -> str:
     try:
         archive.query_arrow("SELECT 1 AS up")
         up, note = "true", "dpdb TAP service: accepting queries"
@@ -95,7 +95,7 @@ def availability_xml(archive) -> str:  # type: ignore[no-untyped-def]
     )
 
 
-def _rows(archive, sql: str) -> list[dict]:  # type: ignore[no-untyped-def]
+def _rows(archive, sql: str) -> list[dict]:
     return archive.query_arrow(sql).to_pylist()
 
 
@@ -109,7 +109,7 @@ _KEYS_SQL = (
 )
 
 
-def tables_xml(archive, only: str | None, detail: bool) -> str:  # type: ignore[no-untyped-def]
+def tables_xml(archive, only: str | None, detail: bool) -> str:
     """The VOSI tableset from TAP_SCHEMA (read through the archive's query path)."""
     schemas = _rows(
         archive, "SELECT schema_name, description FROM tap_schema.schemas ORDER BY schema_index, schema_name"

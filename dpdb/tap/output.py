@@ -17,6 +17,7 @@ from xml.sax.saxutils import escape, quoteattr
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from felis.datamodel import Column as FelisColumn
 
 __all__ = ["FORMATS", "ResultInfo", "resolve_format", "write_result", "error_votable"]
 
@@ -89,23 +90,23 @@ class ResultInfo:
 
 
 @functools.cache
-def _felis_columns() -> dict[str, dict[str, object]]:
+def _felis_columns() -> dict[str, dict[str, FelisColumn]]:
     from ..model.felis import latest_version, load_felis
 
-    out: dict[str, dict[str, object]] = {}
+    out: dict[str, dict[str, FelisColumn]] = {}
     for table in load_felis(latest_version()).tables:
         out[table.name.lower()] = {c.name.lower(): c for c in table.columns}
     return out
 
 
-def _felis_column(name: str, tables: list[tuple[str, str]]) -> object | None:
+def _felis_column(name: str, tables: list[tuple[str, str]]) -> FelisColumn | None:
     columns = _felis_columns()
     for _, table in tables:
         found = columns.get(table, {}).get(name.lower())
         if found is not None:
             return found
     candidates = [cols[name.lower()] for cols in columns.values() if name.lower() in cols]
-    if candidates and len({(c.ivoa_ucd, c.ivoa_unit or c.fits_tunit) for c in candidates}) == 1:  # type: ignore[attr-defined]
+    if candidates and len({(c.ivoa_ucd, c.ivoa_unit or c.fits_tunit) for c in candidates}) == 1:
         return candidates[0]
     return None
 
@@ -252,7 +253,7 @@ _VOTABLE_TYPES = {
 }  # fmt: skip
 
 
-def _field(votable, name, dtype, arraysize, info, seen, field_cls):  # type: ignore[no-untyped-def]
+def _field(votable, name, dtype, arraysize, info, seen, field_cls):
     base = dtype.value_type if hasattr(dtype, "value_type") else dtype
     datatype = _VOTABLE_TYPES.get(str(base), "char")
     count = seen.get(name.lower(), 0)

@@ -56,11 +56,11 @@ async def _params(request: Request) -> tuple[dict[str, str], dict[str, Any]]:
         ctype = request.headers.get("content-type", "")
         if "form" in ctype:
             form = await request.form()
-            for k, v in form.multi_items():
-                if hasattr(v, "read"):
-                    files[k] = await v.read()
+            for k, item in form.multi_items():
+                if isinstance(item, str):
+                    params[k] = item
                 else:
-                    params[k] = str(v)
+                    files[k] = await item.read()
     return params, files
 
 
@@ -77,6 +77,7 @@ def _uploads(params: Mapping[str, str], files: Mapping[str, bytes], limits: Limi
             raise TapError(
                 f"UPLOAD {item!r}: the table name must be a simple identifier (letters, digits, _)"
             )
+        data: bytes | None
         if where.startswith(("http://", "https://")):
             data = _fetch_upload(name, where, limits)
         elif where.startswith("param:"):

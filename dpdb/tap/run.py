@@ -136,11 +136,11 @@ their commit time), so what it resolves to can be cached."""
 
 
 @functools.lru_cache(maxsize=4096)
-def _settled_releases(archive, mjd_tai: float) -> tuple[tuple[str, str], ...]:  # type: ignore[no-untyped-def]
+def _settled_releases(archive, mjd_tai: float) -> tuple[tuple[str, str], ...]:
     return tuple(_releases_at(archive, mjd_tai).items())
 
 
-def _releases(archive, mjd_tai: float) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _releases(archive, mjd_tai: float) -> dict[str, str]:
     """{'current': name, 'previous': name} as the activation history had them at ``mjd_tai``."""
     from ..timeutil import now_mjd_tai
 
@@ -149,7 +149,7 @@ def _releases(archive, mjd_tai: float) -> dict[str, str]:  # type: ignore[no-unt
     return _releases_at(archive, mjd_tai)
 
 
-def _releases_at(archive, mjd_tai: float) -> dict[str, str]:  # type: ignore[no-untyped-def]
+def _releases_at(archive, mjd_tai: float) -> dict[str, str]:
     """Bookkeeping read (the registry's activation history), not a user query."""
     from ..db import connect
     from ..errors import ReleaseStateError
@@ -175,7 +175,7 @@ def known_names() -> frozenset[str]:
     return frozenset(names)
 
 
-def prepare(archive, params: TapParams) -> tuple[Translation, float, dict[str, str], bool]:  # type: ignore[no-untyped-def]
+def prepare(archive, params: TapParams) -> tuple[Translation, float, dict[str, str], bool]:
     """Translate the query for its instant: (translation, MJD TAI, schemas read, as_of needed)."""
     instant = _instant(params.as_of)
     maxrec = params.maxrec
@@ -228,7 +228,7 @@ def prepare(archive, params: TapParams) -> tuple[Translation, float, dict[str, s
     return translation, instant, read, reads_prompt
 
 
-def run_query(archive, params: TapParams) -> QueryOutcome:  # type: ignore[no-untyped-def]
+def run_query(archive, params: TapParams) -> QueryOutcome:
     """Run one TAP query through the archive's read-only query path; the result document."""
     translation, instant, read, reads_prompt = prepare(archive, params)
     # The prompt catalog is read as of the recorded instant even without ASOF, so that the

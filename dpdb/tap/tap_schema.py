@@ -17,6 +17,7 @@ import functools
 import io
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 from felis.datamodel import Schema as FelisSchema
@@ -61,7 +62,7 @@ def create_tap_schema(conn: psycopg.Connection) -> None:
     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {TAP_SCHEMA}")
     for table in _manager().metadata.sorted_tables:
         ddl = str(CreateTable(table, if_not_exists=True).compile(dialect=_DIALECT)).strip()
-        conn.execute(ddl.encode())  # type: ignore[call-overload]
+        conn.execute(ddl.encode())
     grant_reader(conn)
 
 
@@ -138,10 +139,11 @@ class _Dialect:
 
 def _felis_inserts(schema: FelisSchema, index: int) -> str:
     buf = io.StringIO()
-    DataLoader(
-        schema, _manager(), _Dialect(), tap_schema_index=index, output_file=buf, dry_run=True,  # type: ignore[arg-type]
-        unique_keys=True,
-    ).load()  # fmt: skip
+    # felis reads only the context's dialect when it writes SQL text (dry run with an output file)
+    context: Any = _Dialect()
+    loader = DataLoader(schema, _manager(), context, tap_schema_index=index, output_file=buf, dry_run=True,
+                        unique_keys=True)  # fmt: skip
+    loader.load()
     return buf.getvalue()
 
 
@@ -209,10 +211,10 @@ def _self_description(conn: psycopg.Connection) -> None:
         marks = ", ".join(["%s"] * len(header))
         with conn.cursor() as cur:
             cur.executemany(
-                f"INSERT INTO {TAP_SCHEMA}.{table} ({names}) VALUES ({marks})".encode(),  # type: ignore[arg-type]
+                f"INSERT INTO {TAP_SCHEMA}.{table} ({names}) VALUES ({marks})".encode(),
                 [[None if v == "\\N" else v for v in row] for row in rows[1:]],
             )
 
 
 def _execute(conn: psycopg.Connection, text: str) -> None:
-    conn.execute(text.encode())  # type: ignore[call-overload]
+    conn.execute(text.encode())

@@ -8,6 +8,7 @@ a reaper destroys every job at its destruction time.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import logging
 import secrets
@@ -193,7 +194,7 @@ class JobStore:
             except Exception:  # noqa: BLE001 - keep reaping
                 log.exception("TAP job reaper")
 
-    def reap(self) -> list[str]:
+    def reap(self) -> builtins.list[str]:
         """Destroy the jobs past their destruction time; their ids."""
         with connect(self.archive.settings) as conn:
             gone = tap_jobs.reap_jobs(conn)
