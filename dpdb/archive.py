@@ -35,6 +35,8 @@ if TYPE_CHECKING:  # astropy and pyarrow are imported when first used: `import d
     from .lifecycle.listing import ReleaseRow
     from .lifecycle.load import LoadResult
     from .lifecycle.validate import Report
+    from .lookup import ObjectView
+    from .overview import Overview
     from .plots import History, LightCurve, SkyMap
     from .prompt.ingest import VisitResult
     from .prompt.relink import RelinkResult
@@ -468,9 +470,60 @@ class Archive:
 
     def provenance(self, object_id: int) -> Provenance:
         """Where an ID comes from: its catalog, rows, versions, visits, loads, alerts and releases."""
-        from .provenance import provenance
+        from .lookup import snapshot
+        from .provenance import read_provenance
 
-        return provenance(self.settings, object_id)
+        with snapshot(self.settings) as conn:  # a pooled read-only snapshot (the portal calls this often)
+            return read_provenance(conn, object_id)
+
+
+    # -- objects and catalogs at a glance (what the web portal shows) ----------------------------
+
+    def lookup(
+        self,
+        object_id: int,
+        *,
+        as_of: Instant | None = None,
+        lightcurve: bool = False,
+        provenance: bool = False,
+    ) -> ObjectView:
+        """A DiaObject, SSObject or Object by ID, from the catalog its ID came from.
+
+        Returns its version visible at ``as_of`` (``.values()``, ``.row``), every
+        version (``.versions``) with what changed between them (``.changes``), and
+        the same object in the other loaded catalogs (``.counterparts``); with
+        ``lightcurve``, its light curve as of ``as_of`` (``.curve``, see :meth:`lightcurve`),
+        with ``provenance`` its :meth:`provenance` report (``.provenance``), all read in one
+        snapshot.
+
+        Raises
+        ------
+        ProvenanceError
+            No catalog holds an object with this ID.
+        ReleaseStateError
+            The ID's release is archived or dropped.
+        """
+        from .lookup import lookup_object
+
+        return lookup_object(
+            self.settings, object_id, as_of=to_mjd_tai(as_of), lightcurve=lightcurve, provenance=provenance
+        )
+
+    def lightcurve(self, object_id: int, *, as_of: Instant | None = None) -> LightCurve:
+        """The measurements of a DiaObject, Object or SSObject (an SSObject's: its DiaSources).
+
+        Like :meth:`Plots.lightcurve_data`, which covers DiaObjects and Objects; ``as_of``
+        reads the prompt catalog as it was and is ignored for a release's objects.
+        """
+        from .lookup import lightcurve
+
+        return lightcurve(self.settings, object_id, as_of=to_mjd_tai(as_of))
+
+    def overview(self) -> Overview:
+        """The catalogs at a glance: the prompt catalog's size and last visit, every release."""
+        from .overview import overview
+
+        return overview(self.settings)
 
 
 class Releases:
