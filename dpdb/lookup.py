@@ -408,6 +408,7 @@ def _read_lightcurve(
     from .plots.lightcurve import LightCurve, read_lightcurve
 
     if kind == "SSObject":
+        table: sql.Composable
         if catalog == "prompt" and as_of is not None:
             table = sql.SQL("prompt.diasource_as_of(%(t)s::float8)")
             live = sql.SQL("")
