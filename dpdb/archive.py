@@ -710,7 +710,7 @@ class Citations:
         with connect(self._archive.settings) as conn:
             return find(conn, reference)
 
-    def list(self) -> list[Citation]:
+    def list(self) -> builtins.list[Citation]:
         """Every citation, oldest first."""
         from .citations.store import all_citations
         from .db import connect
@@ -733,7 +733,7 @@ class Citations:
         write_result(resolution.result, format, Path(out), meta=meta)
         return Path(out)
 
-    def dependents(self, release: str) -> list[Citation]:
+    def dependents(self, release: str) -> builtins.list[Citation]:
         """The citations whose query read ``release``."""
         from .citations import dependents
 

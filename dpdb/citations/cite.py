@@ -175,7 +175,7 @@ def _tables_read(
             (repr(float(as_of)), psql.SQL(", ").join(map(psql.Identifier, path)).as_string(conn)),
         )
         statement = "EXPLAIN (VERBOSE, FORMAT JSON) " + rewrite_as_of(text, views) + "\n"
-        plan = conn.execute(statement.encode()).fetchone()[0]  # type: ignore[index,call-overload]
+        plan = conn.execute(statement.encode()).fetchone()[0]  # type: ignore[index]  # one row, always
     except psycopg.Error as e:
         primary = e.diag.message_primary if isinstance(e, psycopg.errors.DatabaseError) else None
         raise QueryError(f"query failed: {primary or str(e).strip().splitlines()[0]}") from e

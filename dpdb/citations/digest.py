@@ -231,12 +231,12 @@ def _hash_column(array: pa.Array, tag: str, order: np.ndarray | None) -> str:
             array = array.cast(pa.large_binary() if tag == "binary" else pa.large_string())
         _, offsets_buf, data_buf = array.buffers()[:3]
         offsets = np.frombuffer(offsets_buf, dtype="<i8")[array.offset : array.offset + n + 1]
-        h.update(np.ascontiguousarray(np.diff(offsets), dtype="<i8"))
+        h.update(np.ascontiguousarray(np.diff(offsets), dtype="<i8").data)
         if data_buf is not None and n and offsets[-1] > offsets[0]:
             h.update(memoryview(data_buf)[int(offsets[0]) : int(offsets[-1])])
         return h.hexdigest()
     values = _fixed_values(array, tag)
-    h.update(np.ascontiguousarray(values[order] if order is not None else values))
+    h.update(np.ascontiguousarray(values[order] if order is not None else values).data)
     return h.hexdigest()
 
 
