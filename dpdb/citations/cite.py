@@ -53,6 +53,7 @@ from .store import (
     get,
     handle_of,
     insert,
+    latest_prompt_change,
     make_id,
     release_facts,
     release_named,
@@ -101,15 +102,6 @@ class Resolution:
 # -- making ----------------------------------------------------------------------------------------
 
 
-def _latest_change(conn: psycopg.Connection) -> float | None:
-    """The newest processing time the prompt catalog holds (visits and daytime relinks)."""
-    row = conn.execute(
-        "SELECT greatest((SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit), "
-        "(SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_relink))"
-    ).fetchone()
-    return float(row[0]) if row and row[0] is not None else None
-
-
 def _check_text(sql_text: str) -> str:
     text = sqltext.normalize(sql_text)
     if not text:
@@ -131,7 +123,7 @@ def _check_text(sql_text: str) -> str:
 def _instant(conn: psycopg.Connection, as_of: float | None) -> float:
     from dpdb.timeutil import iso_utc, now_mjd_tai
 
-    latest = _latest_change(conn)
+    latest = latest_prompt_change(conn)
     now = now_mjd_tai()
     if as_of is None:
         return latest if latest is not None else now
