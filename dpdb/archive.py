@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # astropy and pyarrow are imported when first used: `import d
     from astropy.table import Table
     from astropy.time import Time
 
+    from .citations import Citation, Made, Resolution
     from .etl.load import LoadSummary
     from .lifecycle.activate import Activation
     from .lifecycle.archive import ArchiveResult
@@ -189,6 +190,7 @@ class Archive:
         self.releases = Releases(self)
         self.prompt = Prompt(self)
         self.plot = Plots(self)
+        self.citations = Citations(self)
 
     def __repr__(self) -> str:
         where = "DPDB_DSN server" if self.settings.dsn else f"embedded server in {self.settings.home}"
@@ -429,6 +431,29 @@ class Archive:
         text = stmt.as_string(None)
         return to_astropy(self.query_arrow(text, as_of=as_of, release=release), [model.name])
 
+    def cite(
+        self,
+        sql: str,
+        *,
+        as_of: Instant | None = None,
+        release: str | None = None,
+        title: str | None = None,
+        creator: str | None = None,
+    ) -> Citation:
+        """Cite the result of a query: a persistent identifier, verifiable forever (RDA data citation).
+
+        The query is pinned to an instant (``as_of``, never in the future; default:
+        the present, as the newest processing time of the prompt catalog), run,
+        and stored with its row count and result hash. Citing the same query at
+        the same instant again returns the same citation. See :attr:`citations`.
+
+        Returns
+        -------
+        dpdb.citations.Citation
+            ``.handle`` is the DOI-shaped identifier, ``.citation_id`` the short one.
+        """
+        return self.citations.cite(sql, as_of=as_of, release=release, title=title, creator=creator).citation
+
     # -- files -----------------------------------------------------------------------------------
 
     def load(
@@ -643,14 +668,20 @@ class Releases:
         return result
 
     def drop(self, name: str, *, dry_run: bool = False) -> builtins.list[str]:
-        """Drop release ``name`` (never the active one); the actions taken."""
+        """Drop release ``name`` (never the active one); the actions taken.
+
+        When citations read the release, the last line is a warning naming them
+        (also written to the audit log): they can no longer be verified afterwards.
+        """
+        from .citations import drop_warning
         from .lifecycle.archive import drop_release
         from .registry.audit import audited
 
+        warning = drop_warning(self._settings, name)
         with audited(self._settings, "release.drop", name=name, dry_run=dry_run) as audit:
             actions = drop_release(self._settings, name, dry_run=dry_run)
-            audit.outcome = "dry run" if dry_run else "ok"
-        return actions
+            audit.outcome = ("dry run" if dry_run else "ok") + (f"; {warning}" if warning else "")
+        return actions + ([warning] if warning else [])
 
 
 class Prompt:
@@ -723,6 +754,77 @@ class Prompt:
         from .prompt.alert import alert_record
 
         return alert_record(self._archive.settings, dia_source_id, to_mjd_tai(as_of))
+
+
+class Citations:
+    """Citations of query results (``archive.citations``): make, resolve, show, list."""
+
+    def __init__(self, archive: Archive) -> None:
+        self._archive = archive
+
+    def cite(
+        self,
+        sql: str,
+        *,
+        as_of: Instant | None = None,
+        release: str | None = None,
+        title: str | None = None,
+        creator: str | None = None,
+    ) -> Made:
+        """Cite a query's result (see :meth:`Archive.cite`); ``.existing``: it was cited before."""
+        from .citations import cite
+
+        settings = self._archive.settings
+        return cite(settings, sql, as_of=to_mjd_tai(as_of), release=release, title=title, creator=creator)
+
+    def resolve(self, reference: str) -> Resolution:
+        """Re-run a citation as of its instant; ``.verified``, or ``.differences`` saying what changed.
+
+        ``reference`` is the ID, the handle, a doi.org URL or the landing URL.
+        A citation of a release archived since is read from the release's kept
+        sample when the query lies inside it, else ``CitationUnavailableError``
+        says which release to restore.
+        """
+        from .citations import resolve
+
+        return resolve(self._archive.settings, reference)
+
+    def get(self, reference: str) -> Citation:
+        """The stored citation (no query is run)."""
+        from .citations.store import find
+        from .db import connect
+
+        with connect(self._archive.settings) as conn:
+            return find(conn, reference)
+
+    def list(self) -> builtins.list[Citation]:
+        """Every citation, oldest first."""
+        from .citations.store import all_citations
+        from .db import connect
+
+        with connect(self._archive.settings) as conn:
+            return all_citations(conn)
+
+    def show(self, reference: str, format: str = "json") -> str:
+        """A citation's metadata as ``json``, ``datacite`` (DataCite REST JSON) or ``bibtex`` text."""
+        from .citations import render
+
+        return render(self.get(reference), self._archive.settings, format)
+
+    def write(self, resolution: Resolution, out: str | Path, format: str = "parquet") -> Path:
+        """Write a resolved citation's rows to ``out`` (a ``dpdb query`` format), citation in its metadata."""
+        from .citations import file_metadata
+        from .query_output import write_result
+
+        meta = file_metadata(resolution.citation, self._archive.settings)
+        write_result(resolution.result, format, Path(out), meta=meta)
+        return Path(out)
+
+    def dependents(self, release: str) -> builtins.list[Citation]:
+        """The citations whose query read ``release``."""
+        from .citations import dependents
+
+        return dependents(self._archive.settings, release)
 
 
 class Plots:
