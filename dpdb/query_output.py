@@ -79,6 +79,8 @@ def write_result(table: pa.Table, fmt: str, out: Path | None = None) -> None:
         writer(table, sys.stdout)
         return
     binary = fmt in ("parquet", "votable")
+    if not Path(out).absolute().parent.is_dir():
+        raise QueryError(f"cannot write {out}: directory {Path(out).absolute().parent} does not exist")
     try:
         with atomic_file(out, binary) as f:
             writer(table, f)
@@ -220,6 +222,11 @@ def _write_votable(table: pa.Table, f: IO[bytes]) -> None:
             col.meta["ucd"] = ucd
         columns.append(col)
     votable = from_table(AstropyTable(columns))
+    from astropy.io.votable.tree import Info
+
+    for key, value in (table.schema.metadata or {}).items():  # e.g. the resolved as-of instant
+        if key.startswith(b"dpdb."):
+            votable.resources[0].infos.append(Info(name=key.decode(), value=value.decode()))
     votable.to_xml(f)
 
 
