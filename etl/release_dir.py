@@ -32,7 +32,17 @@ from dpdb.healpix import PIXEL_ORDER
 
 from .files import fingerprint
 
-__all__ = ["MANIFEST", "FileEntry", "ReleaseDir", "part_path", "write_table", "entry_for", "read", "verify", "remove_temporaries"]
+__all__ = [
+    "MANIFEST",
+    "FileEntry",
+    "ReleaseDir",
+    "part_path",
+    "write_table",
+    "entry_for",
+    "read",
+    "verify",
+    "remove_temporaries",
+]
 
 MANIFEST = "release.json"
 ROW_GROUP = 131_072
