@@ -84,8 +84,9 @@ def release_lock(settings: Settings, name: str, action: str) -> Iterator[None]:
     """Hold release ``name``'s lifecycle lock for the block (one lifecycle step per release at a time)."""
     key = f"dpdb.release {name}"
     prepare(settings)
-    conn = _raw_connect(conninfo(settings), autocommit=True, application_name=_APP.format(action=action,
-                        pid=os.getpid())[:63])  # fmt: skip
+    app = _APP.format(action=action, pid=os.getpid())[:63]
+    info = psycopg.conninfo.make_conninfo(conninfo(settings), application_name=app)
+    conn = _raw_connect(info, autocommit=True)
     try:
         got = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()
         if not got or not got[0]:
