@@ -32,10 +32,10 @@ def grant_loader(conn: psycopg.Connection, schema: str) -> None:
     # Plots and provenance read a release before it is activated (dpdb/readers.py).
     conn.execute(sql.SQL("GRANT USAGE ON SCHEMA {} TO dpdb_inspector").format(s))
     conn.execute(sql.SQL("GRANT SELECT ON ALL TABLES IN SCHEMA {} TO dpdb_inspector").format(s))
-    was_public = conn.execute(
-        "SELECT activated_at IS NOT NULL FROM dpdb_meta.release WHERE name = %s", (schema,)
-    ).fetchone()
-    if was_public and was_public[0]:  # restored: as-of queries read it again
+    from .registry.releases import find_release
+
+    found = find_release(conn, schema)
+    if found is not None and found.activated_at is not None:  # restored: as-of queries read it again
         publish(conn, schema)
 
 

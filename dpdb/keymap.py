@@ -121,14 +121,13 @@ def ensure_keymaps(conn: psycopg.Connection) -> None:
     A table that already holds a repeated key cannot get its map: it is left as it
     is, with a warning (``dpdb release validate`` reports the repeats).
     """
+    from .registry.catalogs import all_catalogs
+
     if conn.execute("SELECT to_regclass('dpdb_meta.catalog')").fetchone() == (None,):
         return
-    catalogs = conn.execute(
-        "SELECT name, kind, schema_version FROM dpdb_meta.catalog "
-        "WHERE to_regnamespace(quote_ident(name)) IS NOT NULL ORDER BY name"
-    ).fetchall()
     installed = False
-    for catalog, kind, version in catalogs:
+    for found in all_catalogs(conn):
+        catalog, kind, version = found.name, str(found.kind), found.schema_version
         for table, keymap in keymap_tables(catalog, version, kind):
             present = conn.execute(
                 "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",

@@ -35,7 +35,7 @@ from .config import Settings
 from .errors import QueryError, ReleaseStateError
 from .query_output import FILE_FORMATS, FORMATS, write_result
 from .readers import reader_adbc_connection, reader_connect, reader_conninfo, reader_limits
-from .registry.activations import ALIASES, resolve_alias
+from .registry.activations import ALIASES, named_now, resolve_alias
 from .registry.catalogs import present_catalog_names
 
 __all__ = [
@@ -168,12 +168,10 @@ def _published(conn: psycopg.Connection, release: str) -> str:
         "SELECT has_schema_privilege(%s, 'USAGE')", (release,)
     ).fetchone() == (True,):
         return release
-    row = conn.execute(
-        "SELECT name, previous FROM dpdb_meta.release_activation ORDER BY activation_id DESC LIMIT 1"
-    ).fetchone()
-    if row is not None and release == row[0]:
+    current, previous = named_now(conn)  # from the activation history, which readers may read
+    if release == current:
         return "current"
-    if row is not None and release == row[1]:
+    if release == previous:
         return "previous"
     raise ReleaseStateError(
         f"release {release} is neither current nor previous, so queries cannot read it "

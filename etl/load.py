@@ -318,24 +318,24 @@ class _FileLoader:
     def _holder(self, lookup: psycopg.Connection, pairs: list[tuple[str, str]]) -> str | None:
         """The file (or prompt processing) that loaded the committed row with this key, if any."""
         cond = sql.SQL(" AND ").join(
-            sql.SQL("t.{}::text = {}").format(sql.Identifier(n), sql.Literal(v)) for n, v in pairs
+            sql.SQL("{}::text = {}").format(sql.Identifier(n), sql.Literal(v)) for n, v in pairs
         )
         try:
             row = lookup.execute(
-                sql.SQL(
-                    "SELECT m.path FROM {} t LEFT JOIN dpdb_meta.load_manifest m ON m.load_id = t.{} "
-                    "WHERE {} LIMIT 1"
-                ).format(
-                    sql.Identifier(self.target.catalog, self.target.db_name),
+                sql.SQL("SELECT {} FROM {} WHERE {} LIMIT 1").format(
                     sql.Identifier(LOAD_ID_COLUMN),
+                    sql.Identifier(self.target.catalog, self.target.db_name),
                     cond,
-                )  # fmt: skip
+                )
             ).fetchone()
+            if row is None:
+                return None  # not committed: repeated within this file
+            if row[0] is None:
+                return "prompt processing"
+            entry = manifest.entries(lookup, [int(row[0])]).get(int(row[0]))
         except psycopg.Error:
             return None
-        if row is None:
-            return None  # not committed: repeated within this file
-        return row[0] or "prompt processing"
+        return str(entry["path"]) if entry else None
 
 
 def _prefetch(items: Iterator[pa.RecordBatch], depth: int = 3) -> Iterator[pa.RecordBatch]:
