@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # astropy and pyarrow are imported when first used: `import d
     from astropy.table import Table
     from astropy.time import Time
 
+    from .asof import AsOf
     from .citations import Citation, Made, Resolution
     from .etl.load import LoadSummary
     from .lifecycle.activate import Activation
@@ -101,6 +102,18 @@ def _meta() -> dict[str, dict[str, tuple[str | None, str | None, str | None]]]:
     if _META is None:
         _META = _column_meta()
     return _META
+
+
+def _checked(settings: Settings, as_of: Instant | None) -> float | None:
+    """An as-of instant checked against the latest processing time (:func:`dpdb.asof.check_instant`)."""
+    from .asof import AsOf, check_instant
+
+    if as_of is None:
+        return None
+    if isinstance(as_of, AsOf):
+        return as_of.mjd_tai
+    instant = as_of.strip() if isinstance(as_of, str) else to_mjd_tai(as_of)
+    return check_instant(settings, instant).mjd_tai  # type: ignore[arg-type]
 
 
 def to_astropy(result: pa.Table, tables: Sequence[str] = ()) -> Table:
@@ -283,7 +296,18 @@ class Archive:
         prepare(self.settings)
         with audited(self.settings, "db.grant-reader", name=name):
             with connect(self.settings) as conn:
-                return create_reader(conn, name, password)
+                return create_reader(conn, name, password, self.settings)
+
+    def resolve_as_of(self, as_of: Instant, *, provisional: bool = False) -> AsOf:
+        """An as-of instant checked against the latest processing time (``now``: the current one).
+
+        Raises :class:`~dpdb.errors.ValidationError` for an instant out of range, or later than the
+        latest processing time without ``provisional`` (see :mod:`dpdb.asof`).
+        """
+        from .asof import check_instant
+
+        instant = as_of.strip() if isinstance(as_of, str) else to_mjd_tai(as_of)
+        return check_instant(self.settings, instant, provisional=provisional)  # type: ignore[arg-type]
 
     def reader_conninfo(self, name: str) -> str:
         """Where a reader login connects: ``host=… port=… dbname=… user=name`` (no password)."""
@@ -296,16 +320,22 @@ class Archive:
 
     # -- queries ---------------------------------------------------------------------------------
 
-    def query_arrow(self, sql: str, *, as_of: Instant | None = None, release: str | None = None) -> pa.Table:
+    def query_arrow(
+        self, sql: str, *, as_of: Instant | None = None, release: str | None = None, provisional: bool = False
+    ) -> pa.Table:
         """Run one read-only SQL statement; the result as a :class:`pyarrow.Table`.
 
-        See :meth:`query` for the parameters.
+        See :meth:`query` for the parameters; the schema metadata ``dpdb.as_of_*``
+        records the resolved instant.
         """
         from .query import run_query
 
-        return run_query(self.settings, sql, as_of=to_mjd_tai(as_of), release=release)
+        instant = as_of.strip() if isinstance(as_of, str) else to_mjd_tai(as_of)  # strings: dpdb.asof
+        return run_query(self.settings, sql, as_of=instant, release=release, provisional=provisional)
 
-    def query(self, sql: str, *, as_of: Instant | None = None, release: str | None = None) -> Table:
+    def query(
+        self, sql: str, *, as_of: Instant | None = None, release: str | None = None, provisional: bool = False
+    ) -> Table:
         """Run one read-only SQL statement (PostgreSQL dialect, q3c and pg_sphere functions).
 
         Parameters
@@ -315,6 +345,12 @@ class Archive:
         as_of
             Read the catalogs as they were at this instant (DPDD §2.5); the same
             query at the same instant always gives the same rows. ``None``: now.
+            An instant later than the latest processing time is refused (its
+            answer could still change) unless ``provisional``; ``"now"`` is
+            evaluated as the current instant. ``meta['as_of']`` records the
+            resolved instant and ``meta['as_of_repeatable']`` whether it is final.
+        provisional
+            Evaluate an instant later than the latest processing time anyway.
         release
             Catalog whose tables unqualified names resolve to: ``prompt``, a
             release (``dr1``), ``current`` or ``previous``.
@@ -333,7 +369,14 @@ class Archive:
         ReleaseStateError
             ``release`` names no catalog.
         """
-        return to_astropy(self.query_arrow(sql, as_of=as_of, release=release), tables_named(sql))
+        arrow = self.query_arrow(sql, as_of=as_of, release=release, provisional=provisional)
+        table = to_astropy(arrow, tables_named(sql))
+        meta = arrow.schema.metadata or {}
+        if b"dpdb.as_of_utc" in meta:
+            table.meta["as_of"] = meta[b"dpdb.as_of_utc"].decode()
+            table.meta["as_of_mjd_tai"] = float(meta[b"dpdb.as_of_mjd_tai"])
+            table.meta["as_of_repeatable"] = meta[b"dpdb.as_of_repeatable"] == b"true"
+        return table
 
     def adql(
         self, query: str, *, as_of: Instant | None = None, release: str | None = None, maxrec: int = 10**7
@@ -753,7 +796,7 @@ class Prompt:
         """The alert record of a DiaSource (schema lsst.v11_1.alert); ``as_of=None``: as issued."""
         from .prompt.alert import alert_record
 
-        return alert_record(self._archive.settings, dia_source_id, to_mjd_tai(as_of))
+        return alert_record(self._archive.settings, dia_source_id, _checked(self._archive.settings, as_of))
 
 
 class Citations:
@@ -841,7 +884,8 @@ class Plots:
         """Light curve of an Object or DiaObject: per band, detections and forced photometry."""
         from .plots import lightcurve_data
 
-        return lightcurve_data(self._archive.settings, object_id, as_of=to_mjd_tai(as_of))
+        instant = _checked(self._archive.settings, as_of)
+        return lightcurve_data(self._archive.settings, object_id, as_of=instant)
 
     def sky_data(
         self, *, release: str = "current", table: str | None = None, order: int | None = None

@@ -32,7 +32,17 @@ from dpdb.healpix import PIXEL_ORDER
 
 from .files import fingerprint
 
-__all__ = ["MANIFEST", "FileEntry", "ReleaseDir", "part_path", "write_table", "entry_for", "read", "verify"]
+__all__ = [
+    "MANIFEST",
+    "FileEntry",
+    "ReleaseDir",
+    "part_path",
+    "write_table",
+    "entry_for",
+    "read",
+    "verify",
+    "remove_temporaries",
+]
 
 MANIFEST = "release.json"
 ROW_GROUP = 131_072
@@ -143,3 +153,12 @@ def verify(root: Path, manifest: ReleaseDir | None = None) -> ReleaseDir:
                     f"{entry.sha256[:12]}…); the file was changed or damaged"
                 )
     return manifest
+
+
+def remove_temporaries(root: Path) -> int:
+    """Delete the temporary files a killed writer left under ``root`` (call with the folder locked)."""
+    n = 0
+    for tmp in Path(root).rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        n += 1
+    return n

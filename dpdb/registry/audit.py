@@ -6,6 +6,7 @@ the action, so it is kept whether the action committed or rolled back.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import logging
@@ -34,11 +35,22 @@ class Audit:
 
 @contextmanager
 def audited(settings: Settings, action: str, **arguments: object) -> Iterator[Audit]:
-    """Record ``action`` with its ``arguments``; the outcome is ``audit.outcome`` or the error."""
+    """Record ``action`` with its ``arguments``; the outcome is ``audit.outcome`` or the error.
+
+    A lifecycle step on one release (``release.*`` with a ``name``) holds that
+    release's lock (:func:`dpdb.locks.release_lock`): a concurrent step on it fails
+    at once with ``busy: ... (pid N)``.
+    """
+    from dpdb.locks import release_lock
+
     audit = Audit()
     start = time.monotonic()
+    name = arguments.get("name")
     try:
-        yield audit
+        with contextlib.ExitStack() as stack:
+            if action.startswith("release.") and isinstance(name, str):
+                stack.enter_context(release_lock(settings, name, action))
+            yield audit
     except BaseException as e:
         audit.outcome = f"error: {first_line(e)}"
         raise

@@ -90,6 +90,9 @@ def create_catalog(
     kind = CatalogKind(kind)
     log.info("creating %s catalog %s (schema v%d, partition order %d)", kind, name, version, partition_order)
     execute_ddl(conn, catalog_ddl(name, version, kind, partition_order))
+    from dpdb.keymap import create_keymaps  # keys unique across each partitioned table
+
+    create_keymaps(conn, name, version, str(kind))
     conn.execute(
         "INSERT INTO dpdb_meta.catalog (name, kind, schema_version, partition_order, created_at) "
         "VALUES (%s, %s, %s, %s, now())",
