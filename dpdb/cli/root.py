@@ -10,7 +10,9 @@ import click
 
 from ..config import Settings, get_settings
 from ..errors import first_line
-from . import cite, db, demo, files, plot, prompt, provenance, query, release, schema, serve
+from . import (  # noqa: F401 (backup adds its commands to the db group)
+    backup, cite, db, demo, files, plot, prompt, provenance, query, release, schema, serve,
+)
 from ._common import DpdbGroup
 
 __all__ = ["cli", "main"]
