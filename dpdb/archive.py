@@ -914,5 +914,9 @@ class Backups:
         Returns a :class:`~dpdb.backup.RestoreResult`; ``Archive(home=into)`` reads the copy.
         """
         from .backup import instant_utc, restore, server_of
+        from .errors import ConfigError
 
-        return restore(server_of(self._archive.settings), instant_utc(to), Path(into))
+        mjd = to_mjd_tai(to)
+        if mjd is None:
+            raise ConfigError("give the instant to restore to")
+        return restore(server_of(self._archive.settings), instant_utc(mjd), Path(into))

@@ -6,7 +6,7 @@ The embedded server archives its WAL continuously into a pgBackRest repository i
 backup; :func:`restore` recovers a copy of the cluster as of an instant into a new dpdb home
 and starts it there as its own embedded server (its own port, its own WAL archive), so the
 original keeps running untouched. pgBackRest checksums every file and WAL segment it stores
-and picks the newest backup that ends before the instant (docs/architecture.md, operations).
+and picks the newest backup that ends before the instant (docs/architecture.md, Conventions).
 """
 
 from __future__ import annotations
@@ -98,19 +98,14 @@ def server_of(settings: Settings) -> EmbeddedServer:
     return server
 
 
-def instant_utc(instant: object) -> _dt.datetime:
-    """A dpdb instant (ISO UTC, MJD TAI, 'now', datetime, astropy Time) as an aware UTC datetime."""
+def instant_utc(mjd_tai: float) -> _dt.datetime:
+    """An MJD TAI (what :func:`dpdb.archive.to_mjd_tai` makes of any instant) as an aware UTC datetime."""
     from astropy.time import Time
 
-    from .archive import to_mjd_tai
-
-    mjd = to_mjd_tai(instant)  # type: ignore[arg-type]
-    if mjd is None:
-        raise ConfigError("give the instant to restore to (--to)")
     try:
-        value = Time(mjd, format="mjd", scale="tai").utc.to_datetime()
+        value = Time(mjd_tai, format="mjd", scale="tai").utc.to_datetime()
     except (ValueError, OverflowError) as e:
-        raise ConfigError(f"instant {instant!r} is out of range") from e
+        raise ConfigError(f"instant MJD {mjd_tai} is out of range") from e
     return value.replace(tzinfo=_dt.UTC)
 
 
