@@ -41,6 +41,9 @@ def cli(ctx: click.Context, dsn: str | None, home: Path | None, debug: bool, ver
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
+    # psycopg warns when the rollback after an error fails (the server is gone); the command's
+    # own error line says so already
+    logging.getLogger("psycopg").setLevel(logging.INFO if verbose else logging.ERROR)
     try:
         ctx.obj = get_settings(dsn=dsn, home=home)
     except Exception as e:  # pydantic validation of DPDB_* variables
