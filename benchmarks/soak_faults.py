@@ -45,12 +45,12 @@ from dpdb.db import _close_idle_adbc, conninfo
 from dpdb.etl import release_dir
 from dpdb.etl.export import select_sql
 from dpdb.etl.validate import target_table
+from dpdb.model.felis import latest_version
+from dpdb.model.layout import PROMPT_TABLES, RELEASE_TABLES
 from dpdb.processing.release import produce
 from dpdb.processing.survey import SurveyConfig, simulate
 from dpdb.processing.synthetic import synthetic_table
-from dpdb.schema import latest_version
 from dpdb.server import EmbeddedServer
-from dpdb.tables import PROMPT_TABLES, RELEASE_TABLES
 
 DPDB = str(Path(sys.executable).with_name("dpdb"))
 OPS = ("load", "visit", "activate", "archive", "restore")

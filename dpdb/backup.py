@@ -189,7 +189,7 @@ def after_start(server: EmbeddedServer, strict: bool = False) -> None:
     if not archiving(server) or _stanza_exists(server):
         return
     with _admin(server) as conn:
-        if conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:  # type: ignore[index]
+        if _in_recovery(conn):
             return  # a restored copy: `restore` creates it after promotion
     try:
         _pgbackrest(server, "stanza-create")
@@ -197,6 +197,11 @@ def after_start(server: EmbeddedServer, strict: bool = False) -> None:
         if strict:
             raise
         log.warning("WAL archiving is not working: %s", e)
+
+
+def _in_recovery(conn: psycopg.Connection) -> bool:
+    row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+    return bool(row and row[0])
 
 
 def _stanza_exists(server: EmbeddedServer) -> bool:
@@ -435,7 +440,7 @@ def _await_promotion(copy: EmbeddedServer, timeout: float) -> str:
             contextlib.suppress(psycopg.OperationalError),
             psycopg.connect(copy.conninfo("postgres"), autocommit=True, connect_timeout=5) as conn,
         ):
-            if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:  # type: ignore[index]
+            if not _in_recovery(conn):
                 return _recovery_line(log_file, "recovery stopping") or "end of archived WAL"
         time.sleep(0.2)
     raise ServerError(f"recovery of {copy.data_dir} did not finish within {timeout:.0f} s")

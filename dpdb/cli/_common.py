@@ -60,10 +60,10 @@ def database_message(exc: BaseException) -> str:
         seen = seen.__cause__ or seen.__context__
     errors: list[BaseException] = []
     for e in chain:
-        if isinstance(e, sqlalchemy.exc.DBAPIError) and e.orig is not None:
-            e = e.orig  # type: ignore[assignment]
-        if isinstance(e, (psycopg.Error, adbc_driver_manager.Error)):
-            errors.append(e)
+        orig = e.orig if isinstance(e, sqlalchemy.exc.DBAPIError) else None
+        cause = orig if isinstance(orig, BaseException) else e
+        if isinstance(cause, (psycopg.Error, adbc_driver_manager.Error)):
+            errors.append(cause)
     cause = errors[-1] if errors else exc
     if any(marker in str(e) for e in errors for marker in _LOST):
         return (

@@ -149,7 +149,8 @@ def _load_ssobjects(aconn: adbc.Connection, path: Path, version: int, t: float) 
             "SELECT count(*) FROM added",
             parameters=(t, load_id),
         )
-        added = int(cur.fetchone()[0])  # type: ignore[index]
+        row = cur.fetchone()
+        added = int(row[0]) if row else 0
         if added:
             manifest.set_row_count(cur, load_id, added)
             aconn.commit()
