@@ -235,8 +235,7 @@ def _admin(server: EmbeddedServer) -> psycopg.Connection:
 
 def _need_archiving(server: EmbeddedServer) -> None:
     _need_pgbackrest()
-    if not server.initialized() or not server.running():
-        raise ServerError(f"the embedded server in {server.home} is not running; run `dpdb db up`")
+    server.up()  # like every command, on demand
     if not archiving(server):
         raise ConfigError(
             f"the embedded server in {server.home} does not archive WAL (DPDB_WAL_ARCHIVE off, or it was "
@@ -267,7 +266,7 @@ def backup(server: EmbeddedServer, kind: str = "full") -> BackupInfo:
     Raises
     ------
     ServerError
-        pgBackRest is missing, the server is not running, or the backup failed.
+        pgBackRest is missing, the server cannot start, or the backup failed.
     ConfigError
         The server does not archive WAL.
     """
