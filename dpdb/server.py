@@ -218,7 +218,14 @@ class EmbeddedServer:
             self._clear_stale_pid()
             port = self._choose_port()
             self._configure_archive(port)
-            self._start(port)
+            try:
+                self._start(port)
+            except ServerError as e:  # e.g. a killed server's last backends were still exiting
+                log.info("first start failed (%s); retrying once", e)
+                time.sleep(2.0)
+                self._await_orphans()
+                self._clear_stale_pid()
+                self._start(port)
             self._after_start()
             return True
 
@@ -387,7 +394,7 @@ class EmbeddedServer:
         """Remove a postmaster.pid when no postmaster runs in our data directory (checked in /proc)."""
         pid_file = self.data_dir / "postmaster.pid"
         if pid_file.exists() and self._live_pid() is None:
-            log.warning("removing stale %s", pid_file)
+            log.info("removing stale %s", pid_file)  # routine after a crash or kill -9
             pid_file.unlink()
 
     def _configure_archive(self, port: int) -> None:
@@ -459,11 +466,13 @@ def _free_port() -> int:
 
 
 def _tail(path: Path) -> str:
+    """The reason in a server log: its last FATAL or PANIC line, else its last line."""
     try:
         lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return "no server log"
-    return lines[-1] if lines else "empty server log"
+    fatal = [line for line in lines[-50:] if "FATAL:" in line or "PANIC:" in line]
+    return (fatal or lines or ["empty server log"])[-1]
 
 
 def _process_in(pid: int, data_dir: Path, postmaster_only: bool) -> bool:
