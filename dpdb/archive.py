@@ -502,7 +502,6 @@ class Archive:
         with snapshot(self.settings) as conn:  # a pooled read-only snapshot (the portal calls this often)
             return read_provenance(conn, object_id)
 
-
     # -- objects and catalogs at a glance (what the web portal shows) ----------------------------
 
     def lookup(

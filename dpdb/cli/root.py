@@ -11,7 +11,18 @@ import click
 from ..config import Settings, get_settings
 from ..errors import first_line
 from . import (  # noqa: F401 (backup adds its commands to the db group)
-    backup, cite, db, demo, files, plot, prompt, provenance, query, release, schema, serve,
+    backup,
+    cite,
+    db,
+    demo,
+    files,
+    plot,
+    prompt,
+    provenance,
+    query,
+    release,
+    schema,
+    serve,
 )
 from ._common import DpdbGroup
 
