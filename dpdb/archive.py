@@ -204,6 +204,7 @@ class Archive:
         self.prompt = Prompt(self)
         self.plot = Plots(self)
         self.citations = Citations(self)
+        self.backups = Backups(self)
 
     def __repr__(self) -> str:
         where = "DPDB_DSN server" if self.settings.dsn else f"embedded server in {self.settings.home}"
@@ -543,7 +544,6 @@ class Archive:
 
         with snapshot(self.settings) as conn:  # a pooled read-only snapshot (the portal calls this often)
             return read_provenance(conn, object_id)
-
 
     # -- objects and catalogs at a glance (what the web portal shows) ----------------------------
 
@@ -925,3 +925,41 @@ class Plots:
     def history(self, dia_object_id: int, out: str | Path) -> Path:
         """Draw :meth:`history_data` to the PNG ``out``."""
         return self.draw(self.history_data(dia_object_id), out)
+
+
+class Backups:
+    """``archive.backups``: base backups and point-in-time recovery of the embedded server."""
+
+    def __init__(self, archive: Archive) -> None:
+        self._archive = archive
+
+    def take(self, kind: str = "full") -> Any:
+        """Take a base backup (``full``, ``diff`` or ``incr``); return a :class:`~dpdb.backup.BackupInfo`."""
+        from .backup import backup, server_of
+
+        return backup(server_of(self._archive.settings), kind)
+
+    def list(self) -> list[Any]:
+        """The base backups in the repository, oldest first."""
+        from .backup import list_backups, server_of
+
+        return list_backups(server_of(self._archive.settings))
+
+    def wal(self) -> Any:
+        """The WAL archive: whether the server archives, and the first and last segment stored."""
+        from .backup import server_of, wal_status
+
+        return wal_status(server_of(self._archive.settings))
+
+    def restore(self, to: Instant, into: str | Path) -> Any:
+        """Recover a copy of the database as of ``to`` into the new dpdb home ``into`` (left running).
+
+        Returns a :class:`~dpdb.backup.RestoreResult`; ``Archive(home=into)`` reads the copy.
+        """
+        from .backup import instant_utc, restore, server_of
+        from .errors import ConfigError
+
+        mjd = to_mjd_tai(to)
+        if mjd is None:
+            raise ConfigError("give the instant to restore to")
+        return restore(server_of(self._archive.settings), instant_utc(mjd), Path(into))

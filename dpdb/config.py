@@ -69,6 +69,11 @@ class Settings(BaseSettings):
     pg_bindir: Path | None = Field(
         None, description="Directory of the PostgreSQL server binaries (default: searched)."
     )
+    wal_archive: bool = Field(
+        True,
+        description="The embedded server archives its WAL with pgBackRest into DPDB_HOME/backup "
+        "(point-in-time recovery); read when the server starts.",
+    )
 
     association_radius: float = Field(
         1.0, gt=0, le=60, description="Radius for DiaSource -> DiaObject association [arcsec]."

@@ -57,7 +57,9 @@ REQUIRED_EXTENSIONS = ("q3c", "pg_sphere")
 
 def server_for(settings: Settings) -> EmbeddedServer | None:
     """The embedded server of these settings, or None when a DSN is configured."""
-    return EmbeddedServer(settings.home, settings.pg_bindir) if settings.embedded() else None
+    if not settings.embedded():
+        return None
+    return EmbeddedServer(settings.home, settings.pg_bindir, wal_archive=settings.wal_archive)
 
 
 def conninfo(settings: Settings, dbname: str | None = None) -> str:

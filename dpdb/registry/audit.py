@@ -46,12 +46,14 @@ def audited(settings: Settings, action: str, **arguments: object) -> Iterator[Au
     audit = Audit()
     start = time.monotonic()
     name = arguments.get("name")
+    failed = False
     try:
         with contextlib.ExitStack() as stack:
             if action.startswith("release.") and isinstance(name, str):
                 stack.enter_context(release_lock(settings, name, action))
             yield audit
     except BaseException as e:
+        failed = True
         audit.outcome = f"error: {first_line(e)}"
         raise
     finally:
@@ -59,7 +61,9 @@ def audited(settings: Settings, action: str, **arguments: object) -> Iterator[Au
             with psycopg.connect(conninfo(settings), autocommit=True) as conn:
                 record(conn, action, arguments, audit.outcome, time.monotonic() - start)
         except psycopg.Error as e:  # never hide the action's own error behind the audit's
-            log.warning("could not write the audit log entry of %s: %s", action, e)
+            # an action that failed for the same reason (server gone) has said so in its own error line
+            level = logging.INFO if failed and isinstance(e, psycopg.OperationalError) else logging.WARNING
+            log.log(level, "could not write the audit log entry of %s: %s", action, first_line(e))
 
 
 def record(
