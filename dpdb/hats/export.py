@@ -110,7 +110,7 @@ def export_hats(
     jobs: int = 2,
     chunk_rows: int = 250_000,
     partition_bytes: int = 256 << 20,
-    processes: bool = True,
+    processes: bool | None = None,
     progress: bool = False,
     on_catalog: Callable[[CatalogResult], None] | None = None,
 ) -> ExportResult:
@@ -141,7 +141,7 @@ def export_hats(
     provenance = _provenance(snapshot)
     result = ExportResult(out, {"catalog": catalog, **identity, **provenance})
     uri = adbc_uri(settings)
-    with _client(jobs, processes, out / TMP) as client:
+    with _client(jobs, jobs > 1 if processes is None else processes, out / TMP) as client:
         for plan in plans:
             t0 = time.monotonic()
             if isinstance(plan, TableExport) and not plan.spatial:
@@ -190,7 +190,7 @@ def _client(jobs: int, processes: bool, tmp: Path) -> Iterator[Any]:
     from dask.distributed import Client, LocalCluster
 
     tmp.mkdir(parents=True, exist_ok=True)
-    with dask.config.set({"distributed.worker.daemon": False, "logging.distributed": "error"}):
+    with dask.config.set({"logging.distributed": "error"}):
         cluster = LocalCluster(
             n_workers=max(1, jobs), threads_per_worker=1, processes=processes, dashboard_address=None,
             local_directory=str(tmp / "dask"), silence_logs=logging.ERROR,

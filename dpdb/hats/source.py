@@ -109,7 +109,9 @@ def resolve_snapshot(conn: psycopg.Connection, catalog: str, as_of: float | None
                 f"with `dpdb release restore {schema}`)"
             )
         raise ReleaseStateError(f"unknown catalog {schema!r} (catalogs: {', '.join(known) or 'none'})")
-    order = conn.execute("SELECT partition_order FROM dpdb_meta.catalog WHERE name = %s", (schema,)).fetchone()
+    order = conn.execute(
+        "SELECT partition_order FROM dpdb_meta.catalog WHERE name = %s", (schema,)
+    ).fetchone()
     return Snapshot(name, schema, info[0], info[1], int(order[0]), instant)  # type: ignore[index]
 
 
@@ -169,7 +171,8 @@ def _from_clause(snapshot: Snapshot, table: str) -> sql.Composable:
         if table not in _AS_OF_TABLES:
             raise ValidationError(f"prompt.{table} cannot be read as of an instant; export it from a release")
         return sql.SQL("prompt.{}({})").format(
-            sql.Identifier(f"{table.lower()}_as_of"), sql.Literal(float(snapshot.as_of))  # type: ignore[arg-type]
+            sql.Identifier(f"{table.lower()}_as_of"),
+            sql.Literal(float(snapshot.as_of)),  # type: ignore[arg-type]
         )
     return sql.Identifier(snapshot.schema, table.lower())
 
@@ -433,8 +436,10 @@ class PostgresReader(InputReader):
         rows = rows.filter(rows[parent_key].is_valid()) if rows.num_rows else rows
         keys = rows[parent_key].to_numpy() if rows.num_rows else np.array([], dtype=np.int64)
         where = np.searchsorted(ids, keys)
-        found = (where < len(ids)) & (ids[np.minimum(where, max(len(ids) - 1, 0))] == keys) if len(ids) else (
-            np.zeros(len(keys), dtype=bool)
+        found = (
+            (where < len(ids)) & (ids[np.minimum(where, max(len(ids) - 1, 0))] == keys)
+            if len(ids)
+            else (np.zeros(len(keys), dtype=bool))
         )
         order = np.argsort(where[found], kind="stable")
         kept = rows.filter(pa.array(found)).take(pa.array(order))
@@ -443,7 +448,9 @@ class PostgresReader(InputReader):
         values = pa.StructArray.from_arrays(
             [kept[f.name].combine_chunks() for f in struct_schema], fields=list(struct_schema)
         )
-        return pa.ListArray.from_arrays(pa.array(offsets), values, type=pa.list_(pa.struct(list(struct_schema))))
+        return pa.ListArray.from_arrays(
+            pa.array(offsets), values, type=pa.list_(pa.struct(list(struct_schema)))
+        )
 
 
 _local = threading.local()
