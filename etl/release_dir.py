@@ -57,6 +57,7 @@ class ReleaseDir:
     purpose: str  # "production" or "archive"
     tables: dict[str, list[FileEntry]] = field(default_factory=dict)
     info: dict[str, object] = field(default_factory=dict)  # free-form: seed, source, produced_at...
+    extra: list[FileEntry] = field(default_factory=list)  # checked, not loaded (HATS metadata, margins)
 
     def rows(self, table: str) -> int:
         return sum(f.rows for f in self.tables.get(table, []))
@@ -67,7 +68,7 @@ class ReleaseDir:
 
     @property
     def total_bytes(self) -> int:
-        return sum(f.bytes for files in self.tables.values() for f in files)
+        return sum(f.bytes for files in [*self.tables.values(), self.extra] for f in files)
 
     def write(self, root: Path) -> None:
         """Write ``release.json`` atomically (the directory is complete once it exists)."""
@@ -123,7 +124,8 @@ def read(root: Path) -> ReleaseDir:
     try:
         data = json.loads(path.read_text())
         tables = {t: [FileEntry(**f) for f in files] for t, files in data.pop("tables").items()}
-        return ReleaseDir(tables=tables, **data)
+        extra = [FileEntry(**f) for f in data.pop("extra", [])]
+        return ReleaseDir(tables=tables, extra=extra, **data)
     except (ValueError, TypeError, KeyError) as e:
         raise ValidationError(f"{path}: not a valid release manifest ({e})") from None
 
@@ -131,7 +133,7 @@ def read(root: Path) -> ReleaseDir:
 def verify(root: Path, manifest: ReleaseDir | None = None) -> ReleaseDir:
     """Check every file of the manifest is there with its size and SHA-256; name the first that is not."""
     manifest = manifest or read(root)
-    for files in manifest.tables.values():
+    for files in [*manifest.tables.values(), manifest.extra]:
         for entry in files:
             path = Path(root) / entry.path
             if not path.is_file():

@@ -170,7 +170,7 @@ def test_nested_sources_are_the_sources_of_each_object(export) -> None:  # noqa:
     archive, out = export
     nested = lsdb.open_catalog(out / "ObjectNested").compute()
     assert len(nested["source"].nest.to_flat()) == _count(archive, "SELECT count(*) FROM current.Source")
-    some = nested[nested["source"].nest.list_lengths > 2].head(5)
+    some = nested[np.asarray(nested["source"].nest.len()) > 2].head(5)
     assert len(some) == 5
     for object_id, sources in zip(some["objectId"], some["source"], strict=True):
         db = archive.query(f"SELECT sourceId, psfFlux FROM current.Source WHERE objectId = {int(object_id)}")
