@@ -61,16 +61,17 @@ def write_archive(
     )  # fmt: skip
     listed: set[Path] = set()
     for c in result.catalogs:
-        if c.kind == "parquet":
+        if not c.rows:
+            files = []  # nothing to load back (an empty table's file, if any, is listed as extra)
+        elif c.kind == "parquet":
             files = [out / c.path]
-        elif c.rows:
-            files = sorted((out / c.name / c.name / "dataset").glob("Norder=*/Dir=*/Npix=*.parquet"))
         else:
-            files = []
+            files = sorted((out / c.name / c.name / "dataset").glob("Norder=*/Dir=*/Npix=*.parquet"))
         manifest.tables[c.name] = [release_dir.entry_for(out, p, pq.read_metadata(p).num_rows) for p in files]
         listed.update(files)
     for path in sorted(out.rglob("*")):
-        if path.is_file() and path not in listed and path.name != release_dir.MANIFEST and TMP not in path.parts:
+        skip = path in listed or path.name == release_dir.MANIFEST or TMP in path.parts
+        if path.is_file() and not skip:
             rows = pq.read_metadata(path).num_rows if path.suffix == ".parquet" else 0
             manifest.extra.append(release_dir.entry_for(out, path, rows))
     assert (out / EXPORT_MANIFEST).is_file()

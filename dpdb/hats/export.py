@@ -192,7 +192,7 @@ def _client(jobs: int, processes: bool, tmp: Path) -> Iterator[Any]:
     tmp.mkdir(parents=True, exist_ok=True)
     with dask.config.set({"logging.distributed": "error"}):
         cluster = LocalCluster(
-            n_workers=max(1, jobs), threads_per_worker=1, processes=processes, dashboard_address=None,
+            n_workers=max(1, jobs), threads_per_worker=1, processes=processes, dashboard_address=":0",
             local_directory=str(tmp / "dask"), silence_logs=logging.ERROR,
         )  # fmt: skip
         try:
