@@ -8,6 +8,7 @@ by the module; the prompt as-of export and the kill/rerun test make their own.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import time
@@ -215,12 +216,12 @@ def test_cli_errors_are_one_line(demo_run: DemoRun, tmp_path: Path) -> None:
 def test_a_killed_export_resumes_without_rewriting_finished_parts(demo_run: DemoRun, tmp_path: Path) -> None:
     env = {**demo_env(), "DPDB_HOME": str(demo_run.settings.home)}
     out = tmp_path / "k"
-    cmd = [DPDB, "hats", "export", "dr2", "--out", str(out), "--tables", "Object,ForcedSource", "--jobs", "1",
-           "--partition-mb", "1", "--margin", "10", "--no-progress"]  # fmt: skip
+    cmd = [DPDB, "hats", "export", "dr2", "--out", str(out), "--tables", "Source,ForcedSource", "--jobs", "1",
+           "--partition-mb", "0.5", "--margin", "10", "--no-progress"]  # fmt: skip
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert first.stdout is not None
     for line in first.stdout:
-        if line.startswith("Object:"):
+        if line.startswith("Source:"):
             break
     forced = out / "ForcedSource" / "ForcedSource" / "dataset"
     deadline = time.monotonic() + 120
@@ -229,7 +230,7 @@ def test_a_killed_export_resumes_without_rewriting_finished_parts(demo_run: Demo
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     assert not (out / "dpdb_export.json").exists(), "the export finished before it could be killed"
-    finished = {p: p.stat().st_mtime_ns for p in (out / "Object").rglob("*") if p.is_file()}
+    finished = {p: p.stat().st_mtime_ns for p in (out / "Source").rglob("*") if p.is_file()}
     written = {}
     for p in forced.glob("Norder=*/Dir=*/Npix=*.parquet"):
         try:
@@ -239,7 +240,7 @@ def test_a_killed_export_resumes_without_rewriting_finished_parts(demo_run: Demo
         written[p] = p.stat().st_mtime_ns
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "Object: " in again.stdout and "(kept" in again.stdout
+    assert "Source: " in again.stdout and "(kept" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in finished} == finished, "a complete collection was rewritten"
     assert {p: p.stat().st_mtime_ns for p in written} == written, "a verified partition was rewritten"
     archive = dpdb.Archive(settings=demo_run.settings)
@@ -255,3 +256,40 @@ def test_a_killed_export_resumes_without_rewriting_finished_parts(demo_run: Demo
         and "(2 written" not in third.stdout
         and "0 written, 2 already complete" in third.stdout
     )
+
+
+def test_retired_releases_are_hats_archives_and_both_layouts_restore(rsettings, tmp_path: Path) -> None:  # noqa: ANN001
+    """dr1 is retired as HATS collections; dr2's archive is in the layout archives had before (a
+    produced release directory, which retirement reuses): both open or restore, with the same rows."""
+    from dpdb.etl import release_dir
+    from dpdb.processing.release import produce
+    from test_release import ready, table_checksums
+
+    from dpdb.lifecycle.activate import activate_release
+    from dpdb.lifecycle.load import restore_release
+
+    before = {}
+    for name in ("dr1", "dr2", "dr3", "dr4"):
+        produce(tmp_path / name, name, objects=300, nights=2)
+        ready(rsettings, name, tmp_path / name)
+        before[name] = table_checksums(rsettings, name)
+        if name == "dr4":
+            shutil.copytree(tmp_path / "dr2", rsettings.archive_root() / "dr2")  # the earlier plain layout
+        activate_release(rsettings, name)
+    hats_archive = rsettings.archive_root() / "dr1"
+    manifest = release_dir.verify(hats_archive)
+    assert manifest.info["format"] == "hats" and manifest.rows("Object") == before["dr1"]["Object"][0] == 300
+    assert any("_10arcs" in e.path for e in manifest.extra) and any(
+        e.path.endswith("_metadata") for e in manifest.extra
+    )
+    for table in ("Object", "Source", "ForcedSource", "DiaObject"):
+        assert is_valid_catalog(hats_archive / table / table, strict=True)
+        assert (
+            len(lsdb.open_catalog(hats_archive / table).compute())
+            == manifest.rows(table)
+            == before["dr1"][table][0]
+        )
+    assert "format" not in release_dir.verify(rsettings.archive_root() / "dr2").info
+    for name in ("dr1", "dr2"):
+        restore_release(rsettings, name)
+        assert table_checksums(rsettings, name) == before[name]
