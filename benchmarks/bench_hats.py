@@ -33,12 +33,12 @@ import numpy as np
 import pandas as pd
 import psycopg
 import pyarrow.parquet as pq
-from dpdb.etl.load import load
-from dpdb.processing.synthetic import synthetic_table
 
 from dpdb.config import Settings
 from dpdb.db import conninfo, prepare
+from dpdb.etl.load import load
 from dpdb.hats import export_hats
+from dpdb.processing.synthetic import synthetic_table
 from dpdb.releases import create_release
 from dpdb.schema import latest_version
 from dpdb.server import EmbeddedServer

@@ -261,12 +261,12 @@ def test_a_killed_export_resumes_without_rewriting_finished_parts(demo_run: Demo
 def test_retired_releases_are_hats_archives_and_both_layouts_restore(rsettings, tmp_path: Path) -> None:  # noqa: ANN001
     """dr1 is retired as HATS collections; dr2's archive is in the layout archives had before (a
     produced release directory, which retirement reuses): both open or restore, with the same rows."""
-    from dpdb.etl import release_dir
-    from dpdb.processing.release import produce
     from test_release import ready, table_checksums
 
+    from dpdb.etl import release_dir
     from dpdb.lifecycle.activate import activate_release
     from dpdb.lifecycle.load import restore_release
+    from dpdb.processing.release import produce
 
     before = {}
     for name in ("dr1", "dr2", "dr3", "dr4"):

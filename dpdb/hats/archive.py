@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from dpdb import __version__
+from dpdb._version import code_version
 from dpdb.config import Settings
 from dpdb.etl import release_dir
 from dpdb.tables import RELEASE_TABLES
@@ -57,7 +57,7 @@ def write_archive(
     result = export_hats(settings, name, out, tables=list(RELEASE_TABLES), margin=margin, jobs=jobs)
     manifest = release_dir.ReleaseDir(
         name, origin, version, order, "archive",
-        info={"format": FORMAT, "margin_arcsec": margin, "dpdb_version": __version__},
+        info={"format": FORMAT, "margin_arcsec": margin, "dpdb_version": code_version()},
     )  # fmt: skip
     listed: set[Path] = set()
     for c in result.catalogs:

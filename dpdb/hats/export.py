@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dpdb import __version__
+from dpdb._version import code_version
 from dpdb.config import Settings
 from dpdb.db import adbc_uri, connect
 from dpdb.errors import DpdbError, ValidationError
@@ -155,7 +155,7 @@ def export_hats(
     shutil.rmtree(out / TMP, ignore_errors=True)
     result.seconds = time.monotonic() - start
     _write_json(out / MANIFEST, {
-        "dpdb_version": __version__, "catalog": catalog, "snapshot": identity, "provenance": provenance,
+        "dpdb_version": code_version(), "catalog": catalog, "snapshot": identity, "provenance": provenance,
         "margin_arcsec": margin, "catalogs": [asdict(c) for c in result.catalogs],
     })  # fmt: skip
     return result
@@ -173,7 +173,7 @@ def _provenance(snapshot: Snapshot) -> dict[str, Any]:
         "dpdb_schema": snapshot.schema,
         "dpdb_kind": snapshot.kind,
         "dpdb_schema_version": snapshot.schema_version,
-        "dpdb_version": __version__,
+        "dpdb_version": code_version(),
     }
     if snapshot.release:
         out["dpdb_release"] = snapshot.release
