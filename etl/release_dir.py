@@ -2,8 +2,9 @@
 
 One module owns it. A release directory holds one folder per table; a
 partitioned table (docs/architecture.md, decision 6) is split by HEALPix pixel at the
-release's partition order, in the HATS layout that LSDB reads, and the other
-tables are one file each::
+release's partition order, in HATS' ``Norder=/Dir=/Npix=`` file naming (real HATS
+catalogs, with properties and margins, are what ``dpdb hats export`` and the
+retirement of a release write: dpdb/hats/), and the other tables are one file each::
 
     release.json                                   the manifest, written last
     Object/Norder=1/Dir=0/Npix=17.parquet          rows whose (parent's) pixel is 17

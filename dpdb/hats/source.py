@@ -12,7 +12,8 @@ batches, so no step ever holds more than one chunk (nested) or one batch
 
 Measurement tables are stored in their parent object's pixel
 (docs/architecture.md, decision 6), so a chunk of Objects and the same pixel
-range of Sources hold each Object with all its Sources: that is how the nested
+range of Sources hold each Object with all its Sources (a DiaObject keeps the
+pixel it was created with, and its DiaSources take it): that is how the nested
 catalogs are built, one chunk at a time, without a join across the sky.
 """
 
