@@ -214,25 +214,28 @@ def test_cli_errors_are_one_line(demo_run: DemoRun, tmp_path: Path) -> None:
 
 
 def test_a_killed_export_resumes_without_rewriting_finished_parts(demo_run: DemoRun, tmp_path: Path) -> None:
+    """SIGKILL while the second catalog's partitions are being written, then rerun: the first catalog and
+    every partition already written and readable are kept (same files), the rest is finished."""
     env = {**demo_env(), "DPDB_HOME": str(demo_run.settings.home)}
     out = tmp_path / "k"
-    cmd = [DPDB, "hats", "export", "dr2", "--out", str(out), "--tables", "Source,ForcedSource", "--jobs", "1",
-           "--partition-mb", "0.5", "--margin", "10", "--no-progress"]  # fmt: skip
+    cmd = [DPDB, "hats", "export", "dr2", "--out", str(out), "--tables", "ForcedSource,DiaForcedSource",
+           "--jobs", "1", "--partition-mb", "0.25", "--margin", "10", "--no-progress"]  # fmt: skip
     first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert first.stdout is not None
     for line in first.stdout:
-        if line.startswith("Source:"):
+        if line.startswith("ForcedSource:"):
             break
-    forced = out / "ForcedSource" / "ForcedSource" / "dataset"
+    second = out / "DiaForcedSource" / "DiaForcedSource" / "dataset"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not list(forced.glob("Norder=*/Dir=*/Npix=*.parquet")):
-        time.sleep(0.05)
+    while time.monotonic() < deadline and not list(second.glob("Norder=*/Dir=*/Npix=*.parquet")):
+        time.sleep(0.02)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=30)
     assert not (out / "dpdb_export.json").exists(), "the export finished before it could be killed"
-    finished = {p: p.stat().st_mtime_ns for p in (out / "Source").rglob("*") if p.is_file()}
+    assert not (out / "DiaForcedSource" / "collection.properties").exists()
+    finished = {p: p.stat().st_mtime_ns for p in (out / "ForcedSource").rglob("*") if p.is_file()}
     written = {}
-    for p in forced.glob("Norder=*/Dir=*/Npix=*.parquet"):
+    for p in second.glob("Norder=*/Dir=*/Npix=*.parquet"):
         try:
             pq.read_metadata(p)
         except Exception:  # noqa: BLE001 - cut short by the kill: it is rewritten
@@ -240,22 +243,17 @@ def test_a_killed_export_resumes_without_rewriting_finished_parts(demo_run: Demo
         written[p] = p.stat().st_mtime_ns
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "Source: " in again.stdout and "(kept" in again.stdout
+    assert "ForcedSource: " in again.stdout and "(kept" in again.stdout
+    assert "1 written, 1 already complete" in again.stdout
     assert {p: p.stat().st_mtime_ns for p in finished} == finished, "a complete collection was rewritten"
     assert {p: p.stat().st_mtime_ns for p in written} == written, "a verified partition was rewritten"
     archive = dpdb.Archive(settings=demo_run.settings)
-    assert read_hats(out / "ForcedSource").main_catalog.catalog_info.total_rows == _count(
-        archive, "SELECT count(*) FROM dr2.ForcedSource"
-    )
-    assert len(lsdb.open_catalog(out / "ForcedSource").compute()) == _count(
-        archive, "SELECT count(*) FROM dr2.ForcedSource"
-    )
+    for table in ("ForcedSource", "DiaForcedSource"):
+        rows = _count(archive, f"SELECT count(*) FROM dr2.{table}")
+        assert read_hats(out / table).main_catalog.catalog_info.total_rows == rows
+        assert len(lsdb.open_catalog(out / table).compute()) == rows
     third = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert (
-        third.returncode == 0
-        and "(2 written" not in third.stdout
-        and "0 written, 2 already complete" in third.stdout
-    )
+    assert third.returncode == 0 and "0 written, 2 already complete" in third.stdout, third.stdout
 
 
 def test_retired_releases_are_hats_archives_and_both_layouts_restore(rsettings, tmp_path: Path) -> None:  # noqa: ANN001

@@ -42,16 +42,7 @@ from dpdb.db import adbc_uri, connect
 from dpdb.errors import DpdbError, ValidationError
 from dpdb.timeutil import iso_utc, now_mjd_tai
 
-from .source import (
-    NestedExport,
-    PostgresReader,
-    Snapshot,
-    TableExport,
-    arrow_schema,
-    chunk_name,
-    plan_tables,
-    resolve_snapshot,
-)
+from .source import NestedExport, Snapshot, TableExport, arrow_schema, plan_tables, resolve_snapshot
 
 __all__ = ["ExportResult", "CatalogResult", "HatsExportError", "export_hats", "MANIFEST", "PLAN"]
 
@@ -141,7 +132,11 @@ def export_hats(
     provenance = _provenance(snapshot)
     result = ExportResult(out, {"catalog": catalog, **identity, **provenance})
     uri = adbc_uri(settings)
-    with _client(jobs, jobs > 1 if processes is None else processes, out / TMP) as client:
+    quiet = _Quiet()
+    logging.getLogger().addFilter(quiet)
+    with contextlib.ExitStack() as stack:
+        stack.callback(logging.getLogger().removeFilter, quiet)
+        client = stack.enter_context(_client(jobs, jobs > 1 if processes is None else processes, out / TMP))
         for plan in plans:
             t0 = time.monotonic()
             if isinstance(plan, TableExport) and not plan.spatial:
@@ -159,6 +154,13 @@ def export_hats(
         "margin_arcsec": margin, "catalogs": [asdict(c) for c in result.catalogs],
     })  # fmt: skip
     return result
+
+
+class _Quiet(logging.Filter):
+    """Drops hats' root-logger warning that a path it validates is a collection (ours are)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Looking for catalog - found collection")
 
 
 def _describe(identity: dict[str, Any]) -> str:
@@ -237,6 +239,8 @@ def _export_collection(
 ) -> CatalogResult:
     from hats_import.collection.arguments import CollectionArguments
     from hats_import.pipeline import pipeline_with_client
+
+    from .reader import PostgresReader, chunk_name
 
     name = plan.name
     table = plan.parent if isinstance(plan, NestedExport) else plan
