@@ -167,8 +167,8 @@ def main() -> None:
         print(f"(b) dpdb hats export --jobs {j}:   {n / exported:>10,.0f} rows/s  ({exported:.1f} s), "
               f"{size / 2**20:,.0f} MiB, margin {margin_rows:,} rows")  # fmt: skip
         print(f"ratio (b)/(a):                  {loaded / exported:>10.2f}   (target >= 1)")
-        print(f"peak RSS of the export: main process {own_rss:,.0f} MiB, largest worker {worker_rss:,.0f} MiB "
-              f"(target: < 4 GiB)")  # fmt: skip
+        rss = f"main process {own_rss:,.0f} MiB, largest worker {worker_rss:,.0f} MiB"
+        print(f"peak RSS of the export: {rss} (target: < 4 GiB)")
         same = sql_pairs == lsdb_pairs
         print(f"cross-match of {len(ext):,} positions within 1\": q3c_join {sql_time:.2f} s, "
               f"LSDB {lsdb_time:.2f} s; {len(sql_pairs):,} pairs, same pairs: {same}")  # fmt: skip
