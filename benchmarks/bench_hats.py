@@ -48,6 +48,7 @@ EXPORT = """
 import resource, sys
 from pathlib import Path
 from dpdb.config import Settings
+from dpdb.hats import export_hats
 home, out, jobs = sys.argv[1:]
 settings = Settings(home=Path(home), database="bench")
 result = export_hats(settings, "bench", Path(out), tables=["Object"], jobs=int(jobs), margin=10.0)
