@@ -200,6 +200,21 @@ def test_prompt_catalog_as_of_an_instant(demo_run: DemoRun, tmp_path: Path) -> N
     assert float(props["dpdb_as_of_mjd_tai"]) == instant and props["dpdb_kind"] == "prompt"
 
 
+def test_current_as_of_an_instant_is_the_release_current_then(demo_run: DemoRun, tmp_path: Path) -> None:
+    archive = dpdb.Archive(settings=demo_run.settings)
+    activations = archive.query_arrow(
+        "SELECT name, activated_mjd_tai FROM dpdb_meta.release_activation ORDER BY activation_id"
+    ).to_pylist()
+    first, second = activations[0], activations[-1]
+    assert first["name"] != second["name"]
+    before = (first["activated_mjd_tai"] + second["activated_mjd_tai"]) / 2
+    result = archive.export_hats("current", tmp_path / "c", tables=["SSObject"], as_of=before, jobs=1)
+    assert result.snapshot["schema"] == first["name"] and result.snapshot["dpdb_release"] == first["name"]
+    rows = _count(archive, f"SELECT count(*) FROM {first['name']}.SSObject")
+    assert result.catalogs[0].kind == "parquet" and result.catalogs[0].rows == rows
+    assert pq.read_metadata(tmp_path / "c" / "SSObject.parquet").num_rows == rows
+
+
 def test_cli_errors_are_one_line(demo_run: DemoRun, tmp_path: Path) -> None:
     env = {**demo_env(), "DPDB_HOME": str(demo_run.settings.home)}
     bad = subprocess.run([DPDB, "hats", "export", "dr9", "--out", str(tmp_path / "x")], env=env,

@@ -136,12 +136,15 @@ def export_hats(
     logging.getLogger().addFilter(quiet)
     with contextlib.ExitStack() as stack:
         stack.callback(logging.getLogger().removeFilter, quiet)
-        client = stack.enter_context(_client(jobs, jobs > 1 if processes is None else processes, out / TMP))
+        client = None  # started when a collection needs it
         for plan in plans:
             t0 = time.monotonic()
             if isinstance(plan, TableExport) and not plan.spatial:
                 done = _export_plain(settings, plan, out)
             else:
+                if client is None:
+                    use_processes = jobs > 1 if processes is None else processes
+                    client = stack.enter_context(_client(jobs, use_processes, out / TMP))
                 done = _export_collection(client, uri, plan, out, provenance, margin, progress)
             done.seconds = time.monotonic() - t0
             result.catalogs.append(done)
