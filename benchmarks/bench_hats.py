@@ -38,9 +38,9 @@ import pyarrow.parquet as pq
 from dpdb.config import Settings
 from dpdb.db import conninfo, prepare
 from dpdb.etl.load import load
+from dpdb.model.felis import latest_version
 from dpdb.processing.synthetic import synthetic_table
-from dpdb.releases import create_release
-from dpdb.schema import latest_version
+from dpdb.registry.releases import create_release
 from dpdb.server import EmbeddedServer
 
 BOX = ((140.0, 160.0), (-10.0, 10.0))

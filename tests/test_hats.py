@@ -26,7 +26,7 @@ from hats.catalog.catalog_collection import CatalogCollection
 from hats.io.validation import is_valid_catalog
 
 import dpdb
-from dpdb.schema import latest_version
+from dpdb.model.felis import latest_version
 
 TABLES = ["Object", "Source", "ObjectNested"]
 

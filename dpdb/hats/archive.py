@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from dpdb._version import code_version
 from dpdb.config import Settings
 from dpdb.etl import release_dir
-from dpdb.tables import RELEASE_TABLES
+from dpdb.model.layout import RELEASE_TABLES
 
 from .export import MANIFEST as EXPORT_MANIFEST
 from .export import TMP, export_hats

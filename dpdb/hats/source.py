@@ -26,12 +26,12 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from dpdb.catalogs import catalog_info
 from dpdb.errors import ReleaseStateError, ValidationError
 from dpdb.etl.validate import TargetTable, target_table
 from dpdb.healpix import PIXEL_ORDER
-from dpdb.schema import load_schema, position_columns
-from dpdb.tables import PIXEL_COLUMN, PROMPT_TABLES, RELEASE_TABLES, layout
+from dpdb.model.layout import PIXEL_COLUMN, PROMPT_TABLES, RELEASE_TABLES, layout
+from dpdb.registry.activations import resolve_alias
+from dpdb.registry.catalogs import find_catalog
 
 __all__ = [
     "Snapshot",
@@ -84,79 +84,42 @@ def resolve_snapshot(conn: psycopg.Connection, catalog: str, as_of: float | None
     if name == "prompt":
         schema, instant = "prompt", now if as_of is None else as_of
     elif name in ("current", "previous"):
-        schema, instant = _release_alias(conn, name, as_of), as_of
+        schema, instant = resolve_alias(conn, name, as_of), as_of
     else:
         if as_of is not None:
             raise ValidationError(
                 f"release {name} is frozen: --as-of applies to prompt, current and previous, not to a release"
             )
         schema, instant = name, None
-    info = catalog_info(conn, schema)
-    if info is None:
+    found = find_catalog(conn, schema)
+    if found is None:
         known = [r[0] for r in conn.execute("SELECT name FROM dpdb_meta.catalog ORDER BY name")]
         archived = conn.execute(
-            "SELECT state FROM dpdb_meta.release WHERE name = %s AND state = 'archived'", (schema,)
+            "SELECT archive_path FROM dpdb_meta.release WHERE name = %s AND archive_path IS NOT NULL",
+            (schema,),
         ).fetchone()
         if archived:
             raise ReleaseStateError(
-                f"release {schema} is archived (its archive is already a HATS collection, or restore it "
-                f"with `dpdb release restore {schema}`)"
+                f"release {schema} is not loaded; its archive {archived[0]} is HATS collections LSDB opens "
+                f"(or restore it with `dpdb release restore {schema}`)"
             )
         raise ReleaseStateError(f"unknown catalog {schema!r} (catalogs: {', '.join(known) or 'none'})")
-    order = conn.execute(
-        "SELECT partition_order FROM dpdb_meta.catalog WHERE name = %s", (schema,)
-    ).fetchone()
-    return Snapshot(name, schema, info[0], info[1], int(order[0]), instant)  # type: ignore[index]
-
-
-def _release_alias(conn: psycopg.Connection, alias: str, as_of: float | None) -> str:
-    if as_of is None:
-        state = "active" if alias == "current" else None
-        if state:
-            row = conn.execute("SELECT name FROM dpdb_meta.release WHERE state = 'active'").fetchone()
-        else:
-            row = conn.execute(
-                "SELECT previous FROM dpdb_meta.release_activation ORDER BY activation_id DESC LIMIT 1"
-            ).fetchone()
-    else:
-        row = conn.execute(
-            "SELECT CASE WHEN %s = 'current' THEN name ELSE previous END FROM dpdb_meta.release_activation "
-            "WHERE activated_mjd_tai <= %s ORDER BY activation_id DESC LIMIT 1",
-            (alias, as_of),
-        ).fetchone()
-    if row is None or row[0] is None:
-        when = f" at MJD {as_of} (TAI)" if as_of is not None else ""
-        raise ReleaseStateError(f"no release was {alias}{when} (see `dpdb release activate`)")
-    return str(row[0])
+    return Snapshot(name, schema, str(found.kind), found.schema_version, found.partition_order, instant)
 
 
 # -- tables ----------------------------------------------------------------------------------------
 
 
-def _field_metadata(table: str) -> dict[str, dict[bytes, bytes]]:
-    """Canonical column -> Arrow field metadata (unit, ucd, description) from the felis schema."""
-    from dpdb.schema import latest_version
-
-    out: dict[str, dict[bytes, bytes]] = {}
-    ftable = next((t for t in load_schema(latest_version()).tables if t.name == table), None)
-    for col in ftable.columns if ftable else []:
-        meta = {
-            "unit": col.fits_tunit or col.ivoa_unit,
-            "ucd": col.ivoa_ucd,
-            "description": " ".join((col.description or "").split()) or None,
-        }
-        out[col.name] = {k.encode(): v.encode() for k, v in meta.items() if v}
-    return out
-
-
 def arrow_schema(target: TargetTable, *, drop: tuple[str, ...] = ()) -> pa.Schema:
-    """Canonical Arrow schema of a table, with unit/UCD/description as field metadata."""
-    meta = _field_metadata(target.canonical)
-    return pa.schema(
-        pa.field(c.canonical, c.arrow_type, nullable=c.nullable, metadata=meta.get(c.canonical) or None)
-        for c in target.columns.values()
-        if c.name not in drop
-    )
+    """Canonical Arrow schema of a table, with the felis unit, UCD and description as field metadata."""
+    fields = []
+    for c in target.columns.values():
+        if c.name in drop:
+            continue
+        meta = {"unit": c.unit, "ucd": c.ucd, "description": " ".join((c.description or "").split())}
+        fields.append(pa.field(c.canonical, c.arrow_type, nullable=c.nullable,
+                               metadata={k: v for k, v in meta.items() if v} or None))  # fmt: skip
+    return pa.schema(fields)
 
 
 def _from_clause(snapshot: Snapshot, table: str) -> sql.Composable:
@@ -275,8 +238,7 @@ def _plan_flat(
     conn: psycopg.Connection, snapshot: Snapshot, name: str, chunk_rows: int, partition_bytes: int
 ) -> TableExport:
     target = target_table(snapshot.schema, snapshot.schema_version, snapshot.kind, name)
-    ftable = next(t for t in load_schema(snapshot.schema_version).tables if t.name == name)
-    pos = position_columns(ftable)
+    pos = target.model.canonical_position
     source = _from_clause(snapshot, name).as_string(conn)
     table = TableExport(name, target, source, pos[0] if pos else None, pos[1] if pos else None)
     rows = int(conn.execute(f"SELECT count(*) FROM {source}").fetchone()[0])  # type: ignore[index]
