@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from typing import Any
 from urllib.parse import parse_qs, urlencode
 
 import numpy as np
@@ -134,7 +135,7 @@ def _connection(uri: str):  # noqa: ANN202
 
 
 @contextlib.contextmanager
-def _cursor(uri: str) -> Iterator[object]:
+def _cursor(uri: str) -> Iterator[Any]:
     """A cursor on this thread's cached connection; a failed connection is dropped, not reused."""
     conn = _connection(uri)
     try:

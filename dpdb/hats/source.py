@@ -81,6 +81,7 @@ class Snapshot:
 def resolve_snapshot(conn: psycopg.Connection, catalog: str, as_of: float | None, now: float) -> Snapshot:
     """The snapshot ``catalog`` names (as of ``as_of``, MJD TAI); ``now`` pins the prompt's present."""
     name = catalog.strip()
+    instant: float | None
     if name == "prompt":
         schema, instant = "prompt", now if as_of is None else as_of
     elif name in ("current", "previous"):
