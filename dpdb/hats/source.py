@@ -31,7 +31,8 @@ from dpdb.etl.validate import TargetTable, target_table
 from dpdb.healpix import PIXEL_ORDER
 from dpdb.model.layout import PIXEL_COLUMN, PROMPT_TABLES, RELEASE_TABLES, layout
 from dpdb.registry.activations import resolve_alias
-from dpdb.registry.catalogs import find_catalog
+from dpdb.registry.catalogs import all_catalogs, find_catalog
+from dpdb.registry.releases import find_release
 
 __all__ = [
     "Snapshot",
@@ -94,14 +95,11 @@ def resolve_snapshot(conn: psycopg.Connection, catalog: str, as_of: float | None
         schema, instant = name, None
     found = find_catalog(conn, schema)
     if found is None:
-        known = [r[0] for r in conn.execute("SELECT name FROM dpdb_meta.catalog ORDER BY name")]
-        archived = conn.execute(
-            "SELECT archive_path FROM dpdb_meta.release WHERE name = %s AND archive_path IS NOT NULL",
-            (schema,),
-        ).fetchone()
-        if archived:
+        known = [c.name for c in all_catalogs(conn)]
+        rel = find_release(conn, schema)
+        if rel is not None and rel.archive_path:
             raise ReleaseStateError(
-                f"release {schema} is not loaded; its archive {archived[0]} is HATS collections LSDB opens "
+                f"release {schema} is not loaded; LSDB opens its archive {rel.archive_path} as it is "
                 f"(or restore it with `dpdb release restore {schema}`)"
             )
         raise ReleaseStateError(f"unknown catalog {schema!r} (catalogs: {', '.join(known) or 'none'})")
