@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # astropy and pyarrow are imported when first used: `import d
     from .asof import AsOf
     from .citations import Citation, Made, Resolution
     from .etl.load import LoadSummary
+    from .hats import CatalogResult, ExportResult
     from .lifecycle.activate import Activation
     from .lifecycle.archive import ArchiveResult
     from .lifecycle.listing import ReleaseRow
@@ -534,6 +535,63 @@ class Archive:
         from .etl.export import export_table
 
         return export_table(self.settings, table, catalog, Path(out))
+
+    def export_hats(
+        self,
+        catalog: str,
+        out: str | Path,
+        *,
+        tables: Sequence[str] | None = None,
+        as_of: Instant | None = None,
+        margin: float = 10.0,
+        jobs: int = 2,
+        partition_mb: float = 256,
+        progress: bool = False,
+        on_catalog: Callable[[CatalogResult], None] | None = None,
+    ) -> ExportResult:
+        """Export a catalog as HATS collections (one per table) that LSDB opens, into folder ``out``.
+
+        Parameters
+        ----------
+        catalog
+            A release (``dr2``), ``current`` or ``previous`` (as they were at
+            ``as_of`` if given), or ``prompt``: the prompt catalog as of
+            ``as_of`` (default: the instant the export starts, kept by a rerun).
+        out
+            Folder of the export: one HATS collection per table (main catalog
+            and margin), tables without a position as Parquet files, and
+            ``dpdb_export.json``, written last.
+        tables
+            Tables to export (default all, plus the nested ``ObjectNested`` /
+            ``DiaObjectNested``: each object with its measurements as nested columns).
+        margin
+            Margin catalogs' width in arcseconds (0: none).
+        jobs
+            Parallel workers: dask worker processes (1: one worker thread in this process).
+        partition_mb
+            Largest HATS partition in memory, in MiB; bounds memory with the chunk size.
+        progress
+            Show hats-import's progress bars (on standard error).
+        on_catalog
+            Called with each finished catalog.
+
+        Returns
+        -------
+        dpdb.hats.ExportResult
+            The catalogs with their rows and margins; ``.line()`` summarizes.
+
+        Notes
+        -----
+        A rerun into the same folder (after a kill) keeps every complete
+        collection whose row count and provenance match, and finishes the rest.
+        """
+        from .hats import export_hats
+
+        return export_hats(
+            self.settings, catalog, Path(out), tables=list(tables) if tables else None,
+            as_of=to_mjd_tai(as_of), margin=margin, jobs=jobs, partition_bytes=int(partition_mb * (1 << 20)),
+            progress=progress, on_catalog=on_catalog,
+        )  # fmt: skip
 
     # -- provenance ------------------------------------------------------------------------------
 
