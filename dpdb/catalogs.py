@@ -47,7 +47,12 @@ def create_catalog(
 ) -> None:
     """Create catalog schema ``name`` with all its tables, partitions and indexes, and register it."""
     log.info("creating %s catalog %s (schema v%d, partition order %d)", kind, name, version, partition_order)
-    _execute_all(conn, catalog_ddl(name, version, kind, partition_order))
+    from .shards import placement  # late: the shards package builds on this module's neighbours
+
+    if kind == "release" and placement.is_sharded(conn):
+        placement.create_sharded_catalog(conn, name, version, partition_order)
+    else:
+        _execute_all(conn, catalog_ddl(name, version, kind, partition_order))
     conn.execute(
         "INSERT INTO dpdb_meta.catalog (name, kind, schema_version, partition_order, created_at) "
         "VALUES (%s, %s, %s, %s, now())",

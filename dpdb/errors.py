@@ -20,6 +20,7 @@ __all__ = [
     "VersionMismatchError",
     "ValidationError",
     "ReleaseStateError",
+    "ShardError",
 ]
 
 
@@ -73,3 +74,7 @@ def first_line(error: BaseException | str) -> str:
     if text:
         return text.splitlines()[0].strip()
     return type(error).__name__ if isinstance(error, BaseException) else ""
+
+
+class ShardError(DpdbError):
+    """A shard cannot be registered, reached or removed (the message names the shard)."""

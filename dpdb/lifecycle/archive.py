@@ -32,6 +32,7 @@ from dpdb.etl.export import select_sql, write_query
 from dpdb.etl.validate import target_table
 from dpdb.healpix import partition_bounds
 from dpdb.releases import LIFECYCLE_LOCK, NOW, active_release, get_release, previous_release, set_state
+from dpdb.shards.placement import drop_on_shards, shards_of
 from dpdb.tables import PIXEL_COLUMN, RELEASE_TABLES
 
 from .samples import has_sample, make_sample
@@ -75,12 +76,15 @@ def archive_release(settings: Settings, name: str) -> ArchiveResult:
         conn.execute("SELECT pg_advisory_xact_lock(%s)", (LIFECYCLE_LOCK,))
         if get_release(conn, name).state != "superseded":
             raise ReleaseStateError(f"release {name} changed state while it was being archived")
-        _unload(conn, name)
+        shards = _unload(conn, name)
         set_state(
             conn, name, "archived", archived_at=NOW, archive_path=str(out.absolute()),
             archive_rows={t: manifest.rows(t) for t in RELEASE_TABLES}, archive_bytes=manifest.total_bytes,
             schema_version=version,
         )  # fmt: skip
+    if shards:
+        with connect(settings) as conn:
+            drop_on_shards(conn, name, shards)
     return ArchiveResult(
         name, out, manifest.total_rows, manifest.total_bytes, time.monotonic() - start, reused
     )
@@ -138,11 +142,17 @@ def _export(
     return manifest
 
 
-def _unload(conn: psycopg.Connection, name: str) -> None:
-    """Drop a release's tables and forget its loads (its registry row stays: its IDs stay reserved)."""
+def _unload(conn: psycopg.Connection, name: str) -> list[str]:
+    """Drop a release's tables and forget its loads (its registry row stays: its IDs stay reserved).
+
+    Returns the shards that hold partitions of it: their schemas are dropped by
+    :func:`dpdb.shards.placement.drop_on_shards` once this transaction committed.
+    """
+    shards = shards_of(conn, name)
     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
     conn.execute("DELETE FROM dpdb_meta.catalog WHERE name = %s", (name,))
     conn.execute("DELETE FROM dpdb_meta.load_manifest WHERE target = %s", (name,))
+    return shards
 
 
 def drop_release(settings: Settings, name: str, *, dry_run: bool = False) -> list[str]:
@@ -172,9 +182,11 @@ def drop_release(settings: Settings, name: str, *, dry_run: bool = False) -> lis
         if dry_run:
             conn.rollback()
             return actions
-        if rel.loaded:
-            _unload(conn, name)
+        shards = _unload(conn, name) if rel.loaded else []
         for t in samples:
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier("samples", t)))
         set_state(conn, name, "dropped", dropped_at=NOW)
+    if shards:
+        with connect(settings) as conn:
+            drop_on_shards(conn, name, shards)
     return actions
