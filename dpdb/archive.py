@@ -184,6 +184,7 @@ class Archive:
         else:
             self.settings = settings.model_copy(update=given) if given else settings
         self.releases = Releases(self)
+        self.shards = Shards(self)
         self.prompt = Prompt(self)
         self.plot = Plots(self)
 
@@ -193,8 +194,15 @@ class Archive:
 
     # -- the database ----------------------------------------------------------------------------
 
-    def up(self) -> str:
+    def up(self, shards: int = 0) -> str:
         """Start the embedded server if needed and bring the database to the newest schema.
+
+        Parameters
+        ----------
+        shards
+            Also start (creating them the first time) this many local shard
+            servers under ``DPDB_HOME/shards/`` and register them: new releases
+            are then distributed over them (see :attr:`shards`).
 
         Returns
         -------
@@ -210,7 +218,10 @@ class Archive:
             info = describe(conn)
         state = "already running" if was_running else "started"
         where = f"embedded server {state} in {server.home}" if server else "server at DPDB_DSN"
-        return f"{where}, schema version {info.schema_version}"
+        done = f"{where}, schema version {info.schema_version}"
+        if shards:
+            done += "; " + "; ".join(self.shards.start(shards))
+        return done
 
     def down(self) -> bool:
         """Stop the embedded server; False if it was not running.
@@ -222,10 +233,12 @@ class Archive:
         """
         from .db import server_for
         from .errors import ServerError
+        from .shards.servers import stop_shards
 
         server = server_for(self.settings)
         if server is None:
             raise ServerError("DPDB_DSN points at an external server; dpdb does not stop it")
+        stop_shards(self.settings)
         return server.down()
 
     def status(self) -> dict[str, str]:
@@ -253,6 +266,11 @@ class Archive:
         facts["extensions"] = ", ".join(f"{k} {v}" for k, v in info.extensions.items()) or "none"
         facts["schema version"] = f"{info.schema_version} (this dpdb knows up to {latest_version()})"
         facts["catalogs"] = ", ".join(f"{n} ({k}, v{v})" for n, k, v in info.catalogs) or "none"
+        for shard in self.shards.status():
+            facts[f"shard {shard.name}"] = (
+                f"{'up' if shard.up else 'DOWN'} at {shard.where}"
+                + (" (embedded)" if shard.embedded else "") + f": {shard.detail}"
+            )  # fmt: skip
         return facts
 
     def url(self) -> str:
@@ -563,6 +581,70 @@ class Releases:
             actions = drop_release(self._settings, name, dry_run=dry_run)
             audit.outcome = "dry run" if dry_run else "ok"
         return actions
+
+
+class Shards:
+    """The shards of an :class:`Archive` (``archive.shards``): PostgreSQL servers holding release partitions.
+
+    While shards are registered, every new release (``releases.create``, and a
+    restore) is distributed over them as postgres_fdw foreign partitions;
+    queries, views, time travel and the lifecycle work unchanged.
+    """
+
+    def __init__(self, archive: Archive) -> None:
+        self._archive = archive
+
+    def add(self, name: str, dsn: str) -> Any:
+        """Register shard ``name`` at ``dsn`` (a server with q3c, pg_sphere and prepared transactions)."""
+        from .audit import audited
+        from .db import connect
+        from .shards.registry import add_shard
+
+        with audited(self._archive.settings, "shard.add", name=name):
+            with connect(self._archive.settings) as conn:
+                return add_shard(conn, name, dsn)
+
+    def list(self) -> list[Any]:
+        """The registered shards (:class:`dpdb.shards.registry.Shard`), by name."""
+        from .db import connect
+        from .shards.registry import list_shards
+
+        with connect(self._archive.settings) as conn:
+            return list_shards(conn)
+
+    def remove(self, name: str) -> None:
+        """Unregister shard ``name``; refused while it holds partitions of a release."""
+        from .audit import audited
+        from .db import connect
+        from .shards.registry import remove_shard
+
+        with audited(self._archive.settings, "shard.remove", name=name):
+            with connect(self._archive.settings) as conn:
+                remove_shard(conn, name)
+
+    def start(self, count: int) -> list[str]:
+        """Start ``count`` local shard servers (embedded default only) and register them; what was done."""
+        from .db import connect
+        from .shards.servers import start_shards
+
+        with connect(self._archive.settings) as conn:
+            return start_shards(self._archive.settings, count, conn)
+
+    def status(self) -> list[Any]:
+        """Each shard: reachable or not, where, its version and the releases it holds."""
+        from .db import connect
+        from .shards.servers import shard_status
+
+        with connect(self._archive.settings, check=False) as conn:
+            return shard_status(self._archive.settings, conn)
+
+    def placement(self, release: str) -> dict[str, list[tuple[int, int]]]:
+        """Shard -> order-29 HEALPix pixel ranges ``[first, end)`` of ``release`` ({} if not sharded)."""
+        from .db import connect
+        from .shards.placement import placement
+
+        with connect(self._archive.settings) as conn:
+            return placement(conn, release)
 
 
 class Prompt:

@@ -31,8 +31,11 @@ from psycopg import sql
 from dpdb.catalogs import writable_catalog
 from dpdb.config import Settings
 from dpdb.db import adbc_connection, connect, conninfo
-from dpdb.errors import DpdbError, ValidationError
+from dpdb.errors import DpdbError, ShardError, ValidationError, first_line
 from dpdb.healpix import pixels
+from dpdb.shards.commit import ShardTransaction, adbc_uri_of, gid_for, recover
+from dpdb.shards.placement import Route, routes
+from dpdb.shards.registry import shard_conninfo
 from dpdb.tables import LOAD_ID_COLUMN, PIXEL_COLUMN, layout
 
 from . import manifest
@@ -108,14 +111,15 @@ def load(
         raise ValidationError(f"table {canonical} is kept by dpdb itself and cannot be loaded from files")
     with connect(settings) as conn:
         kind, version = writable_catalog(conn, into)
-    target = target_table(into, version, kind, canonical)
+        target = target_table(into, version, kind, canonical)
+        shards = _Shards.of(conn, target) if target.partitioned and not dry_run else None
     files = discover(paths)
     plans, rows = {}, {}
     for path in files:
         pf = open_parquet(path)
         plans[path] = plan_columns(path, pf.schema_arrow, target, ignore_extra)
         rows[path] = pf.metadata.num_rows
-    loader = _FileLoader(settings, target, version, dry_run, replace, progress)
+    loader = _FileLoader(settings, target, version, dry_run, replace, progress, shards)
     summary = LoadSummary(canonical, into)
     try:
         if jobs <= 1 or len(files) == 1:
@@ -146,8 +150,10 @@ class _FileLoader:
         dry_run: bool,
         replace: bool,
         progress: Progress | None,
+        shards: _Shards | None = None,
     ) -> None:
         self.settings = settings
+        self.shards = shards
         self.target = target
         self.version = version
         self.dry_run = dry_run
@@ -168,6 +174,21 @@ class _FileLoader:
             self._local.pair = pair
         return pair
 
+    def _shard_connection(self, shard: str) -> adbc.Connection:
+        """This thread's autocommit ADBC connection to ``shard`` (kept for the whole load)."""
+        conns: dict[str, adbc.Connection] = self._local.__dict__.setdefault("shard_conns", {})
+        conn = conns.get(shard)
+        if conn is None:
+            assert self.shards is not None
+            try:
+                conn = adbc.connect(adbc_uri_of(self.shards.infos[shard]), autocommit=True)
+            except adbc_driver_manager.Error as e:
+                raise ShardError(f"shard {shard} is unreachable: {first_line(e)}") from e
+            with self._lock:
+                self._opened.callback(conn.close)
+            conns[shard] = conn
+        return conn
+
     def close(self) -> None:
         self._opened.close()
 
@@ -182,6 +203,7 @@ class _FileLoader:
                 aconn.rollback()  # nothing of this file stays; the connection serves the next one
             except adbc_driver_manager.Error:
                 self._local.pair = None  # unusable: the next file opens new connections
+            self._local.__dict__.pop("shard_conns", None)  # a shard's session may be mid-COPY: new ones
             raise
 
     def _run(
@@ -224,6 +246,8 @@ class _FileLoader:
         """Manifest row, old rows out (when replacing), COPY, key check, commit: all or nothing."""
         target = self.target
         load_id = manifest.add_entry(cur, fp, target.canonical, target.db_schema, self.version)
+        if self.shards is not None:
+            return self._ingest_sharded(aconn, cur, fp, plan, lookup, replaced, load_id)
         if replaced:
             ids = ",".join(str(int(i)) for i in replaced)
             table = f'"{target.db_schema}"."{target.db_name}"'  # names validated against the catalog
@@ -241,6 +265,49 @@ class _FileLoader:
             raise self._explain(fp.path, e) from e
         manifest.set_row_count(cur, load_id, rows)
         aconn.commit()
+        return FileResult(fp.path, "replaced" if replaced else "loaded", rows, load_id)
+
+    def _ingest_sharded(
+        self,
+        aconn: adbc.Connection,
+        cur: adbc.Cursor,
+        fp: ParquetFile,
+        plan: ColumnPlan,
+        lookup: psycopg.Connection,
+        replaced: tuple[int, ...],
+        load_id: int,
+    ) -> FileResult:
+        """The same for a sharded release: rows straight into the shards that own their partitions,
+        committed with the manifest row by two-phase commit (dpdb/shards/commit.py)."""
+        target, shards = self.target, self.shards
+        assert shards is not None
+        tx = ShardTransaction(self._shard_connection, gid_for(shards.database, load_id, fp.sha256))
+        try:
+            if replaced:
+                ids = ",".join(str(int(i)) for i in replaced)
+                for shard in shards.infos:  # the old rows may be on any shard
+                    tx.execute(
+                        shard, f'DELETE FROM "{target.db_schema}"."{target.db_name}" '
+                        f"WHERE {LOAD_ID_COLUMN} IN ({ids})",
+                    )  # fmt: skip
+                manifest.remove_entries(cur, replaced)
+            rows = 0
+            names = np.array(shards.route.shards)
+            for batch in _prefetch(self._batches(fp.path, plan, lookup, load_id)):
+                owner = names[shards.route.shard_index(batch.column(PIXEL_COLUMN).to_numpy())]
+                for shard in np.unique(owner):
+                    part = batch.filter(pa.array(owner == shard))
+                    try:
+                        rows += tx.ingest(str(shard), target.db_schema, target.db_name, part)
+                    except adbc_driver_manager.Error as e:
+                        raise self._explain(fp.path, e, str(shard)) from e
+            manifest.set_row_count(cur, load_id, rows)
+            tx.prepare()
+            aconn.commit()
+        except BaseException:
+            tx.abort()
+            raise
+        tx.commit()
         return FileResult(fp.path, "replaced" if replaced else "loaded", rows, load_id)
 
     def _schema(self, plan: ColumnPlan) -> pa.Schema:
@@ -291,7 +358,7 @@ class _FileLoader:
                 failure.append(e)
             raise
 
-    def _explain(self, path: Path, e: BaseException) -> DpdbError:
+    def _explain(self, path: Path, e: BaseException, shard: str | None = None) -> DpdbError:
         """Turn a database error during COPY into a one-line error naming the file and key."""
         text = str(e)
         m = re.search(r"Key \((.*?)\)=\((.*?)\) already exists", text)
@@ -307,7 +374,10 @@ class _FileLoader:
                 f"{self.target.db_schema}.{self.target.canonical} or repeated in the file"
             )
         first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
-        return DpdbError(f"{path}: load into {self.target.db_schema}.{self.target.canonical} failed: {first}")
+        where = f" on shard {shard}" if shard else ""
+        return DpdbError(
+            f"{path}: load into {self.target.db_schema}.{self.target.canonical}{where} failed: {first}"
+        )
 
 
 def _prefetch(items: Iterator[pa.RecordBatch], depth: int = 3) -> Iterator[pa.RecordBatch]:
@@ -344,6 +414,25 @@ def _prefetch(items: Iterator[pa.RecordBatch], depth: int = 3) -> Iterator[pa.Re
             yield item  # type: ignore[misc]
     finally:
         stop.set()
+
+
+@dataclass(frozen=True)
+class _Shards:
+    """Where a sharded target's partitions live and how to reach their shards."""
+
+    route: Route
+    infos: dict[str, str]  # shard -> libpq conninfo
+    database: str  # the coordinator's database (in the prepared transactions' ids)
+
+    @classmethod
+    def of(cls, conn: psycopg.Connection, target: TargetTable) -> _Shards | None:
+        """The target's shards, or None when it is not sharded; settles interrupted loads first."""
+        route = routes(conn, target.db_schema, target.db_name)
+        if route is None:
+            return None
+        infos = {s: shard_conninfo(conn, s) for s in sorted(set(route.shards))}
+        recover(conn, infos)
+        return cls(route, infos, conn.info.dbname)
 
 
 class _ParentPixels:
