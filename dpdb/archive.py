@@ -500,17 +500,30 @@ class Releases:
             settings=self._settings if from_prompt else None,
         )  # fmt: skip
 
-    def create(self, name: str, *, number: int | None = None) -> Release:
-        """Create release ``name``: an empty schema at the newest schema version (state ``created``)."""
+    def create(
+        self, name: str, *, number: int | None = None, balance_from: str | Path | None = None
+    ) -> Release:
+        """Create release ``name``: an empty schema at the newest schema version (state ``created``).
+
+        With shards registered its partitions are distributed over them, balanced by
+        the rows of the files of the release directory ``balance_from`` (default: by area).
+        """
         from .audit import audited
         from .db import connect, prepare
+        from .etl.release_dir import verify
         from .releases import create_release
         from .schema import latest_version
+        from .shards.placement import weights_from
 
         prepare(self._settings)
+        order = self._settings.partition_order
+        weights = None
+        if balance_from is not None:
+            files = verify(Path(balance_from)).tables.values()
+            weights = weights_from(((f.path, f.rows) for entries in files for f in entries), order)
         with audited(self._settings, "release.create", name=name, number=number):
             with connect(self._settings) as conn:
-                return create_release(conn, name, latest_version(), self._settings.partition_order, number)
+                return create_release(conn, name, latest_version(), order, number, weights)
 
     def load(self, name: str, directory: str | Path, *, jobs: int = 2) -> LoadResult:
         """Load a produced release folder into release ``name`` (state ``loaded``); rerun to finish."""

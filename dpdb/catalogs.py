@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import psycopg
 
@@ -43,14 +44,23 @@ def catalog_info(conn: psycopg.Connection, name: str) -> tuple[str, int] | None:
 
 
 def create_catalog(
-    conn: psycopg.Connection, name: str, kind: str, version: int, partition_order: int
+    conn: psycopg.Connection,
+    name: str,
+    kind: str,
+    version: int,
+    partition_order: int,
+    weights: Sequence[float] | None = None,
 ) -> None:
-    """Create catalog schema ``name`` with all its tables, partitions and indexes, and register it."""
+    """Create catalog schema ``name`` with all its tables, partitions and indexes, and register it.
+
+    While shards are registered a release is distributed over them, balanced by
+    ``weights`` (rows per partition; default: equal), see dpdb/shards/placement.py.
+    """
     log.info("creating %s catalog %s (schema v%d, partition order %d)", kind, name, version, partition_order)
     from .shards import placement  # late: the shards package builds on this module's neighbours
 
     if kind == "release" and placement.is_sharded(conn):
-        placement.create_sharded_catalog(conn, name, version, partition_order)
+        placement.create_sharded_catalog(conn, name, version, partition_order, weights)
     else:
         _execute_all(conn, catalog_ddl(name, version, kind, partition_order))
     conn.execute(

@@ -26,6 +26,7 @@ from dpdb.errors import ReleaseStateError, ValidationError
 from dpdb.etl import release_dir
 from dpdb.etl.load import load
 from dpdb.releases import NOW, Release, get_release, set_state
+from dpdb.shards.placement import weights_from
 from dpdb.tables import RELEASE_TABLES
 
 __all__ = ["LoadResult", "load_release", "restore_release"]
@@ -78,7 +79,9 @@ def restore_release(settings: Settings, name: str, *, jobs: int = 2) -> LoadResu
     manifest = release_dir.verify(directory)
     with connect(settings) as conn:
         if catalog_info(conn, name) is None:  # not re-created yet by an interrupted restore
-            create_catalog(conn, name, "release", manifest.schema_version, manifest.partition_order)
+            entries = ((f.path, f.rows) for files in manifest.tables.values() for f in files)
+            weights = weights_from(entries, manifest.partition_order)
+            create_catalog(conn, name, "release", manifest.schema_version, manifest.partition_order, weights)
             grant_loader(conn, name)
             set_state(conn, name, "restoring")
         _check_fits(conn, get_release(conn, name), manifest, directory)

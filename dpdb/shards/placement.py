@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +42,7 @@ from . import registry
 __all__ = [
     "assign",
     "is_sharded",
+    "weights_from",
     "create_sharded_catalog",
     "drop_on_shards",
     "Route",
@@ -76,6 +77,31 @@ def assign(shards: Sequence[str], order: int, weights: Sequence[float] | None = 
         cuts.append(cut)
     cuts.append(count)
     return {shards[k]: range(cuts[k], cuts[k + 1]) for k in range(n)}
+
+
+_NPIX = re.compile(r"Norder=(\d+)/Dir=\d+/Npix=(\d+)\.parquet$")
+
+
+def weights_from(entries: Iterable[tuple[str, int]], order: int) -> list[float]:
+    """Rows per partition at ``order`` from (path, rows) of a release directory's files.
+
+    Files of a partitioned table are named by their HEALPix pixel (HATS layout:
+    ``Norder=K/Dir=D/Npix=N``); a file at a coarser order than the partitions
+    spreads its rows evenly over the partitions it covers. Other files (one per
+    unpartitioned table) stay on the coordinator and weigh nothing.
+    """
+    weights = np.zeros(12 * 4**order)
+    for path, rows in entries:
+        m = _NPIX.search(path)
+        if m is None:
+            continue
+        k, npix = int(m.group(1)), int(m.group(2))
+        if k >= order:
+            weights[npix >> (2 * (k - order))] += rows
+        else:
+            span = 4 ** (order - k)
+            weights[npix * span : (npix + 1) * span] += rows / span
+    return weights.tolist()
 
 
 def is_sharded(conn: psycopg.Connection) -> bool:
