@@ -145,6 +145,34 @@ def tables_named(sql: str) -> list[str]:
     return [t for _, t in sorted(found)]
 
 
+def cone_pixel_ranges(ra: float, dec: float, radius: float) -> list[tuple[int, int]]:
+    """Order-29 HEALPix (nested) pixel ranges ``[first, end)`` that cover a cone (degrees).
+
+    Computed at the order whose pixels are about the cone's size (healpy's
+    ``query_disc``, inclusive: every pixel that overlaps, maybe a few more), so
+    a cone on a partitioned table names the partitions it needs and the
+    planner prunes the others: on a sharded release, a cone only goes to the
+    shards that own its pixels (docs/architecture.md, decisions 6 and 9).
+    """
+    import healpy  # here, not at the top: it imports matplotlib
+    import numpy as np
+
+    from .healpix import PIXEL_ORDER
+
+    order = int(min(max(math.floor(math.log2(58.6 / radius)), 0), 16))
+    vec = healpy.ang2vec(ra, dec, lonlat=True)
+    found = np.sort(healpy.query_disc(1 << order, vec, math.radians(radius), inclusive=True, nest=True))
+    shift = 2 * (PIXEL_ORDER - order)
+    out: list[tuple[int, int]] = []
+    for p in found.tolist():
+        lo, hi = p << shift, (p + 1) << shift
+        if out and out[-1][1] == lo:
+            out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out
+
+
 class Archive:
     """One dpdb database: its catalogs, releases, prompt processing and provenance.
 
@@ -376,7 +404,7 @@ class Archive:
         from psycopg import sql as psql
 
         from .schema import latest_version, load_schema, position_columns
-        from .tables import PROMPT_TABLES
+        from .tables import PIXEL_COLUMN, PROMPT_TABLES, layout
 
         tables = load_schema(latest_version()).tables
         ftable = next((t for t in tables if t.name.lower() == table.lower()), None)
@@ -408,6 +436,14 @@ class Archive:
             psql.Literal(float(dec)),
             psql.Literal(float(radius)),
         )
+        if release != "prompt" and layout(ftable.name).partitioned:  # releases: prune partitions (shards)
+            pixel = psql.Identifier(PIXEL_COLUMN)
+            stmt += psql.SQL(" AND ({})").format(
+                psql.SQL(" OR ").join(
+                    psql.SQL("{p} >= {lo} AND {p} < {hi}").format(p=pixel, lo=lo, hi=hi)
+                    for lo, hi in cone_pixel_ranges(float(ra), float(dec), float(radius))
+                )
+            )
         text = stmt.as_string(None)
         return to_astropy(self.query_arrow(text, as_of=as_of, release=release), [ftable.name])
 
