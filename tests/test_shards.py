@@ -38,7 +38,7 @@ def produced(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {
         name: produce(root / name, name, seed=n, objects=1200, nights=2, partition_order=ORDER, center=CENTER)
         and root / name
-        for n, name in enumerate(("dr1", "dr2"), start=1)
+        for n, name in enumerate(("dr1", "dr2", "dr3"), start=1)
     }
 
 
@@ -168,8 +168,10 @@ def test_explain_pushdown_and_pruning(sharded: dpdb.Archive, produced: dict[str,
 
         near = "q3c_radial_query(coord_ra, coord_dec, 136.2, 1.1, 0.01)"
         cone = plan(f"SELECT objectid FROM current.object WHERE {near}")
+        # q3c_radial_query is an inlined SQL function: its distance test and index ranges go to the shards
         remote = [line for line in cone.splitlines() if "Remote SQL" in line]
-        assert remote and all("q3c_radial_query" in line for line in remote), cone
+        assert remote and all("q3c_sindist(coord_ra, coord_dec, 136.2" in line for line in remote), cone
+        assert all("q3c_ang2ipix(coord_ra, coord_dec) >=" in line for line in remote), cone
         # With the cone's pixel range (what Archive.cone adds) only the partitions it touches are scanned.
         import healpy
 
@@ -239,7 +241,7 @@ def test_shard_down_named_error(sharded: dpdb.Archive, produced: dict[str, Path]
         assert proc.returncode == 1 and proc.stderr.count("\n") == 1, proc.stderr
         assert "shard shard2 is unreachable" in proc.stderr
     finally:
-        down.up()
+        sharded.up(shards=2)  # `dpdb db up --shards 2` starts it again
     assert sharded.query("SELECT count(*) AS n FROM current.Object")["n"][0] == 1200
 
 
@@ -250,7 +252,8 @@ def test_lifecycle_archive_restore(sharded: dpdb.Archive, produced: dict[str, Pa
     before = _checksums(sharded, "dr1")
     _ready(sharded, "dr2", produced["dr2"])
     sharded.releases.activate("dr2")
-    sharded.releases.archive("dr1")
+    _ready(sharded, "dr3", produced["dr3"])
+    assert sharded.releases.activate("dr3").archived == ["dr1"]  # retention archives dr1
     for shard in SHARDS:
         with psycopg.connect(_shard_info(sharded, shard)) as remote:
             assert remote.execute("SELECT to_regnamespace('dr1')").fetchone() == (None,)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,21 @@ class ShardServer(EmbeddedServer):
                 "max_prepared_transactions = 64\n"  # one per file being loaded at once
                 "shared_buffers = '256MB'\n"
             )
+
+    def _choose_port(self) -> int:
+        """Keep the recorded port unless another program listens there: the coordinator's foreign
+        server names it. (A port just released by this server may linger in TIME_WAIT; PostgreSQL
+        binds with SO_REUSEADDR, so it can take it again.)"""
+        port = self.port
+        if port is not None:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                try:
+                    s.bind(("127.0.0.1", port))
+                    return port
+                except OSError:
+                    pass
+        return super()._choose_port()
 
     @property
     def password_file(self) -> Path:
