@@ -184,13 +184,18 @@ def test_explain_pushdown_and_pruning(sharded: dpdb.Archive, produced: dict[str,
         assert pruned.count("Foreign Scan on") == 1, pruned
         assert f"Scan on dr1.object_hpx0_{base:02d}" in pruned, pruned
         assert "_healpix_29 >=" in pruned.split("Remote SQL")[1], pruned  # the range goes along
-        # Partition-wise aggregation: count(*) per partition runs on the shards.
-        agg = plan("SELECT count(*) FROM current.source")
-        assert "Remote SQL: SELECT count(*) FROM dr1.source_hpx0_" in agg, agg
-        assert "Async Foreign Scan" in agg, agg  # the shards work at the same time
-        # One object's sources: the key goes to the shards with the query.
-        join = plan("SELECT s.* FROM current.source s WHERE s.objectid = 42")
-        assert "WHERE ((objectid = 42))" in join, join
+        # Partition-wise aggregation: grouped by the partition key, the aggregates run on the shards
+        # (all at once: async) and only one row per pixel comes back.
+        agg = plan("SELECT _healpix_29, count(*), avg(psfflux) FROM current.source GROUP BY _healpix_29")
+        assert "Remote SQL: SELECT _healpix_29, count(*), avg(psfflux) FROM dr1.source_hpx0_" in agg, agg
+        assert "GROUP BY 1" in agg and "Async Foreign Scan" in agg, agg
+        # An Object with its Sources (same pixel): the join runs on the object's shard, one partition.
+        join = plan(
+            "SELECT o.objectid, s.sourceid FROM current.object o JOIN current.source s "
+            "ON s.objectid = o.objectid AND s._healpix_29 = o._healpix_29 "
+            f"WHERE o.objectid = 42 AND o._healpix_29 = {lo}"
+        )
+        assert join.count("Foreign Scan") == 1 and "INNER JOIN dr1.source_hpx0_" in join, join
 
 
 def test_cone_pixel_ranges() -> None:
@@ -324,7 +329,7 @@ def test_crash_between_commits(
             prepared += remote.execute("SELECT count(*) FROM pg_prepared_xacts").fetchone()[0]
     assert prepared == 1  # the first file's rows wait on one shard, invisible
     rerun = sharded.releases.load("dr1", produced["dr1"])
-    assert rerun.skipped_files == 1
+    assert rerun.skipped_files == 3  # Visit and CcdVisit (coordinator tables), and that first Object file
     for shard in SHARDS:
         with psycopg.connect(_shard_info(sharded, shard)) as remote:
             assert remote.execute("SELECT count(*) FROM pg_prepared_xacts").fetchone() == (0,)
