@@ -125,7 +125,7 @@ def _queries(single: dpdb.Archive, order: int) -> dict[str, tuple[str, int]]:
         "SELECT o.objectid, o.coord_ra, o.coord_dec, o._healpix_29 FROM current.Object o "
         "JOIN current.Source s USING (objectid) GROUP BY 1, 2, 3, 4 ORDER BY count(*) DESC, 1 LIMIT 1"
     ).to_pylist()[0]
-    ra, dec = row["coord_ra"], row["coord_dec"]
+    ra, dec, object_id = row["coord_ra"], row["coord_dec"], row["objectId"]
     radius = 10 / 3600
     ranges = " OR ".join(
         f"_healpix_29 >= {lo} AND _healpix_29 < {hi}" for lo, hi in cone_pixel_ranges(ra, dec, radius)
@@ -144,7 +144,7 @@ def _queries(single: dpdb.Archive, order: int) -> dict[str, tuple[str, int]]:
             "SELECT o.objectId, o.coord_ra, o.coord_dec, s.sourceId, s.psfFlux, s.psfFluxErr "
             f"FROM current.Object o JOIN current.Source s ON s.objectId = o.objectId "
             f"AND s._healpix_29 = o._healpix_29 "
-            f"WHERE o.objectId = {row['objectid']} AND o._healpix_29 = {row['_healpix_29']}",
+            f"WHERE o.objectId = {object_id} AND o._healpix_29 = {row['_healpix_29']}",
             counts["Object"] + counts["Source"],
         ),
         "count per partition": (

@@ -31,11 +31,11 @@ from psycopg import sql
 from dpdb.catalogs import writable_catalog
 from dpdb.config import Settings
 from dpdb.db import adbc_connection, connect, conninfo
-from dpdb.errors import DpdbError, ShardError, ValidationError, first_line
+from dpdb.errors import DpdbError, ValidationError
 from dpdb.healpix import pixels
-from dpdb.shards.commit import ShardTransaction, adbc_uri_of, gid_for, recover
+from dpdb.shards.commit import ShardTransaction, gid_for, give_back, recover, take_connection
 from dpdb.shards.placement import Route, routes
-from dpdb.shards.registry import shard_conninfo
+from dpdb.shards.registry import connect_shard, shard_conninfo
 from dpdb.tables import LOAD_ID_COLUMN, PIXEL_COLUMN, layout
 
 from . import manifest
@@ -180,14 +180,26 @@ class _FileLoader:
         conn = conns.get(shard)
         if conn is None:
             assert self.shards is not None
-            try:
-                conn = adbc.connect(adbc_uri_of(self.shards.infos[shard]), autocommit=True)
-            except adbc_driver_manager.Error as e:
-                raise ShardError(f"shard {shard} is unreachable: {first_line(e)}") from e
+            info = self.shards.infos[shard]
+            conn = take_connection(info, shard)
             with self._lock:
-                self._opened.callback(conn.close)
+                self._opened.callback(give_back, info, conn)
             conns[shard] = conn
         return conn
+
+    def _lookups(self, lookup: psycopg.Connection) -> list[psycopg.Connection]:
+        """Where parents' pixels are looked up: the coordinator, or each shard directly (one indexed
+        query per shard instead of one per foreign partition)."""
+        if self.shards is None:
+            return [lookup]
+        conns: dict[str, psycopg.Connection] = self._local.__dict__.setdefault("shard_lookups", {})
+        for shard, info in self.shards.infos.items():
+            if shard not in conns or conns[shard].closed:
+                conn = connect_shard(info, shard, autocommit=True)
+                with self._lock:
+                    self._opened.callback(conn.close)
+                conns[shard] = conn
+        return list(conns.values())
 
     def close(self) -> None:
         self._opened.close()
@@ -333,7 +345,7 @@ class _FileLoader:
         target = self.target
         try:
             pf = open_parquet(path)
-            parent_pixels = _ParentPixels(lookup, target)
+            parent_pixels = _ParentPixels(self._lookups(lookup), target)
             keys: list[list[np.ndarray]] = []
             row0 = 0
             for raw in pf.iter_batches(batch_size=BATCH_ROWS, columns=list(plan.mapping)):
@@ -442,16 +454,15 @@ class _ParentPixels:
     key column has the same name in parent and child (diaObjectId, objectId).
     """
 
-    def __init__(self, conn: psycopg.Connection, target: TargetTable) -> None:
-        self.conn = conn
+    def __init__(self, conns: list[psycopg.Connection], target: TargetTable) -> None:
+        self.conns = conns  # the coordinator, or the shards of a sharded release (each holds some parents)
         self.target = target
         self.parent: str | None = None
         if target.parent and target.parent_key:
             parent = target.parent.lower()
-            has_rows = conn.execute(
-                sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(target.db_schema, parent))
-            ).fetchone()
-            if has_rows and has_rows[0]:
+            table = sql.Identifier(target.db_schema, parent)
+            exists = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(table)
+            if any(conn.execute(exists).fetchone()[0] for conn in conns):  # type: ignore[index]
                 self.parent = parent
 
     def __call__(self, batch: pa.RecordBatch) -> np.ndarray:
@@ -474,7 +485,7 @@ class _ParentPixels:
             p=sql.Identifier(PIXEL_COLUMN),
             t=sql.Identifier(self.target.db_schema, self.parent),
         )
-        rows = self.conn.execute(query, (wanted.tolist(),)).fetchall()
+        rows = [r for conn in self.conns for r in conn.execute(query, (wanted.tolist(),)).fetchall()]
         if not rows:
             return own
         known = np.array(rows, dtype=np.int64)
