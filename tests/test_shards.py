@@ -24,6 +24,7 @@ from dpdb.db import conninfo
 from dpdb.errors import QueryError, ShardError
 from dpdb.healpix import partition_bounds
 from dpdb.processing.release import produce
+from dpdb.server import EmbeddedServer
 from dpdb.shards.placement import assign
 from dpdb.shards.servers import ShardServer, embedded_shards, shards_home
 from dpdb.tables import RELEASE_TABLES
@@ -145,10 +146,23 @@ def test_sharded_release_equals_single_node(
         a, b = single.query(query), sharded.query(query)
         assert len(a) > 0, label
         assert a.to_pandas().equals(b.to_pandas()), label
+    # A reader login (what TAP uses) reads the sharded release through the views, as their owner.
+    password = sharded.grant_reader("shard_reader")
+    reader = psycopg.conninfo.make_conninfo(
+        host="127.0.0.1", port=EmbeddedServer(sharded.settings.home).port, dbname=sharded.settings.database,
+        user="shard_reader", password=password,
+    )  # fmt: skip
+    with psycopg.connect(reader) as conn:
+        assert conn.execute("SELECT count(*) FROM current.Object").fetchone() == (1200,)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT count(*) FROM dr1.object")
     # Time travel: current as of now, and the cone facade.
     assert len(sharded.query("SELECT * FROM Object", release="current", as_of="now")) == 1200
-    cones = [a.cone("Object", 135.2, 1.1, 0.5) for a in (single, sharded)]
-    assert len(cones[0]) > 0 and cones[0].to_pandas().equals(cones[1].to_pandas())
+    cones = [
+        a.cone("Object", 135.2, 1.1, 0.5).to_pandas().sort_values("objectId", ignore_index=True)
+        for a in (single, sharded)
+    ]
+    assert len(cones[0]) > 0 and cones[0].equals(cones[1])
 
 
 def _shard_info(archive: dpdb.Archive, shard: str) -> str:
@@ -354,6 +368,21 @@ def test_shard_cli(sharded: dpdb.Archive, produced: dict[str, Path]) -> None:
     assert "error: shard shard1 holds partitions of release(s) dr1" in refused.output
     bad = runner.invoke(cli, ["shard", "add", "far", "host=127.0.0.1 port=1 dbname=x user=x"], env=env)
     assert bad.exit_code == 1 and "error: shard far is unreachable" in bad.output, bad.output
+    # Any server by DSN: here another database of shard1's server, with its login in the DSN.
+    server = ShardServer(shards_home(sharded.settings) / "shard1")
+    other = f"{sharded.settings.database}_x"
+    with psycopg.connect(server.conninfo("postgres"), autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(other)))
+    try:
+        added = runner.invoke(cli, ["shard", "add", "extra", server.dsn(other)], env=env)
+        assert added.exit_code == 0, added.output
+        assert f"shard extra registered (127.0.0.1:{server.port}/{other})" in added.output
+        assert [s.name for s in sharded.shards.list()] == ["extra", "shard1", "shard2"]
+        assert "password" not in runner.invoke(cli, ["shard", "list"], env=env).output
+        assert runner.invoke(cli, ["shard", "remove", "extra"], env=env).exit_code == 0
+    finally:
+        with psycopg.connect(server.conninfo("postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(other)))
     sharded.releases.drop("dr1")
     for shard in SHARDS:
         with psycopg.connect(_shard_info(sharded, shard)) as remote:
