@@ -51,8 +51,12 @@ def produce(
     nights: int = 3,
     settings: Settings | None = None,
     partition_order: int = 1,
+    center: tuple[float, float] = (150.0, 2.0),
 ) -> release_dir.ReleaseDir:
-    """Write release ``name`` under ``out``; return its manifest (``settings``: reprocess the prompt)."""
+    """Write release ``name`` under ``out``; return its manifest (``settings``: reprocess the prompt).
+
+    ``center`` (ra, dec in degrees) places the simulated survey's field (not with ``settings``).
+    """
     try:
         origin = release_origin(release_number(name, number))
     except ValueError as e:
@@ -67,7 +71,7 @@ def produce(
         prompt = from_prompt(settings, origin)
         visits, ccd_visits = prompt["Visit"], prompt["CcdVisit"]
     else:
-        visits, ccd_visits = plan_visits(seed, nights)
+        visits, ccd_visits = plan_visits(seed, nights, center=center)
     tables = {"Visit": visits, "CcdVisit": ccd_visits}
     tables |= simulate_static_sky(
         visits, ccd_visits, origin, seed=seed, objects=objects, counterparts=_counterparts(prompt)
