@@ -29,12 +29,15 @@ if TYPE_CHECKING:  # astropy and pyarrow are imported when first used: `import d
     from astropy.table import Table
     from astropy.time import Time
 
+    from .citations import Citation, Made, Resolution
     from .etl.load import LoadSummary
     from .lifecycle.activate import Activation
     from .lifecycle.archive import ArchiveResult
     from .lifecycle.listing import ReleaseRow
     from .lifecycle.load import LoadResult
     from .lifecycle.validate import Report
+    from .lookup import ObjectView
+    from .overview import Overview
     from .plots import History, LightCurve, SkyMap
     from .prompt.ingest import VisitResult
     from .prompt.relink import RelinkResult
@@ -218,6 +221,7 @@ class Archive:
         self.shards = Shards(self)
         self.prompt = Prompt(self)
         self.plot = Plots(self)
+        self.citations = Citations(self)
 
     def __repr__(self) -> str:
         where = "DPDB_DSN server" if self.settings.dsn else f"embedded server in {self.settings.home}"
@@ -483,6 +487,29 @@ class Archive:
         text = stmt.as_string(None)
         return to_astropy(self.query_arrow(text, as_of=as_of, release=release), [model.name])
 
+    def cite(
+        self,
+        sql: str,
+        *,
+        as_of: Instant | None = None,
+        release: str | None = None,
+        title: str | None = None,
+        creator: str | None = None,
+    ) -> Citation:
+        """Cite the result of a query: a persistent identifier, verifiable forever (RDA data citation).
+
+        The query is pinned to an instant (``as_of``, never in the future; default:
+        the present, as the newest processing time of the prompt catalog), run,
+        and stored with its row count and result hash. Citing the same query at
+        the same instant again returns the same citation. See :attr:`citations`.
+
+        Returns
+        -------
+        dpdb.citations.Citation
+            ``.handle`` is the DOI-shaped identifier, ``.citation_id`` the short one.
+        """
+        return self.citations.cite(sql, as_of=as_of, release=release, title=title, creator=creator).citation
+
     # -- files -----------------------------------------------------------------------------------
 
     def load(
@@ -524,9 +551,60 @@ class Archive:
 
     def provenance(self, object_id: int) -> Provenance:
         """Where an ID comes from: its catalog, rows, versions, visits, loads, alerts and releases."""
-        from .provenance import provenance
+        from .lookup import snapshot
+        from .provenance import read_provenance
 
-        return provenance(self.settings, object_id)
+        with snapshot(self.settings) as conn:  # a pooled read-only snapshot (the portal calls this often)
+            return read_provenance(conn, object_id)
+
+
+    # -- objects and catalogs at a glance (what the web portal shows) ----------------------------
+
+    def lookup(
+        self,
+        object_id: int,
+        *,
+        as_of: Instant | None = None,
+        lightcurve: bool = False,
+        provenance: bool = False,
+    ) -> ObjectView:
+        """A DiaObject, SSObject or Object by ID, from the catalog its ID came from.
+
+        Returns its version visible at ``as_of`` (``.values()``, ``.row``), every
+        version (``.versions``) with what changed between them (``.changes``), and
+        the same object in the other loaded catalogs (``.counterparts``); with
+        ``lightcurve``, its light curve as of ``as_of`` (``.curve``, see :meth:`lightcurve`),
+        with ``provenance`` its :meth:`provenance` report (``.provenance``), all read in one
+        snapshot.
+
+        Raises
+        ------
+        ProvenanceError
+            No catalog holds an object with this ID.
+        ReleaseStateError
+            The ID's release is archived or dropped.
+        """
+        from .lookup import lookup_object
+
+        return lookup_object(
+            self.settings, object_id, as_of=to_mjd_tai(as_of), lightcurve=lightcurve, provenance=provenance
+        )
+
+    def lightcurve(self, object_id: int, *, as_of: Instant | None = None) -> LightCurve:
+        """The measurements of a DiaObject, Object or SSObject (an SSObject's: its DiaSources).
+
+        Like :meth:`Plots.lightcurve_data`, which covers DiaObjects and Objects; ``as_of``
+        reads the prompt catalog as it was and is ignored for a release's objects.
+        """
+        from .lookup import lightcurve
+
+        return lightcurve(self.settings, object_id, as_of=to_mjd_tai(as_of))
+
+    def overview(self) -> Overview:
+        """The catalogs at a glance: the prompt catalog's size and last visit, every release."""
+        from .overview import overview
+
+        return overview(self.settings)
 
 
 class Releases:
@@ -659,14 +737,20 @@ class Releases:
         return result
 
     def drop(self, name: str, *, dry_run: bool = False) -> builtins.list[str]:
-        """Drop release ``name`` (never the active one); the actions taken."""
+        """Drop release ``name`` (never the active one); the actions taken.
+
+        When citations read the release, the last line is a warning naming them
+        (also written to the audit log): they can no longer be verified afterwards.
+        """
+        from .citations import drop_warning
         from .lifecycle.archive import drop_release
         from .registry.audit import audited
 
+        warning = drop_warning(self._settings, name)
         with audited(self._settings, "release.drop", name=name, dry_run=dry_run) as audit:
             actions = drop_release(self._settings, name, dry_run=dry_run)
-            audit.outcome = "dry run" if dry_run else "ok"
-        return actions
+            audit.outcome = ("dry run" if dry_run else "ok") + (f"; {warning}" if warning else "")
+        return actions + ([warning] if warning else [])
 
 
 class Shards:
@@ -803,6 +887,77 @@ class Prompt:
         from .prompt.alert import alert_record
 
         return alert_record(self._archive.settings, dia_source_id, to_mjd_tai(as_of))
+
+
+class Citations:
+    """Citations of query results (``archive.citations``): make, resolve, show, list."""
+
+    def __init__(self, archive: Archive) -> None:
+        self._archive = archive
+
+    def cite(
+        self,
+        sql: str,
+        *,
+        as_of: Instant | None = None,
+        release: str | None = None,
+        title: str | None = None,
+        creator: str | None = None,
+    ) -> Made:
+        """Cite a query's result (see :meth:`Archive.cite`); ``.existing``: it was cited before."""
+        from .citations import cite
+
+        settings = self._archive.settings
+        return cite(settings, sql, as_of=to_mjd_tai(as_of), release=release, title=title, creator=creator)
+
+    def resolve(self, reference: str) -> Resolution:
+        """Re-run a citation as of its instant; ``.verified``, or ``.differences`` saying what changed.
+
+        ``reference`` is the ID, the handle, a doi.org URL or the landing URL.
+        A citation of a release archived since is read from the release's kept
+        sample when the query lies inside it, else ``CitationUnavailableError``
+        says which release to restore.
+        """
+        from .citations import resolve
+
+        return resolve(self._archive.settings, reference)
+
+    def get(self, reference: str) -> Citation:
+        """The stored citation (no query is run)."""
+        from .citations.store import find
+        from .db import connect
+
+        with connect(self._archive.settings) as conn:
+            return find(conn, reference)
+
+    def list(self) -> builtins.list[Citation]:
+        """Every citation, oldest first."""
+        from .citations.store import all_citations
+        from .db import connect
+
+        with connect(self._archive.settings) as conn:
+            return all_citations(conn)
+
+    def show(self, reference: str, format: str = "json") -> str:
+        """A citation's metadata as ``json``, ``datacite`` (DataCite REST JSON) or ``bibtex`` text."""
+        from .citations import render
+
+        return render(self.get(reference), self._archive.settings, format)
+
+    def write(self, resolution: Resolution, out: str | Path, format: str = "parquet") -> Path:
+        """Write a resolved citation's rows to ``out`` (a ``dpdb query`` format), citation in its metadata."""
+        from .citations import file_metadata
+        from .query_output import write_result
+
+        meta = file_metadata(resolution.citation, self._archive.settings)
+        write_result(resolution.result, format, Path(out), meta=meta)
+        return Path(out)
+
+    def dependents(self, release: str) -> builtins.list[Citation]:
+        """The citations whose query read ``release``."""
+        from .citations import dependents
+
+        return dependents(self._archive.settings, release)
 
 
 class Plots:

@@ -82,6 +82,21 @@ class Settings(BaseSettings):
         description="Validation: largest growth of a column's null fraction over the previous release.",
     )
 
+    citation_prefix: str = Field(
+        "10.5072",
+        pattern=r"^10\.[0-9]{4,9}(\.[0-9]+)*$",
+        description="DOI prefix of citation identifiers (prefix/dpdb.<id>); 10.5072 is DataCite's test "
+        "prefix: set your registered one.",
+    )
+    citation_publisher: str = Field(
+        "dpdb", min_length=1, description="Publisher named in citations (the archive or its institution)."
+    )
+    portal_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Base URL of the web portal; a citation's landing page is <portal_url>/cite/<id>.",
+    )
+
     def archive_root(self) -> Path:
         return self.archive_dir or self.home / "archive"
 

@@ -54,6 +54,7 @@ __all__ = [
     "Alert",
     "Provenance",
     "provenance",
+    "read_provenance",
     "alert_command",
 ]
 
@@ -292,7 +293,12 @@ def provenance(settings: Settings, object_id: int) -> Provenance:
         When no catalog of the database holds the ID (named, with where it was looked for).
     """
     with read_snapshot(settings) as conn:  # one snapshot for every read
-        return _provenance(conn, int(object_id))
+        return read_provenance(conn, int(object_id))
+
+
+def read_provenance(conn: psycopg.Connection, object_id: int) -> Provenance:
+    """:func:`provenance` on an open read-only connection (one snapshot the caller holds, e.g. pooled)."""
+    return _provenance(conn, int(object_id))
 
 
 def _provenance(conn: psycopg.Connection, object_id: int) -> Provenance:

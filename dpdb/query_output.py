@@ -6,7 +6,7 @@ import functools
 import json
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -45,7 +45,9 @@ def _column_descriptions() -> dict[str, tuple[str | None, str | None, str | None
     }
 
 
-def write_result(table: pa.Table, fmt: str, out: Path | None = None) -> None:
+def write_result(
+    table: pa.Table, fmt: str, out: Path | None = None, *, meta: Mapping[str, str] | None = None
+) -> None:
     """Write a query result in format ``fmt`` to the file ``out`` (atomically) or to standard output.
 
     Parameters
@@ -62,6 +64,11 @@ def write_result(table: pa.Table, fmt: str, out: Path | None = None) -> None:
         File to write: written under a temporary name in the same directory and
         renamed when complete, so it is never half-written. ``None`` writes text
         formats to standard output; ``parquet`` and ``votable`` need a file.
+    meta
+        Key/value metadata carried by the file (e.g. a citation): Parquet
+        key-value metadata, VOTable ``INFO`` elements, ``# key: value`` lines
+        before the CSV header or after the text table, and for JSON an object
+        ``{"meta": {...}, "rows": [...]}`` instead of the bare array.
     """
     if fmt not in FORMATS:
         raise QueryError(f"unknown format {fmt!r} (formats: {', '.join(FORMATS)})")
@@ -75,6 +82,8 @@ def write_result(table: pa.Table, fmt: str, out: Path | None = None) -> None:
                 f"{fmt} needs distinct names (give aliases with AS)"
             )
     writer = _WRITERS[fmt]
+    if meta:
+        writer = functools.partial(_with_meta, writer, fmt, dict(meta))
     if out is None:
         writer(table, sys.stdout)
         return
@@ -187,7 +196,7 @@ def _write_parquet(table: pa.Table, f: IO[bytes]) -> None:
     pq.write_table(table, f)
 
 
-def _write_votable(table: pa.Table, f: IO[bytes]) -> None:
+def _write_votable(table: pa.Table, f: IO[bytes], meta: Mapping[str, str] | None = None) -> None:
     from astropy import units as u
     from astropy.io.votable import from_table
     from astropy.table import MaskedColumn
@@ -220,7 +229,31 @@ def _write_votable(table: pa.Table, f: IO[bytes]) -> None:
             col.meta["ucd"] = ucd
         columns.append(col)
     votable = from_table(AstropyTable(columns))
+    if meta:
+        from astropy.io.votable.tree import Info
+
+        for key, value in meta.items():
+            votable.resources[0].infos.append(Info(name=key, value=value))
     votable.to_xml(f)
+
+
+def _with_meta(writer: Any, fmt: str, meta: dict[str, str], table: pa.Table, f: IO[Any]) -> None:
+    """Write ``table`` with ``writer``, carrying ``meta`` as the format allows."""
+    if fmt == "parquet":
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **meta})
+        writer(table, f)
+    elif fmt == "votable":
+        _write_votable(table, f, meta)
+    elif fmt == "csv":
+        f.write("".join(f"# {k}: {' '.join(v.split())}\n" for k, v in meta.items()))
+        writer(table, f)
+    elif fmt == "json":
+        f.write('{"meta": ' + json.dumps(meta) + ',\n"rows": ')
+        writer(table, f)
+        f.write("}\n")
+    else:
+        writer(table, f)
+        f.write("".join(f"{k}: {v}\n" for k, v in meta.items()))
 
 
 _WRITERS: dict[str, Callable[[pa.Table, Any], None]] = {

@@ -63,6 +63,9 @@ BEGIN
     IF to_regclass('dpdb_meta.release_activation') IS NOT NULL THEN
         GRANT SELECT ON dpdb_meta.release_activation TO dpdb_reader;  -- which release was current when
     END IF;
+    IF to_regclass('dpdb_meta.citation') IS NOT NULL THEN
+        GRANT SELECT ON dpdb_meta.citation TO dpdb_reader;  -- citations are public metadata (landing pages)
+    END IF;
     IF to_regclass('dpdb_meta.prompt_visit') IS NOT NULL THEN
         GRANT SELECT, INSERT, UPDATE, DELETE ON dpdb_meta.prompt_visit TO dpdb_loader;
     END IF;

@@ -41,6 +41,8 @@ def test_wheel_contains_schema_sql_and_migrations(tmp_path: Path) -> None:
     assert "dpdb/migrations/versions/v2_object_photoz.py" in names
     for module in ("dpdb/cli/root.py", "dpdb/etl/__init__.py", "dpdb/processing/__init__.py"):
         assert module in names
+    for data in ("dpdb/portal/templates/object.html", "dpdb/portal/static/portal.js"):  # the web portal
+        assert data in names
     for init in (ROOT / "dpdb").rglob("__init__.py"):  # every subpackage, e.g. dpdb/plots
         assert init.relative_to(ROOT).as_posix() in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))

@@ -10,7 +10,7 @@ import click
 
 from ..config import Settings, get_settings
 from ..errors import first_line
-from . import db, demo, files, plot, prompt, provenance, query, release, schema, serve, shard
+from . import cite, db, demo, files, plot, prompt, provenance, query, release, schema, serve, shard
 from ._common import DpdbGroup
 
 __all__ = ["cli", "main"]
@@ -47,7 +47,7 @@ def cli(ctx: click.Context, dsn: str | None, home: Path | None, debug: bool, ver
 
 for command in (
     db.db, schema.schema, files.load_cmd, files.export_cmd, prompt.prompt, query.query, release.release,
-    plot.plot, provenance.provenance_cmd, demo.demo, serve.serve, shard.shard,
+    plot.plot, provenance.provenance_cmd, demo.demo, serve.serve, cite.cite, shard.shard,
 ):  # fmt: skip
     cli.add_command(command)
 

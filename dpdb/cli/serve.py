@@ -16,7 +16,7 @@ __all__ = ["serve"]
               help="TCP port (0: any free port).")  # fmt: skip
 @click.pass_context
 def serve(ctx: click.Context, host: str, port: int) -> None:
-    """Run the TAP service (IVOA TAP 1.1 at /tap) on this database; Ctrl-C stops it."""
+    """Run the web portal (at /) and the TAP service (IVOA TAP 1.1 at /tap) on this database."""
     import signal
     import socket
 
@@ -35,7 +35,10 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     sock.listen(2048)  # from here clients wait in the backlog until the app has started, never refused
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host
-    console.print(f"dpdb TAP service at http://{shown}:{bound}/tap  (Ctrl-C stops it)", highlight=False)
+    # one URL on the line (scripts grep it): the portal is at / of the same address
+    console.print(
+        f"dpdb TAP service at http://{shown}:{bound}/tap  (web portal at /; Ctrl-C stops it)", highlight=False
+    )
     config = uvicorn.Config(create_app(arch), log_level="warning", lifespan="on")
     server = uvicorn.Server(config)  # on SIGINT/SIGTERM: stops accepting, finishes requests, shuts down
     stopped_by: list[int] = []

@@ -21,7 +21,7 @@ from dpdb.timeutil import iso_utc
 from ._catalog import PROMPT, catalog_of_id, reading
 from ._figure import BAND_COLOURS, BAND_MARKERS, OTHER_COLOUR, PlotError, band_order, new_figure, save_png
 
-__all__ = ["LightCurve", "lightcurve_data", "draw_lightcurve", "plot_lightcurve"]
+__all__ = ["LightCurve", "lightcurve_data", "read_lightcurve", "draw_lightcurve", "plot_lightcurve"]
 
 log = logging.getLogger(__name__)
 
@@ -107,14 +107,19 @@ def lightcurve_data(settings: Settings, object_id: int, *, as_of: float | None =
         The release of the ID's origin is not loaded.
     """
     with reading(settings) as conn:
-        catalog = catalog_of_id(conn, object_id)
-        if catalog == PROMPT:
-            table, query = "DiaObject", _prompt_query(conn, object_id, as_of)
-        else:
-            if as_of is not None:
-                raise PlotError(f"ID {object_id} is from release {catalog}: --as-of reads the prompt catalog")
-            table, query = _release_query(conn, catalog, object_id)
-        rows = conn.execute(query, {"id": object_id, "t": as_of}).fetchall()
+        return read_lightcurve(conn, object_id, as_of=as_of)
+
+
+def read_lightcurve(conn: psycopg.Connection, object_id: int, *, as_of: float | None = None) -> LightCurve:
+    """:func:`lightcurve_data` on an open connection (a read-only one the caller keeps, e.g. pooled)."""
+    catalog = catalog_of_id(conn, object_id)
+    if catalog == PROMPT:
+        table, query = "DiaObject", _prompt_query(conn, object_id, as_of)
+    else:
+        if as_of is not None:
+            raise PlotError(f"ID {object_id} is from release {catalog}: --as-of reads the prompt catalog")
+        table, query = _release_query(conn, catalog, object_id)
+    rows = conn.execute(query, {"id": object_id, "t": as_of}).fetchall()
     if not rows:
         raise PlotError(f"{table} {object_id} in {catalog} has no measurement with a psfFlux")
     forced, band, time, flux, err = zip(*rows, strict=True)

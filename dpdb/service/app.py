@@ -58,4 +58,7 @@ def create_app(
     app.state.archive = archive
     app.state.tap = service
     app.include_router(tap_router(service), prefix="/tap")
+    from ..portal import mount_portal
+
+    mount_portal(app, archive)  # the web portal at /
     return app

@@ -1,0 +1,491 @@
+"""Making and resolving citations: a query pinned to an instant, its result hashed, re-run and compared.
+
+A citation (RDA dynamic data citation) is made in four steps:
+
+1. the SQL is normalized and the schemas ``current``/``previous`` are replaced by
+   the releases they name, so the stored text reads the same tables forever;
+2. the instant is fixed: ``--as-of`` when given (never in the future: data of a
+   future instant can still change), else the newest processing time the prompt
+   catalog holds. Prompt changes only ever get later processing times
+   (``dpdb/prompt/order.py``), so no later ingest or relink changes what the query
+   sees at that instant, and the result is the present one;
+3. PostgreSQL's planner says which tables the query reads (``EXPLAIN`` with the
+   settings the query runs with): only the prompt catalog (read as of the
+   instant), frozen releases and the samples are citable;
+4. the query runs through :func:`dpdb.query.run_query`, the path of
+   :meth:`dpdb.Archive.query_arrow` (this package sits below the Archive, which
+   calls it; docs/architecture.md, layers); its row count and
+   hash (``dpdb/citations/digest.py``) are stored with the text, instant, catalogs
+   and versions under an identifier derived from text, release and instant.
+
+Resolving re-runs the stored text as of the stored instant and compares. A
+release archived since is read from its kept sample when the query's cones lie
+inside the sample region (the hash then proves the sample held every row);
+otherwise the message says which release to restore.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import psycopg
+import pyarrow as pa
+
+from dpdb.config import Settings
+from dpdb.db import connect
+from dpdb.errors import QueryError
+from dpdb.query import run_query
+from dpdb.registry.versions import database_version
+
+from . import sqltext
+from .digest import ResultDigest, digest_table
+from .store import (
+    Citation,
+    CitationError,
+    CitationUnavailableError,
+    ReleaseFact,
+    find,
+    get,
+    handle_of,
+    insert,
+    latest_prompt_change,
+    make_id,
+    release_facts,
+    release_named,
+    rows,
+)
+
+__all__ = ["Made", "Resolution", "cite", "resolve", "dependents", "drop_warning", "citation_line"]
+
+log = logging.getLogger(__name__)
+
+QUERY_WORDS = ("select", "with", "values", "table")
+FROZEN_STATES = ("validated", "active", "superseded")
+"""Release states whose rows can no longer change (plus ``loaded`` after a restore from the archive)."""
+_IGNORED_TABLES = {("dpdb_meta", "leap_second")}  # read by the time functions; history, never rewritten
+
+
+@dataclass(frozen=True)
+class Made:
+    """What :func:`cite` did: the citation, and whether it existed already (same query, same instant)."""
+
+    citation: Citation
+    existing: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """The outcome of re-running a citation."""
+
+    citation: Citation
+    verified: bool
+    rows: int
+    sha256: str
+    differences: list[str]
+    result: pa.Table
+    source: str  # "database", or "sample of drN" when read from an archived release's kept sample
+    seconds: float
+
+    def lines(self) -> list[str]:
+        if self.verified:
+            where = "" if self.source == "database" else f" (read from the {self.source})"
+            return [f"verified: {rows(self.rows)}, sha256 {self.sha256}{where}"]
+        return ["differs:", *(f"  {d}" for d in self.differences)]
+
+
+# -- making ----------------------------------------------------------------------------------------
+
+
+def _check_text(sql_text: str) -> str:
+    text = sqltext.normalize(sql_text)
+    if not text:
+        raise CitationError("no SQL statement given")
+    word = sqltext.first_word(text)
+    if word not in QUERY_WORDS:
+        raise CitationError(f"only a query can be cited (SELECT, WITH, VALUES or TABLE), not {word.upper()}")
+    if any(t.text == ";" for t in sqltext.tokens(text) if t.kind == "punct"):
+        raise CitationError("the SQL holds several statements; a citation is of one query")
+    volatile = sqltext.volatile_calls(text)
+    if volatile:
+        raise CitationError(
+            f"the query calls {', '.join(volatile)}, whose value changes from run to run, so its "
+            "result cannot be cited; write the value as a constant"
+        )
+    return text
+
+
+def _instant(conn: psycopg.Connection, as_of: float | None) -> float:
+    from dpdb.timeutil import iso_utc, now_mjd_tai
+
+    latest = latest_prompt_change(conn)
+    now = now_mjd_tai()
+    if as_of is None:
+        return latest if latest is not None else now
+    if not math.isfinite(as_of) or as_of < 0:
+        raise CitationError(f"invalid instant {as_of!r}: give an MJD TAI >= 0 or an ISO time")
+    if as_of > max(now, latest if latest is not None else -math.inf):
+        raise CitationError(
+            f"--as-of {iso_utc(as_of)} UTC is in the future: what the catalogs hold then can still "
+            "change, so there is no stable result to cite (give a past instant, or none for the present)"
+        )
+    return as_of
+
+
+def _tables_read(
+    conn: psycopg.Connection, text: str, as_of: float, release: str | None
+) -> list[tuple[str, str]]:
+    """(schema, table) of every table the planner reads for ``text``; partitions as their parent.
+
+    ``EXPLAIN`` runs with the settings :func:`dpdb.query.run_query` gives the query
+    (``dpdb.as_of``, search path, ``prompt.<table>`` read through ``prompt_as_of``),
+    in a transaction that is rolled back.
+    """
+    from psycopg import sql as psql
+
+    from dpdb.as_of_rewrite import AS_OF_SCHEMA, rewrite_as_of
+
+    views = {
+        r[0]
+        for r in conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s",
+            (AS_OF_SCHEMA,),
+        )
+    }
+    path = [AS_OF_SCHEMA, *([release] if release else []), "public"]
+    if release and conn.execute("SELECT to_regnamespace(%s)", (release,)).fetchone()[0] is None:  # type: ignore[index]
+        raise CitationError(f"unknown release {release!r}: no such catalog in this database")
+    try:
+        conn.execute(
+            "SELECT set_config('dpdb.as_of', %s, true), set_config('search_path', %s, true)",
+            (repr(float(as_of)), psql.SQL(", ").join(map(psql.Identifier, path)).as_string(conn)),
+        )
+        statement = "EXPLAIN (VERBOSE, FORMAT JSON) " + rewrite_as_of(text, views) + "\n"
+        plan = conn.execute(statement.encode()).fetchone()[0]  # type: ignore[index]  # one row, always
+    except psycopg.Error as e:
+        primary = e.diag.message_primary if isinstance(e, psycopg.errors.DatabaseError) else None
+        raise QueryError(f"query failed: {primary or str(e).strip().splitlines()[0]}") from e
+    finally:
+        conn.rollback()
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    found: set[tuple[str, str]] = set()
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            if "Relation Name" in node and "Schema" in node:
+                found.add((node["Schema"], node["Relation Name"]))
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(plan)
+    if not found:
+        return []
+    schemas, names = zip(*sorted(found), strict=True)
+    rows = conn.execute(
+        "SELECT DISTINCT rn.nspname, rc.relname FROM unnest(%s::text[], %s::text[]) AS t(s, r) "
+        "JOIN pg_namespace n ON n.nspname = t.s "
+        "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.r "
+        "JOIN pg_class rc ON rc.oid = coalesce(pg_partition_root(c.oid), c.oid) "
+        "JOIN pg_namespace rn ON rn.oid = rc.relnamespace ORDER BY 1, 2",
+        (list(schemas), list(names)),
+    ).fetchall()
+    return [(s, t) for s, t in rows if (s, t) not in _IGNORED_TABLES]
+
+
+def _catalogs(conn: psycopg.Connection, tables: list[tuple[str, str]]) -> list[str]:
+    """The catalogs ``tables`` belong to; refuses tables whose rows can change under a citation."""
+    facts = release_facts(conn)
+    catalogs: set[str] = set()
+    for schema, table in tables:
+        if schema == "prompt" or schema == "samples":
+            catalogs.add(schema)
+        elif schema in facts:
+            fact = facts[schema]
+            if fact.state not in FROZEN_STATES and not (fact.state == "loaded" and fact.restored):
+                raise CitationError(
+                    f"release {schema} is {fact.state}: its rows can still change, so a query of "
+                    f"{schema}.{table} cannot be cited yet (validate the release first)"
+                )
+            catalogs.add(schema)
+        else:
+            raise CitationError(
+                f"the query reads {schema}.{table}, which dpdb does not keep as of an instant; a citation "
+                "can read the prompt catalog, data releases and samples"
+            )
+    return sorted(catalogs)
+
+
+def cite(
+    settings: Settings,
+    sql_text: str,
+    *,
+    as_of: float | None = None,
+    release: str | None = None,
+    title: str | None = None,
+    creator: str | None = None,
+) -> Made:
+    """Cite the result of a query: run it pinned to an instant and store its identifier, count and hash.
+
+    Parameters
+    ----------
+    settings
+        The database.
+    sql_text
+        One query (SELECT, WITH, VALUES or TABLE).
+    as_of
+        Instant (MJD TAI) to evaluate at; not in the future. ``None``: the
+        present, pinned to the newest processing time the prompt catalog holds.
+    release
+        Catalog that unqualified table names resolve to (as ``dpdb query --release``);
+        ``current``/``previous`` are replaced by the releases they name.
+    title, creator
+        Title of the cited result and who to credit (default: a generated title, the OS user).
+
+    Returns
+    -------
+    Made
+        The citation, and whether the same query at the same instant was cited before
+        (then nothing is re-run: one query at one instant has one identifier).
+    """
+    from dpdb._version import code_version
+    from dpdb.registry.audit import audited
+    from dpdb.timeutil import iso_utc
+
+    text = _check_text(sql_text)
+    warnings = []
+    if sqltext.has_unordered_limit(text):
+        warnings.append(
+            "the query takes a LIMIT/OFFSET subset without ORDER BY: PostgreSQL may pick other rows "
+            "another time, and the citation would no longer verify"
+        )
+    user = getpass.getuser()
+    with (
+        connect(settings) as conn,
+        audited(settings, "cite", query=text, release=release, as_of=as_of) as audit,
+    ):
+        instant = _instant(conn, as_of)
+        aliases = {"current", "previous"} & (sqltext.schema_references(text) | {release})
+        pinned_at = as_of  # current/previous: the releases they named at --as-of, else now
+        mapping = {a: release_named(conn, a, pinned_at) for a in sorted(aliases)}
+        pinned = sqltext.replace_schemas(text, mapping)
+        pinned_release = mapping.get(release, release) if release is not None else None
+        citation_id = make_id(sqltext.identity_text(pinned), pinned_release, instant)
+        existing = get(conn, citation_id)
+        if existing is not None:
+            audit.outcome = f"ok: {citation_id} (existed)"
+            return Made(existing, True, warnings)
+        schema_version = database_version(conn) or 0
+        tables = _tables_read(conn, pinned, instant, pinned_release)
+        catalogs = _catalogs(conn, tables)
+        conn.commit()  # nothing is held open while the query runs
+        start = time.perf_counter()
+        result = run_query(settings, pinned, as_of=instant, release=pinned_release)
+        digest = digest_table(result)
+        seconds = time.perf_counter() - start
+        citation = Citation(
+            citation_id=citation_id,
+            handle=handle_of(settings, citation_id),
+            query=pinned,
+            release=pinned_release,
+            as_of_mjd_tai=instant,
+            as_of_utc=iso_utc(instant),
+            catalogs=catalogs,
+            tables=[f"{s}.{t}" for s, t in tables],
+            schema_version=schema_version,
+            software_version=code_version(),
+            row_count=digest.rows,
+            result_sha256=digest.sha256,
+            hash_method=digest.method,
+            columns=[c.to_json() for c in digest.columns],
+            title=title or _default_title(catalogs),
+            creator=creator or user,
+            created_at=None,  # type: ignore[arg-type]  # the database's now()
+            created_by=user,
+            query_seconds=seconds,
+        )
+        new = insert(conn, citation)
+        stored = get(conn, citation_id)
+        conn.commit()
+        assert stored is not None
+        audit.outcome = f"ok: {citation_id}" + ("" if new else " (existed)")
+    return Made(stored, not new, warnings)
+
+
+def _default_title(catalogs: list[str]) -> str:
+    return f"Query result from {', '.join(catalogs)}" if catalogs else "Query result"
+
+
+def citation_line(c: Citation, settings: Settings) -> str:
+    """A human citation line: creator (year). title [rows, instant]. publisher. DOI URL."""
+    year = c.created_at.year
+    return (
+        f"{c.creator} ({year}). {c.title} [{rows(c.row_count)}; query as of {c.as_of_utc} UTC]. "
+        f"{settings.citation_publisher}. {c.doi_url}"
+    )
+
+
+# -- resolving -------------------------------------------------------------------------------------
+
+
+def _compare(c: Citation, found: ResultDigest) -> list[str]:
+    out = []
+    if found.rows != c.row_count:
+        out.append(f"row count: cited {c.row_count}, found {found.rows}")
+    cited_cols = [(col["name"], col["type"]) for col in c.columns]
+    found_cols = [(col.name, col.type) for col in found.columns]
+    if cited_cols != found_cols:
+        out.append(
+            "columns: cited " + ", ".join(f"{n} ({t})" for n, t in cited_cols)
+            + "; found " + ", ".join(f"{n} ({t})" for n, t in found_cols)
+        )  # fmt: skip
+    elif found.sha256 != c.result_sha256:
+        changed = [
+            col["name"]
+            for col, now in zip(c.columns, found.columns, strict=True)
+            if col["sha256"] != now.sha256
+        ]
+        if changed and found.rows == c.row_count:
+            out.append(f"values differ in column{'s' if len(changed) > 1 else ''} {', '.join(changed)}")
+    if found.sha256 != c.result_sha256:
+        out.append(f"result hash: cited {c.result_sha256}, found {found.sha256}")
+    return out
+
+
+def _unavailable(c: Citation, facts: dict[str, ReleaseFact]) -> list[ReleaseFact]:
+    return [
+        facts[r] for r in c.catalogs if r in facts and not facts[r].loaded
+    ]  # archived, dropped, or being restored
+
+
+def _advice(c: Citation, missing: list[ReleaseFact]) -> str:
+    parts = []
+    for fact in missing:
+        if fact.state == "archived":
+            parts.append(
+                f"release {fact.name} is archived (files in {fact.archive_path}): restore it with "
+                f"`dpdb release restore {fact.name}`, then resolve again"
+            )
+        elif fact.state == "restoring":
+            parts.append(
+                f"release {fact.name} is being restored: finish with `dpdb release restore {fact.name}`"
+            )
+        else:
+            kept = f"; its archive files are kept in {fact.archive_path}" if fact.archive_path else ""
+            parts.append(f"release {fact.name} was dropped and cannot be restored by dpdb{kept}")
+    return f"citation {c.citation_id} reads data that is not loaded: " + "; ".join(parts)
+
+
+def _inside_sample(settings: Settings, c: Citation) -> bool:
+    """True when every cone of the query lies inside the sample region (and there is at least one)."""
+    cones = sqltext.radial_cones(c.query)
+    if not cones or any(cone is None for cone in cones):
+        return False
+    ra0, dec0, radius0 = settings.sample_region
+    for ra, dec, radius in cones:  # type: ignore[misc]
+        a, b = math.radians(ra - ra0), (math.radians(dec), math.radians(dec0))
+        cos_d = math.sin(b[0]) * math.sin(b[1]) + math.cos(b[0]) * math.cos(b[1]) * math.cos(a)
+        separation = math.degrees(math.acos(max(-1.0, min(1.0, cos_d))))
+        if separation + radius > radius0:
+            return False
+    return True
+
+
+def _sample_query(settings: Settings, c: Citation, missing: list[ReleaseFact]) -> str | None:
+    """The query rewritten onto the kept samples of the archived releases it reads, if they can hold it."""
+    if any(f.state != "archived" for f in missing) or not _inside_sample(settings, c):
+        return None
+    from dpdb.lifecycle.samples import SAMPLE_TABLES
+
+    sampled = {t.lower() for t in SAMPLE_TABLES}
+    names = {f.name for f in missing}
+    mapping: dict[tuple[str | None, str], str] = {}
+    for full in c.tables:
+        schema, table = full.split(".", 1)
+        if schema in names:
+            if table not in sampled:
+                return None
+            mapping[(schema, table)] = f"samples.{schema}_{table}"
+            if c.release == schema:
+                mapping[(None, table)] = f"samples.{schema}_{table}"
+    with connect(settings) as conn:
+        for target in set(mapping.values()):
+            if conn.execute("SELECT to_regclass(%s)", (target,)).fetchone()[0] is None:  # type: ignore[index]
+                return None
+    return sqltext.replace_tables(c.query, mapping)
+
+
+def resolve(settings: Settings, reference: str) -> Resolution:
+    """Re-run a citation as of its instant and compare row count and hash with the stored ones.
+
+    Raises
+    ------
+    CitationError
+        ``reference`` names no citation.
+    CitationUnavailableError
+        The query reads a release that is archived or dropped (and its kept
+        sample cannot answer it): the message says which release to restore.
+    """
+    from dpdb.registry.audit import audited
+
+    with connect(settings) as conn:
+        c = find(conn, reference)
+        facts = release_facts(conn, c.catalogs)
+    missing = _unavailable(c, facts)
+    query, release, source = c.query, c.release, "database"
+    with audited(settings, "cite.resolve", id=c.citation_id) as audit:
+        if missing:
+            sample = _sample_query(settings, c, missing)
+            if sample is None:
+                raise CitationUnavailableError(_advice(c, missing))
+            query, source = sample, "kept sample of " + ", ".join(f.name for f in missing)
+            release = None if c.release in {f.name for f in missing} else release
+        start = time.perf_counter()
+        try:
+            result = run_query(settings, query, as_of=c.as_of_mjd_tai, release=release)
+        except QueryError as e:
+            if missing:
+                raise CitationUnavailableError(_advice(c, missing)) from e
+            raise
+        found = digest_table(result)
+        seconds = time.perf_counter() - start
+        differences = _compare(c, found)
+        if differences and missing:
+            raise CitationUnavailableError(
+                _advice(c, missing) + " (the kept sample does not hold all of its rows)"
+            )
+        audit.outcome = "verified" if not differences else "differs: " + "; ".join(differences)
+    return Resolution(c, not differences, found.rows, found.sha256, differences, result, source, seconds)
+
+
+def dependents(settings: Settings, release: str) -> list[Citation]:
+    """The citations whose query read ``release`` (``dpdb release drop`` warns about them)."""
+    from .store import citing
+
+    try:
+        with connect(settings) as conn:
+            return citing(conn, release)
+    except psycopg.errors.UndefinedTable:  # a database from before schema v9
+        return []
+
+
+def drop_warning(settings: Settings, release: str) -> str | None:
+    """The warning ``dpdb release drop`` prints (and audits) when citations read ``release``."""
+    cited = dependents(settings, release)
+    if not cited:
+        return None
+    ids = ", ".join(c.citation_id for c in cited[:10]) + (", ..." if len(cited) > 10 else "")
+    n = len(cited)
+    return (
+        f"warning: {n} citation{'s' if n > 1 else ''} read{'' if n > 1 else 's'} release {release} ({ids}); "
+        "once it is dropped they can no longer be verified"
+    )

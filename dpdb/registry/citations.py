@@ -1,0 +1,284 @@
+"""The citation store, ``dpdb_meta.citation`` (schema v9): one row per citation, written once.
+
+Also the few bookkeeping facts citations need (release states, what ``current``
+and ``previous`` name, the prompt catalog's last change). The citations
+themselves are made and resolved by :mod:`dpdb.citations`.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from dpdb.config import Settings
+from dpdb.errors import DpdbError
+
+__all__ = [
+    "CitationError",
+    "CitationUnavailableError",
+    "Citation",
+    "ReleaseFact",
+    "LANDING_PATH",
+    "make_id",
+    "rows",
+    "handle_of",
+    "insert",
+    "get",
+    "find",
+    "all_citations",
+    "citing",
+    "release_facts",
+    "release_named",
+    "latest_prompt_change",
+]
+
+LANDING_PATH = "/cite/{id}"
+"""Path of a citation's landing page under the portal's base URL (``Settings.portal_url``)."""
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford's base 32, lower case: no i, l, o, u
+_ID = re.compile(r"^[0-9a-hjkmnp-tv-z]{4}-[0-9a-hjkmnp-tv-z]{4}-[0-9a-hjkmnp-tv-z]{4}$")
+
+
+class CitationError(DpdbError):
+    """A query cannot be cited, or a citation cannot be found or shown."""
+
+
+class CitationUnavailableError(CitationError):
+    """A citation reads data that is not loaded now (an archived or dropped release)."""
+
+
+@dataclass(frozen=True)
+class Citation:
+    """One stored citation (a row of ``dpdb_meta.citation``)."""
+
+    citation_id: str
+    handle: str
+    query: str
+    release: str | None
+    as_of_mjd_tai: float
+    as_of_utc: str
+    catalogs: list[str]
+    tables: list[str]
+    schema_version: int
+    software_version: str
+    row_count: int
+    result_sha256: str
+    hash_method: str
+    columns: list[dict[str, str]]
+    title: str
+    creator: str
+    created_at: _dt.datetime
+    created_by: str
+    query_seconds: float
+
+    @property
+    def releases(self) -> list[str]:
+        """The data releases among the catalogs read."""
+        return [c for c in self.catalogs if c not in ("prompt", "samples")]
+
+    @property
+    def doi_url(self) -> str:
+        return f"https://doi.org/{self.handle}"
+
+    def landing_url(self, settings: Settings) -> str | None:
+        """The portal's page of this citation, when a portal URL is configured."""
+        if not settings.portal_url:
+            return None
+        return settings.portal_url.rstrip("/") + LANDING_PATH.format(id=self.citation_id)
+
+    def to_json(self, settings: Settings | None = None) -> dict[str, Any]:
+        out = {
+            "id": self.citation_id,
+            "handle": self.handle,
+            "doi_url": self.doi_url,
+            "title": self.title,
+            "creator": self.creator,
+            "query": self.query,
+            "release": self.release,
+            "as_of_mjd_tai": self.as_of_mjd_tai,
+            "as_of_utc": self.as_of_utc,
+            "catalogs": self.catalogs,
+            "tables": self.tables,
+            "row_count": self.row_count,
+            "result_sha256": self.result_sha256,
+            "hash_method": self.hash_method,
+            "columns": self.columns,
+            "schema_version": self.schema_version,
+            "software_version": self.software_version,
+            "created_at": self.created_at.isoformat() if self.created_at else None,
+            "created_by": self.created_by,
+            "query_seconds": self.query_seconds,
+        }
+        if settings is not None:
+            out["landing_url"] = self.landing_url(settings)
+        return out
+
+
+def rows(n: int) -> str:
+    """``1 row``, ``2 rows``."""
+    return f"{n} row{'' if n == 1 else 's'}"
+
+
+def make_id(identity_text: str, release: str | None, as_of_mjd_tai: float) -> str:
+    """The short identifier of a query at an instant: 60 bits of SHA-256, base 32, ``xxxx-xxxx-xxxx``.
+
+    The key is the identity form of the pinned query text, the release its
+    unqualified names resolve to, and the instant (``repr`` of the MJD TAI
+    float, exact), as canonical JSON.
+    """
+    key = json.dumps(
+        {"as_of_mjd_tai": repr(float(as_of_mjd_tai)), "query": identity_text, "release": release},
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    value = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 4  # 60 bits
+    chars = "".join(_ALPHABET[(value >> (5 * k)) & 31] for k in reversed(range(12)))
+    return f"{chars[:4]}-{chars[4:8]}-{chars[8:]}"
+
+
+def handle_of(settings: Settings, citation_id: str) -> str:
+    """The DOI-shaped handle of an identifier under the configured prefix."""
+    return f"{settings.citation_prefix}/dpdb.{citation_id}"
+
+
+_COLUMNS = (
+    "citation_id, handle, query, release, as_of_mjd_tai, as_of_utc, catalogs, tables, schema_version, "
+    "software_version, row_count, result_sha256, hash_method, columns, title, creator, created_at, "
+    "created_by, query_seconds"
+)
+
+
+def _from_row(row: dict[str, Any]) -> Citation:
+    values = dict(row)
+    for k in ("catalogs", "tables", "columns"):
+        values[k] = json.loads(values[k])
+    return Citation(**values)
+
+
+def insert(conn: psycopg.Connection, c: Citation) -> bool:
+    """Store ``c`` unless its identifier is already there; True when it was new."""
+    values = c.to_json()
+    cur = conn.execute(
+        f"INSERT INTO dpdb_meta.citation ({_COLUMNS}) VALUES "  # noqa: S608 - our own column list
+        "(%(id)s, %(handle)s, %(query)s, %(release)s, %(as_of_mjd_tai)s, %(as_of_utc)s, %(catalogs)s, "
+        "%(tables)s, %(schema_version)s, %(software_version)s, %(row_count)s, %(result_sha256)s, "
+        "%(hash_method)s, %(columns)s, %(title)s, %(creator)s, now(), "
+        "%(created_by)s || '/' || current_user, %(query_seconds)s) ON CONFLICT (citation_id) DO NOTHING",
+        {
+            **values,
+            "catalogs": json.dumps(c.catalogs),
+            "tables": json.dumps(c.tables),
+            "columns": json.dumps(c.columns),
+        },
+    )
+    return cur.rowcount == 1
+
+
+def get(conn: psycopg.Connection, citation_id: str) -> Citation | None:
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(
+            f"SELECT {_COLUMNS} FROM dpdb_meta.citation WHERE citation_id = %s",  # noqa: S608
+            (citation_id,),
+        ).fetchone()
+    return _from_row(row) if row else None
+
+
+def _parse_reference(text: str) -> str | None:
+    """The short identifier in an ID, a handle, ``doi:...``, a doi.org URL or a landing-page URL."""
+    value = text.strip().lower()
+    for lead in ("https://doi.org/", "http://doi.org/", "https://dx.doi.org/", "doi:"):
+        if value.startswith(lead):
+            value = value[len(lead) :]
+    value = value.rstrip("/").rsplit("/", 1)[-1]
+    if value.startswith("dpdb."):
+        value = value[len("dpdb.") :]
+    if len(value) == 12 and "-" not in value:
+        value = f"{value[:4]}-{value[4:8]}-{value[8:]}"
+    return value if _ID.match(value) else None
+
+
+def find(conn: psycopg.Connection, reference: str) -> Citation:
+    """The citation named by ``reference`` (its ID, handle, DOI URL or landing URL), or a one-line error."""
+    citation_id = _parse_reference(reference)
+    if citation_id is None:
+        raise CitationError(
+            f"{reference!r} is not a citation identifier (expected xxxx-xxxx-xxxx, or its handle "
+            "prefix/dpdb.xxxx-xxxx-xxxx)"
+        )
+    found = get(conn, citation_id)
+    if found is None:
+        raise CitationError(f"no citation {citation_id} in this database (see `dpdb cite list`)")
+    return found
+
+
+def all_citations(conn: psycopg.Connection) -> list[Citation]:
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(f"SELECT {_COLUMNS} FROM dpdb_meta.citation ORDER BY created_at, citation_id")  # noqa: S608
+        return [_from_row(r) for r in rows]
+
+
+def citing(conn: psycopg.Connection, catalog: str) -> list[Citation]:
+    """The citations whose query read ``catalog`` (a release name, ``prompt`` or ``samples``)."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        rows = cur.execute(
+            f"SELECT {_COLUMNS} FROM dpdb_meta.citation "  # noqa: S608
+            "WHERE catalogs::jsonb ? %s ORDER BY created_at, citation_id",
+            (catalog,),
+        )
+        return [_from_row(r) for r in rows]
+
+
+@dataclass(frozen=True)
+class ReleaseFact:
+    name: str
+    state: str
+    restored: bool
+    archive_path: str | None
+    loaded: bool  # its schema exists
+
+
+def release_facts(conn: psycopg.Connection, names: Sequence[str] | None = None) -> dict[str, ReleaseFact]:
+    """State and whereabouts of the registered releases (all, or those named)."""
+    rows = conn.execute(
+        "SELECT r.name, r.state, r.restored_at IS NOT NULL, r.archive_path, "
+        "to_regnamespace(quote_ident(r.name)) IS NOT NULL FROM dpdb_meta.release r "
+        "WHERE %s::text[] IS NULL OR r.name = ANY(%s::text[])",
+        (list(names) if names is not None else None, list(names) if names is not None else None),
+    ).fetchall()
+    return {r[0]: ReleaseFact(*r) for r in rows}
+
+
+def release_named(conn: psycopg.Connection, alias: str, at: float | None) -> str:
+    """The release ``current`` or ``previous`` names now (``at`` None) or named at MJD TAI ``at``."""
+    if at is None:
+        row = conn.execute(
+            "SELECT name, previous FROM dpdb_meta.release_activation ORDER BY activation_id DESC LIMIT 1"
+        ).fetchone()
+    else:
+        row = conn.execute(
+            "SELECT name, previous FROM dpdb_meta.release_activation WHERE activated_mjd_tai <= %s "
+            "ORDER BY activation_id DESC LIMIT 1",
+            (at,),
+        ).fetchone()
+    name = (row[0] if alias == "current" else row[1]) if row else None
+    if name is None:
+        when = "now" if at is None else f"at MJD {at} (TAI)"
+        raise CitationError(f"no release was {alias} {when}, so the query has nothing to cite there")
+    return str(name)
+
+
+def latest_prompt_change(conn: psycopg.Connection) -> float | None:
+    """The newest processing time the prompt catalog holds (visits and daytime relinks), MJD TAI."""
+    row = conn.execute(
+        "SELECT greatest((SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit), "
+        "(SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_relink))"
+    ).fetchone()
+    return float(row[0]) if row and row[0] is not None else None
