@@ -9,7 +9,9 @@ by default) and, on a fresh embedded server, loads it
       memory with their pixel column, into an identical empty table;
 
 then loads the same rows split into 8 HEALPix-partitioned files
-(Norder=1/Dir=0/Npix=N.parquet) with --jobs 1 and --jobs 2. Prints rows/s and
+(Norder=1/Dir=0/Npix=N.parquet) with --jobs 1 and --jobs 2, and finally (c) a
+second file of as many rows with new keys into the filled table (what the check
+that keys are unique across the whole table costs grows with). Prints rows/s and
 the ratios. Usage: python benchmarks/bench_load.py [--rows N] [--keep DIR]
 """
 
@@ -27,6 +29,7 @@ import adbc_driver_postgresql.dbapi as adbc
 import numpy as np
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dpdb.config import Settings
@@ -92,6 +95,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=2_000_000)
     parser.add_argument("--partition-order", type=int, default=1)
+    parser.add_argument(
+        "--without-keymap",
+        action="store_true",
+        help="Disable the key map of prompt.DiaSource (dpdb/keymap.py) to measure what it costs.",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="dpdb-bench-"))
@@ -108,10 +116,21 @@ def main() -> None:
             f"{len(list(tree.rglob('*.parquet')))} files in tree"
         )
         prepare(settings)
+        if args.without_keymap:
+            with psycopg.connect(conninfo(settings), autocommit=True) as conn:
+                for event in ("insert", "delete", "update", "truncate"):
+                    conn.execute(f"ALTER TABLE prompt.diasource DISABLE TRIGGER dpdb_keys_{event}")
         ours = timed_load(settings, single, jobs=1)
         raw = timed_raw_copy(settings, table)
         jobs1 = timed_load(settings, tree, jobs=1)
         jobs2 = timed_load(settings, tree, jobs=2)
+        second = workdir / "DiaSource-2.parquet"
+        ids = pc.add(table["diaSourceId"], pa.scalar(1 << 40, pa.int64()))
+        renumbered = table.set_column(table.schema.get_field_index("diaSourceId"), "diaSourceId", ids)
+        pq.write_table(renumbered, second, row_group_size=131_072)
+        start = time.perf_counter()
+        load(settings, "DiaSource", [second])
+        filled = time.perf_counter() - start
         n = args.rows
         print(
             f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
@@ -123,6 +142,8 @@ def main() -> None:
         print(f"dpdb load --jobs 1, tree:     {n / jobs1:>12,.0f} rows/s  ({jobs1:.1f} s)")
         print(f"dpdb load --jobs 2, tree:     {n / jobs2:>12,.0f} rows/s  ({jobs2:.1f} s)")
         print(f"speed-up jobs 2 / jobs 1:     {jobs1 / jobs2:>12.2f}   (target > 1)")
+        print(f"(c) 1 file into filled table: {n / filled:>12,.0f} rows/s  ({filled:.1f} s)")
+        print(f"key map: {'disabled' if args.without_keymap else 'enabled'} (keys unique across the table)")
     finally:
         EmbeddedServer(home).down()
         shutil.rmtree(workdir, ignore_errors=True)

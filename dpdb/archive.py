@@ -29,8 +29,10 @@ if TYPE_CHECKING:  # astropy and pyarrow are imported when first used: `import d
     from astropy.table import Table
     from astropy.time import Time
 
+    from .asof import AsOf
     from .citations import Citation, Made, Resolution
     from .etl.load import LoadSummary
+    from .hats import CatalogResult, ExportResult
     from .lifecycle.activate import Activation
     from .lifecycle.archive import ArchiveResult
     from .lifecycle.listing import ReleaseRow
@@ -103,6 +105,18 @@ def _meta() -> dict[str, dict[str, tuple[str | None, str | None, str | None]]]:
     if _META is None:
         _META = _column_meta()
     return _META
+
+
+def _checked(settings: Settings, as_of: Instant | None) -> float | None:
+    """An as-of instant checked against the latest processing time (:func:`dpdb.asof.check_instant`)."""
+    from .asof import AsOf, check_instant
+
+    if as_of is None:
+        return None
+    if isinstance(as_of, AsOf):
+        return as_of.mjd_tai
+    instant = as_of.strip() if isinstance(as_of, str) else to_mjd_tai(as_of)
+    return check_instant(settings, instant).mjd_tai  # type: ignore[arg-type]
 
 
 def to_astropy(result: pa.Table, tables: Sequence[str] = ()) -> Table:
@@ -222,6 +236,7 @@ class Archive:
         self.prompt = Prompt(self)
         self.plot = Plots(self)
         self.citations = Citations(self)
+        self.backups = Backups(self)
 
     def __repr__(self) -> str:
         where = "DPDB_DSN server" if self.settings.dsn else f"embedded server in {self.settings.home}"
@@ -331,7 +346,18 @@ class Archive:
         prepare(self.settings)
         with audited(self.settings, "db.grant-reader", name=name):
             with connect(self.settings) as conn:
-                return create_reader(conn, name, password)
+                return create_reader(conn, name, password, self.settings)
+
+    def resolve_as_of(self, as_of: Instant, *, provisional: bool = False) -> AsOf:
+        """An as-of instant checked against the latest processing time (``now``: the current one).
+
+        Raises :class:`~dpdb.errors.ValidationError` for an instant out of range, or later than the
+        latest processing time without ``provisional`` (see :mod:`dpdb.asof`).
+        """
+        from .asof import check_instant
+
+        instant = as_of.strip() if isinstance(as_of, str) else to_mjd_tai(as_of)
+        return check_instant(self.settings, instant, provisional=provisional)  # type: ignore[arg-type]
 
     def reader_conninfo(self, name: str) -> str:
         """Where a reader login connects: ``host=… port=… dbname=… user=name`` (no password)."""
@@ -344,16 +370,22 @@ class Archive:
 
     # -- queries ---------------------------------------------------------------------------------
 
-    def query_arrow(self, sql: str, *, as_of: Instant | None = None, release: str | None = None) -> pa.Table:
+    def query_arrow(
+        self, sql: str, *, as_of: Instant | None = None, release: str | None = None, provisional: bool = False
+    ) -> pa.Table:
         """Run one read-only SQL statement; the result as a :class:`pyarrow.Table`.
 
-        See :meth:`query` for the parameters.
+        See :meth:`query` for the parameters; the schema metadata ``dpdb.as_of_*``
+        records the resolved instant.
         """
         from .query import run_query
 
-        return run_query(self.settings, sql, as_of=to_mjd_tai(as_of), release=release)
+        instant = as_of.strip() if isinstance(as_of, str) else to_mjd_tai(as_of)  # strings: dpdb.asof
+        return run_query(self.settings, sql, as_of=instant, release=release, provisional=provisional)
 
-    def query(self, sql: str, *, as_of: Instant | None = None, release: str | None = None) -> Table:
+    def query(
+        self, sql: str, *, as_of: Instant | None = None, release: str | None = None, provisional: bool = False
+    ) -> Table:
         """Run one read-only SQL statement (PostgreSQL dialect, q3c and pg_sphere functions).
 
         Parameters
@@ -363,6 +395,12 @@ class Archive:
         as_of
             Read the catalogs as they were at this instant (DPDD §2.5); the same
             query at the same instant always gives the same rows. ``None``: now.
+            An instant later than the latest processing time is refused (its
+            answer could still change) unless ``provisional``; ``"now"`` is
+            evaluated as the current instant. ``meta['as_of']`` records the
+            resolved instant and ``meta['as_of_repeatable']`` whether it is final.
+        provisional
+            Evaluate an instant later than the latest processing time anyway.
         release
             Catalog whose tables unqualified names resolve to: ``prompt``, a
             release (``dr1``), ``current`` or ``previous``.
@@ -381,7 +419,14 @@ class Archive:
         ReleaseStateError
             ``release`` names no catalog.
         """
-        return to_astropy(self.query_arrow(sql, as_of=as_of, release=release), tables_named(sql))
+        arrow = self.query_arrow(sql, as_of=as_of, release=release, provisional=provisional)
+        table = to_astropy(arrow, tables_named(sql))
+        meta = arrow.schema.metadata or {}
+        if b"dpdb.as_of_utc" in meta:
+            table.meta["as_of"] = meta[b"dpdb.as_of_utc"].decode()
+            table.meta["as_of_mjd_tai"] = float(meta[b"dpdb.as_of_mjd_tai"])
+            table.meta["as_of_repeatable"] = meta[b"dpdb.as_of_repeatable"] == b"true"
+        return table
 
     def adql(
         self, query: str, *, as_of: Instant | None = None, release: str | None = None, maxrec: int = 10**7
@@ -547,6 +592,63 @@ class Archive:
 
         return export_table(self.settings, table, catalog, Path(out))
 
+    def export_hats(
+        self,
+        catalog: str,
+        out: str | Path,
+        *,
+        tables: Sequence[str] | None = None,
+        as_of: Instant | None = None,
+        margin: float = 10.0,
+        jobs: int = 2,
+        partition_mb: float = 256,
+        progress: bool = False,
+        on_catalog: Callable[[CatalogResult], None] | None = None,
+    ) -> ExportResult:
+        """Export a catalog as HATS collections (one per table) that LSDB opens, into folder ``out``.
+
+        Parameters
+        ----------
+        catalog
+            A release (``dr2``), ``current`` or ``previous`` (as they were at
+            ``as_of`` if given), or ``prompt``: the prompt catalog as of
+            ``as_of`` (default: the instant the export starts, kept by a rerun).
+        out
+            Folder of the export: one HATS collection per table (main catalog
+            and margin), tables without a position as Parquet files, and
+            ``dpdb_export.json``, written last.
+        tables
+            Tables to export (default all, plus the nested ``ObjectNested`` /
+            ``DiaObjectNested``: each object with its measurements as nested columns).
+        margin
+            Margin catalogs' width in arcseconds (0: none).
+        jobs
+            Parallel workers: dask worker processes (1: one worker thread in this process).
+        partition_mb
+            Largest HATS partition in memory, in MiB; bounds memory with the chunk size.
+        progress
+            Show hats-import's progress bars (on standard error).
+        on_catalog
+            Called with each finished catalog.
+
+        Returns
+        -------
+        dpdb.hats.ExportResult
+            The catalogs with their rows and margins; ``.line()`` summarizes.
+
+        Notes
+        -----
+        A rerun into the same folder (after a kill) keeps every complete
+        collection whose row count and provenance match, and finishes the rest.
+        """
+        from .hats import export_hats
+
+        return export_hats(
+            self.settings, catalog, Path(out), tables=list(tables) if tables else None,
+            as_of=to_mjd_tai(as_of), margin=margin, jobs=jobs, partition_bytes=int(partition_mb * (1 << 20)),
+            progress=progress, on_catalog=on_catalog,
+        )  # fmt: skip
+
     # -- provenance ------------------------------------------------------------------------------
 
     def provenance(self, object_id: int) -> Provenance:
@@ -556,7 +658,6 @@ class Archive:
 
         with snapshot(self.settings) as conn:  # a pooled read-only snapshot (the portal calls this often)
             return read_provenance(conn, object_id)
-
 
     # -- objects and catalogs at a glance (what the web portal shows) ----------------------------
 
@@ -886,7 +987,7 @@ class Prompt:
         """The alert record of a DiaSource (schema lsst.v11_1.alert); ``as_of=None``: as issued."""
         from .prompt.alert import alert_record
 
-        return alert_record(self._archive.settings, dia_source_id, to_mjd_tai(as_of))
+        return alert_record(self._archive.settings, dia_source_id, _checked(self._archive.settings, as_of))
 
 
 class Citations:
@@ -974,7 +1075,8 @@ class Plots:
         """Light curve of an Object or DiaObject: per band, detections and forced photometry."""
         from .plots import lightcurve_data
 
-        return lightcurve_data(self._archive.settings, object_id, as_of=to_mjd_tai(as_of))
+        instant = _checked(self._archive.settings, as_of)
+        return lightcurve_data(self._archive.settings, object_id, as_of=instant)
 
     def sky_data(
         self, *, release: str = "current", table: str | None = None, order: int | None = None
@@ -1014,3 +1116,41 @@ class Plots:
     def history(self, dia_object_id: int, out: str | Path) -> Path:
         """Draw :meth:`history_data` to the PNG ``out``."""
         return self.draw(self.history_data(dia_object_id), out)
+
+
+class Backups:
+    """``archive.backups``: base backups and point-in-time recovery of the embedded server."""
+
+    def __init__(self, archive: Archive) -> None:
+        self._archive = archive
+
+    def take(self, kind: str = "full") -> Any:
+        """Take a base backup (``full``, ``diff`` or ``incr``); return a :class:`~dpdb.backup.BackupInfo`."""
+        from .backup import backup, server_of
+
+        return backup(server_of(self._archive.settings), kind)
+
+    def list(self) -> list[Any]:
+        """The base backups in the repository, oldest first."""
+        from .backup import list_backups, server_of
+
+        return list_backups(server_of(self._archive.settings))
+
+    def wal(self) -> Any:
+        """The WAL archive: whether the server archives, and the first and last segment stored."""
+        from .backup import server_of, wal_status
+
+        return wal_status(server_of(self._archive.settings))
+
+    def restore(self, to: Instant, into: str | Path) -> Any:
+        """Recover a copy of the database as of ``to`` into the new dpdb home ``into`` (left running).
+
+        Returns a :class:`~dpdb.backup.RestoreResult`; ``Archive(home=into)`` reads the copy.
+        """
+        from .backup import instant_utc, restore, server_of
+        from .errors import ConfigError
+
+        mjd = to_mjd_tai(to)
+        if mjd is None:
+            raise ConfigError("give the instant to restore to")
+        return restore(server_of(self._archive.settings), instant_utc(mjd), Path(into))

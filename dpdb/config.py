@@ -23,6 +23,37 @@ class Settings(BaseSettings):
         description="libpq connection string of an existing PostgreSQL server; "
         "when unset dpdb runs its own embedded server under DPDB_HOME.",
     )
+    reader_dsn: str | None = Field(
+        None,
+        description="libpq connection string of a read-only login (made with `dpdb db grant-reader`) that "
+        "user SQL, plots and provenance run as when DPDB_DSN is set; the embedded server has its own.",
+    )
+    reader_statement_timeout: float = Field(
+        300.0, gt=0, description="Readers: longest a statement may run [s] (statement_timeout)."
+    )
+    reader_idle_timeout: float = Field(
+        60.0,
+        gt=0,
+        description="Readers: longest a transaction may stay idle [s] (idle_in_transaction_session_timeout).",
+    )
+    reader_temp_file_limit_mb: int = Field(
+        4096, ge=-1, description="Readers: temporary file space per session [MiB] (temp_file_limit, -1 none)."
+    )
+    reader_connection_check_interval: float = Field(
+        5.0,
+        gt=0,
+        description="Readers: how often a running query checks that its client is still there [s] "
+        "(client_connection_check_interval), so abandoned queries die.",
+    )
+    reader_login_connections: int = Field(
+        8, ge=1, description="Readers: connections one reader login may hold (CONNECTION LIMIT)."
+    )
+    reader_role_connections: int = Field(
+        80,
+        ge=1,
+        description="Readers: connections all reader logins together may hold (the sum of their limits; "
+        "the rest of max_connections stays for loaders and the operator).",
+    )
     home: Path = Field(
         Path(".dpdb"),
         description="Directory of the embedded PostgreSQL cluster (data, socket, logs).",
@@ -37,6 +68,11 @@ class Settings(BaseSettings):
     )
     pg_bindir: Path | None = Field(
         None, description="Directory of the PostgreSQL server binaries (default: searched)."
+    )
+    wal_archive: bool = Field(
+        True,
+        description="The embedded server archives its WAL with pgBackRest into DPDB_HOME/backup "
+        "(point-in-time recovery); read when the server starts.",
     )
 
     association_radius: float = Field(

@@ -33,6 +33,7 @@ __all__ = [
     "conninfo",
     "adbc_uri",
     "adbc_connection",
+    "adbc_connection_to",
     "ensure_server",
     "prepare",
     "reset_database",
@@ -56,7 +57,9 @@ REQUIRED_EXTENSIONS = ("q3c", "pg_sphere")
 
 def server_for(settings: Settings) -> EmbeddedServer | None:
     """The embedded server of these settings, or None when a DSN is configured."""
-    return EmbeddedServer(settings.home, settings.pg_bindir) if settings.embedded() else None
+    if not settings.embedded():
+        return None
+    return EmbeddedServer(settings.home, settings.pg_bindir, wal_archive=settings.wal_archive)
 
 
 def conninfo(settings: Settings, dbname: str | None = None) -> str:
@@ -91,14 +94,21 @@ _adbc_idle: dict[str, list[adbc.Connection]] = {}
 
 @contextmanager
 def adbc_connection(settings: Settings) -> Iterator[adbc.Connection]:
-    """An ADBC connection (not autocommit), kept for reuse within this process.
+    """An ADBC connection as the owner (not autocommit), kept for reuse within this process
+    (:func:`adbc_connection_to`)."""
+    with adbc_connection_to(adbc_uri(settings)) as conn:
+        yield conn
+
+
+@contextmanager
+def adbc_connection_to(uri: str) -> Iterator[adbc.Connection]:
+    """An ADBC connection to ``uri`` (not autocommit), kept for reuse within this process.
 
     Opening one reads the server's whole type catalog (every pg_type row and, for the
     composite types, every column in pg_attribute): over a second once a few releases'
     partitions exist. So connections go back to an idle list, rolled back; one whose
     rollback fails is closed instead.
     """
-    uri = adbc_uri(settings)
     with _adbc_lock:
         idle = _adbc_idle.setdefault(uri, [])
         conn = idle.pop() if idle else None
@@ -173,6 +183,9 @@ def prepare(settings: Settings) -> None:
         from .migrate import migrate  # late import: migrate builds on this module
 
         migrate(settings)
+    from .readers import secure  # late import: readers builds on this module
+
+    secure(settings)
     _prepared.add(key)
 
 
@@ -186,7 +199,7 @@ def reset_database(settings: Settings) -> None:
     if server is None:
         raise ServerError("only the embedded server's database can be reset; DPDB_DSN is set")
     server.up()
-    _close_idle_adbc(adbc_uri(settings))
+    _close_idle_adbc()  # the owner's and the readers' pooled connections
     with _raw_connect(conninfo(settings, "postgres"), autocommit=True) as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(settings.database))
@@ -272,11 +285,14 @@ def fetch_value(conn: psycopg.Connection, query: Query, params: Params | None = 
 @contextmanager
 def read_snapshot(settings: Settings) -> Iterator[psycopg.Connection]:
     """A connection whose transactions are read-only snapshots (REPEATABLE READ): every read of one
-    transaction sees the same committed state, and nothing can be written. Rolled back on exit."""
-    with connect(settings) as conn:
-        conn.rollback()  # end the version check's transaction
+    transaction sees the same committed state, and nothing can be written. Rolled back on exit.
+
+    It connects as the read-only inspector login (plots, provenance, alerts: :mod:`dpdb.readers`).
+    """
+    from .readers import reader_connect  # late import: readers builds on this module
+
+    with reader_connect(settings, inspect=True) as conn:
         conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
         try:
             yield conn
         finally:

@@ -33,6 +33,9 @@ from .config import Settings
 from .db import connect
 from .errors import PlotError, ProvenanceError, ReleaseStateError
 from .ids import PROMPT_ORIGIN, origin_of, reorigin
+from .registry.catalogs import all_catalogs, find_catalog
+from .registry.prompt_log import latest_processing_time
+from .registry.releases import all_releases, release_by_origin
 
 if TYPE_CHECKING:
     from .plots.lightcurve import LightCurve
@@ -245,22 +248,22 @@ def catalog_of(conn: psycopg.Connection, object_id: int) -> str:
         )
     if origin == PROMPT_ORIGIN:
         return "prompt"
-    row = conn.execute(
-        "SELECT r.name, r.state, c.name IS NOT NULL FROM dpdb_meta.release r "
-        "LEFT JOIN dpdb_meta.catalog c USING (name) WHERE r.origin = %s",
-        (origin,),
-    ).fetchone()
-    if row is None:
+    rel = release_by_origin(conn, origin)
+    if rel is None:
         raise ProvenanceError(f"no catalog holds ID {object_id}: no release has its origin {origin}")
-    name, state, loaded = row
-    if not loaded or state in ("archived", "dropped"):
+    name, state = rel.name, str(rel.state)
+    if find_catalog(conn, name) is None or state in ("archived", "dropped"):
         hint = f"; `dpdb release restore {name}` loads it again" if state == "archived" else ""
         raise ReleaseStateError(f"ID {object_id} is from release {name}, which is {state}{hint}")
     return str(name)
 
 
 def lookup_object(
-    settings: Settings, object_id: int, *, as_of: float | None = None, lightcurve: bool = False,
+    settings: Settings,
+    object_id: int,
+    *,
+    as_of: float | None = None,
+    lightcurve: bool = False,
     provenance: bool = False,
 ) -> ObjectView:
     """Find ``object_id`` and read it as of ``as_of`` (MJD TAI; None: now), in one read-only snapshot;
@@ -337,18 +340,20 @@ def _kind(conn: psycopg.Connection, catalog: str, kinds: tuple[str, ...], object
 
 def _counterparts(conn: psycopg.Connection, catalog: str, kind: str, object_id: int) -> dict[str, int]:
     """Loaded catalogs other than ``catalog`` whose ``kind`` table holds the same local number."""
-    others = conn.execute(
-        "SELECT c.name, CASE WHEN c.kind = 'prompt' THEN %s ELSE r.origin END FROM dpdb_meta.catalog c "
-        "LEFT JOIN dpdb_meta.release r USING (name) WHERE c.name <> %s "
-        "AND coalesce(r.state, '') NOT IN ('archived', 'dropped') ORDER BY c.created_at, c.name",
-        (PROMPT_ORIGIN, catalog),
-    ).fetchall()
+    releases = {r.name: r for r in all_releases(conn)}
+    others: list[tuple[str, int | None]] = []
+    for c in sorted(all_catalogs(conn), key=lambda c: (c.created_at is None, c.created_at, c.name)):
+        rel = releases.get(c.name)
+        if c.name == catalog or (rel is not None and str(rel.state) in ("archived", "dropped")):
+            continue
+        others.append((c.name, PROMPT_ORIGIN if str(c.kind) == "prompt" else rel.origin if rel else None))
     others = [(n, o) for n, o in others if o is not None and (n != "prompt" or kind in _PROMPT_KINDS)]
     if not others:
         return {}
     query = sql.SQL(" UNION ALL ").join(
         sql.SQL("(SELECT %s::text, {} FROM {} WHERE {} = %s LIMIT 1)").format(
-            sql.Identifier(KINDS[kind].lower()), sql.Identifier(name, kind.lower()),
+            sql.Identifier(KINDS[kind].lower()),
+            sql.Identifier(name, kind.lower()),
             sql.Identifier(KINDS[kind].lower()),
         )  # fmt: skip
         for name, _ in others
@@ -358,11 +363,7 @@ def _counterparts(conn: psycopg.Connection, catalog: str, kind: str, object_id: 
 
 
 def _latest(conn: psycopg.Connection) -> float | None:
-    row = conn.execute(
-        "SELECT greatest((SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit), "
-        "(SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_relink))"
-    ).fetchone()
-    return float(row[0]) if row and row[0] is not None else None
+    return latest_processing_time(conn)
 
 
 def _changes(columns: list[Column], records: list[tuple[Any, ...]]) -> list[list[str]]:

@@ -14,7 +14,7 @@ from typing import Any
 
 from psycopg.rows import dict_row
 
-from . import __version__
+from ._version import code_version
 from .config import Settings
 from .db import connect
 
@@ -52,7 +52,7 @@ class Overview:
     current: str | None
     previous: str | None
     schema_version: int | None
-    software_version: str = __version__
+    software_version: str = field(default_factory=code_version)
     notes: list[str] = field(default_factory=list)
 
 
@@ -60,40 +60,32 @@ def overview(settings: Settings) -> Overview:
     """The prompt catalog's figures and last visit, every release's state, rows and dates."""
     from .lifecycle.listing import list_releases
     from .registry.activations import active_release, previous_release
+    from .registry.catalogs import find_catalog
+    from .registry.prompt_log import newest_visit, relink_count, visit_totals
+    from .registry.versions import database_version
 
     releases = list_releases(settings)
     with connect(settings) as conn:
         conn.rollback()
         conn.read_only = True
-        with conn.cursor(row_factory=dict_row) as cur:
-            version = cur.execute("SELECT max(version) AS v FROM dpdb_meta.schema_version").fetchone()
-            catalog = cur.execute(
-                "SELECT schema_version, created_at FROM dpdb_meta.catalog WHERE name = 'prompt'"
-            ).fetchone()
-            prompt = None
-            if catalog is not None:
-                sums = cur.execute(
-                    "SELECT count(*) AS visits, coalesce(sum(n_diasources), 0) AS dia_sources, "
-                    "coalesce(sum(n_forced), 0) AS forced FROM dpdb_meta.prompt_visit"
-                ).fetchone()
+        version = database_version(conn)
+        catalog = find_catalog(conn, "prompt")
+        prompt = None
+        if catalog is not None:
+            sums = visit_totals(conn)
+            with conn.cursor(row_factory=dict_row) as cur:
                 objects = cur.execute(
                     "SELECT (SELECT count(*) FROM prompt.diaobjectlast) AS dia, "
-                    "(SELECT count(*) FROM prompt.ssobject WHERE validityendmjdtai IS NULL) AS ss, "
-                    "(SELECT count(*) FROM dpdb_meta.prompt_relink) AS relinks"
+                    "(SELECT count(*) FROM prompt.ssobject WHERE validityendmjdtai IS NULL) AS ss"
                 ).fetchone()
-                last = cur.execute(
-                    "SELECT visit, midpoint_mjd_tai, processing_time_mjd_tai, ingested_at, n_diasources, "
-                    "n_associated, n_new_diaobjects, n_ss_attributed, n_forced, seconds "
-                    "FROM dpdb_meta.prompt_visit ORDER BY processing_time_mjd_tai DESC LIMIT 1"
-                ).fetchone()
-                assert sums is not None and objects is not None
-                prompt = PromptSummary(
-                    catalog["schema_version"], catalog["created_at"],
-                    {"Visit": int(sums["visits"]), "DiaSource": int(sums["dia_sources"]),
-                     "DiaForcedSource": int(sums["forced"]), "DiaObject": int(objects["dia"]),
-                     "SSObject": int(objects["ss"])},
-                    last, int(objects["relinks"]),
-                )  # fmt: skip
+            assert objects is not None
+            prompt = PromptSummary(
+                catalog.schema_version, catalog.created_at,
+                {"Visit": sums["visits"], "DiaSource": sums["dia_sources"],
+                 "DiaForcedSource": sums["forced"], "DiaObject": int(objects["dia"]),
+                 "SSObject": int(objects["ss"])},
+                newest_visit(conn), relink_count(conn),
+            )  # fmt: skip
         current, previous = active_release(conn), previous_release(conn)
         conn.rollback()
-    return Overview(prompt, releases, current, previous, version["v"] if version else None)
+    return Overview(prompt, releases, current, previous, version)

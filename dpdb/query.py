@@ -30,11 +30,12 @@ from dpdb.model.felis import latest_version
 from dpdb.model.table import canonical_names
 
 from .as_of_rewrite import AS_OF_SCHEMA, prompt_references, rewrite_as_of
+from .asof import AsOf, parse_as_of, resolve_as_of
 from .config import Settings
-from .db import adbc_connection, connect, conninfo
 from .errors import QueryError, ReleaseStateError
 from .query_output import FILE_FORMATS, FORMATS, write_result
-from .registry.activations import ALIASES, resolve_alias
+from .readers import reader_adbc_connection, reader_connect, reader_conninfo, reader_limits
+from .registry.activations import ALIASES, named_now, resolve_alias
 from .registry.catalogs import present_catalog_names
 
 __all__ = [
@@ -54,7 +55,12 @@ log = logging.getLogger(__name__)
 
 
 def run_query(
-    settings: Settings, sql_text: str, *, as_of: float | None = None, release: str | None = None
+    settings: Settings,
+    sql_text: str,
+    *,
+    as_of: float | str | None = None,
+    release: str | None = None,
+    provisional: bool = False,
 ) -> pa.Table:
     """Run one read-only SQL statement and return its result with canonical column names.
 
@@ -67,10 +73,17 @@ def run_query(
         transaction that is rolled back, so it cannot change anything.
     as_of
         Read the prompt catalog as it was at this instant (MJD TAI, e.g. from
-        :func:`dpdb.timeutil.parse_instant`). Unqualified prompt table names
+        :func:`dpdb.timeutil.parse_instant`, or ``"now"``: the current instant,
+        resolved once). An instant later than the latest processing time is
+        refused unless ``provisional`` (see :mod:`dpdb.asof`); the result's
+        schema metadata records the resolved instant and whether the answer is
+        repeatable (``dpdb.as_of_*``). Unqualified prompt table names
         resolve to their as-of views, and ``prompt.<table>`` references are
         rewritten to ``prompt_as_of.<table>`` (see :func:`rewrite_as_of`).
         ``None`` reads the present.
+    provisional
+        Evaluate an instant later than the latest processing time anyway; the
+        answer is labelled not yet repeatable.
     release
         Catalog whose tables unqualified names resolve to: a release schema
         (``dr1``), ``prompt``, or ``current`` / ``previous`` when they exist.
@@ -94,8 +107,13 @@ def run_query(
     text = _statement(sql_text)
     path: list[str] = []
     config: list[tuple[str, str]] = []
-    with connect(settings) as conn:
+    resolved: AsOf | None = None
+    if as_of is not None:
+        instant, is_now = parse_as_of(as_of)
+    with reader_connect(settings) as conn:
         if as_of is not None:
+            resolved = resolve_as_of(conn, instant, provisional=provisional, now=is_now)
+            as_of = resolved.mjd_tai
             config.append(("dpdb.as_of", _instant_text(as_of)))
             text = _as_of_statement(conn, text)
             path.append(AS_OF_SCHEMA)
@@ -103,6 +121,7 @@ def run_query(
             if as_of is not None and release in ALIASES:
                 release = resolve_alias(conn, release, as_of)
             _check_release(conn, release)
+            release = _published(conn, release)
             path.append(release)
         if path:
             names = sql.SQL(", ").join(sql.Identifier(p) for p in [*path, "public"])
@@ -113,7 +132,16 @@ def run_query(
     except _AdbcCannot as e:
         log.info("ADBC cannot fetch this result (%s); fetching it with psycopg", e)
         table = _fetch_psycopg(settings, text, config)
-    return _canonical(table)
+    table = _canonical(table)
+    if resolved is not None:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **resolved.metadata()})
+    return table
+
+
+def _limits(settings: Settings) -> list[tuple[str, str]]:
+    """The reader limits the query's own transaction sets (whatever the login's defaults are)."""
+    limits = reader_limits(settings)
+    return [(k, limits[k]) for k in ("statement_timeout", "client_connection_check_interval")]
 
 
 def _statement(sql_text: str) -> str:
@@ -131,6 +159,24 @@ def _instant_text(as_of: float) -> str:
     if not math.isfinite(value) or value < 0:
         raise QueryError(f"invalid as-of instant {as_of!r}: give an MJD TAI >= 0 or an ISO time")
     return repr(value)
+
+
+def _published(conn: psycopg.Connection, release: str) -> str:
+    """The schema a reader reads release ``release`` through: ``current`` or ``previous`` when it is
+    one of them (readers have no rights on release schemas themselves, docs/architecture.md)."""
+    if release in ("prompt", "current", "previous") or conn.execute(
+        "SELECT has_schema_privilege(%s, 'USAGE')", (release,)
+    ).fetchone() == (True,):
+        return release
+    current, previous = named_now(conn)  # from the activation history, which readers may read
+    if release == current:
+        return "current"
+    if release == previous:
+        return "previous"
+    raise ReleaseStateError(
+        f"release {release} is neither current nor previous, so queries cannot read it "
+        "(readers see current, previous, samples and prompt)"
+    )
 
 
 def _check_release(conn: psycopg.Connection, release: str) -> None:
@@ -196,12 +242,31 @@ def _server_message(message: str) -> str:
 
 
 def _fetch_adbc(settings: Settings, text: str, config: list[tuple[str, str]]) -> pa.Table:
+    """Fetch through a pooled ADBC connection; once more on a new one if the pooled one was dead
+    (a server restart, or a session ended by the server while it waited in the pool)."""
     try:
-        with adbc_connection(settings) as aconn:  # not autocommit: a transaction is open
+        return _fetch_adbc_once(settings, text, config)
+    except _StaleConnection:
+        pass
+    try:
+        return _fetch_adbc_once(settings, text, config)
+    except _StaleConnection as e:
+        raise QueryError(f"query failed: {_server_message(str(e.__cause__))}") from e.__cause__
+
+
+class _StaleConnection(Exception):
+    """The pooled connection had lost its server before the statement ran."""
+
+
+def _fetch_adbc_once(settings: Settings, text: str, config: list[tuple[str, str]]) -> pa.Table:
+    fresh = True
+    try:
+        with reader_adbc_connection(settings) as aconn:  # not autocommit: a transaction is open
             try:
                 with aconn.cursor() as cur:
                     cur.execute("SET TRANSACTION READ ONLY")
-                    for name, value in config:
+                    fresh = False  # the connection works: errors from here on are the statement's
+                    for name, value in [*_limits(settings), *config]:
                         cur.execute("SELECT set_config($1, $2, true)", (name, value))
                         cur.fetchall()
                     # A newline so that a trailing -- comment does not swallow ADBC's COPY ( ... ) wrapper.
@@ -211,6 +276,8 @@ def _fetch_adbc(settings: Settings, text: str, config: list[tuple[str, str]]) ->
                 aconn.rollback()
     except adbc_driver_manager.Error as e:
         message = str(e)
+        if fresh and isinstance(e, adbc_driver_manager.OperationalError):
+            raise _StaleConnection() from e
         if "no binary output function" in message or (
             "could not begin COPY" in message and getattr(e, "sqlstate", None) == "42601"
         ):
@@ -260,10 +327,10 @@ _ARROW_TYPES: dict[int, pa.DataType] = {
 
 def _fetch_psycopg(settings: Settings, text: str, config: list[tuple[str, str]]) -> pa.Table:
     try:
-        with psycopg.connect(conninfo(settings)) as conn:
+        with psycopg.connect(reader_conninfo(settings)) as conn:
             try:
                 conn.execute("SET TRANSACTION READ ONLY")
-                for name, value in config:
+                for name, value in [*_limits(settings), *config]:
                     conn.execute("SELECT set_config(%s, %s, true)", (name, value))
                 cur = conn.cursor()
                 cur.execute(

@@ -88,6 +88,8 @@ def write_result(
         writer(table, sys.stdout)
         return
     binary = fmt in ("parquet", "votable")
+    if not Path(out).absolute().parent.is_dir():
+        raise QueryError(f"cannot write {out}: directory {Path(out).absolute().parent} does not exist")
     try:
         with atomic_file(out, binary) as f:
             writer(table, f)
@@ -229,11 +231,13 @@ def _write_votable(table: pa.Table, f: IO[bytes], meta: Mapping[str, str] | None
             col.meta["ucd"] = ucd
         columns.append(col)
     votable = from_table(AstropyTable(columns))
-    if meta:
-        from astropy.io.votable.tree import Info
+    from astropy.io.votable.tree import Info
 
-        for key, value in meta.items():
-            votable.resources[0].infos.append(Info(name=key, value=value))
+    for key, value in (meta or {}).items():  # e.g. a citation
+        votable.resources[0].infos.append(Info(name=key, value=value))
+    for key, value in (table.schema.metadata or {}).items():  # e.g. the resolved as-of instant
+        if key.startswith(b"dpdb."):
+            votable.resources[0].infos.append(Info(name=key.decode(), value=value.decode()))
     votable.to_xml(f)
 
 

@@ -14,6 +14,7 @@ import logging
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -85,9 +86,10 @@ class ServerStatus:
 class EmbeddedServer:
     """A private PostgreSQL cluster living in ``home``."""
 
-    def __init__(self, home: Path, bindir: Path | None = None) -> None:
+    def __init__(self, home: Path, bindir: Path | None = None, wal_archive: bool = True) -> None:
         self.home = Path(home).absolute()
         self._bindir = bindir
+        self.wal_archive = wal_archive
         self.data_dir = self.home / "data"
         self.socket_dir = self.home / "run"
         self.log_dir = self.home / "log"
@@ -154,45 +156,101 @@ class EmbeddedServer:
         return proc
 
     # -- lifecycle -----------------------------------------------------------
+    def check_home(self, create: bool = True) -> None:
+        """Refuse, in one line, a ``DPDB_HOME`` that cannot hold the server.
+
+        Raises
+        ------
+        ConfigError
+            The home is not a directory, cannot be created, or is not writable.
+        """
+        home = self.home
+        if home.exists() or home.is_symlink():
+            if not home.is_dir():
+                raise ConfigError(f"DPDB_HOME {home} is not a directory")
+        elif create:
+            try:
+                home.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise ConfigError(f"cannot create DPDB_HOME {home}: {e.strerror or e}") from e
+        else:
+            return
+        if not os.access(home, os.R_OK | os.X_OK):
+            raise ConfigError(f"DPDB_HOME {home} is not readable")
+        if create and not os.access(home, os.W_OK):
+            raise ConfigError(f"DPDB_HOME {home} is not writable (read-only file system or permissions)")
+
     @contextmanager
     def _lock(self) -> Iterator[None]:
         """Serialize concurrent ``up``/``down`` calls on one home directory."""
-        self.home.mkdir(parents=True, exist_ok=True)
-        with open(self.home / ".lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
+        path = self.home / ".lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            try:  # a read-only home can still be stopped: flock works on a read-only descriptor
+                fd = os.open(path, os.O_RDONLY)
+            except OSError as e:
+                raise ConfigError(f"cannot open the lock file {path}: {e.strerror or e}") from e
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def initialized(self) -> bool:
         return (self.data_dir / "PG_VERSION").is_file()
 
     def up(self) -> bool:
-        """Create (first time) and start the cluster; return True if it was started now."""
+        """Create (first time) and start the cluster; return True if it was started now.
+
+        Whatever ``postmaster.pid`` holds (garbage, a stale PID, another program's or another
+        cluster's postmaster), the running postmaster of this data directory is found in /proc,
+        so a running server is never started twice nor lost.
+        """
+        self.check_home()
         with self._lock():
             if not self.initialized():
                 self._init()
             self._check_owner()
             if self.running():
                 return False
+            self._await_orphans()
             self._clear_stale_pid()
             port = self._choose_port()
-            self._start(port)
+            self._configure_archive(port)
+            try:
+                self._start(port)
+            except ServerError as e:  # e.g. a killed server's last backends were still exiting
+                log.info("first start failed (%s); retrying once", e)
+                time.sleep(2.0)
+                self._await_orphans()
+                self._clear_stale_pid()
+                self._start(port)
+            self._after_start()
             return True
 
     def down(self) -> bool:
-        """Stop the cluster (fast shutdown); return True if it was running."""
+        """Stop the cluster (fast shutdown); return True if it was running.
+
+        The postmaster is found by its data directory, not trusted from ``postmaster.pid``,
+        and is signalled directly (SIGINT, PostgreSQL's fast shutdown; SIGQUIT if it has not
+        stopped within a minute).
+        """
+        self.check_home(create=False)
+        if not self.home.exists():
+            return False
         with self._lock():
-            if not self.initialized() or not self.running():
+            pid = self._live_pid() if self.initialized() else None
+            if pid is None:
                 return False
-            self._run([str(self.bindir / "pg_ctl"), "stop", "-D", str(self.data_dir), "-m", "fast", "-w"])
+            self._stop(pid)
             return True
 
     def running(self) -> bool:
         return self._live_pid() is not None
 
     def status(self) -> ServerStatus:
+        self.check_home(create=False)
         try:
             bindir: Path | None = self.bindir
         except ServerError:
@@ -269,26 +327,86 @@ class EmbeddedServer:
             )
 
     def _live_pid(self) -> int | None:
-        """PID of a running postmaster for our data directory, or None."""
-        pid_file = self.data_dir / "postmaster.pid"
+        """PID of the running postmaster of our data directory, or None.
+
+        The PID in ``postmaster.pid`` is believed only if that process is a postgres
+        postmaster whose working directory is our data directory (a postmaster runs in its
+        data directory); otherwise /proc is searched for one.
+        """
         try:
-            pid = int(pid_file.read_text().splitlines()[0])
+            recorded: int | None = int((self.data_dir / "postmaster.pid").read_text().splitlines()[0])
         except (OSError, ValueError, IndexError):
-            return None
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return None
-        if b"postgres" not in cmdline[0]:  # the pid was reused by another program
-            return None
-        return pid
+            recorded = None
+        if recorded is not None and self._is_our_postmaster(recorded):
+            return recorded
+        found = self._our_processes(postmasters_only=True)
+        return min(found) if found else None
+
+    def _is_our_postmaster(self, pid: int) -> bool:
+        return _process_in(pid, self.data_dir.resolve(), postmaster_only=True)
+
+    def _our_processes(self, postmasters_only: bool = False) -> list[int]:
+        """PIDs of postgres processes (postmasters only, or also their children) in our data directory."""
+        target = self.data_dir.resolve()
+        pids = []
+        for entry in os.scandir("/proc"):
+            if entry.name.isdigit() and _process_in(int(entry.name), target, postmasters_only):
+                pids.append(int(entry.name))
+        return pids
+
+    def _stop(self, pid: int) -> None:
+        """Fast shutdown of postmaster ``pid``; escalate to an immediate one if it lingers."""
+        for sig, wait in ((signal.SIGINT, 60.0), (signal.SIGQUIT, 30.0)):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                return
+            deadline = time.monotonic() + wait
+            while time.monotonic() < deadline:
+                if not self._is_our_postmaster(pid):
+                    return
+                time.sleep(0.05)
+            log.warning("postmaster %d did not stop after %s; escalating", pid, sig.name)
+        raise ServerError(f"the PostgreSQL server (pid {pid}) of {self.data_dir} does not stop")
+
+    def _await_orphans(self, timeout: float = 15.0) -> None:
+        """Let backends whose postmaster was killed (kill -9) exit before a new postmaster starts.
+
+        PostgreSQL refuses to start while they hold the old shared memory; they notice the
+        postmaster's death on their own, and the ones still busy after ``timeout`` get SIGQUIT.
+        """
+        deadline = time.monotonic() + timeout
+        quit_sent = False
+        while orphans := self._our_processes():
+            if time.monotonic() > deadline:
+                if quit_sent:
+                    raise ServerError(
+                        f"processes {', '.join(map(str, orphans))} of a killed PostgreSQL server still "
+                        f"use {self.data_dir}"
+                    )
+                for pid in orphans:
+                    with _suppress_lookup():
+                        os.kill(pid, signal.SIGQUIT)
+                quit_sent, deadline = True, time.monotonic() + 10.0
+            time.sleep(0.05)
 
     def _clear_stale_pid(self) -> None:
-        """Remove a postmaster.pid whose process is gone (or is some other program)."""
+        """Remove a postmaster.pid when no postmaster runs in our data directory (checked in /proc)."""
         pid_file = self.data_dir / "postmaster.pid"
         if pid_file.exists() and self._live_pid() is None:
-            log.warning("removing stale %s", pid_file)
+            log.info("removing stale %s", pid_file)  # routine after a crash or kill -9
             pid_file.unlink()
+
+    def _configure_archive(self, port: int) -> None:
+        """WAL archiving to the home's pgBackRest repository (or off), written before every start."""
+        from .backup import configure_archiving
+
+        configure_archiving(self, port)
+
+    def _after_start(self) -> None:
+        from .backup import after_start
+
+        after_start(self)
 
     def _choose_port(self) -> int:
         """Keep the recorded port if it is free, else take a free one and record it."""
@@ -311,7 +429,7 @@ class EmbeddedServer:
                 str(log_file),
                 "-w",
                 "-t",
-                "60",
+                "600",  # a restored copy replays its WAL before it accepts connections
                 "-o",
                 opts,
             ],
@@ -327,7 +445,13 @@ class EmbeddedServer:
 
 
 def _port_free(port: int) -> bool:
+    """True if a server could listen on 127.0.0.1:``port`` now.
+
+    SO_REUSEADDR, as PostgreSQL sets on its own sockets: connections of the previous server
+    in TIME_WAIT must not make a restart move to another port.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:
@@ -342,8 +466,40 @@ def _free_port() -> int:
 
 
 def _tail(path: Path) -> str:
+    """The reason in a server log: its last FATAL or PANIC line, else its last line."""
     try:
         lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return "no server log"
-    return lines[-1] if lines else "empty server log"
+    fatal = [line for line in lines[-50:] if "FATAL:" in line or "PANIC:" in line]
+    return (fatal or lines or ["empty server log"])[-1]
+
+
+def _process_in(pid: int, data_dir: Path, postmaster_only: bool) -> bool:
+    """True if ``pid`` is a postgres process running in ``data_dir`` (a postmaster, if asked).
+
+    A postmaster's argv[0] is the postgres binary; its children rewrite theirs to
+    ``postgres: <role>``. Every one of them has the data directory as working directory.
+    Zombies and processes of other users (when not root) read as not ours.
+    """
+    try:
+        argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+        if not argv0:
+            return False
+        name = Path(argv0).name
+        if postmaster_only:
+            if name not in ("postgres", "postmaster"):
+                return False
+        elif not (name in ("postgres", "postmaster") or argv0.startswith("postgres:")):
+            return False
+        return Path(os.readlink(f"/proc/{pid}/cwd")) == data_dir
+    except (OSError, ValueError):
+        return False
+
+
+@contextmanager
+def _suppress_lookup() -> Iterator[None]:
+    try:
+        yield
+    except ProcessLookupError:
+        pass

@@ -5,7 +5,10 @@ See docs/architecture.md, "Conventions".
 
 from __future__ import annotations
 
+import warnings
+
 from astropy.time import Time
+from erfa import ErfaWarning
 
 from .errors import ValidationError
 
@@ -24,7 +27,9 @@ def parse_instant(text: str) -> float:
     except ValueError:
         pass
     try:
-        return float(Time(text, format="isot" if "T" in text else "iso", scale="utc").tai.mjd)
+        with warnings.catch_warnings():  # "dubious year": leap seconds of the future are not known yet
+            warnings.simplefilter("ignore", ErfaWarning)
+            return float(Time(text, format="isot" if "T" in text else "iso", scale="utc").tai.mjd)
     except ValueError:
         raise ValidationError(
             f"invalid time {text!r}: give an MJD (TAI) or an ISO 8601 time in UTC, e.g. 2026-11-21T04:00:00"
@@ -33,4 +38,6 @@ def parse_instant(text: str) -> float:
 
 def iso_utc(mjd_tai: float) -> str:
     """ISO 8601 UTC rendering of an MJD TAI, to the millisecond."""
-    return str(Time(mjd_tai, format="mjd", scale="tai").utc.isot)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ErfaWarning)
+        return str(Time(mjd_tai, format="mjd", scale="tai").utc.isot)

@@ -274,7 +274,7 @@ class _FileLoader:
             aconn.rollback()
             if failure:
                 raise failure[0] from None
-            raise self._explain(fp.path, e) from e
+            raise self._explain(fp.path, e, lookup) from e
         manifest.set_row_count(cur, load_id, rows)
         aconn.commit()
         return FileResult(fp.path, "replaced" if replaced else "loaded", rows, load_id)
@@ -312,7 +312,7 @@ class _FileLoader:
                     try:
                         rows += tx.ingest(str(shard), target.catalog, target.db_name, part)
                     except adbc_driver_manager.Error as e:
-                        raise self._explain(fp.path, e, str(shard)) from e
+                        raise self._explain(fp.path, e, shard=str(shard)) from e
             manifest.set_row_count(cur, load_id, rows)
             tx.prepare()
             aconn.commit()
@@ -370,25 +370,58 @@ class _FileLoader:
                 failure.append(e)
             raise
 
-    def _explain(self, path: Path, e: BaseException, shard: str | None = None) -> DpdbError:
-        """Turn a database error during COPY into a one-line error naming the file and key."""
+    def _explain(
+        self,
+        path: Path,
+        e: BaseException,
+        lookup: psycopg.Connection | None = None,
+        shard: str | None = None,
+    ) -> DpdbError:
+        """Turn a database error during COPY into a one-line error naming the file and key.
+
+        A key the table already holds in any partition violates its key map
+        (dpdb/keymap.py); the file that loaded it is looked up in the manifest.
+        """
         text = str(e)
         m = re.search(r"Key \((.*?)\)=\((.*?)\) already exists", text)
         if m:
             names = [n.strip() for n in m.group(1).split(",")]
             values = [v.strip() for v in m.group(2).split(",")]
             canon = {c.name: c.canonical for c in self.target.columns.values()}
-            key = ", ".join(
-                f"{canon.get(n, n)}={v}" for n, v in zip(names, values, strict=False) if n != PIXEL_COLUMN
-            )
+            pairs = [(n, v) for n, v in zip(names, values, strict=False) if n != PIXEL_COLUMN]
+            key = ", ".join(f"{canon.get(n, n)}={v}" for n, v in pairs)
+            where = f"{self.target.catalog}.{self.target.canonical}"
+            holder = self._holder(lookup, pairs) if lookup is not None else None
             return ValidationError(
-                f"{path}: duplicate primary key ({key}): already loaded in "
-                f"{self.target.catalog}.{self.target.canonical} or repeated in the file"
+                f"{path}: duplicate primary key ({key}): already loaded in {where} "
+                + (f"from {holder}" if holder else "or repeated in the file")
             )
         where = f" on shard {shard}" if shard else ""
         return DpdbError(
             f"{path}: load into {self.target.catalog}.{self.target.canonical}{where} failed: {first_line(e)}"
         )
+
+    def _holder(self, lookup: psycopg.Connection, pairs: list[tuple[str, str]]) -> str | None:
+        """The file (or prompt processing) that loaded the committed row with this key, if any."""
+        cond = sql.SQL(" AND ").join(
+            sql.SQL("{}::text = {}").format(sql.Identifier(n), sql.Literal(v)) for n, v in pairs
+        )
+        try:
+            row = lookup.execute(
+                sql.SQL("SELECT {} FROM {} WHERE {} LIMIT 1").format(
+                    sql.Identifier(LOAD_ID_COLUMN),
+                    sql.Identifier(self.target.catalog, self.target.db_name),
+                    cond,
+                )
+            ).fetchone()
+            if row is None:
+                return None  # not committed: repeated within this file
+            if row[0] is None:
+                return "prompt processing"
+            entry = manifest.entries(lookup, [int(row[0])]).get(int(row[0]))
+        except psycopg.Error:
+            return None
+        return str(entry["path"]) if entry else None
 
 
 def _prefetch(items: Iterator[pa.RecordBatch], depth: int = 3) -> Iterator[pa.RecordBatch]:

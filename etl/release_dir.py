@@ -2,8 +2,9 @@
 
 One module owns it. A release directory holds one folder per table; a
 partitioned table (docs/architecture.md, decision 6) is split by HEALPix pixel at the
-release's partition order, in the HATS layout that LSDB reads, and the other
-tables are one file each::
+release's partition order, in HATS' ``Norder=/Dir=/Npix=`` file naming (real HATS
+catalogs, with properties and margins, are what ``dpdb hats export`` and the
+retirement of a release write: dpdb/hats/), and the other tables are one file each::
 
     release.json                                   the manifest, written last
     Object/Norder=1/Dir=0/Npix=17.parquet          rows whose (parent's) pixel is 17
@@ -32,7 +33,17 @@ from dpdb.healpix import PIXEL_ORDER
 
 from .files import fingerprint
 
-__all__ = ["MANIFEST", "FileEntry", "ReleaseDir", "part_path", "write_table", "entry_for", "read", "verify"]
+__all__ = [
+    "MANIFEST",
+    "FileEntry",
+    "ReleaseDir",
+    "part_path",
+    "write_table",
+    "entry_for",
+    "read",
+    "verify",
+    "remove_temporaries",
+]
 
 MANIFEST = "release.json"
 ROW_GROUP = 131_072
@@ -57,6 +68,7 @@ class ReleaseDir:
     purpose: str  # "production" or "archive"
     tables: dict[str, list[FileEntry]] = field(default_factory=dict)
     info: dict[str, object] = field(default_factory=dict)  # free-form: seed, source, produced_at...
+    extra: list[FileEntry] = field(default_factory=list)  # checked, not loaded (HATS metadata, margins)
 
     def rows(self, table: str) -> int:
         return sum(f.rows for f in self.tables.get(table, []))
@@ -67,7 +79,7 @@ class ReleaseDir:
 
     @property
     def total_bytes(self) -> int:
-        return sum(f.bytes for files in self.tables.values() for f in files)
+        return sum(f.bytes for files in [*self.tables.values(), self.extra] for f in files)
 
     def write(self, root: Path) -> None:
         """Write ``release.json`` atomically (the directory is complete once it exists)."""
@@ -123,7 +135,8 @@ def read(root: Path) -> ReleaseDir:
     try:
         data = json.loads(path.read_text())
         tables = {t: [FileEntry(**f) for f in files] for t, files in data.pop("tables").items()}
-        return ReleaseDir(tables=tables, **data)
+        extra = [FileEntry(**f) for f in data.pop("extra", [])]
+        return ReleaseDir(tables=tables, extra=extra, **data)
     except (ValueError, TypeError, KeyError) as e:
         raise ValidationError(f"{path}: not a valid release manifest ({e})") from None
 
@@ -131,7 +144,7 @@ def read(root: Path) -> ReleaseDir:
 def verify(root: Path, manifest: ReleaseDir | None = None) -> ReleaseDir:
     """Check every file of the manifest is there with its size and SHA-256; name the first that is not."""
     manifest = manifest or read(root)
-    for files in manifest.tables.values():
+    for files in [*manifest.tables.values(), manifest.extra]:
         for entry in files:
             path = Path(root) / entry.path
             if not path.is_file():
@@ -143,3 +156,12 @@ def verify(root: Path, manifest: ReleaseDir | None = None) -> ReleaseDir:
                     f"{entry.sha256[:12]}…); the file was changed or damaged"
                 )
     return manifest
+
+
+def remove_temporaries(root: Path) -> int:
+    """Delete the temporary files a killed writer left under ``root`` (call with the folder locked)."""
+    n = 0
+    for tmp in Path(root).rglob(".*.tmp"):
+        tmp.unlink(missing_ok=True)
+        n += 1
+    return n

@@ -208,8 +208,20 @@ def _cast(arr: pa.Array, col: TargetColumn, where: str, row0: int) -> pa.Array:
         info = np.iinfo(col.arrow_type.to_pandas_dtype())
         bad = pc.or_(pc.less(arr, info.min), pc.greater(arr, info.max))
         if pc.any(bad).as_py():
+            i = _first(bad)
             raise ValidationError(
-                f"{where}, row {row0 + _first(bad)}: value out of range for {col.arrow_type}"
+                f"{where}, row {row0 + i}: value {arr[i].as_py()} out of range for "
+                f"{col.canonical} ({col.arrow_type})"
+            )
+    if col.arrow_type == pa.float32() and pa.types.is_floating(arr.type) and arr.type.bit_width > 32:
+        # Rounding to REAL is what the schema asks for; overflowing to +-inf is not.
+        finite = pc.is_finite(arr)
+        big = pc.and_(finite, pc.greater(pc.abs(arr), np.finfo(np.float32).max))
+        if pc.any(big).as_py():
+            i = _first(big)
+            raise ValidationError(
+                f"{where}, row {row0 + i}: value {arr[i].as_py()!r} out of range for "
+                f"{col.canonical} (REAL, at most {float(np.finfo(np.float32).max):.7g} in magnitude)"
             )
     try:
         return pc.cast(arr, col.arrow_type, safe=not pa.types.is_floating(col.arrow_type))

@@ -29,6 +29,7 @@ from dpdb.errors import ReleaseStateError
 from dpdb.etl import release_dir
 from dpdb.healpix import pixels
 from dpdb.ids import release_origin
+from dpdb.locks import folder_lock
 from dpdb.model.felis import latest_version
 from dpdb.model.layout import RELEASE_TABLES
 from dpdb.model.table import catalog_table
@@ -62,8 +63,18 @@ def produce(
     except ValueError as e:
         raise ReleaseStateError(f"release {name}: {e}") from None
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / release_dir.MANIFEST).unlink(missing_ok=True)  # incomplete until rewritten
+    # One producer per folder (a second one fails at once: busy ... (pid N)); leftovers of a
+    # killed run are removed under the lock.
+    with folder_lock(out, f"release produce into {out}"):
+        release_dir.remove_temporaries(out)
+        (out / release_dir.MANIFEST).unlink(missing_ok=True)  # incomplete until rewritten
+        return _produce(out, name, origin, seed, objects, nights, settings, partition_order, center)
+
+
+def _produce(
+    out: Path, name: str, origin: int, seed: int, objects: int, nights: int, settings: Settings | None,
+    partition_order: int, center: tuple[float, float] = (150.0, 2.0),
+) -> release_dir.ReleaseDir:  # fmt: skip
     prompt: dict[str, pa.Table] = {}
     if settings is not None:
         from .release_from_prompt import from_prompt

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(postgresql-15 postgresql-client-15 postgresql-15-q3c postgresql-15-pgsphere stilts
+packages=(postgresql-15 postgresql-client-15 postgresql-15-q3c postgresql-15-pgsphere stilts pgbackrest
           chromium chromium-driver)  # the portal's browser tests (Playwright drives /usr/bin/chromium)
 missing=()
 for p in "${packages[@]}"; do

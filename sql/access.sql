@@ -23,6 +23,16 @@ BEGIN
     IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dpdb_admin') THEN
         CREATE ROLE dpdb_admin NOLOGIN IN ROLE dpdb_loader;
     END IF;
+    -- dpdb_inspector: a reader that also reads the loaded release schemas and the registry
+    -- tables (not the audit log): what plots and provenance run as (dpdb/readers.py).
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dpdb_inspector') THEN
+        CREATE ROLE dpdb_inspector NOLOGIN IN ROLE dpdb_reader;
+    END IF;
+    -- dpdb_published: a reader that also reads the release schemas that were validated or
+    -- activated (as-of queries of a restored release): what user SQL runs as (dpdb/readers.py).
+    IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = 'dpdb_published') THEN
+        CREATE ROLE dpdb_published NOLOGIN IN ROLE dpdb_reader;
+    END IF;
 END $$;
 
 CREATE SCHEMA IF NOT EXISTS current;
@@ -80,3 +90,78 @@ GRANT USAGE ON ALL SEQUENCES IN SCHEMA dpdb_meta TO dpdb_loader;
 GRANT ALL ON SCHEMA dpdb_meta TO dpdb_admin;
 GRANT ALL ON ALL TABLES IN SCHEMA dpdb_meta TO dpdb_admin;
 GRANT ALL ON ALL SEQUENCES IN SCHEMA dpdb_meta TO dpdb_admin;
+
+-- Least privilege (dpdb/readers.py). Readers see the registry through the read-only views of
+-- schema dpdb_registry (no audit log, no archive paths, no validation reports).
+CREATE SCHEMA IF NOT EXISTS dpdb_registry;
+COMMENT ON SCHEMA dpdb_registry IS 'Read-only views of the dpdb_meta registry for readers';
+REVOKE ALL ON SCHEMA dpdb_registry FROM PUBLIC;
+DO $$
+DECLARE
+    wanted text[] := ARRAY['name', 'state', 'origin', 'schema_version', 'created_at', 'loaded_at',
+                           'validated_at', 'activated_at', 'superseded_at', 'archived_at'];
+    cols text;
+BEGIN
+    -- Dropped and made anew: the registry tables gain columns with the schema versions.
+    DROP VIEW IF EXISTS dpdb_registry.catalog, dpdb_registry.release, dpdb_registry.prompt_visit,
+        dpdb_registry.prompt_latest, dpdb_registry.release_activation;
+    EXECUTE 'CREATE VIEW dpdb_registry.catalog AS '
+            'SELECT name, kind, schema_version, partition_order, created_at FROM dpdb_meta.catalog';
+    SELECT string_agg(quote_ident(w), ', ' ORDER BY k) INTO cols
+    FROM unnest(wanted) WITH ORDINALITY AS u(w, k)
+    WHERE EXISTS (SELECT 1 FROM information_schema.columns c WHERE c.table_schema = 'dpdb_meta'
+                  AND c.table_name = 'release' AND c.column_name = w);
+    EXECUTE format('CREATE VIEW dpdb_registry.release AS SELECT %s FROM dpdb_meta.release', cols);
+    IF to_regclass('dpdb_meta.prompt_visit') IS NOT NULL THEN
+        EXECUTE 'CREATE VIEW dpdb_registry.prompt_visit AS '
+                'SELECT visit, processing_time_mjd_tai, midpoint_mjd_tai, ingested_at FROM dpdb_meta.prompt_visit';
+    END IF;
+    IF to_regclass('dpdb_meta.prompt_visit') IS NOT NULL AND to_regclass('dpdb_meta.prompt_relink') IS NOT NULL THEN
+        -- The latest committed processing time: as-of instants up to it give repeatable answers.
+        EXECUTE 'CREATE VIEW dpdb_registry.prompt_latest AS SELECT greatest('
+                '(SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit), '
+                '(SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_relink)) AS latest_mjd_tai';
+    END IF;
+    IF to_regclass('dpdb_meta.release_activation') IS NOT NULL THEN
+        EXECUTE 'CREATE VIEW dpdb_registry.release_activation AS SELECT * FROM dpdb_meta.release_activation';
+    END IF;
+END $$;
+GRANT USAGE ON SCHEMA dpdb_registry TO dpdb_reader;
+GRANT SELECT ON ALL TABLES IN SCHEMA dpdb_registry TO dpdb_reader;
+
+-- The inspector reads the registry tables (but the audit log) and every release schema
+-- (dpdb/access.py grants each new release).
+GRANT SELECT ON ALL TABLES IN SCHEMA dpdb_meta TO dpdb_inspector;
+REVOKE SELECT ON dpdb_meta.audit_log FROM dpdb_inspector;
+DO $$
+DECLARE
+    s text;
+BEGIN
+    FOR s IN SELECT name FROM dpdb_meta.catalog WHERE kind = 'release' AND to_regnamespace(quote_ident(name)) IS NOT NULL
+    LOOP
+        EXECUTE format('GRANT USAGE ON SCHEMA %I TO dpdb_inspector', s);
+        EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO dpdb_inspector', s);
+    END LOOP;
+    FOR s IN SELECT c.name FROM dpdb_meta.catalog c JOIN dpdb_meta.release r USING (name)
+             WHERE (r.validated_at IS NOT NULL OR r.activated_at IS NOT NULL)
+               AND to_regnamespace(quote_ident(c.name)) IS NOT NULL
+    LOOP
+        EXECUTE format('GRANT USAGE ON SCHEMA %I TO dpdb_published', s);
+        EXECUTE format('GRANT SELECT ON ALL TABLES IN SCHEMA %I TO dpdb_published', s);
+    END LOOP;
+END $$;
+
+-- Advisory locks serialize dpdb's writers (prompt ingest, lifecycle, loads): a reader holding
+-- one could stall them, so only loaders may take them.
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+             WHERE p.pronamespace = 'pg_catalog'::regnamespace
+               AND (p.proname LIKE 'pg\_advisory\_%' OR p.proname LIKE 'pg\_try\_advisory\_%')
+    LOOP
+        EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM PUBLIC', f);
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO dpdb_loader', f);
+    END LOOP;
+END $$;

@@ -41,7 +41,7 @@ def make_home(prefix: str = "dpdb-test-") -> Path:
 @pytest.fixture(scope="session")
 def pg_home() -> Iterator[Path]:
     home = make_home()
-    server = EmbeddedServer(home)
+    server = EmbeddedServer(home, wal_archive=False)  # the backup tests archive on clusters of their own
     server.up()
     try:
         yield home

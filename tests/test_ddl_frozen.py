@@ -67,6 +67,22 @@ FROZEN: dict[int, dict[str, str]] = {
         "upgrade_prompt": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
         "upgrade_release": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     },
+    7: {
+        "meta": "5b52351c5e03f953b7e77e938d93c3562130a91eb6df67d19d176cc7e19b7138",
+        "meta_full": "2d2b9cbe77906d1e0424f9e657997db267e9b00a427903f2c005d2fb09e77593",
+        "prompt": "3e508192e99269b4a60814933bbc7d90c9ee7e97aa455c7deaf16f4006deb2e0",
+        "release": "7ea8f530df86cfa3e7336d244de0f00a8663f7b9f9395ac69cd7e67008e5f16b",
+        "upgrade_prompt": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "upgrade_release": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    },
+    8: {
+        "meta": "9700d685a0ab3f55236aa8b1b6d39adee0811a1e5c8eaf8cd25caefaa60c9ade",
+        "meta_full": "2779cdd0cbed15f262f8929b8600454bb2a4ceafc5aaac418bbce42445c3218f",
+        "prompt": "3e508192e99269b4a60814933bbc7d90c9ee7e97aa455c7deaf16f4006deb2e0",
+        "release": "7ea8f530df86cfa3e7336d244de0f00a8663f7b9f9395ac69cd7e67008e5f16b",
+        "upgrade_prompt": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "upgrade_release": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    },
 }
 
 

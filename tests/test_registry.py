@@ -145,37 +145,3 @@ def test_migrated_database_is_at_the_newest_version(settings: Settings) -> None:
     with connect(settings) as c:
         version, code = applied_by(c)
     assert version == latest_version() and code
-
-
-DEPRECATED = {
-    "dpdb.schema", "dpdb.tables", "dpdb.catalogs", "dpdb.releases", "dpdb.audit", "dpdb.sql_rewrite",
-    "dpdb.sqlfiles",
-}  # fmt: skip
-"""Aliases kept for branches written before the rename; dpdb's own code uses the new modules."""
-
-
-def _imported(path: Path, package: str) -> set[str]:
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            out |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = package.split(".")[: len(package.split(".")) - node.level + 1] if node.level else []
-            module = ".".join(base + ([node.module] if node.module else []))
-            out |= {module} | {f"{module}.{a.name}" for a in node.names}
-    return out
-
-
-def test_nothing_imports_the_deprecated_aliases() -> None:
-    users = []
-    for folder, package in (("dpdb", "dpdb"), ("etl", "dpdb.etl"), ("processing", "dpdb.processing"),
-                            ("migrations", "dpdb.migrations"), ("tests", "tests")):  # fmt: skip
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            rel = path.relative_to(ROOT / folder)
-            pkg = ".".join([package, *rel.parent.parts])
-            name = ".".join([package, *rel.with_suffix("").parts])
-            if name in DEPRECATED:
-                continue
-            if _imported(path, pkg) & DEPRECATED:
-                users.append(str(path.relative_to(ROOT)))
-    assert users == []

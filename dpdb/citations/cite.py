@@ -474,7 +474,7 @@ def dependents(settings: Settings, release: str) -> list[Citation]:
     try:
         with connect(settings) as conn:
             return citing(conn, release)
-    except psycopg.errors.UndefinedTable:  # a database from before schema v9
+    except psycopg.errors.UndefinedTable:  # a database from before schema v8
         return []
 
 

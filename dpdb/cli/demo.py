@@ -39,17 +39,20 @@ def demo(ctx: click.Context, scale: str, out: Path | None, keep: bool) -> None:
     Prints rows per table, association quality against the simulator's truth, the time of each
     step and five example queries with their results; writes plots and report.json to --out.
     """
+    from ..locks import folder_lock
+
     cfg = settings(ctx)
     steps = _RichSteps(Console(stderr=True))
     t0 = time.perf_counter()
-    run = run_demo(cfg, scale, out, fresh=not keep, steps=steps)
-    steps.start("report: examples and plots")
-    start = time.perf_counter()
-    report = build_report(cfg, run, steps.steps)  # the same list: the report step joins it below
-    steps.finish(
-        Step("report: examples and plots", time.perf_counter() - start, f"{len(report.plots)} plots")
-    )
-    report.write(run.out / "report.json")
+    with folder_lock(cfg.home, f"dpdb demo in {cfg.home.absolute()}"):  # one demo per home
+        run = run_demo(cfg, scale, out, fresh=not keep, steps=steps)
+        steps.start("report: examples and plots")
+        start = time.perf_counter()
+        report = build_report(cfg, run, steps.steps)  # the same list: the report step joins it below
+        steps.finish(
+            Step("report: examples and plots", time.perf_counter() - start, f"{len(report.plots)} plots")
+        )
+        report.write(run.out / "report.json")
     _print(report, time.perf_counter() - t0)
 
 

@@ -26,7 +26,8 @@ def plot() -> None:
 @_OUTPUT
 @click.option(
     "--as-of", "as_of", metavar="ISO|MJD",
-    help="Read the prompt catalog as it was at this instant: an MJD (TAI) or an ISO 8601 time in UTC.",
+    help="Read the prompt catalog as it was at this instant: an MJD (TAI), an ISO 8601 time in UTC or now "
+    "(instants later than the latest processing time are refused: their answer could still change).",
 )  # fmt: skip
 @click.pass_context
 def lightcurve_cmd(ctx: click.Context, object_id: int, output: Path | None, as_of: str | None) -> None:
@@ -38,8 +39,12 @@ def lightcurve_cmd(ctx: click.Context, object_id: int, output: Path | None, as_o
     DiaObject of a loaded release. Detections are filled, forced photometry
     open markers.
     """
-    plots = archive(ctx).plot
-    curve = plots.lightcurve_data(object_id, as_of=as_of)
+    arch = archive(ctx)
+    resolved = arch.resolve_as_of(as_of) if as_of is not None else None
+    if resolved is not None and (resolved.now or not resolved.repeatable):
+        click.echo(resolved.label(), err=True)  # the instant used, and that the answer may still change
+    plots = arch.plot
+    curve = plots.lightcurve_data(object_id, as_of=resolved)
     out = plots.draw(curve, output or Path(f"lightcurve_{object_id}.png"))
     click.echo(f"wrote {out} ({curve.summary}, {curve.catalog_label})")
 

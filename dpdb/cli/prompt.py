@@ -117,6 +117,10 @@ def relink_cmd(ctx: click.Context, linkage: Path, processing_time: str | None) -
     "Default: when the alert was issued, which reproduces it byte for byte.",
 )
 @click.option(
+    "--provisional", is_flag=True,
+    help="Accept an --as-of instant later than the latest processing time (labelled not yet repeatable).",
+)  # fmt: skip
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(["avro", "json"]),
@@ -129,18 +133,26 @@ def relink_cmd(ctx: click.Context, linkage: Path, processing_time: str | None) -
 )
 @click.pass_context
 def alert_cmd(
-    ctx: click.Context, dia_source_id: int, as_of: str | None, fmt: str, output: Path | None
+    ctx: click.Context,
+    dia_source_id: int,
+    as_of: str | None,
+    provisional: bool,
+    fmt: str,
+    output: Path | None,
 ) -> None:
     """Regenerate the alert of DIASOURCEID as the prompt catalog held it (schema lsst.v11_1.alert)."""
-    from ..archive import to_mjd_tai
     from ..atomic import atomic_file
     from ..prompt.alert import alert_avro, alert_json
     from ..timeutil import iso_utc
 
-    t = to_mjd_tai(as_of)
     if output is None and fmt == "avro" and sys.stdout.isatty():
         raise click.UsageError("refusing to write binary Avro to a terminal; use -o FILE or --format json")
-    record = archive(ctx).prompt.alert(dia_source_id, as_of=t)
+    arch = archive(ctx)
+    resolved = arch.resolve_as_of(as_of, provisional=provisional) if as_of is not None else None
+    if resolved is not None and (resolved.now or not resolved.repeatable):
+        click.echo(resolved.label(), err=True)  # the instant used, and that the answer may still change
+    t = resolved.mjd_tai if resolved is not None else None
+    record = arch.prompt.alert(dia_source_id, as_of=resolved)
     data = alert_avro(record) if fmt == "avro" else (alert_json(record) + "\n").encode()
     if output is None:
         click.echo(data, nl=False)  # bytes go to the binary stdout

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..asof import AsOf
 from ..errors import QueryError
 from ..query_output import FILE_FORMATS, FORMATS, write_result
 from ._common import archive
@@ -29,6 +30,12 @@ __all__ = ["query"]
     "or prompt. With --as-of, current/previous are the releases they named then.",
 )
 @click.option(
+    "--provisional",
+    is_flag=True,
+    help="Evaluate an --as-of instant later than the latest processing time (refused otherwise: its "
+    "answer could still change); the answer is labelled not yet repeatable.",
+)
+@click.option(
     "--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True, help="Output format."
 )
 @click.option(
@@ -39,7 +46,13 @@ __all__ = ["query"]
 )
 @click.pass_context
 def query(
-    ctx: click.Context, sql_text: str, as_of: str | None, release: str | None, fmt: str, output: Path | None
+    ctx: click.Context,
+    sql_text: str,
+    as_of: str | None,
+    release: str | None,
+    provisional: bool,
+    fmt: str,
+    output: Path | None,
 ) -> None:
     """Run one read-only SQL statement (SQL; - reads it from standard input) and print or write the result.
 
@@ -74,8 +87,12 @@ def query(
         sql_text = sys.stdin.read()
     if fmt in FILE_FORMATS and output is None:
         raise QueryError(f"format {fmt} needs an output file (-o FILE)")
-    result = archive(ctx).query_arrow(sql_text, as_of=as_of, release=release)
+    result = archive(ctx).query_arrow(sql_text, as_of=as_of, release=release, provisional=provisional)
     write_result(result, fmt, output)
+    resolved = AsOf.from_metadata(result.schema.metadata)
+    label = resolved.label() if resolved is not None else None
+    if resolved is not None and (resolved.now or not resolved.repeatable):
+        click.echo(label, err=True)  # the resolved instant, on stderr: stdout is the result
     if output is not None:
         n = result.num_rows
-        click.echo(f"{n} row{'' if n == 1 else 's'} written to {output}")
+        click.echo(f"{n} row{'' if n == 1 else 's'} written to {output}" + (f" ({label})" if label else ""))

@@ -10,7 +10,22 @@ import click
 
 from ..config import Settings, get_settings
 from ..errors import first_line
-from . import cite, db, demo, files, plot, prompt, provenance, query, release, schema, serve, shard
+from . import (  # noqa: F401 (backup adds its commands to the db group)
+    backup,
+    cite,
+    db,
+    demo,
+    files,
+    hats,
+    plot,
+    prompt,
+    provenance,
+    query,
+    release,
+    schema,
+    serve,
+    shard,
+)
 from ._common import DpdbGroup
 
 __all__ = ["cli", "main"]
@@ -39,6 +54,9 @@ def cli(ctx: click.Context, dsn: str | None, home: Path | None, debug: bool, ver
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
+    # psycopg warns when the rollback after an error fails (the server is gone); the command's
+    # own error line says so already
+    logging.getLogger("psycopg").setLevel(logging.INFO if verbose else logging.ERROR)
     try:
         ctx.obj = get_settings(dsn=dsn, home=home)
     except Exception as e:  # pydantic validation of DPDB_* variables
@@ -47,7 +65,7 @@ def cli(ctx: click.Context, dsn: str | None, home: Path | None, debug: bool, ver
 
 for command in (
     db.db, schema.schema, files.load_cmd, files.export_cmd, prompt.prompt, query.query, release.release,
-    plot.plot, provenance.provenance_cmd, demo.demo, serve.serve, cite.cite, shard.shard,
+    plot.plot, provenance.provenance_cmd, demo.demo, serve.serve, cite.cite, hats.hats, shard.shard,
 ):  # fmt: skip
     cli.add_command(command)
 

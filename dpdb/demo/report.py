@@ -178,7 +178,8 @@ def _examples(settings: Settings, prompt_id: int, current: tuple[str, int], befo
         "ORDER BY s.midpointMjdTai"
     )
     releases = (
-        "SELECT name, state, schema_version, origin, activated_at\nFROM dpdb_meta.release ORDER BY created_at"
+        "SELECT name, state, schema_version, origin, activated_at\n"
+        "FROM dpdb_registry.release ORDER BY created_at"
     )
     t = f"{before:.6f}"
     return [

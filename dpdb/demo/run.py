@@ -22,6 +22,7 @@ from dpdb.model.felis import latest_version
 from ..config import Settings
 from ..db import connect, prepare, reset_database
 from ..errors import ConfigError, ReleaseStateError
+from ..locks import folder_lock
 from ..registry.audit import audited
 from ..registry.releases import create_release, find_release
 
@@ -108,6 +109,14 @@ def run_demo(
     """
     if scale not in SCALES:
         raise ConfigError(f"unknown demo scale {scale!r}; choose one of {', '.join(SCALES)}")
+    # One demo per home at a time: a second fails at once with busy ... (pid N).
+    with folder_lock(settings.home, f"dpdb demo in {settings.home.absolute()}"):
+        return _run_demo(settings, scale, out, fresh=fresh, steps=steps)
+
+
+def _run_demo(
+    settings: Settings, scale: str, out: Path | None, *, fresh: bool, steps: StepLog | None
+) -> DemoRun:
     size = SCALES[scale]
     steps = steps if steps is not None else StepLog()
     out = (Path(out) if out is not None else settings.home / "demo").absolute()

@@ -4,9 +4,10 @@ Archiving a superseded release (DPDD §4.5) runs in three steps, each safe to
 repeat, so a retirement killed at any point finishes on a rerun:
 
 1. its sample region is copied to the samples schema (if not there yet);
-2. every table is exported to Parquet bulk-download files in the release-directory
-   layout (etl/release_dir.py), per partition, with a checksummed ``release.json``
-   written last; a complete archive whose counts match the tables is reused;
+2. every table is exported as bulk-download files that LSDB opens: one HATS
+   collection per table, with margins (dpdb/hats/archive.py), and a checksummed
+   ``release.json`` in the release-directory layout (etl/release_dir.py) written
+   last; a complete archive whose counts match the tables is reused;
 3. one transaction drops the schema, forgets its load-manifest entries and marks
    it ``archived`` with the archive's path, rows and size.
 
@@ -24,13 +25,11 @@ import psycopg
 from psycopg import sql
 
 from dpdb.config import Settings
-from dpdb.db import adbc_connection, connect, fetch_value
+from dpdb.db import connect, fetch_value
 from dpdb.errors import ReleaseStateError, ValidationError
 from dpdb.etl import release_dir
-from dpdb.etl.export import select_sql, write_query
 from dpdb.etl.validate import target_table
-from dpdb.healpix import partition_bounds
-from dpdb.model.layout import PIXEL_COLUMN, RELEASE_TABLES
+from dpdb.model.layout import RELEASE_TABLES
 from dpdb.registry import manifest as load_manifest
 from dpdb.registry.activations import active_release, previous_release
 from dpdb.registry.catalogs import find_catalog, forget_catalog
@@ -75,7 +74,9 @@ def archive_release(settings: Settings, name: str) -> ArchiveResult:
     manifest = _reusable(out, counts)
     reused = manifest is not None
     if manifest is None:
-        manifest = _export(settings, name, rel.origin or 0, version, order, out)
+        from dpdb.hats.archive import write_archive
+
+        manifest = write_archive(settings, name, rel.origin or 0, version, order, out)
     with connect(settings) as conn:
         lock_lifecycle(conn)
         if get_release(conn, name).state != ReleaseState.SUPERSEDED:
@@ -113,32 +114,6 @@ def _reusable(out: Path, counts: dict[str, int]) -> release_dir.ReleaseDir | Non
         log.warning("re-exporting %s: %s", out, e)
         return None
     return manifest if all(manifest.rows(t) == n for t, n in counts.items()) else None
-
-
-def _export(
-    settings: Settings, name: str, origin: int, version: int, order: int, out: Path
-) -> release_dir.ReleaseDir:
-    (out / release_dir.MANIFEST).unlink(missing_ok=True)  # incomplete until rewritten
-    manifest = release_dir.ReleaseDir(name, origin, version, order, "archive")
-    with adbc_connection(settings) as aconn, aconn.cursor() as cur, connect(settings) as conn:
-        for table in RELEASE_TABLES:
-            target = target_table(name, version, CatalogKind.RELEASE, table)
-            parts: list[tuple[int | None, sql.Composable | None]] = [(None, None)]
-            if target.partitioned:
-                pixel = sql.Identifier(PIXEL_COLUMN)
-                parts = [
-                    (n, sql.SQL("{p} >= {lo} AND {p} < {hi}").format(p=pixel, lo=lo, hi=hi))
-                    for n, lo, hi in partition_bounds(order)
-                ]
-            files = []
-            for npix, where in parts:
-                path = release_dir.part_path(out, table, order if npix is not None else None, npix)
-                rows = write_query(cur, select_sql(target, where).as_string(conn), target, path)
-                if rows:
-                    files.append(release_dir.entry_for(out, path, rows))
-            manifest.tables[table] = files
-    manifest.write(out)
-    return manifest
 
 
 def _unload(conn: psycopg.Connection, name: str) -> list[str]:

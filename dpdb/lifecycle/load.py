@@ -128,6 +128,7 @@ def _load_tables(
     start = time.monotonic()
     rows: dict[str, int] = {}
     skipped = 0
+    hats = manifest.info.get("format") == "hats"  # HATS files add _healpix_29 (dpdb/hats/archive.py)
     for table in RELEASE_TABLES:  # parents before their children
         files = manifest.tables.get(table)
         if not files:
@@ -139,6 +140,7 @@ def _load_tables(
             into=name,
             jobs=jobs,
             progress=progress,
+            ignore_extra=hats,
         )
         rows[table] = summary.rows
         skipped += sum(f.status == "skipped" for f in summary.files)

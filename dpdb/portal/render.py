@@ -10,7 +10,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from .. import __version__
+from .._version import code_version
 from ..ids import origin_of
 from ..timeutil import iso_utc
 
@@ -60,7 +60,7 @@ templates.env.filters["show"] = show_value
 templates.env.filters["iso"] = mjd_iso
 templates.env.globals["is_object_id"] = is_object_id
 templates.env.globals["isos"] = isos
-templates.env.globals["version"] = __version__
+templates.env.globals["version"] = code_version()
 
 
 def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:

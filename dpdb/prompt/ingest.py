@@ -140,13 +140,17 @@ def _load_ssobjects(aconn: adbc.Connection, path: Path, version: int, t: float) 
         )
         cur.adbc_ingest("s_ssobject", table, mode="append", temporary=True)
         load_id = manifest.add_entry(cur, fingerprint(path), "SSObject", "prompt", version)
+        # counted with RETURNING: ADBC's rowcount is -1 for an INSERT ... SELECT, which used to
+        # register the file again (row count -1) on every run
         cur.execute(
-            f"INSERT INTO prompt.ssobject ({cols}, validitystartmjdtai, _load_id) "
+            f"WITH added AS (INSERT INTO prompt.ssobject ({cols}, validitystartmjdtai, _load_id) "
             f"SELECT {cols}, $1, $2 FROM s_ssobject s WHERE NOT EXISTS "
-            "(SELECT 1 FROM prompt.ssobject o WHERE o.ssobjectid = s.ssobjectid)",
+            "(SELECT 1 FROM prompt.ssobject o WHERE o.ssobjectid = s.ssobjectid) RETURNING 1) "
+            "SELECT count(*) FROM added",
             parameters=(t, load_id),
         )
-        added = cur.rowcount
+        row = cur.fetchone()
+        added = int(row[0]) if row else 0
         if added:
             manifest.set_row_count(cur, load_id, added)
             aconn.commit()

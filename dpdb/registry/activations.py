@@ -23,6 +23,7 @@ __all__ = [
     "record_activation",
     "activation_history",
     "by_last_activation",
+    "named_now",
 ]
 
 ALIASES = ("current", "previous")
@@ -39,6 +40,11 @@ def active_release(conn: psycopg.Connection) -> str | None:
 def previous_release(conn: psycopg.Connection) -> str | None:
     """Name of the penultimate release (the one ``previous`` points at), if any."""
     return _named(conn)[1]
+
+
+def named_now(conn: psycopg.Connection) -> tuple[str | None, str | None]:
+    """(current, previous) now, from the activation history alone (what a reader login may read)."""
+    return _named(conn)
 
 
 def _named(conn: psycopg.Connection, as_of: float | None = None) -> tuple[str | None, str | None]:

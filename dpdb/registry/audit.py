@@ -6,6 +6,7 @@ the action, so it is kept whether the action committed or rolled back.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import logging
@@ -34,12 +35,25 @@ class Audit:
 
 @contextmanager
 def audited(settings: Settings, action: str, **arguments: object) -> Iterator[Audit]:
-    """Record ``action`` with its ``arguments``; the outcome is ``audit.outcome`` or the error."""
+    """Record ``action`` with its ``arguments``; the outcome is ``audit.outcome`` or the error.
+
+    A lifecycle step on one release (``release.*`` with a ``name``) holds that
+    release's lock (:func:`dpdb.locks.release_lock`): a concurrent step on it fails
+    at once with ``busy: ... (pid N)``.
+    """
+    from dpdb.locks import release_lock
+
     audit = Audit()
     start = time.monotonic()
+    name = arguments.get("name")
+    failed = False
     try:
-        yield audit
+        with contextlib.ExitStack() as stack:
+            if action.startswith("release.") and isinstance(name, str):
+                stack.enter_context(release_lock(settings, name, action))
+            yield audit
     except BaseException as e:
+        failed = True
         audit.outcome = f"error: {first_line(e)}"
         raise
     finally:
@@ -47,7 +61,9 @@ def audited(settings: Settings, action: str, **arguments: object) -> Iterator[Au
             with psycopg.connect(conninfo(settings), autocommit=True) as conn:
                 record(conn, action, arguments, audit.outcome, time.monotonic() - start)
         except psycopg.Error as e:  # never hide the action's own error behind the audit's
-            log.warning("could not write the audit log entry of %s: %s", action, e)
+            # an action that failed for the same reason (server gone) has said so in its own error line
+            level = logging.INFO if failed and isinstance(e, psycopg.OperationalError) else logging.WARNING
+            log.log(level, "could not write the audit log entry of %s: %s", action, first_line(e))
 
 
 def record(

@@ -102,9 +102,13 @@ def create_catalog(
     from dpdb.shards import placement  # late: the shards package builds on the registry
 
     if kind is CatalogKind.RELEASE and placement.is_sharded(conn):
+        # Each shard enforces the keys of its partitions; validation checks them across the release.
         placement.create_sharded_catalog(conn, name, version, partition_order, weights)
     else:
         execute_ddl(conn, catalog_ddl(name, version, kind, partition_order))
+        from dpdb.keymap import create_keymaps  # keys unique across each partitioned table
+
+        create_keymaps(conn, name, version, str(kind))
     conn.execute(
         "INSERT INTO dpdb_meta.catalog (name, kind, schema_version, partition_order, created_at) "
         "VALUES (%s, %s, %s, %s, now())",

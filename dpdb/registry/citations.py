@@ -1,4 +1,4 @@
-"""The citation store, ``dpdb_meta.citation`` (schema v9): one row per citation, written once.
+"""The citation store, ``dpdb_meta.citation`` (schema v8): one row per citation, written once.
 
 Also the few bookkeeping facts citations need (release states, what ``current``
 and ``previous`` name, the prompt catalog's last change). The citations

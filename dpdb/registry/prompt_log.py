@@ -9,13 +9,19 @@ transaction, the others a psycopg connection.
 
 from __future__ import annotations
 
+from typing import Any
+
 import adbc_driver_postgresql.dbapi as adbc
 import psycopg
+from psycopg.rows import dict_row
 
 __all__ = [
     "ingested_visits",
     "last_visit",
     "latest_processing_time",
+    "visit_totals",
+    "relink_count",
+    "newest_visit",
     "processing_time_before_visit",
     "made_by",
     "visit_ingested_in",
@@ -44,6 +50,31 @@ def latest_processing_time(conn: psycopg.Connection) -> float | None:
     return float(row[0]) if row and row[0] is not None else None
 
 
+def visit_totals(conn: psycopg.Connection) -> dict[str, int]:
+    """Visits ingested and the DiaSources and forced measurements they added (exact, without a scan)."""
+    row = conn.execute(
+        "SELECT count(*), coalesce(sum(n_diasources), 0), coalesce(sum(n_forced), 0) FROM dpdb_meta.prompt_visit"
+    ).fetchone()
+    assert row is not None
+    return {"visits": int(row[0]), "dia_sources": int(row[1]), "forced": int(row[2])}
+
+
+def relink_count(conn: psycopg.Connection) -> int:
+    """Daytime linkages applied."""
+    row = conn.execute("SELECT count(*) FROM dpdb_meta.prompt_relink").fetchone()
+    return int(row[0]) if row else 0
+
+
+def newest_visit(conn: psycopg.Connection) -> dict[str, Any] | None:
+    """The log entry of the visit processed last (its figures and timings), None before the first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT visit, midpoint_mjd_tai, processing_time_mjd_tai, ingested_at, n_diasources, "
+            "n_associated, n_new_diaobjects, n_ss_attributed, n_forced, seconds "
+            "FROM dpdb_meta.prompt_visit ORDER BY processing_time_mjd_tai DESC LIMIT 1"
+        ).fetchone()
+
+
 def processing_time_before_visit(conn: psycopg.Connection, visit: int) -> float | None:
     """The processing time of the last visit ingested with a number below ``visit``, MJD TAI."""
     row = conn.execute(
@@ -56,8 +87,10 @@ def made_by(conn: psycopg.Connection, times: list[float], *, relinks_only: bool 
     """What ran at each processing time of ``times``: ``visit N`` or ``relink PATH`` (a visit first)."""
     if not times:
         return {}
-    visit = "NULL" if relinks_only else (
-        "'visit ' || (SELECT min(visit) FROM dpdb_meta.prompt_visit WHERE processing_time_mjd_tai = t)"
+    visit = (
+        "NULL"
+        if relinks_only
+        else ("'visit ' || (SELECT min(visit) FROM dpdb_meta.prompt_visit WHERE processing_time_mjd_tai = t)")
     )
     rows = conn.execute(
         f"SELECT t, coalesce({visit}, 'relink ' || (SELECT min(path) FROM dpdb_meta.prompt_relink "

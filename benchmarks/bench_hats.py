@@ -1,0 +1,183 @@
+"""Benchmark: `dpdb hats export` of an Object table, against `dpdb load` of the same table, and an
+LSDB cross-match against the same `q3c_join` in PostgreSQL.
+
+On a fresh embedded server it generates a synthetic Object table (every one of
+its 336 columns; positions uniform over a 20° x 20° box) as Parquet files of at
+most 100,000 rows, and
+
+  (a) loads them into a release with `dpdb load --jobs 2` (rows/s);
+  (b) exports the release's Object as a HATS collection with a 10" margin,
+      `dpdb hats export --jobs 2` (rows/s, and the peak RSS of this process and
+      of the Dask workers, which hold the data);
+  (c) cross-matches 10,000 external positions (9,000 within 0.9" of an Object,
+      1,000 anywhere in the box) within 1": in PostgreSQL with `q3c_join`
+      against the loaded table, and in LSDB (2 worker processes) against the
+      HATS catalog; both pair lists must be equal.
+
+Usage: python benchmarks/bench_hats.py [--rows N] [--jobs N] [--keep DIR]
+(default 1,000,000 rows: about 3 GiB of Parquet and 15-30 minutes on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import psycopg
+import pyarrow.parquet as pq
+
+from dpdb.config import Settings
+from dpdb.db import conninfo, prepare
+from dpdb.etl.load import load
+from dpdb.model.felis import latest_version
+from dpdb.processing.synthetic import synthetic_table
+from dpdb.registry.releases import create_release
+from dpdb.server import EmbeddedServer
+
+BOX = ((140.0, 160.0), (-10.0, 10.0))
+EXPORT = """
+import resource, sys
+from pathlib import Path
+from dpdb.config import Settings
+from dpdb.hats import export_hats
+home, out, jobs = sys.argv[1:]
+settings = Settings(home=Path(home), database="bench")
+result = export_hats(settings, "bench", Path(out), tables=["Object"], jobs=int(jobs), margin=10.0)
+own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+print(result.catalogs[0].margin_rows, own, workers)
+"""
+FILE_ROWS = 100_000
+
+
+def make_files(rows: int, workdir: Path) -> list[Path]:
+    files = []
+    for i, first in enumerate(range(0, rows, FILE_ROWS)):
+        n = min(FILE_ROWS, rows - first)
+        table = synthetic_table("Object", n, seed=i, first_id=first + 1, ra_range=BOX[0], dec_range=BOX[1])
+        path = workdir / "object" / f"part-{i:04d}.parquet"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, path, row_group_size=65_536)
+        files.append(path)
+    return files
+
+
+def external_positions(settings: Settings, n: int = 10_000) -> pd.DataFrame:
+    with psycopg.connect(conninfo(settings)) as conn:
+        conn.execute("SELECT setseed(0.7)")
+        sample = "SELECT coord_ra, coord_dec FROM bench.object ORDER BY random() LIMIT %s"
+        near = np.array(conn.execute(sample, (int(n * 0.9),)).fetchall())
+    rng = np.random.default_rng(7)
+    shift = rng.uniform(0, 0.9, len(near)) / 3600
+    angle = rng.uniform(0, 2 * np.pi, len(near))
+    ra = near[:, 0] + shift * np.cos(angle) / np.cos(np.radians(near[:, 1]))
+    dec = near[:, 1] + shift * np.sin(angle)
+    far = n - len(near)
+    return pd.DataFrame({
+        "ext_id": np.arange(n),
+        "ra": np.concatenate([ra, rng.uniform(*BOX[0], far)]),
+        "dec": np.concatenate([dec, rng.uniform(*BOX[1], far)]),
+    })  # fmt: skip
+
+
+def sql_crossmatch(settings: Settings, ext: pd.DataFrame) -> tuple[set[tuple[int, int]], float]:
+    with psycopg.connect(conninfo(settings)) as conn:
+        conn.execute("CREATE TEMP TABLE ext (ext_id bigint, ra double precision, dec double precision)")
+        with conn.cursor().copy("COPY ext FROM STDIN") as copy:
+            for row in ext.itertuples(index=False):
+                copy.write_row((int(row.ext_id), float(row.ra), float(row.dec)))
+        conn.execute("CREATE INDEX ON ext (q3c_ang2ipix(ra, dec))")
+        conn.execute("ANALYZE ext")
+        start = time.perf_counter()
+        pairs = conn.execute(
+            "SELECT e.ext_id, o.objectid FROM ext e JOIN bench.object o "
+            "ON q3c_join(e.ra, e.dec, o.coord_ra, o.coord_dec, 1.0 / 3600)"
+        ).fetchall()
+        return set(pairs), time.perf_counter() - start
+
+
+def lsdb_crossmatch(catalog: Path, ext: pd.DataFrame, jobs: int) -> tuple[set[tuple[int, int]], float]:
+    import lsdb
+    from dask.distributed import Client
+
+    with Client(n_workers=jobs, threads_per_worker=1, dashboard_address=":0"):
+        start = time.perf_counter()
+        left = lsdb.from_dataframe(ext, ra_column="ra", dec_column="dec", catalog_name="external")
+        right = lsdb.open_catalog(catalog, columns=["objectId", "coord_ra", "coord_dec"])
+        matched = left.crossmatch(right, radius_arcsec=1.0, n_neighbors=20, suffixes=("_ext", "")).compute()
+        elapsed = time.perf_counter() - start
+    return set(zip(matched["ext_id_ext"].astype(int), matched["objectId"].astype(int), strict=True)), elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--partition-order", type=int, default=1)
+    parser.add_argument("--keep", type=Path, help="Work directory to keep (default: a temporary one).")
+    args = parser.parse_args()
+    workdir = args.keep or Path(tempfile.mkdtemp(prefix="dpdb-bench-hats-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    os.chmod(workdir, 0o755)
+    home = workdir / "home"
+    settings = Settings(home=home, database="bench", partition_order=args.partition_order)
+    try:
+        prepare(settings)
+        t0 = time.perf_counter()
+        files = make_files(args.rows, workdir)
+        made = time.perf_counter() - t0
+        with psycopg.connect(conninfo(settings)) as conn:
+            create_release(conn, "bench", latest_version(), args.partition_order, 9)
+        t0 = time.perf_counter()
+        summary = load(settings, "Object", files, into="bench", jobs=args.jobs)
+        loaded = time.perf_counter() - t0
+        assert summary.rows == args.rows, summary.line()
+        with psycopg.connect(conninfo(settings), autocommit=True) as conn:
+            conn.execute("VACUUM ANALYZE bench.object")
+        out = workdir / "hats"
+        shutil.rmtree(out, ignore_errors=True)
+        t0 = time.perf_counter()
+        # In a process of its own, so that its peak RSS (and its workers') is the export's alone.
+        measured = subprocess.run(
+            [sys.executable, "-c", EXPORT, str(home), str(out), str(args.jobs)],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        exported = time.perf_counter() - t0
+        margin_rows, own_rss, worker_rss = int(measured[-3]), float(measured[-2]), float(measured[-1])
+        size = sum(p.stat().st_size for p in (out / "Object").rglob("*") if p.is_file())
+        ext = external_positions(settings)
+        sql_pairs, sql_time = sql_crossmatch(settings, ext)
+        lsdb_pairs, lsdb_time = lsdb_crossmatch(out / "Object", ext, args.jobs)
+
+        n = args.rows
+        print(
+            f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+            f"{n:,} Object rows (336 columns), generated in {made:.0f} s"
+        )
+        j = args.jobs
+        print(f"(a) dpdb load --jobs {j}:          {n / loaded:>10,.0f} rows/s  ({loaded:.1f} s)")
+        print(f"(b) dpdb hats export --jobs {j}:   {n / exported:>10,.0f} rows/s  ({exported:.1f} s), "
+              f"{size / 2**20:,.0f} MiB, margin {margin_rows:,} rows")  # fmt: skip
+        print(f"ratio (b)/(a):                  {loaded / exported:>10.2f}   (target >= 1)")
+        rss = f"main process {own_rss:,.0f} MiB, largest worker {worker_rss:,.0f} MiB"
+        print(f"peak RSS of the export: {rss} (target: < 4 GiB)")
+        same = sql_pairs == lsdb_pairs
+        print(f"cross-match of {len(ext):,} positions within 1\": q3c_join {sql_time:.2f} s, "
+              f"LSDB {lsdb_time:.2f} s; {len(sql_pairs):,} pairs, same pairs: {same}")  # fmt: skip
+    finally:
+        EmbeddedServer(home).down()
+        if args.keep is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+-- Keys unique across a whole spatially partitioned table (dpdb/keymap.py).
+--
+-- PostgreSQL cannot put a unique index on a partitioned table that leaves out the
+-- partition key, so each partitioned catalog table <t> has a key map <schema>._keys_<t>
+-- (its primary key without _healpix_29, unique, and the row's _healpix_29), kept by
+-- these statement-level triggers from the rows a statement inserted, deleted or
+-- updated (transition tables). A second row with a key the table already holds, in
+-- any partition, violates the map's primary key and the whole statement fails.
+-- TG_ARGV[0] is the comma-separated list of key columns. SECURITY DEFINER: whoever may
+-- write the table keeps its map, without rights on the map itself.
+
+CREATE OR REPLACE FUNCTION dpdb_meta.keymap_insert() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cols text := (SELECT string_agg(quote_ident(c), ', ') FROM unnest(string_to_array(TG_ARGV[0], ',')) c);
+BEGIN
+    EXECUTE format('INSERT INTO %I.%I (%s, _healpix_29) SELECT %s, _healpix_29 FROM new_rows',
+                   TG_TABLE_SCHEMA, '_keys_' || TG_TABLE_NAME, cols, cols);
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION dpdb_meta.keymap_delete() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    same text := (SELECT string_agg(format('m.%1$I = o.%1$I', c), ' AND ')
+                  FROM unnest(string_to_array(TG_ARGV[0], ',')) c);
+BEGIN
+    EXECUTE format('DELETE FROM %I.%I m USING old_rows o WHERE %s AND m._healpix_29 = o._healpix_29',
+                   TG_TABLE_SCHEMA, '_keys_' || TG_TABLE_NAME, same);
+    RETURN NULL;
+END $$;
+
+-- An update that keeps each row's key and pixel (most do: validity ends, aggregates)
+-- leaves the map alone; a changed key or pixel moves the map entry.
+CREATE OR REPLACE FUNCTION dpdb_meta.keymap_update() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    keys text[] := string_to_array(TG_ARGV[0], ',');
+    cols text := (SELECT string_agg(quote_ident(c), ', ') FROM unnest(keys) c);
+    mo text := (SELECT string_agg(format('m.%1$I = o.%1$I', c), ' AND ') FROM unnest(keys) c);
+    no text := (SELECT string_agg(format('n.%1$I = o.%1$I', c), ' AND ') FROM unnest(keys) c);
+    map text := format('%I.%I', TG_TABLE_SCHEMA, '_keys_' || TG_TABLE_NAME);
+BEGIN
+    EXECUTE format('DELETE FROM %s m USING old_rows o WHERE %s AND m._healpix_29 = o._healpix_29 '
+                   'AND NOT EXISTS (SELECT 1 FROM new_rows n WHERE %s AND n._healpix_29 = o._healpix_29)',
+                   map, mo, no);
+    EXECUTE format('INSERT INTO %s (%s, _healpix_29) SELECT %s, _healpix_29 FROM new_rows n '
+                   'WHERE NOT EXISTS (SELECT 1 FROM old_rows o WHERE %s AND n._healpix_29 = o._healpix_29)',
+                   map, cols, (SELECT string_agg('n.' || quote_ident(c), ', ') FROM unnest(keys) c), no);
+    RETURN NULL;
+END $$;
+
+CREATE OR REPLACE FUNCTION dpdb_meta.keymap_truncate() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('TRUNCATE %I.%I', TG_TABLE_SCHEMA, '_keys_' || TG_TABLE_NAME);
+    RETURN NULL;
+END $$;
+
+REVOKE ALL ON FUNCTION dpdb_meta.keymap_insert(), dpdb_meta.keymap_delete(), dpdb_meta.keymap_update(),
+    dpdb_meta.keymap_truncate() FROM PUBLIC;
