@@ -189,12 +189,16 @@ def add_shard(conn: psycopg.Connection, name: str, dsn: str) -> Shard:
             sql.Identifier(server), sql.Literal(f"dpdb shard {name}")
         )
     )
-    conn.execute(
-        sql.SQL("CREATE USER MAPPING FOR CURRENT_USER SERVER {}{}").format(
-            sql.Identifier(server),
-            sql.SQL(" OPTIONS ({})").format(_option_list(login)) if login else sql.SQL(""),
+    # The coordinator's own user (loads, DDL) and, for user SQL run under the reader logins
+    # (dpdb/readers.py), PUBLIC: who may read which table is decided by the coordinator's grants.
+    for user in (sql.SQL("CURRENT_USER"), sql.SQL("PUBLIC")):
+        conn.execute(
+            sql.SQL("CREATE USER MAPPING FOR {} SERVER {}{}").format(
+                user,
+                sql.Identifier(server),
+                sql.SQL(" OPTIONS ({})").format(_option_list(login)) if login else sql.SQL(""),
+            )
         )
-    )
     # Aggregates and joins per partition: with foreign partitions, the partial aggregates run on
     # the shards and only their results cross the network (new sessions pick this up).
     for setting in ("enable_partitionwise_aggregate", "enable_partitionwise_join"):
