@@ -14,7 +14,7 @@ import secrets
 import psycopg
 from psycopg import sql
 
-from .config import Settings
+from .config import Settings, get_settings
 from .errors import DpdbError
 
 __all__ = ["grant_loader", "revoke_loader", "publish", "create_reader", "READER_ROLE"]
@@ -73,7 +73,7 @@ def create_reader(
         raise DpdbError(f"role {name} already exists")
     from .readers import apply_limits, check_budget
 
-    settings = settings or Settings()
+    settings = settings or get_settings()
     check_budget(conn, settings, adding=name)
     password = password if password is not None else secrets.token_urlsafe(18)
     if len(password) < 8:

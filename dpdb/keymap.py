@@ -73,7 +73,7 @@ def key_columns(table: Table) -> list[str]:
 
 def _install_functions(conn: psycopg.Connection) -> None:
     text = (Path(str(resources.files("dpdb.sql"))) / "keymap.sql").read_text()
-    conn.execute(text.encode())  # type: ignore[call-overload]
+    conn.execute(text.encode())
 
 
 def create_keymaps(conn: psycopg.Connection, catalog: str, version: int, kind: str) -> None:
@@ -84,7 +84,7 @@ def create_keymaps(conn: psycopg.Connection, catalog: str, version: int, kind: s
 
 
 def _create(conn: psycopg.Connection, catalog: str, table: Table, keymap: Table) -> None:
-    conn.execute(str(CreateTable(keymap).compile(dialect=postgresql.dialect())).encode())  # type: ignore[call-overload]
+    conn.execute(str(CreateTable(keymap).compile(dialect=postgresql.dialect())).encode())
     keys = key_columns(keymap)
     cols = sql.SQL(", ").join(map(sql.Identifier, [*keys, PIXEL_COLUMN]))
     target = sql.Identifier(catalog, table.name)

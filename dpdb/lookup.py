@@ -341,13 +341,16 @@ def _kind(conn: psycopg.Connection, catalog: str, kinds: tuple[str, ...], object
 def _counterparts(conn: psycopg.Connection, catalog: str, kind: str, object_id: int) -> dict[str, int]:
     """Loaded catalogs other than ``catalog`` whose ``kind`` table holds the same local number."""
     releases = {r.name: r for r in all_releases(conn)}
-    others: list[tuple[str, int | None]] = []
+    others: list[tuple[str, int]] = []
     for c in sorted(all_catalogs(conn), key=lambda c: (c.created_at is None, c.created_at, c.name)):
         rel = releases.get(c.name)
         if c.name == catalog or (rel is not None and str(rel.state) in ("archived", "dropped")):
             continue
-        others.append((c.name, PROMPT_ORIGIN if str(c.kind) == "prompt" else rel.origin if rel else None))
-    others = [(n, o) for n, o in others if o is not None and (n != "prompt" or kind in _PROMPT_KINDS)]
+        if str(c.kind) == "prompt":
+            if kind in _PROMPT_KINDS:
+                others.append((c.name, PROMPT_ORIGIN))
+        elif rel is not None and rel.origin is not None:
+            others.append((c.name, rel.origin))
     if not others:
         return {}
     query = sql.SQL(" UNION ALL ").join(

@@ -252,7 +252,9 @@ def secure(settings: Settings) -> None:
             if conn.execute("SELECT to_regclass('dpdb_meta.schema_version') IS NULL").fetchone()[0]:  # type: ignore[index]
                 return  # no dpdb schema yet: migrate installs the roles, the next prepare comes back
             if conn.execute(
-                "SELECT to_regrole('dpdb_published') IS NULL OR to_regnamespace('dpdb_registry') IS NULL"
+                "SELECT to_regrole('dpdb_published') IS NULL OR to_regnamespace('dpdb_registry') IS NULL "
+                "OR (to_regnamespace('tap_schema') IS NOT NULL "
+                "AND NOT has_schema_privilege('dpdb_reader', 'tap_schema', 'USAGE'))"
             ).fetchone()[0]:  # type: ignore[index]
                 from .migrate import install_sql  # a database set up by older code: roles and views
 

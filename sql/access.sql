@@ -49,7 +49,7 @@ DO $$
 DECLARE
     s text;
 BEGIN
-    FOREACH s IN ARRAY ARRAY['current', 'previous', 'samples', 'prompt', 'prompt_as_of'] LOOP
+    FOREACH s IN ARRAY ARRAY['current', 'previous', 'samples', 'prompt', 'prompt_as_of', 'tap_schema'] LOOP
         CONTINUE WHEN to_regnamespace(s) IS NULL;
         EXECUTE format('REVOKE ALL ON SCHEMA %I FROM PUBLIC', s);
         EXECUTE format('GRANT USAGE ON SCHEMA %I TO dpdb_reader', s);

@@ -124,7 +124,7 @@ def test_home_lists_every_catalog_with_state_and_rows(page, base_url: str, archi
     assert page.locator("#last-visit [data-field=visit]").inner_text() == str(last)
     assert page.locator("#tap-url").inner_text() == base_url + "/tap"
     assert "pyvo.dal.TAPService" in page.locator("#pyvo-snippet").inner_text()
-    current = archive.query("SELECT name FROM dpdb_meta.release WHERE state = 'active'")["name"][0]
+    current = archive.query("SELECT name FROM dpdb_registry.release WHERE state = 'active'")["name"][0]
     assert page.locator("#current-release").inner_text() == current
     _shot(page, "home")
 

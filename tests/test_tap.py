@@ -266,7 +266,7 @@ def test_as_of_repeats_across_ingest_and_release_swap(tap: Service) -> None:
     assert now.to_table()["n"][0] != dr1 or releases[0]["name"] == releases[-1]["name"]
     # the prompt catalog, as of an instant between the nights: the same rows from the instant in the INFO
     visits = (
-        tap.archive.query_arrow("SELECT processing_time_mjd_tai AS t FROM dpdb_meta.prompt_visit ORDER BY 1")
+        tap.archive.query_arrow("SELECT processing_time_mjd_tai AS t FROM dpdb_registry.prompt_visit ORDER BY 1")
         .column("t")
         .to_pylist()
     )

@@ -53,7 +53,8 @@ def latest_processing_time(conn: psycopg.Connection) -> float | None:
 def visit_totals(conn: psycopg.Connection) -> dict[str, int]:
     """Visits ingested and the DiaSources and forced measurements they added (exact, without a scan)."""
     row = conn.execute(
-        "SELECT count(*), coalesce(sum(n_diasources), 0), coalesce(sum(n_forced), 0) FROM dpdb_meta.prompt_visit"
+        "SELECT count(*), coalesce(sum(n_diasources), 0), coalesce(sum(n_forced), 0) "
+        "FROM dpdb_meta.prompt_visit"
     ).fetchone()
     assert row is not None
     return {"visits": int(row[0]), "dia_sources": int(row[1]), "forced": int(row[2])}

@@ -239,7 +239,11 @@ def run_query(archive, params: TapParams) -> QueryOutcome:
         release = read.get(release, release)
     log.info("TAP query at MJD TAI %r: %s", instant, translation.sql)
     try:
-        table = archive.query_arrow(translation.sql, as_of=as_of, release=release)
+        # Without ASOF the service pinned the query to its own "now": evaluated as such (dpdb.asof);
+        # an ASOF later than the latest processing time is refused like everywhere else.
+        table = archive.query_arrow(
+            translation.sql, as_of=as_of, release=release, provisional=params.as_of is None
+        )
     except DpdbError as e:
         raise TapError(_user_message(str(e))) from e
     overflow = translation.overflow_possible and (params.maxrec == 0 or len(table) > params.maxrec)
