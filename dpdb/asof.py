@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 import psycopg
+from psycopg import sql
 
 from .config import Settings
 from .errors import ValidationError
@@ -90,11 +91,20 @@ def parse_as_of(text: str | float) -> tuple[float, bool]:
 
 
 def latest_processing_time(conn: psycopg.Connection) -> float | None:
-    """The prompt catalog's latest committed processing time (visit ingest or relink), MJD TAI."""
-    if conn.execute("SELECT to_regclass('dpdb_registry.prompt_latest')").fetchone() == (None,):
-        return None  # a database without prompt processing
-    row = conn.execute("SELECT latest_mjd_tai FROM dpdb_registry.prompt_latest").fetchone()
-    return float(row[0]) if row and row[0] is not None else None
+    """The latest committed change an as-of query can see, MJD TAI: a prompt visit ingest or relink, or a
+    release activation (which moves ``current``/``previous``). Instants up to it give repeatable answers."""
+    times: list[float] = []
+    for view, column in (("prompt_latest", "latest_mjd_tai"), ("release_activation", "activated_mjd_tai")):
+        if conn.execute("SELECT to_regclass(%s)", (f"dpdb_registry.{view}",)).fetchone() == (None,):
+            continue
+        row = conn.execute(
+            sql.SQL("SELECT max({}) FROM {}").format(
+                sql.Identifier(column), sql.Identifier("dpdb_registry", view)
+            )
+        ).fetchone()
+        if row and row[0] is not None:
+            times.append(float(row[0]))
+    return max(times) if times else None  # None: tables filled by `dpdb load` only, no change has a time
 
 
 def resolve_as_of(
@@ -110,7 +120,6 @@ def resolve_as_of(
     """
     value, _ = parse_as_of(instant)
     latest = latest_processing_time(conn)
-    # Without any recorded processing (tables filled by `dpdb load` only) no change has a time to order by.
     repeatable = latest is None or value <= latest
     if not repeatable and not (provisional or now):
         raise ValidationError(

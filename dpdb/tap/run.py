@@ -16,6 +16,7 @@ import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import pyarrow as pa
 
@@ -109,13 +110,19 @@ class QueryOutcome:
     info: ResultInfo
 
 
-def _instant(as_of: str | None) -> float:
+def _instant(archive: Any, as_of: str | None) -> float:
     from ..archive import to_mjd_tai
 
     if as_of is None:
+        # The present is the latest committed change (prompt processing or release activation): the
+        # same rows as now, and an instant that replays them forever (processing times only grow).
+        from ..asof import latest_processing_time
+        from ..readers import reader_connect
         from ..timeutil import now_mjd_tai
 
-        return now_mjd_tai()
+        with reader_connect(archive.settings) as conn:
+            latest = latest_processing_time(conn)
+        return latest if latest is not None else now_mjd_tai()
     try:
         value = to_mjd_tai(as_of)
     except DpdbError as e:
@@ -177,7 +184,7 @@ def known_names() -> frozenset[str]:
 
 def prepare(archive, params: TapParams) -> tuple[Translation, float, dict[str, str], bool]:
     """Translate the query for its instant: (translation, MJD TAI, schemas read, as_of needed)."""
-    instant = _instant(params.as_of)
+    instant = _instant(archive, params.as_of)
     maxrec = params.maxrec
 
     def run_translate(schemas: dict[str, str]) -> Translation:
