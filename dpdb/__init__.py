@@ -21,6 +21,7 @@ from .errors import (
     ReleaseStateError,
     SchemaError,
     ServerError,
+    ShardError,
     ValidationError,
     VersionMismatchError,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "AlertError",
     "PlotError",
     "ProvenanceError",
+    "ShardError",
 ]
 
 

@@ -45,6 +45,8 @@ if TYPE_CHECKING:  # astropy and pyarrow are imported when first used: `import d
     from .prompt.relink import RelinkResult
     from .provenance import Provenance
     from .registry.releases import Release
+    from .shards.registry import Shard
+    from .shards.servers import ShardState
 
 __all__ = ["Archive", "Instant", "to_mjd_tai", "to_astropy", "tables_named"]
 
@@ -163,6 +165,34 @@ def tables_named(sql: str) -> list[str]:
     return [t for _, t in sorted(found)]
 
 
+def cone_pixel_ranges(ra: float, dec: float, radius: float) -> list[tuple[int, int]]:
+    """Order-29 HEALPix (nested) pixel ranges ``[first, end)`` that cover a cone (degrees).
+
+    Computed at the order whose pixels are about the cone's size (healpy's
+    ``query_disc``, inclusive: every pixel that overlaps, maybe a few more), so
+    a cone on a partitioned table names the partitions it needs and the
+    planner prunes the others: on a sharded release, a cone only goes to the
+    shards that own its pixels (docs/architecture.md, decisions 6 and 9).
+    """
+    import healpy  # here, not at the top: it imports matplotlib
+    import numpy as np
+
+    from .healpix import PIXEL_ORDER
+
+    order = int(min(max(math.floor(math.log2(58.6 / radius)), 0), 16))
+    vec = healpy.ang2vec(ra, dec, lonlat=True)
+    found = np.sort(healpy.query_disc(1 << order, vec, math.radians(radius), inclusive=True, nest=True))
+    shift = 2 * (PIXEL_ORDER - order)
+    out: list[tuple[int, int]] = []
+    for p in found.tolist():
+        lo, hi = p << shift, (p + 1) << shift
+        if out and out[-1][1] == lo:
+            out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out
+
+
 class Archive:
     """One dpdb database: its catalogs, releases, prompt processing and provenance.
 
@@ -202,6 +232,7 @@ class Archive:
         else:
             self.settings = settings.model_copy(update=given) if given else settings
         self.releases = Releases(self)
+        self.shards = Shards(self)
         self.prompt = Prompt(self)
         self.plot = Plots(self)
         self.citations = Citations(self)
@@ -213,8 +244,15 @@ class Archive:
 
     # -- the database ----------------------------------------------------------------------------
 
-    def up(self) -> str:
+    def up(self, shards: int = 0) -> str:
         """Start the embedded server if needed and bring the database to the newest schema.
+
+        Parameters
+        ----------
+        shards
+            Also start (creating them the first time) this many local shard
+            servers under ``DPDB_HOME/shards/`` and register them: new releases
+            are then distributed over them (see :attr:`shards`).
 
         Returns
         -------
@@ -230,7 +268,10 @@ class Archive:
             info = describe(conn)
         state = "already running" if was_running else "started"
         where = f"embedded server {state} in {server.home}" if server else "server at DPDB_DSN"
-        return f"{where}, schema version {info.schema_version}"
+        done = f"{where}, schema version {info.schema_version}"
+        if shards:
+            done += "; " + "; ".join(self.shards.start(shards))
+        return done
 
     def down(self) -> bool:
         """Stop the embedded server; False if it was not running.
@@ -242,10 +283,12 @@ class Archive:
         """
         from .db import server_for
         from .errors import ServerError
+        from .shards.servers import stop_shards
 
         server = server_for(self.settings)
         if server is None:
             raise ServerError("DPDB_DSN points at an external server; dpdb does not stop it")
+        stop_shards(self.settings)
         return server.down()
 
     def status(self) -> dict[str, str]:
@@ -273,6 +316,11 @@ class Archive:
         facts["extensions"] = ", ".join(f"{k} {v}" for k, v in info.extensions.items()) or "none"
         facts["schema version"] = f"{info.schema_version} (this dpdb knows up to {latest_version()})"
         facts["catalogs"] = ", ".join(f"{n} ({k}, v{v})" for n, k, v in info.catalogs) or "none"
+        for shard in self.shards.status():
+            facts[f"shard {shard.name}"] = (
+                f"{'up' if shard.up else 'DOWN'} at {shard.where}"
+                + (" (embedded)" if shard.embedded else "") + f": {shard.detail}"
+            )  # fmt: skip
         return facts
 
     def url(self) -> str:
@@ -442,7 +490,7 @@ class Archive:
         from psycopg import sql as psql
 
         from dpdb.errors import SchemaError
-        from dpdb.model.layout import PROMPT_TABLES
+        from dpdb.model.layout import PIXEL_COLUMN, PROMPT_TABLES, layout
         from dpdb.model.table import catalog_table
 
         try:
@@ -473,6 +521,14 @@ class Archive:
             psql.Literal(float(dec)),
             psql.Literal(float(radius)),
         )
+        if release != "prompt" and layout(model.name).partitioned:  # releases: prune partitions (shards)
+            pixel = psql.Identifier(PIXEL_COLUMN)
+            stmt += psql.SQL(" AND ({})").format(
+                psql.SQL(" OR ").join(
+                    psql.SQL("{p} >= {lo} AND {p} < {hi}").format(p=pixel, lo=lo, hi=hi)
+                    for lo, hi in cone_pixel_ranges(float(ra), float(dec), float(radius))
+                )
+            )
         text = stmt.as_string(None)
         return to_astropy(self.query_arrow(text, as_of=as_of, release=release), [model.name])
 
@@ -695,18 +751,31 @@ class Releases:
             settings=self._settings if from_prompt else None,
         )  # fmt: skip
 
-    def create(self, name: str, *, number: int | None = None) -> Release:
-        """Create release ``name``: an empty schema at the newest schema version (state ``created``)."""
+    def create(
+        self, name: str, *, number: int | None = None, balance_from: str | Path | None = None
+    ) -> Release:
+        """Create release ``name``: an empty schema at the newest schema version (state ``created``).
+
+        With shards registered its partitions are distributed over them, balanced by
+        the rows of the files of the release directory ``balance_from`` (default: by area).
+        """
         from dpdb.model.felis import latest_version
 
         from .db import connect, prepare
+        from .etl.release_dir import verify
         from .registry.audit import audited
         from .registry.releases import create_release
+        from .shards.placement import weights_from
 
         prepare(self._settings)
+        order = self._settings.partition_order
+        weights = None
+        if balance_from is not None:
+            files = verify(Path(balance_from)).tables.values()
+            weights = weights_from(((f.path, f.rows) for entries in files for f in entries), order)
         with audited(self._settings, "release.create", name=name, number=number):
             with connect(self._settings) as conn:
-                return create_release(conn, name, latest_version(), self._settings.partition_order, number)
+                return create_release(conn, name, latest_version(), order, number, weights)
 
     def load(self, name: str, directory: str | Path, *, jobs: int = 2) -> LoadResult:
         """Load a produced release folder into release ``name`` (state ``loaded``); rerun to finish."""
@@ -783,6 +852,70 @@ class Releases:
             actions = drop_release(self._settings, name, dry_run=dry_run)
             audit.outcome = ("dry run" if dry_run else "ok") + (f"; {warning}" if warning else "")
         return actions + ([warning] if warning else [])
+
+
+class Shards:
+    """The shards of an :class:`Archive` (``archive.shards``): PostgreSQL servers holding release partitions.
+
+    While shards are registered, every new release (``releases.create``, and a
+    restore) is distributed over them as postgres_fdw foreign partitions;
+    queries, views, time travel and the lifecycle work unchanged.
+    """
+
+    def __init__(self, archive: Archive) -> None:
+        self._archive = archive
+
+    def add(self, name: str, dsn: str) -> Shard:
+        """Register shard ``name`` at ``dsn`` (a server with q3c, pg_sphere and prepared transactions)."""
+        from .db import connect
+        from .registry.audit import audited
+        from .shards.registry import add_shard
+
+        with audited(self._archive.settings, "shard.add", name=name):
+            with connect(self._archive.settings) as conn:
+                return add_shard(conn, name, dsn)
+
+    def list(self) -> builtins.list[Shard]:
+        """The registered shards (:class:`dpdb.shards.registry.Shard`), by name."""
+        from .db import connect
+        from .shards.registry import list_shards
+
+        with connect(self._archive.settings) as conn:
+            return list_shards(conn)
+
+    def remove(self, name: str) -> None:
+        """Unregister shard ``name``; refused while it holds partitions of a release."""
+        from .db import connect
+        from .registry.audit import audited
+        from .shards.registry import remove_shard
+
+        with audited(self._archive.settings, "shard.remove", name=name):
+            with connect(self._archive.settings) as conn:
+                remove_shard(conn, name)
+
+    def start(self, count: int) -> builtins.list[str]:
+        """Start ``count`` local shard servers (embedded default only) and register them; what was done."""
+        from .db import connect
+        from .shards.servers import start_shards
+
+        with connect(self._archive.settings) as conn:
+            return start_shards(self._archive.settings, count, conn)
+
+    def status(self) -> builtins.list[ShardState]:
+        """Each shard: reachable or not, where, its version and the releases it holds."""
+        from .db import connect
+        from .shards.servers import shard_status
+
+        with connect(self._archive.settings, check=False) as conn:
+            return shard_status(self._archive.settings, conn)
+
+    def placement(self, release: str) -> dict[str, builtins.list[tuple[int, int]]]:
+        """Shard -> order-29 HEALPix pixel ranges ``[first, end)`` of ``release`` ({} if not sharded)."""
+        from .db import connect
+        from .shards.placement import placement
+
+        with connect(self._archive.settings) as conn:
+            return placement(conn, release)
 
 
 class Prompt:

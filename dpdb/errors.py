@@ -20,6 +20,7 @@ __all__ = [
     "VersionMismatchError",
     "ValidationError",
     "ReleaseStateError",
+    "ShardError",
 ]
 
 
@@ -78,3 +79,7 @@ def first_line(error: BaseException | str, default: str | None = None) -> str:
     if default is not None:
         return default
     return type(error).__name__ if isinstance(error, BaseException) else ""
+
+
+class ShardError(DpdbError):
+    """A shard cannot be registered, reached or removed (the message names the shard)."""

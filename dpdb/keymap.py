@@ -115,6 +115,16 @@ def _create(conn: psycopg.Connection, catalog: str, table: Table, keymap: Table)
         )
 
 
+def _has_foreign_partitions(conn: psycopg.Connection, catalog: str, table: str) -> bool:
+    """Some partition of ``catalog.table`` is a foreign table (a sharded release, dpdb/shards)."""
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+        "WHERE i.inhparent = to_regclass(%s) AND c.relkind = 'f')",
+        (f'"{catalog}"."{table}"',),
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def ensure_keymaps(conn: psycopg.Connection) -> None:
     """Give every registered catalog's partitioned tables their key maps (catalogs made by older code).
 
@@ -135,6 +145,8 @@ def ensure_keymaps(conn: psycopg.Connection) -> None:
             ).fetchone()
             if present is None or present[0] or not present[1]:
                 continue
+            if _has_foreign_partitions(conn, catalog, table.name):
+                continue  # a sharded release: each shard enforces the keys of its partitions
             if not installed:
                 _install_functions(conn)
                 installed = True

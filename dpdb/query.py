@@ -235,6 +235,9 @@ def _server_message(message: str) -> str:
     first = _first_line(message)
     if "cannot insert multiple commands" in first:
         return "the SQL holds several statements; dpdb query runs one"
+    shard = re.search(r'could not connect to server "dpdb_shard_(\w+)"', first)
+    if shard:  # postgres_fdw names the foreign server; say which shard, and that nothing partial came back
+        return f"shard {shard.group(1)} is unreachable; this query needs its partitions ({first})"
     return first
 
 

@@ -35,6 +35,9 @@ from dpdb.healpix import pixels
 from dpdb.model.layout import LOAD_ID_COLUMN, PIXEL_COLUMN, layout
 from dpdb.registry import manifest
 from dpdb.registry.catalogs import writable_catalog
+from dpdb.shards.commit import ShardTransaction, gid_for, give_back, recover, take_connection
+from dpdb.shards.placement import Route, routes
+from dpdb.shards.registry import connect_shard, shard_conninfo
 
 from .files import ParquetFile, discover, fingerprint, open_parquet
 from .validate import ColumnPlan, TargetTable, check_unique, plan_columns, prepare_batch, target_table
@@ -108,14 +111,15 @@ def load(
         raise ValidationError(f"table {canonical} is kept by dpdb itself and cannot be loaded from files")
     with connect(settings) as conn:
         catalog = writable_catalog(conn, into)
-    target = target_table(into, catalog.schema_version, catalog.kind, canonical)
+        target = target_table(into, catalog.schema_version, catalog.kind, canonical)
+        shards = _Shards.of(conn, target) if target.partitioned and not dry_run else None
     files = discover(paths)
     plans, rows = {}, {}
     for path in files:
         pf = open_parquet(path)
         plans[path] = plan_columns(path, pf.schema_arrow, target, ignore_extra)
         rows[path] = pf.metadata.num_rows
-    loader = _FileLoader(settings, target, catalog.schema_version, dry_run, replace, progress)
+    loader = _FileLoader(settings, target, catalog.schema_version, dry_run, replace, progress, shards)
     summary = LoadSummary(canonical, into)
     try:
         if jobs <= 1 or len(files) == 1:
@@ -146,8 +150,10 @@ class _FileLoader:
         dry_run: bool,
         replace: bool,
         progress: Progress | None,
+        shards: _Shards | None = None,
     ) -> None:
         self.settings = settings
+        self.shards = shards
         self.target = target
         self.version = version
         self.dry_run = dry_run
@@ -168,6 +174,33 @@ class _FileLoader:
             self._local.pair = pair
         return pair
 
+    def _shard_connection(self, shard: str) -> adbc.Connection:
+        """This thread's autocommit ADBC connection to ``shard`` (kept for the whole load)."""
+        conns: dict[str, adbc.Connection] = self._local.__dict__.setdefault("shard_conns", {})
+        conn = conns.get(shard)
+        if conn is None:
+            assert self.shards is not None
+            info = self.shards.infos[shard]
+            conn = take_connection(info, shard)
+            with self._lock:
+                self._opened.callback(give_back, info, conn)
+            conns[shard] = conn
+        return conn
+
+    def _lookups(self, lookup: psycopg.Connection) -> list[psycopg.Connection]:
+        """Where parents' pixels are looked up: the coordinator, or each shard directly (one indexed
+        query per shard instead of one per foreign partition)."""
+        if self.shards is None:
+            return [lookup]
+        conns: dict[str, psycopg.Connection] = self._local.__dict__.setdefault("shard_lookups", {})
+        for shard, info in self.shards.infos.items():
+            if shard not in conns or conns[shard].closed:
+                conn = connect_shard(info, shard, autocommit=True)
+                with self._lock:
+                    self._opened.callback(conn.close)
+                conns[shard] = conn
+        return list(conns.values())
+
     def close(self) -> None:
         self._opened.close()
 
@@ -182,6 +215,7 @@ class _FileLoader:
                 aconn.rollback()  # nothing of this file stays; the connection serves the next one
             except adbc_driver_manager.Error:
                 self._local.pair = None  # unusable: the next file opens new connections
+            self._local.__dict__.pop("shard_conns", None)  # a shard's session may be mid-COPY: new ones
             raise
 
     def _run(
@@ -224,6 +258,8 @@ class _FileLoader:
         """Manifest row, old rows out (when replacing), COPY, key check, commit: all or nothing."""
         target = self.target
         load_id = manifest.add_entry(cur, fp, target.canonical, target.catalog, self.version)
+        if self.shards is not None:
+            return self._ingest_sharded(aconn, cur, fp, plan, lookup, replaced, load_id)
         if replaced:
             ids = ",".join(str(int(i)) for i in replaced)
             table = f'"{target.catalog}"."{target.db_name}"'  # names validated against the catalog
@@ -241,6 +277,49 @@ class _FileLoader:
             raise self._explain(fp.path, e, lookup) from e
         manifest.set_row_count(cur, load_id, rows)
         aconn.commit()
+        return FileResult(fp.path, "replaced" if replaced else "loaded", rows, load_id)
+
+    def _ingest_sharded(
+        self,
+        aconn: adbc.Connection,
+        cur: adbc.Cursor,
+        fp: ParquetFile,
+        plan: ColumnPlan,
+        lookup: psycopg.Connection,
+        replaced: tuple[int, ...],
+        load_id: int,
+    ) -> FileResult:
+        """The same for a sharded release: rows straight into the shards that own their partitions,
+        committed with the manifest row by two-phase commit (dpdb/shards/commit.py)."""
+        target, shards = self.target, self.shards
+        assert shards is not None
+        tx = ShardTransaction(self._shard_connection, gid_for(shards.database, load_id, fp.sha256))
+        try:
+            if replaced:
+                ids = ",".join(str(int(i)) for i in replaced)
+                for shard in shards.infos:  # the old rows may be on any shard
+                    tx.execute(
+                        shard, f'DELETE FROM "{target.catalog}"."{target.db_name}" '
+                        f"WHERE {LOAD_ID_COLUMN} IN ({ids})",
+                    )  # fmt: skip
+                manifest.remove_entries(cur, replaced)
+            rows = 0
+            names = np.array(shards.route.shards)
+            for batch in _prefetch(self._batches(fp.path, plan, lookup, load_id)):
+                owner = names[shards.route.shard_index(batch.column(PIXEL_COLUMN).to_numpy())]
+                for shard in np.unique(owner):
+                    part = batch.filter(pa.array(owner == shard))
+                    try:
+                        rows += tx.ingest(str(shard), target.catalog, target.db_name, part)
+                    except adbc_driver_manager.Error as e:
+                        raise self._explain(fp.path, e, shard=str(shard)) from e
+            manifest.set_row_count(cur, load_id, rows)
+            tx.prepare()
+            aconn.commit()
+        except BaseException:
+            tx.abort()
+            raise
+        tx.commit()
         return FileResult(fp.path, "replaced" if replaced else "loaded", rows, load_id)
 
     def _schema(self, plan: ColumnPlan) -> pa.Schema:
@@ -266,7 +345,7 @@ class _FileLoader:
         target = self.target
         try:
             pf = open_parquet(path)
-            parent_pixels = _ParentPixels(lookup, target)
+            parent_pixels = _ParentPixels(self._lookups(lookup), target)
             keys: list[list[np.ndarray]] = []
             row0 = 0
             for raw in pf.iter_batches(batch_size=BATCH_ROWS, columns=list(plan.mapping)):
@@ -291,7 +370,13 @@ class _FileLoader:
                 failure.append(e)
             raise
 
-    def _explain(self, path: Path, e: BaseException, lookup: psycopg.Connection | None = None) -> DpdbError:
+    def _explain(
+        self,
+        path: Path,
+        e: BaseException,
+        lookup: psycopg.Connection | None = None,
+        shard: str | None = None,
+    ) -> DpdbError:
         """Turn a database error during COPY into a one-line error naming the file and key.
 
         A key the table already holds in any partition violates its key map
@@ -311,8 +396,9 @@ class _FileLoader:
                 f"{path}: duplicate primary key ({key}): already loaded in {where} "
                 + (f"from {holder}" if holder else "or repeated in the file")
             )
+        where = f" on shard {shard}" if shard else ""
         return DpdbError(
-            f"{path}: load into {self.target.catalog}.{self.target.canonical} failed: {first_line(e)}"
+            f"{path}: load into {self.target.catalog}.{self.target.canonical}{where} failed: {first_line(e)}"
         )
 
     def _holder(self, lookup: psycopg.Connection, pairs: list[tuple[str, str]]) -> str | None:
@@ -374,6 +460,25 @@ def _prefetch(items: Iterator[pa.RecordBatch], depth: int = 3) -> Iterator[pa.Re
         stop.set()
 
 
+@dataclass(frozen=True)
+class _Shards:
+    """Where a sharded target's partitions live and how to reach their shards."""
+
+    route: Route
+    infos: dict[str, str]  # shard -> libpq conninfo
+    database: str  # the coordinator's database (in the prepared transactions' ids)
+
+    @classmethod
+    def of(cls, conn: psycopg.Connection, target: TargetTable) -> _Shards | None:
+        """The target's shards, or None when it is not sharded; settles interrupted loads first."""
+        route = routes(conn, target.catalog, target.db_name)
+        if route is None:
+            return None
+        infos = {s: shard_conninfo(conn, s) for s in sorted(set(route.shards))}
+        recover(conn, infos)
+        return cls(route, infos, conn.info.dbname)
+
+
 class _ParentPixels:
     """The ``_healpix_29`` of each row: its parent object's if loaded, else its own position's.
 
@@ -381,16 +486,15 @@ class _ParentPixels:
     key column has the same name in parent and child (diaObjectId, objectId).
     """
 
-    def __init__(self, conn: psycopg.Connection, target: TargetTable) -> None:
-        self.conn = conn
+    def __init__(self, conns: list[psycopg.Connection], target: TargetTable) -> None:
+        self.conns = conns  # the coordinator, or the shards of a sharded release (each holds some parents)
         self.target = target
         self.parent: str | None = None
         if target.parent and target.parent_key:
             parent = target.parent.lower()
-            has_rows = conn.execute(
-                sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(target.catalog, parent))
-            ).fetchone()
-            if has_rows and has_rows[0]:
+            table = sql.Identifier(target.catalog, parent)
+            exists = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(table)
+            if any(conn.execute(exists).fetchone()[0] for conn in conns):  # type: ignore[index]
                 self.parent = parent
 
     def __call__(self, batch: pa.RecordBatch) -> np.ndarray:
@@ -415,7 +519,7 @@ class _ParentPixels:
             p=sql.Identifier(PIXEL_COLUMN),
             t=sql.Identifier(self.target.catalog, self.parent),
         )
-        rows = self.conn.execute(query, (wanted.tolist(),)).fetchall()
+        rows = [r for conn in self.conns for r in conn.execute(query, (wanted.tolist(),)).fetchall()]
         if not rows:
             return own
         known = np.array(rows, dtype=np.int64)

@@ -52,8 +52,12 @@ def produce(
     nights: int = 3,
     settings: Settings | None = None,
     partition_order: int = 1,
+    center: tuple[float, float] = (150.0, 2.0),
 ) -> release_dir.ReleaseDir:
-    """Write release ``name`` under ``out``; return its manifest (``settings``: reprocess the prompt)."""
+    """Write release ``name`` under ``out``; return its manifest (``settings``: reprocess the prompt).
+
+    ``center`` (ra, dec in degrees) places the simulated survey's field (not with ``settings``).
+    """
     try:
         origin = release_origin(release_number(name, number))
     except ValueError as e:
@@ -64,12 +68,12 @@ def produce(
     with folder_lock(out, f"release produce into {out}"):
         release_dir.remove_temporaries(out)
         (out / release_dir.MANIFEST).unlink(missing_ok=True)  # incomplete until rewritten
-        return _produce(out, name, origin, seed, objects, nights, settings, partition_order)
+        return _produce(out, name, origin, seed, objects, nights, settings, partition_order, center)
 
 
 def _produce(
     out: Path, name: str, origin: int, seed: int, objects: int, nights: int, settings: Settings | None,
-    partition_order: int,
+    partition_order: int, center: tuple[float, float] = (150.0, 2.0),
 ) -> release_dir.ReleaseDir:  # fmt: skip
     prompt: dict[str, pa.Table] = {}
     if settings is not None:
@@ -78,7 +82,7 @@ def _produce(
         prompt = from_prompt(settings, origin)
         visits, ccd_visits = prompt["Visit"], prompt["CcdVisit"]
     else:
-        visits, ccd_visits = plan_visits(seed, nights)
+        visits, ccd_visits = plan_visits(seed, nights, center=center)
     tables = {"Visit": visits, "CcdVisit": ccd_visits}
     tables |= simulate_static_sky(
         visits, ccd_visits, origin, seed=seed, objects=objects, counterparts=_counterparts(prompt)

@@ -20,10 +20,14 @@ def db() -> None:
 
 
 @db.command()
+@click.option(
+    "--shards", type=click.IntRange(0, 64), default=0,
+    help="Also start N local shard servers under DPDB_HOME/shards/ and register them.",
+)  # fmt: skip
 @click.pass_context
-def up(ctx: click.Context) -> None:
+def up(ctx: click.Context, shards: int) -> None:
     """Create (first time) and start the embedded server; set up the database."""
-    console.print(f"dpdb database ready ({archive(ctx).up()})")
+    console.print(f"dpdb database ready ({archive(ctx).up(shards=shards)})")
 
 
 @db.command()

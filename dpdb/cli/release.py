@@ -56,10 +56,14 @@ def produce_cmd(
 @release.command("create")
 @click.argument("name")
 @click.option("--number", type=int, help="Release number (default: from a drN name); sets the ID origin.")
+@click.option(
+    "--balance-from", type=click.Path(exists=True, file_okay=False, path_type=Path),
+    help="With shards: balance the partitions over them by the rows of this release directory's files.",
+)  # fmt: skip
 @click.pass_context
-def create_cmd(ctx: click.Context, name: str, number: int | None) -> None:
+def create_cmd(ctx: click.Context, name: str, number: int | None, balance_from: Path | None) -> None:
     """Create release NAME: a new schema at the current schema version (state created)."""
-    rel = archive(ctx).releases.create(name, number=number)
+    rel = archive(ctx).releases.create(name, number=number, balance_from=balance_from)
     console.print(f"release {name} created (schema v{rel.schema_version}, ID origin {rel.origin})")
 
 

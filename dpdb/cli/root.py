@@ -24,6 +24,7 @@ from . import (  # noqa: F401 (backup adds its commands to the db group)
     release,
     schema,
     serve,
+    shard,
 )
 from ._common import DpdbGroup
 
@@ -64,7 +65,7 @@ def cli(ctx: click.Context, dsn: str | None, home: Path | None, debug: bool, ver
 
 for command in (
     db.db, schema.schema, files.load_cmd, files.export_cmd, prompt.prompt, query.query, release.release,
-    plot.plot, provenance.provenance_cmd, demo.demo, serve.serve, cite.cite, hats.hats,
+    plot.plot, provenance.provenance_cmd, demo.demo, serve.serve, cite.cite, hats.hats, shard.shard,
 ):  # fmt: skip
     cli.add_command(command)
 

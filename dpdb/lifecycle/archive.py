@@ -35,6 +35,7 @@ from dpdb.registry.activations import active_release, previous_release
 from dpdb.registry.catalogs import find_catalog, forget_catalog
 from dpdb.registry.releases import NOW, get_release, lock_lifecycle, set_state
 from dpdb.registry.states import CatalogKind, ReleaseState
+from dpdb.shards.placement import drop_on_shards, shards_of
 from dpdb.tap.tap_schema import refresh_tap_schema
 
 from .samples import has_sample, make_sample
@@ -80,12 +81,15 @@ def archive_release(settings: Settings, name: str) -> ArchiveResult:
         lock_lifecycle(conn)
         if get_release(conn, name).state != ReleaseState.SUPERSEDED:
             raise ReleaseStateError(f"release {name} changed state while it was being archived")
-        _unload(conn, name)
+        shards = _unload(conn, name)
         set_state(
             conn, name, ReleaseState.ARCHIVED, archived_at=NOW, archive_path=str(out.absolute()),
             archive_rows={t: manifest.rows(t) for t in RELEASE_TABLES}, archive_bytes=manifest.total_bytes,
             schema_version=version,
         )  # fmt: skip
+    if shards:
+        with connect(settings) as conn:
+            drop_on_shards(conn, name, shards)
     return ArchiveResult(
         name, out, manifest.total_rows, manifest.total_bytes, time.monotonic() - start, reused
     )
@@ -112,12 +116,18 @@ def _reusable(out: Path, counts: dict[str, int]) -> release_dir.ReleaseDir | Non
     return manifest if all(manifest.rows(t) == n for t, n in counts.items()) else None
 
 
-def _unload(conn: psycopg.Connection, name: str) -> None:
-    """Drop a release's tables and forget its loads (its registry row stays: its IDs stay reserved)."""
+def _unload(conn: psycopg.Connection, name: str) -> list[str]:
+    """Drop a release's tables and forget its loads (its registry row stays: its IDs stay reserved).
+
+    Returns the shards that hold partitions of it: their schemas are dropped by
+    :func:`dpdb.shards.placement.drop_on_shards` once this transaction committed.
+    """
+    shards = shards_of(conn, name)
     conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(name)))
     forget_catalog(conn, name)
     load_manifest.forget_target(conn, name)
     refresh_tap_schema(conn)  # same transaction: TAP_SCHEMA never describes a dropped schema
+    return shards
 
 
 def drop_release(settings: Settings, name: str, *, dry_run: bool = False) -> list[str]:
@@ -147,9 +157,11 @@ def drop_release(settings: Settings, name: str, *, dry_run: bool = False) -> lis
         if dry_run:
             conn.rollback()
             return actions
-        if rel.loaded:
-            _unload(conn, name)
+        shards = _unload(conn, name) if rel.loaded else []
         for t in samples:
             conn.execute(sql.SQL("DROP TABLE {}").format(sql.Identifier("samples", t)))
         set_state(conn, name, ReleaseState.DROPPED, dropped_at=NOW)
+    if shards:
+        with connect(settings) as conn:
+            drop_on_shards(conn, name, shards)
     return actions

@@ -28,6 +28,7 @@ from dpdb.model.layout import RELEASE_TABLES
 from dpdb.registry.catalogs import create_catalog, find_catalog
 from dpdb.registry.releases import NOW, Release, get_release, set_state
 from dpdb.registry.states import WRITABLE, CatalogKind, ReleaseState, names
+from dpdb.shards.placement import weights_from
 
 __all__ = ["LoadResult", "load_release", "restore_release"]
 
@@ -79,7 +80,11 @@ def restore_release(settings: Settings, name: str, *, jobs: int = 2) -> LoadResu
     manifest = release_dir.verify(directory)
     with connect(settings) as conn:
         if find_catalog(conn, name) is None:  # not re-created yet by an interrupted restore
-            create_catalog(conn, name, CatalogKind.RELEASE, manifest.schema_version, manifest.partition_order)
+            entries = ((f.path, f.rows) for files in manifest.tables.values() for f in files)
+            weights = weights_from(entries, manifest.partition_order)
+            create_catalog(
+                conn, name, CatalogKind.RELEASE, manifest.schema_version, manifest.partition_order, weights
+            )
             grant_loader(conn, name)
             set_state(conn, name, ReleaseState.RESTORING)
         _check_fits(conn, get_release(conn, name), manifest, directory)

@@ -12,6 +12,7 @@ revision that names its version gets the same DDL forever
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,7 @@ __all__ = [
     "TableSpec",
     "table_specs",
     "catalog_ddl",
+    "partition_name",
     "meta_ddl",
     "added_columns_ddl",
     "q3c_index_ddl",
@@ -136,23 +138,44 @@ def _q(ident: str) -> str:
     return _DIALECT.identifier_preparer.quote(ident)
 
 
-def catalog_ddl(catalog: str, version: int, kind: str, partition_order: int) -> list[str]:
-    """Every statement that creates catalog ``catalog`` (tables, partitions, indexes, comments)."""
+def catalog_ddl(
+    catalog: str,
+    version: int,
+    kind: str,
+    partition_order: int,
+    *,
+    partitions: Collection[int] | None = None,
+    only_partitioned: bool = False,
+) -> list[str]:
+    """Every statement that creates catalog ``catalog`` (tables, partitions, indexes, comments).
+
+    ``partitions`` limits the HEALPix partitions created (None: all of them) and
+    ``only_partitioned`` the tables to the partitioned ones: what a shard holds
+    of a sharded release (dpdb/shards/placement.py).
+    """
     statements = [f"CREATE SCHEMA {_q(catalog)}"]
     for spec in table_specs(catalog, version, kind):
-        statements += _table_ddl(spec, partition_order)
+        if only_partitioned and not spec.partitioned:
+            continue
+        statements += _table_ddl(spec, partition_order, partitions)
     return statements
 
 
-def _table_ddl(spec: TableSpec, partition_order: int) -> list[str]:
+def partition_name(table: str, partition_order: int, number: int) -> str:
+    """Name of partition ``number`` of ``table`` (lower-case) at ``partition_order``: object_hpx1_07."""
+    width = len(str(12 * 4**partition_order - 1))
+    return f"{table}_hpx{partition_order}_{number:0{width}d}"
+
+
+def _table_ddl(spec: TableSpec, partition_order: int, partitions: Collection[int] | None = None) -> list[str]:
     table = spec.table
     full = spec.full_name
     out = [str(CreateTable(table).compile(dialect=_DIALECT)).strip()]
     if spec.partitioned:
-        bounds = partition_bounds(partition_order)
-        width = len(str(len(bounds) - 1))
-        for n, lo, hi in bounds:
-            part = f"{table.name}_hpx{partition_order}_{n:0{width}d}"
+        for n, lo, hi in partition_bounds(partition_order):
+            if partitions is not None and n not in partitions:
+                continue
+            part = partition_name(table.name, partition_order, n)
             out.append(
                 f"CREATE TABLE {_q(spec.catalog)}.{_q(part)} PARTITION OF {full} "
                 f"FOR VALUES FROM ({lo}) TO ({hi})"

@@ -4,6 +4,7 @@ registry ``dpdb_meta.catalog``."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -84,15 +85,30 @@ def present_catalog_names(conn: psycopg.Connection) -> list[str]:
 
 
 def create_catalog(
-    conn: psycopg.Connection, name: str, kind: CatalogKind | str, version: int, partition_order: int
+    conn: psycopg.Connection,
+    name: str,
+    kind: CatalogKind | str,
+    version: int,
+    partition_order: int,
+    weights: Sequence[float] | None = None,
 ) -> None:
-    """Create catalog schema ``name`` with all its tables, partitions and indexes, and register it."""
+    """Create catalog schema ``name`` with all its tables, partitions and indexes, and register it.
+
+    While shards are registered a release is distributed over them, balanced by
+    ``weights`` (rows per partition; default: equal), see dpdb/shards/placement.py.
+    """
     kind = CatalogKind(kind)
     log.info("creating %s catalog %s (schema v%d, partition order %d)", kind, name, version, partition_order)
-    execute_ddl(conn, catalog_ddl(name, version, kind, partition_order))
-    from dpdb.keymap import create_keymaps  # keys unique across each partitioned table
+    from dpdb.shards import placement  # late: the shards package builds on the registry
 
-    create_keymaps(conn, name, version, str(kind))
+    if kind is CatalogKind.RELEASE and placement.is_sharded(conn):
+        # Each shard enforces the keys of its partitions; validation checks them across the release.
+        placement.create_sharded_catalog(conn, name, version, partition_order, weights)
+    else:
+        execute_ddl(conn, catalog_ddl(name, version, kind, partition_order))
+        from dpdb.keymap import create_keymaps  # keys unique across each partitioned table
+
+        create_keymaps(conn, name, version, str(kind))
     conn.execute(
         "INSERT INTO dpdb_meta.catalog (name, kind, schema_version, partition_order, created_at) "
         "VALUES (%s, %s, %s, %s, now())",

@@ -31,6 +31,7 @@ __all__ = [
     "rows_by_target",
     "forget_target",
     "entries",
+    "is_recorded",
 ]
 
 
@@ -115,3 +116,10 @@ def entries(conn: psycopg.Connection, load_ids: list[int]) -> dict[int, dict[str
             (list(load_ids),),
         ).fetchall()
     return {int(r["load_id"]): r for r in rows}
+
+
+def is_recorded(conn: psycopg.Connection, load_id: int) -> bool:
+    """Load ``load_id`` is in the manifest (its transaction committed): a shard's prepared part of it
+    is to be committed, else rolled back (dpdb/shards/commit.py)."""
+    row = conn.execute("SELECT 1 FROM dpdb_meta.load_manifest WHERE load_id = %s", (load_id,)).fetchone()
+    return row is not None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -90,11 +91,17 @@ def release_number(name: str, number: int | None = None) -> int:
 
 
 def create_release(
-    conn: psycopg.Connection, name: str, version: int, partition_order: int, number: int | None = None
+    conn: psycopg.Connection,
+    name: str,
+    version: int,
+    partition_order: int,
+    number: int | None = None,
+    weights: Sequence[float] | None = None,
 ) -> Release:
     """Create release ``name`` (a new catalog schema at schema ``version``) in state ``created``.
 
     Its ID origin comes from its number (DPDD §2.4); two releases never share one.
+    ``weights`` (rows per partition) balance its partitions over the shards, if any.
     """
     if not _NAME.match(name) or name in RESERVED_NAMES or name.startswith("pg_"):
         raise ReleaseStateError(
@@ -112,7 +119,7 @@ def create_release(
         raise ReleaseStateError(
             f"release {name}: ID origin {origin} already belongs to release {holder.name}"
         )
-    create_catalog(conn, name, CatalogKind.RELEASE, version, partition_order)
+    create_catalog(conn, name, CatalogKind.RELEASE, version, partition_order, weights)
     grant_loader(conn, name)
     conn.execute(
         "INSERT INTO dpdb_meta.release (name, state, created_at, origin, schema_version) "
