@@ -41,7 +41,7 @@ from psycopg import sql
 
 from dpdb.archive import Archive
 from dpdb.config import Settings
-from dpdb.db import _close_idle_adbc, conninfo
+from dpdb.db import close_idle_adbc, conninfo
 from dpdb.etl import release_dir
 from dpdb.etl.export import select_sql
 from dpdb.etl.validate import target_table
@@ -117,7 +117,7 @@ class Soak:
         return psycopg.connect(self.server.conninfo("postgres"), autocommit=True)
 
     def clone(self, template: str, name: str) -> None:
-        _close_idle_adbc()  # this process's pooled connections would block the copy
+        close_idle_adbc()  # this process's pooled connections would block the copy
         with self.admin() as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             conn.execute(

@@ -33,6 +33,7 @@ __all__ = [
     "conninfo",
     "adbc_uri",
     "adbc_connection",
+    "close_idle_adbc",
     "adbc_connection_to",
     "ensure_server",
     "prepare",
@@ -127,7 +128,8 @@ def adbc_connection_to(uri: str) -> Iterator[adbc.Connection]:
                 _adbc_idle.setdefault(uri, []).append(conn)
 
 
-def _close_idle_adbc(uri: str | None = None) -> None:
+def close_idle_adbc(uri: str | None = None) -> None:
+    """Close this process's idle pooled ADBC connections (of ``uri``, or all): before copying a database."""
     with _adbc_lock:
         uris = [uri] if uri is not None else list(_adbc_idle)
         conns = [c for u in uris for c in _adbc_idle.pop(u, [])]
@@ -136,7 +138,7 @@ def _close_idle_adbc(uri: str | None = None) -> None:
             conn.close()
 
 
-atexit.register(_close_idle_adbc)
+atexit.register(close_idle_adbc)
 
 
 def _raw_connect(info: str, *, autocommit: bool = False) -> psycopg.Connection:
@@ -199,7 +201,7 @@ def reset_database(settings: Settings) -> None:
     if server is None:
         raise ServerError("only the embedded server's database can be reset; DPDB_DSN is set")
     server.up()
-    _close_idle_adbc()  # the owner's and the readers' pooled connections
+    close_idle_adbc()  # the owner's and the readers' pooled connections
     with _raw_connect(conninfo(settings, "postgres"), autocommit=True) as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(settings.database))

@@ -12,6 +12,7 @@ import json
 import random
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,7 @@ from dpdb.citations import CitationError, CitationUnavailableError, digest_rows,
 from dpdb.citations.digest import canonical_tag
 from dpdb.cli import cli
 from dpdb.config import Settings
+from dpdb.db import close_idle_adbc
 from dpdb.server import EmbeddedServer
 from dpdb.timeutil import now_mjd_tai
 
@@ -59,12 +61,26 @@ PROMPT_CONE = (
 def cloned(demo_run: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     home = demo_run.settings.home
     name = f"cite_{uuid.uuid4().hex[:8]}"
+    create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+        sql.Identifier(name), sql.Identifier(demo_run.settings.database)
+    )
+    close_idle_adbc()
     with psycopg.connect(EmbeddedServer(home).conninfo("postgres"), autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(demo_run.settings.database)
+        for attempt in range(5):
+            # A template must have no other sessions: earlier tests' pooled connections (ADBC, the
+            # portal's snapshots) are ended; the pools replace a dead connection on its next use.
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (demo_run.settings.database,),
             )
-        )
+            try:
+                conn.execute(create)
+                break
+            except psycopg.errors.ObjectInUse:
+                if attempt == 4:
+                    raise
+                time.sleep(1)
     archive_dir = tmp_path_factory.mktemp("cite-archive")
     yield Settings(home=home, database=name, archive_dir=archive_dir)
     with psycopg.connect(EmbeddedServer(home).conninfo("postgres"), autocommit=True) as conn:
