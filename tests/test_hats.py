@@ -52,7 +52,8 @@ def _partitions(path: Path) -> list[tuple[int, int, Path]]:
 
 def test_every_catalog_opens_with_lsdb_and_hats_with_the_database_rows(export) -> None:  # noqa: ANN001
     archive, out = export
-    release = archive.query_arrow("SELECT name FROM dpdb_registry.release WHERE state = 'active'")[0][0].as_py()
+    active = "SELECT name FROM dpdb_registry.release WHERE state = 'active'"
+    release = archive.query_arrow(active)[0][0].as_py()
     expected = {
         "Object": _count(archive, "SELECT count(*) FROM current.Object"),
         "Source": _count(archive, "SELECT count(*) FROM current.Source"),

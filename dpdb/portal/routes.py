@@ -206,9 +206,21 @@ def create_router(archive: Archive) -> APIRouter:
 
     @router.get("/api/instant")
     def instant(t: str = "now") -> JSONResponse:
-        """An instant (MJD TAI, ISO UTC or ``now``) as MJD TAI and ISO UTC: what a permalink pins."""
-        mjd = _as_of(t) if t.strip().lower() != "now" else now_mjd_tai()
+        """An instant (MJD TAI, ISO UTC or ``now``) as MJD TAI and ISO UTC: what a permalink pins.
+
+        ``now`` pins the latest committed change (as the TAP service's present does): the same
+        rows as now, at an instant that replays them forever."""
+        mjd = _as_of(t) if t.strip().lower() != "now" else _present(archive)
         assert mjd is not None
         return JSONResponse({"mjd_tai": mjd, "iso": iso_utc(mjd)})
 
     return router
+
+
+def _present(archive: Archive) -> float:
+    from ..asof import latest_processing_time
+    from ..readers import reader_connect
+
+    with reader_connect(archive.settings) as conn:
+        latest = latest_processing_time(conn)
+    return latest if latest is not None else now_mjd_tai()
