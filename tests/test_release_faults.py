@@ -169,7 +169,9 @@ def test_activation_under_concurrent_queries(rsettings: Settings, tmp_path: Path
         swaps = 0
         for name in ("dr1", "dr2") * 4:
             result = activate_release(rsettings, name)
-            assert result.swapped and result.swap_seconds < 1.0
+            # Readers wait only for the view swap; the transaction also refreshes TAP_SCHEMA (felis),
+            # which takes seconds on a loaded machine but holds no lock readers need.
+            assert result.swapped and result.lock_seconds < 1.0 and result.swap_seconds < 60
             swaps += 1
             time.sleep(0.2)
     finally:

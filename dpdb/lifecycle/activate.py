@@ -125,6 +125,9 @@ def _swap(conn: psycopg.Connection, name: str, force: bool) -> float | None:
         set_state(conn, old, ReleaseState.SUPERSEDED, superseded_at=NOW)
     set_state(conn, name, ReleaseState.ACTIVE, force=force, activated_at=NOW)
     record_activation(conn, name, old, now, forced=rel.state not in ACTIVATABLE and force)
+    # Same transaction, before the view locks: TAP_SCHEMA describes the new pair from the commit on
+    # (it is built from felis and the registry, already updated above), and readers do not wait for it.
+    refresh_tap_schema(conn)
     # Readers wait from here to the commit: only catalog changes, whatever the release's size.
     locked = time.perf_counter()
     views = conn.execute(
@@ -138,7 +141,6 @@ def _swap(conn: psycopg.Connection, name: str, force: bool) -> float | None:
     for statement in creates:
         conn.execute(statement)
     conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA current, previous TO dpdb_reader")
-    refresh_tap_schema(conn)  # same transaction: TAP_SCHEMA describes the new pair from the commit on
     return locked
 
 
