@@ -1025,16 +1025,16 @@ class Citations:
 
     def get(self, reference: str) -> Citation:
         """The stored citation (no query is run)."""
-        from .citations.store import find
         from .db import connect
+        from .registry.citations import find
 
         with connect(self._archive.settings) as conn:
             return find(conn, reference)
 
     def list(self) -> builtins.list[Citation]:
         """Every citation, oldest first."""
-        from .citations.store import all_citations
         from .db import connect
+        from .registry.citations import all_citations
 
         with connect(self._archive.settings) as conn:
             return all_citations(conn)

@@ -35,11 +35,11 @@ def _scan_prompt(text: str) -> Iterator[tuple[int, int, str]]:
             end = text.find("\n", i)
             i = n if end < 0 else end + 1
         elif c == "/" and text.startswith("/*", i):
-            i = _skip_block_comment(text, i)
+            i = skip_block_comment(text, i)
         elif c == "'":
-            i = _skip_quoted(text, i, "'", backslash=False)
+            i = skip_quoted(text, i, "'", backslash=False)
         elif c == '"':
-            i = _skip_quoted(text, i, '"', backslash=False)
+            i = skip_quoted(text, i, '"', backslash=False)
         elif c == "$":
             tag = _DOLLAR_TAG.match(text, i)
             if tag is None:  # a parameter such as $1
@@ -53,7 +53,7 @@ def _scan_prompt(text: str) -> Iterator[tuple[int, int, str]]:
         elif (word := _IDENT.match(text, i)) is not None:
             i = word.end()
             if word.group(0) in ("e", "E") and text.startswith("'", i):
-                i = _skip_quoted(text, i, "'", backslash=True)
+                i = skip_quoted(text, i, "'", backslash=True)
             elif word.group(0).lower() == "prompt" and (ref := _QUALIFIED.match(text, i)) is not None:
                 quoted, plain = ref.groups()
                 yield (
@@ -65,7 +65,8 @@ def _scan_prompt(text: str) -> Iterator[tuple[int, int, str]]:
             i += 1
 
 
-def _skip_block_comment(text: str, i: int) -> int:
+def skip_block_comment(text: str, i: int) -> int:
+    """Index just past the (nested) block comment starting at ``i``."""
     depth = 0
     while i < len(text):
         if text.startswith("/*", i):
@@ -79,7 +80,8 @@ def _skip_block_comment(text: str, i: int) -> int:
     return len(text)
 
 
-def _skip_quoted(text: str, i: int, quote: str, *, backslash: bool) -> int:
+def skip_quoted(text: str, i: int, quote: str, *, backslash: bool) -> int:
+    """Index just past the quoted string or identifier starting at ``i`` (doubled quotes escape)."""
     i += 1
     while i < len(text):
         c = text[i]

@@ -9,10 +9,11 @@ recommendations this meets.
 
 from __future__ import annotations
 
+from dpdb.registry.citations import Citation, CitationError, CitationUnavailableError
+
 from .cite import Made, Resolution, citation_line, cite, dependents, drop_warning, resolve
 from .digest import METHOD, ResultDigest, digest_rows, digest_table
 from .formats import FORMATS, bibtex, datacite, file_metadata, render
-from .store import Citation, CitationError, CitationUnavailableError
 
 __all__ = [
     "Citation",

@@ -40,11 +40,7 @@ from dpdb.config import Settings
 from dpdb.db import connect
 from dpdb.errors import QueryError
 from dpdb.query import run_query
-from dpdb.registry.versions import database_version
-
-from . import sqltext
-from .digest import ResultDigest, digest_table
-from .store import (
+from dpdb.registry.citations import (
     Citation,
     CitationError,
     CitationUnavailableError,
@@ -53,12 +49,16 @@ from .store import (
     get,
     handle_of,
     insert,
-    latest_prompt_change,
     make_id,
     release_facts,
     release_named,
     rows,
 )
+from dpdb.registry.prompt_log import latest_processing_time
+from dpdb.registry.versions import database_version
+
+from . import sqltext
+from .digest import ResultDigest, digest_table
 
 __all__ = ["Made", "Resolution", "cite", "resolve", "dependents", "drop_warning", "citation_line"]
 
@@ -123,7 +123,7 @@ def _check_text(sql_text: str) -> str:
 def _instant(conn: psycopg.Connection, as_of: float | None) -> float:
     from dpdb.timeutil import iso_utc, now_mjd_tai
 
-    latest = latest_prompt_change(conn)
+    latest = latest_processing_time(conn)
     now = now_mjd_tai()
     if as_of is None:
         return latest if latest is not None else now
@@ -469,7 +469,7 @@ def resolve(settings: Settings, reference: str) -> Resolution:
 
 def dependents(settings: Settings, release: str) -> list[Citation]:
     """The citations whose query read ``release`` (``dpdb release drop`` warns about them)."""
-    from .store import citing
+    from dpdb.registry.citations import citing
 
     try:
         with connect(settings) as conn:

@@ -11,8 +11,7 @@ import json
 from typing import Any
 
 from dpdb.config import Settings
-
-from .store import Citation, rows
+from dpdb.registry.citations import Citation, rows
 
 __all__ = ["FORMATS", "datacite", "bibtex", "as_json", "render", "file_metadata"]
 
@@ -111,7 +110,7 @@ def render(c: Citation, settings: Settings, fmt: str) -> str:
         return json.dumps(datacite(c, settings), indent=2) + "\n"
     if fmt == "json":
         return json.dumps(as_json(c, settings), indent=2) + "\n"
-    from .store import CitationError
+    from dpdb.registry.citations import CitationError
 
     raise CitationError(f"unknown citation format {fmt!r} (formats: {', '.join(FORMATS)})")
 

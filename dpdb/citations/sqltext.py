@@ -27,6 +27,8 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
+from dpdb.as_of_rewrite import skip_block_comment, skip_quoted
+
 __all__ = [
     "Token",
     "tokens",
@@ -73,15 +75,15 @@ def tokens(text: str) -> Iterator[Token]:
             yield Token("comment", text[i:j])
             i = j
         elif text.startswith("/*", i):
-            j = _block_comment_end(text, i)
+            j = skip_block_comment(text, i)
             yield Token("comment", text[i:j])
             i = j
         elif c == "'":
-            j = _quoted_end(text, i, "'", backslash=False)
+            j = skip_quoted(text, i, "'", backslash=False)
             yield Token("string", text[i:j])
             i = j
         elif c == '"':
-            j = _quoted_end(text, i, '"', backslash=False)
+            j = skip_quoted(text, i, '"', backslash=False)
             yield Token("qident", text[i:j])
             i = j
         elif c == "$":
@@ -105,12 +107,12 @@ def tokens(text: str) -> Iterator[Token]:
             j = word.end()
             w = word.group(0)
             if j < n and text[j] == "'" and w.lower() in ("e", "b", "x", "n"):  # E'..', B'..', X'..', N'..'
-                end = _quoted_end(text, j, "'", backslash=w.lower() == "e")
+                end = skip_quoted(text, j, "'", backslash=w.lower() == "e")
                 yield Token("string", text[i:end])
                 i = end
             elif w.lower() == "u" and text.startswith(("&'", '&"'), j):
                 quote = text[j + 1]
-                end = _quoted_end(text, j + 1, quote, backslash=False)
+                end = skip_quoted(text, j + 1, quote, backslash=False)
                 yield Token("string" if quote == "'" else "qident", text[i:end])
                 i = end
             else:
@@ -125,36 +127,6 @@ def tokens(text: str) -> Iterator[Token]:
         else:
             yield Token("punct", c)
             i += 1
-
-
-def _block_comment_end(text: str, i: int) -> int:
-    depth = 0
-    while i < len(text):
-        if text.startswith("/*", i):
-            depth, i = depth + 1, i + 2
-        elif text.startswith("*/", i):
-            depth, i = depth - 1, i + 2
-            if depth == 0:
-                return i
-        else:
-            i += 1
-    return len(text)
-
-
-def _quoted_end(text: str, i: int, quote: str, *, backslash: bool) -> int:
-    i += 1
-    while i < len(text):
-        c = text[i]
-        if backslash and c == "\\":
-            i += 2
-        elif c == quote:
-            if text.startswith(quote, i + 1):
-                i += 2
-            else:
-                return i + 1
-        else:
-            i += 1
-    return len(text)
 
 
 def _significant(text: str) -> list[Token]:

@@ -10,7 +10,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from ..citations.store import rows
+from ..registry.citations import rows
 from ._common import DpdbGroup, archive, console
 
 __all__ = ["cite"]

@@ -37,7 +37,6 @@ __all__ = [
     "citing",
     "release_facts",
     "release_named",
-    "latest_prompt_change",
 ]
 
 LANDING_PATH = "/cite/{id}"
@@ -273,12 +272,3 @@ def release_named(conn: psycopg.Connection, alias: str, at: float | None) -> str
         when = "now" if at is None else f"at MJD {at} (TAI)"
         raise CitationError(f"no release was {alias} {when}, so the query has nothing to cite there")
     return str(name)
-
-
-def latest_prompt_change(conn: psycopg.Connection) -> float | None:
-    """The newest processing time the prompt catalog holds (visits and daytime relinks), MJD TAI."""
-    row = conn.execute(
-        "SELECT greatest((SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit), "
-        "(SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_relink))"
-    ).fetchone()
-    return float(row[0]) if row and row[0] is not None else None
