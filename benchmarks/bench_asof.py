@@ -49,9 +49,10 @@ import psycopg
 import pyarrow as pa
 
 from dpdb.config import Settings
-from dpdb.db import adbc_uri, conninfo, prepare
+from dpdb.db import prepare
 from dpdb.healpix import partition_bounds, pixels
 from dpdb.ids import PROMPT_ORIGIN, make_id
+from dpdb.pg import adbc_uri, conninfo
 from dpdb.server import EmbeddedServer
 
 CENTER = (150.0, 2.0)

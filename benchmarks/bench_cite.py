@@ -33,7 +33,8 @@ import psycopg
 import dpdb
 from dpdb.citations import digest_table
 from dpdb.config import Settings
-from dpdb.db import conninfo, prepare
+from dpdb.db import prepare
+from dpdb.pg import conninfo
 from dpdb.server import EmbeddedServer
 
 COLUMNS = "diaSourceId, visit, detector, ra, dec, midpointMjdTai, band, psfFlux, psfFluxErr, diaObjectId"

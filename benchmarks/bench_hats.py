@@ -36,9 +36,10 @@ import psycopg
 import pyarrow.parquet as pq
 
 from dpdb.config import Settings
-from dpdb.db import conninfo, prepare
+from dpdb.db import prepare
 from dpdb.etl.load import load
 from dpdb.model.felis import latest_version
+from dpdb.pg import conninfo
 from dpdb.processing.synthetic import synthetic_table
 from dpdb.registry.releases import create_release
 from dpdb.server import EmbeddedServer

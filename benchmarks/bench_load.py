@@ -33,10 +33,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from dpdb.config import Settings
-from dpdb.db import adbc_uri, conninfo, prepare
+from dpdb.db import prepare
 from dpdb.etl.load import load
 from dpdb.healpix import pixels
 from dpdb.model.felis import latest_version
+from dpdb.pg import adbc_uri, conninfo
 from dpdb.processing.synthetic import synthetic_table
 from dpdb.registry.catalogs import create_catalog
 from dpdb.server import EmbeddedServer

@@ -42,8 +42,9 @@ from bench_asof import generate  # noqa: E402  (the prefill of the time-travel b
 from bench_asof import load as load_tables  # noqa: E402
 
 from dpdb.config import Settings  # noqa: E402
-from dpdb.db import adbc_uri, conninfo, prepare  # noqa: E402
+from dpdb.db import prepare
 from dpdb.ids import PROMPT_ORIGIN, make_id  # noqa: E402
+from dpdb.pg import adbc_uri, conninfo  # noqa: E402
 from dpdb.server import EmbeddedServer  # noqa: E402
 
 TARGET_MS = 100.0

@@ -33,9 +33,10 @@ import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from dpdb.config import Settings
-from dpdb.db import adbc_uri, conninfo, prepare
+from dpdb.db import prepare
 from dpdb.healpix import pixels
 from dpdb.ids import PROMPT_ORIGIN, make_id
+from dpdb.pg import adbc_uri, conninfo
 from dpdb.processing.survey import SurveyConfig, simulate
 from dpdb.prompt import STEPS, ingest
 from dpdb.server import EmbeddedServer

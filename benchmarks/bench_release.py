@@ -59,13 +59,14 @@ import numpy as np
 import psycopg
 
 from dpdb.config import Settings
-from dpdb.db import conninfo, prepare
+from dpdb.db import prepare
 from dpdb.etl.release_dir import ReleaseDir
 from dpdb.lifecycle.activate import Activation, activate_release, retain
 from dpdb.lifecycle.archive import archive_release
 from dpdb.lifecycle.load import LoadResult, load_release, restore_release
 from dpdb.lifecycle.validate import Report, validate_release
 from dpdb.model.felis import latest_version
+from dpdb.pg import conninfo
 from dpdb.processing.release import produce
 from dpdb.registry.releases import create_release, get_release
 from dpdb.server import EmbeddedServer

@@ -47,8 +47,9 @@ import psycopg
 import dpdb
 from dpdb.archive import cone_pixel_ranges
 from dpdb.config import Settings
-from dpdb.db import conninfo, prepare
+from dpdb.db import prepare
 from dpdb.healpix import PIXEL_ORDER
+from dpdb.pg import conninfo
 from dpdb.processing.release import produce
 from dpdb.server import EmbeddedServer
 from dpdb.shards.servers import stop_shards

@@ -40,7 +40,7 @@ def main() -> None:
     import uvicorn
 
     import dpdb
-    from dpdb.db import conninfo
+    from dpdb.pg import conninfo
     from dpdb.service import create_app
     from dpdb.tap.run import Limits, parse_params, prepare
 

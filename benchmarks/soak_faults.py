@@ -41,12 +41,12 @@ from psycopg import sql
 
 from dpdb.archive import Archive
 from dpdb.config import Settings
-from dpdb.db import close_idle_adbc, conninfo
 from dpdb.etl import release_dir
 from dpdb.etl.export import select_sql
 from dpdb.etl.validate import target_table
 from dpdb.model.felis import latest_version
 from dpdb.model.layout import PROMPT_TABLES, RELEASE_TABLES
+from dpdb.pg import close_idle_adbc, conninfo
 from dpdb.processing.release import produce
 from dpdb.processing.survey import SurveyConfig, simulate
 from dpdb.processing.synthetic import synthetic_table

@@ -14,20 +14,19 @@ from; :meth:`Archive.query_arrow` returns the Arrow table underneath.
 from __future__ import annotations
 
 import builtins
-import datetime as _dt
 import math
-import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeAlias
+from typing import TYPE_CHECKING, Any
 
 from .config import Settings, get_settings
-from .errors import QueryError, ValidationError
+from .errors import QueryError
+from .instants import Instant, to_mjd_tai
+from .results import tables_named, to_astropy
 
 if TYPE_CHECKING:  # astropy and pyarrow are imported when first used: `import dpdb` stays fast
     import pyarrow as pa
     from astropy.table import Table
-    from astropy.time import Time
 
     from .asof import AsOf
     from .citations import Citation, Made, Resolution
@@ -50,63 +49,6 @@ if TYPE_CHECKING:  # astropy and pyarrow are imported when first used: `import d
 
 __all__ = ["Archive", "Instant", "to_mjd_tai", "to_astropy", "tables_named"]
 
-Instant: TypeAlias = "float | str | Time | _dt.datetime"  # noqa: F821 (Time: astropy, imported lazily)
-"""An instant: MJD TAI (float), an ISO 8601 UTC string or an MJD string, ``"now"``,
-an astropy :class:`~astropy.time.Time` or a timezone-aware :class:`datetime.datetime`."""
-
-
-def to_mjd_tai(instant: Instant | None) -> float | None:
-    """The MJD TAI of ``instant`` (``None`` stays ``None``: the present).
-
-    Raises
-    ------
-    ValidationError
-        The instant cannot be read or is not a finite time.
-    """
-    from astropy.time import Time
-
-    from .timeutil import now_mjd_tai, parse_instant
-
-    if instant is None:
-        return None
-    if isinstance(instant, Time):
-        value = float(instant.tai.mjd)
-    elif isinstance(instant, _dt.datetime):
-        if instant.tzinfo is None:
-            raise ValidationError(f"instant {instant.isoformat()} has no time zone; give one (e.g. UTC)")
-        value = float(Time(instant.astimezone(_dt.UTC).replace(tzinfo=None), scale="utc").tai.mjd)
-    elif isinstance(instant, str):
-        value = now_mjd_tai() if instant.strip().lower() == "now" else parse_instant(instant.strip())
-    elif isinstance(instant, int | float):
-        value = float(instant)
-    else:
-        raise ValidationError(f"instant {instant!r}: give an MJD TAI, an ISO time, 'now' or an astropy Time")
-    if not math.isfinite(value):
-        raise ValidationError(f"instant {instant!r} is not a finite time")
-    return value
-
-
-def _column_meta() -> dict[str, dict[str, tuple[str | None, str | None, str | None]]]:
-    """table (lower) -> column (canonical) -> (unit, ucd, description) from the newest table models."""
-    from dpdb.model.felis import latest_version
-    from dpdb.model.table import all_tables
-
-    return {
-        t.db_name: {c.canonical: (c.unit, c.ucd, c.description) for c in t.columns}
-        for t in all_tables(latest_version())
-    }
-
-
-_META: dict[str, dict[str, tuple[str | None, str | None, str | None]]] | None = None
-
-
-def _meta() -> dict[str, dict[str, tuple[str | None, str | None, str | None]]]:
-    global _META
-    if _META is None:
-        _META = _column_meta()
-    return _META
-
-
 def _checked(settings: Settings, as_of: Instant | None) -> float | None:
     """An as-of instant checked against the latest processing time (:func:`dpdb.asof.check_instant`)."""
     from .asof import AsOf, check_instant
@@ -116,53 +58,7 @@ def _checked(settings: Settings, as_of: Instant | None) -> float | None:
     if isinstance(as_of, AsOf):
         return as_of.mjd_tai
     instant = as_of.strip() if isinstance(as_of, str) else to_mjd_tai(as_of)
-    return check_instant(settings, instant).mjd_tai  # type: ignore[arg-type]
-
-
-def to_astropy(result: pa.Table, tables: Sequence[str] = ()) -> Table:
-    """An astropy Table of an Arrow result, with unit, UCD and description from the schema.
-
-    ``tables`` names the schema tables the columns may come from, in order of
-    preference (for a query: the tables its text names); a column gets the
-    metadata of the first of them that has a column of its name.
-    """
-    import astropy.units as u
-    import numpy as np
-    import pyarrow as pa
-    from astropy.table import Column, MaskedColumn, Table
-
-    meta = _meta()
-    out = Table()
-    for name, column in zip(result.column_names, result.columns, strict=True):
-        unit, ucd, description = next(
-            (meta[t.lower()][name] for t in tables if name in meta.get(t.lower(), {})), (None, None, None)
-        )
-        col: Column
-        if column.null_count:
-            mask = column.is_null().to_numpy(zero_copy_only=False)
-            if pa.types.is_floating(column.type) or pa.types.is_integer(column.type):
-                data = column.fill_null(0).to_numpy(zero_copy_only=False)
-            else:
-                data = np.array(column.to_pylist(), dtype=object)
-            col = MaskedColumn(data, mask=mask, name=name, description=description)
-        else:
-            col = Column(column.to_numpy(zero_copy_only=False), name=name, description=description)
-        if unit:
-            col.unit = u.Unit(unit, parse_strict="silent")
-        if ucd:
-            col.meta["ucd"] = ucd
-        out.add_column(col)
-    return out
-
-
-def tables_named(sql: str) -> list[str]:
-    """Schema tables whose names appear as words in ``sql``, in order of first appearance."""
-    found = []
-    for t in _meta():
-        m = re.search(rf"\b{t}\b", sql, re.IGNORECASE)
-        if m:
-            found.append((m.start(), t))
-    return [t for _, t in sorted(found)]
+    return check_instant(settings, instant).mjd_tai
 
 
 def cone_pixel_ranges(ra: float, dec: float, radius: float) -> list[tuple[int, int]]:
@@ -259,7 +155,8 @@ class Archive:
         str
             What was done, e.g. ``embedded server started in .dpdb, schema version 5``.
         """
-        from .db import connect, describe, prepare, server_for
+        from .db import connect, describe, prepare
+        from .pg import server_for
 
         server = server_for(self.settings)
         was_running = server is None or (server.initialized() and server.running())
@@ -281,8 +178,8 @@ class Archive:
         ServerError
             The archive uses an external server (``dsn``), which dpdb never stops.
         """
-        from .db import server_for
         from .errors import ServerError
+        from .pg import server_for
         from .shards.servers import stop_shards
 
         server = server_for(self.settings)
@@ -293,8 +190,9 @@ class Archive:
 
     def status(self) -> dict[str, str]:
         """Facts about the server and database: state, version, extensions, schema version, catalogs."""
-        from .db import connect, describe, server_for
+        from .db import connect, describe
         from .model.felis import latest_version
+        from .pg import server_for
 
         facts: dict[str, str] = {}
         server = server_for(self.settings)
@@ -325,7 +223,8 @@ class Archive:
 
     def url(self) -> str:
         """The connection URL of the database (starting the embedded server if needed)."""
-        from .db import prepare, server_for
+        from .db import prepare
+        from .pg import server_for
 
         prepare(self.settings)
         server = server_for(self.settings)
@@ -357,11 +256,11 @@ class Archive:
         from .asof import check_instant
 
         instant = as_of.strip() if isinstance(as_of, str) else to_mjd_tai(as_of)
-        return check_instant(self.settings, instant, provisional=provisional)  # type: ignore[arg-type]
+        return check_instant(self.settings, instant, provisional=provisional)
 
     def reader_conninfo(self, name: str) -> str:
         """Where a reader login connects: ``host=… port=… dbname=… user=name`` (no password)."""
-        from .db import server_for
+        from .pg import server_for
 
         server = server_for(self.settings)
         if server is None:
@@ -1124,33 +1023,46 @@ class Backups:
     def __init__(self, archive: Archive) -> None:
         self._archive = archive
 
+    def _server(self) -> Any:
+        """The embedded server (backups cover the embedded server only)."""
+        from .errors import ConfigError
+        from .pg import server_for
+
+        server = server_for(self._archive.settings)
+        if server is None:
+            raise ConfigError(
+                "dpdb backs up its embedded server only; DPDB_DSN points at another server, "
+                "back it up with that server's own tooling"
+            )
+        return server
+
     def take(self, kind: str = "full") -> Any:
         """Take a base backup (``full``, ``diff`` or ``incr``); return a :class:`~dpdb.backup.BackupInfo`."""
-        from .backup import backup, server_of
+        from .backup import backup
 
-        return backup(server_of(self._archive.settings), kind)
+        return backup(self._server(), kind)
 
     def list(self) -> list[Any]:
         """The base backups in the repository, oldest first."""
-        from .backup import list_backups, server_of
+        from .backup import list_backups
 
-        return list_backups(server_of(self._archive.settings))
+        return list_backups(self._server())
 
     def wal(self) -> Any:
         """The WAL archive: whether the server archives, and the first and last segment stored."""
-        from .backup import server_of, wal_status
+        from .backup import wal_status
 
-        return wal_status(server_of(self._archive.settings))
+        return wal_status(self._server())
 
     def restore(self, to: Instant, into: str | Path) -> Any:
         """Recover a copy of the database as of ``to`` into the new dpdb home ``into`` (left running).
 
         Returns a :class:`~dpdb.backup.RestoreResult`; ``Archive(home=into)`` reads the copy.
         """
-        from .backup import instant_utc, restore, server_of
+        from .backup import instant_utc, restore
         from .errors import ConfigError
 
         mjd = to_mjd_tai(to)
         if mjd is None:
             raise ConfigError("give the instant to restore to")
-        return restore(server_of(self._archive.settings), instant_utc(mjd), Path(into))
+        return restore(self._server(), instant_utc(mjd), Path(into))

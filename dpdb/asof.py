@@ -121,10 +121,10 @@ def resolve_as_of(
     value, _ = parse_as_of(instant)
     latest = latest_processing_time(conn)
     repeatable = latest is None or value <= latest
-    if not repeatable and not (provisional or now):
+    if latest is not None and not repeatable and not (provisional or now):
         raise ValidationError(
             f"as-of instant {iso_utc(value)} UTC (MJD TAI {value:.6f}) is later than the latest processing "
-            f"time {iso_utc(latest)} UTC, so its answer could still change; give an earlier instant, "  # type: ignore[arg-type]
+            f"time {iso_utc(latest)} UTC, so its answer could still change; give an earlier instant, "
             "'now', or --provisional to evaluate it anyway"
         )
     return AsOf(value, repeatable, latest, now)

@@ -23,13 +23,14 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
-from .config import Settings
 from .errors import ConfigError, ServerError
-from .server import SUPERUSER, EmbeddedServer
+
+if TYPE_CHECKING:
+    from .server import EmbeddedServer
 
 __all__ = [
     "STANZA",
@@ -44,7 +45,6 @@ __all__ = [
     "WalStatus",
     "wal_status",
     "restore",
-    "server_of",
     "instant_utc",
 ]
 
@@ -85,17 +85,6 @@ def _chown(server: EmbeddedServer, path: Path, mode: int) -> None:
         os.chown(path, user.pw_uid, user.pw_gid)
 
 
-def server_of(settings: Settings) -> EmbeddedServer:
-    """The embedded server of ``settings`` (backups cover the embedded server only)."""
-    from .db import server_for
-
-    server = server_for(settings)
-    if server is None:
-        raise ConfigError(
-            "dpdb backs up its embedded server only; DPDB_DSN points at another server, "
-            "back it up with that server's own tooling"
-        )
-    return server
 
 
 def instant_utc(mjd_tai: float) -> _dt.datetime:
@@ -165,7 +154,7 @@ def _write_pgbackrest_conf(server: EmbeddedServer, port: int) -> None:
         f"pg1-path={server.data_dir}\n"
         f"pg1-socket-path={server.socket_dir}\n"
         f"pg1-port={port}\n"
-        f"pg1-user={SUPERUSER}\n"
+        f"pg1-user={server.superuser}\n"
     )
     path = _config(server)
     path.write_text(text)
@@ -377,7 +366,7 @@ def restore(server: EmbeddedServer, target: _dt.datetime, into: Path, timeout: f
         raise ServerError(f"no backup ends before {target.isoformat()}{when}")
     chosen = backups[-1]
 
-    copy = EmbeddedServer(into, server._bindir, wal_archive=server.wal_archive)
+    copy = server.sibling(into)
     try:
         into.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -6,6 +6,7 @@ Field descriptions double as CLI help.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -143,6 +144,6 @@ class Settings(BaseSettings):
 
 def get_settings(**overrides: object) -> Settings:
     """Settings from the environment, with explicit overrides (e.g. from CLI options) on top."""
-    values = {k: v for k, v in overrides.items() if v is not None}
-    # pydantic validates the overrides by field name at run time; statically they are just objects.
-    return Settings(**values)  # type: ignore[arg-type]
+    # pydantic validates the overrides by field name at run time; statically they are just values.
+    values: dict[str, Any] = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**values)

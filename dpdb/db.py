@@ -1,171 +1,33 @@
-"""Connections: the embedded server or ``DPDB_DSN``, database bootstrap and version checks."""
+"""Connections to a prepared dpdb database: bootstrap (server, schema, least privilege) on first use
+and the version check. The primitives below bootstrap are in :mod:`dpdb.pg`."""
 
 from __future__ import annotations
 
-import atexit
-import contextlib
 import logging
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeAlias
-from urllib.parse import quote
 
-import adbc_driver_manager
-import adbc_driver_postgresql.dbapi as adbc
 import psycopg
 from psycopg import sql
-from psycopg.abc import Params
 
-from dpdb.model.felis import latest_version
-
-from ._version import code_version
+from .access import secure
 from .config import Settings
-from .errors import ServerError, VersionMismatchError, first_line
+from .errors import ServerError
+from .migrate import migrate
+from .pg import (
+    REQUIRED_EXTENSIONS,
+    check_compatible,
+    close_idle_adbc,
+    conninfo,
+    ensure_server,
+    raw_connect,
+    server_for,
+)
 from .registry.catalogs import all_catalogs
 from .registry.versions import database_version
-from .server import DEBIAN_PACKAGES, SUPERUSER, EmbeddedServer
 
-__all__ = [
-    "REQUIRED_EXTENSIONS",
-    "server_for",
-    "conninfo",
-    "adbc_uri",
-    "adbc_connection",
-    "close_idle_adbc",
-    "adbc_connection_to",
-    "ensure_server",
-    "prepare",
-    "reset_database",
-    "check_compatible",
-    "connect",
-    "read_snapshot",
-    "Query",
-    "fetch_row",
-    "fetch_value",
-    "DatabaseInfo",
-    "describe",
-]
+__all__ = ["prepare", "reset_database", "connect", "DatabaseInfo", "describe"]
 
 log = logging.getLogger(__name__)
-
-Query: TypeAlias = str | bytes | sql.SQL | sql.Composed
-"""What psycopg executes: SQL text (bytes: a multi-statement script) or a composed statement."""
-
-REQUIRED_EXTENSIONS = ("q3c", "pg_sphere")
-
-
-def server_for(settings: Settings) -> EmbeddedServer | None:
-    """The embedded server of these settings, or None when a DSN is configured."""
-    if not settings.embedded():
-        return None
-    return EmbeddedServer(settings.home, settings.pg_bindir, wal_archive=settings.wal_archive)
-
-
-def conninfo(settings: Settings, dbname: str | None = None) -> str:
-    """libpq connection string of the dpdb database (or of ``dbname`` on the same server)."""
-    server = server_for(settings)
-    if server is not None:
-        return server.conninfo(dbname or settings.database)
-    assert settings.dsn is not None
-    if dbname is None:
-        return settings.dsn
-    return psycopg.conninfo.make_conninfo(settings.dsn, dbname=dbname)
-
-
-def adbc_uri(settings: Settings) -> str:
-    """libpq URI of the database for ADBC (the bulk Arrow path)."""
-    server = server_for(settings)
-    if server is not None:
-        return (
-            f"postgresql://{SUPERUSER}@localhost:{server.port}/{settings.database}?host={server.socket_dir}"
-        )
-    assert settings.dsn is not None
-    if settings.dsn.startswith(("postgresql://", "postgres://")):
-        return settings.dsn
-    params = psycopg.conninfo.conninfo_to_dict(settings.dsn)
-    query = "&".join(f"{k}={quote(str(v), safe='/')}" for k, v in params.items())
-    return f"postgresql:///?{query}"
-
-
-_adbc_lock = threading.Lock()
-_adbc_idle: dict[str, list[adbc.Connection]] = {}
-
-
-@contextmanager
-def adbc_connection(settings: Settings) -> Iterator[adbc.Connection]:
-    """An ADBC connection as the owner (not autocommit), kept for reuse within this process
-    (:func:`adbc_connection_to`)."""
-    with adbc_connection_to(adbc_uri(settings)) as conn:
-        yield conn
-
-
-@contextmanager
-def adbc_connection_to(uri: str) -> Iterator[adbc.Connection]:
-    """An ADBC connection to ``uri`` (not autocommit), kept for reuse within this process.
-
-    Opening one reads the server's whole type catalog (every pg_type row and, for the
-    composite types, every column in pg_attribute): over a second once a few releases'
-    partitions exist. So connections go back to an idle list, rolled back; one whose
-    rollback fails is closed instead.
-    """
-    with _adbc_lock:
-        idle = _adbc_idle.setdefault(uri, [])
-        conn = idle.pop() if idle else None
-    if conn is None:
-        conn = adbc.connect(uri)
-    try:
-        yield conn
-    finally:
-        try:
-            conn.rollback()
-        except adbc_driver_manager.Error:
-            with contextlib.suppress(adbc_driver_manager.Error):
-                conn.close()
-        else:
-            with _adbc_lock:
-                _adbc_idle.setdefault(uri, []).append(conn)
-
-
-def close_idle_adbc(uri: str | None = None) -> None:
-    """Close this process's idle pooled ADBC connections (of ``uri``, or all): before copying a database."""
-    with _adbc_lock:
-        uris = [uri] if uri is not None else list(_adbc_idle)
-        conns = [c for u in uris for c in _adbc_idle.pop(u, [])]
-    for conn in conns:
-        with contextlib.suppress(adbc_driver_manager.Error):
-            conn.close()
-
-
-atexit.register(close_idle_adbc)
-
-
-def _raw_connect(info: str, *, autocommit: bool = False) -> psycopg.Connection:
-    try:
-        return psycopg.connect(info, connect_timeout=10, autocommit=autocommit)
-    except psycopg.OperationalError as e:
-        raise ServerError(f"cannot connect to PostgreSQL ({_redact(info)}): {first_line(e)}") from e
-
-
-def _redact(info: str) -> str:
-    """A conninfo without its password, for error messages."""
-    try:
-        params = psycopg.conninfo.conninfo_to_dict(info)
-    except psycopg.ProgrammingError:
-        return "invalid DSN"
-    params.pop("password", None)
-    return " ".join(f"{k}={v}" for k, v in params.items())
-
-
-def ensure_server(settings: Settings) -> None:
-    """Start the embedded server if needed; create the database and the extensions."""
-    server = server_for(settings)
-    if server is not None:
-        server.up()
-        _ensure_database(settings)
-    with _raw_connect(conninfo(settings), autocommit=True) as conn:
-        _ensure_extensions(conn)
 
 
 _prepared: set[str] = set()
@@ -179,14 +41,10 @@ def prepare(settings: Settings) -> None:
     if key in _prepared:
         return
     ensure_server(settings)
-    with _raw_connect(conninfo(settings), autocommit=True) as conn:
+    with raw_connect(conninfo(settings), autocommit=True) as conn:
         empty = database_version(conn) is None
     if empty:
-        from .migrate import migrate  # late import: migrate builds on this module
-
         migrate(settings)
-    from .readers import secure  # late import: readers builds on this module
-
     secure(settings)
     _prepared.add(key)
 
@@ -202,56 +60,11 @@ def reset_database(settings: Settings) -> None:
         raise ServerError("only the embedded server's database can be reset; DPDB_DSN is set")
     server.up()
     close_idle_adbc()  # the owner's and the readers' pooled connections
-    with _raw_connect(conninfo(settings, "postgres"), autocommit=True) as conn:
+    with raw_connect(conninfo(settings, "postgres"), autocommit=True) as conn:
         conn.execute(
             sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(settings.database))
         )
     _prepared.discard(_prepared_key(settings))
-
-
-def _ensure_database(settings: Settings) -> None:
-    with _raw_connect(conninfo(settings, "postgres"), autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (settings.database,)).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(settings.database)))
-
-
-def _ensure_extensions(conn: psycopg.Connection) -> None:
-    available = {
-        row[0]
-        for row in conn.execute(
-            "SELECT name FROM pg_available_extensions WHERE name = ANY(%s)", (list(REQUIRED_EXTENSIONS),)
-        )
-    }
-    missing = [e for e in REQUIRED_EXTENSIONS if e not in available]
-    if missing:
-        raise ServerError(
-            f"PostgreSQL extension(s) {', '.join(missing)} not installed on the server; "
-            f"install the Debian packages: apt-get install {DEBIAN_PACKAGES}"
-        )
-    for ext in REQUIRED_EXTENSIONS:
-        try:
-            conn.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(ext)))
-        except psycopg.Error as e:
-            raise ServerError(f"cannot create extension {ext}: {first_line(e)}") from e
-
-
-def check_compatible(conn: psycopg.Connection) -> int:
-    """Refuse to work on a database this code cannot read or write; return its version."""
-    version = database_version(conn)
-    newest = latest_version()
-    if version is None:
-        raise VersionMismatchError("database has no dpdb schema; run `dpdb db up` (or `dpdb db migrate`)")
-    if version > newest:
-        raise VersionMismatchError(
-            f"database schema version {version} is newer than this dpdb {code_version()} "
-            f"(knows up to {newest}); upgrade dpdb"
-        )
-    if version < newest:
-        raise VersionMismatchError(
-            f"database schema version {version} is older than this dpdb's {newest}; run `dpdb db migrate`"
-        )
-    return version
 
 
 def connect(settings: Settings, *, check: bool = True, autocommit: bool = False) -> psycopg.Connection:
@@ -261,7 +74,7 @@ def connect(settings: Settings, *, check: bool = True, autocommit: bool = False)
     this code knows, so old code never writes into a newer layout.
     """
     prepare(settings)
-    conn = _raw_connect(conninfo(settings), autocommit=autocommit)
+    conn = raw_connect(conninfo(settings), autocommit=autocommit)
     if check:
         try:
             check_compatible(conn)
@@ -269,36 +82,6 @@ def connect(settings: Settings, *, check: bool = True, autocommit: bool = False)
             conn.close()
             raise
     return conn
-
-
-def fetch_row(conn: psycopg.Connection, query: Query, params: Params | None = None) -> tuple[Any, ...]:
-    """The one row of a query that always returns one (an aggregate, ``now()``, ``EXISTS``)."""
-    row = conn.execute(query, params).fetchone()
-    if row is None:
-        raise RuntimeError(f"query returned no row: {query!r}")
-    return tuple(row)
-
-
-def fetch_value(conn: psycopg.Connection, query: Query, params: Params | None = None) -> Any:
-    """The first value of the one row of a query that always returns one."""
-    return fetch_row(conn, query, params)[0]
-
-
-@contextmanager
-def read_snapshot(settings: Settings) -> Iterator[psycopg.Connection]:
-    """A connection whose transactions are read-only snapshots (REPEATABLE READ): every read of one
-    transaction sees the same committed state, and nothing can be written. Rolled back on exit.
-
-    It connects as the read-only inspector login (plots, provenance, alerts: :mod:`dpdb.readers`).
-    """
-    from .readers import reader_connect  # late import: readers builds on this module
-
-    with reader_connect(settings, inspect=True) as conn:
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        try:
-            yield conn
-        finally:
-            conn.rollback()
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ triggers, the map costs about 18 % of a binary COPY of 100,000 DiaSource rows
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
 
@@ -125,19 +126,15 @@ def _has_foreign_partitions(conn: psycopg.Connection, catalog: str, table: str) 
     return bool(row and row[0])
 
 
-def ensure_keymaps(conn: psycopg.Connection) -> None:
-    """Give every registered catalog's partitioned tables their key maps (catalogs made by older code).
+def ensure_keymaps(conn: psycopg.Connection, catalogs: Iterable[tuple[str, str, int]]) -> None:
+    """Give the partitioned tables of ``catalogs`` (name, kind, schema version) their key maps
+    (catalogs made by older code).
 
     A table that already holds a repeated key cannot get its map: it is left as it
     is, with a warning (``dpdb release validate`` reports the repeats).
     """
-    from .registry.catalogs import all_catalogs
-
-    if conn.execute("SELECT to_regclass('dpdb_meta.catalog')").fetchone() == (None,):
-        return
     installed = False
-    for found in all_catalogs(conn):
-        catalog, kind, version = found.name, str(found.kind), found.schema_version
+    for catalog, kind, version in catalogs:
         for table, keymap in keymap_tables(catalog, version, kind):
             present = conn.execute(
                 "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",

@@ -25,8 +25,8 @@ from pathlib import Path
 import psycopg
 
 from .config import Settings
-from .db import _raw_connect, conninfo, prepare
 from .errors import ConfigError, DpdbError
+from .pg import conninfo, ensure_server, raw_connect
 
 __all__ = ["BusyError", "LOCK_FILE", "folder_lock", "release_lock"]
 
@@ -83,10 +83,10 @@ _APP = "dpdb {action} pid={pid}"
 def release_lock(settings: Settings, name: str, action: str) -> Iterator[None]:
     """Hold release ``name``'s lifecycle lock for the block (one lifecycle step per release at a time)."""
     key = f"dpdb.release {name}"
-    prepare(settings)
+    ensure_server(settings)  # server and database only: locks sit below the bootstrap (dpdb/pg.py)
     app = _APP.format(action=action, pid=os.getpid())[:63]
     info = psycopg.conninfo.make_conninfo(conninfo(settings), application_name=app)
-    conn = _raw_connect(info, autocommit=True)
+    conn = raw_connect(info, autocommit=True)
     try:
         got = conn.execute("SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", (key,)).fetchone()
         if not got or not got[0]:

@@ -27,8 +27,6 @@ import pyarrow as pa
 from astropy.table import Table
 from psycopg import sql
 
-from .archive import _meta as _column_meta
-from .archive import to_astropy
 from .config import Settings
 from .db import connect
 from .errors import PlotError, ProvenanceError, ReleaseStateError
@@ -36,6 +34,7 @@ from .ids import PROMPT_ORIGIN, origin_of, reorigin
 from .registry.catalogs import all_catalogs, find_catalog
 from .registry.prompt_log import latest_processing_time
 from .registry.releases import all_releases, release_by_origin
+from .results import column_meta, to_astropy
 
 if TYPE_CHECKING:
     from .plots.lightcurve import LightCurve
@@ -318,7 +317,7 @@ def lookup_object(
 
 def _columns(kind: str, names: list[str]) -> list[Column]:
     """Canonical names and metadata of a result's columns (implementation columns keep theirs)."""
-    meta = _column_meta().get(kind.lower(), {})
+    meta = column_meta().get(kind.lower(), {})
     canonical = {n.lower(): n for n in meta}
     out = []
     for lower in names:

@@ -20,8 +20,8 @@ from sqlalchemy.pool import NullPool
 from dpdb.model.felis import check_version, latest_version
 
 from .config import Settings
-from .db import conninfo, ensure_server
 from .errors import SchemaError
+from .pg import conninfo, ensure_server
 from .registry import META_NAMESPACE, audit
 from .registry.catalogs import find_catalog
 from .registry.leap_seconds import store_leap_seconds

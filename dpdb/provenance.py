@@ -36,9 +36,9 @@ import dpdb.provenance_read as read
 
 from ._version import code_version as dpdb_version
 from .config import Settings
-from .db import read_snapshot
 from .errors import ProvenanceError
 from .ids import PROMPT_ORIGIN, reorigin
+from .readers import read_snapshot
 from .registry.activations import activation_history
 from .registry.catalogs import find_catalog
 from .registry.releases import owner_of_id, release_names

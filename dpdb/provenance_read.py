@@ -17,9 +17,9 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from .db import Query
 from .ids import reorigin
 from .model.table import catalog_table
+from .pg import Query
 from .registry import manifest, prompt_log
 from .registry.catalogs import find_catalog
 from .registry.releases import all_releases

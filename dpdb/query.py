@@ -29,12 +29,13 @@ from psycopg import sql
 from dpdb.model.felis import latest_version
 from dpdb.model.table import canonical_names
 
+from .access import reader_limits
 from .as_of_rewrite import AS_OF_SCHEMA, prompt_references, rewrite_as_of
 from .asof import AsOf, parse_as_of, resolve_as_of
 from .config import Settings
 from .errors import QueryError, ReleaseStateError
 from .query_output import FILE_FORMATS, FORMATS, write_result
-from .readers import reader_adbc_connection, reader_connect, reader_conninfo, reader_limits
+from .readers import reader_adbc_connection, reader_connect, reader_conninfo
 from .registry.activations import ALIASES, named_now, resolve_alias
 from .registry.catalogs import present_catalog_names
 

@@ -34,33 +34,17 @@ from urllib.parse import quote
 
 import adbc_driver_postgresql.dbapi as adbc
 import psycopg
-from psycopg import sql
 
+from .access import INSPECT_LOGIN, QUERY_LOGIN
 from .config import Settings
-from .db import _raw_connect, adbc_connection_to, check_compatible, conninfo, prepare, server_for
-from .errors import ConfigError, DpdbError
-from .keymap import ensure_keymaps
+from .db import prepare
+from .errors import ConfigError
+from .pg import adbc_connection_to, check_compatible, raw_connect, server_for
 
-__all__ = [
-    "QUERY_LOGIN",
-    "INSPECT_LOGIN",
-    "READER_ROLE",
-    "INSPECTOR_ROLE",
-    "reader_conninfo",
-    "reader_connect",
-    "reader_adbc_connection",
-    "secure",
-    "apply_limits",
-    "reader_limits",
-]
+__all__ = ["reader_conninfo", "reader_connect", "reader_adbc_connection", "read_snapshot"]
 
 log = logging.getLogger(__name__)
 
-READER_ROLE = "dpdb_reader"
-INSPECTOR_ROLE = "dpdb_inspector"
-PUBLISHED_ROLE = "dpdb_published"
-QUERY_LOGIN = "dpdb_query"
-INSPECT_LOGIN = "dpdb_inspect"
 
 # Rights that let a login write or leave the database: a reader login must have none of them.
 _WRITERS = ("dpdb_loader", "pg_write_server_files", "pg_execute_server_program", "pg_read_server_files",
@@ -118,7 +102,7 @@ def reader_connect(settings: Settings, *, inspect: bool = False) -> Iterator[psy
     """A psycopg connection as the read-only login, schema version checked, in read-only transactions."""
     prepare(settings)
     info = reader_conninfo(settings, inspect=inspect)
-    with _raw_connect(info) as conn:
+    with raw_connect(info) as conn:
         _check_reader(conn, info)
         check_compatible(conn)
         conn.rollback()
@@ -132,157 +116,22 @@ def reader_adbc_connection(settings: Settings) -> Iterator[adbc.Connection]:
     prepare(settings)
     info = reader_conninfo(settings)
     if info not in _checked:
-        with _raw_connect(info) as conn:
+        with raw_connect(info) as conn:
             _check_reader(conn, info)
     with adbc_connection_to(_adbc_uri(info)) as aconn:
         yield aconn
 
 
-# -- set-up (superuser side) -----------------------------------------------------------------------
+@contextlib.contextmanager
+def read_snapshot(settings: Settings) -> Iterator[psycopg.Connection]:
+    """A connection whose transactions are read-only snapshots (REPEATABLE READ): every read of one
+    transaction sees the same committed state, and nothing can be written. Rolled back on exit.
 
-
-def reader_limits(settings: Settings) -> dict[str, str]:
-    """The session settings every reader login gets (``ALTER ROLE ... SET``)."""
-    return {
-        "statement_timeout": f"{int(settings.reader_statement_timeout * 1000)}ms",
-        "idle_in_transaction_session_timeout": f"{int(settings.reader_idle_timeout * 1000)}ms",
-        "temp_file_limit": f"{int(settings.reader_temp_file_limit_mb) * 1024}kB"
-        if settings.reader_temp_file_limit_mb >= 0
-        else "-1",
-        "client_connection_check_interval": f"{int(settings.reader_connection_check_interval * 1000)}ms",
-    }
-
-
-def apply_limits(conn: psycopg.Connection, login: str, settings: Settings) -> None:
-    """Give ``login`` the reader limits (only what differs, so concurrent runs rarely touch the catalog)."""
-    current = {}
-    row = conn.execute(
-        "SELECT s.setconfig, r.rolconnlimit FROM pg_roles r LEFT JOIN pg_db_role_setting s "
-        "ON s.setrole = r.oid AND s.setdatabase = 0 WHERE r.rolname = %s",
-        (login,),
-    ).fetchone()
-    if row is None:
-        return
-    for item in row[0] or []:
-        key, _, value = item.partition("=")
-        current[key] = value
-    limits = reader_limits(settings)
-    if login == QUERY_LOGIN:
-        # dpdb's own pool keeps this login's ADBC connections between queries, and ADBC opens the next
-        # transaction (BEGIN, no snapshot yet) at once; each query is one statement, rolled back.
-        limits["idle_in_transaction_session_timeout"] = "0"
-    for key, value in limits.items():
-        if current.get(key) != value:
-            conn.execute(
-                sql.SQL("ALTER ROLE {} SET {} = {}").format(
-                    sql.Identifier(login), sql.Identifier(key), sql.Literal(value)
-                )
-            )
-    if row[1] != settings.reader_login_connections:
-        conn.execute(
-            sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(
-                sql.Identifier(login), sql.Literal(settings.reader_login_connections)
-            )
-        )
-
-
-def reader_logins(conn: psycopg.Connection) -> list[tuple[str, int]]:
-    """(login, connection limit) of every login that is a member of ``dpdb_reader``."""
-    return [
-        (r[0], int(r[1]))
-        for r in conn.execute(
-            "SELECT r.rolname, r.rolconnlimit FROM pg_roles r WHERE r.rolcanlogin AND NOT r.rolsuper "
-            "AND to_regrole('dpdb_reader') IS NOT NULL AND pg_has_role(r.oid, 'dpdb_reader', 'MEMBER') "
-            "ORDER BY 1"
-        )
-    ]
-
-
-def check_budget(conn: psycopg.Connection, settings: Settings, adding: str | None = None) -> None:
-    """Refuse a new reader login when the logins' connection limits would exceed the readers' budget.
-
-    PostgreSQL limits connections per login, not per group role; keeping the sum
-    of the reader logins' limits within ``reader_role_connections`` bounds what
-    all readers together can take (the rest stays for loaders and the operator).
+    It connects as the read-only inspector login (plots, provenance, alerts: this module).
     """
-    logins = [(name, limit) for name, limit in reader_logins(conn) if name != adding]
-    per_login = settings.reader_login_connections
-    used = sum(per_login if limit < 0 else limit for _, limit in logins)
-    if adding is not None and used + per_login > settings.reader_role_connections:
-        raise DpdbError(
-            f"reader connection budget exhausted: {len(logins)} reader logins hold {used} of "
-            f"{settings.reader_role_connections} connections (DPDB_READER_ROLE_CONNECTIONS); "
-            f"a new login needs {per_login} (DPDB_READER_LOGIN_CONNECTIONS)"
-        )
-
-
-def _public_can(conn: psycopg.Connection, database: str) -> bool:
-    """Whether PUBLIC holds any privilege on ``database`` (the default ACL gives it CONNECT and TEMP)."""
-    row = conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_database d, "
-        "aclexplode(coalesce(d.datacl, acldefault('d', d.datdba))) a WHERE d.datname = %s AND a.grantee = 0)",
-        (database,),
-    ).fetchone()
-    return bool(row and row[0])
-
-
-def _database_locked_down(conn: psycopg.Connection, database: str) -> bool:
-    """No privilege for PUBLIC, CONNECT for readers and TEMPORARY for loaders already (nothing to do)."""
-    if _public_can(conn, database):
-        return False
-    row = conn.execute(
-        "SELECT has_database_privilege('dpdb_reader', %s, 'CONNECT') "
-        "AND has_database_privilege('dpdb_loader', %s, 'TEMPORARY')",
-        (database, database),
-    ).fetchone()
-    return bool(row and row[0])
-
-
-def secure(settings: Settings) -> None:
-    """Set up least privilege on the dpdb database (idempotent; called by :func:`dpdb.db.prepare`).
-
-    On the embedded server also: the two reader logins, and no CONNECT for PUBLIC
-    on ``postgres`` and ``template1``. With ``DPDB_DSN`` what the configured user
-    may not do is skipped (logged).
-    """
-    embedded = server_for(settings) is not None
-    try:
-        with _raw_connect(conninfo(settings)) as conn:
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext('dpdb.secure'))")
-            if conn.execute("SELECT to_regclass('dpdb_meta.schema_version') IS NULL").fetchone()[0]:  # type: ignore[index]
-                return  # no dpdb schema yet: migrate installs the roles, the next prepare comes back
-            if conn.execute(
-                "SELECT to_regrole('dpdb_published') IS NULL OR to_regnamespace('dpdb_registry') IS NULL "
-                "OR (to_regnamespace('tap_schema') IS NOT NULL "
-                "AND NOT has_schema_privilege('dpdb_reader', 'tap_schema', 'USAGE'))"
-            ).fetchone()[0]:  # type: ignore[index]
-                from .migrate import install_sql  # a database set up by older code: roles and views
-
-                install_sql(conn)
-            ensure_keymaps(conn)  # catalogs made before key maps existed
-            db = sql.Identifier(conn.info.dbname)
-            if not _database_locked_down(conn, conn.info.dbname):
-                conn.execute(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(db))
-                conn.execute(sql.SQL("GRANT CONNECT ON DATABASE {} TO dpdb_reader").format(db))
-                conn.execute(sql.SQL("GRANT TEMPORARY ON DATABASE {} TO dpdb_loader").format(db))
-            conn.commit()
-    except psycopg.errors.InsufficientPrivilege as e:
-        log.info("not the owner of the database; database privileges left as they are (%s)", e)
-        return
-    if not embedded:
-        return  # an operator's server: its logins and other databases are the operator's
-    # Cluster-wide objects, serialized in database postgres (advisory locks are per database).
-    with _raw_connect(conninfo(settings, "postgres")) as conn:
-        conn.execute("SELECT pg_advisory_xact_lock(hashtext('dpdb.secure'))")
-        for template in ("postgres", "template1"):
-            if _public_can(conn, template):
-                revoke = sql.SQL("REVOKE CONNECT ON DATABASE {} FROM PUBLIC")
-                conn.execute(revoke.format(sql.Identifier(template)))
-        for login, role in ((QUERY_LOGIN, PUBLISHED_ROLE), (INSPECT_LOGIN, INSPECTOR_ROLE)):
-            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (login,)).fetchone():
-                conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(login)))
-            if not conn.execute("SELECT pg_has_role(%s, %s, 'MEMBER')", (login, role)).fetchone()[0]:  # type: ignore[index]
-                conn.execute(sql.SQL("GRANT {} TO {}").format(sql.Identifier(role), sql.Identifier(login)))
-        for login, _ in reader_logins(conn):
-            apply_limits(conn, login, settings)
-        conn.commit()
+    with reader_connect(settings, inspect=True) as conn:
+        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        try:
+            yield conn
+        finally:
+            conn.rollback()

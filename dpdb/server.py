@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import backup
 from .errors import ConfigError, ServerError
 
 __all__ = ["EmbeddedServer", "ServerStatus", "find_bindir", "DEBIAN_PACKAGES"]
@@ -95,7 +96,16 @@ class EmbeddedServer:
         self.log_dir = self.home / "log"
         self.port_file = self.home / "port"
 
+    def sibling(self, home: Path) -> EmbeddedServer:
+        """A server in ``home`` with this one's binaries and archiving choice (a restore's copy)."""
+        return EmbeddedServer(home, self._bindir, wal_archive=self.wal_archive)
+
     # -- paths and identity ------------------------------------------------
+    @property
+    def superuser(self) -> str:
+        """The cluster's superuser (the OS user the server runs as, when root starts it)."""
+        return SUPERUSER
+
     @property
     def bindir(self) -> Path:
         if self._bindir is None or not (Path(self._bindir) / "pg_ctl").is_file():
@@ -399,14 +409,10 @@ class EmbeddedServer:
 
     def _configure_archive(self, port: int) -> None:
         """WAL archiving to the home's pgBackRest repository (or off), written before every start."""
-        from .backup import configure_archiving
-
-        configure_archiving(self, port)
+        backup.configure_archiving(self, port)
 
     def _after_start(self) -> None:
-        from .backup import after_start
-
-        after_start(self)
+        backup.after_start(self)
 
     def _choose_port(self) -> int:
         """Keep the recorded port if it is free, else take a free one and record it."""

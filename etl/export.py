@@ -18,8 +18,9 @@ from psycopg import sql
 
 from dpdb.atomic import atomic_file
 from dpdb.config import Settings
-from dpdb.db import adbc_connection, connect
+from dpdb.db import connect
 from dpdb.errors import DpdbError
+from dpdb.pg import adbc_connection
 from dpdb.registry.catalogs import find_catalog
 
 from .validate import TargetTable, target_table

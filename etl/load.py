@@ -29,10 +29,11 @@ import pyarrow as pa
 from psycopg import sql
 
 from dpdb.config import Settings
-from dpdb.db import adbc_connection, connect, conninfo
+from dpdb.db import connect
 from dpdb.errors import DpdbError, ValidationError, first_line
 from dpdb.healpix import pixels
 from dpdb.model.layout import LOAD_ID_COLUMN, PIXEL_COLUMN, layout
+from dpdb.pg import adbc_connection, conninfo
 from dpdb.registry import manifest
 from dpdb.registry.catalogs import writable_catalog
 from dpdb.shards.commit import ShardTransaction, gid_for, give_back, recover, take_connection

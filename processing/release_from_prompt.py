@@ -20,12 +20,13 @@ import pyarrow.compute as pc
 from psycopg import sql
 
 from dpdb.config import Settings
-from dpdb.db import adbc_connection, connect
+from dpdb.db import connect
 from dpdb.errors import ValidationError
 from dpdb.etl.export import select_sql
 from dpdb.etl.validate import TargetTable, target_table
 from dpdb.ids import reorigin
 from dpdb.model.felis import latest_version
+from dpdb.pg import adbc_connection
 from dpdb.prompt import statements as prompt_statements
 from dpdb.registry.catalogs import find_catalog
 

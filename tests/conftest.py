@@ -24,7 +24,8 @@ import pytest
 from psycopg import sql
 
 from dpdb.config import Settings
-from dpdb.db import conninfo, prepare
+from dpdb.db import prepare
+from dpdb.pg import conninfo
 from dpdb.server import EmbeddedServer
 
 TEMPLATE_DB = "dpdb_test_template"

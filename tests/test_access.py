@@ -14,9 +14,9 @@ from test_release import ready
 
 from dpdb.cli import cli
 from dpdb.config import Settings
-from dpdb.db import conninfo
 from dpdb.lifecycle.activate import activate_release
 from dpdb.model.felis import latest_version
+from dpdb.pg import conninfo
 from dpdb.processing.release import produce
 from dpdb.registry.releases import create_release
 from dpdb.server import EmbeddedServer

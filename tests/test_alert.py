@@ -25,8 +25,8 @@ from conftest import drop_database, new_database
 
 from dpdb.cli import cli
 from dpdb.config import Settings
-from dpdb.db import conninfo
 from dpdb.errors import AlertError
+from dpdb.pg import conninfo
 from dpdb.processing.survey import SurveyConfig, simulate
 from dpdb.prompt import ingest
 from dpdb.prompt.alert import (

@@ -19,7 +19,7 @@ from astropy.time import Time
 from conftest import DemoRun
 
 import dpdb
-from dpdb.db import conninfo
+from dpdb.pg import conninfo
 
 DIA_OBJECT = 288230377200288075  # the README's DiaObject (30 DiaSources now, 18 as of MJD 61002.5)
 

@@ -25,7 +25,7 @@ from test_release import ready, table_checksums
 
 from dpdb.backup import pgbackrest
 from dpdb.config import Settings
-from dpdb.db import conninfo
+from dpdb.pg import conninfo
 from dpdb.processing.release import produce
 from dpdb.processing.survey import SurveyConfig, simulate
 from dpdb.prompt import ingest

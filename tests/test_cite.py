@@ -34,7 +34,7 @@ from dpdb.citations import CitationError, CitationUnavailableError, digest_rows,
 from dpdb.citations.digest import canonical_tag
 from dpdb.cli import cli
 from dpdb.config import Settings
-from dpdb.db import close_idle_adbc
+from dpdb.pg import close_idle_adbc
 from dpdb.server import EmbeddedServer
 from dpdb.timeutil import now_mjd_tai
 
@@ -132,7 +132,7 @@ def test_citing_the_same_query_at_the_same_instant_gives_one_identifier(cloned: 
     assert other.citation_id != c.citation_id and other.result_sha256 == c.result_sha256  # dr2 is frozen
     assert archive.citations.get(c.handle).citation_id == c.citation_id
     assert archive.citations.get(f"https://doi.org/{c.handle}").citation_id == c.citation_id
-    with psycopg.connect(dpdb.db.conninfo(cloned)) as conn:
+    with psycopg.connect(dpdb.pg.conninfo(cloned)) as conn:
         audited = conn.execute(
             "SELECT count(*) FROM dpdb_meta.audit_log WHERE action = 'cite' AND outcome = %s",
             (f"ok: {c.citation_id}",),
@@ -237,7 +237,7 @@ def test_datacite_json_validates_and_bibtex_parses(cloned: Settings) -> None:
 
 
 def _latest(s: Settings) -> float:
-    with psycopg.connect(dpdb.db.conninfo(s)) as conn:
+    with psycopg.connect(dpdb.pg.conninfo(s)) as conn:
         row = conn.execute(
             "SELECT greatest((SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit), "
             "(SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_relink))"
@@ -264,7 +264,7 @@ def test_citations_stay_verified_through_ingest_relink_activation_and_retention(
     assert before.num_rows == light_curve.row_count
 
     # a daytime relink moves one of the light curve's DiaSources to a known SSObject
-    with psycopg.connect(dpdb.db.conninfo(cloned)) as conn:
+    with psycopg.connect(dpdb.pg.conninfo(cloned)) as conn:
         ss_object = conn.execute("SELECT min(ssObjectId) FROM prompt.SSObject").fetchone()[0]  # type: ignore[index]
     moved = before.column("diaSourceId")[3].as_py()
     linkage = tmp_path / "linkage"
@@ -300,7 +300,7 @@ def test_citations_stay_verified_through_ingest_relink_activation_and_retention(
     report = archive.releases.validate("dr3")
     activation = archive.releases.activate("dr3", force=not report.ok)
     assert "dr1" in activation.archived
-    with psycopg.connect(dpdb.db.conninfo(cloned)) as conn:
+    with psycopg.connect(dpdb.pg.conninfo(cloned)) as conn:
         assert conn.execute("SELECT state FROM dpdb_meta.release WHERE name = 'dr1'").fetchone() == (
             "archived",
         )
@@ -325,7 +325,7 @@ def test_citations_stay_verified_through_ingest_relink_activation_and_retention(
     code, out = _run(cloned, "release", "drop", "dr1")
     assert code == 0 and "warning: 2 citations read release dr1" in out, out
     assert dr1_cone.citation_id in out and dr1_all.citation_id in out
-    with psycopg.connect(dpdb.db.conninfo(cloned)) as conn:
+    with psycopg.connect(dpdb.pg.conninfo(cloned)) as conn:
         outcome = conn.execute(
             "SELECT outcome FROM dpdb_meta.audit_log WHERE action = 'release.drop' "
             "ORDER BY audit_id DESC LIMIT 1"

@@ -18,10 +18,10 @@ from click.testing import CliRunner
 
 from dpdb.cli import cli
 from dpdb.config import Settings
-from dpdb.db import conninfo
 from dpdb.etl.load import load
 from dpdb.healpix import pixels
 from dpdb.model.felis import latest_version
+from dpdb.pg import conninfo
 from dpdb.processing.synthetic import synthetic_table
 from dpdb.registry.releases import create_release
 

@@ -120,24 +120,8 @@ def test_the_graph_sees_imports() -> None:
     assert "dpdb.etl.load" in graph["dpdb.archive"]  # inside a method
 
 
-# Cycles known today, each through imports inside functions (late binding), to be broken; the test
-# fails on any other cycle and on any of these growing. Shrink this list, never extend it.
-KNOWN = [
-    # db.prepare bootstraps (migrate, reader roles), which need connections, the audit log and locks;
-    # the server configures WAL archiving through backup.
-    {"dpdb.backup", "dpdb.db", "dpdb.locks", "dpdb.migrate", "dpdb.readers", "dpdb.registry.audit",
-     "dpdb.server"},
-    # the services import the API module for its instant and table helpers; the API serves them
-    {"dpdb", "dpdb.archive", "dpdb.lookup", "dpdb.overview", "dpdb.portal", "dpdb.portal.errors",
-     "dpdb.portal.render", "dpdb.portal.routes", "dpdb.service", "dpdb.service.app", "dpdb.tap.metadata",
-     "dpdb.tap.router", "dpdb.tap.run", "dpdb.tap.uws"},
-    {"dpdb.keymap", "dpdb.registry.catalogs"},  # ensure_keymaps lists the catalogs
-    {"dpdb.access", "dpdb.registry.releases"},  # grant_loader publishes a restored release
-]  # fmt: skip
-
-
 def test_no_import_cycles() -> None:
-    cycles = [c for c in _cycles(import_graph()) if not any(set(c) <= known for known in KNOWN)]
+    cycles = _cycles(import_graph())
     assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
 
 

@@ -21,12 +21,11 @@ from click.testing import CliRunner
 from psycopg.conninfo import make_conninfo
 
 import dpdb
-from dpdb.access import create_reader
+from dpdb.access import QUERY_LOGIN, create_reader, reader_limits, secure
 from dpdb.cli import cli
 from dpdb.config import Settings
-from dpdb.db import conninfo
 from dpdb.errors import DpdbError, QueryError
-from dpdb.readers import QUERY_LOGIN, reader_limits, secure
+from dpdb.pg import conninfo
 from dpdb.server import EmbeddedServer
 
 DPDB = str(Path(sys.executable).with_name("dpdb"))

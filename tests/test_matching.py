@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dpdb.config import Settings
-from dpdb.db import conninfo
 from dpdb.named_sql import named_blocks, statements
+from dpdb.pg import conninfo
 
 pairs = st.lists(
     st.tuples(

@@ -6,10 +6,11 @@ import psycopg
 import pytest
 
 from dpdb.config import Settings
-from dpdb.db import connect, conninfo
+from dpdb.db import connect
 from dpdb.errors import SchemaError, VersionMismatchError
 from dpdb.migrate import migrate
 from dpdb.model.felis import latest_version, load_felis, versions
+from dpdb.pg import conninfo
 
 
 def _columns(conn: psycopg.Connection, schema: str) -> dict[str, list[tuple[str, str]]]:

@@ -16,8 +16,8 @@ import pyarrow as pa
 from test_etl import _bad_cases, write
 
 from dpdb.config import Settings
-from dpdb.db import conninfo
 from dpdb.locks import folder_lock
+from dpdb.pg import conninfo
 from dpdb.processing.synthetic import synthetic_table
 
 DPDB = str(Path(sys.executable).with_name("dpdb"))

@@ -27,13 +27,13 @@ from conftest import drop_database, new_database
 
 from dpdb.cli import cli
 from dpdb.config import Settings
-from dpdb.db import conninfo
 from dpdb.errors import ReleaseStateError
 from dpdb.ids import make_id
 from dpdb.lifecycle.activate import activate_release
 from dpdb.lifecycle.archive import drop_release
 from dpdb.lifecycle.load import load_release
 from dpdb.model.felis import latest_version
+from dpdb.pg import conninfo
 from dpdb.plots import (
     PlotError,
     history_data,

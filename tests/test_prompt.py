@@ -17,8 +17,8 @@ from conftest import drop_database, new_database
 
 from dpdb.cli import cli
 from dpdb.config import Settings
-from dpdb.db import conninfo
 from dpdb.errors import ValidationError
+from dpdb.pg import conninfo
 from dpdb.processing.quality import association_quality
 from dpdb.processing.survey import SurveyConfig, simulate
 from dpdb.prompt import ingest

@@ -29,12 +29,13 @@ from conftest import drop_database, new_database, release_env
 
 from dpdb.cli import cli
 from dpdb.config import Settings
-from dpdb.db import connect, conninfo
+from dpdb.db import connect
 from dpdb.ids import make_id, reorigin
 from dpdb.lifecycle.activate import activate_release
 from dpdb.lifecycle.load import load_release
 from dpdb.lifecycle.validate import validate_release
 from dpdb.model.felis import latest_version
+from dpdb.pg import conninfo
 from dpdb.processing.release import produce
 from dpdb.processing.survey import SurveyConfig, simulate
 from dpdb.prompt import ingest, relink

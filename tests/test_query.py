@@ -25,9 +25,9 @@ from conftest import drop_database, new_database
 from dpdb.as_of_rewrite import rewrite_as_of
 from dpdb.cli import cli
 from dpdb.config import Settings
-from dpdb.db import conninfo
 from dpdb.errors import QueryError, ReleaseStateError
 from dpdb.healpix import pixels
+from dpdb.pg import conninfo
 from dpdb.query import run_query
 from dpdb.query_output import write_result
 

@@ -20,7 +20,7 @@ import psycopg
 from conftest import DemoRun, demo_env
 
 from dpdb.cli import cli
-from dpdb.db import conninfo
+from dpdb.pg import conninfo
 
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text()

@@ -13,7 +13,7 @@ from conftest import release_env
 
 from dpdb.cli import cli
 from dpdb.config import Settings
-from dpdb.db import conninfo, prepare
+from dpdb.db import prepare
 from dpdb.errors import ReleaseStateError, ValidationError
 from dpdb.etl import release_dir
 from dpdb.ids import origin_of
@@ -23,6 +23,7 @@ from dpdb.lifecycle.load import load_release, restore_release
 from dpdb.lifecycle.validate import validate_release
 from dpdb.model.felis import latest_version
 from dpdb.model.layout import RELEASE_TABLES
+from dpdb.pg import conninfo
 from dpdb.processing.release import produce
 from dpdb.registry.releases import create_release, get_release
 

@@ -15,11 +15,11 @@ from conftest import release_env
 from test_release import ready, table_checksums
 
 from dpdb.config import Settings
-from dpdb.db import conninfo
 from dpdb.etl import release_dir
 from dpdb.lifecycle.activate import activate_release, retain
 from dpdb.lifecycle.load import load_release, restore_release
 from dpdb.model.felis import latest_version
+from dpdb.pg import conninfo
 from dpdb.processing.release import produce
 from dpdb.registry.releases import create_release, get_release
 

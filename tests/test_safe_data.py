@@ -21,12 +21,12 @@ import dpdb
 from dpdb.asof import MJD_MAX
 from dpdb.cli import cli
 from dpdb.config import Settings
-from dpdb.db import conninfo
 from dpdb.errors import ValidationError
 from dpdb.etl.load import load
 from dpdb.lifecycle.validate import validate_release
 from dpdb.locks import BusyError, folder_lock, release_lock
 from dpdb.model.felis import latest_version
+from dpdb.pg import conninfo
 from dpdb.processing.synthetic import synthetic_table
 from dpdb.registry.releases import create_release, set_state
 from dpdb.timeutil import iso_utc

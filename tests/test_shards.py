@@ -20,10 +20,10 @@ from psycopg import sql
 import dpdb
 from dpdb.cli import cli
 from dpdb.config import Settings
-from dpdb.db import conninfo
 from dpdb.errors import QueryError, ShardError
 from dpdb.healpix import partition_bounds
 from dpdb.model.layout import RELEASE_TABLES
+from dpdb.pg import conninfo
 from dpdb.processing.release import produce
 from dpdb.server import EmbeddedServer
 from dpdb.shards.placement import assign

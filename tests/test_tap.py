@@ -303,7 +303,7 @@ def _plan(archive: dpdb.Archive, adql: str) -> str:
     partitions are large enough for the planner to prefer the index (the demo's are a few pages)."""
     import psycopg
 
-    from dpdb.db import conninfo
+    from dpdb.pg import conninfo
     from dpdb.tap.run import Limits, parse_params, prepare
 
     translation, *_ = prepare(archive, parse_params({"LANG": "ADQL", "QUERY": adql}, Limits()))

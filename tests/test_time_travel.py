@@ -20,8 +20,8 @@ from conftest import drop_database, new_database
 
 from dpdb.cli import cli
 from dpdb.config import Settings
-from dpdb.db import conninfo
 from dpdb.errors import ValidationError
+from dpdb.pg import conninfo
 from dpdb.processing.survey import SurveyConfig, simulate
 from dpdb.prompt import RelinkResult, ingest, relink
 from dpdb.query import run_query

@@ -20,8 +20,9 @@ from dpdb.model.layout import RELEASE_TABLES
 
 from ..atomic import atomic_file
 from ..config import Settings
-from ..db import connect, fetch_row
+from ..db import connect
 from ..ids import reorigin
+from ..pg import fetch_row
 from ..query import run_query
 from ..registry import prompt_log
 from ..registry.activations import active_release

@@ -38,8 +38,9 @@ from typing import Any
 
 from dpdb._version import code_version
 from dpdb.config import Settings
-from dpdb.db import adbc_uri, connect
+from dpdb.db import connect
 from dpdb.errors import DpdbError, ValidationError
+from dpdb.pg import adbc_uri
 from dpdb.timeutil import iso_utc, now_mjd_tai
 
 from .source import NestedExport, Snapshot, TableExport, arrow_schema, plan_tables, resolve_snapshot

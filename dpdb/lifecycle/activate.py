@@ -26,9 +26,10 @@ from psycopg import errors, sql
 
 from dpdb.access import revoke_loader
 from dpdb.config import Settings
-from dpdb.db import connect, fetch_value
+from dpdb.db import connect
 from dpdb.errors import ReleaseStateError
 from dpdb.model.layout import LOAD_ID_COLUMN
+from dpdb.pg import fetch_value
 from dpdb.registry.activations import active_release, by_last_activation, previous_release, record_activation
 from dpdb.registry.releases import NOW, get_release, lock_lifecycle, set_state
 from dpdb.registry.states import ACTIVATABLE, FORCE_ACTIVATABLE, ReleaseState

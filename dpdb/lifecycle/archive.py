@@ -25,11 +25,12 @@ import psycopg
 from psycopg import sql
 
 from dpdb.config import Settings
-from dpdb.db import connect, fetch_value
+from dpdb.db import connect
 from dpdb.errors import ReleaseStateError, ValidationError
 from dpdb.etl import release_dir
 from dpdb.etl.validate import target_table
 from dpdb.model.layout import RELEASE_TABLES
+from dpdb.pg import fetch_value
 from dpdb.registry import manifest as load_manifest
 from dpdb.registry.activations import active_release, previous_release
 from dpdb.registry.catalogs import find_catalog, forget_catalog

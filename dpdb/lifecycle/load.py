@@ -85,7 +85,7 @@ def restore_release(settings: Settings, name: str, *, jobs: int = 2) -> LoadResu
             create_catalog(
                 conn, name, CatalogKind.RELEASE, manifest.schema_version, manifest.partition_order, weights
             )
-            grant_loader(conn, name)
+            grant_loader(conn, name, published=rel.activated_at is not None)
             set_state(conn, name, ReleaseState.RESTORING)
         _check_fits(conn, get_release(conn, name), manifest, directory)
     result = _load_tables(settings, name, directory, manifest, jobs, None)

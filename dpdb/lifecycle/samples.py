@@ -12,8 +12,8 @@ import psycopg
 from psycopg import sql
 
 from dpdb.config import Settings
-from dpdb.db import fetch_value
 from dpdb.etl.validate import target_table
+from dpdb.pg import fetch_value
 from dpdb.registry.catalogs import find_catalog
 
 __all__ = ["SAMPLE_TABLES", "make_sample", "has_sample"]

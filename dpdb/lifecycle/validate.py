@@ -30,13 +30,14 @@ from psycopg import sql
 
 from dpdb.access import revoke_loader
 from dpdb.config import Settings
-from dpdb.db import adbc_connection, connect, fetch_row
+from dpdb.db import connect
 from dpdb.errors import ReleaseStateError
 from dpdb.etl.validate import TargetTable, target_table
 from dpdb.healpix import PIXEL_ORDER, pixels
 from dpdb.ids import ORIGIN_SHIFT, PROMPT_ORIGIN
 from dpdb.model.layout import LAYOUTS, PIXEL_COLUMN, RELEASE_TABLES
 from dpdb.named_sql import named_blocks
+from dpdb.pg import adbc_connection, fetch_row
 from dpdb.registry.activations import active_release
 from dpdb.registry.catalogs import find_catalog
 from dpdb.registry.releases import NOW, Release, get_release, origin_holders, set_state

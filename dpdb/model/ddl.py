@@ -44,7 +44,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 # SQLAlchemy's dialect classes carry no annotations, so strict mypy calls their constructor untyped.
-_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]
+_DIALECT = postgresql.dialect()  # type: ignore[no-untyped-call]  # SQLAlchemy leaves it unannotated
 
 
 @dataclass(frozen=True)

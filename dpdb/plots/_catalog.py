@@ -13,8 +13,8 @@ from collections.abc import Iterator
 import psycopg
 
 from dpdb.config import Settings
-from dpdb.db import read_snapshot
 from dpdb.errors import ReleaseStateError
+from dpdb.readers import read_snapshot
 from dpdb.registry import prompt_log
 from dpdb.registry.activations import ALIASES, resolve_alias
 from dpdb.registry.catalogs import find_catalog

@@ -20,13 +20,16 @@ The JSON the pages draw from is under ``/api``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
-from ..archive import Archive
 from .errors import install_error_pages
 from .routes import create_router
+
+if TYPE_CHECKING:
+    from ..archive import Archive
 
 __all__ = ["create_router", "mount_portal", "STATIC_DIR", "TEMPLATE_DIR"]
 

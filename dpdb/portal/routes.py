@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
-from ..archive import Archive, to_mjd_tai
 from ..errors import DpdbError, PlotError
+from ..instants import to_mjd_tai
 from ..timeutil import iso_utc, now_mjd_tai
 from .errors import PortalError, portal_error
 from .render import page
 from .sky import sky_json
+
+if TYPE_CHECKING:
+    from ..archive import Archive
 
 __all__ = ["create_router", "DEFAULT_MAXREC", "EXAMPLES"]
 

@@ -70,8 +70,9 @@ import psycopg
 from lsst.alert.packet import Schema, get_schema_path
 
 from dpdb.config import Settings
-from dpdb.db import connect, read_snapshot
+from dpdb.db import connect
 from dpdb.errors import AlertError, first_line
+from dpdb.readers import read_snapshot
 from dpdb.registry.catalogs import find_catalog
 from dpdb.timeutil import iso_utc
 

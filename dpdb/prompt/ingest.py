@@ -41,8 +41,9 @@ import pyarrow as pa
 
 import dpdb.prompt.statements as prompt_statements
 from dpdb.config import Settings
-from dpdb.db import adbc_connection, connect
+from dpdb.db import connect
 from dpdb.etl.files import fingerprint
+from dpdb.pg import adbc_connection
 from dpdb.registry import manifest, prompt_log
 from dpdb.registry.activations import active_release
 from dpdb.registry.catalogs import writable_catalog

@@ -23,9 +23,10 @@ import pyarrow as pa
 
 import dpdb.prompt.statements as prompt_statements
 from dpdb.config import Settings
-from dpdb.db import adbc_connection, connect
+from dpdb.db import connect
 from dpdb.errors import ValidationError
 from dpdb.etl.files import fingerprint
+from dpdb.pg import adbc_connection
 from dpdb.registry import manifest, prompt_log
 from dpdb.registry.catalogs import writable_catalog
 from dpdb.timeutil import iso_utc

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 import psycopg
 
 from dpdb.config import Settings
-from dpdb.db import conninfo
 from dpdb.errors import first_line
+from dpdb.pg import conninfo
 
 __all__ = ["Audit", "audited", "record"]
 

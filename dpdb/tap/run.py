@@ -111,7 +111,7 @@ class QueryOutcome:
 
 
 def _instant(archive: Any, as_of: str | None) -> float:
-    from ..archive import to_mjd_tai
+    from ..instants import to_mjd_tai
 
     if as_of is None:
         # The present is the latest committed change (prompt processing or release activation): the
