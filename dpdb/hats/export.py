@@ -28,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -37,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from dpdb._version import code_version
+from dpdb.atomic import atomic_file
 from dpdb.config import Settings
 from dpdb.db import connect
 from dpdb.errors import DpdbError, ValidationError
@@ -327,8 +327,12 @@ def _export_plain(settings: Settings, plan: TableExport, out: Path) -> CatalogRe
         result.reused = True
         return result
     schema = arrow_schema(plan.target)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with adbc.connect(adbc_uri(settings)) as conn, conn.cursor() as cur, pq.ParquetWriter(tmp, schema) as w:
+    with (
+        atomic_file(path) as fh,
+        adbc.connect(adbc_uri(settings)) as conn,
+        conn.cursor() as cur,
+        pq.ParquetWriter(fh, schema) as w,
+    ):
         cur.execute(plan.chunk_sql(None, None))
         for batch in cur.fetch_record_batch():
             if batch.num_rows:
@@ -336,7 +340,6 @@ def _export_plain(settings: Settings, plan: TableExport, out: Path) -> CatalogRe
 
                 w.write_table(pa.Table.from_batches([pa.RecordBatch.from_arrays(
                     batch.columns, names=schema.names).cast(schema)]))  # fmt: skip
-    os.replace(tmp, path)
     return result
 
 
@@ -350,6 +353,5 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    with atomic_file(path, binary=False) as fh:
+        fh.write(json.dumps(data, indent=1, sort_keys=True) + "\n")
