@@ -33,6 +33,7 @@ from .server import DEBIAN_PACKAGES, SUPERUSER, EmbeddedServer
 
 __all__ = [
     "REQUIRED_EXTENSIONS",
+    "missing_extensions",
     "server_for",
     "conninfo",
     "adbc_uri",
@@ -171,14 +172,19 @@ def _ensure_database(settings: Settings) -> None:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(settings.database)))
 
 
-def _ensure_extensions(conn: psycopg.Connection) -> None:
+def missing_extensions(conn: psycopg.Connection) -> list[str]:
+    """The required extensions that the server of ``conn`` does not have installed."""
     available = {
         row[0]
         for row in conn.execute(
             "SELECT name FROM pg_available_extensions WHERE name = ANY(%s)", (list(REQUIRED_EXTENSIONS),)
         )
     }
-    missing = [e for e in REQUIRED_EXTENSIONS if e not in available]
+    return [e for e in REQUIRED_EXTENSIONS if e not in available]
+
+
+def _ensure_extensions(conn: psycopg.Connection) -> None:
+    missing = missing_extensions(conn)
     if missing:
         raise ServerError(
             f"PostgreSQL extension(s) {', '.join(missing)} not installed on the server; "

@@ -28,6 +28,7 @@ import psycopg
 from psycopg import sql
 
 from dpdb.errors import ShardError, first_line
+from dpdb.pg import REQUIRED_EXTENSIONS, missing_extensions
 
 __all__ = [
     "SERVER_PREFIX",
@@ -61,7 +62,6 @@ FDW_OPTIONS = {
     "extensions", "async_capable", "fetch_size", "use_remote_estimate", "fdw_startup_cost",
     "fdw_tuple_cost", "updatable", "truncatable", "batch_size", "parallel_commit", "keep_connections",
 }  # fmt: skip
-REQUIRED_EXTENSIONS = ("q3c", "pg_sphere")
 
 
 @dataclass(frozen=True)
@@ -219,13 +219,7 @@ def _option_list(options: dict[str, str]) -> sql.Composable:
 def _check_remote(name: str, dsn: str) -> None:
     """The shard answers, has the extensions (created here) and allows prepared transactions."""
     with connect_shard(dsn, name, autocommit=True) as remote:
-        available = {
-            r[0]
-            for r in remote.execute(
-                "SELECT name FROM pg_available_extensions WHERE name = ANY(%s)", (list(REQUIRED_EXTENSIONS),)
-            )
-        }
-        missing = [e for e in REQUIRED_EXTENSIONS if e not in available]
+        missing = missing_extensions(remote)
         if missing:
             raise ShardError(f"shard {name}: extension(s) {', '.join(missing)} not installed on its server")
         for ext in REQUIRED_EXTENSIONS:
