@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import psycopg
@@ -130,13 +131,21 @@ def _choose_order(conn: psycopg.Connection, parts: dict[str, sql.Composable], wh
     return max(dense) if dense else max(k for k, _ in fits)
 
 
-def draw_sky(sky: SkyMap, out: Path) -> Path:
-    """Draw ``sky`` (each occupied pixel a polygon coloured by density) and write it as PNG to ``out``."""
+class Outlines(NamedTuple):
+    """Each occupied pixel's outline and centre in degrees, RA kept in one piece around the footprint."""
+
+    ra: np.ndarray  # (pixels, corners)
+    dec: np.ndarray
+    centre_ra: np.ndarray  # (pixels,)
+    centre_dec: np.ndarray
+    corners: np.ndarray  # (pixels, 3, corners): unit vectors
+
+
+def pixel_outlines(sky: SkyMap, step: int) -> Outlines:
+    """The outlines of ``sky``'s pixels (``4 * step`` corners each) for drawing (PNG and the portal)."""
     import healpy
-    from matplotlib.collections import PolyCollection
 
     nside = 1 << sky.order
-    step = 1 if sky.order >= 6 else 8  # large pixels have curved edges
     corners = healpy.boundaries(nside, sky.pixels, step=step, nest=True)  # (pixels, 3, 4*step)
     ra, dec = healpy.vec2ang(np.moveaxis(corners, 1, -1).reshape(-1, 3), lonlat=True)
     ra, dec = ra.reshape(len(sky.pixels), -1), dec.reshape(len(sky.pixels), -1)
@@ -144,7 +153,19 @@ def draw_sky(sky: SkyMap, out: Path) -> Path:
     c_ra, c_dec = healpy.pix2ang(nside, sky.pixels, nest=True, lonlat=True)
     phase = np.deg2rad(c_ra)
     centre = np.rad2deg(np.arctan2((sky.counts * np.sin(phase)).sum(), (sky.counts * np.cos(phase)).sum()))
-    ra = centre + (ra - centre + 180.0) % 360.0 - 180.0
+
+    def unwrap(a: np.ndarray) -> np.ndarray:
+        return centre + (a - centre + 180.0) % 360.0 - 180.0
+
+    return Outlines(unwrap(ra), dec, unwrap(c_ra), c_dec, corners)
+
+
+def draw_sky(sky: SkyMap, out: Path) -> Path:
+    """Draw ``sky`` (each occupied pixel a polygon coloured by density) and write it as PNG to ``out``."""
+    from matplotlib.collections import PolyCollection
+
+    outline = pixel_outlines(sky, step=1 if sky.order >= 6 else 8)  # large pixels have curved edges
+    ra, dec = outline.ra, outline.dec
 
     fig = new_figure(8.5, 7.0)
     ax = fig.add_subplot()
@@ -160,7 +181,7 @@ def draw_sky(sky: SkyMap, out: Path) -> Path:
     margin = 0.05 * max(np.ptp(ra), np.ptp(dec), 0.01)
     ax.set_xlim(ra.max() + margin, ra.min() - margin)  # east to the left
     ax.set_ylim(max(dec.min() - margin, -90.0), min(dec.max() + margin, 90.0))
-    mid_dec = np.deg2rad(float(np.average(c_dec, weights=sky.counts)))
+    mid_dec = np.deg2rad(float(np.average(outline.centre_dec, weights=sky.counts)))
     ax.set_aspect(1.0 / max(np.cos(mid_dec), 0.05))  # equal angles on the sky at the footprint's centre
     ax.set_xlabel("RA (deg)")
     ax.set_ylabel("Dec (deg)")

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from ..plots.sky import SkyMap
+from ..plots.sky import SkyMap, pixel_outlines
 
 __all__ = ["sky_json"]
 
@@ -17,15 +17,9 @@ def sky_json(sky: SkyMap) -> dict[str, Any]:
     import healpy
 
     nside = 1 << sky.order
-    step = 1 if sky.order >= 6 else 4  # large pixels have curved edges
-    corners = healpy.boundaries(nside, sky.pixels, step=step, nest=True)  # (pixels, 3, 4*step)
-    ra, dec = healpy.vec2ang(np.moveaxis(corners, 1, -1).reshape(-1, 3), lonlat=True)
-    ra, dec = ra.reshape(len(sky.pixels), -1), dec.reshape(len(sky.pixels), -1)
-    c_ra, c_dec = healpy.pix2ang(nside, sky.pixels, nest=True, lonlat=True)
-    phase = np.deg2rad(c_ra)
-    centre = np.rad2deg(np.arctan2((sky.counts * np.sin(phase)).sum(), (sky.counts * np.cos(phase)).sum()))
-    ra = centre + (ra - centre + 180.0) % 360.0 - 180.0
-    c_ra_unwrapped = centre + (c_ra - centre + 180.0) % 360.0 - 180.0
+    outline = pixel_outlines(sky, step=1 if sky.order >= 6 else 4)  # large pixels have curved edges
+    ra, dec, c_ra_unwrapped, c_dec, corners = outline
+    c_ra = c_ra_unwrapped % 360.0
     # radius of the cone around the centre that holds the whole pixel: its farthest corner
     centre_vec = np.stack(healpy.pix2vec(nside, sky.pixels, nest=True), axis=-1)  # (pixels, 3)
     cos = np.einsum("pk,pkn->pn", centre_vec, corners).min(axis=1)
