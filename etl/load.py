@@ -41,6 +41,7 @@ from dpdb.shards.placement import Route, routes
 from dpdb.shards.registry import connect_shard, shard_conninfo
 
 from .files import ParquetFile, discover, fingerprint, open_parquet
+from .rubin_columns import catalog_ccd_visits
 from .validate import ColumnPlan, TargetTable, check_unique, plan_columns, prepare_batch, target_table
 
 __all__ = ["FileResult", "LoadSummary", "load"]
@@ -66,6 +67,10 @@ class LoadSummary:
     target: str
     files: list[FileResult] = field(default_factory=list)
     seconds: float = 0.0
+    skipped_columns: dict[Path, tuple[str, ...]] = field(default_factory=dict)
+    """Per file, the columns the target lacks that were skipped (``ignore_extra``)."""
+    derived_columns: dict[Path, tuple[str, ...]] = field(default_factory=dict)
+    """Per file, the columns computed from others (etl/rubin_columns.py)."""
 
     @property
     def rows(self) -> int:
@@ -122,6 +127,10 @@ def load(
         rows[path] = pf.metadata.num_rows
     loader = _FileLoader(settings, target, catalog.schema_version, dry_run, replace, progress, shards)
     summary = LoadSummary(canonical, into)
+    summary.skipped_columns = {p: plans[p].ignored for p in files if plans[p].ignored}
+    summary.derived_columns = {p: plans[p].derived for p in files if plans[p].derived}
+    for p, names in summary.skipped_columns.items():
+        log.warning("%s: skipped %d columns %s does not hold: %s", p, len(names), canonical, ", ".join(names))
     try:
         if jobs <= 1 or len(files) == 1:
             results = [loader.run(path, plans[path], rows[path]) for path in files]
@@ -347,10 +356,11 @@ class _FileLoader:
         try:
             pf = open_parquet(path)
             parent_pixels = _ParentPixels(self._lookups(lookup), target)
+            ccd_visits = catalog_ccd_visits(lookup, target.catalog) if plan.steps else None
             keys: list[list[np.ndarray]] = []
             row0 = 0
-            for raw in pf.iter_batches(batch_size=BATCH_ROWS, columns=list(plan.mapping)):
-                batch = prepare_batch(raw, plan, target, row0)
+            for raw in pf.iter_batches(batch_size=BATCH_ROWS, columns=plan.read):
+                batch = prepare_batch(raw, plan, target, row0, ccd_visits)
                 keys.append([batch.column(k).to_numpy(zero_copy_only=False) for k in target.primary_key])
                 arrays = list(batch.columns)
                 order = None
