@@ -41,6 +41,7 @@ from dpdb.shards.placement import Route, routes
 from dpdb.shards.registry import connect_shard, shard_conninfo
 
 from .files import ParquetFile, discover, fingerprint, open_parquet
+from .prompt_last import refresh_last
 from .rubin_columns import catalog_ccd_visits
 from .validate import ColumnPlan, TargetTable, check_unique, plan_columns, prepare_batch, target_table
 
@@ -140,6 +141,9 @@ def load(
     finally:
         loader.close()
     summary.files = results
+    if canonical == "DiaObject" and str(catalog.kind) == "prompt" and not dry_run:
+        with connect(settings) as conn:  # loaded versions join the association's current DiaObjects
+            refresh_last(conn, into, [f.load_id for f in results if f.load_id is not None])
     summary.seconds = time.monotonic() - start
     return summary
 

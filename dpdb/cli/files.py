@@ -73,7 +73,8 @@ def load_cmd(
         summary = run()
     if not quiet:
         for path, names in summary.skipped_columns.items():
-            click.echo(f"{path}: skipped {len(names)} columns {summary.table} does not hold: {', '.join(names)}")
+            what = f"{len(names)} columns {summary.table} does not hold"
+            click.echo(f"{path}: skipped {what}: {', '.join(names)}")
         for path, names in summary.derived_columns.items():
             click.echo(f"{path}: derived {', '.join(names)} (schema/DPDD_COVERAGE.md)")
         for f in summary.files:
