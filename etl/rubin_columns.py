@@ -33,7 +33,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dpdb.errors import ValidationError
+from dpdb.errors import ValidationError, first_line
 
 if TYPE_CHECKING:
     import psycopg
@@ -66,7 +66,8 @@ TIME_TOLERANCE_DAYS = 1e-3 / 86_400
 """A timestamp and its MJD column, when a file carries both, agree within 1 ms (both are given to
 10 ms by Rubin; a float64 MJD resolves ~1 µs)."""
 
-_MJD_EPOCH = np.datetime64("1858-11-17T00:00:00", "ns")
+_MJD_EPOCH_NS = int(np.datetime64("1858-11-17T00:00:00", "ns").astype(np.int64))
+_DAY_NS = 86_400 * 10**9
 
 CcdVisitLookup = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 """``(visits, detectors) -> (ccdVisitIds, found)``: the ccdVisitId of each (visit, detector) pair
@@ -161,10 +162,13 @@ def _mjd_tai(arrays: list[pa.Array], path: Path, row0: int, lookup: CcdVisitLook
         raise ValidationError(
             f"{path}: timestamps in time zone {arr.type.tz}; Rubin's timestamps are TAI clock readings"
         )
-    ns = arr.cast(pa.timestamp("ns", tz=arr.type.tz)).cast(pa.int64())
-    days = pc.divide(pc.cast(pc.subtract(ns, pa.scalar(int(_MJD_EPOCH.astype(np.int64)))), pa.float64()),
-                     86_400e9)  # fmt: skip
-    return days
+    try:
+        ns = arr.cast(pa.timestamp("ns", tz=arr.type.tz)).cast(pa.int64())
+    except pa.ArrowInvalid as e:
+        raise ValidationError(f"{path}: timestamps outside 1677..2262 ({first_line(e)})") from None
+    valid = ns.is_valid().to_numpy(zero_copy_only=False)
+    whole, rest = np.divmod(ns.fill_null(0).to_numpy(zero_copy_only=False) - _MJD_EPOCH_NS, _DAY_NS)
+    return pa.array(whole + rest / _DAY_NS, pa.float64(), mask=~valid)
 
 
 _CCD = "visit * 1000 + detector, unless the catalog's CcdVisit holds (visit, detector): its ccdVisitId"

@@ -132,4 +132,12 @@ def generate(
                 arr = pa.array(arr.to_pylist(), typ, mask=mask) if mask.any() else arr
         arrays.append(arr)
         fields.append(pa.field(col.name, typ, nullable=bool(col.nullable)))
+    # a timestamp and its MJD twin (dp1's expMidpt/expMidptMJD) tell the same instant, as in Rubin's files
+    names = [f.name for f in fields]
+    for i, f in enumerate(fields):
+        twin = f"{f.name}MJD"
+        if pa.types.is_timestamp(f.type) and twin in names and f.name not in values:
+            mjd = arrays[names.index(twin)].to_numpy(zero_copy_only=False).astype(float)
+            us = np.round((np.nan_to_num(mjd) - 40587.0) * 86_400e6).astype("int64")
+            arrays[i] = pa.array(us.astype("datetime64[us]"), mask=np.isnan(mjd)).cast(f.type)
     return pa.Table.from_arrays(arrays, schema=pa.schema(fields))

@@ -167,14 +167,13 @@ def test_apdb_files_load_into_prompt_and_answer_as_of(
         assert wrong == 0
         assert scalar(conn, f"SELECT count(DISTINCT visit) FROM prompt.{table} WHERE visit = %s", v1) == 1
     # every loaded value arrived unchanged (a sample of Rubin columns of each type)
-    back = a.query("SELECT diaSourceId, psfFlux, band, reliabilityVersion, isDipole, bboxSize FROM prompt.DiaSource"
-                   " ORDER BY diaSourceId", provisional=True)  # fmt: skip
+    back = a.query_arrow("SELECT diaSourceId, psfFlux, band, reliabilityVersion, isDipole, bboxSize "
+                         "FROM prompt.DiaSource ORDER BY diaSourceId", provisional=True)  # fmt: skip
     src = pq.read_table(files["DiaSource"]).sort_by("diaSourceId")
     for name in ("diaSourceId", "band", "reliabilityVersion", "isDipole", "bboxSize"):
-        assert back[name].filled(None).tolist() == src[name].to_pylist(), name  # type: ignore[union-attr]
-    np.testing.assert_array_equal(
-        np.asarray(back["psfFlux"].filled(np.nan), np.float32), src["psfFlux"].to_numpy(zero_copy_only=False)
-    )
+        assert back[name].to_pylist() == src[name].to_pylist(), name
+    np.testing.assert_array_equal(back["psfFlux"].to_numpy(zero_copy_only=False),
+                                  src["psfFlux"].to_numpy(zero_copy_only=False))  # fmt: skip
     # DiaObjectLast holds each loaded DiaObject's open version: association sees them
     assert scalar(conn, "SELECT count(*) FROM prompt.diaobjectlast") == 150
     assert scalar(conn, "SELECT count(*) FROM prompt.diaobjectlast WHERE validitystartmjdtai = %s", T2) == 100
@@ -218,13 +217,12 @@ def dp1_files(out: Path, origin: int) -> dict[str, Path]:
     stamps = pa.array(((mids - 40587.0) * 86_400e6).round().astype("int64").astype("datetime64[us]"))
     files = {"Visit": write(generate("dp1.yaml", "Visit", 3, seed=1, no_nulls=required("Visit"), values={
         "visit": visits, "ra": np.full(3, 150.0), "dec": np.full(3, 2.0), "expMidpt": stamps, "expMidptMJD": mids,
-        "obsStart": stamps, "obsStartMJD": mids - 15 / 86_400,
+        "obsStartMJD": mids - 15 / 86_400,  # obsStart: the generator writes the same instant
     }), out / "dp1" / "Visit.parquet")}  # fmt: skip
     vv, dd = np.repeat(visits, 9), np.tile(np.arange(9), 3)
     files["CcdVisit"] = write(generate("dp1.yaml", "CcdVisit", 27, seed=2, no_nulls=required("CcdVisit"), values={
         "ccdVisitId": rubin_packed(vv, dd), "visitId": vv, "detector": dd, "expMidpt": pa.array(np.repeat(
-            stamps.to_numpy(), 9)), "expMidptMJD": np.repeat(mids, 9), "obsStart": pa.array(np.repeat(
-            stamps.to_numpy(), 9)), "obsStartMJD": np.repeat(mids - 15 / 86_400, 9),
+            stamps.to_numpy(), 9)), "expMidptMJD": np.repeat(mids, 9), "obsStartMJD": np.repeat(mids - 15 / 86_400, 9),
     }), out / "dp1" / "CcdVisit.parquet")  # fmt: skip
     n = 200
     obj = make_id(origin, np.arange(1, n + 1))
@@ -284,8 +282,8 @@ def test_dp1_files_load_into_a_release(
     # forced photometry shares its Object's partition; a cone finds the Objects loaded
     assert scalar(conn, """SELECT count(*) FROM dr1.forcedsource f JOIN dr1.object o USING (objectid)
                            WHERE f._healpix_29 <> o._healpix_29""") == 0  # fmt: skip
-    cone = a.query("SELECT count(*) AS n FROM dr1.Object WHERE q3c_radial_query(coord_ra, coord_dec, 150, 2, 5)")
-    assert int(cone["n"][0]) == 200
+    cone = "SELECT count(*) FROM dr1.object WHERE q3c_radial_query(coord_ra, coord_dec, 150, 2, 5)"
+    assert scalar(conn, cone) == 200  # (readers see a release once it is published)
 
 
 def test_ignore_extra_through_the_cli(settings: Settings, conn: psycopg.Connection, env: dict[str, str],
