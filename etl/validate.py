@@ -201,8 +201,9 @@ def _name_columns(names: list[str], what: str, limit: int = 40) -> str:
     if len(names) == 1:
         return f"{what} {names[0]}"
     shown = ", ".join(names[:limit])
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return f"{len(names)} {what}s {shown}{more}"
+    if len(names) <= limit:
+        return f"{len(names)} {what}s {shown}"
+    return f"{len(names)} {what}s {shown} and {len(names) - limit} more (--dry-run --ignore-extra lists all)"
 
 
 def prepare_batch(
