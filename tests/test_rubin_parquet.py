@@ -632,6 +632,22 @@ def test_values_that_do_not_fit_are_refused_in_one_line(
     with pytest.raises(ValidationError, match=r"column coord_ra, row 3: null in a non-nullable column"):
         a.load("Object", [path], dry_run=True, ignore_extra=True, into="dr1")
 
+    # widened by a writer (pandas turns float32 into float64, short into long): loads while values fit
+    wide = generate("apdb.yaml", "DiaSource", 50, seed=6, no_nulls=required("DiaSource"), values={
+        "diaSourceId": np.arange(50), "visit": np.full(50, 5), "detector": np.arange(50) % 9,
+    })  # fmt: skip
+    widen = {pa.float32(): pa.float64(), pa.int16(): pa.int64(), pa.int32(): pa.int64()}
+    wide = wide.cast(
+        pa.schema([pa.field(f.name, widen.get(f.type, f.type), f.nullable) for f in wide.schema])
+    )
+    path = write(wide, tmp_path / "wide.parquet")
+    assert a.load("DiaSource", [path], dry_run=True).rows == 50
+    flux = wide["psfFlux"].to_numpy(zero_copy_only=False).copy()
+    flux[9] = 1e39
+    too_big = wide.set_column(wide.schema.get_field_index("psfFlux"), "psfFlux", pa.array(flux))
+    msg = refused("DiaSource", too_big, "too_big.parquet", into="prompt")
+    assert "column psfFlux, row 9: value 1e+39 out of range for psfFlux (REAL, at most 3.402823e+38" in msg
+
 
 def test_refusals_name_file_and_table_before_anything_is_written(settings: Settings, tmp_path: Path) -> None:
     """Without the derivation the file would lack a required column; dpdb's own layout still loads."""
@@ -761,6 +777,12 @@ def test_coverage_document_matches_the_installed_schemas() -> None:
         "schema/DPDD_COVERAGE.md is stale: python tests/test_rubin_parquet.py"
     )
     assert "**required, missing**" not in current
+    # Rubin and dpdb spell every shared column alike (exports give back Rubin's names)
+    for yaml_name, tables in (("apdb.yaml", APDB), ("dp1.yaml", DP1)):
+        for table, _ in tables:
+            ours = catalog_table(table).canonical_names
+            for col in rubin_table(yaml_name, table).columns:
+                assert ours.get(col.name.lower(), col.name) == col.name, (yaml_name, table, col.name)
 
 
 if __name__ == "__main__":
