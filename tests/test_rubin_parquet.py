@@ -241,6 +241,22 @@ def rubin_visit_dir(out: Path, visit: int, ids: np.ndarray, ra: np.ndarray, dec:
         },
     ).drop_columns(sorted(assigned))
     write(sources, folder / "DiaSource.parquet")
+    forced = generate(
+        "apdb.yaml",
+        "DiaForcedSource",
+        n,
+        seed=9,
+        no_nulls=required("DiaForcedSource"),
+        values={
+            "diaForcedSourceId": make_id(PROMPT_ORIGIN, np.arange(95_000, 95_000 + n)),
+            "visit": np.full(n, visit),
+            "detector": (np.arange(n) + 1) % 9,
+            "ra": ra,
+            "dec": dec,
+            "midpointMjdTai": np.full(n, mid),
+        },
+    ).drop_columns(["diaObjectId", "timeProcessedMjdTai", "timeWithdrawnMjdTai"])
+    write(forced, folder / "DiaForcedSource.parquet")
     return folder
 
 
@@ -313,6 +329,14 @@ def test_apdb_files_load_into_prompt_and_answer_as_of(
     ).fetchall()
     assert [r[0] for r in linked] == [int(i) for i in ids[:20]]  # type: ignore[index]
     assert all(r[1] == (visit << 8) | r[2] for r in linked)  # ccdVisitId from the visit's own CcdVisit
+    forced = conn.execute(
+        "SELECT diaobjectid, ccdvisitid, detector FROM prompt.diaforcedsource WHERE visit = %s "
+        "ORDER BY diaforcedsourceid",
+        (visit,),
+    ).fetchall()
+    assert [r[0] for r in forced] == [int(i) for i in ids[:20]]  # type: ignore[index]
+    assert all(r[1] == (visit << 8) | r[2] for r in forced)
+    assert done.status == "ingested" and done.counts["forced_unlinked"] == 0
     assert scalar(conn, "SELECT count(*) FROM prompt.diaobjectlast WHERE validitystartmjdtai = %s", T3) == 20
     # the loaded history answers as of any instant, now repeatable (not later than the visit)
     at = a.query(
