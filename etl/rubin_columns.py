@@ -252,21 +252,39 @@ def table_ccd_visits(ccd_visits: pa.Table) -> CcdVisitLookup:
 
 
 def _dict_lookup(known: dict[tuple[int, int], int]) -> CcdVisitLookup:
+    """A vectorized lookup over ``known`` (which may grow between calls): pairs packed into one
+    sortable int64 key, found with a binary search."""
+    cache: dict[str, object] = {"size": -1}
+
+    def pack(visits: np.ndarray, detectors: np.ndarray) -> np.ndarray:
+        return (visits.astype(np.int64) << 16) + (detectors.astype(np.int64) + 32_768)
+
     def lookup(visits: np.ndarray, detectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = np.zeros(len(visits), dtype=np.int64)
         found = np.zeros(len(visits), dtype=bool)
-        if not known:
+        if not known or not len(visits):
             return out, found
-        pairs = np.stack([visits, detectors], axis=1)
-        uniq, inverse = np.unique(pairs, axis=0, return_inverse=True)
-        inverse = inverse.reshape(-1)
-        ids = np.zeros(len(uniq), dtype=np.int64)
-        hit = np.zeros(len(uniq), dtype=bool)
-        for k, (v, d) in enumerate(uniq.tolist()):
-            c = known.get((v, d))
-            if c is not None:
-                ids[k], hit[k] = c, True
-        return ids[inverse], hit[inverse]
+        if cache["size"] != len(known):
+            pairs = np.array(list(known), dtype=np.int64)
+            keys = pack(pairs[:, 0], pairs[:, 1])
+            order = np.argsort(keys)
+            cache.update(size=len(known), keys=keys[order], ids=np.array(list(known.values()))[order],
+                         fits=bool((pairs[:, 0] >= 0).all() and (pairs[:, 0] < 1 << 47).all()))  # fmt: skip
+        fits = cache["fits"] and (visits >= 0).all() and (visits < 1 << 47).all()
+        fits = fits and (detectors >= -32_768).all() and (detectors < 32_768).all()
+        if not fits:  # beyond the packed key's range: pair by pair
+            for i, (v, d) in enumerate(zip(visits.tolist(), detectors.tolist(), strict=True)):
+                c = known.get((v, d))
+                if c is not None:
+                    out[i], found[i] = c, True
+            return out, found
+        keys, ids = cache["keys"], cache["ids"]
+        assert isinstance(keys, np.ndarray) and isinstance(ids, np.ndarray)
+        wanted = pack(visits, detectors)
+        pos = np.clip(np.searchsorted(keys, wanted), 0, len(keys) - 1)
+        found = keys[pos] == wanted
+        out[found] = ids[pos[found]]
+        return out, found
 
     return lookup
 
