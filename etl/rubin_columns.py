@@ -278,12 +278,12 @@ def _dict_lookup(known: dict[tuple[int, int], int]) -> CcdVisitLookup:
                 if c is not None:
                     out[i], found[i] = c, True
             return out, found
-        keys, ids = cache["keys"], cache["ids"]
-        assert isinstance(keys, np.ndarray) and isinstance(ids, np.ndarray)
+        held, held_ids = cache["keys"], cache["ids"]
+        assert isinstance(held, np.ndarray) and isinstance(held_ids, np.ndarray)
         wanted = pack(visits, detectors)
-        pos = np.clip(np.searchsorted(keys, wanted), 0, len(keys) - 1)
-        found = keys[pos] == wanted
-        out[found] = ids[pos[found]]
+        pos = np.clip(np.searchsorted(held, wanted), 0, len(held) - 1)
+        found = held[pos] == wanted
+        out[found] = held_ids[pos[found]]
         return out, found
 
     return lookup
