@@ -86,7 +86,8 @@ class Derivation:
     """Canonical Rubin columns it is computed from."""
     formula: str
     """One line for messages and schema/DPDD_COVERAGE.md."""
-    compute: Callable[[list[pa.Array], Path, int, CcdVisitLookup | None], pa.Array]
+    compute: Callable[[list[pa.Array], tuple[str, ...], Path, int, CcdVisitLookup | None], pa.Array]
+    """(source arrays, their names in the file, file, first row, ccdVisitId lookup) -> the column."""
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,9 @@ def _values(arr: pa.Array, name: str, path: Path, row0: int, what: str) -> np.nd
     return np.asarray(arr.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def _ccd_visit_id(arrays: list[pa.Array], path: Path, row0: int, lookup: CcdVisitLookup | None) -> pa.Array:
+def _ccd_visit_id(
+    arrays: list[pa.Array], names: tuple[str, ...], path: Path, row0: int, lookup: CcdVisitLookup | None
+) -> pa.Array:
     """ccdVisitId of each row: the catalog's CcdVisit row for (visit, detector), else visit*1000+detector.
 
     Rubin packs ccdVisitId from the data ID with the instrument's dimension packer (pipe_tasks'
@@ -121,8 +124,8 @@ def _ccd_visit_id(arrays: list[pa.Array], path: Path, row0: int, lookup: CcdVisi
     those values, so they are looked up first and measurements join their CcdVisit. The fallback is
     collision-free for detectors 0..999 and keeps visit and detector readable in the number.
     """
-    visit = _values(arrays[0], "visit", path, row0, "ccdVisitId")
-    detector = _values(arrays[1], "detector", path, row0, "ccdVisitId")
+    visit = _values(arrays[0], names[0], path, row0, "ccdVisitId")
+    detector = _values(arrays[1], names[1], path, row0, "ccdVisitId")
     out = np.empty(len(visit), dtype=np.int64)
     found = np.zeros(len(visit), dtype=bool)
     if lookup is not None and len(visit):
@@ -132,8 +135,8 @@ def _ccd_visit_id(arrays: list[pa.Array], path: Path, row0: int, lookup: CcdVisi
     if rest.any():
         max_visit = (np.iinfo(np.int64).max - MAX_DETECTOR) // CCD_VISIT_FACTOR
         for name, values, lo, hi in (
-            ("detector", detector, 0, MAX_DETECTOR),
-            ("visit", visit, 0, max_visit),
+            (names[1], detector, 0, MAX_DETECTOR),
+            (names[0], visit, 0, max_visit),
         ):
             bad = rest & ((values < lo) | (values > hi))
             if bad.any():
@@ -148,7 +151,9 @@ def _ccd_visit_id(arrays: list[pa.Array], path: Path, row0: int, lookup: CcdVisi
     return pa.array(out, pa.int64())
 
 
-def _mjd_tai(arrays: list[pa.Array], path: Path, row0: int, lookup: CcdVisitLookup | None) -> pa.Array:
+def _mjd_tai(
+    arrays: list[pa.Array], names: tuple[str, ...], path: Path, row0: int, lookup: CcdVisitLookup | None
+) -> pa.Array:
     """MJD of a TAI timestamp: days since 1858-11-17T00:00 TAI, counted on the TAI scale itself.
 
     dp1.yaml gives ``expMidpt``/``obsStart`` in TAI, and TAI has no leap seconds, so the MJD is the
@@ -157,15 +162,17 @@ def _mjd_tai(arrays: list[pa.Array], path: Path, row0: int, lookup: CcdVisitLook
     """
     arr = arrays[0]
     if not pa.types.is_timestamp(arr.type):
-        raise ValidationError(f"{path}: column has type {arr.type}; a TAI timestamp was expected")
+        raise ValidationError(f"{path}: column {names[0]} has type {arr.type}; a TAI timestamp was expected")
     if arr.type.tz not in (None, "UTC", "utc", "+00:00"):
         raise ValidationError(
-            f"{path}: timestamps in time zone {arr.type.tz}; Rubin's timestamps are TAI clock readings"
+            f"{path}: column {names[0]} has time zone {arr.type.tz}; Rubin's timestamps are TAI readings"
         )
     try:
         ns = arr.cast(pa.timestamp("ns", tz=arr.type.tz)).cast(pa.int64())
     except pa.ArrowInvalid as e:
-        raise ValidationError(f"{path}: timestamps outside 1677..2262 ({first_line(e)})") from None
+        raise ValidationError(
+            f"{path}: column {names[0]}: a timestamp outside 1677..2262 ({first_line(e)})"
+        ) from None
     valid = ns.is_valid().to_numpy(zero_copy_only=False)
     whole, rest = np.divmod(ns.fill_null(0).to_numpy(zero_copy_only=False) - _MJD_EPOCH_NS, _DAY_NS)
     return pa.array(whole + rest / _DAY_NS, pa.float64(), mask=~valid)
@@ -220,7 +227,7 @@ def apply_steps(
     the file's own column when the file carries it too."""
     for step in steps:
         d = step.derivation
-        derived = d.compute([batch.column(s) for s in step.sources], path, row0, lookup)
+        derived = d.compute([batch.column(s) for s in step.sources], step.sources, path, row0, lookup)
         if step.given is None:
             batch = batch.append_column(d.column, derived)
             continue
