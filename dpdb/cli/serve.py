@@ -14,8 +14,11 @@ __all__ = ["serve"]
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
               help="TCP port (0: any free port).")  # fmt: skip
+@click.option("--anonymous/--no-anonymous", default=True, show_default=True,
+              help="Serve requests without HTTP Basic credentials (as the service's query login); "
+              "--no-anonymous: every TAP request needs a reader login (`dpdb db grant-reader`).")  # fmt: skip
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int) -> None:
+def serve(ctx: click.Context, host: str, port: int, anonymous: bool) -> None:
     """Run the web portal (at /) and the TAP service (IVOA TAP 1.1 at /tap) on this database."""
     import signal
     import socket
@@ -23,6 +26,7 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     import uvicorn
 
     from ..service import create_app
+    from ..tap.run import Limits
 
     arch = archive(ctx)
     arch.up()
@@ -39,7 +43,8 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     console.print(
         f"dpdb TAP service at http://{shown}:{bound}/tap  (web portal at /; Ctrl-C stops it)", highlight=False
     )
-    config = uvicorn.Config(create_app(arch), log_level="warning", lifespan="on")
+    app = create_app(arch, limits=Limits(anonymous=anonymous))
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)  # on SIGINT/SIGTERM: stops accepting, finishes requests, shuts down
     stopped_by: list[int] = []
 

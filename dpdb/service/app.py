@@ -58,6 +58,9 @@ def create_app(
     app.state.archive = archive
     app.state.tap = service
     app.include_router(tap_router(service), prefix="/tap")
+    from ..tap.auth import Authenticator, BasicAuthMiddleware
+
+    app.add_middleware(BasicAuthMiddleware, authenticator=Authenticator(archive, anonymous=limits.anonymous))
     from ..portal import mount_portal
 
     mount_portal(app, archive)  # the web portal at /

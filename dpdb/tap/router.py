@@ -36,6 +36,12 @@ class TapService:
         self.jobs = jobs
         self.limits = limits
 
+    def archive_for(self, request: Request) -> Any:
+        """The archive whose reader login runs this request's queries (its HTTP Basic login, or the
+        service's own query login for an anonymous request; see :mod:`dpdb.tap.auth`)."""
+        login = request.scope.get("state", {}).get("tap_login")
+        return login.archive if login is not None else self.archive
+
 
 def _xml(body: str, status: int = 200) -> Response:
     return Response(content=('<?xml version="1.0" encoding="UTF-8"?>\n' + body).encode(), status_code=status,
@@ -152,7 +158,8 @@ def tap_router(service: TapService) -> APIRouter:
         try:
             tap = parse_params(params, service.limits, _uploads(params, files, service.limits))
             outcome = await asyncio.wait_for(
-                asyncio.to_thread(run_query, service.archive, tap), timeout=service.limits.sync_timeout_s
+                asyncio.to_thread(run_query, service.archive_for(request), tap),
+                timeout=service.limits.sync_timeout_s,
             )
         except TapError as e:
             return _error(str(e), e.status, query)
@@ -194,7 +201,9 @@ def tap_router(service: TapService) -> APIRouter:
         query = next((v for k, v in params.items() if k.upper() == "QUERY"), None)
         try:
             uploads = _uploads(params, files, service.limits)
-            job = await asyncio.to_thread(service.jobs.create, params, _user(request), uploads)
+            job = await asyncio.to_thread(
+                service.jobs.create, params, _user(request), uploads, service.archive_for(request)
+            )
             if any(k.upper() == "PHASE" and v.upper() == "RUN" for k, v in params.items()):
                 await asyncio.to_thread(service.jobs.run, job.job_id)
         except TapError as e:
@@ -399,7 +408,8 @@ def _base(request: Request) -> str:
 
 
 def _user(request: Request) -> str | None:
-    return getattr(request.state, "user", None)
+    login = request.scope.get("state", {}).get("tap_login")
+    return login.name if login is not None else None
 
 
 def _iso(value: dt.datetime | None) -> str:

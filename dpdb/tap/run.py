@@ -50,6 +50,9 @@ class Limits:
     sync_timeout_s: float = 60.0
     async_max_duration_s: int = 3600
     destruction_days: float = 7.0
+    anonymous: bool = True
+    """Anonymous requests run as the service's query login; False: every request needs an HTTP Basic
+    login (``dpdb db grant-reader``), see :mod:`dpdb.tap.auth`."""
 
 
 @dataclass
@@ -235,8 +238,57 @@ def prepare(archive, params: TapParams) -> tuple[Translation, float, dict[str, s
     return translation, instant, read, reads_prompt
 
 
+def _translate_plain(params: TapParams) -> Translation:
+    maxrec = params.maxrec
+    try:
+        translation = translate(
+            params.query, maxrec=maxrec if maxrec > 0 else None, schemas={}, uploads=params.uploads,
+            known_names=known_names(),
+        )  # fmt: skip
+    except AdqlError as e:
+        raise TapError(str(e)) from e
+    for upload in params.uploads.values():  # an uploaded column keeps its xtype (timestamp ...)
+        for f in upload.schema:
+            if f.metadata and b"xtype" in f.metadata:
+                translation.xtypes.setdefault(f.name.lower(), f.metadata[b"xtype"].decode())
+    if maxrec == 0:
+        translation.sql = f"SELECT * FROM ({translation.sql}) AS _metadata LIMIT 0"
+        translation.overflow_possible = True
+    return translation
+
+
+def _run_fast(archive, params: TapParams) -> tuple[pa.Table, Translation, float, dict[str, str]] | None:
+    """The query through :mod:`dpdb.tap.engine` (no ASOF, no RELEASE); None: the general path runs it."""
+    from .engine import CannotRunFast, run_fast
+
+    if params.as_of is not None or params.release is not None:
+        return None
+    translation = _translate_plain(params)
+    if any(t == "diaobjectlast" for _, t in translation.tables):
+        reads_prompt = False  # the last-version table has no as-of view: it is the present by definition
+    else:
+        reads_prompt = any(s in ("prompt", "") for s, _ in translation.tables)
+    try:
+        result = run_fast(archive.settings, translation.sql, reads_prompt=reads_prompt)
+    except CannotRunFast as e:
+        log.info("TAP query on the general path (%s)", e)
+        return None
+    except DpdbError as e:
+        raise TapError(_user_message(str(e))) from e
+    names = {"current": result.current, "previous": result.previous}
+    read = {s: names.get(s) or s for s, _ in translation.tables if s}
+    for alias in ("current", "previous"):
+        if alias in read and names[alias] is None:
+            raise TapError(f"no release is {alias} yet (see `dpdb release activate`)")
+    return result.table, translation, result.instant, {k: v for k, v in read.items() if v}
+
+
 def run_query(archive, params: TapParams) -> QueryOutcome:
     """Run one TAP query through the archive's read-only query path; the result document."""
+    fast = _run_fast(archive, params)
+    if fast is not None:
+        table, translation, instant, read = fast
+        return _outcome(table, translation, instant, read, params)
     translation, instant, read, reads_prompt = prepare(archive, params)
     # The prompt catalog is read as of the recorded instant even without ASOF, so that the
     # instant in the result reproduces it exactly.
@@ -253,6 +305,12 @@ def run_query(archive, params: TapParams) -> QueryOutcome:
         )
     except DpdbError as e:
         raise TapError(_user_message(str(e))) from e
+    return _outcome(table, translation, instant, read, params)
+
+
+def _outcome(
+    table: pa.Table, translation: Translation, instant: float, read: dict[str, str], params: TapParams
+) -> QueryOutcome:
     overflow = translation.overflow_possible and (params.maxrec == 0 or len(table) > params.maxrec)
     if len(table) > params.maxrec:
         table = table.slice(0, params.maxrec)

@@ -46,6 +46,8 @@ class JobStore:
         self._changed = threading.Condition()
         self._stop = threading.Event()
         self._reaper: threading.Thread | None = None
+        self._archives: dict[str, Any] = {}
+        """job id -> the archive of its owner's login (in memory only: passwords are never stored)."""
 
     # -- lifecycle of the store
     def start(self) -> None:
@@ -63,7 +65,9 @@ class JobStore:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     # -- jobs
-    def create(self, params: Mapping[str, str], owner: str | None, uploads: Mapping[str, Any]) -> Job:
+    def create(
+        self, params: Mapping[str, str], owner: str | None, uploads: Mapping[str, Any], archive: Any = None
+    ) -> Job:
         job_id = secrets.token_hex(8)
         stored = {k.upper(): v for k, v in params.items() if k.upper() not in ("PHASE",)}
         if uploads:
@@ -77,6 +81,8 @@ class JobStore:
         destruction = now + dt.timedelta(days=self.limits.destruction_days)
         with connect(self.archive.settings) as conn:
             tap_jobs.insert_job(conn, job_id, owner, stored, destruction, self.limits.async_max_duration_s)
+        if owner is not None and archive is not None:
+            self._archives[job_id] = archive
         return self.get(job_id)
 
     def get(self, job_id: str) -> Job:
@@ -123,6 +129,7 @@ class JobStore:
         with connect(self.archive.settings) as conn:
             tap_jobs.delete_job(conn, job_id)
         shutil.rmtree(self.folder / job_id, ignore_errors=True)
+        self._archives.pop(job_id, None)
 
     def wait(self, job_id: str, seconds: float, phase: str | None = None) -> Job:
         """UWS blocking: return once the phase leaves ``phase`` (default: now) or in ``seconds``."""
@@ -163,7 +170,11 @@ class JobStore:
                 uploads[name] = pq.read_table(self.folder / job_id / f"upload-{name}.parquet")
             params = parse_params({k: v for k, v in job.parameters.items() if not k.startswith("_")},
                                   self.limits, uploads)  # fmt: skip
-            outcome = _with_timeout(lambda: run_query(self.archive, params), job.execution_duration)
+            archive = self._archives.get(job_id, self.archive if job.owner is None else None)
+            if archive is None:
+                raise TapError(f"job {job_id} of login {job.owner} was queued before the service restarted; "
+                               "its credentials are not kept: submit it again")  # fmt: skip
+            outcome = _with_timeout(lambda: run_query(archive, params), job.execution_duration)
         except TapError as e:
             self._finish(job_id, phase="ERROR", error=str(e))
             return
@@ -200,6 +211,7 @@ class JobStore:
             gone = tap_jobs.reap_jobs(conn)
         for job_id in gone:
             shutil.rmtree(self.folder / job_id, ignore_errors=True)
+        self._archives.pop(job_id, None)
         return gone
 
 
