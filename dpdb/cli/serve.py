@@ -17,8 +17,11 @@ __all__ = ["serve"]
 @click.option("--anonymous/--no-anonymous", default=True, show_default=True,
               help="Serve requests without HTTP Basic credentials (as the service's query login); "
               "--no-anonymous: every TAP request needs a reader login (`dpdb db grant-reader`).")  # fmt: skip
+@click.option("--allow-upload-host", "allow_upload", multiple=True, metavar="HOST|CIDR",
+              help="Let URL uploads read from this host or network although it is not public "
+              "(loopback, private, link-local are refused by default); repeatable.")  # fmt: skip
 @click.pass_context
-def serve(ctx: click.Context, host: str, port: int, anonymous: bool) -> None:
+def serve(ctx: click.Context, host: str, port: int, anonymous: bool, allow_upload: tuple[str, ...]) -> None:
     """Run the web portal (at /) and the TAP service (IVOA TAP 1.1 at /tap) on this database."""
     import signal
     import socket
@@ -43,7 +46,7 @@ def serve(ctx: click.Context, host: str, port: int, anonymous: bool) -> None:
     console.print(
         f"dpdb TAP service at http://{shown}:{bound}/tap  (web portal at /; Ctrl-C stops it)", highlight=False
     )
-    app = create_app(arch, limits=Limits(anonymous=anonymous))
+    app = create_app(arch, limits=Limits(anonymous=anonymous, upload_url_allow=allow_upload))
     config = uvicorn.Config(app, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)  # on SIGINT/SIGTERM: stops accepting, finishes requests, shuts down
     stopped_by: list[int] = []

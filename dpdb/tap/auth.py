@@ -112,6 +112,9 @@ class Authenticator:
         try:
             with psycopg.connect(info, connect_timeout=10) as conn:
                 _check_reader(conn, info)
+                row = conn.execute(
+                    "SELECT setting::int8 FROM pg_settings WHERE name = 'statement_timeout'"
+                ).fetchone()
         except psycopg.OperationalError as e:
             text = str(e)
             if "password authentication failed" in text or "does not exist" in text:
@@ -120,7 +123,11 @@ class Authenticator:
         except ConfigError as e:
             raise LoginError(f"login {name} may write; the service runs user queries only as readers "
                              f"({e})", 403) from e  # fmt: skip
-        return Login(name, Archive(settings=settings.model_copy(update={"reader_dsn": info})))
+        update: dict[str, Any] = {"reader_dsn": info}
+        own_ms = int(row[0]) if row else 0
+        if 0 < own_ms < settings.reader_statement_timeout * 1000:  # the login's own limit is stricter
+            update["reader_statement_timeout"] = own_ms / 1000
+        return Login(name, Archive(settings=settings.model_copy(update=update)))
 
 
 class BasicAuthMiddleware:

@@ -11,6 +11,8 @@ per process and login):
    :func:`dpdb.asof.latest_processing_time`) and the releases ``current``/``previous`` name then
    (the last activation, ``dpdb_registry.release_activation``); for a query on the prompt catalog
    it also sets ``dpdb.as_of`` to that instant and puts the as-of views first on the search path;
+   The statement timeout is the stricter of the service's and the login's own, so the limits an
+   operator gives one login (``ALTER ROLE NAME SET statement_timeout``) apply to its queries;
 2. the user's statement, fetched as Arrow by the driver (PostgreSQL's binary COPY, no Python
    per-row loop);
 
@@ -51,7 +53,8 @@ class FastResult:
 
 _STATE = (
     "SELECT set_config('transaction_read_only', 'on', true) AS ro, "
-    "set_config('statement_timeout', $1, true) AS st, "
+    "set_config('statement_timeout', (SELECT CASE WHEN setting::int8 > 0 AND setting::int8 < $1::int8 "
+    "  THEN setting ELSE $1 END FROM pg_settings WHERE name = 'statement_timeout'), true) AS st, "
     "set_config('client_connection_check_interval', $2, true) AS cc, "
     "s.instant, a.name AS current, a.previous "
     "FROM (SELECT greatest((SELECT max(latest_mjd_tai) FROM dpdb_registry.prompt_latest), "
@@ -63,7 +66,8 @@ _STATE = (
 
 _STATE_AS_OF = (
     "SELECT set_config('transaction_read_only', 'on', true) AS ro, "
-    "set_config('statement_timeout', $1, true) AS st, "
+    "set_config('statement_timeout', (SELECT CASE WHEN setting::int8 > 0 AND setting::int8 < $1::int8 "
+    "  THEN setting ELSE $1 END FROM pg_settings WHERE name = 'statement_timeout'), true) AS st, "
     "set_config('client_connection_check_interval', $2, true) AS cc, "
     "set_config('dpdb.as_of', s.instant::text, true) AS asof, "
     "set_config('search_path', $3, true) AS sp, "
@@ -110,7 +114,11 @@ def run_fast(settings: Settings, text: str, *, reads_prompt: bool) -> FastResult
     from ..readers import reader_adbc_connection, reader_conninfo
 
     text = _statement(text)
-    limits = [v for _, v in _limits(settings)]
+    # the stricter of the service's statement timeout and the login's own (ALTER ROLE ... SET)
+    limits = [
+        str(int(settings.reader_statement_timeout * 1000)),
+        dict(_limits(settings))["client_connection_check_interval"],
+    ]
     if reads_prompt:
         views = _as_of_views(reader_conninfo(settings), settings)
         if not views:

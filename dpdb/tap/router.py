@@ -100,20 +100,9 @@ def _uploads(params: Mapping[str, str], files: Mapping[str, bytes], limits: Limi
 
 
 def _fetch_upload(name: str, url: str, limits: Limits) -> bytes:
-    import httpx
+    from .fetch import fetch_upload
 
-    try:
-        with httpx.stream("GET", url, timeout=30.0, follow_redirects=True) as response:
-            response.raise_for_status()
-            data = b""
-            for chunk in response.iter_bytes():
-                data += chunk
-                if len(data) > limits.upload_max_bytes:
-                    limit = limits.upload_max_bytes
-                    raise TapError(f"UPLOAD {name}: more than the limit of {limit} bytes", 413)
-    except httpx.HTTPError as e:
-        raise TapError(f"UPLOAD {name}: cannot read {url} ({e})") from e
-    return data
+    return fetch_upload(name, url, limits)
 
 
 def _votable_table(name: str, data: bytes, limits: Limits) -> pa.Table:

@@ -50,6 +50,10 @@ class Limits:
     sync_timeout_s: float = 60.0
     async_max_duration_s: int = 3600
     destruction_days: float = 7.0
+    upload_url_allow: tuple[str, ...] = ()
+    """Hosts or CIDR networks URL uploads may be read from although they are not public addresses
+    (``("*",)``: any); see :mod:`dpdb.tap.fetch`."""
+    upload_url_timeout_s: float = 10.0
     anonymous: bool = True
     """Anonymous requests run as the service's query login; False: every request needs an HTTP Basic
     login (``dpdb db grant-reader``), see :mod:`dpdb.tap.auth`."""
