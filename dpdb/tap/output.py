@@ -69,13 +69,18 @@ class ResultInfo:
     maxrec: int | None = None
     xtypes: dict[str, str] = field(default_factory=dict)
     tables: list[tuple[str, str]] = field(default_factory=list)
+    citation: str | None = None
+    """The identifier of the result's citation (CITE=true), see :meth:`dpdb.Archive.cite`."""
 
     def infos(self) -> list[tuple[str, str, str]]:
         from .._version import code_version
 
         read = ", ".join(f"{k}={v}" if k != v else k for k, v in sorted(self.releases.items())) or "none"
+        note = "Identifier citing this result; `dpdb cite resolve` checks the rows are unchanged"
+        cited = [("dpdb_citation", self.citation, note)] if self.citation else []
         return [
             ("QUERY_STATUS", self.status, ""),
+            *cited,
             ("QUERY", self.query, "The ADQL query"),
             ("dpdb_sql", self.sql, "The PostgreSQL it ran as"),
             ("dpdb_as_of_mjd_tai", repr(self.as_of_mjd_tai),

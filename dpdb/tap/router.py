@@ -159,7 +159,8 @@ def tap_router(service: TapService) -> APIRouter:
                               "run it as an async job (/tap/async)", 400, query)  # fmt: skip
             log.exception("TAP sync query failed")
             return _error(f"internal error: {str(e).splitlines()[0][:300]}", 500, query)
-        return Response(content=outcome.body, media_type=outcome.mime)
+        headers = {"X-Dpdb-Citation": outcome.info.citation} if outcome.info.citation else None
+        return Response(content=outcome.body, media_type=outcome.mime, headers=headers)
 
     # -- async (UWS 1.1) -----------------------------------------------------------------------------
     @router.get("/async")

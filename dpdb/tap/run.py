@@ -68,6 +68,8 @@ class TapParams:
     as_of: str | None = None
     release: str | None = None
     uploads: dict[str, pa.Table] = field(default_factory=dict)
+    cite: bool = False
+    """CITE=true: cite the result (:meth:`dpdb.Archive.cite`); its identifier goes into the result."""
 
 
 def parse_params(
@@ -105,7 +107,13 @@ def parse_params(
         )
     as_of = (p.get("ASOF") or p.get("AS_OF") or "").strip() or None
     release = (p.get("RELEASE") or "").strip() or None
-    return TapParams(query, maxrec, resolved[0], resolved[1], as_of, release, dict(uploads or {}))
+    cite_text = (p.get("CITE") or "false").strip().lower()
+    if cite_text not in ("true", "false", "yes", "no", "1", "0", ""):
+        raise TapError(f"CITE={p['CITE']} is not a boolean: send CITE=true to cite the result")
+    cite = cite_text in ("true", "yes", "1")
+    if cite and uploads:
+        raise TapError("CITE=true: a query with uploaded tables cannot be cited (the upload is not kept)")
+    return TapParams(query, maxrec, resolved[0], resolved[1], as_of, release, dict(uploads or {}), cite)
 
 
 @dataclass
@@ -292,7 +300,7 @@ def run_query(archive, params: TapParams) -> QueryOutcome:
     fast = _run_fast(archive, params)
     if fast is not None:
         table, translation, instant, read = fast
-        return _outcome(table, translation, instant, read, params)
+        return _outcome(table, translation, instant, read, params, archive)
     translation, instant, read, reads_prompt = prepare(archive, params)
     # The prompt catalog is read as of the recorded instant even without ASOF, so that the
     # instant in the result reproduces it exactly.
@@ -309,11 +317,16 @@ def run_query(archive, params: TapParams) -> QueryOutcome:
         )
     except DpdbError as e:
         raise TapError(_user_message(str(e))) from e
-    return _outcome(table, translation, instant, read, params)
+    return _outcome(table, translation, instant, read, params, archive)
 
 
 def _outcome(
-    table: pa.Table, translation: Translation, instant: float, read: dict[str, str], params: TapParams
+    table: pa.Table,
+    translation: Translation,
+    instant: float,
+    read: dict[str, str],
+    params: TapParams,
+    archive: Any,
 ) -> QueryOutcome:
     overflow = translation.overflow_possible and (params.maxrec == 0 or len(table) > params.maxrec)
     if len(table) > params.maxrec:
@@ -324,8 +337,22 @@ def _outcome(
         status="OVERFLOW" if overflow else "OK", maxrec=params.maxrec, xtypes=translation.xtypes,
         tables=translation.tables,
     )  # fmt: skip
+    if params.cite:
+        info.citation = _cite(archive, translation, instant, params, overflow)
     body = write_result(table, info, params.writer)
     return QueryOutcome(body, params.mime, len(table), overflow, info)
+
+
+def _cite(archive: Any, translation: Translation, instant: float, params: TapParams, overflow: bool) -> str:
+    """Cite the rows this query returned (the PostgreSQL it ran, at its instant); the identifier."""
+    sql = translation.sql
+    if overflow:  # the returned rows: MAXREC of them, not the one more that tells overflow
+        sql = f"SELECT * FROM ({sql}) AS _returned LIMIT {params.maxrec}"
+    try:
+        citation = archive.cite(sql, as_of=instant, release=params.release)
+    except DpdbError as e:
+        raise TapError(f"CITE=true: the result cannot be cited ({e})") from e
+    return str(citation.handle)
 
 
 def _user_message(message: str) -> str:
