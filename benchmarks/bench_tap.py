@@ -12,7 +12,13 @@ in-process under uvicorn on a free port and measures, client side:
 3. ``--clients`` concurrent clients (default 8) each running ``--cones`` cones: throughput
    against one client, and errors (target: none).
 
-Usage: python benchmarks/bench_tap.py [--home DIR] [--cones N] [--clients N] [--stream-rows N]
+``--make-objects N`` first adds a release ``dr9`` to that database with N synthetic Object
+rows (positions uniform in a 5 deg x 5 deg box, about 3 objects per 10" cone at 1M rows; the keys,
+positions, HEALPix index and five fluxes filled, other columns NULL) and activates it, so that
+current.Object holds N rows (a database made once serves later runs).
+
+Usage: python benchmarks/bench_tap.py [--home DIR] [--make-objects N] [--cones N] [--clients N]
+[--stream-rows N]
 """
 
 from __future__ import annotations
@@ -35,7 +41,10 @@ def main() -> None:
     parser.add_argument("--cones", type=int, default=100)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--stream-rows", type=int, default=1_000_000)
+    parser.add_argument("--make-objects", type=int, default=0)
     args = parser.parse_args()
+    if args.make_objects:
+        make_release(args.home, args.make_objects)
 
     import uvicorn
 
@@ -131,6 +140,47 @@ def main() -> None:
         errors = sum(r[1] for r in results)
         print(f"{clients} client(s): {done / seconds:.1f} cones/s, {errors} errors")
     server.should_exit = True
+
+
+def make_release(home: Path, rows: int, name: str = "dr9") -> None:
+    """Release ``name`` with ``rows`` synthetic Objects, activated (forced: it has no Sources)."""
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pcsv
+
+    import dpdb
+    from dpdb.db import conninfo
+    from dpdb.healpix import pixels
+    from dpdb.registry.releases import set_state
+    from dpdb.registry.states import ReleaseState
+
+    archive = dpdb.Archive(home=home)
+    archive.up()
+    start = time.perf_counter()
+    archive.releases.create(name)
+    rng = np.random.default_rng(15)
+    ra = rng.uniform(150.0, 155.0, rows)
+    dec = np.degrees(np.arcsin(rng.uniform(np.sin(np.radians(-2.5)), np.sin(np.radians(2.5)), rows)))
+    columns = {"objectid": np.arange(1, rows + 1, dtype=np.int64) + 9_000_000_000_000,
+               "coord_ra": ra, "coord_dec": dec, "_healpix_29": pixels(ra, dec)}  # fmt: skip
+    for band in "ugriz":
+        columns[f"{band}_psfflux"] = rng.lognormal(8.0, 1.0, rows).astype(np.float32)
+    names = ", ".join(columns)
+    with psycopg.connect(conninfo(archive.settings)) as conn:
+        for first in range(0, rows, 200_000):
+            buf = io.BytesIO()
+            chunk = pa.table({k: v[first : first + 200_000] for k, v in columns.items()})
+            pcsv.write_csv(chunk, buf, pcsv.WriteOptions(include_header=False))
+            with conn.cursor().copy(f"COPY {name}.object ({names}) FROM STDIN (FORMAT csv)".encode()) as copy:
+                copy.write(buf.getvalue())
+        set_state(conn, name, ReleaseState.LOADED)  # filled by COPY above, not by `release load`
+        conn.commit()
+    with psycopg.connect(conninfo(archive.settings), autocommit=True) as conn:
+        conn.execute(f"VACUUM ANALYZE {name}.object".encode())
+    archive.releases.activate(name, force=True)
+    print(f"release {name}: {rows:,} Objects made and activated in {time.perf_counter() - start:.0f} s")
 
 
 if __name__ == "__main__":

@@ -235,12 +235,12 @@ class _Translator:
         self.xtypes: dict[str, str] = {}
 
     def rewrite(self, tree: exp.Expression) -> exp.Expression:
-        tree = tree.transform(self._identifiers)
-        tree = tree.transform(self._tables)
-        tree = tree.transform(self._predicates)
+        tree = tree.transform(self._identifiers, copy=False)
+        tree = tree.transform(self._tables, copy=False)
+        tree = tree.transform(self._predicates, copy=False)
         self._select_values(tree)
-        tree = tree.transform(self._functions)
-        tree = tree.transform(self._regions)
+        tree = tree.transform(self._functions, copy=False)
+        tree = tree.transform(self._regions, copy=False)
         self._check_functions(tree)
         return tree
 

@@ -1,40 +1,44 @@
-"""The TAP service's fast query path: kept reader connections, two statements per query, Arrow results.
+"""The TAP service's fast query path: kept reader connections, one round trip per query.
 
 A TAP query without ``ASOF`` or ``RELEASE`` (the common case: a cone, a light curve) runs here
-instead of through :meth:`dpdb.Archive.query_arrow`, which opens a checked psycopg connection per
-call and asks the registry in separate transactions. Here, on a pooled ADBC connection of the
-reader login (:func:`dpdb.readers.reader_adbc_connection`: kept open between queries, checked once
-per process and login):
+instead of through :meth:`dpdb.Archive.query_arrow`, which opens a checked connection per call
+and asks the registry in separate transactions. Here, on a connection of the reader login kept
+open between queries (:class:`ReaderPool`: a few per login, checked once when opened, as
+:func:`dpdb.readers.reader_connect` does), one pipelined round trip sends:
 
-1. one statement makes the transaction read-only, sets the reader limits, and reads in the same
-   snapshot the instant the query is evaluated at (the latest committed change, as
+1. ``BEGIN READ ONLY``;
+2. one statement that sets the reader limits and reads, in the same snapshot as the rows, the
+   instant the query is evaluated at (the latest committed change, as
    :func:`dpdb.asof.latest_processing_time`) and the releases ``current``/``previous`` name then
    (the last activation, ``dpdb_registry.release_activation``); for a query on the prompt catalog
-   it also sets ``dpdb.as_of`` to that instant and puts the as-of views first on the search path;
+   it also sets ``dpdb.as_of`` to that instant and puts the as-of views first on the search path.
    The statement timeout is the stricter of the service's and the login's own, so the limits an
    operator gives one login (``ALTER ROLE NAME SET statement_timeout``) apply to its queries;
-2. the user's statement, fetched as Arrow by the driver (PostgreSQL's binary COPY, no Python
-   per-row loop);
+3. the user's statement (extended protocol: one statement, never several), results in binary;
 
 then the transaction is rolled back. The result, the instant and the releases come from one
 snapshot, so what the result records is exactly what it read (docs/architecture.md, decision 12).
-User SQL runs only as the reader login, with the reader limits (statement timeout), in a
-read-only transaction, as on the general path.
+Large results come in batches converted column-wise to Arrow (no Python loop over rows).
+User SQL runs only as the reader login, with the reader limits, in a read-only transaction, as on
+the general path.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import logging
+import queue
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 
-import adbc_driver_manager
+import psycopg
 import pyarrow as pa
 
 from ..config import Settings
 from ..errors import QueryError
 
-__all__ = ["FastResult", "run_fast", "CannotRunFast"]
+__all__ = ["FastResult", "run_fast", "CannotRunFast", "ReaderPool"]
 
 log = logging.getLogger(__name__)
 
@@ -51,49 +55,132 @@ class FastResult:
     previous: str | None
 
 
-_STATE = (
-    "SELECT set_config('transaction_read_only', 'on', true) AS ro, "
-    "set_config('statement_timeout', (SELECT CASE WHEN setting::int8 > 0 AND setting::int8 < $1::int8 "
-    "  THEN setting ELSE $1 END FROM pg_settings WHERE name = 'statement_timeout'), true) AS st, "
-    "set_config('client_connection_check_interval', $2, true) AS cc, "
-    "s.instant, a.name AS current, a.previous "
+_LIMITS = (
+    "set_config('statement_timeout', CASE WHEN current_setting('statement_timeout')::interval > '0' "
+    "  AND current_setting('statement_timeout')::interval < %(timeout)s::int8 * interval '1 ms' "
+    "  THEN current_setting('statement_timeout') ELSE %(timeout)s::text END, true) AS st, "
+    "set_config('client_connection_check_interval', %(check)s, true) AS cc, "
+)
+_FROM = (
     "FROM (SELECT greatest((SELECT max(latest_mjd_tai) FROM dpdb_registry.prompt_latest), "
     "                      (SELECT max(activated_mjd_tai) FROM dpdb_registry.release_activation)"
     "                     )::float8 AS instant) s "
     "LEFT JOIN LATERAL (SELECT name, previous FROM dpdb_registry.release_activation "
     "                   ORDER BY activation_id DESC LIMIT 1) a ON true"
 )
-
+_STATE = f"SELECT {_LIMITS} s.instant, a.name AS current, a.previous {_FROM}"
 _STATE_AS_OF = (
-    "SELECT set_config('transaction_read_only', 'on', true) AS ro, "
-    "set_config('statement_timeout', (SELECT CASE WHEN setting::int8 > 0 AND setting::int8 < $1::int8 "
-    "  THEN setting ELSE $1 END FROM pg_settings WHERE name = 'statement_timeout'), true) AS st, "
-    "set_config('client_connection_check_interval', $2, true) AS cc, "
-    "set_config('dpdb.as_of', s.instant::text, true) AS asof, "
-    "set_config('search_path', $3, true) AS sp, "
-    "s.instant, a.name AS current, a.previous "
-    "FROM (SELECT greatest((SELECT max(latest_mjd_tai) FROM dpdb_registry.prompt_latest), "
-    "                      (SELECT max(activated_mjd_tai) FROM dpdb_registry.release_activation)"
-    "                     )::float8 AS instant) s "
-    "LEFT JOIN LATERAL (SELECT name, previous FROM dpdb_registry.release_activation "
-    "                   ORDER BY activation_id DESC LIMIT 1) a ON true "
+    f"SELECT {_LIMITS} set_config('dpdb.as_of', s.instant::text, true) AS asof, "
+    f"set_config('search_path', %(path)s, true) AS sp, s.instant, a.name AS current, a.previous {_FROM} "
     "WHERE s.instant IS NOT NULL"
 )
 
 
-@functools.cache
-def _as_of_views(settings_key: str, settings: Settings) -> frozenset[str]:
-    """The prompt tables that have an as-of view (fixed for a schema version: read once)."""
-    from ..as_of_rewrite import AS_OF_SCHEMA
-    from ..readers import reader_connect
+_views: dict[str, frozenset[str]] = {}
 
-    with reader_connect(settings) as conn:
+
+def _as_of_views(settings: Settings) -> frozenset[str]:
+    """The prompt tables that have an as-of view (fixed for a schema version: read once per login)."""
+    from ..as_of_rewrite import AS_OF_SCHEMA
+
+    pool = pool_for(settings)
+    found = _views.get(pool.info)
+    if found is not None:
+        return found
+    with pool.connection() as conn:
         rows = conn.execute(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
             "WHERE n.nspname = %s AND c.relkind IN ('v', 'm')",
             (AS_OF_SCHEMA,),
         ).fetchall()
-    return frozenset(r[0] for r in rows)
+    found = _views[pool.info] = frozenset(r[0] for r in rows)
+    return found
+
+
+class ReaderPool:
+    """Kept psycopg connections of one reader login: at most ``size`` open, reused LIFO."""
+
+    def __init__(self, settings: Settings, size: int) -> None:
+        from ..readers import reader_conninfo
+
+        self.settings = settings
+        self.info = reader_conninfo(settings)
+        self._idle: queue.LifoQueue[psycopg.Connection] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(size)
+
+    def _open(self) -> psycopg.Connection:
+        from ..db import _raw_connect, check_compatible, prepare
+        from ..readers import _check_reader
+
+        prepare(self.settings)
+        conn = _raw_connect(self.info)
+        try:
+            _check_reader(conn, self.info)
+            check_compatible(conn)
+            conn.rollback()
+            conn.read_only = True
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        """A connection in no transaction; back to the pool after use (closed if it broke)."""
+        self._slots.acquire()
+        conn: psycopg.Connection | None = None
+        try:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                conn = self._open()
+            yield conn
+        finally:
+            if conn is not None:
+                if conn.broken or conn.closed:
+                    conn.close()
+                else:
+                    try:
+                        conn.rollback()
+                        self._idle.put(conn)
+                    except psycopg.Error:
+                        conn.close()
+            self._slots.release()
+
+    def discard_idle(self) -> None:
+        """Close the idle connections (a stale one was found: the server restarted)."""
+        while True:
+            try:
+                self._idle.get_nowait().close()
+            except queue.Empty:
+                return
+
+    def close(self) -> None:
+        self.discard_idle()
+
+
+_pools: dict[str, ReaderPool] = {}
+_pools_lock = threading.Lock()
+
+
+def pool_for(settings: Settings) -> ReaderPool:
+    """The process's pool of the reader login of ``settings`` (half its connection limit)."""
+    from ..readers import reader_conninfo
+
+    info = reader_conninfo(settings)
+    with _pools_lock:
+        found = _pools.get(info)
+        if found is None:
+            found = _pools[info] = ReaderPool(settings, max(1, settings.reader_login_connections // 2))
+        return found
+
+
+def close_pools() -> None:
+    with _pools_lock:
+        pools = list(_pools.values())
+        _pools.clear()
+    for p in pools:
+        p.close()
 
 
 def run_fast(settings: Settings, text: str, *, reads_prompt: bool) -> FastResult:
@@ -110,46 +197,82 @@ def run_fast(settings: Settings, text: str, *, reads_prompt: bool) -> FastResult
         The statement failed (the server's message).
     """
     from ..as_of_rewrite import AS_OF_SCHEMA, prompt_references, rewrite_as_of
-    from ..query import _canonical, _limits, _normalize_adbc, _server_message, _statement
-    from ..readers import reader_adbc_connection, reader_conninfo
+    from ..query import _statement
 
     text = _statement(text)
-    # the stricter of the service's statement timeout and the login's own (ALTER ROLE ... SET)
-    limits = [
-        str(int(settings.reader_statement_timeout * 1000)),
-        dict(_limits(settings))["client_connection_check_interval"],
-    ]
+    params: dict[str, str] = {
+        "timeout": str(int(settings.reader_statement_timeout * 1000)),
+        "check": f"{int(settings.reader_connection_check_interval * 1000)}ms",
+    }
+    state_sql = _STATE
     if reads_prompt:
-        views = _as_of_views(reader_conninfo(settings), settings)
+        views = _as_of_views(settings)
         if not views:
             raise CannotRunFast("no as-of views")
         if any(name not in views for name in prompt_references(text)):
             raise CannotRunFast("a prompt table without an as-of view: the general path explains")
         text = rewrite_as_of(text, set(views))
-        state_sql, state_params = _STATE_AS_OF, (*limits, f"{AS_OF_SCHEMA}, public")
-    else:
-        state_sql, state_params = _STATE, tuple(limits)
-    fresh = True
-    try:
-        with reader_adbc_connection(settings) as aconn:
-            try:
-                with aconn.cursor() as cur:
-                    cur.execute(state_sql, state_params)
-                    state = cur.fetchone()
-                    fresh = False
-                    if state is None or state[-3] is None:
-                        raise CannotRunFast("no committed change has a time yet")
-                    instant, current, previous = state[-3], state[-2], state[-1]
-                    # A newline so that a trailing -- comment does not swallow ADBC's COPY ( ... ) wrapper.
-                    cur.execute(text + "\n")
-                    table = cur.fetch_arrow_table()
-            finally:
-                aconn.rollback()
-    except adbc_driver_manager.Error as e:
-        message = str(e)
-        if fresh and isinstance(e, adbc_driver_manager.OperationalError):
-            raise CannotRunFast("the pooled connection was stale") from e
-        if "no binary output function" in message or "could not begin COPY" in message:
-            raise CannotRunFast(message) from e
-        raise QueryError(f"query failed: {_server_message(message)}") from e
-    return FastResult(_canonical(_normalize_adbc(table)), float(instant), current, previous)
+        state_sql = _STATE_AS_OF
+        params["path"] = f"{AS_OF_SCHEMA}, public"
+    pool = pool_for(settings)
+    for attempt in (1, 2):
+        try:
+            return _run(pool, state_sql, params, text)
+        except _Stale as e:
+            pool.discard_idle()
+            if attempt == 2:
+                raise QueryError(f"query failed: {e}") from e
+    raise AssertionError("unreachable")
+
+
+class _Stale(Exception):
+    """The kept connection had lost its server before the statement ran."""
+
+
+_BATCH = 100_000
+
+
+def _run(pool: ReaderPool, state_sql: str, params: dict[str, str], text: str) -> FastResult:
+    from ..query import _canonical, _server_message
+
+    with pool.connection() as conn:
+        state_cur = conn.cursor()
+        cur = conn.cursor(binary=True)
+        started = False
+        try:
+            with conn.pipeline():
+                state_cur.execute(state_sql.encode(), params, prepare=True)  # planned once per connection
+                cur.execute(text.encode())  # bytes: the translated statement, one statement only
+            started = True
+            state = state_cur.fetchone()
+            if state is None or state[-3] is None:
+                raise CannotRunFast("no committed change has a time yet")
+            description = cur.description or []
+            batches = []
+            while True:
+                rows = cur.fetchmany(_BATCH)
+                batches.append(_batch(rows, description))
+                if len(rows) < _BATCH:
+                    break
+        except psycopg.OperationalError as e:
+            if not started and conn.broken:
+                raise _Stale(str(e)) from e
+            raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
+        except psycopg.Error as e:
+            raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
+    table = pa.Table.from_batches(batches) if batches else pa.table({})
+    return FastResult(_canonical(table), float(state[-3]), state[-2], state[-1])
+
+
+def _primary(e: psycopg.Error) -> str:
+    primary = e.diag.message_primary if isinstance(e, psycopg.errors.DatabaseError) else None
+    return primary or str(e)
+
+
+def _batch(rows: list[tuple], description: list) -> pa.RecordBatch:
+    """Rows (psycopg tuples) as an Arrow batch, column by column (C-level conversions)."""
+    from ..query import _arrow_column
+
+    columns = list(zip(*rows, strict=True)) if rows else [() for _ in description]
+    arrays = [_arrow_column(values, d.type_code) for values, d in zip(columns, description, strict=True)]
+    return pa.RecordBatch.from_arrays(arrays, names=[d.name for d in description])

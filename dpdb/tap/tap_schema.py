@@ -8,7 +8,15 @@ and every loaded release (docs/architecture.md, decisions 3 and 12). Columns the
 beyond felis (the implementation columns ``_healpix_29``...) are described from the catalog.
 
 :func:`refresh_tap_schema` runs in the caller's transaction: release activation and unloading
-call it in theirs, so TAP_SCHEMA never describes a schema that is gone.
+call it in theirs, so TAP_SCHEMA never describes a schema that is gone. It is incremental and
+set-based, so an activation stays fast: the rows of a schema whose tables and columns are what
+TAP_SCHEMA already says stay; a schema that lost its catalog loses its rows; a schema that is new
+or changed gets a copy of the rows of a described schema with the same tables, columns and types
+(every release of one schema version has the same description: ``current`` after an activation
+is the new release's description under another name), renamed in SQL; only a layout no described
+schema has (the first release of a schema version) is generated with felis (seconds).
+``current`` and ``previous`` are described as the releases the registry names for them, so the
+rows are right from the activation's commit on, before the views are swapped.
 """
 
 from __future__ import annotations
@@ -81,8 +89,9 @@ class _Published:
     description: str
 
 
-def published_schemas(conn: psycopg.Connection) -> list[_Published]:
-    """The catalog schemas TAP_SCHEMA describes, in listing order: those that exist and hold tables."""
+def published_schemas(conn: psycopg.Connection, aliases: dict[str, str] | None = None) -> list[_Published]:
+    """The catalog schemas TAP_SCHEMA describes, in listing order: those that exist and hold tables,
+    and ``current``/``previous`` when ``aliases`` names a release for them (an activation in progress)."""
     from ..registry.catalogs import present_catalog_names
 
     candidates = ["prompt", "current", "previous", "samples", *present_catalog_names(conn)]
@@ -91,7 +100,7 @@ def published_schemas(conn: psycopg.Connection) -> list[_Published]:
         "WHERE c.relnamespace = n.oid AND c.relkind IN ('r', 'p', 'v'))",
         (candidates,),
     ).fetchall()
-    present = {r[0] for r in rows}
+    present = {r[0] for r in rows} | set(aliases or {})
     order = ["current", "previous", "prompt", "samples"]
     out = [_Published(s, i, _SCHEMA_TEXT[s]) for i, s in enumerate(order) if s in present]
     releases = sorted(present - set(order))
@@ -99,21 +108,6 @@ def published_schemas(conn: psycopg.Connection) -> list[_Published]:
         _Published(r, 10 + i, f"Data release {r} (read it through current/previous for stable names).")
         for i, r in enumerate(releases)
     ]
-    return out
-
-
-def _db_columns(conn: psycopg.Connection, schema: str) -> dict[str, list[tuple[str, str, bool]]]:
-    """table (lower) -> [(column, PostgreSQL type, is array)] of a schema's tables and views."""
-    out: dict[str, list[tuple[str, str, bool]]] = {}
-    for table, column, dtype, ndims in conn.execute(
-        "SELECT c.relname, a.attname, format_type(a.atttypid, NULL), t.typcategory = 'A' "
-        "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
-        "JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "JOIN pg_type t ON t.oid = a.atttypid WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v') "
-        "AND NOT c.relispartition AND a.attnum > 0 AND NOT a.attisdropped ORDER BY c.relname, a.attnum",
-        (schema,),
-    ):
-        out.setdefault(table, []).append((column, dtype, ndims))
     return out
 
 
@@ -147,45 +141,186 @@ def _felis_inserts(schema: FelisSchema, index: int) -> str:
     return buf.getvalue()
 
 
-def refresh_tap_schema(conn: psycopg.Connection) -> int:
-    """Rewrite the TAP_SCHEMA rows to describe the catalogs that exist now; in the caller's transaction.
+Signature = dict[str, list[tuple[str, str, bool]]]
 
-    Returns the number of tables described. Does nothing (0) if TAP_SCHEMA is not installed.
-    """
-    if conn.execute("SELECT to_regclass(%s)", (f"{TAP_SCHEMA}.columns",)).fetchone() == (None,):
-        return 0
-    base = load_felis(latest_version())
-    tables = ("key_columns", "keys", "columns", "tables", "schemas")
-    statements = [f"DELETE FROM {TAP_SCHEMA}.{t}" for t in tables]
-    text = [";\n".join(statements) + ";"]
-    described = 0
+
+def _signatures(conn: psycopg.Connection, schemas: list[str]) -> dict[str, Signature]:
+    """schema -> table (lower) -> [(column, PostgreSQL type, is array)], for all ``schemas`` in one read."""
+    out: dict[str, Signature] = {s: {} for s in schemas}
+    for schema, table, column, dtype, ndims in conn.execute(
+        "SELECT n.nspname, c.relname, a.attname, format_type(a.atttypid, NULL), t.typcategory = 'A' "
+        "FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid "
+        "JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "JOIN pg_type t ON t.oid = a.atttypid WHERE n.nspname = ANY(%s) AND c.relkind IN ('r', 'p', 'v') "
+        "AND NOT c.relispartition AND a.attnum > 0 AND NOT a.attisdropped "
+        "ORDER BY n.nspname, c.relname, a.attnum",
+        (schemas,),
+    ):
+        out[schema].setdefault(table, []).append((column, dtype, ndims))
+    return out
+
+
+def _names(signature: Signature) -> dict[str, frozenset[str]]:
+    return {t: frozenset(c for c, _, _ in cols) for t, cols in signature.items()}
+
+
+def _described(conn: psycopg.Connection) -> tuple[dict[str, tuple[int, str]], dict[str, dict[str, set[str]]]]:
+    """What TAP_SCHEMA says now: schema -> (index, description), and schema -> table -> columns (lower)."""
+    schemas = {
+        r[0]: (r[1], r[2])
+        for r in conn.execute(f"SELECT schema_name, schema_index, description FROM {TAP_SCHEMA}.schemas")
+    }
+    columns: dict[str, dict[str, set[str]]] = {}
+    for schema, table, column in conn.execute(
+        f"SELECT t.schema_name, lower(split_part(t.table_name, '.', 2)), lower(trim(both '\"' from "
+        f"c.column_name)) FROM {TAP_SCHEMA}.tables t LEFT JOIN {TAP_SCHEMA}.columns c "
+        "ON c.table_name = t.table_name"
+    ):
+        cols = columns.setdefault(schema, {}).setdefault(table, set())
+        if column is not None:
+            cols.add(column)
+    return schemas, columns
+
+
+def _delete_schema(conn: psycopg.Connection, schema: str) -> None:
+    t = TAP_SCHEMA
+    of_schema = "split_part(from_table, '.', 1) = %(s)s OR split_part(target_table, '.', 1) = %(s)s"
+    for statement in (
+        f"DELETE FROM {t}.key_columns WHERE key_id IN (SELECT key_id FROM {t}.keys WHERE {of_schema})",
+        f"DELETE FROM {t}.keys WHERE {of_schema}",
+        f"DELETE FROM {t}.columns WHERE split_part(table_name, '.', 1) = %(s)s",
+        f"DELETE FROM {t}.tables WHERE schema_name = %(s)s",
+        f"DELETE FROM {t}.schemas WHERE schema_name = %(s)s",
+    ):
+        conn.execute(statement.encode(), {"s": schema})
+
+
+def _copy_schema(conn: psycopg.Connection, source: str, published: _Published) -> None:
+    """Describe ``published`` with the rows of ``source`` (same tables, columns and types), renamed."""
+    t = TAP_SCHEMA
+    params = {"s": source, "p": published.schema, "d": published.description, "i": published.index}
+    rename = "%(p)s::text || '.' || split_part({col}, '.', 2)"
+    conn.execute(
+        f"INSERT INTO {t}.schemas (schema_name, utype, description, schema_index) "
+        "VALUES (%(p)s, NULL, %(d)s, %(i)s)",
+        params,
+    )
+    conn.execute(
+        f"INSERT INTO {t}.tables (schema_name, table_name, table_type, utype, description, table_index) "
+        f"SELECT %(p)s::text, {rename.format(col='table_name')}, table_type, utype, description, table_index "
+        f"FROM {t}.tables WHERE schema_name = %(s)s",
+        params,
+    )
+    columns = "column_name, utype, ucd, unit, description, datatype, arraysize, xtype, size, principal, " \
+        "indexed, std, column_index"  # fmt: skip
+    conn.execute(
+        f"INSERT INTO {t}.columns (table_name, {columns}) SELECT {rename.format(col='table_name')}, "
+        f"{columns} FROM {t}.columns WHERE split_part(table_name, '.', 1) = %(s)s",
+        params,
+    )
+    key_id = (
+        "CASE WHEN left(key_id, length(%(s)s::text)) = %(s)s::text "
+        "THEN %(p)s::text || substr(key_id, length(%(s)s::text) + 1) "
+        "ELSE %(p)s::text || '_' || key_id END"
+    )
+    conn.execute(
+        f"INSERT INTO {t}.key_columns (key_id, from_column, target_column) "
+        f"SELECT {key_id}, c.from_column, c.target_column FROM {t}.key_columns c "
+        f"WHERE c.key_id IN (SELECT key_id FROM {t}.keys WHERE split_part(from_table, '.', 1) = %(s)s)",
+        params,
+    )
+    conn.execute(
+        f"INSERT INTO {t}.keys (key_id, from_table, target_table, utype, description) "
+        f"SELECT {key_id}, {rename.format(col='from_table')}, {rename.format(col='target_table')}, utype, "
+        f"description FROM {t}.keys WHERE split_part(from_table, '.', 1) = %(s)s",
+        params,
+    )
+
+
+def _generate_schema(conn: psycopg.Connection, published: _Published, signature: Signature) -> int:
+    """Describe ``published`` from felis (the slow path: a layout TAP_SCHEMA has not described yet)."""
+    felis_schema = _felis_for(load_felis(latest_version()), published, set(signature))
+    _execute(conn, _felis_inserts(felis_schema, published.index))
     extra_rows: list[tuple[str, str, str, str | None, str, int]] = []
-    for published in published_schemas(conn):
-        columns = _db_columns(conn, published.schema)
-        felis_schema = _felis_for(base, published, set(columns))
-        text.append(_felis_inserts(felis_schema, published.index))
-        described += len(felis_schema.tables)
-        for ftable in felis_schema.tables:
-            known = {c.name.lower() for c in ftable.columns}
-            for position, (name, dtype, is_array) in enumerate(columns[ftable.name.lower()], start=1):
-                if name in known:
-                    continue
-                datatype, arraysize = _PG_VOTABLE.get(dtype.removesuffix("[]"), ("char", "*"))
-                extra_rows.append(
-                    (f"{published.schema}.{ftable.name}", f'"{name}"' if name.startswith("_") else name,
-                     datatype, "*" if is_array else arraysize,
-                     _IMPLEMENTATION.get(name, "Implementation column."), 1000 + position)
-                )  # fmt: skip
-    _execute(conn, "\n".join(text))
+    for ftable in felis_schema.tables:
+        known = {c.name.lower() for c in ftable.columns}
+        for position, (name, dtype, is_array) in enumerate(signature[ftable.name.lower()], start=1):
+            if name in known:
+                continue
+            datatype, arraysize = _PG_VOTABLE.get(dtype.removesuffix("[]"), ("char", "*"))
+            extra_rows.append(
+                (f"{published.schema}.{ftable.name}", f'"{name}"' if name.startswith("_") else name,
+                 datatype, "*" if is_array else arraysize,
+                 _IMPLEMENTATION.get(name, "Implementation column."), 1000 + position)
+            )  # fmt: skip
     with conn.cursor() as cur:
         cur.executemany(
             f"INSERT INTO {TAP_SCHEMA}.columns (table_name, column_name, datatype, arraysize, description, "
             "column_index, indexed, principal, std) VALUES (%s, %s, %s, %s, %s, %s, 0, 0, 0)",
             extra_rows,
         )
-    _self_description(conn)
-    log.info("TAP_SCHEMA refreshed: %d tables", described)
-    return described
+    return len(felis_schema.tables)
+
+
+def refresh_tap_schema(conn: psycopg.Connection, *, full: bool = False) -> int:
+    """Bring the TAP_SCHEMA rows to the catalogs that exist now; in the caller's transaction.
+
+    Incremental (see the module); ``full`` rewrites every row from felis (after a schema migration).
+    Returns the number of tables described. Does nothing (0) if TAP_SCHEMA is not installed.
+    """
+    if conn.execute("SELECT to_regclass(%s)", (f"{TAP_SCHEMA}.columns",)).fetchone() == (None,):
+        return 0
+    from ..registry.activations import named_now
+
+    if full:
+        for table in ("key_columns", "keys", "columns", "tables", "schemas"):
+            conn.execute(f"DELETE FROM {TAP_SCHEMA}.{table}".encode())
+    current, previous = named_now(conn)
+    aliases = {k: v for k, v in (("current", current), ("previous", previous)) if v is not None}
+    published = published_schemas(conn, aliases)
+    names = [p.schema for p in published]
+    signatures = _signatures(conn, sorted({*names, *aliases.values()}))
+    for alias, release in aliases.items():  # current/previous: as the release they name from the commit on
+        if alias in names and signatures.get(release):
+            signatures[alias] = signatures[release]
+    described, described_columns = _described(conn)
+    valid: set[str] = set()
+    for schema, (index, description) in described.items():
+        if schema == TAP_SCHEMA:
+            valid.add(schema)
+            continue
+        wanted = next((p for p in published if p.schema == schema), None)
+        same = (
+            wanted is not None
+            and (wanted.index, wanted.description) == (index, description)
+            and {t: frozenset(c) for t, c in described_columns.get(schema, {}).items()}
+            == _names(signatures[schema])
+        )
+        if same:
+            valid.add(schema)
+        else:
+            _delete_schema(conn, schema)
+    count = 0
+    generated: list[str] = []
+    for p in published:
+        count += len(signatures[p.schema])
+        if p.schema in valid:
+            continue
+        source = next(
+            (s for s in sorted(valid) if s != TAP_SCHEMA and signatures.get(s) == signatures[p.schema]), None
+        )
+        if source is not None:
+            _copy_schema(conn, source, p)
+        else:
+            _generate_schema(conn, p, signatures[p.schema])
+            generated.append(p.schema)
+        valid.add(p.schema)
+    if TAP_SCHEMA not in described:
+        _self_description(conn)
+    log.info(
+        "TAP_SCHEMA refreshed: %d tables (%s generated with felis)", count, ", ".join(generated) or "none"
+    )
+    return count
 
 
 _IMPLEMENTATION = {
