@@ -91,18 +91,24 @@ def main() -> None:
             assert r.status_code == 200, r.text[:300]
     sqls = [prepare(archive, parse_params({"LANG": "ADQL", "QUERY": adql(ra, dec)}, limits))[0].sql
             for ra, dec in centres]  # fmt: skip
-    pg_ms = []
-    with psycopg.connect(conninfo(archive.settings)) as conn:
-        conn.execute(sqls[0].encode()).fetchall()
-        for text in sqls:
-            start = time.perf_counter()
-            conn.execute(text.encode()).fetchall()
-            pg_ms.append((time.perf_counter() - start) * 1000)
-    http_p50, pg_p50 = statistics.median(http_ms), statistics.median(pg_ms)
-    ratio = http_p50 / pg_p50
-    verdict = "PASS" if http_p50 <= 25 and ratio <= 2 else "FAIL"
-    print(f"10\" cone, median over {len(centres)}: HTTP {http_p50:.1f} ms, psycopg {pg_p50:.1f} ms, "
-          f"ratio {ratio:.1f}x  [{verdict}: <= 25 ms, <= 2x]")  # fmt: skip
+    # psycopg on a kept connection, two ways: every query in its own transaction (autocommit, as
+    # each HTTP request is), and all of them in one open transaction (the locks and catalog
+    # caches of the first query serve the others: the cheapest possible baseline)
+    pg_ms: dict[bool, list[float]] = {True: [], False: []}
+    for autocommit in (True, False):
+        with psycopg.connect(conninfo(archive.settings), autocommit=autocommit) as conn:
+            conn.execute(sqls[0].encode()).fetchall()
+            for text in sqls:
+                start = time.perf_counter()
+                conn.execute(text.encode()).fetchall()
+                pg_ms[autocommit].append((time.perf_counter() - start) * 1000)
+    http_p50 = statistics.median(http_ms)
+    for autocommit, label in ((True, "autocommit"), (False, "one transaction")):
+        pg_p50 = statistics.median(pg_ms[autocommit])
+        ratio = http_p50 / pg_p50
+        verdict = "PASS" if http_p50 <= 25 and ratio <= 2 else "FAIL"
+        print(f"10\" cone, median over {len(centres)}: HTTP {http_p50:.1f} ms, psycopg ({label}) "
+              f"{pg_p50:.1f} ms, ratio {ratio:.1f}x  [{verdict}: <= 25 ms, <= 2x]")  # fmt: skip
 
     # 2. streaming a large result
     rows = min(args.stream_rows, n_objects)

@@ -6,7 +6,7 @@ and asks the registry in separate transactions. Here, on a connection of the rea
 open between queries (:class:`ReaderPool`: a few per login, checked once when opened, as
 :func:`dpdb.readers.reader_connect` does), one pipelined round trip sends:
 
-1. ``BEGIN READ ONLY``;
+1. ``BEGIN READ ONLY`` (the connection is in autocommit mode: the service makes the transaction);
 2. one statement that sets the reader limits and reads, in the same snapshot as the rows, the
    instant the query is evaluated at (the latest committed change, as
    :func:`dpdb.asof.latest_processing_time`) and the releases ``current``/``previous`` name then
@@ -16,7 +16,7 @@ open between queries (:class:`ReaderPool`: a few per login, checked once when op
    operator gives one login (``ALTER ROLE NAME SET statement_timeout``) apply to its queries;
 3. the user's statement (extended protocol: one statement, never several), results in binary;
 
-then the transaction is rolled back. The result, the instant and the releases come from one
+4. ``ROLLBACK``. The result, the instant and the releases come from one
 snapshot, so what the result records is exactly what it read (docs/architecture.md, decision 12).
 Large results come in batches converted column-wise to Arrow (no Python loop over rows).
 User SQL runs only as the reader login, with the reader limits, in a read-only transaction, as on
@@ -113,12 +113,10 @@ class ReaderPool:
         from ..readers import _check_reader
 
         prepare(self.settings)
-        conn = _raw_connect(self.info)
+        conn = _raw_connect(self.info, autocommit=True)  # transactions: BEGIN READ ONLY ... ROLLBACK
         try:
             _check_reader(conn, self.info)
             check_compatible(conn)
-            conn.rollback()
-            conn.read_only = True
         except BaseException:
             conn.close()
             raise
@@ -139,9 +137,11 @@ class ReaderPool:
             if conn is not None:
                 if conn.broken or conn.closed:
                     conn.close()
+                elif conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                    self._idle.put(conn)
                 else:
                     try:
-                        conn.rollback()
+                        conn.execute(b"ROLLBACK")
                         self._idle.put(conn)
                     except psycopg.Error:
                         conn.close()
@@ -240,9 +240,11 @@ def _run(pool: ReaderPool, state_sql: str, params: dict[str, str], text: str) ->
         cur = conn.cursor(binary=True)
         started = False
         try:
-            with conn.pipeline():
+            with conn.pipeline():  # one round trip: the connection is in autocommit, the statements
+                conn.execute(b"BEGIN READ ONLY")  # make the transaction
                 state_cur.execute(state_sql.encode(), params, prepare=True)  # planned once per connection
                 cur.execute(text.encode())  # bytes: the translated statement, one statement only
+                conn.execute(b"ROLLBACK")
             started = True
             state = state_cur.fetchone()
             if state is None or state[-3] is None:

@@ -226,6 +226,28 @@ def _write_votable(result: pa.Table, info: ResultInfo, writer: str) -> bytes:
         if content:
             item.content = content
         resource.infos.append(item)
+    if writer == "binary2":
+        from .binary2 import binary2_stream
+
+        stream = binary2_stream(result)
+        if stream is not None:  # every column numeric, boolean or ASCII text: rows built with numpy
+            seen_fast: dict[str, int] = {}
+            table = TableElement(votable, name="result")
+            resource.tables.append(table)
+            table.fields.extend(
+                _field(votable, name, column.type, None, info, seen_fast, Field)
+                for name, column in zip(result.column_names, result.columns, strict=True)
+            )
+            buf = io.BytesIO()
+            votable.to_xml(buf)
+            text = buf.getvalue()
+            end = text.rindex(b"</TABLE>")
+            data = (
+                b'<DATA>\n<BINARY2>\n<STREAM encoding="base64">\n'
+                + stream
+                + b"</STREAM>\n</BINARY2>\n</DATA>\n"
+            )
+            return text[:end] + data + text[end:]
     arrays = []
     fields = []
     seen: dict[str, int] = {}

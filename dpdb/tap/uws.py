@@ -211,7 +211,7 @@ class JobStore:
             gone = tap_jobs.reap_jobs(conn)
         for job_id in gone:
             shutil.rmtree(self.folder / job_id, ignore_errors=True)
-        self._archives.pop(job_id, None)
+            self._archives.pop(job_id, None)
         return gone
 
 
