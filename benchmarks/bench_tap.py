@@ -66,7 +66,7 @@ def main() -> None:
 
     limits = Limits(max_maxrec=max(10_000_000, args.stream_rows + 1))
     app = create_app(archive, limits=limits)
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
     threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()

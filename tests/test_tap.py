@@ -38,7 +38,7 @@ def tap(demo_run: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator
 
     archive = dpdb.Archive(settings=demo_run.settings)
     app = create_app(archive, job_dir=tmp_path_factory.mktemp("tap-jobs"))
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
