@@ -14,11 +14,14 @@ open between queries (:class:`ReaderPool`: a few per login, checked once when op
    it also sets ``dpdb.as_of`` to that instant and puts the as-of views first on the search path.
    The statement timeout is the stricter of the service's and the login's own, so the limits an
    operator gives one login (``ALTER ROLE NAME SET statement_timeout``) apply to its queries;
-3. the user's statement (extended protocol: one statement, never several), results in binary;
+3. the user's statement (extended protocol: one statement, never several) as a cursor, and its
+   first 10,001 rows, in binary;
 
 4. ``ROLLBACK``. The result, the instant and the releases come from one
 snapshot, so what the result records is exactly what it read (docs/architecture.md, decision 12).
-Large results come in batches converted column-wise to Arrow (no Python loop over rows).
+A result of more than 10,000 rows is run again, whole, on a pooled ADBC connection of the same
+login (state statement and query in one transaction), which reads PostgreSQL's binary COPY into
+Arrow in C: no Python loop over rows.
 User SQL runs only as the reader login, with the reader limits, in a read-only transaction, as on
 the general path.
 """
@@ -229,7 +232,8 @@ class _Stale(Exception):
     """The kept connection had lost its server before the statement ran."""
 
 
-_BATCH = 100_000
+_SMALL = 10_000
+"""Results up to this many rows come through psycopg; larger ones through ADBC (binary COPY to Arrow)."""
 
 
 def _run(pool: ReaderPool, state_sql: str, params: dict[str, str], text: str) -> FastResult:
@@ -243,27 +247,55 @@ def _run(pool: ReaderPool, state_sql: str, params: dict[str, str], text: str) ->
             with conn.pipeline():  # one round trip: the connection is in autocommit, the statements
                 conn.execute(b"BEGIN READ ONLY")  # make the transaction
                 state_cur.execute(state_sql.encode(), params, prepare=True)  # planned once per connection
-                cur.execute(text.encode())  # bytes: the translated statement, one statement only
+                # bytes: the translated statement, one statement only (the extended protocol refuses more)
+                conn.execute(b"DECLARE dpdb_result NO SCROLL CURSOR FOR " + text.encode())
+                cur.execute(f"FETCH FORWARD {_SMALL + 1} FROM dpdb_result".encode())
                 conn.execute(b"ROLLBACK")
             started = True
             state = state_cur.fetchone()
             if state is None or state[-3] is None:
                 raise CannotRunFast("no committed change has a time yet")
             description = cur.description or []
-            batches = []
-            while True:
-                rows = cur.fetchmany(_BATCH)
-                batches.append(_batch(rows, description))
-                if len(rows) < _BATCH:
-                    break
+            rows = cur.fetchall()
+            large = len(rows) > _SMALL
+            state_text = psycopg.ClientCursor(conn).mogrify(state_sql, params) if large else ""
         except psycopg.OperationalError as e:
             if not started and conn.broken:
                 raise _Stale(str(e)) from e
             raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
         except psycopg.Error as e:
             raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
-    table = pa.Table.from_batches(batches) if batches else pa.table({})
+    if large:  # run again, all of it, where the rows come as Arrow (its own snapshot and state)
+        return _run_adbc(pool.settings, state_text, text)
+    table = pa.Table.from_batches([_batch(rows, description)])
     return FastResult(_canonical(table), float(state[-3]), state[-2], state[-1])
+
+
+def _run_adbc(settings: Settings, state_text: str, text: str) -> FastResult:
+    """A large result through a pooled ADBC connection of the reader login (PostgreSQL's binary COPY
+    read into Arrow by the driver: no Python per row), state read in the same transaction."""
+    import adbc_driver_manager
+
+    from ..query import _canonical, _normalize_adbc, _server_message
+    from ..readers import reader_adbc_connection
+
+    try:
+        with reader_adbc_connection(settings) as aconn:  # not autocommit: a transaction is open
+            try:
+                with aconn.cursor() as cur:
+                    cur.execute("SET TRANSACTION READ ONLY")
+                    cur.execute(state_text)
+                    state = cur.fetchone()
+                    # A newline so that a trailing -- comment does not swallow ADBC's COPY ( ... ) wrapper.
+                    cur.execute(text + "\n")
+                    table = cur.fetch_arrow_table()
+            finally:
+                aconn.rollback()
+    except adbc_driver_manager.Error as e:
+        raise QueryError(f"query failed: {_server_message(str(e))}") from e
+    if state is None or state[-3] is None:
+        raise CannotRunFast("no committed change has a time yet")
+    return FastResult(_canonical(_normalize_adbc(table)), float(state[-3]), state[-2], state[-1])
 
 
 def _primary(e: psycopg.Error) -> str:
