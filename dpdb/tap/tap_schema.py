@@ -270,6 +270,7 @@ def refresh_tap_schema(conn: psycopg.Connection, *, full: bool = False) -> int:
     """
     if conn.execute("SELECT to_regclass(%s)", (f"{TAP_SCHEMA}.columns",)).fetchone() == (None,):
         return 0
+    from ..model.layout import LOAD_ID_COLUMN
     from ..registry.activations import named_now
 
     if full:
@@ -281,9 +282,21 @@ def refresh_tap_schema(conn: psycopg.Connection, *, full: bool = False) -> int:
     names = [p.schema for p in published]
     signatures = _signatures(conn, sorted({*names, *aliases.values()}))
     for alias, release in aliases.items():  # current/previous: as the release they name from the commit on
-        if alias in names and signatures.get(release):
-            signatures[alias] = signatures[release]
+        if alias in names and signatures.get(release):  # (views of every column but _load_id)
+            signatures[alias] = {
+                t: [c for c in cols if c[0] != LOAD_ID_COLUMN] for t, cols in signatures[release].items()
+            }
     described, described_columns = _described(conn)
+    # Only the tables felis describes count (not the key maps, not the samples' own tables): those
+    # TAP_SCHEMA holds for some schema already (a new schema version's new table: `full`, at migration).
+    felis_tables = {t for schema, tables in described_columns.items() if schema != TAP_SCHEMA for t in tables}
+    if not felis_tables:
+        felis_tables = {t.name.lower() for t in load_felis(latest_version()).tables}
+    raw = signatures
+    signatures = {
+        schema: {t: cols for t, cols in sig.items() if t in felis_tables}
+        for schema, sig in signatures.items()
+    }
     valid: set[str] = set()
     for schema, (index, description) in described.items():
         if schema == TAP_SCHEMA:
@@ -312,7 +325,7 @@ def refresh_tap_schema(conn: psycopg.Connection, *, full: bool = False) -> int:
         if source is not None:
             _copy_schema(conn, source, p)
         else:
-            _generate_schema(conn, p, signatures[p.schema])
+            _generate_schema(conn, p, raw[p.schema])
             generated.append(p.schema)
         valid.add(p.schema)
     if TAP_SCHEMA not in described:
