@@ -13,23 +13,25 @@ __all__ = ["capabilities_xml", "availability_xml", "tables_xml", "examples_html"
 _GEO = ("POINT", "CIRCLE", "BOX", "POLYGON", "CONTAINS", "INTERSECTS", "DISTANCE", "AREA", "COORD1", "COORD2",
         "COORDSYS")  # fmt: skip
 
+# ``CURRENT`` is an ADQL reserved word: the examples quote the schema ("current") so that strict ADQL
+# parsers (TOPCAT's, taplint's) accept them; this service also takes it unquoted.
 EXAMPLES: list[tuple[str, str, str]] = [
     ("cone", "Cone search: objects within 3 arcminutes of a position (uses the q3c index)",
-     "SELECT TOP 100 objectId, coord_ra, coord_dec, r_psfFlux FROM current.Object\n"
+     "SELECT TOP 100 objectId, coord_ra, coord_dec, r_psfFlux FROM \"current\".Object\n"
      "WHERE 1 = CONTAINS(POINT('ICRS', coord_ra, coord_dec), CIRCLE('ICRS', 150.0, 2.0, 0.05))"),
     ("polygon", "Polygon search in the prompt catalog",
      "SELECT diaObjectId, ra, dec, nDiaSources FROM prompt.DiaObject\n"
      "WHERE 1 = CONTAINS(POINT('ICRS', ra, dec),\n"
      "                   POLYGON('ICRS', 149.9, 1.9, 150.1, 1.9, 150.1, 2.1, 149.9, 2.1))"),
     ("lightcurve", "Light curve: forced photometry of one object, joined Object-ForcedSource",
-     "SELECT o.objectId, f.band, f.psfFlux, f.psfFluxErr FROM current.Object AS o\n"
-     "JOIN current.ForcedSource AS f ON f.objectId = o.objectId\n"
-     "WHERE o.objectId = (SELECT MIN(objectId) FROM current.Object)"),
+     "SELECT o.objectId, f.band, f.psfFlux, f.psfFluxErr FROM \"current\".Object AS o\n"
+     "JOIN \"current\".ForcedSource AS f ON f.objectId = o.objectId\n"
+     "WHERE o.objectId = (SELECT MIN(objectId) FROM \"current\".Object)"),
     ("aggregate", "Aggregate over a sky region: objects and mean flux per band in a 1-degree circle",
-     "SELECT COUNT(*) AS n, AVG(r_psfFlux) AS mean_r FROM current.Object\n"
+     "SELECT COUNT(*) AS n, AVG(r_psfFlux) AS mean_r FROM \"current\".Object\n"
      "WHERE 1 = CONTAINS(POINT('ICRS', coord_ra, coord_dec), CIRCLE('ICRS', 150.0, 2.0, 1.0))"),
     ("crossmatch", "Cross-match an uploaded list (UPLOAD=mine,param:mine) with the current release",
-     "SELECT m.ra, m.dec, o.objectId FROM TAP_UPLOAD.mine AS m JOIN current.Object AS o\n"
+     "SELECT m.ra, m.dec, o.objectId FROM TAP_UPLOAD.mine AS m JOIN \"current\".Object AS o\n"
      "ON 1 = CONTAINS(POINT('ICRS', o.coord_ra, o.coord_dec), CIRCLE('ICRS', m.ra, m.dec, 1/3600.))"),
     ("asof", "Time travel: the prompt catalog as of an instant (send ASOF=2025-11-23T05:00:00 with it)",
      "SELECT TOP 10 diaObjectId, nDiaSources, ra, dec FROM prompt.DiaObject ORDER BY diaObjectId"),

@@ -234,13 +234,14 @@ def _write_votable(result: pa.Table, info: ResultInfo, writer: str) -> bytes:
             seen_fast: dict[str, int] = {}
             table = TableElement(votable, name="result")
             resource.tables.append(table)
-            table.fields.extend(
+            fast_fields = [
                 _field(votable, name, column.type, None, info, seen_fast, Field)
                 for name, column in zip(result.column_names, result.columns, strict=True)
-            )
+            ]
+            table.fields.extend(fast_fields)
             buf = io.BytesIO()
             votable.to_xml(buf)
-            text = buf.getvalue()
+            text = _verbatim_units(buf.getvalue(), fast_fields)
             end = text.rindex(b"</TABLE>")
             data = (
                 b'<DATA>\n<BINARY2>\n<STREAM encoding="base64">\n'
@@ -269,7 +270,20 @@ def _write_votable(result: pa.Table, info: ResultInfo, writer: str) -> bytes:
     table.format = writer
     buf = io.BytesIO()
     votable.to_xml(buf, tabledata_format=writer)
-    return buf.getvalue()
+    return _verbatim_units(buf.getvalue(), fields)
+
+
+def _verbatim_units(text: bytes, fields: list) -> bytes:
+    """Put each FIELD's unit in as felis (and so TAP_SCHEMA) spells it: astropy would rewrite
+    ``mas/yr`` as ``mas.yr**-1``, and clients compare the two as text (taplint MDQ-DRUN)."""
+    head_end = text.find(b"<DATA>")
+    head, rest = (text, b"") if head_end < 0 else (text[:head_end], text[head_end:])
+    for f in fields:
+        unit = getattr(f, "_dpdb_unit", None)
+        if unit:
+            tag = f"<FIELD ID={quoteattr(f.ID)}".encode()
+            head = head.replace(tag, tag + f" unit={quoteattr(unit)}".encode(), 1)
+    return head + rest
 
 
 _VOTABLE_TYPES = {
@@ -299,17 +313,17 @@ def _field(votable, name, dtype, arraysize, info, seen, field_cls):
         kwargs["xtype"] = xtype
         if xtype in ("point", "circle", "polygon"):
             kwargs["datatype"] = "double"
+    unit = None
     if col is not None:
         unit = getattr(col, "ivoa_unit", None) or getattr(col, "fits_tunit", None)
-        if unit:
-            kwargs["unit"] = str(unit)
         if getattr(col, "ivoa_ucd", None):
             kwargs["ucd"] = col.ivoa_ucd
         if getattr(col, "votable_utype", None):
             kwargs["utype"] = col.votable_utype
     elif xtype in ("point", "circle", "polygon"):
-        kwargs["unit"] = "deg"
+        unit = "deg"
     f = field_cls(votable, **kwargs)
+    f._dpdb_unit = str(unit) if unit else None  # written verbatim by _verbatim_units
     if col is not None and getattr(col, "description", None):
         f.description = col.description
     return f
