@@ -270,3 +270,45 @@ def test_cite_true_returns_a_resolvable_identifier(open_tap: str, archive: dpdb.
     assert csv.headers["x-dpdb-citation"] == handle
     bad = httpx.get(f"{open_tap}/sync", params={"LANG": "ADQL", "QUERY": _cone(ra, dec), "CITE": "perhaps"})
     assert bad.status_code == 400
+
+
+# -- TAP_SCHEMA follows activations without felis --------------------------------------------------------
+
+
+def test_tap_schema_refresh_is_incremental(archive: dpdb.Archive, caplog: pytest.LogCaptureFixture) -> None:
+    """What an activation's refresh does: nothing for unchanged schemas, a renamed copy for a schema
+    whose rows are missing or stale, felis only for a layout never described; same rows as a full
+    rewrite. Run in a transaction that is rolled back."""
+    import logging
+
+    from dpdb.tap.tap_schema import refresh_tap_schema
+
+    tables = ("schemas", "tables", "columns", "keys", "key_columns")
+
+    def rows(conn: psycopg.Connection) -> list[list[tuple]]:
+        return [
+            conn.execute(f"SELECT * FROM tap_schema.{t} ORDER BY 1, 2".encode()).fetchall() for t in tables
+        ]
+
+    caplog.set_level(logging.INFO, logger="dpdb.tap.tap_schema")
+    with psycopg.connect(conninfo(archive.settings)) as conn:
+        refresh_tap_schema(conn, full=True)
+        full = rows(conn)
+        assert any(r[0] == "current" for r in full[0]) and len(full[2]) > 1000
+        caplog.clear()
+        refresh_tap_schema(conn)
+        assert "none generated with felis" in caplog.text
+        assert rows(conn) == full
+        # current lost its rows, previous has a stale column: both come back as copies, no felis
+        conn.execute("DELETE FROM tap_schema.columns WHERE table_name LIKE 'current.%'")
+        conn.execute("DELETE FROM tap_schema.tables WHERE schema_name = 'current'")
+        conn.execute("DELETE FROM tap_schema.schemas WHERE schema_name = 'current'")
+        conn.execute(
+            "UPDATE tap_schema.columns SET column_name = 'gone' "
+            "WHERE table_name = 'previous.Object' AND column_name = 'coord_ra'"
+        )
+        caplog.clear()
+        refresh_tap_schema(conn)
+        assert "none generated with felis" in caplog.text, caplog.text
+        assert rows(conn) == full
+        conn.rollback()
