@@ -49,12 +49,19 @@ def capabilities_xml(base: str, limits: Limits) -> str:
         formats.append(f"<outputFormat><mime>{escape(mime)}</mime><alias>{alias}</alias></outputFormat>")
     geo = "".join(f"<feature><form>{f}</form></feature>" for f in _GEO)
     lang = "".join(f'<version ivo-id="ivo://ivoa.net/std/ADQL#v{v}">{v}</version>' for v in ("2.0", "2.1"))
+    # HTTP Basic logins (dpdb.tap.auth) are declared as the BasicAA security method, so clients such
+    # as pyvo's AuthSession send credentials; an anonymous interface too when the service allows it
+    std = '<interface xsi:type="vs:ParamHTTP" role="std" version="1.1">'
+    url = f'<accessURL use="base">{escape(base)}</accessURL>'
+    basic = '<securityMethod standardID="ivo://ivoa.net/sso#BasicAA"/>'
+    tap_interfaces = (
+        f"{std}\n{url}</interface>\n" if limits.anonymous else ""
+    ) + f"{std}\n{url}{basic}</interface>"
     return f"""<vosi:capabilities xmlns:vosi="http://www.ivoa.net/xml/VOSICapabilities/v1.0"
  xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1"
  xmlns:tr="http://www.ivoa.net/xml/TAPRegExt/v1.0">
 <capability standardID="ivo://ivoa.net/std/TAP" xsi:type="tr:TableAccess">
-<interface xsi:type="vs:ParamHTTP" role="std" version="1.1">
-<accessURL use="base">{escape(base)}</accessURL></interface>
+{tap_interfaces}
 <language><name>ADQL</name>{lang}
 <description>ADQL 2.1 on PostgreSQL: geometry on q3c and pg_sphere.</description>
 <languageFeatures type="ivo://ivoa.net/std/TAPRegExt#features-adqlgeo">{geo}</languageFeatures>

@@ -321,8 +321,11 @@ def tap_router(service: TapService) -> APIRouter:
         from .metadata import tables_xml
 
         detail = next((v for k, v in request.query_params.items() if k.upper() == "DETAIL"), "max")
+        # only_tables=true: the TAP+ (ESA, astroquery's TapPlus) spelling of detail=min
+        names_only = request.query_params.get("only_tables", "").lower() == "true"
         try:
-            return _xml(await asyncio.to_thread(tables_xml, service.archive, None, detail.lower() != "min"))
+            full = detail.lower() != "min" and not names_only
+            return _xml(await asyncio.to_thread(tables_xml, service.archive, None, full))
         except TapError as e:
             return _error(str(e), e.status)
 
