@@ -52,7 +52,7 @@ class Login:
 
 def _login_conninfo(settings: Any, name: str, password: str) -> str:
     """libpq connection string of reader login ``name`` (TCP: the server checks the password)."""
-    from ..db import server_for
+    from ..pg import server_for
 
     server = server_for(settings)
     if server is not None:
@@ -104,7 +104,6 @@ class Authenticator:
         return login
 
     def _verify(self, name: str, password: str) -> Login:
-        from ..archive import Archive
         from ..readers import _check_reader
 
         settings = self.archive.settings
@@ -127,7 +126,8 @@ class Authenticator:
         own_ms = int(row[0]) if row else 0
         if 0 < own_ms < settings.reader_statement_timeout * 1000:  # the login's own limit is stricter
             update["reader_statement_timeout"] = own_ms / 1000
-        return Login(name, Archive(settings=settings.model_copy(update=update)))
+        # the service's archive class (dpdb.Archive) on the login's settings; no import of the API here
+        return Login(name, type(self.archive)(settings=settings.model_copy(update=update)))
 
 
 class BasicAuthMiddleware:

@@ -112,11 +112,12 @@ class ReaderPool:
         self._slots = threading.BoundedSemaphore(size)
 
     def _open(self) -> psycopg.Connection:
-        from ..db import _raw_connect, check_compatible, prepare
+        from ..db import prepare
+        from ..pg import check_compatible, raw_connect
         from ..readers import _check_reader
 
         prepare(self.settings)
-        conn = _raw_connect(self.info, autocommit=True)  # transactions: BEGIN READ ONLY ... ROLLBACK
+        conn = raw_connect(self.info, autocommit=True)  # transactions: BEGIN READ ONLY ... ROLLBACK
         try:
             _check_reader(conn, self.info)
             check_compatible(conn)
