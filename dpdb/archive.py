@@ -328,10 +328,17 @@ class Archive:
         return table
 
     def adql(
-        self, query: str, *, as_of: Instant | None = None, release: str | None = None, maxrec: int = 10**7
+        self,
+        query: str,
+        *,
+        as_of: Instant | None = None,
+        release: str | None = None,
+        maxrec: int = 10**7,
+        cite: bool = False,
     ) -> Table:
         """Run one ADQL 2.1 query as the TAP service does (geometry on q3c, ``current``/``previous``
-        as they were at ``as_of``); the rows as an astropy Table.
+        as they were at ``as_of``); the rows as an astropy Table. ``cite``: also cite the result
+        (as TAP's ``CITE=true``); its identifier is ``meta['citation']``.
 
         Raises
         ------
@@ -347,10 +354,15 @@ class Archive:
             params["ASOF"] = repr(to_mjd_tai(as_of))
         if release is not None:
             params["RELEASE"] = release
+        if cite:
+            params["CITE"] = "true"
         outcome = run_query(self, parse_params(params, Limits()))
         import io
 
-        return parse_single_table(io.BytesIO(outcome.body)).to_table()
+        table = parse_single_table(io.BytesIO(outcome.body)).to_table()
+        if outcome.info.citation:
+            table.meta["citation"] = outcome.info.citation
+        return table
 
     def app(self, **options: Any) -> Any:
         """The web service of this archive as an ASGI app (TAP at ``/tap``), for uvicorn or a test client.
