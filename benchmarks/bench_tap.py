@@ -81,7 +81,7 @@ def main() -> None:
         )
 
     # 1. cone latency: HTTP vs psycopg on the same SQL
-    with httpx.Client() as client:
+    with httpx.Client(timeout=300) as client:
         client.get(url, params={"LANG": "ADQL", "QUERY": adql(*centres[0])})  # warm up
         http_ms = []
         for ra, dec in centres:
