@@ -26,7 +26,7 @@ EXAMPLES: list[tuple[str, str, str]] = [
     ("lightcurve", "Light curve: forced photometry of one object, joined Object-ForcedSource",
      "SELECT o.objectId, f.band, f.psfFlux, f.psfFluxErr FROM \"current\".Object AS o\n"
      "JOIN \"current\".ForcedSource AS f ON f.objectId = o.objectId\n"
-     "WHERE o.objectId = (SELECT MIN(objectId) FROM \"current\".Object)"),
+     "WHERE o.objectId IN (SELECT TOP 1 objectId FROM \"current\".Object ORDER BY objectId)"),
     ("aggregate", "Aggregate over a sky region: objects and mean flux per band in a 1-degree circle",
      "SELECT COUNT(*) AS n, AVG(r_psfFlux) AS mean_r FROM \"current\".Object\n"
      "WHERE 1 = CONTAINS(POINT('ICRS', coord_ra, coord_dec), CIRCLE('ICRS', 150.0, 2.0, 1.0))"),
@@ -51,12 +51,12 @@ def capabilities_xml(base: str, limits: Limits) -> str:
     lang = "".join(f'<version ivo-id="ivo://ivoa.net/std/ADQL#v{v}">{v}</version>' for v in ("2.0", "2.1"))
     # HTTP Basic logins (dpdb.tap.auth) are declared as the BasicAA security method, so clients such
     # as pyvo's AuthSession send credentials; an anonymous interface too when the service allows it
-    std = '<interface xsi:type="vs:ParamHTTP" role="std" version="1.1">'
-    url = f'<accessURL use="base">{escape(base)}</accessURL>'
-    basic = '<securityMethod standardID="ivo://ivoa.net/sso#BasicAA"/>'
+    # (one interface: an empty securityMethod is anonymous access, VOResource 1.1)
+    anonymous = "<securityMethod/>" if limits.anonymous else ""
     tap_interfaces = (
-        f"{std}\n{url}</interface>\n" if limits.anonymous else ""
-    ) + f"{std}\n{url}{basic}</interface>"
+        f'<interface xsi:type="vs:ParamHTTP" role="std" version="1.1">\n<accessURL use="base">{escape(base)}'
+        f'</accessURL>{anonymous}<securityMethod standardID="ivo://ivoa.net/sso#BasicAA"/></interface>'
+    )
     return f"""<vosi:capabilities xmlns:vosi="http://www.ivoa.net/xml/VOSICapabilities/v1.0"
  xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" xmlns:vs="http://www.ivoa.net/xml/VODataService/v1.1"
  xmlns:tr="http://www.ivoa.net/xml/TAPRegExt/v1.0">
