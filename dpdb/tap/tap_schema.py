@@ -312,6 +312,13 @@ def refresh_tap_schema(conn: psycopg.Connection, *, full: bool = False) -> int:
         if same:
             valid.add(schema)
         else:
+            if wanted is not None:
+                had = {t: frozenset(c) for t, c in described_columns.get(schema, {}).items()}
+                now = _names(signatures[schema])
+                log.info("TAP_SCHEMA: %s changed: %s", schema, sorted(
+                    (t, sorted(had.get(t, frozenset()) ^ now.get(t, frozenset()))[:5])
+                    for t in set(had) | set(now) if had.get(t) != now.get(t)
+                )[:5] or (index, description[:30]))  # fmt: skip
             _delete_schema(conn, schema)
     count = 0
     generated: list[str] = []
