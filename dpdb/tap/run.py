@@ -344,8 +344,12 @@ def _outcome(
 
 
 def _cite(archive: Any, translation: Translation, instant: float, params: TapParams, overflow: bool) -> str:
-    """Cite the rows this query returned (the PostgreSQL it ran, at its instant); the identifier."""
-    sql = translation.sql
+    """Cite the rows this query returned (the PostgreSQL it ran, at its instant); the identifier.
+
+    The SQL cited names ``current``/``previous`` as the query did (the translation without ASOF);
+    the citation store resolves them at the instant, so the same query at the same instant is the
+    same citation whether the instant was sent as ASOF or recorded by the service."""
+    sql = _translate_plain(params).sql if params.as_of is not None else translation.sql
     if overflow:  # the returned rows: MAXREC of them, not the one more that tells overflow
         sql = f"SELECT * FROM ({sql}) AS _returned LIMIT {params.maxrec}"
     try:
