@@ -272,8 +272,10 @@ def test_cite_true_returns_a_resolvable_identifier(open_tap: str, archive: dpdb.
     assert csv.headers["x-dpdb-citation"] == handle
     bad = httpx.get(f"{open_tap}/sync", params={"LANG": "ADQL", "QUERY": _cone(ra, dec), "CITE": "perhaps"})
     assert bad.status_code == 400
-    # the public API does the same (dpdb.Archive.adql(..., cite=True))
-    local = archive.adql(_cone(ra, dec), cite=True, as_of=float(infos["dpdb_as_of_mjd_tai"]))
+    # the public API does the same (dpdb.Archive.adql(..., cite=True)); MAXREC is part of the query
+    # cited (its LIMIT), so the service's default is given
+    local = archive.adql(_cone(ra, dec), cite=True, as_of=float(infos["dpdb_as_of_mjd_tai"]),
+                         maxrec=Limits().default_maxrec)  # fmt: skip
     assert local.meta["citation"] == handle
 
 
