@@ -17,6 +17,7 @@ import itertools
 import logging
 import math
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -179,24 +180,28 @@ def _arrow(columns: list[Column], records: list[tuple[Any, ...]]) -> pa.Table:
     return pa.table(arrays, names=[c.name for c in columns])
 
 
-_POOL: dict[str, list[psycopg.Connection]] = {}
+_POOL: dict[str, list[tuple[psycopg.Connection, float]]] = {}
 _POOL_LOCK = threading.Lock()
 _POOL_SIZE = 8
+_CHECK_AFTER = 5.0  # seconds idle after which a kept connection is checked before use
 
 
 @contextlib.contextmanager
 def snapshot(settings: Settings) -> Iterator[psycopg.Connection]:
-    """A read-only, repeatable-read transaction on a pooled connection, rolled back afterwards.
+    """A read-only, repeatable-read transaction on a pooled connection, ended afterwards.
 
     Connections are kept (up to 8 per database) because a fresh one plans its first
     queries on the partitioned tables slowly (its catalog cache is cold), and statements
-    are prepared on first use, so a page's reads cost an index probe each.
+    are prepared on first use: after a few runs PostgreSQL keeps their generic plans, so
+    a page's reads cost an index probe each instead of planning every partition again.
+    The transaction ends with COMMIT (it wrote nothing): psycopg deallocates every
+    prepared statement on ROLLBACK.
     """
     key = _pool_key(settings)
     with _POOL_LOCK:
         idle = _POOL.setdefault(key, [])
-        conn = idle.pop() if idle else None
-    if conn is not None:
+        conn, since = idle.pop() if idle else (None, 0.0)
+    if conn is not None and time.monotonic() - since > _CHECK_AFTER:
         try:  # a kept connection may have died with its server (restart, failover): check it
             conn.execute("SELECT 1")
         except psycopg.Error:
@@ -212,13 +217,16 @@ def snapshot(settings: Settings) -> Iterator[psycopg.Connection]:
         yield conn
     finally:
         try:
-            conn.rollback()
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+                conn.commit()  # read-only: nothing to keep, but the prepared statements stay
+            else:
+                conn.rollback()
             usable = not conn.closed
         except psycopg.Error:
             usable = False
         with _POOL_LOCK:
             if usable and len(_POOL[key]) < _POOL_SIZE:
-                _POOL[key].append(conn)
+                _POOL[key].append((conn, time.monotonic()))
                 conn = None
         if conn is not None:
             conn.close()
