@@ -32,6 +32,7 @@ from .config import Settings
 from .db import connect
 from .errors import PlotError, ProvenanceError, ReleaseStateError
 from .ids import PROMPT_ORIGIN, origin_of, reorigin
+from .pooling import alive
 from .registry.catalogs import all_catalogs, find_catalog
 from .registry.prompt_log import latest_processing_time
 from .registry.releases import all_releases, release_by_origin
@@ -183,9 +184,6 @@ def _arrow(columns: list[Column], records: list[tuple[Any, ...]]) -> pa.Table:
 _POOL: dict[str, list[tuple[psycopg.Connection, float]]] = {}
 _POOL_LOCK = threading.Lock()
 _POOL_SIZE = 8
-_CHECK_AFTER = 5.0  # seconds idle after which a kept connection is checked before use
-
-
 @contextlib.contextmanager
 def snapshot(settings: Settings) -> Iterator[psycopg.Connection]:
     """A read-only, repeatable-read transaction on a pooled connection, ended afterwards.
@@ -201,12 +199,9 @@ def snapshot(settings: Settings) -> Iterator[psycopg.Connection]:
     with _POOL_LOCK:
         idle = _POOL.setdefault(key, [])
         conn, since = idle.pop() if idle else (None, 0.0)
-    if conn is not None and time.monotonic() - since > _CHECK_AFTER:
-        try:  # a kept connection may have died with its server (restart, failover): check it
-            conn.execute("SELECT 1")
-        except psycopg.Error:
-            conn.close()
-            conn = None
+    if conn is not None and not alive(conn, since):
+        conn.close()
+        conn = None
     if conn is None or conn.closed:
         conn = connect(settings)
         conn.rollback()  # the version check's transaction

@@ -23,6 +23,7 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
     import uvicorn
 
     from ..service import create_app
+    from ..serving import base_url, clear_serving, record_serving
 
     arch = archive(ctx)
     arch.up()
@@ -51,6 +52,10 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
-    server.run(sockets=[sock])
+    record_serving(arch.settings, base_url(host, bound))  # `dpdb cite show` names the landing pages
+    try:
+        server.run(sockets=[sock])
+    finally:
+        clear_serving(arch.settings)
     how = f" ({signal.Signals(stopped_by[0]).name})" if stopped_by else ""
     console.print(f"dpdb TAP service stopped{how}", highlight=False)
