@@ -302,7 +302,10 @@ def lookup_object(
         curve, note = None, ""
         if lightcurve:
             try:
-                curve = _read_lightcurve(conn, catalog, kind, object_id, as_of)
+                if catalog == "prompt" and kind == "DiaObject":  # its versions are read: no second look
+                    curve = _prompt_curve(conn, object_id, as_of, names, records)
+                else:
+                    curve = _read_lightcurve(conn, catalog, kind, object_id, as_of)
             except PlotError as e:
                 note = str(e)
         prov, prov_note = None, ""
@@ -406,6 +409,31 @@ def lightcurve(settings: Settings, object_id: int, *, as_of: float | None = None
         if kind is None:
             raise PlotError(f"no {' or '.join(kinds)} {object_id} in {catalog}")
         return _read_lightcurve(conn, catalog, kind, object_id, as_of)
+
+
+def _prompt_curve(
+    conn: psycopg.Connection, object_id: int, as_of: float | None, names: list[str], records: list[tuple]
+) -> LightCurve:
+    """A prompt DiaObject's light curve, as :func:`dpdb.plots.lightcurve.read_lightcurve` reads it, with
+    its checks (deleted now, not yet there at ``as_of``) made on the versions already read."""
+    from .plots.lightcurve import prompt_points_query, read_points
+    from .timeutil import iso_utc
+
+    start, end = names.index(_START.lower()), names.index(_END.lower())
+    if as_of is None:
+        if records and all(r[end] is not None for r in records):
+            closed = max(r[end] for r in records)
+            raise PlotError(
+                f"DiaObject {object_id} was deleted at MJD {closed:.5f} TAI (closed without successor); "
+                "plot it --as-of an earlier instant"
+            )
+        visible = bool(records)
+    else:
+        visible = any(r[start] <= as_of and (r[end] is None or as_of < r[end]) for r in records)
+    if not visible:
+        when = f" as of {iso_utc(as_of)} UTC (MJD {as_of} TAI)" if as_of is not None else ""
+        raise PlotError(f"DiaObject {object_id} not found in the prompt catalog{when}")
+    return read_points(conn, prompt_points_query(as_of), "DiaObject", "prompt", object_id, as_of)
 
 
 def _read_lightcurve(

@@ -43,6 +43,7 @@
     status.textContent = "re-running the query…";
     const verdict = document.getElementById("verdict");
     const list = document.getElementById("differences");
+    delete verdict.dataset.outcome;
     try {
       const r = await fetch("/api/cite/" + encodeURIComponent(id) + "/verify");
       const body = await r.json();
