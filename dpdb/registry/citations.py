@@ -32,6 +32,8 @@ __all__ = [
     "rows",
     "handle_of",
     "insert",
+    "insert_statement",
+    "inserted_citation",
     "get",
     "find",
     "all_citations",
@@ -170,8 +172,14 @@ def _from_row(row: dict[str, Any]) -> Citation:
 def insert(conn: psycopg.Connection, c: Citation) -> Citation | None:
     """Store ``c`` unless its identifier is already there; the stored citation when it was new
     (with the database's creation time), None when it existed."""
+    return inserted_citation(insert_statement(conn, c), c)
+
+
+def insert_statement(conn: psycopg.Connection, c: Citation) -> psycopg.Cursor:
+    """Send the INSERT of ``c`` (``ON CONFLICT DO NOTHING``); its cursor gives :func:`inserted_citation`.
+    In pipeline mode it is only queued, so the audit entry and the commit can go with it."""
     values = c.to_json()
-    row = conn.execute(
+    return conn.execute(
         f"INSERT INTO dpdb_meta.citation ({_COLUMNS}) VALUES "  # noqa: S608 - our own column list
         "(%(id)s, %(handle)s, %(query)s, %(release)s, %(as_of_mjd_tai)s, %(as_of_utc)s, %(catalogs)s, "
         "%(tables)s, %(schema_version)s, %(software_version)s, %(row_count)s, %(result_sha256)s, "
@@ -184,7 +192,13 @@ def insert(conn: psycopg.Connection, c: Citation) -> Citation | None:
             "tables": json.dumps(c.tables),
             "columns": json.dumps(c.columns),
         },
-    ).fetchone()
+    )
+
+
+def inserted_citation(cursor: psycopg.Cursor, c: Citation) -> Citation | None:
+    """The citation :func:`insert_statement` stored (its creation time and user from the database),
+    None when the identifier existed already."""
+    row = cursor.fetchone()
     return None if row is None else dataclasses.replace(c, created_at=row[0], created_by=row[1])
 
 
