@@ -52,7 +52,10 @@ def serve(ctx: click.Context, host: str, port: int) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
-    record_serving(arch.settings, base_url(host, bound))  # `dpdb cite show` names the landing pages
+    try:  # `dpdb cite show` names the landing pages of the running portal
+        record_serving(arch.settings, base_url(host, bound))
+    except OSError as e:
+        console.print(f"note: cannot record the portal's address in {arch.settings.home} ({e.strerror})")
     try:
         server.run(sockets=[sock])
     finally:
