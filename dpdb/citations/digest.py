@@ -22,11 +22,8 @@ import datetime as _dt
 import hashlib
 import json
 import math
-import os
 import struct
-import threading
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -170,67 +167,29 @@ def _fixed_values(array: pa.Array, tag: str) -> np.ndarray:
 
 # -- the fast path: Arrow --------------------------------------------------------------------------
 
-_PARALLEL_ROWS = 20_000
-"""From this many rows on, columns are hashed on several threads (SHA-256 and numpy release the GIL)."""
-
 
 def digest_table(table: pa.Table) -> ResultDigest:
-    """Row count and hash (``dpdb-rowset-v1``) of an Arrow table, e.g. a query result.
-
-    The columns are read chunk by chunk as the query delivered them (no copy into
-    one buffer) when the rows are in canonical order already, and hashed in
-    parallel on large results.
-    """
+    """Row count and hash (``dpdb-rowset-v1``) of an Arrow table, e.g. a query result."""
     n = table.num_rows
     tags = [canonical_tag(t) for t in table.schema.types]
-    columns = list(table.columns)
-    sort_arrays = [_sort_column(c, tag) for c, tag in zip(columns, tags, strict=True)]
+    arrays = [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in table.columns]
+    sort_arrays = [_sort_array(a, tag) for a, tag in zip(arrays, tags, strict=True)]
     order: np.ndarray | None = None
-    keys = [(a, tag) for a, tag in zip(sort_arrays, tags, strict=True) if a is not None]
+    keys = {f"c{k}": a for k, a in enumerate(sort_arrays) if a is not None}
     if n > 1 and keys:
-        order = _order([a for a, _ in keys], [tag for _, tag in keys])
-    sources = [
-        sort if tag in ("json", "binary") and sort is not None else column
-        for column, sort, tag in zip(columns, sort_arrays, tags, strict=True)
-    ]
-    jobs = list(zip(sources, tags, strict=True))
-    if n >= _PARALLEL_ROWS and len(jobs) > 1:
-        hashes = list(_executor().map(lambda job: _hash_column(job[0], job[1], order), jobs))
-    else:
-        hashes = [_hash_column(column, tag, order) for column, tag in jobs]
-    names = table.column_names
-    return _result(n, [ColumnDigest(*item) for item in zip(names, tags, hashes, strict=True)])
-
-
-_pool: ThreadPoolExecutor | None = None
-_pool_lock = threading.Lock()
-
-
-def _executor() -> ThreadPoolExecutor:
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            workers = min(4, os.cpu_count() or 1)
-            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dpdb-hash")
-        return _pool
-
-
-def _sort_column(column: pa.ChunkedArray, tag: str) -> pa.ChunkedArray | None:
-    """:func:`_sort_array` over the chunks of a column."""
-    if tag == "null":
-        return None
-    if tag in ("json", "binary", "float64"):
-        converted = [_sort_array(chunk, tag) for chunk in column.chunks]
-        if not converted:
-            return pa.chunked_array([], _sort_array(pa.array([], column.type), tag).type)  # type: ignore[union-attr]
-        return pa.chunked_array(converted)
-    return column
+        key_tags = [t for t, a in zip(tags, sort_arrays, strict=True) if a is not None]
+        order = _order(list(keys.values()), key_tags)
+    columns = []
+    for name, array, sort_array, tag in zip(table.column_names, arrays, sort_arrays, tags, strict=True):
+        source = sort_array if tag in ("json", "binary") and sort_array is not None else array
+        columns.append(ColumnDigest(name, tag, _hash_column(source, tag, order)))
+    return _result(n, columns)
 
 
 _NUMERIC = ("int64", "float64", "timestamp_us", "date_days", "time_us", "duration_us")
 
 
-def _order(keys: list[pa.ChunkedArray], tags: list[str]) -> np.ndarray | None:
+def _order(keys: list[pa.Array], tags: list[str]) -> np.ndarray | None:
     """Indices that sort the rows ascending by every key in turn (nulls last, NaN after numbers);
     None when they are in that order already.
 
@@ -240,8 +199,7 @@ def _order(keys: list[pa.ChunkedArray], tags: list[str]) -> np.ndarray | None:
     """
     first, tag = keys[0], tags[0]
     if tag in _NUMERIC and not first.null_count:
-        combined = first.combine_chunks() if first.num_chunks != 1 else first.chunk(0)
-        values = _fixed_values(combined, tag) if tag != "float64" else combined.to_numpy(zero_copy_only=False)
+        values = _fixed_values(first, tag) if tag != "float64" else first.to_numpy(zero_copy_only=False)
         if tag != "float64" or not np.isnan(values).any():
             if bool(np.all(values[1:] > values[:-1])):  # already in order (ORDER BY, index scans)
                 return None
@@ -254,49 +212,32 @@ def _order(keys: list[pa.ChunkedArray], tags: list[str]) -> np.ndarray | None:
     return indices.to_numpy()
 
 
-def _hash_column(column: pa.ChunkedArray, tag: str, order: np.ndarray | None) -> str:
-    """SHA-256 of one column in canonical row order: validity bytes, then values (method text)."""
+def _hash_column(array: pa.Array, tag: str, order: np.ndarray | None) -> str:
     h = hashlib.sha256()
-    n = len(column)
-    if order is not None:  # rows to reorder: one array, taken in order
-        array = column.combine_chunks() if column.num_chunks != 1 else column.chunk(0)
-        chunks = [array.take(pa.array(order))] if n else []
-    else:  # rows in order already: chunk by chunk, as the query delivered them
-        chunks = [c for c in column.chunks if len(c)]
-    if column.null_count:
-        for chunk in chunks:
-            h.update(chunk.is_valid().to_numpy(zero_copy_only=False).astype(np.uint8))
+    n = len(array)
+    if array.null_count:
+        valid = array.is_valid().to_numpy(zero_copy_only=False).astype(np.uint8)
+        h.update(valid[order] if order is not None else valid)
     else:
         h.update(b"\x01" * n)
     if tag == "null":
         return h.hexdigest()
     if tag in ("utf8", "binary", "json"):
-        parts = [_var_parts(chunk, tag) for chunk in chunks]
-        for lengths, _ in parts:  # every length first, then every value's bytes
-            h.update(lengths.data)
-        for _, data in parts:
-            if data is not None:
-                h.update(data)
+        if order is not None:
+            array = array.take(pa.array(order))
+        if array.null_count:
+            array = array.fill_null("" if tag != "binary" else b"")
+        if not (pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)):
+            array = array.cast(pa.large_binary() if tag == "binary" else pa.large_string())
+        _, offsets_buf, data_buf = array.buffers()[:3]
+        offsets = np.frombuffer(offsets_buf, dtype="<i8")[array.offset : array.offset + n + 1]
+        h.update(np.ascontiguousarray(np.diff(offsets), dtype="<i8").data)
+        if data_buf is not None and n and offsets[-1] > offsets[0]:
+            h.update(memoryview(data_buf)[int(offsets[0]) : int(offsets[-1])])
         return h.hexdigest()
-    for chunk in chunks:
-        h.update(np.ascontiguousarray(_fixed_values(chunk, tag)).data)
+    values = _fixed_values(array, tag)
+    h.update(np.ascontiguousarray(values[order] if order is not None else values).data)
     return h.hexdigest()
-
-
-def _var_parts(array: pa.Array, tag: str) -> tuple[np.ndarray, memoryview | None]:
-    """(lengths as little-endian int64, value bytes) of a string or binary array, NULL as empty."""
-    if array.null_count:
-        array = array.fill_null("" if tag != "binary" else b"")
-    if pa.types.is_fixed_size_binary(array.type):
-        array = array.cast(pa.large_binary())
-    large = pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)
-    _, offsets_buf, data_buf = array.buffers()[:3]
-    n = len(array)
-    offsets = np.frombuffer(offsets_buf, dtype="<i8" if large else "<i4")[array.offset : array.offset + n + 1]
-    lengths = np.diff(offsets).astype("<i8", copy=False)
-    if data_buf is None or not n or offsets[-1] <= offsets[0]:
-        return lengths, None
-    return lengths, memoryview(data_buf)[int(offsets[0]) : int(offsets[-1])]
 
 
 # -- the reference: plain Python, from rows --------------------------------------------------------
