@@ -14,12 +14,17 @@ On a fresh embedded server:
 Prints the client-side latency (median, p95, max) and requests/s, PASS/FAIL against the
 target (median <= 100 ms), and the same for the page's JSON (``/api/object/{id}``, what
 the time slider fetches).
+With ``--keep DIR`` the prefilled database stays in DIR and a later run with the same
+``--keep DIR`` reuses it (``--prepare-only`` stops after the prefill: prepare niced, outside the
+benchmark lock, then time under it).
 Usage: python benchmarks/bench_portal.py [--objects N] [--clients N] [--requests N] [--points N]
+       [--keep DIR [--prepare-only]]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shutil
@@ -155,26 +160,40 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=120, help="DiaSources (and forced ones) per target")
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--requests", type=int, default=400)
+    parser.add_argument("--keep", type=Path, help="Keep (or reuse) the prefilled database in this folder.")
+    parser.add_argument("--prepare-only", action="store_true", help="With --keep: prefill, then stop.")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="dpdb-bench-portal-"))
+    workdir = args.keep.resolve() if args.keep else Path(tempfile.mkdtemp(prefix="dpdb-bench-portal-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     os.chmod(workdir, 0o755)
     settings = Settings(home=workdir / "home", database="bench")
+    facts = workdir / "prefill.json"
     server = None
     try:
         prepare(settings)
         print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-        t0 = time.perf_counter()
-        cat, tables = generate(args.objects, args.reobserved_share, args.versions_min, args.versions_max,
-                               1000, 0.0)  # fmt: skip
-        load_tables(settings, tables)
-        reobserved = np.flatnonzero(np.bincount(cat.owner, minlength=len(cat.ids)) > 1)
-        targets = [int(cat.ids[i]) for i in np.random.default_rng(5).choice(reobserved, args.targets, False)]
-        light_curves(settings, targets, args.points)
-        print(f"prefill: {len(cat.ids):,} DiaObjects, {len(cat.owner):,} versions; {args.targets} targets "
-              f"with {args.points} DiaSources + {args.points} DiaForcedSources each "
-              f"({time.perf_counter() - t0:.0f} s)")  # fmt: skip
-        tables.clear()
+        if facts.exists():
+            kept = json.loads(facts.read_text())
+            targets = kept["targets"]
+            print(f"prefill (kept in {workdir}): {kept['line']}")
+        else:
+            t0 = time.perf_counter()
+            cat, tables = generate(args.objects, args.reobserved_share, args.versions_min, args.versions_max,
+                                   1000, 0.0)  # fmt: skip
+            load_tables(settings, tables)
+            reobserved = np.flatnonzero(np.bincount(cat.owner, minlength=len(cat.ids)) > 1)
+            chosen = np.random.default_rng(5).choice(reobserved, args.targets, False)
+            targets = [int(cat.ids[i]) for i in chosen]
+            light_curves(settings, targets, args.points)
+            line = (f"{len(cat.ids):,} DiaObjects, {len(cat.owner):,} versions; {args.targets} targets "
+                    f"with {args.points} DiaSources + {args.points} DiaForcedSources each")  # fmt: skip
+            print(f"prefill: {line} ({time.perf_counter() - t0:.0f} s)")
+            tables.clear()
+            if args.keep:
+                facts.write_text(json.dumps({"targets": targets, "line": line}))
+        if args.prepare_only:
+            return
 
         port = free_port()
         env = {**os.environ, "DPDB_HOME": str(settings.home), "DPDB_DATABASE": settings.database}
@@ -214,7 +233,8 @@ def main() -> None:
             server.terminate()
             server.wait(timeout=30)
         EmbeddedServer(settings.home).down()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

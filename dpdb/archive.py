@@ -922,17 +922,18 @@ class Citations:
         settings = self._archive.settings
         return cite(settings, sql, as_of=to_mjd_tai(as_of), release=release, title=title, creator=creator)
 
-    def resolve(self, reference: str) -> Resolution:
+    def resolve(self, reference: str, *, record: bool = True) -> Resolution:
         """Re-run a citation as of its instant; ``.verified``, or ``.differences`` saying what changed.
 
         ``reference`` is the ID, the handle, a doi.org URL or the landing URL.
         A citation of a release archived since is read from the release's kept
         sample when the query lies inside it, else ``CitationUnavailableError``
-        says which release to restore.
+        says which release to restore. ``record=False`` writes no audit-log
+        entry (the web portal only reads).
         """
         from .citations import resolve
 
-        return resolve(self._archive.settings, reference)
+        return resolve(self._archive.settings, reference, record=record)
 
     def get(self, reference: str) -> Citation:
         """The stored citation (no query is run)."""

@@ -17,6 +17,7 @@ import itertools
 import logging
 import math
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,6 +32,7 @@ from .config import Settings
 from .db import connect
 from .errors import PlotError, ProvenanceError, ReleaseStateError
 from .ids import PROMPT_ORIGIN, origin_of, reorigin
+from .pooling import alive
 from .registry.catalogs import all_catalogs, find_catalog
 from .registry.prompt_log import latest_processing_time
 from .registry.releases import all_releases, release_by_origin
@@ -179,29 +181,27 @@ def _arrow(columns: list[Column], records: list[tuple[Any, ...]]) -> pa.Table:
     return pa.table(arrays, names=[c.name for c in columns])
 
 
-_POOL: dict[str, list[psycopg.Connection]] = {}
+_POOL: dict[str, list[tuple[psycopg.Connection, float]]] = {}
 _POOL_LOCK = threading.Lock()
 _POOL_SIZE = 8
-
-
 @contextlib.contextmanager
 def snapshot(settings: Settings) -> Iterator[psycopg.Connection]:
-    """A read-only, repeatable-read transaction on a pooled connection, rolled back afterwards.
+    """A read-only, repeatable-read transaction on a pooled connection, ended afterwards.
 
     Connections are kept (up to 8 per database) because a fresh one plans its first
     queries on the partitioned tables slowly (its catalog cache is cold), and statements
-    are prepared on first use, so a page's reads cost an index probe each.
+    are prepared on first use: after a few runs PostgreSQL keeps their generic plans, so
+    a page's reads cost an index probe each instead of planning every partition again.
+    The transaction ends with COMMIT (it wrote nothing): psycopg deallocates every
+    prepared statement on ROLLBACK.
     """
     key = _pool_key(settings)
     with _POOL_LOCK:
         idle = _POOL.setdefault(key, [])
-        conn = idle.pop() if idle else None
-    if conn is not None:
-        try:  # a kept connection may have died with its server (restart, failover): check it
-            conn.execute("SELECT 1")
-        except psycopg.Error:
-            conn.close()
-            conn = None
+        conn, since = idle.pop() if idle else (None, 0.0)
+    if conn is not None and not alive(conn, since):
+        conn.close()
+        conn = None
     if conn is None or conn.closed:
         conn = connect(settings)
         conn.rollback()  # the version check's transaction
@@ -212,13 +212,16 @@ def snapshot(settings: Settings) -> Iterator[psycopg.Connection]:
         yield conn
     finally:
         try:
-            conn.rollback()
+            if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+                conn.commit()  # read-only: nothing to keep, but the prepared statements stay
+            else:
+                conn.rollback()
             usable = not conn.closed
         except psycopg.Error:
             usable = False
         with _POOL_LOCK:
             if usable and len(_POOL[key]) < _POOL_SIZE:
-                _POOL[key].append(conn)
+                _POOL[key].append((conn, time.monotonic()))
                 conn = None
         if conn is not None:
             conn.close()
@@ -299,7 +302,10 @@ def lookup_object(
         curve, note = None, ""
         if lightcurve:
             try:
-                curve = _read_lightcurve(conn, catalog, kind, object_id, as_of)
+                if catalog == "prompt" and kind == "DiaObject":  # its versions are read: no second look
+                    curve = _prompt_curve(conn, object_id, as_of, names, records)
+                else:
+                    curve = _read_lightcurve(conn, catalog, kind, object_id, as_of)
             except PlotError as e:
                 note = str(e)
         prov, prov_note = None, ""
@@ -403,6 +409,31 @@ def lightcurve(settings: Settings, object_id: int, *, as_of: float | None = None
         if kind is None:
             raise PlotError(f"no {' or '.join(kinds)} {object_id} in {catalog}")
         return _read_lightcurve(conn, catalog, kind, object_id, as_of)
+
+
+def _prompt_curve(
+    conn: psycopg.Connection, object_id: int, as_of: float | None, names: list[str], records: list[tuple]
+) -> LightCurve:
+    """A prompt DiaObject's light curve, as :func:`dpdb.plots.lightcurve.read_lightcurve` reads it, with
+    its checks (deleted now, not yet there at ``as_of``) made on the versions already read."""
+    from .plots.lightcurve import prompt_points_query, read_points
+    from .timeutil import iso_utc
+
+    start, end = names.index(_START.lower()), names.index(_END.lower())
+    if as_of is None:
+        if records and all(r[end] is not None for r in records):
+            closed = max(r[end] for r in records)
+            raise PlotError(
+                f"DiaObject {object_id} was deleted at MJD {closed:.5f} TAI (closed without successor); "
+                "plot it --as-of an earlier instant"
+            )
+        visible = bool(records)
+    else:
+        visible = any(r[start] <= as_of and (r[end] is None or as_of < r[end]) for r in records)
+    if not visible:
+        when = f" as of {iso_utc(as_of)} UTC (MJD {as_of} TAI)" if as_of is not None else ""
+        raise PlotError(f"DiaObject {object_id} not found in the prompt catalog{when}")
+    return read_points(conn, prompt_points_query(as_of), "DiaObject", "prompt", object_id, as_of)
 
 
 def _read_lightcurve(

@@ -30,7 +30,6 @@ from typing import Any
 
 import numpy as np
 import psycopg
-from astropy.time import Time
 
 import dpdb.provenance_read as read
 
@@ -44,6 +43,7 @@ from .registry.catalogs import find_catalog
 from .registry.releases import owner_of_id, release_names
 from .registry.states import CatalogKind
 from .registry.versions import applied_by
+from .timeutil import iso_utc_many
 
 __all__ = [
     "ProvenanceError",
@@ -260,12 +260,9 @@ def alert_command(alert_id: int) -> str:
 
 
 def _iso(mjds: list[float | None]) -> list[str | None]:
-    """ISO UTC of MJD TAI instants (one astropy call for all)."""
-    known = [m for m in mjds if m is not None]
-    if not known:
-        return [None] * len(mjds)
-    texts = iter(Time(np.array(known, dtype=float), format="mjd", scale="tai").utc.isot)
-    return [None if m is None else str(next(texts)) for m in mjds]
+    """ISO UTC of MJD TAI instants (one call for all)."""
+    known = iter(iso_utc_many([m for m in mjds if m is not None]))
+    return [None if m is None else next(known) for m in mjds]
 
 
 # -- assembling the report ------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ a version) comes from :mod:`dpdb.registry`.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import numpy as np
@@ -153,6 +154,7 @@ def object_rows(conn: psycopg.Connection, schema: str, kind: str, table: str, ob
     return rows
 
 
+@functools.cache
 def _position(table: str) -> tuple[str, str]:
     """Database names of the principal ra, dec columns of ``table`` (from the table model)."""
     position = catalog_table(table).position
@@ -160,6 +162,7 @@ def _position(table: str) -> tuple[str, str]:
     return position
 
 
+@functools.lru_cache(maxsize=256)
 def _measurements(schema: str, table: str) -> sql.Composed:
     """Rows (tbl, ccdvisitid, visit, _load_id, withdrawn) of the measurements of object %(id)s."""
     key, children = MEASUREMENTS[table]
@@ -176,12 +179,18 @@ def _measurements(schema: str, table: str) -> sql.Composed:
     )
 
 
+@functools.lru_cache(maxsize=256)
+def _visits_query(schema: str, table: str) -> sql.Composed:
+    """The statement of :func:`visits` (composed once per catalog and table: an object page runs it often)."""
+    return sql.SQL(_VISITS).format(
+        m=_measurements(schema, table), ccd=_table(schema, "CcdVisit"), visit=_table(schema, "Visit")
+    )
+
+
 def visits(conn: psycopg.Connection, schema: str, table: str, object_id: int) -> list[dict[str, Any]]:
     """Per visit of the object's measurements (CcdVisit.visitId, else the row's own visit): band,
     midpoint, CcdVisits of rows not withdrawn, rows and withdrawn rows per table; in time order."""
-    query = sql.SQL(_VISITS).format(
-        m=_measurements(schema, table), ccd=_table(schema, "CcdVisit"), visit=_table(schema, "Visit")
-    )
+    query = _visits_query(schema, table)
     out: dict[int, dict[str, Any]] = {}
     children = MEASUREMENTS[table][1]
     for r in _dicts(conn, query, {"id": object_id}):
@@ -197,14 +206,19 @@ def visits(conn: psycopg.Connection, schema: str, table: str, object_id: int) ->
     return list(out.values())
 
 
+@functools.lru_cache(maxsize=256)
+def _loads_query(schema: str, table: str) -> sql.Composed:
+    """The statement of :func:`loads` (composed once per catalog and table)."""
+    key = sql.Identifier(MEASUREMENTS[table][0])
+    return sql.SQL(_LOADS).format(
+        name=sql.Literal(table), obj=_table(schema, table), key=key, m=_measurements(schema, table)
+    )
+
+
 def loads(conn: psycopg.Connection, schema: str, table: str, object_id: int) -> list[dict[str, Any]]:
     """The load-manifest entries of the object's rows and its measurements' rows, with how many of
     them (by table) came from each; rows without a ``_load_id`` come as one entry with load_id None."""
-    key = sql.Identifier(MEASUREMENTS[table][0])
-    query = sql.SQL(_LOADS).format(
-        name=sql.Literal(table), obj=_table(schema, table), key=key, m=_measurements(schema, table)
-    )
-    found = _dicts(conn, query, {"id": object_id})
+    found = _dicts(conn, _loads_query(schema, table), {"id": object_id})
     known = manifest.entries(conn, [r["load_id"] for r in found if r["load_id"] is not None])
     out: dict[int | None, dict[str, Any]] = {}
     for r in found:

@@ -26,19 +26,24 @@ otherwise the message says which release to restore.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import logging
 import math
+import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import psycopg
 import pyarrow as pa
 
 from dpdb.config import Settings
 from dpdb.db import connect
-from dpdb.errors import QueryError
+from dpdb.errors import QueryError, first_line
 from dpdb.query import run_query
 from dpdb.registry.citations import (
     Citation,
@@ -48,16 +53,18 @@ from dpdb.registry.citations import (
     find,
     get,
     handle_of,
-    insert,
+    insert_statement,
+    inserted_citation,
     make_id,
     release_facts,
     release_named,
     rows,
 )
 from dpdb.registry.prompt_log import latest_processing_time
-from dpdb.registry.versions import database_version
+from dpdb.registry.versions import applied_by
 
 from . import sqltext
+from ._conn import owner_connection
 from .digest import ResultDigest, digest_table
 
 __all__ = ["Made", "Resolution", "cite", "resolve", "dependents", "drop_warning", "citation_line"]
@@ -162,17 +169,16 @@ def _tables_read(
     if release and conn.execute("SELECT to_regnamespace(%s)", (release,)).fetchone()[0] is None:  # type: ignore[index]
         raise CitationError(f"unknown release {release!r}: no such catalog in this database")
     try:
-        conn.execute(
-            "SELECT set_config('dpdb.as_of', %s, true), set_config('search_path', %s, true)",
-            (repr(float(as_of)), psql.SQL(", ").join(map(psql.Identifier, path)).as_string(conn)),
-        )
-        statement = "EXPLAIN (VERBOSE, FORMAT JSON) " + rewrite_as_of(text, views) + "\n"
-        plan = conn.execute(statement.encode()).fetchone()[0]  # type: ignore[index]  # one row, always
+        with conn.transaction(force_rollback=True):  # a savepoint: the settings end with it
+            conn.execute(
+                "SELECT set_config('dpdb.as_of', %s, true), set_config('search_path', %s, true)",
+                (repr(float(as_of)), psql.SQL(", ").join(map(psql.Identifier, path)).as_string(conn)),
+            )
+            statement = "EXPLAIN (VERBOSE, FORMAT JSON) " + rewrite_as_of(text, views) + "\n"
+            plan = conn.execute(statement.encode()).fetchone()[0]  # type: ignore[index]  # one row, always
     except psycopg.Error as e:
         primary = e.diag.message_primary if isinstance(e, psycopg.errors.DatabaseError) else None
         raise QueryError(f"query failed: {primary or str(e).strip().splitlines()[0]}") from e
-    finally:
-        conn.rollback()
     if isinstance(plan, str):
         plan = json.loads(plan)
     found: set[tuple[str, str]] = set()
@@ -258,7 +264,6 @@ def cite(
         (then nothing is re-run: one query at one instant has one identifier).
     """
     from dpdb._version import code_version
-    from dpdb.registry.audit import audited
     from dpdb.timeutil import iso_utc
 
     text = _check_text(sql_text)
@@ -269,56 +274,125 @@ def cite(
             "another time, and the citation would no longer verify"
         )
     user = getpass.getuser()
-    with (
-        connect(settings) as conn,
-        audited(settings, "cite", query=text, release=release, as_of=as_of) as audit,
-    ):
-        instant = _instant(conn, as_of)
-        aliases = {"current", "previous"} & (sqltext.schema_references(text) | {release})
-        pinned_at = as_of  # current/previous: the releases they named at --as-of, else now
-        mapping = {a: release_named(conn, a, pinned_at) for a in sorted(aliases)}
-        pinned = sqltext.replace_schemas(text, mapping)
-        pinned_release = mapping.get(release, release) if release is not None else None
-        citation_id = make_id(sqltext.identity_text(pinned), pinned_release, instant)
-        existing = get(conn, citation_id)
-        if existing is not None:
-            audit.outcome = f"ok: {citation_id} (existed)"
-            return Made(existing, True, warnings)
-        schema_version = database_version(conn) or 0
-        tables = _tables_read(conn, pinned, instant, pinned_release)
-        catalogs = _catalogs(conn, tables)
-        conn.commit()  # nothing is held open while the query runs
-        start = time.perf_counter()
-        result = run_query(settings, pinned, as_of=instant, release=pinned_release)
-        digest = digest_table(result)
-        seconds = time.perf_counter() - start
-        citation = Citation(
-            citation_id=citation_id,
-            handle=handle_of(settings, citation_id),
-            query=pinned,
-            release=pinned_release,
-            as_of_mjd_tai=instant,
-            as_of_utc=iso_utc(instant),
-            catalogs=catalogs,
-            tables=[f"{s}.{t}" for s, t in tables],
-            schema_version=schema_version,
-            software_version=code_version(),
-            row_count=digest.rows,
-            result_sha256=digest.sha256,
-            hash_method=digest.method,
-            columns=[c.to_json() for c in digest.columns],
-            title=title or _default_title(catalogs),
-            creator=creator or user,
-            created_at=None,  # type: ignore[arg-type]  # the database's now()
-            created_by=user,
-            query_seconds=seconds,
-        )
-        new = insert(conn, citation)
-        stored = get(conn, citation_id)
-        conn.commit()
-        assert stored is not None
-        audit.outcome = f"ok: {citation_id}" + ("" if new else " (existed)")
+    arguments = {"query": text, "release": release, "as_of": as_of}
+    start = time.monotonic()
+    with owner_connection(settings) as conn:
+        try:
+            instant = _instant(conn, as_of)
+            aliases = {"current", "previous"} & (sqltext.schema_references(text) | {release})
+            pinned_at = as_of  # current/previous: the releases they named at --as-of, else now
+            mapping = {a: release_named(conn, a, pinned_at) for a in sorted(aliases)}
+            pinned = sqltext.replace_schemas(text, mapping)
+            pinned_release = mapping.get(release, release) if release is not None else None
+            citation_id = make_id(sqltext.identity_text(pinned), pinned_release, instant)
+            existing = get(conn, citation_id)
+            if existing is not None:
+                _audit(conn, "cite", arguments, f"ok: {citation_id} (existed)", start)
+                return Made(existing, True, warnings)
+            # The query runs (and its result is hashed) on a worker thread while this one asks the
+            # planner which tables it reads and reads the bookkeeping: the citation costs little more
+            # than the query itself (benchmarks/bench_cite.py).
+            running = _submit(_run_and_hash, settings, pinned, instant, pinned_release)
+            try:
+                schema_version = applied_by(conn)[0] or 0
+                tables = _tables_read(conn, pinned, instant, pinned_release)
+                catalogs = _catalogs(conn, tables)
+            except BaseException:
+                with contextlib.suppress(Exception):  # the check's error is the one to report
+                    running.result()
+                raise
+            _, digest, seconds = running.result()
+            citation = Citation(
+                citation_id=citation_id,
+                handle=handle_of(settings, citation_id),
+                query=pinned,
+                release=pinned_release,
+                as_of_mjd_tai=instant,
+                as_of_utc=iso_utc(instant),
+                catalogs=catalogs,
+                tables=[f"{s}.{t}" for s, t in tables],
+                schema_version=schema_version,
+                software_version=code_version(),
+                row_count=digest.rows,
+                result_sha256=digest.sha256,
+                hash_method=digest.method,
+                columns=[c.to_json() for c in digest.columns],
+                title=title or _default_title(catalogs),
+                creator=creator or user,
+                created_at=None,  # type: ignore[arg-type]  # the database's now()
+                created_by=user,
+                query_seconds=seconds,
+            )
+            # The citation row, its audit entry and the commit go in one round trip (pipeline mode).
+            from dpdb.registry.audit import record
+
+            with conn.pipeline():
+                inserted = insert_statement(conn, citation)
+                record(conn, "cite", arguments, f"ok: {citation_id}", time.monotonic() - start)
+                conn.commit()
+            stored = inserted_citation(inserted, citation)
+            new = stored is not None
+            if stored is None:  # cited meanwhile by someone else (their audit entry says so): theirs
+                stored = get(conn, citation_id)
+            assert stored is not None
+        except BaseException as e:
+            _audit_failure(settings, conn, "cite", arguments, e, start)
+            raise
     return Made(stored, not new, warnings)
+
+
+_T = TypeVar("_T")
+_workers: ThreadPoolExecutor | None = None
+_workers_lock = threading.Lock()
+
+
+def _submit(fn: Callable[..., _T], *args: object) -> Future[_T]:
+    """Run ``fn`` on the citations' worker threads."""
+    global _workers
+    with _workers_lock:
+        if _workers is None:
+            _workers = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dpdb-cite")
+    return _workers.submit(fn, *args)
+
+
+def _run_and_hash(
+    settings: Settings, query: str, instant: float, release: str | None
+) -> tuple[pa.Table, ResultDigest, float]:
+    """The query's rows as of ``instant``, their digest, and the seconds both took."""
+    start = time.perf_counter()
+    result = run_query(settings, query, as_of=instant, release=release)
+    digest = digest_table(result)
+    return result, digest, time.perf_counter() - start
+
+
+def _audit(conn: psycopg.Connection, action: str, arguments: dict, outcome: str, start: float) -> None:
+    """The audit-log entry of a citation step, committed with what the step wrote."""
+    from dpdb.registry.audit import record
+
+    record(conn, action, arguments, outcome, time.monotonic() - start)
+    conn.commit()
+
+
+def _audit_failure(
+    settings: Settings, conn: psycopg.Connection, action: str, arguments: dict, error: BaseException,
+    start: float,
+) -> None:  # fmt: skip
+    """Record a failed step (its own transaction; never hides the step's error)."""
+    from dpdb.registry.audit import record
+
+    outcome = f"error: {first_line(error)}"
+    try:
+        conn.rollback()
+        _audit(conn, action, arguments, outcome, start)
+    except psycopg.Error:
+        try:
+            with connect(settings, check=False, autocommit=True) as fresh:
+                record(fresh, action, arguments, outcome, time.monotonic() - start)
+        except Exception as e:  # noqa: BLE001 - the step's own error is the one to report
+            log.log(
+                logging.INFO if isinstance(e, psycopg.OperationalError) else logging.WARNING,
+                "could not write the audit log entry of %s: %s", action, first_line(e),
+            )  # fmt: skip
 
 
 def _default_title(catalogs: list[str]) -> str:
@@ -400,7 +474,9 @@ def _inside_sample(settings: Settings, c: Citation) -> bool:
     return True
 
 
-def _sample_query(settings: Settings, c: Citation, missing: list[ReleaseFact]) -> str | None:
+def _sample_query(
+    conn: psycopg.Connection, settings: Settings, c: Citation, missing: list[ReleaseFact]
+) -> str | None:
     """The query rewritten onto the kept samples of the archived releases it reads, if they can hold it."""
     if any(f.state != "archived" for f in missing) or not _inside_sample(settings, c):
         return None
@@ -417,15 +493,24 @@ def _sample_query(settings: Settings, c: Citation, missing: list[ReleaseFact]) -
             mapping[(schema, table)] = f"samples.{schema}_{table}"
             if c.release == schema:
                 mapping[(None, table)] = f"samples.{schema}_{table}"
-    with connect(settings) as conn:
-        for target in set(mapping.values()):
-            if conn.execute("SELECT to_regclass(%s)", (target,)).fetchone()[0] is None:  # type: ignore[index]
-                return None
+    for target in set(mapping.values()):
+        if conn.execute("SELECT to_regclass(%s)", (target,)).fetchone()[0] is None:  # type: ignore[index]
+            return None
     return sqltext.replace_tables(c.query, mapping)
 
 
-def resolve(settings: Settings, reference: str) -> Resolution:
+def resolve(settings: Settings, reference: str, *, record: bool = True) -> Resolution:
     """Re-run a citation as of its instant and compare row count and hash with the stored ones.
+
+    Parameters
+    ----------
+    settings
+        The database.
+    reference
+        The citation's ID, handle, DOI URL or landing-page URL.
+    record
+        Write the outcome to the audit log (``cite.resolve``). The web portal,
+        which never writes, resolves with ``record=False``.
 
     Raises
     ------
@@ -435,35 +520,41 @@ def resolve(settings: Settings, reference: str) -> Resolution:
         The query reads a release that is archived or dropped (and its kept
         sample cannot answer it): the message says which release to restore.
     """
-    from dpdb.registry.audit import audited
-
-    with connect(settings) as conn:
+    start = time.monotonic()
+    with owner_connection(settings) as conn:
+        if not record:
+            conn.execute("SET TRANSACTION READ ONLY")
         c = find(conn, reference)
         facts = release_facts(conn, c.catalogs)
-    missing = _unavailable(c, facts)
-    query, release, source = c.query, c.release, "database"
-    with audited(settings, "cite.resolve", id=c.citation_id) as audit:
-        if missing:
-            sample = _sample_query(settings, c, missing)
-            if sample is None:
-                raise CitationUnavailableError(_advice(c, missing))
-            query, source = sample, "kept sample of " + ", ".join(f.name for f in missing)
-            release = None if c.release in {f.name for f in missing} else release
-        start = time.perf_counter()
+        arguments = {"id": c.citation_id}
         try:
-            result = run_query(settings, query, as_of=c.as_of_mjd_tai, release=release)
-        except QueryError as e:
+            missing = _unavailable(c, facts)
+            query, release, source = c.query, c.release, "database"
             if missing:
-                raise CitationUnavailableError(_advice(c, missing)) from e
+                sample = _sample_query(conn, settings, c, missing)
+                if sample is None:
+                    raise CitationUnavailableError(_advice(c, missing))
+                query, source = sample, "kept sample of " + ", ".join(f.name for f in missing)
+                release = None if c.release in {f.name for f in missing} else release
+            conn.rollback()  # nothing is held open while the query runs
+            try:
+                result, found, seconds = _run_and_hash(settings, query, c.as_of_mjd_tai, release)
+            except QueryError as e:
+                if missing:
+                    raise CitationUnavailableError(_advice(c, missing)) from e
+                raise
+            differences = _compare(c, found)
+            if differences and missing:
+                raise CitationUnavailableError(
+                    _advice(c, missing) + " (the kept sample does not hold all of its rows)"
+                )
+            if record:
+                outcome = "verified" if not differences else "differs: " + "; ".join(differences)
+                _audit(conn, "cite.resolve", arguments, outcome, start)
+        except BaseException as e:
+            if record:
+                _audit_failure(settings, conn, "cite.resolve", arguments, e, start)
             raise
-        found = digest_table(result)
-        seconds = time.perf_counter() - start
-        differences = _compare(c, found)
-        if differences and missing:
-            raise CitationUnavailableError(
-                _advice(c, missing) + " (the kept sample does not hold all of its rows)"
-            )
-        audit.outcome = "verified" if not differences else "differs: " + "; ".join(differences)
     return Resolution(c, not differences, found.rows, found.sha256, differences, result, source, seconds)
 
 

@@ -21,8 +21,9 @@ FORMATS = ("json", "datacite", "bibtex")
 DATACITE_SCHEMA = "http://datacite.org/schema/kernel-4"
 
 
-def datacite(c: Citation, settings: Settings) -> dict[str, Any]:
-    """The DataCite REST API payload (metadata schema 4.5) of a citation."""
+def datacite(c: Citation, settings: Settings, base: str | None = None) -> dict[str, Any]:
+    """The DataCite REST API payload (metadata schema 4.5) of a citation; ``url`` is its landing page
+    (under ``base``, or the configured or running portal: :meth:`Citation.landing_url`)."""
     prefix, suffix = c.handle.split("/", 1)
     technical = (
         f"{rows(c.row_count)}; {c.hash_method} SHA-256 {c.result_sha256}; read "
@@ -63,7 +64,7 @@ def datacite(c: Citation, settings: Settings) -> dict[str, Any]:
         ],
         "schemaVersion": DATACITE_SCHEMA,
     }
-    landing = c.landing_url(settings)
+    landing = c.landing_url(settings, base)
     if landing:
         attributes["url"] = landing
     return {"data": {"id": c.handle, "type": "dois", "attributes": attributes}}
@@ -79,7 +80,7 @@ def _tex(text: str) -> str:
     return "".join(_BIBTEX_ESCAPES.get(ch, ch) for ch in " ".join(text.split()))
 
 
-def bibtex(c: Citation, settings: Settings) -> str:
+def bibtex(c: Citation, settings: Settings, base: str | None = None) -> str:
     """A BibTeX ``@misc`` entry of a citation (key ``dpdb:<id>``)."""
     fields = [
         ("author", _tex(c.creator)),
@@ -88,37 +89,38 @@ def bibtex(c: Citation, settings: Settings) -> str:
         ("publisher", _tex(settings.citation_publisher)),
         ("howpublished", _tex(f"dpdb query result as of {c.as_of_utc} UTC")),
         ("doi", c.handle),
-        ("url", c.landing_url(settings) or c.doi_url),
+        ("url", c.landing_url(settings, base) or c.doi_url),
         ("note", _tex(f"{rows(c.row_count)}, {c.hash_method} SHA-256 {c.result_sha256}. Query: {c.query}")),
     ]
     body = ",\n".join(f"  {name} = {{{value}}}" for name, value in fields)
     return f"@misc{{dpdb:{c.citation_id},\n{body}\n}}\n"
 
 
-def as_json(c: Citation, settings: Settings) -> dict[str, Any]:
+def as_json(c: Citation, settings: Settings, base: str | None = None) -> dict[str, Any]:
     """Everything stored about a citation, with its landing URL and citation line."""
     from .cite import citation_line
 
-    return {**c.to_json(settings), "citation": citation_line(c, settings)}
+    return {**c.to_json(settings, base), "citation": citation_line(c, settings)}
 
 
-def render(c: Citation, settings: Settings, fmt: str) -> str:
-    """The text of a citation in format ``fmt`` (json, datacite or bibtex)."""
+def render(c: Citation, settings: Settings, fmt: str, base: str | None = None) -> str:
+    """The text of a citation in format ``fmt`` (json, datacite or bibtex); ``base``: the portal's URL."""
     if fmt == "bibtex":
-        return bibtex(c, settings)
+        return bibtex(c, settings, base)
     if fmt == "datacite":
-        return json.dumps(datacite(c, settings), indent=2) + "\n"
+        return json.dumps(datacite(c, settings, base), indent=2) + "\n"
     if fmt == "json":
-        return json.dumps(as_json(c, settings), indent=2) + "\n"
+        return json.dumps(as_json(c, settings, base), indent=2) + "\n"
     from dpdb.registry.citations import CitationError
 
     raise CitationError(f"unknown citation format {fmt!r} (formats: {', '.join(FORMATS)})")
 
 
-def file_metadata(c: Citation, settings: Settings) -> dict[str, str]:
+def file_metadata(c: Citation, settings: Settings, base: str | None = None) -> dict[str, str]:
     """Key/value metadata a result file carries (Parquet key-value, VOTable INFO, CSV comments)."""
     from .cite import citation_line
 
+    landing = c.landing_url(settings, base)
     return {
         "citation_id": c.citation_id,
         "citation_doi": c.handle,
@@ -130,5 +132,5 @@ def file_metadata(c: Citation, settings: Settings) -> dict[str, str]:
         "citation_result_sha256": c.result_sha256,
         "citation_hash_method": c.hash_method,
         "citation_columns": json.dumps([[col["name"], col["type"]] for col in c.columns]),
-        **({"citation_landing_url": c.landing_url(settings)} if c.landing_url(settings) else {}),  # type: ignore[dict-item]
+        **({"citation_landing_url": landing} if landing else {}),
     }

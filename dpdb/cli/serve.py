@@ -29,6 +29,7 @@ def serve(ctx: click.Context, host: str, port: int, anonymous: bool, allow_uploa
     import uvicorn
 
     from ..service import create_app
+    from ..serving import base_url, clear_serving, record_serving
     from ..tap.run import Limits
 
     arch = archive(ctx)
@@ -63,6 +64,13 @@ def serve(ctx: click.Context, host: str, port: int, anonymous: bool, allow_uploa
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, stop)
-    server.run(sockets=[sock])
+    try:  # `dpdb cite show` names the landing pages of the running portal
+        record_serving(arch.settings, base_url(host, bound))
+    except OSError as e:
+        console.print(f"note: cannot record the portal's address in {arch.settings.home} ({e.strerror})")
+    try:
+        server.run(sockets=[sock])
+    finally:
+        clear_serving(arch.settings)
     how = f" ({signal.Signals(stopped_by[0]).name})" if stopped_by else ""
     console.print(f"dpdb TAP service stopped{how}", highlight=False)

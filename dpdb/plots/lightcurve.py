@@ -119,6 +119,14 @@ def read_lightcurve(conn: psycopg.Connection, object_id: int, *, as_of: float | 
         if as_of is not None:
             raise PlotError(f"ID {object_id} is from release {catalog}: --as-of reads the prompt catalog")
         table, query = _release_query(conn, catalog, object_id)
+    return read_points(conn, query, table, catalog, object_id, as_of)
+
+
+def read_points(
+    conn: psycopg.Connection, query: sql.Composed, table: str, catalog: str, object_id: int,
+    as_of: float | None,
+) -> LightCurve:  # fmt: skip
+    """Run a light-curve query (parameters ``id`` and ``t``) and make its rows a :class:`LightCurve`."""
     rows = conn.execute(query, {"id": object_id, "t": as_of}).fetchall()
     if not rows:
         raise PlotError(f"{table} {object_id} in {catalog} has no measurement with a psfFlux")
@@ -130,8 +138,23 @@ def read_lightcurve(conn: psycopg.Connection, object_id: int, *, as_of: float | 
     )  # fmt: skip
 
 
+def prompt_points_query(as_of: float | None) -> sql.Composed:
+    """The points of prompt DiaObject ``%(id)s``: now (not withdrawn), or as of ``%(t)s``."""
+    if as_of is None:
+        tables: list[sql.Composable] = [
+            sql.Identifier(PROMPT, "diasource"), sql.Identifier(PROMPT, "diaforcedsource")
+        ]  # fmt: skip
+        live = sql.SQL("AND timewithdrawnmjdtai IS NULL")
+    else:
+        tables = [
+            sql.SQL("{}(%(t)s::float8)").format(sql.Identifier(PROMPT, f"{t}_as_of"))
+            for t in ("diasource", "diaforcedsource")
+        ]
+        live = sql.SQL("")
+    return sql.SQL(_DIA).format(sources=tables[0], forced=tables[1], live=live)
+
+
 def _prompt_query(conn: psycopg.Connection, object_id: int, as_of: float | None) -> sql.Composed:
-    tables: list[sql.Composable]  # DiaSource, DiaForcedSource
     if as_of is None:
         found = conn.execute(
             "SELECT count(*), count(*) FILTER (WHERE validityendmjdtai IS NULL), max(validityendmjdtai) "
@@ -144,22 +167,15 @@ def _prompt_query(conn: psycopg.Connection, object_id: int, as_of: float | None)
                 f"DiaObject {object_id} was deleted at MJD {found[2]:.5f} TAI (closed without successor); "
                 "plot it --as-of an earlier instant"
             )
-        tables = [sql.Identifier(PROMPT, "diasource"), sql.Identifier(PROMPT, "diaforcedsource")]
-        live = sql.SQL("AND timewithdrawnmjdtai IS NULL")
     else:
         found = conn.execute(
             "SELECT count(*) FROM prompt.diaobject_as_of(%s::float8) WHERE diaobjectid = %s",
             (as_of, object_id),
         ).fetchone()
-        tables = [
-            sql.SQL("{}(%(t)s::float8)").format(sql.Identifier(PROMPT, f"{t}_as_of"))
-            for t in ("diasource", "diaforcedsource")
-        ]
-        live = sql.SQL("")
     if not found or not found[0]:
         when = f" as of {iso_utc(as_of)} UTC (MJD {as_of} TAI)" if as_of is not None else ""
         raise PlotError(f"DiaObject {object_id} not found in the prompt catalog{when}")
-    return sql.SQL(_DIA).format(sources=tables[0], forced=tables[1], live=live)
+    return prompt_points_query(as_of)
 
 
 def _release_query(conn: psycopg.Connection, release: str, object_id: int) -> tuple[str, sql.Composed]:

@@ -12,7 +12,11 @@ through the TAP service, which runs them as the reader role. Pages:
   downloads, "as of", permalinks);
 - ``/object/{id}``: an object's row, light curve, versions, provenance and
   counterparts, with a time slider;
-- ``/sky``: a HEALPix density map; a click runs a cone search.
+- ``/sky``: a HEALPix density map; a click runs a cone search;
+- ``/cite/{id}``: a citation's landing page (its DataCite metadata, a re-run that
+  verifies it, the verified rows as files), ``/cite`` the list of citations.
+  Citations are made through the TAP service (``CITE=true``): the query and
+  object pages' "cite" actions.
 
 The JSON the pages draw from is under ``/api``.
 """
@@ -25,6 +29,7 @@ from typing import TYPE_CHECKING
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from .cite import create_cite_router
 from .errors import install_error_pages
 from .routes import create_router
 
@@ -42,5 +47,6 @@ def mount_portal(app: FastAPI, archive: Archive) -> None:
     and HTML error pages for every path outside ``/tap`` (the TAP service keeps its own error documents).
     """
     app.include_router(create_router(archive))
+    app.include_router(create_cite_router(archive))
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_error_pages(app)

@@ -35,6 +35,7 @@ _TITLES = {
     400: "Bad request",
     404: "Not found",
     405: "Method not allowed",
+    409: "Conflict",
     410: "Gone",
     500: "Server error",
     503: "Service busy",

@@ -19,7 +19,7 @@ from .sky import sky_json
 if TYPE_CHECKING:
     from ..archive import Archive
 
-__all__ = ["create_router", "DEFAULT_MAXREC", "EXAMPLES"]
+__all__ = ["create_router", "DEFAULT_MAXREC", "EXAMPLES", "light_curve_adql"]
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,29 @@ def object_data(archive: Archive, object_id: int, as_of: float | None, view: Any
     }
 
 
+def light_curve_adql(kind: str, catalog: str, object_id: int) -> str:
+    """ADQL for the points of an object's light curve as the page draws them (what "Cite this light
+    curve" cites through the TAP service, as of the page's instant)."""
+    if kind == "Object":
+        parts = [
+            f"SELECT '{table}' AS source_table, m.ccdVisitId, c.expMidptMJD AS midpointMjdTai, m.band, "
+            f"m.psfFlux, m.psfFluxErr FROM {catalog}.{table} AS m JOIN {catalog}.CcdVisit AS c "
+            f"ON c.ccdVisitId = m.ccdVisitId WHERE m.objectId = {object_id} AND m.psfFlux IS NOT NULL"
+            for table in ("Source", "ForcedSource")
+        ]
+        return "\nUNION ALL\n".join(parts) + "\nORDER BY 3, 1, 2"
+    key = "ssObjectId" if kind == "SSObject" else "diaObjectId"
+    tables = [("DiaSource", "diaSourceId")]
+    if kind != "SSObject":
+        tables.append(("DiaForcedSource", "diaForcedSourceId"))
+    parts = [
+        f"SELECT '{table}' AS source_table, {pk} AS id, midpointMjdTai, band, psfFlux, psfFluxErr "
+        f"FROM {catalog}.{table} WHERE {key} = {object_id} AND psfFlux IS NOT NULL"
+        for table, pk in tables
+    ]
+    return "\nUNION ALL\n".join(parts) + "\nORDER BY 3, 1, 2"
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
@@ -184,8 +207,8 @@ def create_router(archive: Archive) -> APIRouter:
                        "n": view.column("nDiaSources"), "latest": view.latest, "flux": flux}  # fmt: skip
         prov, prov_note = view.provenance, view.provenance_note
         return page(request, "object.html", data=data, view=view, history=history, prov=prov,
-                    prov_note=prov_note, values=data["values"], active="object",
-                    now_mjd=view.latest)  # fmt: skip
+                    prov_note=prov_note, values=data["values"], active="object", now_mjd=view.latest,
+                    cite_adql=light_curve_adql(view.kind, view.catalog, oid))  # fmt: skip
 
     @router.get("/sky", response_class=HTMLResponse)
     def sky(request: Request, release: str = "current", table: str = "") -> HTMLResponse:

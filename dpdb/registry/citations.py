@@ -7,6 +7,7 @@ themselves are made and resolved by :mod:`dpdb.citations`.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -31,6 +32,8 @@ __all__ = [
     "rows",
     "handle_of",
     "insert",
+    "insert_statement",
+    "inserted_citation",
     "get",
     "find",
     "all_citations",
@@ -87,13 +90,17 @@ class Citation:
     def doi_url(self) -> str:
         return f"https://doi.org/{self.handle}"
 
-    def landing_url(self, settings: Settings) -> str | None:
-        """The portal's page of this citation, when a portal URL is configured."""
-        if not settings.portal_url:
-            return None
-        return settings.portal_url.rstrip("/") + LANDING_PATH.format(id=self.citation_id)
+    def landing_url(self, settings: Settings, base: str | None = None) -> str | None:
+        """The portal's page of this citation: under ``base``, else under the configured portal URL
+        (``DPDB_PORTAL_URL``) or the running ``dpdb serve``'s (:func:`dpdb.serving.portal_base`)."""
+        from dpdb.serving import portal_base
 
-    def to_json(self, settings: Settings | None = None) -> dict[str, Any]:
+        root = base or portal_base(settings)
+        if not root:
+            return None
+        return root.rstrip("/") + LANDING_PATH.format(id=self.citation_id)
+
+    def to_json(self, settings: Settings | None = None, base: str | None = None) -> dict[str, Any]:
         out = {
             "id": self.citation_id,
             "handle": self.handle,
@@ -117,7 +124,7 @@ class Citation:
             "query_seconds": self.query_seconds,
         }
         if settings is not None:
-            out["landing_url"] = self.landing_url(settings)
+            out["landing_url"] = self.landing_url(settings, base)
         return out
 
 
@@ -162,15 +169,23 @@ def _from_row(row: dict[str, Any]) -> Citation:
     return Citation(**values)
 
 
-def insert(conn: psycopg.Connection, c: Citation) -> bool:
-    """Store ``c`` unless its identifier is already there; True when it was new."""
+def insert(conn: psycopg.Connection, c: Citation) -> Citation | None:
+    """Store ``c`` unless its identifier is already there; the stored citation when it was new
+    (with the database's creation time), None when it existed."""
+    return inserted_citation(insert_statement(conn, c), c)
+
+
+def insert_statement(conn: psycopg.Connection, c: Citation) -> psycopg.Cursor:
+    """Send the INSERT of ``c`` (``ON CONFLICT DO NOTHING``); its cursor gives :func:`inserted_citation`.
+    In pipeline mode it is only queued, so the audit entry and the commit can go with it."""
     values = c.to_json()
-    cur = conn.execute(
+    return conn.execute(
         f"INSERT INTO dpdb_meta.citation ({_COLUMNS}) VALUES "  # noqa: S608 - our own column list
         "(%(id)s, %(handle)s, %(query)s, %(release)s, %(as_of_mjd_tai)s, %(as_of_utc)s, %(catalogs)s, "
         "%(tables)s, %(schema_version)s, %(software_version)s, %(row_count)s, %(result_sha256)s, "
         "%(hash_method)s, %(columns)s, %(title)s, %(creator)s, now(), "
-        "%(created_by)s || '/' || current_user, %(query_seconds)s) ON CONFLICT (citation_id) DO NOTHING",
+        "%(created_by)s || '/' || current_user, %(query_seconds)s) ON CONFLICT (citation_id) DO NOTHING "
+        "RETURNING created_at, created_by",
         {
             **values,
             "catalogs": json.dumps(c.catalogs),
@@ -178,7 +193,13 @@ def insert(conn: psycopg.Connection, c: Citation) -> bool:
             "columns": json.dumps(c.columns),
         },
     )
-    return cur.rowcount == 1
+
+
+def inserted_citation(cursor: psycopg.Cursor, c: Citation) -> Citation | None:
+    """The citation :func:`insert_statement` stored (its creation time and user from the database),
+    None when the identifier existed already."""
+    row = cursor.fetchone()
+    return None if row is None else dataclasses.replace(c, created_at=row[0], created_by=row[1])
 
 
 def get(conn: psycopg.Connection, citation_id: str) -> Citation | None:

@@ -39,6 +39,22 @@
     }
   });
 
+  // Cite the light curve as shown: its ADQL through the TAP service, as of the page's instant.
+  document.getElementById("cite").addEventListener("click", async (ev) => {
+    const button = ev.currentTarget;
+    const asOf = document.body.dataset.asOf !== undefined ? document.body.dataset.asOf
+      : (data.as_of === null ? "" : String(data.as_of));
+    const params = { REQUEST: "doQuery", LANG: "ADQL", QUERY: button.dataset.adql, MAXREC: "100000",
+                     RESPONSEFORMAT: "votable" };
+    if (asOf) params.ASOF = asOf;
+    button.disabled = true;
+    try {
+      await citeQuery(params, document.getElementById("citation-box"));
+    } finally {
+      button.disabled = false;
+    }
+  });
+
   const slider = document.getElementById("as-of-slider");
   if (!slider) return;
   const label = document.getElementById("as-of-label");

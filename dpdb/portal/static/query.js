@@ -153,6 +153,8 @@
         a.href = tap + "/sync?" + tapParams(fmt, instant.mjd_tai).toString();
         a.setAttribute("download", "result." + (fmt === "votable" ? "xml" : fmt));
       }
+      state.params = tapParams("votable", instant.mjd_tai);
+      document.getElementById("citation-box").hidden = true;
       const link = "/query?" + new URLSearchParams({ q: adql.value, as_of: String(instant.mjd_tai),
                                                      maxrec: maxrec.value, run: "1" }).toString();
       document.getElementById("permalink").href = link;
@@ -167,6 +169,18 @@
       if (document.getElementById("status").textContent === "running…") document.getElementById("status").textContent = "";
     }
   }
+
+  // Cite exactly what is shown: the same ADQL, MAXREC and pinned instant as the result above.
+  document.getElementById("cite").addEventListener("click", async () => {
+    if (!state.params) return;
+    const button = document.getElementById("cite");
+    button.disabled = true;
+    try {
+      await citeQuery(state.params, document.getElementById("citation-box"));
+    } finally {
+      button.disabled = false;
+    }
+  });
 
   form.addEventListener("submit", run);
   adql.addEventListener("keydown", (e) => { if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) run(e); });
