@@ -168,7 +168,16 @@ class Archive:
         done = f"{where}, schema version {info.schema_version}"
         if shards:
             done += "; " + "; ".join(self.shards.start(shards))
+        self._shard_upkeep()
         return done
+
+    def _shard_upkeep(self) -> list[str]:
+        """Mend shards and sharded releases made by earlier versions (dpdb/shards/upkeep.py)."""
+        from .db import connect
+        from .shards.upkeep import shard_upkeep
+
+        with connect(self.settings, check=False) as conn:
+            return shard_upkeep(conn)
 
     def down(self) -> bool:
         """Stop the embedded server; False if it was not running.
@@ -234,7 +243,9 @@ class Archive:
         """Upgrade the schema (append-only, never down); the versions before and after."""
         from .migrate import migrate
 
-        return migrate(self.settings, to)
+        done = migrate(self.settings, to)
+        self._shard_upkeep()
+        return done
 
     def grant_reader(self, name: str, password: str | None = None) -> str:
         """Create login ``name`` that can only read the catalogs; its password (generated unless given)."""

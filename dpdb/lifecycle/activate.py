@@ -145,15 +145,21 @@ def _swap(conn: psycopg.Connection, name: str, force: bool) -> float | None:
     return locked
 
 
-def _view_statements(conn: psycopg.Connection, schema: str, release: str) -> list[sql.Composed]:
+def _view_statements(
+    conn: psycopg.Connection, schema: str, release: str, missing: bool = False
+) -> list[sql.Composed]:
     """CREATE VIEW of ``schema``.<table> on each table of ``release`` (all columns but ``_load_id``;
-    the pixel stays so that the planner can prune partitions through the view)."""
+    the pixel stays so that the planner can prune partitions through the view), also on the
+    per-shard foreign tables of a sharded release (dpdb/shards/placement.py). ``missing``: only
+    where ``schema`` has no such view yet."""
     tables = conn.execute(
         "SELECT c.relname, array_agg(a.attname::text ORDER BY a.attnum) FROM pg_class c "
         "JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid "
-        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p') AND NOT c.relispartition "
-        "AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> %s GROUP BY c.relname ORDER BY 1",
-        (release, LOAD_ID_COLUMN),
+        "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'f') AND NOT c.relispartition "
+        "AND a.attnum > 0 AND NOT a.attisdropped AND a.attname <> %s "
+        "AND NOT (%s AND to_regclass(quote_ident(%s) || '.' || quote_ident(c.relname)) IS NOT NULL) "
+        "GROUP BY c.relname ORDER BY 1",
+        (release, LOAD_ID_COLUMN, missing, schema),
     ).fetchall()
     return [
         sql.SQL("CREATE VIEW {} AS SELECT {} FROM {}").format(
@@ -163,6 +169,21 @@ def _view_statements(conn: psycopg.Connection, schema: str, release: str) -> lis
         )  # fmt: skip
         for table, cols in tables
     ]
+
+
+def add_missing_views(conn: psycopg.Connection) -> int:
+    """Views of ``current``/``previous`` on tables their release gained since its activation
+    (the per-shard foreign tables of a release sharded before they existed); how many were made."""
+    made = 0
+    for schema, release in (("current", active_release(conn)), ("previous", previous_release(conn))):
+        if release is None:
+            continue
+        for statement in _view_statements(conn, schema, release, missing=True):
+            conn.execute(statement)
+            made += 1
+    if made:
+        conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA current, previous TO dpdb_reader")
+    return made
 
 
 def retention_plan(settings: Settings, after: str | None = None) -> list[str]:

@@ -35,6 +35,7 @@ __all__ = [
     "table_specs",
     "catalog_ddl",
     "partition_name",
+    "table_ddl",
     "meta_ddl",
     "added_columns_ddl",
     "q3c_index_ddl",
@@ -165,6 +166,11 @@ def partition_name(table: str, partition_order: int, number: int) -> str:
     """Name of partition ``number`` of ``table`` (lower-case) at ``partition_order``: object_hpx1_07."""
     width = len(str(12 * 4**partition_order - 1))
     return f"{table}_hpx{partition_order}_{number:0{width}d}"
+
+
+def table_ddl(spec: TableSpec, partition_order: int, partitions: Collection[int] | None = None) -> list[str]:
+    """The statements that create one table (its partitions limited to ``partitions``), indexes, comments."""
+    return _table_ddl(spec, partition_order, partitions)
 
 
 def _table_ddl(spec: TableSpec, partition_order: int, partitions: Collection[int] | None = None) -> list[str]:

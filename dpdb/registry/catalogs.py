@@ -121,8 +121,17 @@ def upgrade_catalogs(conn: psycopg.Connection, old: int, new: int) -> None:
     catalogs = conn.execute(
         "SELECT name, kind, partition_order FROM dpdb_meta.catalog WHERE schema_version = %s", (old,)
     ).fetchall()
+    from dpdb.shards import placement  # late: the shards package builds on the registry
+
     for name, kind, order in catalogs:
-        execute_ddl(conn, added_columns_ddl(name, kind, old, new, order))
+        # A sharded release changes on its shards first (idempotently), then on the coordinator.
+        sharded = placement.upgrade_sharded_ddl(conn, name, old, new, order) if kind == "release" else None
+        if sharded is None:
+            execute_ddl(conn, added_columns_ddl(name, kind, old, new, order))
+        else:
+            statements, attach = sharded
+            execute_ddl(conn, statements)
+            attach(conn)
         conn.execute("UPDATE dpdb_meta.catalog SET schema_version = %s WHERE name = %s", (new, name))
 
 

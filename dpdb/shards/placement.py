@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +49,9 @@ __all__ = [
     "routes",
     "placement",
     "shards_of",
+    "rollup_name",
+    "create_rollups",
+    "upgrade_sharded_ddl",
 ]
 
 log = logging.getLogger(__name__)
@@ -129,7 +132,6 @@ def create_sharded_catalog(
         log.info("release %s: partitions %d-%d on shard %s", name, parts.start, parts.stop - 1, shard)
     statements = catalog_ddl(name, version, "release", order, partitions=())
     conn.execute(";\n".join(statements).encode())
-    bounds = partition_bounds(order)
     for spec in table_specs(name, version, "release"):
         if not spec.partitioned:
             continue
@@ -139,22 +141,173 @@ def create_sharded_catalog(
                 sql.Identifier(name, table), sql.Identifier(f"{table}_pkey")
             )
         )
-        for shard, parts in ranges.items():
-            for n in parts:
-                _, lo, hi = bounds[n]
-                part = partition_name(table, order, n)
-                conn.execute(
-                    sql.SQL(
-                        "CREATE FOREIGN TABLE {part} PARTITION OF {parent} FOR VALUES FROM ({lo}) TO ({hi}) "
-                        "SERVER {server} OPTIONS (schema_name {schema}, table_name {table})"
-                    ).format(
-                        part=sql.Identifier(name, part), parent=sql.Identifier(name, table),
-                        lo=sql.Literal(lo), hi=sql.Literal(hi),
-                        server=sql.Identifier(registry.server_name(shard)),
-                        schema=sql.Literal(name), table=sql.Literal(part),
-                    )  # fmt: skip
-                )
+        _foreign_partitions(conn, name, table, order, ranges)
+    create_rollups(conn, name)
     return ranges
+
+
+def _foreign_partitions(
+    conn: psycopg.Connection, name: str, table: str, order: int, ranges: dict[str, range]
+) -> None:
+    """Attach ``name``.``table``'s partitions as foreign tables on the shards that hold them."""
+    bounds = partition_bounds(order)
+    for shard, parts in ranges.items():
+        for n in parts:
+            _, lo, hi = bounds[n]
+            part = partition_name(table, order, n)
+            conn.execute(
+                sql.SQL(
+                    "CREATE FOREIGN TABLE {part} PARTITION OF {parent} FOR VALUES FROM ({lo}) TO ({hi}) "
+                    "SERVER {server} OPTIONS (schema_name {schema}, table_name {table})"
+                ).format(
+                    part=sql.Identifier(name, part), parent=sql.Identifier(name, table),
+                    lo=sql.Literal(lo), hi=sql.Literal(hi),
+                    server=sql.Identifier(registry.server_name(shard)),
+                    schema=sql.Literal(name), table=sql.Literal(part),
+                )  # fmt: skip
+            )
+
+
+ROLLUP_SEPARATOR = "@"
+
+
+def rollup_name(table: str, shard: str) -> str:
+    """Name of the foreign table that reads all of ``table`` on ``shard`` at once: ``object@shard1``."""
+    return f"{table.lower()}{ROLLUP_SEPARATOR}{shard}"
+
+
+def create_rollups(conn: psycopg.Connection, name: str) -> list[str]:
+    """Create the missing per-shard foreign tables of release ``name``; their names.
+
+    ``name."object@shard1"`` is a foreign table on the shard's own partitioned
+    ``name.object`` (all of its partitions there). PostgreSQL 15's postgres_fdw
+    pushes an aggregate down to a single foreign table, never a partial
+    aggregate through a partitioned table, so an ungrouped aggregate over a
+    sharded table is run as one aggregate per shard on these tables and combined
+    on the coordinator (dpdb/shards/aggregate.py). Activation gives each one a
+    view in ``current``/``previous`` like the release's tables.
+    """
+    made = []
+    for table, shards in _sharded_tables(conn, name).items():
+        columns = conn.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            (sql.Identifier(name, table).as_string(conn),),
+        ).fetchall()
+        for shard in shards:
+            rollup = rollup_name(table, shard)
+            if conn.execute("SELECT to_regclass(%s)", (sql.Identifier(name, rollup).as_string(conn),)).fetchone()[0]:  # type: ignore[index]
+                continue
+            conn.execute(
+                sql.SQL("CREATE FOREIGN TABLE {} ({}) SERVER {} OPTIONS (schema_name {}, table_name {})").format(
+                    sql.Identifier(name, rollup),
+                    sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in columns),
+                    sql.Identifier(registry.server_name(shard)), sql.Literal(name), sql.Literal(table),
+                )  # fmt: skip
+            )
+            conn.execute(
+                sql.SQL("COMMENT ON FOREIGN TABLE {} IS {}").format(
+                    sql.Identifier(name, rollup), sql.Literal(f"all of {name}.{table} on shard {shard}")
+                )
+            )
+            made.append(rollup)
+    return made
+
+
+def _sharded_tables(conn: psycopg.Connection, name: str) -> dict[str, list[str]]:
+    """Partitioned table of release ``name`` -> the shards holding its partitions (sorted)."""
+    out: dict[str, list[str]] = {}
+    for table, server in conn.execute(
+        "SELECT DISTINCT p.relname, s.srvname FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhparent "
+        "JOIN pg_foreign_table ft ON ft.ftrelid = i.inhrelid JOIN pg_foreign_server s ON s.oid = ft.ftserver "
+        "WHERE p.relnamespace = to_regnamespace(%s) ORDER BY 1, 2",
+        (sql.Identifier(name).as_string(conn),),
+    ):
+        out.setdefault(table, []).append(registry.shard_of_server(server))
+    return out
+
+
+def _ranges_of(conn: psycopg.Connection, name: str, order: int) -> dict[str, range]:
+    """Shard -> partition numbers of release ``name`` (read from its foreign partitions)."""
+    number = {lo: n for n, lo, _ in partition_bounds(order)}
+    out: dict[str, list[int]] = {}
+    for shard, ranges in placement(conn, name).items():
+        for lo, hi in ranges:
+            first = number[lo]
+            last = number.get(hi, len(number))
+            out.setdefault(shard, []).extend(range(first, last))
+    return {shard: range(min(parts), max(parts) + 1) for shard, parts in out.items()}
+
+
+def upgrade_sharded_ddl(
+    conn: psycopg.Connection, name: str, old: int, new: int, order: int
+) -> tuple[list[str], Callable[[psycopg.Connection], None]] | None:
+    """Bring sharded release ``name`` from schema ``old`` to ``new`` on its shards; the coordinator's DDL.
+
+    None: the release is not sharded (the caller runs the ordinary DDL). Else
+    every shard gets the new columns of its partitioned tables (``ADD COLUMN IF
+    NOT EXISTS``, committed there first, so a rerun after a failure goes through)
+    and the tables new in ``new``; the statements returned alter the
+    coordinator's tables (the foreign partitions follow their parent) and the
+    per-shard foreign tables and create the new partitioned tables, in the
+    caller's transaction; the callable returned then attaches their foreign
+    partitions and foreign tables per shard.
+    """
+    from dpdb.model.ddl import added_columns_ddl, table_ddl
+
+    shards = shards_of(conn, name)
+    if not shards:
+        return None
+    ranges = _ranges_of(conn, name, order)
+    old_specs = {s.name: s for s in table_specs(name, old, "release")}
+    coordinator: list[str] = []
+    remote: dict[str, list[str]] = {shard: [] for shard in shards}
+    new_tables = []
+    for spec in table_specs(name, new, "release"):
+        if spec.name in old_specs or not spec.partitioned:
+            continue
+        new_tables.append(spec)
+        for shard, parts in ranges.items():
+            remote[shard] += [_if_not_exists(s) for s in table_ddl(spec, order, parts)]
+    added = [s for s in added_columns_ddl(name, "release", old, new, order)
+             if s.startswith(("ALTER TABLE", "COMMENT ON COLUMN"))]  # fmt: skip
+    partitioned = {s.table.name.lower() for s in table_specs(name, new, "release") if s.partitioned}
+    sharded = _sharded_tables(conn, name)
+    for statement in added:
+        coordinator.append(statement)
+        m = _ALTER.match(statement)
+        if m is None or m.group(2) != name or m.group(4).lower() not in partitioned:
+            continue
+        table, rest = m.group(4).lower(), statement[m.end() :]
+        for shard in shards:
+            remote[shard].append(statement.replace(" ADD COLUMN ", " ADD COLUMN IF NOT EXISTS ", 1))
+        for shard in sharded.get(table, []):
+            rollup = sql.Identifier(name, rollup_name(table, shard)).as_string(conn)
+            coordinator.append(f"ALTER FOREIGN TABLE {rollup} {rest}")
+    for shard, statements in remote.items():
+        if not statements:
+            continue
+        info = registry.shard_conninfo(conn, shard)
+        with registry.connect_shard(info, shard) as link:
+            link.execute(";\n".join(statements).encode())
+        log.info("release %s: schema v%d -> v%d on shard %s", name, old, new, shard)
+    for spec in new_tables:
+        coordinator += table_ddl(spec, order, ())
+        coordinator.append(
+            sql.SQL("ALTER TABLE {} DROP CONSTRAINT {}").format(
+                sql.Identifier(name, spec.table.name), sql.Identifier(f"{spec.table.name}_pkey")
+            ).as_string(conn)
+        )
+
+    def attach(link: psycopg.Connection) -> None:
+        for spec in new_tables:
+            _foreign_partitions(link, name, spec.table.name, order, ranges)
+        create_rollups(link, name)
+
+    return coordinator, attach
+
+
+_ALTER = re.compile(r'^ALTER TABLE ("?)([^". ]+)\1\.("?)([^". ]+)\3 (?=ADD COLUMN )')
 
 
 def shards_of(conn: psycopg.Connection, name: str) -> list[str]:
@@ -244,3 +397,11 @@ def placement(conn: psycopg.Connection, schema: str) -> dict[str, list[tuple[int
             ranges.append((lo, hi))
     return out
 
+
+
+def _if_not_exists(statement: str) -> str:
+    """A CREATE TABLE/INDEX that a rerun skips where it already went through."""
+    for head in ("CREATE TABLE ", "CREATE INDEX "):
+        if statement.startswith(head):
+            return head + "IF NOT EXISTS " + statement[len(head) :]
+    return statement

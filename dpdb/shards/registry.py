@@ -45,6 +45,7 @@ __all__ = [
     "connect_shard",
     "set_port",
     "check_name",
+    "ensure_public_mappings",
 ]
 
 log = logging.getLogger(__name__)
@@ -208,6 +209,34 @@ def add_shard(conn: psycopg.Connection, name: str, dsn: str) -> Shard:
             )
         )
     return get_shard(conn, name)
+
+
+def ensure_public_mappings(conn: psycopg.Connection) -> list[str]:
+    """Give every shard registered before readers reached shards a PUBLIC user mapping; the shards fixed.
+
+    User SQL runs under the reader logins (dpdb/readers.py); postgres_fdw looks
+    up a mapping for the reader, or PUBLIC. Shards added before ``add_shard``
+    created the PUBLIC mapping have only the owner's: readers could not read
+    their partitions. The PUBLIC mapping carries the owner's login, like the
+    ones ``add_shard`` makes.
+    """
+    fixed = []
+    for server, options in conn.execute(
+        "SELECT s.srvname, um.umoptions FROM pg_foreign_server s "
+        "LEFT JOIN pg_user_mappings um ON um.srvid = s.oid AND um.usename = current_user "
+        "WHERE s.srvname LIKE %s AND NOT EXISTS (SELECT 1 FROM pg_user_mappings p "
+        "WHERE p.srvid = s.oid AND p.umuser = 0) ORDER BY 1",
+        (SERVER_PREFIX.replace("_", r"\_") + "%",),
+    ).fetchall():
+        login = {k: v for k, v in _options(options).items() if k in _LOGIN_OPTIONS}
+        conn.execute(
+            sql.SQL("CREATE USER MAPPING FOR PUBLIC SERVER {}{}").format(
+                sql.Identifier(server),
+                sql.SQL(" OPTIONS ({})").format(_option_list(login)) if login else sql.SQL(""),
+            )
+        )
+        fixed.append(shard_of_server(server))
+    return fixed
 
 
 def _option_list(options: dict[str, str]) -> sql.Composable:

@@ -1,0 +1,237 @@
+"""Ungrouped aggregates over a sharded table: one aggregate per shard, combined on the coordinator.
+
+PostgreSQL 15's postgres_fdw pushes an aggregate down to *one* foreign table,
+but never a partial aggregate through a partitioned table: ``SELECT count(*)
+FROM current.ForcedSource`` over foreign partitions fetches every row to the
+coordinator and counts there. Grouped by the partition key, partition-wise
+aggregation already runs on the shards; for an ungrouped aggregate the query
+path (dpdb/query.py) rewrites the statement::
+
+    SELECT count(*) AS n, avg(psfFlux) FROM current.ForcedSource WHERE psfFlux > 0
+
+into one branch per shard on the per-shard foreign tables
+(``current."forcedsource@shard1"``, dpdb/shards/placement.py), each a single
+foreign table, so postgres_fdw ships the aggregate and the WHERE clause to the
+shard, and the branches run at once (async Append)::
+
+    SELECT CAST(COALESCE(SUM(p0), 0) AS BIGINT) AS n, SUM(p1) / NULLIF(SUM(p2), 0) AS avg
+    FROM (SELECT COUNT(*) AS p0, SUM(psfflux) AS p1, COUNT(psfflux) AS p2
+          FROM current."forcedsource@shard1" AS forcedsource WHERE psfflux > 0
+          UNION ALL SELECT ... FROM current."forcedsource@shard2" ...) AS dpdb_partial
+
+Only one shape is rewritten, every other statement runs unchanged: one
+SELECT on one sharded table (``current``/``previous`` or a release schema, or
+unqualified under ``release=``), no join, GROUP BY, HAVING, DISTINCT, window,
+subquery, ORDER BY, LIMIT or FILTER, and projections that are expressions of
+``count``, ``sum``, ``min``, ``max`` and ``avg`` (no DISTINCT inside). The
+answers equal a single node's, to the same types; floating-point ``sum`` and
+``avg`` add the shards' partial sums in another order, so they can differ in
+the last bits.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import psycopg
+import sqlglot
+from sqlglot import exp
+
+__all__ = ["rewrite_ungrouped", "ungrouped_shape", "Shape"]
+
+log = logging.getLogger(__name__)
+
+_COMBINABLE = (exp.Count, exp.Sum, exp.Min, exp.Max, exp.Avg)
+_REFUSED_ARGS = ("joins", "group", "having", "distinct", "limit", "offset", "order", "with", "with_",
+                 "laterals", "windows", "qualify", "into", "locks", "connect", "prewhere", "sample",
+                 "pivots", "kind", "settings", "options")  # fmt: skip
+_INT8 = 20
+_FLOATS = {700, 701}  # float4, float8
+
+
+@dataclass(frozen=True)
+class Shape:
+    """An ungrouped aggregate statement on one table: what the rewrite needs."""
+
+    tree: exp.Select
+    schema: str | None  # as written (None: unqualified)
+    table: str  # lower-case, as PostgreSQL folds it
+    alias: str  # what the WHERE clause calls the table
+
+
+def ungrouped_shape(text: str) -> Shape | None:
+    """The statement if it is an ungrouped aggregate on one table that can run per shard, else None."""
+    try:
+        trees = sqlglot.parse(text, read="postgres")
+    except sqlglot.errors.SqlglotError:
+        return None
+    if len(trees) != 1 or not isinstance(trees[0], exp.Select):
+        return None
+    tree = trees[0]
+    if any(tree.args.get(k) for k in _REFUSED_ARGS):
+        return None
+    source = tree.args.get("from_") or tree.args.get("from")
+    table = source.this if source is not None else None
+    if not isinstance(table, exp.Table) or not isinstance(table.this, exp.Identifier) or table.catalog:
+        return None
+    if table.args.get("joins") or table.args.get("laterals") or table.args.get("pivots"):
+        return None
+    # nothing but the one SELECT: no subquery, window, FILTER, set operation or star anywhere
+    for node in tree.walk():
+        if node is not tree and isinstance(node, (exp.Select, exp.Subquery, exp.Window, exp.Filter,
+                                                  exp.Union, exp.Distinct, exp.Star)):  # fmt: skip
+            if isinstance(node, exp.Star) and isinstance(node.parent, exp.Count):
+                continue
+            return None
+        if isinstance(node, exp.Column) and (node.args.get("db") or node.args.get("catalog")):
+            return None  # schema-qualified column: it names the table being replaced
+    found = False
+    for projection in tree.expressions:
+        expression = projection.this if isinstance(projection, exp.Alias) else projection
+        aggregates = [a for a in expression.find_all(exp.AggFunc)]
+        if any(not isinstance(a, _COMBINABLE) for a in aggregates):
+            return None
+        if any(inner is not a for a in aggregates for inner in a.find_all(exp.AggFunc)):
+            return None  # an aggregate inside an aggregate
+        outside = [c for c in expression.find_all(exp.Column) if not c.find_ancestor(exp.AggFunc)]
+        if outside:
+            return None
+        found = found or bool(aggregates)
+    if not found:
+        return None
+    name = table.this.this if table.this.quoted else table.this.this.lower()
+    schema = None
+    if table.args.get("db") is not None:
+        db = table.args["db"]
+        schema = db.this if db.quoted else db.this.lower()
+    alias = table.alias or name
+    return Shape(tree, schema, name, alias)
+
+
+def _output_name(projection: exp.Expression) -> str:
+    """The column name PostgreSQL gives a projection (its alias, a function's name, or ?column?)."""
+    if isinstance(projection, exp.Alias):
+        return projection.alias
+    node = projection
+    while isinstance(node, exp.Cast):
+        node = node.this
+    if isinstance(node, exp.Anonymous):
+        return str(node.name).lower()
+    if isinstance(node, exp.Func):
+        return node.sql_name().lower()
+    if isinstance(node, exp.Column):
+        return node.name
+    return "?column?"
+
+
+def rewrite_ungrouped(conn: psycopg.Connection, text: str, search_path: list[str]) -> str | None:
+    """``text`` as a UNION ALL of per-shard aggregates, or None when it is not such a statement.
+
+    ``conn`` is the connection the statement will run as (a reader login): the
+    per-shard relations must be readable by it, and it describes the partial
+    aggregates' types. ``search_path`` is where an unqualified table resolves.
+    """
+    shape = ungrouped_shape(text)
+    if shape is None:
+        return None
+    schemas = [shape.schema] if shape.schema is not None else search_path
+    shards: list[str] = []
+    schema = None
+    for candidate in schemas:
+        rows = conn.execute(
+            "SELECT c.relname FROM pg_class c WHERE c.relnamespace = to_regnamespace(quote_ident(%s)) "
+            "AND c.relkind IN ('v', 'f') AND NOT c.relispartition AND c.relname LIKE %s "
+            "AND has_table_privilege(c.oid, 'SELECT') ORDER BY 1",
+            (candidate, shape.table.replace("_", r"\_") + "@%"),
+        ).fetchall()
+        here = conn.execute(
+            "SELECT to_regclass(quote_ident(%s) || '.' || quote_ident(%s))", (candidate, shape.table)
+        ).fetchone()
+        if here and here[0] is not None:
+            shards, schema = [r[0] for r in rows], candidate
+            break
+    if not shards or schema is None:
+        return None
+    partials: list[exp.Expression] = []
+    tree = shape.tree.copy()
+    combine: list[tuple[exp.Expression, str, list[int]]] = []  # aggregate node, kind, partial columns
+    for projection in tree.expressions:
+        for node in list((projection.this if isinstance(projection, exp.Alias) else projection).find_all(exp.AggFunc)):
+            kind = type(node).__name__.lower()
+            if kind == "avg":
+                cols = [len(partials), len(partials) + 1]
+                partials += [exp.Sum(this=node.this.copy()), exp.Count(this=node.this.copy())]
+            else:
+                cols = [len(partials)]
+                partials.append(node.copy())
+            combine.append((node, kind, cols))
+    names = [_output_name(p) for p in tree.expressions]
+    union = _branches(tree, partials, schema, shards, shape.alias)
+    types = _partial_types(conn, union.sql(dialect="postgres"))
+    if types is None:
+        return None
+    widened = False
+    for _node, kind, cols in combine:
+        if kind == "avg" and types[cols[0]] == 700:  # avg(real) adds in double precision
+            partials[cols[0]] = exp.Sum(this=exp.cast(partials[cols[0]].this, "DOUBLE PRECISION"))
+            widened = True
+    if widened:
+        union = _branches(tree, partials, schema, shards, shape.alias)
+    for node, kind, cols in combine:
+        column = [exp.column(f"p{c}") for c in cols]
+        if kind == "count":
+            new: exp.Expression = exp.cast(exp.func("COALESCE", exp.Sum(this=column[0]), exp.Literal.number(0)),
+                                           "BIGINT")  # fmt: skip
+        elif kind == "sum":
+            new = exp.Sum(this=column[0])
+            if types[cols[0]] == _INT8:  # sum(int4/int2) is bigint; the sum of bigints would be numeric
+                new = exp.cast(new, "BIGINT")
+        elif kind in ("min", "max"):
+            new = (exp.Min if kind == "min" else exp.Max)(this=column[0])
+        else:  # avg: the shards' sums over their counts, typed as avg would be
+            total: exp.Expression = exp.Sum(this=column[0])
+            target = "DOUBLE PRECISION" if types[cols[0]] in _FLOATS else "NUMERIC"
+            total = exp.cast(total, target)
+            count = exp.func("NULLIF", exp.Sum(this=column[1]), exp.Literal.number(0))
+            new = exp.Div(this=total, expression=exp.cast(count, target))
+        node.replace(new)
+    outer = exp.select(*[
+        exp.alias_(p.this if isinstance(p, exp.Alias) else p, name, quoted=True)
+        for p, name in zip(tree.expressions, names, strict=True)
+    ]).from_(exp.Subquery(this=union, alias=exp.TableAlias(this=exp.to_identifier("dpdb_partial"))))  # fmt: skip
+    rewritten = outer.sql(dialect="postgres")
+    log.info("ungrouped aggregate on %s.%s: one per shard (%s)", schema, shape.table, ", ".join(shards))
+    return rewritten
+
+
+def _branches(
+    tree: exp.Select, partials: list[exp.Expression], schema: str, shards: list[str], alias: str
+) -> exp.Expression:
+    """One SELECT of the partial aggregates per per-shard relation, as a UNION ALL."""
+    where = tree.args.get("where")
+    union: exp.Expression | None = None
+    for rollup in shards:
+        branch = exp.select(*[exp.alias_(p.copy(), f"p{i}") for i, p in enumerate(partials)]).from_(
+            exp.Table(this=exp.to_identifier(rollup, quoted=True), db=exp.to_identifier(schema, quoted=True),
+                      alias=exp.TableAlias(this=exp.to_identifier(alias)))  # fmt: skip
+        )
+        if where is not None:
+            branch.set("where", where.copy())
+        union = branch if union is None else exp.union(union, branch, distinct=False)
+    assert union is not None
+    return union
+
+
+def _partial_types(conn: psycopg.Connection, text: str) -> list[int] | None:
+    """Type OIDs of the partial aggregates (described, not run), or None if PostgreSQL refuses them."""
+    pgconn = conn.pgconn
+    ok = psycopg.pq.ExecStatus.COMMAND_OK
+    result = pgconn.prepare(b"", text.encode())
+    described = pgconn.describe_prepared(b"") if result.status == ok else result
+    if described.status != ok:
+        log.info("no per-shard rewrite: %s", (described.error_message or b"").decode(errors="replace").strip())
+        if pgconn.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            conn.rollback()
+        return None
+    return [described.ftype(i) for i in range(described.nfields)]
