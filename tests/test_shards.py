@@ -401,3 +401,128 @@ def test_assign_balanced_contiguous() -> None:
     assert ranges == {"a": range(0, 26), "b": range(26, 48)}
     equal = assign(["a", "b", "c"], 0)
     assert [len(r) for r in equal.values()] == [4, 4, 4]
+
+
+AGGREGATES = {
+    "count": "SELECT count(*) FROM current.Object",
+    "several": "SELECT count(*) AS n, sum(nDiaSources) AS s, min(ra) AS lo, max(dec) AS hi, "
+    "avg(nDiaSources) AS mean, count(raErr) FROM current.DiaObject",
+    "where": "SELECT count(*), avg(psfFlux) AS flux, sum(psfFlux) FROM current.Source WHERE psfFlux > 0",
+    "unqualified": "SELECT count(*) AS n, max(objectId) FROM Object WHERE coord_dec > 1",
+    "expression": "SELECT count(*) + 1 AS k, sum(psfFlux) / count(*) AS m, min(ccdVisitId) FROM current.Source",
+    "none match": "SELECT count(*) AS n, sum(psfFlux), avg(psfFlux) FROM current.Source WHERE psfFlux > 1e30",
+}
+
+
+def _same(a: dict, b: dict) -> bool:
+    if a.keys() != b.keys():
+        return False
+    for k in a:
+        x, y = a[k], b[k]
+        if isinstance(x, float) and isinstance(y, float):
+            if abs(x - y) > 1e-9 * max(abs(x), abs(y), 1e-300):
+                return False
+        elif x != y or type(x) is not type(y):
+            return False
+    return True
+
+
+def test_ungrouped_aggregates_run_per_shard(
+    sharded: dpdb.Archive, single: dpdb.Archive, produced: dict[str, Path]
+) -> None:
+    """count/sum/min/max/avg over a sharded table: one aggregate per shard (EXPLAIN), single-node answers."""
+    from dpdb.readers import reader_connect
+    from dpdb.shards.aggregate import rewrite_ungrouped
+
+    for archive in (single, sharded):
+        _ready(archive, "dr1", produced["dr1"])
+        archive.releases.activate("dr1")
+    for label, query in AGGREGATES.items():
+        release = "current" if label == "unqualified" else None
+        a = single.query_arrow(query, release=release)
+        b = sharded.query_arrow(query, release=release)
+        assert a.schema.names == b.schema.names, label
+        assert [f.type for f in a.schema] == [f.type for f in b.schema], (label, a.schema, b.schema)
+        assert _same(a.to_pylist()[0], b.to_pylist()[0]), (label, a.to_pylist(), b.to_pylist())
+    with reader_connect(sharded.settings) as reader:
+        rewritten = rewrite_ungrouped(reader, AGGREGATES["where"], ["public"])
+        assert rewritten is not None and '"current"."source@shard1"' in rewritten, rewritten
+        assert rewrite_ungrouped(reader, AGGREGATES["where"].replace("current.", "prompt."), ["public"]) is None
+        for kept in ("SELECT count(*) FROM current.Source GROUP BY _healpix_29",
+                     "SELECT count(DISTINCT objectId) FROM current.Source",
+                     "SELECT count(*) FROM current.Source s JOIN current.Object o USING (objectId)",
+                     "SELECT objectId FROM current.Object", "SELECT count(*) FROM current.Visit"):  # fmt: skip
+            assert rewrite_ungrouped(reader, kept, ["public"]) is None, kept
+        # A WHERE clause that prunes to one shard's pixels reads only that shard.
+        lo, hi = sharded.shards.placement("dr1")["shard1"][0]
+        one = rewrite_ungrouped(
+            reader, f"SELECT count(*) FROM current.Object WHERE _healpix_29 >= {lo} AND _healpix_29 < {hi}",
+            ["public"],
+        )  # fmt: skip
+        assert one is not None and "@shard1" in one and "@shard2" not in one, one
+    with psycopg.connect(conninfo(sharded.settings)) as conn:
+        plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN (VERBOSE, COSTS OFF) {rewritten}"))
+    remote = [line.strip() for line in plan.splitlines() if "Remote SQL" in line]
+    # each shard computes the aggregates of its rows, with the WHERE clause; two rows cross the network
+    assert len(remote) == 2, plan
+    assert all(r.startswith("Remote SQL: SELECT count(*), sum(psfflux), count(psfflux)") for r in remote), plan
+    assert all("FROM dr1.source WHERE ((psfflux > " in r for r in remote), plan
+    assert plan.count("Async Foreign Scan") == 2, plan
+    # The unrewritten statement fetches every row: the case this exists for.
+    with psycopg.connect(conninfo(sharded.settings)) as conn:
+        plain = "\n".join(r[0] for r in conn.execute(f"EXPLAIN (VERBOSE, COSTS OFF) {AGGREGATES['where']}"))
+    assert "count(*)" not in "".join(line for line in plain.splitlines() if "Remote SQL" in line), plain
+
+
+def test_migrate_reaches_every_shard(empty_settings: Settings, shard_servers: list) -> None:
+    """`db migrate` of a release sharded at schema v1: the new columns on the shards too, then readable."""
+    from dpdb.migrate import migrate
+    from dpdb.registry.catalogs import create_catalog
+    from dpdb.shards.servers import start_shards
+
+    settings = empty_settings
+    try:
+        migrate(settings, to=1)
+        with psycopg.connect(conninfo(settings)) as conn:
+            start_shards(settings, 2, conn)
+            conn.commit()
+            create_catalog(conn, "dr1", "release", 1, 0)
+            conn.execute(
+                "INSERT INTO dr1.object (objectid, coord_ra, coord_dec, _healpix_29) VALUES (7, 1, 2, 3)"
+            )
+        archive = dpdb.Archive(settings=settings)
+        assert archive.migrate()[0] == 1
+        for shard in SHARDS:
+            with psycopg.connect(_shard_info(archive, shard)) as remote:
+                cols = {r[0] for r in remote.execute(
+                    "SELECT column_name FROM information_schema.columns "
+                    "WHERE table_schema = 'dr1' AND table_name = 'object'"
+                )}  # fmt: skip
+                assert {"photoz", "photoz_pest"} <= cols, shard
+        with psycopg.connect(conninfo(settings)) as conn:
+            assert conn.execute("SELECT objectid, photoz FROM dr1.object").fetchall() == [(7, None)]
+            assert conn.execute("SELECT count(photoz), count(*) FROM dr1.\"object@shard1\"").fetchone() == (0, 1)
+        again = archive.migrate()  # a rerun changes nothing
+        assert again[0] == again[1]
+    finally:
+        _drop_on_shards(settings)
+
+
+def test_upkeep_mends_older_shards(sharded: dpdb.Archive, produced: dict[str, Path]) -> None:
+    """A shard without the PUBLIC user mapping and a release without per-shard foreign tables (made by
+    earlier versions) are mended by `db migrate`: reader logins reach the shards, aggregates run per shard."""
+    _ready(sharded, "dr1", produced["dr1"])
+    sharded.releases.activate("dr1")
+    with psycopg.connect(conninfo(sharded.settings)) as conn:
+        conn.execute("DROP USER MAPPING FOR PUBLIC SERVER dpdb_shard_shard1")
+        conn.execute('DROP VIEW current."object@shard1", current."object@shard2"')
+        conn.execute('DROP FOREIGN TABLE dr1."object@shard1", dr1."object@shard2"')
+    with pytest.raises(QueryError, match="user mapping not found"):
+        sharded.query("SELECT count(*) FROM current.Object")
+    sharded.migrate()
+    assert sharded.query("SELECT count(*) AS n FROM current.Object")["n"][0] == 1200
+    with psycopg.connect(conninfo(sharded.settings)) as conn:
+        views = conn.execute(
+            "SELECT count(*) FROM pg_views WHERE schemaname = 'current' AND viewname LIKE 'object@%'"
+        ).fetchone()
+        assert views == (2,)

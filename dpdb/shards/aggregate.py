@@ -153,6 +153,10 @@ def rewrite_ungrouped(conn: psycopg.Connection, text: str, search_path: list[str
             break
     if not shards or schema is None:
         return None
+    scanned = _shards_scanned(conn, text)
+    shards = [r for r in shards if r.rpartition("@")[2] in scanned]
+    if not shards:
+        return None
     partials: list[exp.Expression] = []
     tree = shape.tree.copy()
     combine: list[tuple[exp.Expression, str, list[int]]] = []  # aggregate node, kind, partial columns
@@ -203,6 +207,39 @@ def rewrite_ungrouped(conn: psycopg.Connection, text: str, search_path: list[str
     rewritten = outer.sql(dialect="postgres")
     log.info("ungrouped aggregate on %s.%s: one per shard (%s)", schema, shape.table, ", ".join(shards))
     return rewritten
+
+
+def _shards_scanned(conn: psycopg.Connection, text: str) -> set[str]:
+    """The shards the statement as written reads after partition pruning (planned, not run): a
+    branch per shard would otherwise reach a shard whose partitions the WHERE clause excludes."""
+    import json
+
+    try:
+        plan = conn.execute(f"EXPLAIN (VERBOSE, FORMAT JSON) {text}").fetchone()[0]  # type: ignore[index]
+    except psycopg.Error:
+        if conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.INERROR:
+            conn.rollback()
+        return set()
+    if isinstance(plan, str):
+        plan = json.loads(plan)
+    relations = set()
+    stack = [plan[0]["Plan"]]
+    while stack:
+        node = stack.pop()
+        if node.get("Node Type") == "Foreign Scan" and "Relation Name" in node:
+            relations.add((node.get("Schema", ""), node["Relation Name"]))
+        stack += node.get("Plans", [])
+    if not relations:
+        return set()
+    rows = conn.execute(
+        "SELECT DISTINCT s.srvname FROM pg_foreign_table ft JOIN pg_foreign_server s ON s.oid = ft.ftserver "
+        "JOIN pg_class c ON c.oid = ft.ftrelid JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE (n.nspname, c.relname) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+        ([r[0] for r in relations], [r[1] for r in relations]),
+    ).fetchall()
+    from .registry import SERVER_PREFIX
+
+    return {r[0][len(SERVER_PREFIX) :] for r in rows if r[0].startswith(SERVER_PREFIX)}
 
 
 def _branches(
