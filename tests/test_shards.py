@@ -517,9 +517,21 @@ def test_upkeep_mends_older_shards(sharded: dpdb.Archive, produced: dict[str, Pa
         conn.execute("DROP USER MAPPING FOR PUBLIC SERVER dpdb_shard_shard1")
         conn.execute('DROP VIEW current."object@shard1", current."object@shard2"')
         conn.execute('DROP FOREIGN TABLE dr1."object@shard1", dr1."object@shard2"')
-    with pytest.raises(QueryError, match="user mapping not found"):
-        sharded.query("SELECT count(*) FROM current.Object")
+    def direct_read() -> int:  # as a role reading the release's tables itself (published releases)
+        with psycopg.connect(conninfo(sharded.settings)) as conn:
+            conn.execute("CREATE ROLE upkeep_probe")
+            conn.execute("GRANT USAGE ON SCHEMA dr1 TO upkeep_probe")
+            conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA dr1 TO upkeep_probe")
+            conn.execute("SET ROLE upkeep_probe")
+            try:
+                return conn.execute("SELECT count(*) FROM dr1.object").fetchone()[0]
+            finally:
+                conn.rollback()
+
+    with pytest.raises(psycopg.Error, match='user mapping not found for "upkeep_probe"'):
+        direct_read()
     sharded.migrate()
+    assert direct_read() == 1200
     assert sharded.query("SELECT count(*) AS n FROM current.Object")["n"][0] == 1200
     with psycopg.connect(conninfo(sharded.settings)) as conn:
         views = conn.execute(
