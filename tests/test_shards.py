@@ -407,9 +407,11 @@ AGGREGATES = {
     "count": "SELECT count(*) FROM current.Object",
     "several": "SELECT count(*) AS n, sum(nDiaSources) AS s, min(ra) AS lo, max(dec) AS hi, "
     "avg(nDiaSources) AS mean, count(raErr) FROM current.DiaObject",
-    "where": "SELECT count(*), avg(psfFlux) AS flux, sum(psfFlux) FROM current.Source WHERE psfFlux > 0",
+    "where": "SELECT count(*), avg(psfFlux) AS flux, sum(psfFlux) FROM current.Source "
+    "WHERE psfFlux > 0",
     "unqualified": "SELECT count(*) AS n, max(objectId) FROM Object WHERE coord_dec > 1",
-    "expression": "SELECT count(*) + 1 AS k, sum(psfFlux) / count(*) AS m, min(ccdVisitId) FROM current.Source",
+    "expression": "SELECT count(*) + 1 AS k, sum(psfFlux) / count(*) AS m, min(ccdVisitId) "
+    "FROM current.Source",
     "none match": "SELECT count(*) AS n, sum(psfFlux), avg(psfFlux) FROM current.Source WHERE psfFlux > 1e30",
 }
 
@@ -447,11 +449,15 @@ def test_ungrouped_aggregates_run_per_shard(
     with reader_connect(sharded.settings) as reader:
         rewritten = rewrite_ungrouped(reader, AGGREGATES["where"], ["public"])
         assert rewritten is not None and '"current"."source@shard1"' in rewritten, rewritten
-        assert rewrite_ungrouped(reader, AGGREGATES["where"].replace("current.", "prompt."), ["public"]) is None
-        for kept in ("SELECT count(*) FROM current.Source GROUP BY _healpix_29",
-                     "SELECT count(DISTINCT objectId) FROM current.Source",
-                     "SELECT count(*) FROM current.Source s JOIN current.Object o USING (objectId)",
-                     "SELECT objectId FROM current.Object", "SELECT count(*) FROM current.Visit"):  # fmt: skip
+        prompt = AGGREGATES["where"].replace("current.", "prompt.")
+        assert rewrite_ungrouped(reader, prompt, ["public"]) is None
+        for kept in (
+            "SELECT count(*) FROM current.Source GROUP BY _healpix_29",
+            "SELECT count(DISTINCT objectId) FROM current.Source",
+            "SELECT count(*) FROM current.Source s JOIN current.Object o USING (objectId)",
+            "SELECT objectId FROM current.Object",
+            "SELECT count(*) FROM current.Visit",
+        ):
             assert rewrite_ungrouped(reader, kept, ["public"]) is None, kept
         # A WHERE clause that prunes to one shard's pixels reads only that shard.
         lo, hi = sharded.shards.placement("dr1")["shard1"][0]
@@ -465,7 +471,8 @@ def test_ungrouped_aggregates_run_per_shard(
     remote = [line.strip() for line in plan.splitlines() if "Remote SQL" in line]
     # each shard computes the aggregates of its rows, with the WHERE clause; two rows cross the network
     assert len(remote) == 2, plan
-    assert all(r.startswith("Remote SQL: SELECT count(*), sum(psfflux), count(psfflux)") for r in remote), plan
+    head = "Remote SQL: SELECT count(*), sum(psfflux), count(psfflux)"
+    assert all(r.startswith(head) for r in remote), plan
     assert all("FROM dr1.source WHERE ((psfflux > " in r for r in remote), plan
     assert plan.count("Async Foreign Scan") == 2, plan
     # The unrewritten statement fetches every row: the case this exists for.
@@ -501,7 +508,8 @@ def test_migrate_reaches_every_shard(empty_settings: Settings, shard_servers: li
                 assert {"photoz", "photoz_pest"} <= cols, shard
         with psycopg.connect(conninfo(settings)) as conn:
             assert conn.execute("SELECT objectid, photoz FROM dr1.object").fetchall() == [(7, None)]
-            assert conn.execute("SELECT count(photoz), count(*) FROM dr1.\"object@shard1\"").fetchone() == (0, 1)
+            rows = conn.execute('SELECT count(photoz), count(*) FROM dr1."object@shard1"').fetchone()
+            assert rows == (0, 1)
         again = archive.migrate()  # a rerun changes nothing
         assert again[0] == again[1]
     finally:

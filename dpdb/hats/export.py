@@ -43,7 +43,16 @@ from dpdb.errors import DpdbError, ValidationError
 from dpdb.pg import adbc_uri
 from dpdb.timeutil import iso_utc, now_mjd_tai
 
-from .source import NestedExport, Snapshot, TableExport, arrow_schema, plan_tables, resolve_snapshot
+from .direct import own_pixel_table
+from .source import (
+    HISTOGRAM_ORDER,
+    NestedExport,
+    Snapshot,
+    TableExport,
+    arrow_schema,
+    plan_tables,
+    resolve_snapshot,
+)
 
 __all__ = ["ExportResult", "CatalogResult", "HatsExportError", "export_hats", "MANIFEST", "PLAN"]
 
@@ -138,15 +147,24 @@ def export_hats(
     with contextlib.ExitStack() as stack:
         stack.callback(logging.getLogger().removeFilter, quiet)
         client = None  # started when a collection needs it
+        # hats-import's catalog pipeline runs best in worker processes; the margins of catalogs written
+        # straight from the database (dpdb/hats/direct.py) need only threads, which start at once.
+        imported = any(isinstance(p, NestedExport) or (p.spatial and not own_pixel_table(p, snapshot.kind))
+                       for p in plans)  # fmt: skip
         for plan in plans:
             t0 = time.monotonic()
             if isinstance(plan, TableExport) and not plan.spatial:
                 done = _export_plain(settings, plan, out)
             else:
-                if client is None:
-                    use_processes = jobs > 1 if processes is None else processes
-                    client = stack.enter_context(_client(jobs, use_processes, out / TMP))
-                done = _export_collection(client, uri, plan, out, provenance, margin, progress)
+
+                def need_client() -> Any:
+                    nonlocal client
+                    if client is None:
+                        use_processes = (jobs > 1 and imported) if processes is None else processes
+                        client = stack.enter_context(_client(jobs, use_processes, out / TMP))
+                    return client
+
+                done = _export_collection(need_client, uri, plan, out, provenance, margin, progress, jobs)
             done.seconds = time.monotonic() - t0
             result.catalogs.append(done)
             if on_catalog is not None:
@@ -233,17 +251,19 @@ def _complete(path: Path, name: str, rows: int, provenance: dict[str, Any], marg
 
 
 def _export_collection(
-    client: Any,
+    need_client: Callable[[], Any],
     uri: str,
     plan: TableExport | NestedExport,
     out: Path,
     provenance: dict[str, Any],
     margin: float,
     progress: bool,
+    jobs: int = 2,
 ) -> CatalogResult:
     from hats_import.collection.arguments import CollectionArguments
     from hats_import.pipeline import pipeline_with_client
 
+    from .direct import NotOwnPixel, write_catalog
     from .reader import PostgresReader, chunk_name
 
     name = plan.name
@@ -267,6 +287,13 @@ def _export_collection(
     schema_file = out / TMP / f"{name}.schema.parquet"
     _write_schema(plan, schema_file)
     reader = PostgresReader(uri, plan)
+    if own_pixel_table(plan, provenance["dpdb_kind"]) and not (path / name / "properties").is_file():
+        assert isinstance(plan, TableExport)
+        try:  # straight from the database (the collection's margin is hats-import's, below)
+            write_catalog(uri, plan, plan.histogram, HISTOGRAM_ORDER, path / name, name, properties, jobs)
+        except NotOwnPixel as e:
+            log.info("%s; exporting it with hats-import", e)
+            shutil.rmtree(path / name, ignore_errors=True)
     try:
         args = CollectionArguments(
             output_artifact_name=name, output_path=out, tmp_dir=out / TMP, resume=True,
@@ -281,7 +308,7 @@ def _export_collection(
         )  # fmt: skip
         if margin_name is not None:
             args.add_margin(margin_threshold=margin, output_artifact_name=margin_name, is_default=True)
-        pipeline_with_client(args, client)
+        pipeline_with_client(args, need_client())
     except ValueError as e:
         raise HatsExportError(f"{name}: hats-import refused the export: {str(e).splitlines()[0]}") from e
     result.margin_rows = _margin_rows(path, margin_name)

@@ -41,6 +41,7 @@ __all__ = [
     "resolve_snapshot",
     "plan_tables",
     "NESTED",
+    "HISTOGRAM_ORDER",
 ]
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ NESTED = {
 }
 """Nested catalogs: name -> (parent table, child tables nested as list columns)."""
 
-_HISTOGRAM_ORDER = 10
+_HISTOGRAM_ORDER = HISTOGRAM_ORDER = 10
 """Order of the database-side histogram that chunks are cut from (0.06 deg² pixels)."""
 
 _AS_OF_TABLES = {"DiaObject", "SSObject", "DiaSource", "DiaForcedSource", "SSSource", "Visit", "CcdVisit"}
@@ -146,6 +147,7 @@ class TableExport:
     rows: int = 0
     max_rows: int = 1_000_000  # rows per HATS partition (from the partition size in bytes)
     highest_order: int = 7  # finest HEALPix order hats-import may partition at
+    histogram: dict[int, int] = field(default_factory=dict)  # rows per pixel at HISTOGRAM_ORDER
 
     @property
     def spatial(self) -> bool:
@@ -242,12 +244,14 @@ def _plan_flat(
     table = TableExport(name, target, source, pos[0] if pos else None, pos[1] if pos else None)
     rows = int(conn.execute(f"SELECT count(*) FROM {source}").fetchone()[0])  # type: ignore[index]
     max_rows = max(1, partition_bytes // _row_bytes(table))
+    counts: dict[int, int] = {}
     if target.partitioned:
         counts = _histogram(conn, [table])
         chunks, highest = _cut(counts, chunk_rows), _highest_order(counts, max_rows)
     else:
         chunks, highest = [(0, 0)], 7
-    return replace(table, chunks=chunks if rows else [], rows=rows, max_rows=max_rows, highest_order=highest)
+    return replace(table, chunks=chunks if rows else [], rows=rows, max_rows=max_rows, highest_order=highest,
+                   histogram=counts)  # fmt: skip
 
 
 def _row_bytes(table: TableExport) -> int:

@@ -161,7 +161,9 @@ def rewrite_ungrouped(conn: psycopg.Connection, text: str, search_path: list[str
     tree = shape.tree.copy()
     combine: list[tuple[exp.Expression, str, list[int]]] = []  # aggregate node, kind, partial columns
     for projection in tree.expressions:
-        for node in list((projection.this if isinstance(projection, exp.Alias) else projection).find_all(exp.AggFunc)):
+        for node in list(
+            (projection.this if isinstance(projection, exp.Alias) else projection).find_all(exp.AggFunc)
+        ):
             kind = type(node).__name__.lower()
             if kind == "avg":
                 cols = [len(partials), len(partials) + 1]
@@ -185,8 +187,8 @@ def rewrite_ungrouped(conn: psycopg.Connection, text: str, search_path: list[str
     for node, kind, cols in combine:
         column = [exp.column(f"p{c}") for c in cols]
         if kind == "count":
-            new: exp.Expression = exp.cast(exp.func("COALESCE", exp.Sum(this=column[0]), exp.Literal.number(0)),
-                                           "BIGINT")  # fmt: skip
+            counted = exp.func("COALESCE", exp.Sum(this=column[0]), exp.Literal.number(0))
+            new: exp.Expression = exp.cast(counted, "BIGINT")
         elif kind == "sum":
             new = exp.Sum(this=column[0])
             if types[cols[0]] == _INT8:  # sum(int4/int2) is bigint; the sum of bigints would be numeric
@@ -200,10 +202,12 @@ def rewrite_ungrouped(conn: psycopg.Connection, text: str, search_path: list[str
             count = exp.func("NULLIF", exp.Sum(this=column[1]), exp.Literal.number(0))
             new = exp.Div(this=total, expression=exp.cast(count, target))
         node.replace(new)
-    outer = exp.select(*[
-        exp.alias_(p.this if isinstance(p, exp.Alias) else p, name, quoted=True)
-        for p, name in zip(tree.expressions, names, strict=True)
-    ]).from_(exp.Subquery(this=union, alias=exp.TableAlias(this=exp.to_identifier("dpdb_partial"))))  # fmt: skip
+    outer = exp.select(
+        *[
+            exp.alias_(p.this if isinstance(p, exp.Alias) else p, name, quoted=True)
+            for p, name in zip(tree.expressions, names, strict=True)
+        ]
+    ).from_(exp.Subquery(this=union, alias=exp.TableAlias(this=exp.to_identifier("dpdb_partial"))))
     rewritten = outer.sql(dialect="postgres")
     log.info("ungrouped aggregate on %s.%s: one per shard (%s)", schema, shape.table, ", ".join(shards))
     return rewritten
@@ -250,8 +254,11 @@ def _branches(
     union: exp.Expression | None = None
     for rollup in shards:
         branch = exp.select(*[exp.alias_(p.copy(), f"p{i}") for i, p in enumerate(partials)]).from_(
-            exp.Table(this=exp.to_identifier(rollup, quoted=True), db=exp.to_identifier(schema, quoted=True),
-                      alias=exp.TableAlias(this=exp.to_identifier(alias)))  # fmt: skip
+            exp.Table(
+                this=exp.to_identifier(rollup, quoted=True),
+                db=exp.to_identifier(schema, quoted=True),
+                alias=exp.TableAlias(this=exp.to_identifier(alias)),
+            )  # fmt: skip
         )
         if where is not None:
             branch.set("where", where.copy())
@@ -267,7 +274,9 @@ def _partial_types(conn: psycopg.Connection, text: str) -> list[int] | None:
     result = pgconn.prepare(b"", text.encode())
     described = pgconn.describe_prepared(b"") if result.status == ok else result
     if described.status != ok:
-        log.info("no per-shard rewrite: %s", (described.error_message or b"").decode(errors="replace").strip())
+        log.info(
+            "no per-shard rewrite: %s", (described.error_message or b"").decode(errors="replace").strip()
+        )
         if pgconn.transaction_status == psycopg.pq.TransactionStatus.INERROR:
             conn.rollback()
         return None

@@ -196,12 +196,16 @@ def create_rollups(conn: psycopg.Connection, name: str) -> list[str]:
         ).fetchall()
         for shard in shards:
             rollup = rollup_name(table, shard)
-            if conn.execute("SELECT to_regclass(%s)", (sql.Identifier(name, rollup).as_string(conn),)).fetchone()[0]:  # type: ignore[index]
+            exists = conn.execute("SELECT to_regclass(%s)", (sql.Identifier(name, rollup).as_string(conn),))
+            if exists.fetchone() != (None,):
                 continue
+            create = sql.SQL("CREATE FOREIGN TABLE {} ({}) SERVER {} OPTIONS (schema_name {}, table_name {})")
             conn.execute(
-                sql.SQL("CREATE FOREIGN TABLE {} ({}) SERVER {} OPTIONS (schema_name {}, table_name {})").format(
+                create.format(
                     sql.Identifier(name, rollup),
-                    sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in columns),
+                    sql.SQL(", ").join(
+                        sql.SQL("{} {}").format(sql.Identifier(c), sql.SQL(t)) for c, t in columns
+                    ),
                     sql.Identifier(registry.server_name(shard)), sql.Literal(name), sql.Literal(table),
                 )  # fmt: skip
             )

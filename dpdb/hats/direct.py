@@ -1,0 +1,183 @@
+"""HATS partitions written straight from PostgreSQL, for tables already partitioned by their own position.
+
+hats-import's catalog pipeline reads its input twice (a histogram pass, then
+a split pass that writes every row into intermediate shards), then reads the
+shards again to write each partition: for a wide table (Object: 336 columns)
+that is three passes of encoding and decoding on top of the database read. A
+release's Object (and DiaObject) table is stored partitioned by the
+``_healpix_29`` of its own position (docs/architecture.md, decision 6), so the
+database already knows every HATS partition's rows. This module writes each
+HATS partition with one range query, in parallel:
+
+1. the alignment of the database's pixel histogram into HATS partitions is
+   hats' own (``hats.pixel_math.generate_alignment``, as hats-import computes
+   it, with the same thresholds);
+2. each partition is one ``_healpix_29`` range read through ADBC (binary
+   COPY to Arrow), given hats' ``_healpix_29`` column computed from ra/dec
+   with hats' ``compute_spatial_index`` (a row whose recomputed pixel falls
+   outside the partition stops this path: the caller falls back to
+   hats-import), sorted, cut into row groups and written as hats-import
+   writes it (``split_to_row_groups``, hats' Parquet settings);
+3. the catalog's metadata is hats': ``partition_info.csv``,
+   ``_metadata``/``_common_metadata`` (``write_parquet_metadata``), the point
+   map and skymap, and ``properties`` (``TableProperties``).
+
+The margin catalog and the collection are then made by hats-import's own
+pipeline from this catalog (dpdb/hats/export.py). Memory is bounded by one
+partition per worker (at most the planned partition size). A partition file
+whose row count is right is kept on a rerun.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dpdb._version import code_version
+from dpdb.healpix import PIXEL_ORDER
+
+from .reader import PostgresReader, chunk_name
+from .source import TableExport
+
+__all__ = ["NotOwnPixel", "write_catalog", "own_pixel_table"]
+
+log = logging.getLogger(__name__)
+
+
+class NotOwnPixel(Exception):
+    """A row's position lies outside the partition its stored pixel put it in (use hats-import)."""
+
+
+def own_pixel_table(plan: object, kind: str) -> bool:
+    """Is ``plan`` a release table stored by its rows' own positions (Object, DiaObject)?"""
+    return (
+        isinstance(plan, TableExport) and plan.spatial and plan.target.partitioned
+        and not plan.target.parent and kind == "release"
+    )  # fmt: skip
+
+
+def write_catalog(
+    uri: str,
+    plan: TableExport,
+    histogram: dict[int, int],
+    histogram_order: int,
+    path: Path,
+    name: str,
+    properties: dict[str, Any],
+    jobs: int,
+) -> int:
+    """Write ``plan``'s table as the HATS catalog ``path``; its rows. Raises :class:`NotOwnPixel`."""
+    import hats.pixel_math as pixel_math
+    from hats.catalog import PartitionInfo, TableProperties
+    from hats.io import file_io, paths
+    from hats.io.parquet_metadata import write_parquet_metadata
+    from hats.io.skymap import write_skymap
+    from hats.pixel_math.healpix_pixel import HealpixPixel
+
+    order = plan.highest_order
+    raw = np.zeros(12 * 4**order, dtype=np.int64)
+    shift = 2 * (histogram_order - order)
+    for pix, n in histogram.items():
+        raw[pix >> shift] += n
+    alignment = pixel_math.generate_alignment(
+        raw, highest_order=order, lowest_order=0, threshold=plan.max_rows, drop_empty_siblings=True,
+        use_lower_order=True,
+    )  # fmt: skip
+    destinations = sorted(
+        {(int(a[0]), int(a[1]), int(a[2])) for a in alignment if a is not None and a[2] > 0}
+    )
+    total = sum(d[2] for d in destinations)
+    if total != plan.rows:
+        raise ValueError(f"{name}: the pixel histogram holds {total} rows, the table {plan.rows}")
+    path.mkdir(parents=True, exist_ok=True)
+    reader = PostgresReader(uri, plan)
+    sort_key = plan.target.columns[plan.target.primary_key[0]].canonical
+
+    def one(dest: tuple[int, int, int]) -> int:
+        k, pixel, rows = dest
+        target = paths.pixel_catalog_file(path, HealpixPixel(k, pixel))
+        file = Path(str(target.path))
+        if file.is_file() and pq.read_metadata(file).num_rows == rows:
+            return rows  # written by an earlier run
+        return _write_partition(reader, plan, k, pixel, rows, file, sort_key)
+
+    workers = max(1, jobs)
+    with ThreadPoolExecutor(workers, thread_name_prefix="hats-partition") as pool:
+        written = sum(pool.map(one, destinations))
+    pixels = [HealpixPixel(k, p) for k, p, _ in destinations]
+    partition_info = PartitionInfo.from_healpix(pixels)
+    partition_info.write_to_file(paths.get_partition_info_pointer(path))
+    parquet_rows = write_parquet_metadata(path, create_metadata=True)
+    if parquet_rows != written or written != plan.rows:
+        raise ValueError(f"{name}: {parquet_rows} rows in the partitions' Parquet, {plan.rows} in the table")
+    file_io.write_fits_image(raw, paths.get_point_map_file_pointer(path))
+    write_skymap(histogram=raw, catalog_dir=path, orders=None)
+    info = TableProperties.new_provenance_dict(
+        path, builder=f"dpdb {code_version()} (hats v{_version('hats')})", **properties
+    ) | {
+        "catalog_name": name, "catalog_type": "object", "total_rows": plan.rows,
+        "ra_column": plan.ra, "dec_column": plan.dec, "hats_cols_sort": sort_key,
+        "hats_max_rows": plan.max_rows, "hats_order": partition_info.get_highest_order(),
+        "moc_sky_fraction": f"{partition_info.calculate_fractional_coverage():0.5f}",
+        "hats_npix_suffix": ".parquet", "hats_skymap_order": order,
+        "hats_col_healpix": pixel_math.spatial_index.SPATIAL_INDEX_COLUMN,
+        "hats_col_healpix_order": pixel_math.spatial_index.SPATIAL_INDEX_ORDER,
+    }  # fmt: skip
+    TableProperties(**info).to_properties_file(path)
+    return written
+
+
+def _version(package: str) -> str:
+    from importlib.metadata import version
+
+    return version(package)
+
+
+def _write_partition(
+    reader: PostgresReader, plan: TableExport, order: int, pixel: int, rows: int, file: Path, sort_key: str
+) -> int:
+    """One HATS partition: its pixel range from the database, hats' pixel column, sorted, written."""
+    from hats.io import file_io
+    from hats.pixel_math.spatial_index import SPATIAL_INDEX_COLUMN, compute_spatial_index, split_to_row_groups
+
+    span = 2 * (PIXEL_ORDER - order)
+    lo, hi = pixel << span, (pixel + 1) << span
+    parts = list(reader.read(chunk_name(plan.name, lo, hi)))
+    table = pa.concat_tables(parts) if parts else arrow_empty(reader)
+    del parts
+    if table.num_rows != rows:
+        raise ValueError(f"{plan.name}: partition {order}/{pixel} has {table.num_rows} rows, planned {rows}")
+    index = compute_spatial_index(
+        table[plan.ra].to_numpy().astype(np.float64), table[plan.dec].to_numpy().astype(np.float64)
+    )
+    if np.any((index >> span) != pixel):
+        raise NotOwnPixel(f"{plan.name}: rows of partition {order}/{pixel} lie outside it")
+    table = table.add_column(0, SPATIAL_INDEX_COLUMN, [pa.array(index)])
+    ordering = [(SPATIAL_INDEX_COLUMN, "ascending"), (sort_key, "ascending")]
+    table = table.sort_by(ordering)
+    kwargs = file_io.get_parquet_write_table_kwargs(
+        table.schema,
+        write_table_kwargs={"sorting_columns": pq.SortingColumn.from_ordering(table.schema, ordering)},
+    )
+    kwargs.pop("row_group_size", None)
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f".{file.name}.tmp")
+    with pq.ParquetWriter(tmp, table.schema, **kwargs) as writer:
+        for group in split_to_row_groups(table, {}, order):
+            writer.write_table(group)
+    os.replace(tmp, file)
+    return table.num_rows
+
+
+def arrow_empty(reader: PostgresReader) -> pa.Table:
+    from .source import arrow_schema
+
+    assert isinstance(reader.export, TableExport)
+    return arrow_schema(reader.export.target).empty_table()
