@@ -546,3 +546,32 @@ def test_upkeep_mends_older_shards(sharded: dpdb.Archive, produced: dict[str, Pa
             "SELECT count(*) FROM pg_views WHERE schemaname = 'current' AND viewname LIKE 'object@%'"
         ).fetchone()
         assert views == (2,)
+
+
+def test_validation_per_shard(sharded: dpdb.Archive, single: dpdb.Archive, produced: dict[str, Path]) -> None:
+    """Validation runs its scans on the shards and adds them up: the single node's figures; a key
+    repeated on two shards (which no shard's own key can refuse) is found."""
+    reports = {}
+    for label, archive in (("single", single), ("sharded", sharded)):
+        archive.releases.create("dr1", balance_from=produced["dr1"])
+        archive.releases.load("dr1", produced["dr1"])
+        reports[label] = archive.releases.validate("dr1")
+    a, b = reports["single"], reports["sharded"]
+    assert a.ok and b.ok, [(c.name, c.figure) for c in b.checks if not c.ok]
+    assert [(c.name, c.figure) for c in a.checks] == [(c.name, c.figure) for c in b.checks]
+    assert a.null_fractions == b.null_fractions and a.rows == b.rows
+    # dr2, loaded over the shards, then an Object of shard1 copied into a partition of shard2
+    sharded.releases.create("dr2", balance_from=produced["dr2"])
+    sharded.releases.load("dr2", produced["dr2"])
+    lo, _ = sharded.shards.placement("dr2")["shard2"][0]
+    with psycopg.connect(_shard_info(sharded, "shard1")) as one:
+        objectid, ra, dec = one.execute("SELECT objectid, coord_ra, coord_dec FROM dr2.object LIMIT 1").fetchone()
+    with psycopg.connect(_shard_info(sharded, "shard2")) as two:
+        two.execute(
+            "INSERT INTO dr2.object (objectid, coord_ra, coord_dec, _healpix_29) VALUES (%s, %s, %s, %s)",
+            (objectid, ra, dec, lo),
+        )
+    report = sharded.releases.validate("dr2")
+    failed = {c.name: c.figure for c in report.checks if not c.ok}
+    assert failed.get("keys: Object") == "1 repeated (objectid)", failed
+    assert "rows: Object" in failed and "partitions: Object" in failed, failed

@@ -42,6 +42,7 @@ from dpdb.registry.activations import active_release
 from dpdb.registry.catalogs import find_catalog
 from dpdb.registry.releases import NOW, Release, get_release, origin_holders, set_state
 from dpdb.registry.states import VALIDATABLE, CatalogKind, ReleaseState, names
+from dpdb.shards import validate as per_shard
 
 __all__ = ["Check", "Report", "validate_release", "COVERAGE_ORDER"]
 
@@ -116,6 +117,7 @@ def validate_release(settings: Settings, name: str) -> Report:
 def _profile(conn: psycopg.Connection, rel: Release, targets: dict[str, TargetTable], report: Report) -> None:
     """Rows, duplicate keys, foreign-origin IDs, bad positions and null counts: one scan per table."""
     expected = rel.expected_rows or {}
+    sharded = per_shard.sharded_tables(conn, rel.name)
     others = origin_holders(conn, rel.origin or 0, besides=rel.name)
     report.add("ids: origin held by no other catalog", others + (rel.origin == PROMPT_ORIGIN),
                f"origin {rel.origin}, {others} other release(s) with it")  # fmt: skip
@@ -149,11 +151,17 @@ def _profile(conn: psycopg.Connection, rel: Release, targets: dict[str, TargetTa
             exprs.append(sql.SQL("0"))
         columns = list(target.columns.values())
         exprs += [sql.SQL("count({})").format(sql.Identifier(c.name)) for c in columns]
-        row = conn.execute(
-            sql.SQL("SELECT {} FROM {}").format(
-                sql.SQL(", ").join(exprs), sql.Identifier(rel.name, target.db_name)
-            )
-        ).fetchone()
+        shards = sharded.get(target.db_name)
+        if shards:  # on every shard at once, added up; keys compared across shards (dpdb/shards)
+            summable = sql.SQL(", ").join(exprs[:1] + exprs[2:])  # all but count(DISTINCT key)
+            row = per_shard.summed(conn, rel.name, target.db_name, shards, summable)
+            row.insert(1, per_shard.distinct_keys(conn, rel.name, target.db_name, shards, target.primary_key))
+        else:
+            row = conn.execute(
+                sql.SQL("SELECT {} FROM {}").format(
+                    sql.SQL(", ").join(exprs), sql.Identifier(rel.name, target.db_name)
+                )
+            ).fetchone()
         assert row is not None
         n, distinct, foreign, bad_pos, *counts = row
         report.rows[table] = n
@@ -199,20 +207,31 @@ def _pixels(
     settings: Settings, conn: psycopg.Connection, targets: dict[str, TargetTable], report: Report
 ) -> None:
     """Each object's stored pixel (its partition key) against its position's, computed with healpy."""
+    sharded = None
     with adbc_connection(settings) as aconn, aconn.cursor() as cur:
         for table, target in targets.items():
             if not target.partitioned or target.parent or not target.position:
                 continue
             ra, dec = target.position
-            query = sql.SQL("SELECT {}, {}, {} FROM {}").format(
-                sql.Identifier(ra), sql.Identifier(dec), sql.Identifier(PIXEL_COLUMN),
-                sql.Identifier(target.catalog, target.db_name),
-            )  # fmt: skip
-            cur.execute(query.as_string(conn))
-            data = cur.fetch_arrow_table()
-            wrong = int(np.count_nonzero(
-                pixels(data[ra].to_numpy(), data[dec].to_numpy()) != data[PIXEL_COLUMN].to_numpy()
-            ))  # fmt: skip
+            if sharded is None:
+                sharded = per_shard.sharded_tables(conn, target.catalog)
+            shards = sharded.get(target.db_name)
+            if shards:  # read from every shard at once
+                parts = per_shard.arrow_per_shard(conn, target.catalog, target.db_name, shards,
+                                                  [ra, dec, PIXEL_COLUMN])  # fmt: skip
+            else:
+                query = sql.SQL("SELECT {}, {}, {} FROM {}").format(
+                    sql.Identifier(ra), sql.Identifier(dec), sql.Identifier(PIXEL_COLUMN),
+                    sql.Identifier(target.catalog, target.db_name),
+                )  # fmt: skip
+                cur.execute(query.as_string(conn))
+                parts = [cur.fetch_arrow_table()]
+            wrong = sum(
+                int(np.count_nonzero(
+                    pixels(d[ra].to_numpy(), d[dec].to_numpy()) != d[PIXEL_COLUMN].to_numpy()
+                ))  # fmt: skip
+                for d in parts
+            )
             report.add(f"partitions: {table}", wrong, f"{wrong} whose pixel is not their position's")
 
 
