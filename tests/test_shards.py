@@ -565,7 +565,8 @@ def test_validation_per_shard(sharded: dpdb.Archive, single: dpdb.Archive, produ
     sharded.releases.load("dr2", produced["dr2"])
     lo, _ = sharded.shards.placement("dr2")["shard2"][0]
     with psycopg.connect(_shard_info(sharded, "shard1")) as one:
-        objectid, ra, dec = one.execute("SELECT objectid, coord_ra, coord_dec FROM dr2.object LIMIT 1").fetchone()
+        first = one.execute("SELECT objectid, coord_ra, coord_dec FROM dr2.object LIMIT 1").fetchone()
+        objectid, ra, dec = first
     with psycopg.connect(_shard_info(sharded, "shard2")) as two:
         two.execute(
             "INSERT INTO dr2.object (objectid, coord_ra, coord_dec, _healpix_29) VALUES (%s, %s, %s, %s)",
