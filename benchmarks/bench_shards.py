@@ -13,7 +13,8 @@ run and on the same machine, it loads it twice:
 For each it prints the load rate (rows/s of ``releases.load``) and the median
 time of five runs (after one warm-up) of four queries read through ``current``:
 
-1. a full-table aggregate: ``count(*)``, ``avg(psfFlux)`` over ForcedSource;
+1. a full-table aggregate: ``count(*)``, ``avg(psfFlux)`` over ForcedSource (on a sharded
+   release the query path runs it once per shard, dpdb/shards/aggregate.py);
 2. a 10″ cone on Object (``Archive.cone``, which adds the cone's pixel ranges);
 3. an Object with its Sources (one object, by ID, with its pixel);
 4. a count per partition of Source (``GROUP BY _healpix_29 >> shift``), and the same
@@ -174,7 +175,11 @@ def _median_time(archive: dpdb.Archive, sql: str, runs: int = 5) -> float:
 
 def _moved(settings: Settings, sql: str) -> tuple[int, int]:
     """Rows and bytes the Foreign Scans of ``sql`` returned to the coordinator (EXPLAIN ANALYZE)."""
+    from dpdb.shards.aggregate import rewrite_ungrouped
+
     with psycopg.connect(conninfo(settings)) as conn:
+        sql = rewrite_ungrouped(conn, sql, ["public"]) or sql  # as the query path runs it
+        conn.rollback()
         plan = conn.execute(f"EXPLAIN (ANALYZE, VERBOSE, FORMAT JSON) {sql}").fetchone()[0]  # type: ignore[index]
     if isinstance(plan, str):
         plan = json.loads(plan)

@@ -22,8 +22,9 @@ shard, and the branches run at once (async Append)::
 Only one shape is rewritten, every other statement runs unchanged: one
 SELECT on one sharded table (``current``/``previous`` or a release schema, or
 unqualified under ``release=``), no join, GROUP BY, HAVING, DISTINCT, window,
-subquery, ORDER BY, LIMIT or FILTER, and projections that are expressions of
-``count``, ``sum``, ``min``, ``max`` and ``avg`` (no DISTINCT inside). The
+subquery, ORDER BY, OFFSET or FILTER (a positive LIMIT, as TAP's MAXREC adds,
+is kept), and projections that are expressions of ``count``, ``sum``,
+``min``, ``max`` and ``avg`` (no DISTINCT inside). The
 answers equal a single node's, to the same types; floating-point ``sum`` and
 ``avg`` add the shards' partial sums in another order, so they can differ in
 the last bits.
@@ -43,7 +44,7 @@ __all__ = ["rewrite_ungrouped", "ungrouped_shape", "Shape"]
 log = logging.getLogger(__name__)
 
 _COMBINABLE = (exp.Count, exp.Sum, exp.Min, exp.Max, exp.Avg)
-_REFUSED_ARGS = ("joins", "group", "having", "distinct", "limit", "offset", "order", "with", "with_",
+_REFUSED_ARGS = ("joins", "group", "having", "distinct", "offset", "order", "with", "with_",
                  "laterals", "windows", "qualify", "into", "locks", "connect", "prewhere", "sample",
                  "pivots", "kind", "settings", "options")  # fmt: skip
 _INT8 = 20
@@ -71,6 +72,11 @@ def ungrouped_shape(text: str) -> Shape | None:
     tree = trees[0]
     if any(tree.args.get(k) for k in _REFUSED_ARGS):
         return None
+    limit = tree.args.get("limit")  # TAP's MAXREC: harmless on a one-row answer, if a positive number
+    if limit is not None:
+        value = limit.expression
+        if not (isinstance(value, exp.Literal) and value.is_int and int(value.this) >= 1):
+            return None
     source = tree.args.get("from_") or tree.args.get("from")
     table = source.this if source is not None else None
     if not isinstance(table, exp.Table) or not isinstance(table.this, exp.Identifier) or table.catalog:
@@ -208,6 +214,8 @@ def rewrite_ungrouped(conn: psycopg.Connection, text: str, search_path: list[str
             for p, name in zip(tree.expressions, names, strict=True)
         ]
     ).from_(exp.Subquery(this=union, alias=exp.TableAlias(this=exp.to_identifier("dpdb_partial"))))
+    if tree.args.get("limit") is not None:
+        outer.set("limit", tree.args["limit"].copy())
     rewritten = outer.sql(dialect="postgres")
     log.info("ungrouped aggregate on %s.%s: one per shard (%s)", schema, shape.table, ", ".join(shards))
     return rewritten
