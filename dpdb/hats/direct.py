@@ -42,6 +42,7 @@ import pyarrow.parquet as pq
 
 from dpdb._version import code_version
 from dpdb.healpix import PIXEL_ORDER
+from dpdb.model.layout import PIXEL_COLUMN
 
 from .reader import PostgresReader, chunk_name
 from .source import TableExport
@@ -56,11 +57,13 @@ class NotOwnPixel(Exception):
 
 
 def own_pixel_table(plan: object, kind: str) -> bool:
-    """Is ``plan`` a release table stored by its rows' own positions (Object, DiaObject)?"""
-    return (
-        isinstance(plan, TableExport) and plan.spatial and plan.target.partitioned
-        and not plan.target.parent and kind == "release"
-    )  # fmt: skip
+    """Can ``plan`` be written straight from the database: a partitioned release table with positions?
+
+    Objects (Object, DiaObject) are stored in the pixel of their own position;
+    measurements in their object's, so a few near partition edges belong to a
+    neighbouring HATS partition: :func:`_arrivals` finds them first.
+    """
+    return isinstance(plan, TableExport) and plan.spatial and plan.target.partitioned and kind == "release"
 
 
 def write_catalog(
@@ -83,9 +86,13 @@ def write_catalog(
 
     order = plan.highest_order
     raw = np.zeros(12 * 4**order, dtype=np.int64)
-    shift = 2 * (histogram_order - order)
-    for pix, n in histogram.items():
-        raw[pix >> shift] += n
+    moved = None
+    if plan.target.parent:  # measurements: partitioned by their own positions, not their objects'
+        raw, moved = _own_positions(uri, plan, order)
+    else:
+        shift = 2 * (histogram_order - order)
+        for pix, n in histogram.items():
+            raw[pix >> shift] += n
     alignment = pixel_math.generate_alignment(
         raw, highest_order=order, lowest_order=0, threshold=plan.max_rows, drop_empty_siblings=True,
         use_lower_order=True,
@@ -99,6 +106,7 @@ def write_catalog(
     path.mkdir(parents=True, exist_ok=True)
     reader = PostgresReader(uri, plan)
     sort_key = plan.target.columns[plan.target.primary_key[0]].canonical
+    arrivals = _arrivals(moved, destinations) if moved is not None else {}
 
     def one(dest: tuple[int, int, int]) -> int:
         k, pixel, rows = dest
@@ -106,7 +114,7 @@ def write_catalog(
         file = Path(str(target.path))
         if file.is_file() and pq.read_metadata(file).num_rows == rows:
             return rows  # written by an earlier run
-        return _write_partition(reader, plan, k, pixel, rows, file, sort_key)
+        return _write_partition(reader, plan, k, pixel, rows, file, sort_key, arrivals.get((k, pixel)))
 
     workers = max(1, jobs)
     with ThreadPoolExecutor(workers, thread_name_prefix="hats-partition") as pool:
@@ -122,7 +130,8 @@ def write_catalog(
     info = TableProperties.new_provenance_dict(
         path, builder=f"dpdb {code_version()} (hats v{_version('hats')})", **properties
     ) | {
-        "catalog_name": name, "catalog_type": "object", "total_rows": plan.rows,
+        "catalog_name": name, "catalog_type": "source" if plan.target.parent else "object",
+        "total_rows": plan.rows,
         "ra_column": plan.ra, "dec_column": plan.dec, "hats_cols_sort": sort_key,
         "hats_max_rows": plan.max_rows, "hats_order": partition_info.get_highest_order(),
         "moc_sky_fraction": f"{partition_info.calculate_fractional_coverage():0.5f}",
@@ -140,25 +149,96 @@ def _version(package: str) -> str:
     return version(package)
 
 
+def _own_positions(uri: str, plan: TableExport, order: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Histogram at ``order`` of the rows' own positions, and the rows stored in another pixel at that
+    order than their own (their keys, own and stored pixels): one pass over four columns."""
+    from hats.pixel_math.spatial_index import compute_spatial_index
+
+    from .reader import _cursor
+
+    target = plan.target
+    pos = [c.lower() for c in (plan.ra, plan.dec)]
+    keys = list(target.primary_key)
+    cols = ", ".join(f'"{c}"' for c in [*pos, PIXEL_COLUMN, *keys])
+    raw = np.zeros(12 * 4**order, dtype=np.int64)
+    shift = 2 * (PIXEL_ORDER - order)
+    found: dict[str, list[np.ndarray]] = {k: [] for k in ["own", "stored", *keys]}
+    with _cursor(uri) as cur:
+        cur.execute(f"SELECT {cols} FROM {plan.source}")
+        for batch in cur.fetch_record_batch():
+            if not batch.num_rows:
+                continue
+            own = compute_spatial_index(
+                batch.column(0).to_numpy(zero_copy_only=False).astype(np.float64),
+                batch.column(1).to_numpy(zero_copy_only=False).astype(np.float64),
+            )
+            stored = batch.column(2).to_numpy(zero_copy_only=False)
+            raw += np.bincount(own >> shift, minlength=raw.size)
+            away = (own >> shift) != (stored >> shift)
+            if away.any():
+                found["own"].append(own[away])
+                found["stored"].append(stored[away])
+                for i, k in enumerate(keys):
+                    found[k].append(batch.column(3 + i).to_numpy(zero_copy_only=False)[away])
+    moved = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in found.items()}
+    return raw, moved
+
+
+def _arrivals(
+    moved: dict[str, np.ndarray], destinations: list[tuple[int, int, int]]
+) -> dict[tuple[int, int], dict[str, np.ndarray]]:
+    """Per HATS partition, the keys of the rows that belong to it but are stored outside its range."""
+    lows = np.array([p << 2 * (PIXEL_ORDER - k) for k, p, _ in destinations], dtype=np.int64)
+
+    def where(index: np.ndarray) -> np.ndarray:
+        i = np.searchsorted(lows, index, side="right") - 1
+        k = np.array([d[0] for d in destinations])[np.clip(i, 0, None)]
+        p = np.array([d[1] for d in destinations])[np.clip(i, 0, None)]
+        inside = (i >= 0) & ((index >> (2 * (PIXEL_ORDER - k))) == p)
+        return np.where(inside, i, -1)
+
+    own, stored = where(moved["own"]), where(moved["stored"])
+    keys = [k for k in moved if k not in ("own", "stored")]
+    out = {}
+    for i in np.unique(own[own != stored]):
+        pick = (own == i) & (stored != i)
+        k, p, _ = destinations[int(i)]
+        out[(k, p)] = {c: moved[c][pick] for c in keys}
+    return out
+
+
 def _write_partition(
-    reader: PostgresReader, plan: TableExport, order: int, pixel: int, rows: int, file: Path, sort_key: str
+    reader: PostgresReader,
+    plan: TableExport,
+    order: int,
+    pixel: int,
+    rows: int,
+    file: Path,
+    sort_key: str,
+    arrivals: dict[str, np.ndarray] | None = None,
 ) -> int:
-    """One HATS partition: its pixel range from the database, hats' pixel column, sorted, written."""
+    """One HATS partition: its pixel range from the database (with the rows of its sky stored in a
+    neighbour's range), only the rows of its own sky, hats' pixel column, sorted, written."""
     from hats.io import file_io
     from hats.pixel_math.spatial_index import SPATIAL_INDEX_COLUMN, compute_spatial_index, split_to_row_groups
 
     span = 2 * (PIXEL_ORDER - order)
     lo, hi = pixel << span, (pixel + 1) << span
     parts = list(reader.read(chunk_name(plan.name, lo, hi)))
+    if arrivals:
+        parts += _read_keys(reader, plan, arrivals)
     table = pa.concat_tables(parts) if parts else arrow_empty(reader)
     del parts
-    if table.num_rows != rows:
-        raise ValueError(f"{plan.name}: partition {order}/{pixel} has {table.num_rows} rows, planned {rows}")
     index = compute_spatial_index(
         table[plan.ra].to_numpy().astype(np.float64), table[plan.dec].to_numpy().astype(np.float64)
     )
-    if np.any((index >> span) != pixel):
-        raise NotOwnPixel(f"{plan.name}: rows of partition {order}/{pixel} lie outside it")
+    mine = (index >> span) == pixel
+    if not mine.all():
+        if not plan.target.parent:
+            raise NotOwnPixel(f"{plan.name}: rows of partition {order}/{pixel} lie outside it")
+        table, index = table.filter(pa.array(mine)), index[mine]  # measurements of a neighbour's sky
+    if table.num_rows != rows:
+        raise ValueError(f"{plan.name}: partition {order}/{pixel} has {table.num_rows} rows, planned {rows}")
     table = table.add_column(0, SPATIAL_INDEX_COLUMN, [pa.array(index)])
     ordering = [(SPATIAL_INDEX_COLUMN, "ascending"), (sort_key, "ascending")]
     table = table.sort_by(ordering)
@@ -174,6 +254,31 @@ def _write_partition(
             writer.write_table(group)
     os.replace(tmp, file)
     return table.num_rows
+
+
+def _read_keys(reader: PostgresReader, plan: TableExport, keys: dict[str, np.ndarray]) -> list[pa.Table]:
+    """The rows with these keys (a few per partition: measurements just across its edge)."""
+    from .reader import _conform, _cursor
+    from .source import arrow_schema
+
+    schema = arrow_schema(plan.target)
+    names = list(keys)
+    out = []
+    step = 10_000
+    total = len(next(iter(keys.values())))
+    for start in range(0, total, step):
+        values = ", ".join(
+            "(" + ", ".join(str(int(keys[k][i])) for k in names) + ")"
+            for i in range(start, min(total, start + step))
+        )
+        cols = ", ".join(f'"{k}"' for k in names)
+        text = plan.chunk_sql(None, None) + f" WHERE ({cols}) IN (VALUES {values})"
+        with _cursor(reader.uri) as cur:
+            cur.execute(text)
+            batches = [_conform(b, schema) for b in cur.fetch_record_batch() if b.num_rows]
+        if batches:
+            out.append(pa.Table.from_batches(batches, schema))
+    return out
 
 
 def arrow_empty(reader: PostgresReader) -> pa.Table:

@@ -77,7 +77,7 @@ def archive_release(settings: Settings, name: str) -> ArchiveResult:
     if manifest is None:
         from dpdb.hats.archive import write_archive
 
-        manifest = write_archive(settings, name, rel.origin or 0, version, order, out)
+        manifest = write_archive(settings, name, rel.origin or 0, version, order, out, jobs=2)
     with connect(settings) as conn:
         lock_lifecycle(conn)
         if get_release(conn, name).state != ReleaseState.SUPERSEDED:
