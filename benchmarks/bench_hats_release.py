@@ -124,7 +124,8 @@ def main() -> None:
     os.chmod(workdir, 0o755)
     home, order = workdir / "home", args.partition_order
     settings = Settings(home=home, database="bench", partition_order=order, archive_dir=workdir / "archive")
-    print(f"# bench_hats_release: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    print(f"# bench_hats_release: {machine}, "
           f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
     try:
         t = time.monotonic()
@@ -168,7 +169,8 @@ def main() -> None:
         total, seconds, own, children = stdout.split()[-4:]
         hats = float(seconds)
         size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
-        print(f"(b) HATS archive:  {int(total):>11,} rows in {hats:7.1f} s = {int(total) / hats:>9,.0f} rows/s, "
+        n = int(total)
+        print(f"(b) HATS archive:  {n:>11,} rows in {hats:7.1f} s = {n / hats:>9,.0f} rows/s, "
               f"{size / 2**20:,.0f} MiB (process wall {wall:.1f} s)")  # fmt: skip
         print(f"ratio (b)/(a) rows/s: {plain / hats:.2f}   (target: >= 1, no slower than the plain archive)")
         print(
