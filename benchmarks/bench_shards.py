@@ -117,6 +117,13 @@ def run(home: Path, args: argparse.Namespace) -> None:
             f"{times['sharded'] / times['single']:6.2f} {rows:11,d} {moved:10,d} {moved_bytes:12,d} "
             f"{table_rows:11,d}"
         )
+        if label == "full-table aggregate":  # as it ran before the per-shard rewrite: on the coordinator
+            plain = _median_plain(archives["sharded"].settings, sql)
+            raw_moved, raw_bytes = _moved(archives["sharded"].settings, sql, rewrite=False)
+            print(
+                f"{'  same, not rewritten':22s} {'':9s} {plain:9.3f} {plain / times['single']:6.2f} "
+                f"{rows:11,d} {raw_moved:10,d} {raw_bytes:12,d} {table_rows:11,d}"
+            )
 
 
 def _queries(single: dpdb.Archive, order: int) -> dict[str, tuple[str, int]]:
@@ -173,12 +180,25 @@ def _median_time(archive: dpdb.Archive, sql: str, runs: int = 5) -> float:
     return statistics.median(times)
 
 
-def _moved(settings: Settings, sql: str) -> tuple[int, int]:
+def _median_plain(settings: Settings, sql: str, runs: int = 3) -> float:
+    """Median time of ``sql`` sent as it is on the coordinator (psycopg, no per-shard rewrite)."""
+    times = []
+    with psycopg.connect(conninfo(settings)) as conn:
+        conn.execute(sql).fetchall()
+        for _ in range(runs):
+            t = time.perf_counter()
+            conn.execute(sql).fetchall()
+            times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def _moved(settings: Settings, sql: str, rewrite: bool = True) -> tuple[int, int]:
     """Rows and bytes the Foreign Scans of ``sql`` returned to the coordinator (EXPLAIN ANALYZE)."""
     from dpdb.shards.aggregate import rewrite_ungrouped
 
     with psycopg.connect(conninfo(settings)) as conn:
-        sql = rewrite_ungrouped(conn, sql, ["public"]) or sql  # as the query path runs it
+        if rewrite:
+            sql = rewrite_ungrouped(conn, sql, ["public"]) or sql  # as the query path runs it
         conn.rollback()
         plan = conn.execute(f"EXPLAIN (ANALYZE, VERBOSE, FORMAT JSON) {sql}").fetchone()[0]  # type: ignore[index]
     if isinstance(plan, str):
