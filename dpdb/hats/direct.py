@@ -63,7 +63,14 @@ def own_pixel_table(plan: object, kind: str) -> bool:
     measurements in their object's, so a few near partition edges belong to a
     neighbouring HATS partition: :func:`_arrivals` finds them first.
     """
-    return isinstance(plan, TableExport) and plan.spatial and plan.target.partitioned and kind == "release"
+    return (
+        isinstance(plan, TableExport) and plan.spatial and kind == "release"
+        and (plan.target.partitioned or plan.rows <= SMALL_ROWS)
+    )  # fmt: skip
+
+
+SMALL_ROWS = 2_000_000
+"""A table without partitions (Visit, CcdVisit) is read whole, in memory, up to this many rows."""
 
 
 def write_catalog(
@@ -83,11 +90,20 @@ def write_catalog(
     from hats.io.parquet_metadata import write_parquet_metadata
     from hats.io.skymap import write_skymap
     from hats.pixel_math.healpix_pixel import HealpixPixel
+    from hats.pixel_math.spatial_index import compute_spatial_index
 
     order = plan.highest_order
     raw = np.zeros(12 * 4**order, dtype=np.int64)
-    moved = None
-    if plan.target.parent:  # measurements: partitioned by their own positions, not their objects'
+    reader = PostgresReader(uri, plan)
+    moved = whole = whole_index = None
+    if not plan.target.partitioned:  # a small table: read whole, partitioned here
+        parts = list(reader.read(chunk_name(plan.name, 0, 0)))
+        whole = pa.concat_tables(parts) if parts else arrow_empty(reader)
+        whole_index = compute_spatial_index(
+            whole[plan.ra].to_numpy().astype(np.float64), whole[plan.dec].to_numpy().astype(np.float64)
+        )
+        raw += np.bincount(whole_index >> (2 * (PIXEL_ORDER - order)), minlength=raw.size)
+    elif plan.target.parent:  # measurements: partitioned by their own positions, not their objects'
         raw, moved = _own_positions(uri, plan, order)
     else:
         shift = 2 * (histogram_order - order)
@@ -104,7 +120,6 @@ def write_catalog(
     if total != plan.rows:
         raise ValueError(f"{name}: the pixel histogram holds {total} rows, the table {plan.rows}")
     path.mkdir(parents=True, exist_ok=True)
-    reader = PostgresReader(uri, plan)
     sort_key = plan.target.columns[plan.target.primary_key[0]].canonical
     arrivals = _arrivals(moved, destinations) if moved is not None else {}
 
@@ -114,6 +129,9 @@ def write_catalog(
         file = Path(str(target.path))
         if file.is_file() and pq.read_metadata(file).num_rows == rows:
             return rows  # written by an earlier run
+        if whole is not None and whole_index is not None:
+            mine = (whole_index >> (2 * (PIXEL_ORDER - k))) == pixel
+            return _write_table(whole.filter(pa.array(mine)), whole_index[mine], k, file, sort_key)
         return _write_partition(reader, plan, k, pixel, rows, file, sort_key, arrivals.get((k, pixel)))
 
     workers = max(1, jobs)
@@ -219,8 +237,7 @@ def _write_partition(
 ) -> int:
     """One HATS partition: its pixel range from the database (with the rows of its sky stored in a
     neighbour's range), only the rows of its own sky, hats' pixel column, sorted, written."""
-    from hats.io import file_io
-    from hats.pixel_math.spatial_index import SPATIAL_INDEX_COLUMN, compute_spatial_index, split_to_row_groups
+    from hats.pixel_math.spatial_index import compute_spatial_index
 
     span = 2 * (PIXEL_ORDER - order)
     lo, hi = pixel << span, (pixel + 1) << span
@@ -239,6 +256,14 @@ def _write_partition(
         table, index = table.filter(pa.array(mine)), index[mine]  # measurements of a neighbour's sky
     if table.num_rows != rows:
         raise ValueError(f"{plan.name}: partition {order}/{pixel} has {table.num_rows} rows, planned {rows}")
+    return _write_table(table, index, order, file, sort_key)
+
+
+def _write_table(table: pa.Table, index: np.ndarray, order: int, file: Path, sort_key: str) -> int:
+    """Rows of one HATS partition with hats' pixel column, sorted, cut into row groups, written atomically."""
+    from hats.io import file_io
+    from hats.pixel_math.spatial_index import SPATIAL_INDEX_COLUMN, split_to_row_groups
+
     table = table.add_column(0, SPATIAL_INDEX_COLUMN, [pa.array(index)])
     ordering = [(SPATIAL_INDEX_COLUMN, "ascending"), (sort_key, "ascending")]
     table = table.sort_by(ordering)

@@ -13,12 +13,16 @@ hats-import (docs/architecture.md, decision 9: HATS is written with the
     OUT/ObjectNested/...                 Object with its Sources and ForcedSources nested
     OUT/SSObject.parquet                 a table without a position (not a HATS catalog)
 
-Rows come from PostgreSQL chunk by chunk (dpdb/hats/source.py) through
-hats-import's map / split / reduce stages on a dask cluster, so memory is
-bounded by the chunk size and the partition size, whatever the table's size.
-Every row lies in the partition of its own position (hats-import computes
-``_healpix_29`` from ra/dec), also Sources, which the database keeps in their
-Object's pixel. A killed export resumes: complete collections whose properties
+A release's partitioned tables are written straight from PostgreSQL, one
+HATS partition per range query, in parallel (dpdb/hats/direct.py: hats'
+alignment, pixel column and metadata, no intermediate files); the margin
+catalog and the collection are hats-import's. Other catalogs (the prompt
+catalog as of an instant, the nested catalogs) come from PostgreSQL chunk by
+chunk (dpdb/hats/source.py) through hats-import's map / split / reduce stages
+on a dask cluster. Memory is bounded by the partition size (and the chunk
+size), whatever the table's size. Every row lies in the partition of its own
+position (``_healpix_29`` computed by hats from ra/dec), also Sources, which
+the database keeps in their Object's pixel. A killed export resumes: complete collections whose properties
 and row counts match are kept, and hats-import resumes an unfinished one from
 its intermediate files, rewriting no partition whose row count checks out.
 """
