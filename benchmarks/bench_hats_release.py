@@ -120,7 +120,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--keep", type=Path, help="Work directory to keep (default: a temporary one).")
     parser.add_argument(
-        "--prepare-only", action="store_true", help="Produce and load only (with --keep, for a later timed run)."
+        "--prepare-only", action="store_true", help="Produce and load only (with --keep)."
     )
     args = parser.parse_args()
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="dpdb-bench-hats-release-"))
