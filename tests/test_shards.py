@@ -449,6 +449,8 @@ def test_ungrouped_aggregates_run_per_shard(
     with reader_connect(sharded.settings) as reader:
         rewritten = rewrite_ungrouped(reader, AGGREGATES["where"], ["public"])
         assert rewritten is not None and '"current"."source@shard1"' in rewritten, rewritten
+        unqualified = rewrite_ungrouped(reader, AGGREGATES["unqualified"], ["current", "public"])
+        assert unqualified is not None and '"current"."object@shard2"' in unqualified, unqualified
         prompt = AGGREGATES["where"].replace("current.", "prompt.")
         assert rewrite_ungrouped(reader, prompt, ["public"]) is None
         for kept in (

@@ -159,7 +159,7 @@ def rewrite_ungrouped(conn: psycopg.Connection, text: str, search_path: list[str
             break
     if not shards or schema is None:
         return None
-    scanned = _shards_scanned(conn, text)
+    scanned = _shards_scanned(conn, text, search_path)
     shards = [r for r in shards if r.rpartition("@")[2] in scanned]
     if not shards:
         return None
@@ -221,12 +221,16 @@ def rewrite_ungrouped(conn: psycopg.Connection, text: str, search_path: list[str
     return rewritten
 
 
-def _shards_scanned(conn: psycopg.Connection, text: str) -> set[str]:
+def _shards_scanned(conn: psycopg.Connection, text: str, search_path: list[str]) -> set[str]:
     """The shards the statement as written reads after partition pruning (planned, not run): a
     branch per shard would otherwise reach a shard whose partitions the WHERE clause excludes."""
     import json
 
+    from psycopg import sql
+
+    path = sql.SQL(", ").join(map(sql.Identifier, search_path)).as_string(conn)
     try:
+        conn.execute("SELECT set_config('search_path', %s, true)", (path,))  # this transaction only
         plan = conn.execute(f"EXPLAIN (VERBOSE, FORMAT JSON) {text}").fetchone()[0]  # type: ignore[index]
     except psycopg.Error:
         if conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.INERROR:
