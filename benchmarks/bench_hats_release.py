@@ -37,13 +37,14 @@ import psycopg
 
 import dpdb
 from dpdb.config import Settings
-from dpdb.db import adbc_connection, conninfo, prepare
+from dpdb.db import conninfo, prepare
 from dpdb.etl import release_dir
 from dpdb.etl.export import select_sql, write_query
 from dpdb.etl.validate import target_table
 from dpdb.healpix import partition_bounds
 from dpdb.model.felis import latest_version
 from dpdb.model.layout import PIXEL_COLUMN, RELEASE_TABLES
+from dpdb.pg import adbc_connection
 from dpdb.processing.release import produce
 from dpdb.server import EmbeddedServer
 

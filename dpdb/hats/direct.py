@@ -31,7 +31,6 @@ whose row count is right is kept on a rerun.
 from __future__ import annotations
 
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -41,6 +40,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dpdb._version import code_version
+from dpdb.atomic import atomic_file
 from dpdb.healpix import PIXEL_ORDER
 from dpdb.model.layout import PIXEL_COLUMN
 
@@ -272,12 +272,9 @@ def _write_table(table: pa.Table, index: np.ndarray, order: int, file: Path, sor
         write_table_kwargs={"sorting_columns": pq.SortingColumn.from_ordering(table.schema, ordering)},
     )
     kwargs.pop("row_group_size", None)
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f".{file.name}.tmp")
-    with pq.ParquetWriter(tmp, table.schema, **kwargs) as writer:
+    with atomic_file(file) as fh, pq.ParquetWriter(fh, table.schema, **kwargs) as writer:
         for group in split_to_row_groups(table, {}, order):
             writer.write_table(group)
-    os.replace(tmp, file)
     return table.num_rows
 
 
