@@ -175,7 +175,8 @@ def _own_positions(uri: str, plan: TableExport, order: int) -> tuple[np.ndarray,
     from .reader import _cursor
 
     target = plan.target
-    pos = [c.lower() for c in (plan.ra, plan.dec)]
+    assert plan.ra is not None and plan.dec is not None  # a table with a position
+    pos = [plan.ra.lower(), plan.dec.lower()]
     keys = list(target.primary_key)
     cols = ", ".join(f'"{c}"' for c in [*pos, PIXEL_COLUMN, *keys])
     raw = np.zeros(12 * 4**order, dtype=np.int64)

@@ -152,10 +152,12 @@ def _profile(conn: psycopg.Connection, rel: Release, targets: dict[str, TargetTa
         columns = list(target.columns.values())
         exprs += [sql.SQL("count({})").format(sql.Identifier(c.name)) for c in columns]
         shards = sharded.get(target.db_name)
+        row: Any
         if shards:  # on every shard at once, added up; keys compared across shards (dpdb/shards)
             summable = sql.SQL(", ").join(exprs[:1] + exprs[2:])  # all but count(DISTINCT key)
             row = per_shard.summed(conn, rel.name, target.db_name, shards, summable)
-            row.insert(1, per_shard.distinct_keys(conn, rel.name, target.db_name, shards, target.primary_key))
+            key = list(target.primary_key)
+            row.insert(1, per_shard.distinct_keys(conn, rel.name, target.db_name, shards, key))
         else:
             row = conn.execute(
                 sql.SQL("SELECT {} FROM {}").format(
