@@ -11,7 +11,7 @@ import getpass
 import json
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -67,7 +67,7 @@ def audited(settings: Settings, action: str, **arguments: object) -> Iterator[Au
 
 
 def record(
-    conn: psycopg.Connection, action: str, arguments: dict[str, object], outcome: str, seconds: float
+    conn: psycopg.Connection, action: str, arguments: Mapping[str, object], outcome: str, seconds: float
 ) -> None:
     """Write one audit-log entry (in the caller's transaction)."""
     conn.execute(

@@ -59,7 +59,7 @@ def check_url(name: str, url: str, limits: Limits) -> tuple[str, str]:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except (socket.gaierror, UnicodeError) as e:
         raise TapError(f"UPLOAD {name}: cannot resolve {host} ({e})") from e
-    addresses = [ipaddress.ip_address(info[4][0].split("%")[0]) for info in infos]
+    addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
     for address in addresses:
         if not _allowed(host, address, limits.upload_url_allow):
             raise TapError(

@@ -278,10 +278,10 @@ def _binary2_document(info: ResultInfo, fields: list, stream: bytes) -> bytes:
         out.append(f"  <INFO {attrs}>{escape(content)}</INFO>\n" if content else f"  <INFO {attrs}/>\n")
     out.append('  <TABLE ID="result" name="result">\n')
     for f in fields:
-        attrs = [("ID", f.ID), ("unit", getattr(f, "_dpdb_unit", None)), ("arraysize", f.arraysize),
-                 ("datatype", f.datatype), ("name", f.name), ("ucd", f.ucd), ("utype", f.utype),
-                 ("xtype", f.xtype)]  # fmt: skip
-        text = " ".join(f"{k}={quoteattr(str(v))}" for k, v in attrs if v)
+        field_attrs = [("ID", f.ID), ("unit", getattr(f, "_dpdb_unit", None)), ("arraysize", f.arraysize),
+                       ("datatype", f.datatype), ("name", f.name), ("ucd", f.ucd), ("utype", f.utype),
+                       ("xtype", f.xtype)]  # fmt: skip
+        text = " ".join(f"{k}={quoteattr(str(v))}" for k, v in field_attrs if v)
         if f.description:
             out.append(
                 f"   <FIELD {text}>\n    <DESCRIPTION>{escape(f.description)}</DESCRIPTION>\n   </FIELD>\n"
