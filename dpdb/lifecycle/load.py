@@ -149,25 +149,20 @@ def _load_tables(
     deferred = None
     if not legacy:
         deferred = bulk.prepare(settings, name, total_rows=manifest.total_rows, min_rows=BULK_MIN_ROWS)
-    if deferred is None:
+    if legacy:
         summaries = []
         for table in RELEASE_TABLES:  # parents before their children
             files = manifest.tables.get(table)
             if files:
                 summaries.append(
                     load(
-                        settings,
-                        table,
-                        [root / f.path for f in files],
-                        into=name,
-                        jobs=jobs,
-                        progress=progress,
-                        ignore_extra=hats,
-                        checksums=checksums,
+                        settings, table, [root / f.path for f in files], into=name, jobs=jobs,
+                        progress=progress, ignore_extra=hats,
                     )  # fmt: skip
                 )
     else:
         summaries = _load_parallel(settings, name, root, manifest, jobs, progress, hats, checksums)
+    if deferred is not None:
         deferred.build(settings, jobs)
         log.info(
             "%s: indexes built in %.1f s (key maps %.1f s of connection time)",
