@@ -579,11 +579,13 @@ class _ParentPixels:
         self.last = False
         if target.parent and target.parent_key:
             parent = target.parent.lower()
-            table = sql.Identifier(target.catalog, parent)
-            exists = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(table)
-            if any(conn.execute(exists).fetchone()[0] for conn in conns):  # type: ignore[index]
-                self.parent = parent
-                self.last = len(conns) == 1 and _has_last(conns[0], target)
+            self.last = len(conns) == 1 and _has_last(conns[0], target)
+            tables = [parent, _LAST[1]] if self.last else [parent]
+            for t in tables:
+                exists = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(target.catalog, t))
+                if any(conn.execute(exists).fetchone()[0] for conn in conns):  # type: ignore[index]
+                    self.parent = parent
+                    break
 
     def __call__(self, batch: pa.RecordBatch) -> np.ndarray:
         if self.target.position is None:

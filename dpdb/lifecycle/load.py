@@ -60,7 +60,8 @@ def load_release(
 ) -> LoadResult:
     """Load the production directory ``directory`` into release ``name``; state ``loaded``.
 
-    A fresh release of at least :data:`BULK_MIN_ROWS` rows loads with its indexes deferred
+    A fresh release of at least ``settings.release_bulk_rows`` rows (below, the fixed cost of
+    re-creating every partition's indexes outweighs what it saves) loads with its indexes deferred
     (dpdb/lifecycle/bulk.py); ``legacy`` keeps them during the load (the older path, to compare).
     """
     manifest = release_dir.verify(directory)
@@ -127,11 +128,6 @@ def _check_fits(
         raise ValidationError(f"{directory}: tables {', '.join(unknown)} are not release tables")
 
 
-BULK_MIN_ROWS = 200_000
-"""Smallest release directory loaded with deferred indexes (dpdb/lifecycle/bulk.py); below it the
-fixed cost of dropping and re-creating every partition's index outweighs what it saves."""
-
-
 def _load_tables(
     settings: Settings,
     name: str,
@@ -148,7 +144,8 @@ def _load_tables(
     checksums = {root / f.path: f.sha256 for files in manifest.tables.values() for f in files}
     deferred = None
     if not legacy:
-        deferred = bulk.prepare(settings, name, total_rows=manifest.total_rows, min_rows=BULK_MIN_ROWS)
+        rows = manifest.total_rows
+        deferred = bulk.prepare(settings, name, total_rows=rows, min_rows=settings.release_bulk_rows)
     if legacy:
         summaries = []
         for table in RELEASE_TABLES:  # parents before their children
