@@ -68,8 +68,8 @@ def reference(settings: Settings, name: str, directory: Path) -> dict[str, tuple
 def assert_complete(settings: Settings, name: str) -> None:
     """Same indexes as a freshly created release, key maps full and guarded, validation passes."""
     with psycopg.connect(conninfo(settings)) as conn:
-        create_release(conn, "drx", latest_version(), settings.partition_order)
-    assert index_defs(settings, name) == index_defs(settings, "drx")
+        create_release(conn, "dr9", latest_version(), settings.partition_order)
+    assert index_defs(settings, name) == index_defs(settings, "dr9")
     with psycopg.connect(conninfo(settings)) as conn:
         for table in ("object", "source", "forcedsource", "diaobject", "diasource", "diaforcedsource"):
             n, k = conn.execute(

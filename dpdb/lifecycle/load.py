@@ -47,6 +47,8 @@ class LoadResult:
     rows: dict[str, int]  # loaded by this run, per table
     skipped_files: int  # already loaded by an earlier run
     seconds: float
+    index_seconds: float = 0.0  # building the deferred indexes and key maps (0: indexes kept)
+    keymap_seconds: float = 0.0  # of which filling and keying the key maps (summed over connections)
 
 
 def load_release(
@@ -57,12 +59,15 @@ def load_release(
     jobs: int = 2,
     progress: Callable[[int], None] | None = None,
     legacy: bool = False,
+    keymaps: bool = True,
 ) -> LoadResult:
     """Load the production directory ``directory`` into release ``name``; state ``loaded``.
 
     A fresh release of at least ``settings.release_bulk_rows`` rows (below, the fixed cost of
     re-creating every partition's indexes outweighs what it saves) loads with its indexes deferred
     (dpdb/lifecycle/bulk.py); ``legacy`` keeps them during the load (the older path, to compare).
+    ``keymaps=False`` leaves the deferred key maps unbuilt: only to measure what the check of keys
+    across the whole release costs (benchmarks/bench_release.py).
     """
     manifest = release_dir.verify(directory)
     with connect(settings) as conn:
@@ -72,7 +77,7 @@ def load_release(
                 f"release {name} is {rel.state}; only {names(WRITABLE)} releases can be loaded"
             )
         _check_fits(conn, rel, manifest, directory)
-    result = _load_tables(settings, name, directory, manifest, jobs, progress, legacy)
+    result = _load_tables(settings, name, directory, manifest, jobs, progress, legacy, keymaps)
     with connect(settings) as conn:
         set_state(
             conn, name, ReleaseState.LOADED, loaded_at=NOW, source=str(Path(directory).absolute()),
@@ -136,6 +141,7 @@ def _load_tables(
     jobs: int,
     progress: Callable[[int], None] | None,
     legacy: bool = False,
+    keymaps: bool = True,
 ) -> LoadResult:
     start = time.monotonic()
     hats = manifest.info.get("format") == "hats"  # HATS files add _healpix_29 (dpdb/hats/archive.py)
@@ -160,7 +166,7 @@ def _load_tables(
     else:
         summaries = _load_parallel(settings, name, root, manifest, jobs, progress, hats, checksums)
     if deferred is not None:
-        deferred.build(settings, jobs)
+        deferred.build(settings, jobs, keymaps=keymaps)
         log.info(
             "%s: indexes built in %.1f s (key maps %.1f s of connection time)",
             name, deferred.build_seconds, deferred.keymap_seconds,
@@ -171,7 +177,8 @@ def _load_tables(
         rows[summary.table] = rows.get(summary.table, 0) + summary.rows
         skipped += sum(f.status == "skipped" for f in summary.files)
         log.info("%s", summary.line())
-    return LoadResult(name, rows, skipped, time.monotonic() - start)
+    built = (deferred.build_seconds, deferred.keymap_seconds) if deferred else (0.0, 0.0)
+    return LoadResult(name, rows, skipped, time.monotonic() - start, *built)
 
 
 def _load_parallel(
