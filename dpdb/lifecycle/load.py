@@ -211,6 +211,8 @@ def _load_parallel(
             maps[table] = PixelMap.from_files(child, parent, paths)
     units: list[tuple[int, str, list[Path]]] = []
     for table, files in manifest.tables.items():
+        if not files:
+            continue
         groups: list[list[FileEntry]] = [[] for _ in range(max(1, min(jobs, len(files))))]
         for f in sorted(files, key=lambda f: -f.bytes):  # balanced: the next file to the lightest group
             min(groups, key=lambda g: sum(x.bytes for x in g)).append(f)
