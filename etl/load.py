@@ -309,6 +309,10 @@ class _FileLoader:
             rows = cur.adbc_ingest(target.db_name, reader, mode="append", db_schema_name=target.catalog)
         except (adbc_driver_manager.Error, pa.ArrowException) as e:
             aconn.rollback()
+            if isinstance(fp, _Hasher):  # a copy of a loaded file collides with its rows: skip it
+                same = self._loaded_copy(cur, path, fp)
+                if same is not None:
+                    return same
             if failure:
                 raise failure[0] from None
             raise self._explain(path, e, lookup) from e
@@ -324,6 +328,19 @@ class _FileLoader:
         manifest.set_row_count(cur, load_id, rows)
         aconn.commit()
         return FileResult(path, "replaced" if replaced else "loaded", rows, load_id)
+
+    def _loaded_copy(self, cur: adbc.Cursor, path: Path, hasher: _Hasher) -> FileResult | None:
+        """The skip of a file whose content is already loaded under another path, if it is."""
+        try:
+            sha = hasher.hexdigest()
+        except DpdbError:
+            return None
+        same = manifest.same_content(cur, sha, self.target.canonical, self.target.catalog)
+        cur.connection.rollback()
+        if not same:
+            return None
+        log.info("%s: same content as load %s, skipped", path, same[0])
+        return FileResult(path, "skipped", 0, same[0])
 
     def _ingest_sharded(
         self,

@@ -150,8 +150,8 @@ def _load_tables(
     checksums = {root / f.path: f.sha256 for files in manifest.tables.values() for f in files}
     deferred = None
     if not legacy:
-        rows = manifest.total_rows
-        deferred = bulk.prepare(settings, name, total_rows=rows, min_rows=settings.release_bulk_rows)
+        total = manifest.total_rows
+        deferred = bulk.prepare(settings, name, total_rows=total, min_rows=settings.release_bulk_rows)
     if legacy:
         summaries = []
         for table in RELEASE_TABLES:  # parents before their children
