@@ -39,7 +39,7 @@ from dpdb.db import connect
 from dpdb.errors import ValidationError
 from dpdb.keymap import keymap_tables, map_name
 from dpdb.model.ddl import catalog_ddl, table_specs
-from dpdb.model.layout import LOAD_ID_COLUMN, PIXEL_COLUMN
+from dpdb.model.layout import LOAD_ID_COLUMN, PIXEL_COLUMN, layout, tables_for
 from dpdb.registry import manifest as load_manifest
 from dpdb.registry.catalogs import find_catalog
 
@@ -189,13 +189,13 @@ def prepare(settings: Settings, name: str, *, total_rows: int, min_rows: int) ->
         if catalog is None:
             return None
         version, kind, order = catalog.schema_version, str(catalog.kind), catalog.partition_order
-        specs = [s for s in table_specs(name, version, kind) if s.partitioned]
-        if not specs or _sharded(conn, name, specs[0].table.name):
+        partitioned = [t for t in tables_for(kind) if layout(t).partitioned and layout(t).since <= version]
+        if not partitioned or _sharded(conn, name, partitioned[0].lower()):
             return None
-        deferred = any(not _has_pkey(conn, name, s.table.name) for s in specs)
+        deferred = any(not _has_pkey(conn, name, t.lower()) for t in partitioned)
         if not deferred:
             loaded = load_manifest.rows_by_target(conn).get(name, {})
-            if total_rows < min_rows or any(loaded.get(s.name, 0) for s in specs):
+            if total_rows < min_rows or any(loaded.get(t, 0) for t in partitioned):
                 return None
         tables = _tables(name, version, kind, order)
         with conn.transaction():

@@ -11,6 +11,7 @@ schema version) before loading, and leaves the release ``loaded``, not active.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -148,11 +149,10 @@ def _load_tables(
     root = Path(directory).absolute()
     # Verified by release_dir.verify just before: the ETL does not hash the files again.
     checksums = {root / f.path: f.sha256 for files in manifest.tables.values() for f in files}
-    deferred = None
-    if not legacy:
-        total = manifest.total_rows
-        deferred = bulk.prepare(settings, name, total_rows=total, min_rows=settings.release_bulk_rows)
-    if legacy:
+    # Also with ``legacy``: a load deferred by an earlier, interrupted run must build its indexes.
+    least = sys.maxsize if legacy else settings.release_bulk_rows
+    deferred = bulk.prepare(settings, name, total_rows=manifest.total_rows, min_rows=least)
+    if legacy and deferred is None:
         summaries = []
         for table in RELEASE_TABLES:  # parents before their children
             files = manifest.tables.get(table)
