@@ -98,6 +98,7 @@ def load(
     progress: Progress | None = None,
     checksums: Mapping[Path, str] | None = None,
     parents: Callable[[pa.RecordBatch], np.ndarray] | None = None,
+    spatial_order: bool = True,
 ) -> LoadSummary:
     """Load Parquet files into ``into``.``table``; see the module docstring for the guarantees.
 
@@ -108,7 +109,9 @@ def load(
     ``checksums`` (absolute path -> SHA-256) are files' hashes already verified by the
     caller (a release directory's manifest), so they are not read an extra time;
     ``parents`` gives each batch its rows' pixels instead of looking up their parent
-    objects in the database (a release loaded with deferred indexes, dpdb/lifecycle/bulk.py).
+    objects in the database (a release loaded with deferred indexes, dpdb/lifecycle/bulk.py);
+    ``spatial_order=False`` sends each batch as read instead of grouped by pixel (which only
+    speeds up the maintenance of indexes that are there during the load).
     """
     start = time.monotonic()
     try:
@@ -131,6 +134,7 @@ def load(
     loader = _FileLoader(settings, target, catalog.schema_version, dry_run, replace, progress, shards)
     loader.checksums = dict(checksums or {})
     loader.parents = parents
+    loader.spatial_order = spatial_order
     summary = LoadSummary(canonical, into)
     try:
         if jobs <= 1 or len(files) == 1:
@@ -172,6 +176,7 @@ class _FileLoader:
         self.progress = progress or (lambda n: None)
         self.checksums: dict[Path, str] = {}
         self.parents: Callable[[pa.RecordBatch], np.ndarray] | None = None
+        self.spatial_order = True
         self._local = threading.local()
         self._opened = ExitStack()
         self._lock = threading.Lock()
@@ -421,7 +426,8 @@ class _FileLoader:
                     arrays.append(pa.array(pix, pa.int64()))
                     # Rows grouped by pixel fill PostgreSQL's per-partition COPY buffers
                     # and insert into the indexes in spatial order: measurably faster.
-                    order = np.argsort(pix, kind="stable")
+                    if self.spatial_order:
+                        order = np.argsort(pix, kind="stable")
                 arrays.append(pa.array(np.full(batch.num_rows, load_id, dtype=np.int64)))
                 row0 += batch.num_rows
                 self.progress(batch.num_rows)

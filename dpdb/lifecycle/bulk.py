@@ -200,7 +200,7 @@ def prepare(settings: Settings, name: str, *, total_rows: int, min_rows: int) ->
         tables = _tables(name, version, kind, order)
         with conn.transaction():
             for t in tables:
-                _drop(conn, name, t)
+                _drop(conn, name, t, leftovers=deferred)
     log.info("%s: indexes deferred (%s)", name, "resumed" if deferred else "fresh release")
     return Deferred(name, tables, dropped_seconds=time.monotonic() - start)
 
@@ -232,15 +232,16 @@ def _tables(name: str, version: int, kind: str, order: int) -> list[_Table]:
     return out
 
 
-def _drop(conn: psycopg.Connection, catalog: str, t: _Table) -> None:
-    """Drop ``t``'s indexes, and what an interrupted build left on its partitions; unkey its map."""
+def _drop(conn: psycopg.Connection, catalog: str, t: _Table, leftovers: bool) -> None:
+    """Drop ``t``'s indexes (with ``leftovers``, also what an interrupted build left on its
+    partitions); unkey its map."""
     full = sql.Identifier(catalog, t.name)
     conn.execute(
         sql.SQL("ALTER TABLE {} DROP CONSTRAINT IF EXISTS {}").format(full, sql.Identifier(f"{t.name}_pkey"))
     )
     for name, _ in t.indexes:
         conn.execute(sql.SQL("DROP INDEX IF EXISTS {}").format(sql.Identifier(catalog, name)))
-    for part, _ in _partitions(conn, catalog, t.name):
+    for part, _ in _partitions(conn, catalog, t.name) if leftovers else []:
         pfull = sql.Identifier(catalog, part)
         for (con,) in conn.execute(
             "SELECT conname FROM pg_constraint WHERE conrelid = %s::regclass AND contype = 'p'",

@@ -164,7 +164,9 @@ def _load_tables(
                     )  # fmt: skip
                 )
     else:
-        summaries = _load_parallel(settings, name, root, manifest, jobs, progress, hats, checksums)
+        summaries = _load_parallel(
+            settings, name, root, manifest, jobs, progress, hats, checksums, spatial_order=deferred is None
+        )
     if deferred is not None:
         deferred.build(settings, jobs, keymaps=keymaps)
         log.info(
@@ -190,6 +192,7 @@ def _load_parallel(
     progress: Callable[[int], None] | None,
     hats: bool,
     checksums: dict[Path, str],
+    spatial_order: bool = True,
 ) -> list[LoadSummary]:
     """Every table's files at once, ``jobs`` streams, largest groups first.
 
@@ -224,7 +227,7 @@ def _load_parallel(
         _, table, paths = unit
         return load(
             settings, table, paths, into=name, progress=progress, ignore_extra=hats,
-            checksums=checksums, parents=maps.get(table),
+            checksums=checksums, parents=maps.get(table), spatial_order=spatial_order,
         )  # fmt: skip
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
