@@ -43,7 +43,7 @@ from dpdb.model.layout import LOAD_ID_COLUMN, PIXEL_COLUMN, layout, tables_for
 from dpdb.registry import manifest as load_manifest
 from dpdb.registry.catalogs import find_catalog
 
-__all__ = ["Deferred", "prepare", "MAINTENANCE_WORK_MEM"]
+__all__ = ["Deferred", "prepare", "is_sharded", "MAINTENANCE_WORK_MEM"]
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +203,12 @@ def prepare(settings: Settings, name: str, *, total_rows: int, min_rows: int) ->
                 _drop(conn, name, t, leftovers=deferred)
     log.info("%s: indexes deferred (%s)", name, "resumed" if deferred else "fresh release")
     return Deferred(name, tables, dropped_seconds=time.monotonic() - start)
+
+
+def is_sharded(settings: Settings, name: str) -> bool:
+    """Release ``name``'s partitions live on shards (dpdb/shards): it loads the older way, in order."""
+    with connect(settings) as conn:
+        return _sharded(conn, name, "object")
 
 
 def _tables(name: str, version: int, kind: str, order: int) -> list[_Table]:

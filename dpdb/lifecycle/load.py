@@ -152,7 +152,9 @@ def _load_tables(
     # Also with ``legacy``: a load deferred by an earlier, interrupted run must build its indexes.
     least = sys.maxsize if legacy else settings.release_bulk_rows
     deferred = bulk.prepare(settings, name, total_rows=manifest.total_rows, min_rows=least)
-    if legacy and deferred is None:
+    # Sharded releases load parents first, one table after the other (each file committed on the
+    # coordinator and its shards by two-phase commit, parents' pixels looked up on the shards).
+    if deferred is None and (legacy or bulk.is_sharded(settings, name)):
         summaries = []
         for table in RELEASE_TABLES:  # parents before their children
             files = manifest.tables.get(table)
