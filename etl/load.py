@@ -315,9 +315,9 @@ class _FileLoader:
         except (adbc_driver_manager.Error, pa.ArrowException) as e:
             aconn.rollback()
             if isinstance(fp, _Hasher):  # a copy of a loaded file collides with its rows: skip it
-                same = self._loaded_copy(cur, path, fp)
-                if same is not None:
-                    return same
+                skipped = self._loaded_copy(cur, path, fp)
+                if skipped is not None:
+                    return skipped
             if failure:
                 raise failure[0] from None
             raise self._explain(path, e, lookup) from e
