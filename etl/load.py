@@ -42,6 +42,8 @@ from dpdb.shards.placement import Route, routes
 from dpdb.shards.registry import connect_shard, shard_conninfo
 
 from .files import ParquetFile, discover, fingerprint, open_parquet
+from .prompt_last import refresh_last
+from .rubin_columns import catalog_ccd_visits
 from .validate import ColumnPlan, TargetTable, check_unique, plan_columns, prepare_batch, target_table
 
 __all__ = ["FileResult", "LoadSummary", "load"]
@@ -67,6 +69,10 @@ class LoadSummary:
     target: str
     files: list[FileResult] = field(default_factory=list)
     seconds: float = 0.0
+    skipped_columns: dict[Path, tuple[str, ...]] = field(default_factory=dict)
+    """Per file, the columns the target lacks that were skipped (``ignore_extra``)."""
+    derived_columns: dict[Path, tuple[str, ...]] = field(default_factory=dict)
+    """Per file, the columns computed from others (etl/rubin_columns.py)."""
 
     @property
     def rows(self) -> int:
@@ -136,6 +142,10 @@ def load(
     loader.parents = parents
     loader.spatial_order = spatial_order
     summary = LoadSummary(canonical, into)
+    summary.skipped_columns = {p: plans[p].ignored for p in files if plans[p].ignored}
+    summary.derived_columns = {p: plans[p].derived for p in files if plans[p].derived}
+    for p, names in summary.skipped_columns.items():
+        log.warning("%s: skipped %d columns %s does not hold: %s", p, len(names), canonical, ", ".join(names))
     try:
         if jobs <= 1 or len(files) == 1:
             results = [loader.run(path, plans[path], rows[path]) for path in files]
@@ -145,6 +155,9 @@ def load(
     finally:
         loader.close()
     summary.files = results
+    if canonical == "DiaObject" and str(catalog.kind) == "prompt" and not dry_run:
+        with connect(settings) as conn:  # loaded versions join the association's current DiaObjects
+            refresh_last(conn, into, [f.load_id for f in results if f.load_id is not None])
     summary.seconds = time.monotonic() - start
     return summary
 
@@ -414,10 +427,11 @@ class _FileLoader:
         try:
             pf = open_parquet(path)
             parent_pixels = self.parents or _ParentPixels(self._lookups(lookup), target)
+            ccd_visits = catalog_ccd_visits(lookup, target.catalog) if plan.steps else None
             keys: list[list[np.ndarray]] = []
             row0 = 0
-            for raw in pf.iter_batches(batch_size=BATCH_ROWS, columns=list(plan.mapping)):
-                batch = prepare_batch(raw, plan, target, row0)
+            for raw in pf.iter_batches(batch_size=BATCH_ROWS, columns=plan.read):
+                batch = prepare_batch(raw, plan, target, row0, ccd_visits)
                 keys.append([batch.column(k).to_numpy(zero_copy_only=False) for k in target.primary_key])
                 arrays = list(batch.columns)
                 order = None

@@ -47,7 +47,8 @@ class PixelMap:
         for path in paths:
             pf = open_parquet(path)
             plan = plan_columns(path, pf.schema_arrow, parent, ignore_extra=True)
-            names = {col.name: name for name, col in plan.mapping.items()}
+            present = set(pf.schema_arrow.names)  # not the columns derived from others
+            names = {col.name: name for name, col in plan.mapping.items() if name in present}
             if any(w not in names for w in wanted):
                 raise ValidationError(f"{path}: no {' / '.join(wanted)} columns to place {child.canonical}")
             for batch in pf.iter_batches(batch_size=1 << 20, columns=[names[w] for w in wanted]):

@@ -24,6 +24,8 @@ from dpdb.errors import ValidationError, first_line
 from dpdb.model.layout import layout, tables_for
 from dpdb.model.table import CatalogTable, ColumnModel, catalog_table
 
+from .rubin_columns import CcdVisitLookup, Step, apply_steps, plan_steps
+
 __all__ = [
     "TargetColumn",
     "TargetTable",
@@ -99,11 +101,28 @@ def target_table(catalog: str, version: int, kind: str, table: str) -> TargetTab
 
 @dataclass(frozen=True)
 class ColumnPlan:
-    """How a file's columns map onto the target: file column name -> target column."""
+    """How a file's columns map onto the target: file (or derived) column name -> target column."""
 
     path: Path
     mapping: dict[str, TargetColumn]
     ignored: tuple[str, ...]
+    """File columns the target lacks, skipped (``ignore_extra``)."""
+    steps: tuple[Step, ...] = ()
+    """Columns derived from others (Rubin's layouts, etl/rubin_columns.py)."""
+
+    @property
+    def read(self) -> list[str]:
+        """The file columns to read: the mapped ones and the sources of derived ones."""
+        derived = {s.output for s in self.steps if s.given is None}
+        names = [n for n in self.mapping if n not in derived]
+        for step in self.steps:
+            names += [s for s in (*step.sources, step.given) if s is not None and s not in names]
+        return names
+
+    @property
+    def derived(self) -> tuple[str, ...]:
+        """Canonical names of the columns derived for this file."""
+        return tuple(s.output for s in self.steps if s.given is None)
 
 
 def _castable(src: pa.DataType, dst: pa.DataType) -> bool:
@@ -130,24 +149,34 @@ def _castable(src: pa.DataType, dst: pa.DataType) -> bool:
 
 
 def plan_columns(path: Path, schema: pa.Schema, target: TargetTable, ignore_extra: bool) -> ColumnPlan:
-    """Match a file's columns to the target table, or raise a one-line ValidationError."""
+    """Match a file's columns to the target table, or raise a one-line ValidationError.
+
+    Columns dpdb derives from others (etl/rubin_columns.py: ``ccdVisitId`` from ``visit`` and
+    ``detector``, MJDs from TAI timestamps) count as present; their sources count as held.
+    """
     by_lower: dict[str, str] = {}
     for name in schema.names:
         if name.lower() in by_lower:
             raise ValidationError(f"{path}: columns {by_lower[name.lower()]} and {name} differ only in case")
         by_lower[name.lower()] = name
-    missing = [c.canonical for c in target.columns.values() if not c.nullable and c.name not in by_lower]
+    steps = plan_steps(path, by_lower, target)
+    derived = {s.output.lower() for s in steps if s.given is None}
+    held = {src.lower() for s in steps for src in s.sources}
+    missing = [
+        c.canonical
+        for c in target.columns.values()
+        if not c.nullable and c.name not in by_lower and c.name not in derived
+    ]
     if missing:
         raise ValidationError(
             f"{path}: missing required column {missing[0]} of {target.canonical}"
             + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
         )
-    extra = [name for low, name in by_lower.items() if low not in target.columns]
+    extra = [name for low, name in by_lower.items() if low not in target.columns and low not in held]
     if extra and not ignore_extra:
         raise ValidationError(
-            f"{path}: unknown column {extra[0]} for {target.canonical}"
-            + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else "")
-            + "; use --ignore-extra to skip unknown columns"
+            f"{path}: {_name_columns(extra, 'unknown column')} for {target.canonical}, which dpdb does not "
+            f"hold; use --ignore-extra to skip {'it' if len(extra) == 1 else 'them'}"
         )
     mapping = {}
     for low, name in by_lower.items():
@@ -161,15 +190,37 @@ def plan_columns(path: Path, schema: pa.Schema, target: TargetTable, ignore_extr
                 f"{target.canonical}.{col.canonical} ({col.arrow_type}) without loss"
             )
         mapping[name] = col
-    return ColumnPlan(path, mapping, tuple(extra))
+    for step in steps:
+        if step.given is None:
+            mapping[step.output] = target.columns[step.output.lower()]
+    return ColumnPlan(path, mapping, tuple(extra), steps)
 
 
-def prepare_batch(batch: pa.RecordBatch, plan: ColumnPlan, target: TargetTable, row0: int) -> pa.RecordBatch:
+def _name_columns(names: list[str], what: str, limit: int = 40) -> str:
+    """``unknown column a`` / ``3 unknown columns a, b, c`` (the first ``limit`` named, then a count)."""
+    if len(names) == 1:
+        return f"{what} {names[0]}"
+    shown = ", ".join(names[:limit])
+    if len(names) <= limit:
+        return f"{len(names)} {what}s {shown}"
+    return f"{len(names)} {what}s {shown} and {len(names) - limit} more (--dry-run --ignore-extra lists all)"
+
+
+def prepare_batch(
+    batch: pa.RecordBatch,
+    plan: ColumnPlan,
+    target: TargetTable,
+    row0: int,
+    ccd_visits: CcdVisitLookup | None = None,
+) -> pa.RecordBatch:
     """Check a batch's values and return it renamed and cast to the target's exact types.
 
     NaN in a nullable floating-point column becomes NULL (so SQL aggregates are
-    not poisoned); NaN or NULL in a non-nullable column is an error.
+    not poisoned); NaN or NULL in a non-nullable column is an error. Derived
+    columns are computed first (``ccd_visits``: where ccdVisitIds are looked up).
     """
+    if plan.steps:
+        batch = apply_steps(batch, plan.steps, plan.path, row0, ccd_visits)
     arrays, fields = [], []
     for name, col in plan.mapping.items():
         arr = batch.column(name)
@@ -209,9 +260,11 @@ def _cast(arr: pa.Array, col: TargetColumn, where: str, row0: int) -> pa.Array:
         bad = pc.or_(pc.less(arr, info.min), pc.greater(arr, info.max))
         if pc.any(bad).as_py():
             i = _first(bad)
+            span = pc.min_max(arr)
             raise ValidationError(
                 f"{where}, row {row0 + i}: value {arr[i].as_py()} out of range for "
-                f"{col.canonical} ({col.arrow_type})"
+                f"{col.canonical} ({col.arrow_type}), which holds {info.min}..{info.max}; rows "
+                f"{row0}..{row0 + len(arr) - 1} span {span['min'].as_py()}..{span['max'].as_py()}"
             )
     if col.arrow_type == pa.float32() and pa.types.is_floating(arr.type) and arr.type.bit_width > 32:
         # Rounding to REAL is what the schema asks for; overflowing to +-inf is not.

@@ -72,6 +72,11 @@ def load_cmd(
     else:
         summary = run()
     if not quiet:
+        for path, names in summary.skipped_columns.items():
+            what = f"{len(names)} columns {summary.table} does not hold"
+            click.echo(f"{path}: skipped {what}: {', '.join(names)}")
+        for path, names in summary.derived_columns.items():
+            click.echo(f"{path}: derived {', '.join(names)} (schema/DPDD_COVERAGE.md)")
         for f in summary.files:
             if f.status == "skipped":
                 click.echo(f"{f.path}: already loaded (load {f.load_id}), nothing to do")

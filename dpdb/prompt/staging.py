@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from dpdb.errors import ValidationError
 from dpdb.etl.files import ParquetFile, fingerprint, open_parquet
+from dpdb.etl.rubin_columns import CcdVisitLookup, table_ccd_visits
 from dpdb.etl.validate import TargetTable, check_unique, plan_columns, prepare_batch, target_table
 from dpdb.healpix import pixels
 
@@ -128,7 +129,11 @@ def read_visit(path: Path, version: int) -> VisitInput:
                 tables[name] = pa.schema(fields).empty_table()
             continue
         files[name] = fingerprint(file)
-        tables[name] = _read_ephemeris(file) if name == "SSEphemeris" else read_table(file, name, version)
+        if name == "SSEphemeris":
+            tables[name] = _read_ephemeris(file)
+        else:  # ccdVisitIds derived from visit and detector (Rubin's layout) are the visit's own
+            ccds = tables.get("CcdVisit")
+            tables[name] = read_table(file, name, version, table_ccd_visits(ccds) if ccds else None)
     visit_rows = tables["Visit"]
     if visit_rows.num_rows != 1:
         raise ValidationError(f"{path}/Visit.parquet: expected one row, found {visit_rows.num_rows}")
@@ -147,8 +152,12 @@ def read_visit(path: Path, version: int) -> VisitInput:
     return VisitInput(path, visit, float(visit_rows["expmidptmjd"][0].as_py()), center, files, tables)
 
 
-def read_table(path: Path, table: str, version: int) -> pa.Table:
-    """A whole Parquet file validated against prompt ``table`` (database names, exact types)."""
+def read_table(path: Path, table: str, version: int, ccd_visits: CcdVisitLookup | None = None) -> pa.Table:
+    """A whole Parquet file validated against prompt ``table`` (database names, exact types).
+
+    ``ccd_visits`` gives the ccdVisitId of a (visit, detector) pair for files in Rubin's APDB layout,
+    which carry no ccdVisitId (dpdb/etl/rubin_columns.py).
+    """
     target = input_target(table, version)
     pf = open_parquet(path)
     given = {n.lower(): n for n in pf.schema_arrow.names}
@@ -160,8 +169,8 @@ def read_table(path: Path, table: str, version: int) -> pa.Table:
             )
     plan = plan_columns(path, pf.schema_arrow, target, ignore_extra=False)
     batches, keys, row0 = [], [], 0
-    for raw in pf.iter_batches(batch_size=65_536, columns=list(plan.mapping)):
-        batch = prepare_batch(raw, plan, target, row0)
+    for raw in pf.iter_batches(batch_size=65_536, columns=plan.read):
+        batch = prepare_batch(raw, plan, target, row0, ccd_visits)
         keys.append([batch.column(k).to_numpy(zero_copy_only=False) for k in target.primary_key])
         batches.append(batch)
         row0 += raw.num_rows
