@@ -86,6 +86,9 @@ class Ready:
     load: LoadResult
     load_wall: float  # load_release, the checksum verification of the files included
     report: Report
+    create_seconds: float = 0.0  # create_release (schema, partitions, indexes, key maps)
+    legacy: bool = False  # loaded with the indexes kept (the older path)
+    keymaps: bool = True
 
     @property
     def rows(self) -> int:
@@ -93,25 +96,32 @@ class Ready:
 
 
 def ready(
-    settings: Settings, workdir: Path, name: str, number: int, objects: int, nights: int, jobs: int
+    settings: Settings, workdir: Path, name: str, number: int, objects: int, nights: int, jobs: int,
+    legacy: bool = False, keymaps: bool = True,
 ) -> Ready:
-    """Produce release ``name`` (seed = its number), create it, load it, validate it."""
+    """Produce release ``name`` (seed = its number), create it, load it (``legacy``: indexes kept
+    during the load, the older path), validate it."""
     t0 = time.perf_counter()
     manifest = produce(
         workdir / "produced" / name, name, seed=number, objects=objects, nights=nights,
         partition_order=settings.partition_order,
     )  # fmt: skip
     produced = time.perf_counter() - t0
+    checkpoint(settings)
+    t0 = time.perf_counter()
     with psycopg.connect(conninfo(settings)) as conn:
         create_release(conn, name, latest_version(), settings.partition_order)
+    created = time.perf_counter() - t0
     t0 = time.perf_counter()
-    loaded = load_release(settings, name, workdir / "produced" / name, jobs=jobs)
+    loaded = load_release(
+        settings, name, workdir / "produced" / name, jobs=jobs, legacy=legacy, keymaps=keymaps
+    )
     load_wall = time.perf_counter() - t0
     report = validate_release(settings, name)
     if not report.ok:
         bad = "; ".join(f"{c.name}: {c.figure}" for c in report.checks if not c.ok)
         print(f"  note: {name} failed validation ({bad}); it will be activated with force")
-    return Ready(name, manifest, produced, loaded, load_wall, report)
+    return Ready(name, manifest, produced, loaded, load_wall, report, created, legacy, keymaps)
 
 
 def checkpoint(settings: Settings) -> None:
@@ -157,12 +167,20 @@ def swap_line(label: str, swap_ms: np.ndarray, wall_ms: np.ndarray, acts: list[A
 
 def load_line(label: str, r: Ready) -> None:
     rows = sum(r.load.rows.values())
+    how = "legacy (indexes kept)" if r.legacy else "indexes kept"
+    if r.load.index_seconds:
+        how = "deferred indexes"
+    if not r.keymaps:
+        how += ", NO key maps"
     print(
         f"  load {label:<6} {r.name}: {rows:>11,} rows in {r.load.seconds:7.1f} s = "
         f"{rows / r.load.seconds:>9,.0f} rows/s | with checksum verification {r.load_wall:7.1f} s = "
         f"{rows / r.load_wall:>9,.0f} rows/s | {r.manifest.total_bytes / 1e6:,.0f} MB Parquet, "
-        f"{sum(len(f) for f in r.manifest.tables.values())} files"
-    )
+        f"{sum(len(f) for f in r.manifest.tables.values())} files | {how}"
+        + (f", index build {r.load.index_seconds:.1f} s (key maps {r.load.keymap_seconds:.1f} s of "
+           "connection time)" if r.load.index_seconds else "")
+        + f" | create_release {r.create_seconds:.1f} s"
+    )  # fmt: skip
 
 
 def db_size(settings: Settings, schema: str) -> tuple[int, int]:
@@ -188,6 +206,24 @@ def main() -> None:
     parser.add_argument("--swaps", type=int, default=10, help="counted activations per size")
     parser.add_argument("--jobs", type=int, default=2, help="load and restore parallelism")
     parser.add_argument("--partition-order", type=int, default=1)
+    parser.add_argument(
+        "--legacy-load", action="store_true", help="load every release the older way (indexes kept)"
+    )
+    parser.add_argument(
+        "--compare-load", action="store_true",
+        help="load the first large release the older way, the second the new way (same run)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--without-keymaps", action="store_true",
+        help="with --load-only: also load a third large release without building its key maps",
+    )  # fmt: skip
+    parser.add_argument(
+        "--bulk-rows", type=int, default=None,
+        help="release_bulk_rows setting: smallest release loaded with deferred indexes",
+    )  # fmt: skip
+    parser.add_argument(
+        "--load-only", action="store_true", help="stop after the load figures (no activation, archive)"
+    )
     args = parser.parse_args()
     if args.swaps < 1:
         parser.error("--swaps must be at least 1")
@@ -198,6 +234,8 @@ def main() -> None:
         home=workdir / "home", database="bench", partition_order=args.partition_order,
         archive_dir=workdir / "archive", releases_loaded=2,
     )  # fmt: skip
+    if args.bulk_rows is not None:
+        settings = settings.model_copy(update={"release_bulk_rows": args.bulk_rows})
     swap_settings = settings.model_copy(update={"releases_loaded": SWAP_RELEASES_LOADED})
     started = time.perf_counter()
     try:
@@ -216,9 +254,14 @@ def main() -> None:
         small = args.small_objects, args.small_nights
         large = args.large_objects, args.nights
         releases: dict[str, Ready] = {}
-        for number, (objects, nights) in enumerate((small, small, large, large, small), start=1):
+        plan = [small, small, large, large, small]
+        if args.without_keymaps:
+            plan.append(large)
+        for number, (objects, nights) in enumerate(plan, start=1):
             name = f"dr{number}"
-            r = ready(settings, workdir, name, number, objects, nights, args.jobs)
+            legacy = args.legacy_load or (args.compare_load and number == 3)
+            keymaps = number != 6
+            r = ready(settings, workdir, name, number, objects, nights, args.jobs, legacy, keymaps)
             releases[name] = r
             tables = ", ".join(f"{t} {r.manifest.rows(t):,}" for t in r.manifest.tables)
             print(
@@ -226,7 +269,25 @@ def main() -> None:
                 f"produced {r.produce_seconds:.1f} s, loaded {r.load.seconds:.1f} s, "
                 f"validated {r.report.seconds:.1f} s ({'ok' if r.report.ok else 'FAILED'})"
             )
-        dr1, dr2, dr3, dr4, dr5 = releases.values()
+        dr1, dr2, dr3, dr4, dr5 = list(releases.values())[:5]
+        if args.load_only:
+            print(f"load (partition order {args.partition_order}, {args.jobs} jobs):")
+            for label, r in (("large", dr3), ("large", dr4), ("small", dr1), ("small", dr2), ("small", dr5)):
+                load_line(label, r)
+            if args.without_keymaps:
+                load_line("large", releases["dr6"])
+            if args.compare_load:
+                old = sum(dr3.load.rows.values()) / dr3.load.seconds
+                new = sum(dr4.load.rows.values()) / dr4.load.seconds
+                print(f"  large release: new/legacy rows/s {new / old:.2f} (target >= 2)")
+            if args.without_keymaps:
+                dr6 = releases["dr6"]
+                without = sum(dr6.load.rows.values()) / dr6.load.seconds
+                new = sum(dr4.load.rows.values()) / dr4.load.seconds
+                print(f"  key maps cost: rows/s with {new:,.0f}, without {without:,.0f}: "
+                      f"{(1 - new / without) * 100:.1f} % of the load rate (target <= 10 %)")  # fmt: skip
+            print(f"total run time {(time.perf_counter() - started) / 60:.1f} min")
+            return
 
         print(f"activation: {args.swaps} counted swaps per size, alternating two releases of that size")
         checkpoint(settings)
@@ -250,6 +311,10 @@ def main() -> None:
         print(f"load (partition order {args.partition_order}, {args.jobs} jobs):")
         for label, r in (("large", dr3), ("large", dr4), ("small", dr1), ("small", dr2)):
             load_line(label, r)
+        if args.compare_load:
+            old = sum(dr3.load.rows.values()) / dr3.load.seconds
+            new = sum(dr4.load.rows.values()) / dr4.load.seconds
+            print(f"  large release: new/legacy rows/s {new / old:.2f} (target >= 2)")
 
         print("validation:")
         for r in (dr3, dr4, dr1):

@@ -699,13 +699,17 @@ class Releases:
             with connect(self._settings) as conn:
                 return create_release(conn, name, latest_version(), order, number, weights)
 
-    def load(self, name: str, directory: str | Path, *, jobs: int = 2) -> LoadResult:
-        """Load a produced release folder into release ``name`` (state ``loaded``); rerun to finish."""
+    def load(self, name: str, directory: str | Path, *, jobs: int = 2, legacy: bool = False) -> LoadResult:
+        """Load a produced release folder into release ``name`` (state ``loaded``); rerun to finish.
+
+        A fresh release streams into unindexed partitions and builds its indexes afterwards,
+        in ``jobs`` connections; ``legacy`` keeps the indexes during the load (to compare).
+        """
         from .lifecycle.load import load_release
         from .registry.audit import audited
 
         with audited(self._settings, "release.load", name=name, directory=str(directory)) as audit:
-            result = load_release(self._settings, name, Path(directory), jobs=jobs)
+            result = load_release(self._settings, name, Path(directory), jobs=jobs, legacy=legacy)
             audit.outcome = f"ok: {sum(result.rows.values())} rows"
         return result
 

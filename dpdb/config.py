@@ -98,6 +98,12 @@ class Settings(BaseSettings):
         description="Data releases kept loaded: the active one and the ones activated before it "
         "(DPDD §4.5: 2, the active and the penultimate); older ones are archived.",
     )
+    release_bulk_rows: int = Field(
+        200_000,
+        ge=0,
+        description="Release directories of at least this many rows load into unindexed partitions and "
+        "build their indexes afterwards (dpdb/lifecycle/bulk.py); smaller ones keep them during the load.",
+    )
     archive_dir: Path | None = Field(
         None,
         description="Directory of archived releases (Parquet bulk downloads); default DPDB_HOME/archive.",

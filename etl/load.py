@@ -10,11 +10,12 @@ the same command loads exactly the files that are not in the manifest yet.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -101,12 +102,22 @@ def load(
     ignore_extra: bool = False,
     replace: bool = False,
     progress: Progress | None = None,
+    checksums: Mapping[Path, str] | None = None,
+    parents: Callable[[pa.RecordBatch], np.ndarray] | None = None,
+    spatial_order: bool = True,
 ) -> LoadSummary:
     """Load Parquet files into ``into``.``table``; see the module docstring for the guarantees.
 
     Every file's schema is checked before any file is loaded, so a wrong column
     or type anywhere fails the whole command up front. Value errors are found
     while streaming and roll back only the file that has them.
+
+    ``checksums`` (absolute path -> SHA-256) are files' hashes already verified by the
+    caller (a release directory's manifest), so they are not read an extra time;
+    ``parents`` gives each batch its rows' pixels instead of looking up their parent
+    objects in the database (a release loaded with deferred indexes, dpdb/lifecycle/bulk.py);
+    ``spatial_order=False`` sends each batch as read instead of grouped by pixel (which only
+    speeds up the maintenance of indexes that are there during the load).
     """
     start = time.monotonic()
     try:
@@ -127,6 +138,9 @@ def load(
         plans[path] = plan_columns(path, pf.schema_arrow, target, ignore_extra)
         rows[path] = pf.metadata.num_rows
     loader = _FileLoader(settings, target, catalog.schema_version, dry_run, replace, progress, shards)
+    loader.checksums = dict(checksums or {})
+    loader.parents = parents
+    loader.spatial_order = spatial_order
     summary = LoadSummary(canonical, into)
     summary.skipped_columns = {p: plans[p].ignored for p in files if plans[p].ignored}
     summary.derived_columns = {p: plans[p].derived for p in files if plans[p].derived}
@@ -173,6 +187,9 @@ class _FileLoader:
         self.dry_run = dry_run
         self.replace = replace
         self.progress = progress or (lambda n: None)
+        self.checksums: dict[Path, str] = {}
+        self.parents: Callable[[pa.RecordBatch], np.ndarray] | None = None
+        self.spatial_order = True
         self._local = threading.local()
         self._opened = ExitStack()
         self._lock = threading.Lock()
@@ -220,10 +237,9 @@ class _FileLoader:
 
     def run(self, path: Path, plan: ColumnPlan, rows: int) -> FileResult:
         """Load one file (``rows`` rows, from its footer) in one transaction, or skip or refuse it."""
-        fp = fingerprint(path)
         aconn, lookup = self._connections()
         try:
-            return self._run(aconn, lookup, path, fp, plan, rows)
+            return self._run(aconn, lookup, path, plan, rows)
         except BaseException:
             try:
                 aconn.rollback()  # nothing of this file stays; the connection serves the next one
@@ -237,12 +253,29 @@ class _FileLoader:
         aconn: adbc.Connection,
         lookup: psycopg.Connection,
         path: Path,
-        fp: ParquetFile,
         plan: ColumnPlan,
         rows: int,
     ) -> FileResult:
+        """Decide what to do with the file, then ingest it.
+
+        A path never loaded into the table streams at once, its SHA-256 computed by a
+        thread while the COPY runs (no pass over the file before it), and the content
+        is compared with the manifest before the commit. A path loaded before (a rerun,
+        a replacement), a dry run and a sharded target hash the file first.
+        """
         target = self.target
         with aconn.cursor() as cur:
+            manifest.lock_path(cur, str(path))
+            known = self.checksums.get(path)
+            streaming = (
+                known is None
+                and not self.dry_run
+                and self.shards is None
+                and not manifest.has_path(cur, str(path), target.canonical, target.catalog)
+            )
+            if streaming:
+                return self._ingest(aconn, cur, path, plan, lookup, (), _Hasher(path))
+            fp = ParquetFile(path, path.stat().st_size, known) if known else fingerprint(path)
             manifest.lock(cur, fp)
             decision = manifest.decide(cur, fp, target.canonical, target.catalog)
             if decision.action == "same":
@@ -258,40 +291,74 @@ class _FileLoader:
                 aconn.rollback()
                 checked = sum(b.num_rows for b in self._batches(path, plan, lookup, load_id=0))
                 return FileResult(path, "validated", checked)
-            return self._ingest(aconn, cur, fp, plan, lookup, decision.load_ids)
+            if self.shards is not None:
+                load_id = manifest.add_entry(cur, fp, target.canonical, target.catalog, self.version)
+                return self._ingest_sharded(aconn, cur, fp, plan, lookup, decision.load_ids, load_id)
+            return self._ingest(aconn, cur, path, plan, lookup, decision.load_ids, fp)
 
     def _ingest(
         self,
         aconn: adbc.Connection,
         cur: adbc.Cursor,
-        fp: ParquetFile,
+        path: Path,
         plan: ColumnPlan,
         lookup: psycopg.Connection,
         replaced: tuple[int, ...],
+        fp: ParquetFile | _Hasher,
     ) -> FileResult:
-        """Manifest row, old rows out (when replacing), COPY, key check, commit: all or nothing."""
+        """Manifest row, old rows out (when replacing), COPY, key check, commit: all or nothing.
+
+        With a :class:`_Hasher` the manifest row is written with a pending checksum, and the
+        content, hashed while streaming, is checked against the manifest before the commit:
+        content already loaded under another path is rolled back and reported skipped.
+        """
         target = self.target
-        load_id = manifest.add_entry(cur, fp, target.canonical, target.catalog, self.version)
-        if self.shards is not None:
-            return self._ingest_sharded(aconn, cur, fp, plan, lookup, replaced, load_id)
+        entry = fp if isinstance(fp, ParquetFile) else ParquetFile(path, fp.size, manifest.PENDING)
+        load_id = manifest.add_entry(cur, entry, target.canonical, target.catalog, self.version)
         if replaced:
             ids = ",".join(str(int(i)) for i in replaced)
             table = f'"{target.catalog}"."{target.db_name}"'  # names validated against the catalog
             cur.execute(f"DELETE FROM {table} WHERE {LOAD_ID_COLUMN} IN ({ids})")
             manifest.remove_entries(cur, replaced)
         failure: list[BaseException] = []
-        batches = _prefetch(self._batches(fp.path, plan, lookup, load_id, failure))
+        batches = _prefetch(self._batches(path, plan, lookup, load_id, failure))
         reader = pa.RecordBatchReader.from_batches(self._schema(plan), batches)
         try:
             rows = cur.adbc_ingest(target.db_name, reader, mode="append", db_schema_name=target.catalog)
         except (adbc_driver_manager.Error, pa.ArrowException) as e:
             aconn.rollback()
+            if isinstance(fp, _Hasher):  # a copy of a loaded file collides with its rows: skip it
+                skipped = self._loaded_copy(cur, path, fp)
+                if skipped is not None:
+                    return skipped
             if failure:
                 raise failure[0] from None
-            raise self._explain(fp.path, e, lookup) from e
+            raise self._explain(path, e, lookup) from e
+        if isinstance(fp, _Hasher):
+            done = ParquetFile(path, fp.size, fp.hexdigest())
+            manifest.lock(cur, done)  # racing loads of this content under other paths: one wins
+            same = manifest.same_content(cur, done.sha256, target.canonical, target.catalog)
+            if same:
+                aconn.rollback()
+                log.info("%s: same content as load %s, skipped", path, same[0])
+                return FileResult(path, "skipped", rows, same[0])
+            manifest.set_checksum(cur, load_id, done.sha256)
         manifest.set_row_count(cur, load_id, rows)
         aconn.commit()
-        return FileResult(fp.path, "replaced" if replaced else "loaded", rows, load_id)
+        return FileResult(path, "replaced" if replaced else "loaded", rows, load_id)
+
+    def _loaded_copy(self, cur: adbc.Cursor, path: Path, hasher: _Hasher) -> FileResult | None:
+        """The skip of a file whose content is already loaded under another path, if it is."""
+        try:
+            sha = hasher.hexdigest()
+        except DpdbError:
+            return None
+        same = manifest.same_content(cur, sha, self.target.canonical, self.target.catalog)
+        cur.connection.rollback()
+        if not same:
+            return None
+        log.info("%s: same content as load %s, skipped", path, same[0])
+        return FileResult(path, "skipped", 0, same[0])
 
     def _ingest_sharded(
         self,
@@ -306,7 +373,7 @@ class _FileLoader:
         """The same for a sharded release: rows straight into the shards that own their partitions,
         committed with the manifest row by two-phase commit (dpdb/shards/commit.py)."""
         target, shards = self.target, self.shards
-        assert shards is not None
+        assert shards is not None  # the manifest row (load_id) is in this transaction already
         tx = ShardTransaction(self._shard_connection, gid_for(shards.database, load_id, fp.sha256))
         try:
             if replaced:
@@ -359,7 +426,7 @@ class _FileLoader:
         target = self.target
         try:
             pf = open_parquet(path)
-            parent_pixels = _ParentPixels(self._lookups(lookup), target)
+            parent_pixels = self.parents or _ParentPixels(self._lookups(lookup), target)
             ccd_visits = catalog_ccd_visits(lookup, target.catalog) if plan.steps else None
             keys: list[list[np.ndarray]] = []
             row0 = 0
@@ -373,7 +440,8 @@ class _FileLoader:
                     arrays.append(pa.array(pix, pa.int64()))
                     # Rows grouped by pixel fill PostgreSQL's per-partition COPY buffers
                     # and insert into the indexes in spatial order: measurably faster.
-                    order = np.argsort(pix, kind="stable")
+                    if self.spatial_order:
+                        order = np.argsort(pix, kind="stable")
                 arrays.append(pa.array(np.full(batch.num_rows, load_id, dtype=np.int64)))
                 row0 += batch.num_rows
                 self.progress(batch.num_rows)
@@ -439,6 +507,42 @@ class _FileLoader:
         return str(entry["path"]) if entry else None
 
 
+class _Hasher:
+    """SHA-256 and size of a file, computed by a thread while the file streams (hashlib releases
+    the GIL on large updates, so it runs beside Parquet decoding and the COPY)."""
+
+    def __init__(self, path: Path) -> None:
+        self.size = path.stat().st_size
+        self._digest = hashlib.sha256()
+        self._error: BaseException | None = None
+        self._read = 0
+        self.path = path
+        self._thread = threading.Thread(target=self._run, args=(path,), name="dpdb-etl-sha256", daemon=True)
+        self._thread.start()
+
+    def _run(self, path: Path) -> None:
+        try:
+            with open(path, "rb") as fh:
+                while chunk := fh.read(_HASH_CHUNK):
+                    self._digest.update(chunk)
+                    self._read += len(chunk)
+        except BaseException as e:  # re-raised by hexdigest
+            self._error = e
+
+    def hexdigest(self) -> str:
+        self._thread.join()
+        if self._error is not None:
+            raise DpdbError(f"{self.path}: cannot read ({first_line(self._error)})") from self._error
+        if self._read != self.size:
+            raise ValidationError(
+                f"{self.path}: file changed size while loading ({self.size} -> {self._read} bytes)"
+            )
+        return self._digest.hexdigest()
+
+
+_HASH_CHUNK = 4 << 20
+
+
 def _prefetch(items: Iterator[pa.RecordBatch], depth: int = 3) -> Iterator[pa.RecordBatch]:
     """Produce ``items`` in a background thread, so Parquet decoding and validation
     overlap with the COPY stream (both release the GIL in their C++ parts)."""
@@ -498,19 +602,27 @@ class _ParentPixels:
     """The ``_healpix_29`` of each row: its parent object's if loaded, else its own position's.
 
     Measurements share their object's partition (docs/architecture.md, decision 6); the parent
-    key column has the same name in parent and child (diaObjectId, objectId).
+    key column has the same name in parent and child (diaObjectId, objectId). In the prompt
+    catalog the parents' pixels are read from ``DiaObjectLast`` (one row per DiaObject, its
+    ``healpix29`` fixed by its first position): one index probe per key, instead of a probe in
+    every DiaObject partition. Keys it does not hold (DiaObjects loaded from files rather than
+    by prompt processing) are looked up in the parent table.
     """
 
     def __init__(self, conns: list[psycopg.Connection], target: TargetTable) -> None:
         self.conns = conns  # the coordinator, or the shards of a sharded release (each holds some parents)
         self.target = target
         self.parent: str | None = None
+        self.last = False
         if target.parent and target.parent_key:
             parent = target.parent.lower()
-            table = sql.Identifier(target.catalog, parent)
-            exists = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(table)
-            if any(conn.execute(exists).fetchone()[0] for conn in conns):  # type: ignore[index]
-                self.parent = parent
+            self.last = len(conns) == 1 and _has_last(conns[0], target)
+            tables = [parent, _LAST[1]] if self.last else [parent]
+            for t in tables:
+                exists = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(target.catalog, t))
+                if any(conn.execute(exists).fetchone()[0] for conn in conns):  # type: ignore[index]
+                    self.parent = parent
+                    break
 
     def __call__(self, batch: pa.RecordBatch) -> np.ndarray:
         if self.target.position is None:
@@ -529,12 +641,16 @@ class _ParentPixels:
         wanted = np.unique(id_values[valid])
         if not len(wanted):
             return own
-        query = sql.SQL("SELECT DISTINCT ON ({k}) {k}, {p} FROM {t} WHERE {k} = ANY(%s)").format(
-            k=sql.Identifier(key),
-            p=sql.Identifier(PIXEL_COLUMN),
-            t=sql.Identifier(self.target.catalog, self.parent),
-        )
-        rows = [r for conn in self.conns for r in conn.execute(query, (wanted.tolist(),)).fetchall()]
+        rows: list[tuple[int, int]] = []
+        if self.last:
+            conn = self.conns[0]
+            rows = conn.execute(parent_pixel_query(self.target, last=True), (wanted.tolist(),)).fetchall()
+            if len(rows) < len(wanted):  # parents loaded from files, not kept in DiaObjectLast
+                missing = np.setdiff1d(wanted, np.array([r[0] for r in rows], dtype=np.int64))
+                rows += conn.execute(parent_pixel_query(self.target), (missing.tolist(),)).fetchall()
+        else:
+            query = parent_pixel_query(self.target)
+            rows = [r for conn in self.conns for r in conn.execute(query, (wanted.tolist(),)).fetchall()]
         if not rows:
             return own
         known = np.array(rows, dtype=np.int64)
@@ -542,3 +658,31 @@ class _ParentPixels:
         pos = np.clip(np.searchsorted(known[:, 0], id_values), 0, len(known) - 1)
         hit = valid & (known[pos, 0] == id_values)
         return np.where(hit, known[pos, 1], own)
+
+
+_LAST = ("diaobject", "diaobjectlast", "healpix29")
+"""The prompt catalog's one-row-per-object table of DiaObject and its pixel column."""
+
+
+def _has_last(conn: psycopg.Connection, target: TargetTable) -> bool:
+    if (target.parent or "").lower() != _LAST[0]:
+        return False
+    row = conn.execute("SELECT to_regclass(%s)", (f'"{target.catalog}"."{_LAST[1]}"',)).fetchone()
+    return row is not None and row[0] is not None
+
+
+def parent_pixel_query(target: TargetTable, *, last: bool = False) -> sql.Composed:
+    """The query the ETL runs for a batch's parent pixels (one parameter: the array of parent keys).
+
+    ``last``: from the prompt catalog's ``DiaObjectLast`` (its primary-key index) rather than
+    the partitioned parent table.
+    """
+    assert target.parent and target.parent_key
+    key = sql.Identifier(target.parent_key.lower())
+    if last:
+        return sql.SQL("SELECT {k}, {p} FROM {t} WHERE {k} = ANY(%s)").format(
+            k=key, p=sql.Identifier(_LAST[2]), t=sql.Identifier(target.catalog, _LAST[1])
+        )
+    return sql.SQL("SELECT DISTINCT ON ({k}) {k}, {p} FROM {t} WHERE {k} = ANY(%s)").format(
+        k=key, p=sql.Identifier(PIXEL_COLUMN), t=sql.Identifier(target.catalog, target.parent.lower())
+    )

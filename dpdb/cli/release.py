@@ -71,10 +71,15 @@ def create_cmd(ctx: click.Context, name: str, number: int | None, balance_from: 
 @click.argument("name")
 @click.argument("directory", type=click.Path(path_type=Path, exists=True, file_okay=False))
 @click.option("--jobs", "-j", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option(
+    "--legacy-load",
+    is_flag=True,
+    help="Keep the indexes during the load (the older, slower path) instead of building them afterwards.",
+)
 @click.pass_context
-def load_cmd(ctx: click.Context, name: str, directory: Path, jobs: int) -> None:
+def load_cmd(ctx: click.Context, name: str, directory: Path, jobs: int, legacy_load: bool) -> None:
     """Load a produced release DIRECTORY into release NAME (state loaded); rerun to finish a broken load."""
-    _print_load(archive(ctx).releases.load(name, directory, jobs=jobs))
+    _print_load(archive(ctx).releases.load(name, directory, jobs=jobs, legacy=legacy_load))
 
 
 def _print_load(result: LoadResult) -> None:

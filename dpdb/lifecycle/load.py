@@ -11,8 +11,10 @@ schema version) before loading, and leaves the release ``loaded``, not active.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,12 +25,17 @@ from dpdb.config import Settings
 from dpdb.db import connect
 from dpdb.errors import ReleaseStateError, ValidationError
 from dpdb.etl import release_dir
-from dpdb.etl.load import load
-from dpdb.model.layout import RELEASE_TABLES
+from dpdb.etl.load import LoadSummary, load
+from dpdb.etl.pixelmap import PixelMap
+from dpdb.etl.release_dir import FileEntry
+from dpdb.etl.validate import target_table
+from dpdb.model.layout import RELEASE_TABLES, layout
 from dpdb.registry.catalogs import create_catalog, find_catalog
 from dpdb.registry.releases import NOW, Release, get_release, set_state
 from dpdb.registry.states import WRITABLE, CatalogKind, ReleaseState, names
 from dpdb.shards.placement import weights_from
+
+from . import bulk
 
 __all__ = ["LoadResult", "load_release", "restore_release"]
 
@@ -41,6 +48,8 @@ class LoadResult:
     rows: dict[str, int]  # loaded by this run, per table
     skipped_files: int  # already loaded by an earlier run
     seconds: float
+    index_seconds: float = 0.0  # building the deferred indexes and key maps (0: indexes kept)
+    keymap_seconds: float = 0.0  # of which filling and keying the key maps (summed over connections)
 
 
 def load_release(
@@ -50,18 +59,26 @@ def load_release(
     *,
     jobs: int = 2,
     progress: Callable[[int], None] | None = None,
+    legacy: bool = False,
+    keymaps: bool = True,
 ) -> LoadResult:
-    """Load the production directory ``directory`` into release ``name``; state ``loaded``."""
+    """Load the production directory ``directory`` into release ``name``; state ``loaded``.
+
+    A fresh release of at least ``settings.release_bulk_rows`` rows (below, the fixed cost of
+    re-creating every partition's indexes outweighs what it saves) loads with its indexes deferred
+    (dpdb/lifecycle/bulk.py); ``legacy`` keeps them during the load (the older path, to compare).
+    ``keymaps=False`` leaves the deferred key maps unbuilt: only to measure what the check of keys
+    across the whole release costs (benchmarks/bench_release.py).
+    """
     manifest = release_dir.verify(directory)
     with connect(settings) as conn:
         rel = get_release(conn, name)
         if rel.state not in WRITABLE:
             raise ReleaseStateError(
-                f"release {name} is {rel.state}; "
-                f"only {names(WRITABLE)} releases can be loaded"
+                f"release {name} is {rel.state}; only {names(WRITABLE)} releases can be loaded"
             )
         _check_fits(conn, rel, manifest, directory)
-    result = _load_tables(settings, name, directory, manifest, jobs, progress)
+    result = _load_tables(settings, name, directory, manifest, jobs, progress, legacy, keymaps)
     with connect(settings) as conn:
         set_state(
             conn, name, ReleaseState.LOADED, loaded_at=NOW, source=str(Path(directory).absolute()),
@@ -70,7 +87,7 @@ def load_release(
     return result
 
 
-def restore_release(settings: Settings, name: str, *, jobs: int = 2) -> LoadResult:
+def restore_release(settings: Settings, name: str, *, jobs: int = 2, legacy: bool = False) -> LoadResult:
     """Re-load archived release ``name`` from its archive after verifying every checksum; state ``loaded``."""
     with connect(settings) as conn:
         rel = get_release(conn, name)
@@ -88,7 +105,7 @@ def restore_release(settings: Settings, name: str, *, jobs: int = 2) -> LoadResu
             grant_loader(conn, name, published=rel.activated_at is not None)
             set_state(conn, name, ReleaseState.RESTORING)
         _check_fits(conn, get_release(conn, name), manifest, directory)
-    result = _load_tables(settings, name, directory, manifest, jobs, None)
+    result = _load_tables(settings, name, directory, manifest, jobs, None, legacy)
     with connect(settings) as conn:
         set_state(
             conn, name, ReleaseState.LOADED, loaded_at=NOW, restored_at=NOW, source=str(directory),
@@ -124,25 +141,96 @@ def _load_tables(
     manifest: release_dir.ReleaseDir,
     jobs: int,
     progress: Callable[[int], None] | None,
+    legacy: bool = False,
+    keymaps: bool = True,
 ) -> LoadResult:
     start = time.monotonic()
+    hats = manifest.info.get("format") == "hats"  # HATS files add _healpix_29 (dpdb/hats/archive.py)
+    root = Path(directory).absolute()
+    # Verified by release_dir.verify just before: the ETL does not hash the files again.
+    checksums = {root / f.path: f.sha256 for files in manifest.tables.values() for f in files}
+    # Also with ``legacy``: a load deferred by an earlier, interrupted run must build its indexes.
+    least = sys.maxsize if legacy else settings.release_bulk_rows
+    deferred = bulk.prepare(settings, name, total_rows=manifest.total_rows, min_rows=least)
+    # Sharded releases load parents first, one table after the other (each file committed on the
+    # coordinator and its shards by two-phase commit, parents' pixels looked up on the shards).
+    if deferred is None and (legacy or bulk.is_sharded(settings, name)):
+        summaries = []
+        for table in RELEASE_TABLES:  # parents before their children
+            files = manifest.tables.get(table)
+            if files:
+                summaries.append(
+                    load(
+                        settings, table, [root / f.path for f in files], into=name, jobs=jobs,
+                        progress=progress, ignore_extra=hats,
+                    )  # fmt: skip
+                )
+    else:
+        summaries = _load_parallel(
+            settings, name, root, manifest, jobs, progress, hats, checksums, spatial_order=deferred is None
+        )
+    if deferred is not None:
+        deferred.build(settings, jobs, keymaps=keymaps)
+        log.info(
+            "%s: indexes built in %.1f s (key maps %.1f s of connection time)",
+            name, deferred.build_seconds, deferred.keymap_seconds,
+        )  # fmt: skip
     rows: dict[str, int] = {}
     skipped = 0
-    hats = manifest.info.get("format") == "hats"  # HATS files add _healpix_29 (dpdb/hats/archive.py)
-    for table in RELEASE_TABLES:  # parents before their children
-        files = manifest.tables.get(table)
-        if not files:
-            continue
-        summary = load(
-            settings,
-            table,
-            [Path(directory) / f.path for f in files],
-            into=name,
-            jobs=jobs,
-            progress=progress,
-            ignore_extra=hats,
-        )
-        rows[table] = summary.rows
+    for summary in summaries:
+        rows[summary.table] = rows.get(summary.table, 0) + summary.rows
         skipped += sum(f.status == "skipped" for f in summary.files)
         log.info("%s", summary.line())
-    return LoadResult(name, rows, skipped, time.monotonic() - start)
+    built = (deferred.build_seconds, deferred.keymap_seconds) if deferred else (0.0, 0.0)
+    return LoadResult(name, rows, skipped, time.monotonic() - start, *built)
+
+
+def _load_parallel(
+    settings: Settings,
+    name: str,
+    root: Path,
+    manifest: release_dir.ReleaseDir,
+    jobs: int,
+    progress: Callable[[int], None] | None,
+    hats: bool,
+    checksums: dict[Path, str],
+    spatial_order: bool = True,
+) -> list[LoadSummary]:
+    """Every table's files at once, ``jobs`` streams, largest groups first.
+
+    Measurements take their parents' pixels from the parents' files (etl/pixelmap.py),
+    so no table waits for another; each table's files are split into up to ``jobs``
+    groups (a HEALPix tree is one file per partition: one stream per partition group).
+    """
+    with connect(settings) as conn:
+        catalog = find_catalog(conn, name)
+    assert catalog is not None
+    version, kind = catalog.schema_version, str(catalog.kind)
+    maps: dict[str, PixelMap] = {}
+    for table in manifest.tables:
+        lay = layout(table)
+        if lay.parent and manifest.tables.get(lay.parent):
+            child = target_table(name, version, kind, table)
+            parent = target_table(name, version, kind, lay.parent)
+            paths = [root / f.path for f in manifest.tables[lay.parent]]
+            maps[table] = PixelMap.from_files(child, parent, paths)
+    units: list[tuple[int, str, list[Path]]] = []
+    for table, files in manifest.tables.items():
+        if not files:
+            continue
+        groups: list[list[FileEntry]] = [[] for _ in range(max(1, min(jobs, len(files))))]
+        for f in sorted(files, key=lambda f: -f.bytes):  # balanced: the next file to the lightest group
+            min(groups, key=lambda g: sum(x.bytes for x in g)).append(f)
+        for group in groups:
+            units.append((sum(f.bytes for f in group), table, [root / f.path for f in group]))
+    units.sort(key=lambda u: -u[0])
+
+    def run(unit: tuple[int, str, list[Path]]) -> LoadSummary:
+        _, table, paths = unit
+        return load(
+            settings, table, paths, into=name, progress=progress, ignore_extra=hats,
+            checksums=checksums, parents=maps.get(table), spatial_order=spatial_order,
+        )  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        return list(pool.map(run, units))

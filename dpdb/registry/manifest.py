@@ -24,6 +24,11 @@ if TYPE_CHECKING:  # the ETL builds on the registry, not the other way round
 __all__ = [
     "Decision",
     "lock",
+    "lock_path",
+    "has_path",
+    "same_content",
+    "set_checksum",
+    "PENDING",
     "decide",
     "add_entry",
     "set_row_count",
@@ -47,6 +52,33 @@ def lock(cur: adbc.Cursor, f: ParquetFile) -> None:
     """Serialize loads of the same content until the transaction ends (no double load by racing runs)."""
     cur.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", parameters=(f.sha256,))
     cur.fetchall()
+
+
+def lock_path(cur: adbc.Cursor, path: str) -> None:
+    """Serialize loads of the same path until the transaction ends (taken before :func:`lock`)."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))", parameters=(path,))
+    cur.fetchall()
+
+
+PENDING = "pending"
+"""The ``sha256`` of a manifest row whose file is still being hashed while it streams (not committed)."""
+
+
+def has_path(cur: adbc.Cursor, path: str, table: str, target: str) -> bool:
+    """Some file under ``path`` was loaded into ``target``.``table`` (its content must be compared first)."""
+    return bool(_load_ids(cur, "path", path, table, target))
+
+
+def same_content(cur: adbc.Cursor, sha256: str, table: str, target: str) -> tuple[int, ...]:
+    """Loads of this content into ``target``.``table`` (committed, or of this transaction)."""
+    return _load_ids(cur, "sha256", sha256, table, target)
+
+
+def set_checksum(cur: adbc.Cursor, load_id: int, sha256: str) -> None:
+    """Record the content hash computed while the file streamed (see :data:`PENDING`)."""
+    cur.execute(
+        "UPDATE dpdb_meta.load_manifest SET sha256 = $1 WHERE load_id = $2", parameters=(sha256, load_id)
+    )
 
 
 def _load_ids(cur: adbc.Cursor, column: str, value: str, table: str, target: str) -> tuple[int, ...]:
