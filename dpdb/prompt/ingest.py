@@ -38,6 +38,7 @@ from pathlib import Path
 
 import adbc_driver_postgresql.dbapi as adbc
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 
 import dpdb.prompt.statements as prompt_statements
 from dpdb.config import Settings
@@ -52,6 +53,11 @@ from dpdb.timeutil import iso_utc, now_mjd_tai
 from .order import LOCK, PromptChange
 from .relink import NIGHT_LINKAGE, RelinkResult, is_linkage, relink
 from .staging import OWN_PIXEL, VisitInput, find_visits, read_table, read_visit
+from .sums import SUMS_VERSION, placeholders
+
+SUMS_PLACEHOLDERS = {k: [v] for k, v in placeholders().items()}
+SUMS_STEPS = ("sums_objects", "sums_expiring", "sums_delta", "sums_subtract", "sums_visit_rows",
+              "sums_rebuild_rows", "sums_delta", "sums_add", "sums_version", "sums_forget")  # fmt: skip
 
 __all__ = ["VisitResult", "ingest", "STEPS"]
 
@@ -79,6 +85,7 @@ def ingest(
     processing_time: float | None = None,
     progress: Callable[[VisitResult], None] | None = None,
     on_relink: Callable[[RelinkResult], None] | None = None,
+    incremental: bool = True,
 ) -> list[VisitResult]:
     """Ingest the visits found under ``paths`` in time order.
 
@@ -87,6 +94,8 @@ def ingest(
     live). Without it each visit is processed at the wall-clock time. A night's
     daytime linkage (a ``linkage`` directory beside its visit directories) is
     applied after its last visit, ``RELINK_DELAY`` days later when times are given.
+    ``incremental=False`` computes every new DiaObject version from its stored
+    measurements instead of the running sums (dpdb/prompt/sums.py), for comparison.
     """
     with connect(settings) as conn:
         version = writable_catalog(conn, "prompt").schema_version
@@ -104,7 +113,7 @@ def ingest(
                 result = VisitResult(visit_id, "skipped")
             else:
                 visit = read_visit(path, version)
-                result = _VisitTransaction(aconn, settings, visit, version, release).run(t)
+                result = _VisitTransaction(aconn, settings, visit, version, release, incremental).run(t)
             results.append(result)
             if progress:
                 progress(result)
@@ -164,7 +173,13 @@ class _VisitTransaction(PromptChange):
     """The ingest of one visit: all steps on one ADBC connection, committed together."""
 
     def __init__(
-        self, aconn: adbc.Connection, settings: Settings, visit: VisitInput, version: int, release: str | None
+        self,
+        aconn: adbc.Connection,
+        settings: Settings,
+        visit: VisitInput,
+        version: int,
+        release: str | None,
+        incremental: bool = True,
     ) -> None:
         super().__init__(aconn)
         self.settings = settings
@@ -172,6 +187,7 @@ class _VisitTransaction(PromptChange):
         self.version = version
         self.release = release
         self.steps: dict[str, float] = dict.fromkeys(STEPS, 0.0)
+        self.incremental = incremental
 
     def run(self, processing_time: float | None) -> VisitResult:
         start = time.monotonic()
@@ -229,8 +245,7 @@ class _VisitTransaction(PromptChange):
             self._run("insert_forced")
         with self._step("aggregate"):
             self._run("touched")
-            self._run("window_sources")
-            self._run("aggregate")
+            self._aggregate()
         if self.release:
             with self._step("nearby"):
                 self._run("release_objects")
@@ -249,6 +264,34 @@ class _VisitTransaction(PromptChange):
             "forced": forced,
             "forced_unlinked": n_forced - forced,
         }
+
+    def _aggregate(self) -> None:
+        """New versions of the touched DiaObjects: from their running sums, or in full from their rows.
+
+        In full when asked, when the catalog predates the sums (schema < 9), or when
+        a measurement of the visit is later than its midpoint (outside the window
+        that ends there, so not addable to the sums).
+        """
+        if self.incremental and self.version >= SUMS_VERSION and not self._beyond_midpoint():
+            for name in SUMS_STEPS:
+                self._run_sums(name)
+            return
+        self._run("window_sources")
+        self._run("aggregate")
+        if self.version >= SUMS_VERSION:
+            self._run_sums("sums_forget_visit")
+
+    def _beyond_midpoint(self) -> bool:
+        v = self.visit
+        for name in ("DiaSource", "DiaForcedSource"):
+            column = v.tables[name]["midpointmjdtai"]
+            if column.null_count or (len(column) and pa.compute.max(column).as_py() > v.midpoint):
+                return True
+        return False
+
+    def _run_sums(self, name: str) -> int:
+        blocks = prompt_statements.block(name, self.settings, file="prompt_sums.sql", **SUMS_PLACEHOLDERS)
+        return self._execute_all(blocks, None)
 
     def _stage(self, t: float) -> dict[str, int]:
         """Temporary input tables, Visit/CcdVisit rows (visible from ``t``), manifest entries; load ids."""
