@@ -54,7 +54,8 @@ def _rows(settings: Settings, query: str) -> list[tuple]:
 def _versions(settings: Settings) -> dict[tuple[int, float], tuple]:
     rows = _rows(
         settings,
-        f"SELECT diaobjectid, validitystartmjdtai, validityendmjdtai, {', '.join(NUMERIC)} FROM prompt.diaobject",
+        f"SELECT diaobjectid, validitystartmjdtai, validityendmjdtai, {', '.join(NUMERIC)} "
+        "FROM prompt.diaobject",
     )
     return {(r[0], r[1]): r[2:] for r in rows}
 
@@ -100,7 +101,9 @@ def test_sums_equal_full_recomputation_with_expiry_and_relink(
     )  # fmt: skip
     assert n > 300 and moved > 50
     assert _rows(full, "SELECT count(*) FROM prompt.diaobjectsums") == [(0,)]
-    relinks = _rows(settings, "SELECT sum(n_diasources), sum(n_diaobjects_deleted) FROM dpdb_meta.prompt_relink")
+    relinks = _rows(
+        settings, "SELECT sum(n_diasources), sum(n_diaobjects_deleted) FROM dpdb_meta.prompt_relink"
+    )
     assert relinks[0][0] and relinks[0][1]
 
 
@@ -120,7 +123,9 @@ def test_sums_equal_full_recomputation_out_of_order(
     _assert_same(settings, second)
 
 
-def test_sums_rebuilt_for_objects_without_them(settings: Settings, second: Settings, nights: list[Path]) -> None:
+def test_sums_rebuilt_for_objects_without_them(
+    settings: Settings, second: Settings, nights: list[Path]
+) -> None:
     """Sums lost (a catalog migrated from before v9) are rebuilt from the rows at the next version."""
     _ingest_both(settings, second, [[nights[0]]])
     with psycopg.connect(conninfo(settings)) as conn:

@@ -51,7 +51,8 @@ SUM_GROUPS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
     ("psffluxnweights", "r.is_src AND r.psfflux IS NOT NULL AND r.psffluxerr > 0", (
         ("psffluxsumweights", "1 / (r.psffluxerr * r.psffluxerr)"),
         ("psffluxsumweighted", "(r.psfflux - r.pref) / (r.psffluxerr * r.psffluxerr)"),
-        ("psffluxsumweightedsq", "(r.psfflux - r.pref) * (r.psfflux - r.pref) / (r.psffluxerr * r.psffluxerr)"),
+        ("psffluxsumweightedsq",
+         "(r.psfflux - r.pref) * (r.psfflux - r.pref) / (r.psffluxerr * r.psffluxerr)"),
     )),
     ("psffluxerrn", "r.is_src AND r.psffluxerr IS NOT NULL", (
         ("psffluxerrsum", "r.psffluxerr"),
@@ -73,7 +74,8 @@ SUM_GROUPS: tuple[tuple[str, str, tuple[tuple[str, str], ...]], ...] = (
 # Per-band outputs from a DiaObjectSums row x, named as the aggregates of the full
 # recomputation (the aggregate block of sql/prompt_ingest.sql) so that its pivots apply.
 _OUTPUTS = (
-    ("mean", "CASE WHEN x.psffluxnweights > 0 THEN x.psffluxref + x.psffluxsumweighted / x.psffluxsumweights END"),
+    ("mean", "CASE WHEN x.psffluxnweights > 0 "
+             "THEN x.psffluxref + x.psffluxsumweighted / x.psffluxsumweights END"),
     ("meanerr", "CASE WHEN x.psffluxnweights > 0 THEN sqrt(1 / x.psffluxsumweights) END"),
     ("sigma", "CASE WHEN x.psffluxn > 1 THEN sqrt(greatest(x.psffluxsumsq - x.psffluxsum * x.psffluxsum "
               "/ x.psffluxn, 0) / (x.psffluxn - 1)) END"),
@@ -85,7 +87,8 @@ _OUTPUTS = (
     ("errmean", "CASE WHEN x.psffluxerrn > 0 THEN x.psffluxerrsum / x.psffluxerrn END"),
     ("fpmean", "CASE WHEN x.fpfluxnweights > 0 THEN x.fpfluxsumweighted / x.fpfluxsumweights END"),
     ("fpmeanerr", "CASE WHEN x.fpfluxnweights > 0 THEN sqrt(1 / x.fpfluxsumweights) END"),
-    ("scimean", "CASE WHEN x.sciencefluxnweights > 0 THEN x.sciencefluxsumweighted / x.sciencefluxsumweights END"),
+    ("scimean", "CASE WHEN x.sciencefluxnweights > 0 "
+                "THEN x.sciencefluxsumweighted / x.sciencefluxsumweights END"),
     ("scimeanerr", "CASE WHEN x.sciencefluxnweights > 0 THEN sqrt(1 / x.sciencefluxsumweights) END"),
     ("scisigma", "CASE WHEN x.sciencefluxn > 1 THEN sqrt(greatest(x.sciencefluxsumsq - x.sciencefluxsum "
                  "* x.sciencefluxsum / x.sciencefluxn, 0) / (x.sciencefluxn - 1)) END"),
@@ -115,7 +118,7 @@ def placeholders() -> dict[str, str]:
             f"ELSE x.{col} + coalesce(d.{col}, 0) END"
             for col, _ in cols
         ]
-    for count, _, cols in SUM_GROUPS:
+    for _count, _, cols in SUM_GROUPS:
         add += [f"{col} = x.{col} + excluded.{col}" for col, _ in cols]
     empty = " AND ".join(f"x.{c} + coalesce(d.{c}, 0) = 0" for c in _counts())
     return {
