@@ -175,6 +175,13 @@ def main() -> None:
         help="characterization window in days (default: the setting, 365.25); a short one "
         "makes rows leave the window every night",
     )
+    parser.add_argument(
+        "--explain-ms",
+        type=int,
+        default=None,
+        help="log EXPLAIN ANALYZE of every statement slower than this (auto_explain) and copy the "
+        "server log to bench_prompt_explain.log",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="dpdb-bench-"))
@@ -190,6 +197,20 @@ def main() -> None:
             f"prefill: {args.objects:,} current DiaObjects, {versions:,} versions "
             f"({time.perf_counter() - t0:.0f} s)"
         )
+        if args.explain_ms is not None:
+            with psycopg.connect(conninfo(settings), autocommit=True) as conn:
+                conn.execute("LOAD 'auto_explain'")
+                for setting, value in (
+                    ("session_preload_libraries", "auto_explain"),
+                    ("auto_explain.log_min_duration", f"{args.explain_ms}ms"),
+                    ("auto_explain.log_analyze", "on"),
+                    ("auto_explain.log_buffers", "on"),
+                    ("auto_explain.log_nested_statements", "on"),
+                    ("log_autovacuum_min_duration", "0"),
+                    ("log_checkpoints", "on"),
+                ):
+                    conn.execute(f"ALTER SYSTEM SET {setting} = '{value}'")
+                conn.execute("SELECT pg_reload_conf()")
         config = SurveyConfig(seed=11, visits_per_night=10, sources_per_visit=args.sources_per_visit,
                               area_deg2=100.0, center=CENTER)  # fmt: skip
         t0 = time.perf_counter()
@@ -213,6 +234,11 @@ def main() -> None:
         for step in STEPS:
             v = np.array([r.steps[step] for r in results])
             print(f"{step:<10} {v.mean():>7.3f} {np.percentile(v, 50):>7.3f} {np.percentile(v, 95):>7.3f}")
+        names = sorted({b for r in results for b in r.blocks})
+        block_times = {b: np.array([r.blocks.get(b, 0.0) for r in results]) for b in names}
+        print("slowest SQL blocks   mean s   p95 s")
+        for b in sorted(names, key=lambda b: -block_times[b].mean())[:12]:
+            print(f"  {b:<18} {block_times[b].mean():>7.3f} {np.percentile(block_times[b], 95):>7.3f}")
         n = min(10, len(results))
         print(
             f"first {n} visits: mean {secs[:n].mean():.3f} s; "
@@ -233,6 +259,8 @@ def main() -> None:
         print(f"aggregates of the last visit's DiaObjects equal numpy over their windows (rtol 1e-6): "
               f"{checked:,} (DiaObject, band) pairs checked ({time.perf_counter() - t0:.0f} s)")  # fmt: skip
     finally:
+        if args.explain_ms is not None:
+            shutil.copy(settings.home / "log" / "server.log", "bench_prompt_explain.log")
         EmbeddedServer(settings.home).down()
         shutil.rmtree(workdir, ignore_errors=True)
 

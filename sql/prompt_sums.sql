@@ -60,6 +60,7 @@ FROM sums_in i JOIN sums_expiring e USING (diaobjectid, band)
 WHERE o.diaobjectid = i.diaobjectid AND i.is_src AND (i.psfflux <= e.psffluxmin OR i.psfflux >= e.psffluxmax)
 
 -- name: sums_delta
+ANALYZE sums_in;
 -- Counts and sums of the rows in sums_in per (DiaObject, band), signed, against
 -- the references of the stored row (or, for a new row, its oldest values);
 -- rows at or before the stored window start are not in the sums and stay out.
@@ -81,7 +82,10 @@ r AS (
            coalesce(x.psffluxref, f.pref, 0) AS pref,
            coalesce(x.sciencefluxref, f.sref, 0) AS sref
     FROM sums_in i JOIN first f USING (diaobjectid, band) CROSS JOIN visit_params p
-    LEFT JOIN prompt.diaobjectsums x ON x.diaobjectid = i.diaobjectid AND x.band = i.band
+    -- OFFSET 0: one index probe per row, not a join over the whole (growing) table
+    LEFT JOIN LATERAL (
+        SELECT * FROM prompt.diaobjectsums x WHERE x.diaobjectid = i.diaobjectid AND x.band = i.band OFFSET 0
+    ) x ON true
     WHERE i.sign < 0 OR i.midpoint > coalesce(x.windowstartmjdtai, p.mjd - p.cutoff)
     ORDER BY i.diaobjectid, i.band, i.midpoint, i.is_src, i.id
 )
@@ -181,7 +185,8 @@ DROP TABLE sums_delta
 CREATE TEMP TABLE new_version ON COMMIT DROP AS
 WITH x AS (
     SELECT x.*, t.ref_ra, coalesce(dpdb_wrap180(x.raref - t.ref_ra), 0) AS off
-    FROM touched t JOIN prompt.diaobjectsums x USING (diaobjectid)
+    FROM touched t
+    CROSS JOIN LATERAL (SELECT * FROM prompt.diaobjectsums x WHERE x.diaobjectid = t.diaobjectid OFFSET 0) x
 ),
 pos AS (
     SELECT diaobjectid, min(ref_ra) AS ref_ra,

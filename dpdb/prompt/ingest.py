@@ -76,6 +76,8 @@ class VisitResult:
     counts: dict[str, int] = field(default_factory=dict)
     steps: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    blocks: dict[str, float] = field(default_factory=dict)
+    """Seconds per named SQL block (sql/prompt_ingest.sql, sql/prompt_sums.sql), for profiling."""
 
 
 def ingest(
@@ -188,6 +190,7 @@ class _VisitTransaction(PromptChange):
         self.release = release
         self.steps: dict[str, float] = dict.fromkeys(STEPS, 0.0)
         self.incremental = incremental
+        self.blocks: dict[str, float] = {}
 
     def run(self, processing_time: float | None) -> VisitResult:
         start = time.monotonic()
@@ -208,7 +211,9 @@ class _VisitTransaction(PromptChange):
                 ),
             )  # fmt: skip
         log.info("visit %d ingested at %s: %s", visit.visit, iso_utc(t), counts)
-        return VisitResult(visit.visit, "ingested", t, counts, self.steps, time.monotonic() - start)
+        return VisitResult(
+            visit.visit, "ingested", t, counts, self.steps, time.monotonic() - start, self.blocks
+        )
 
     def _steps(self, t: float) -> dict[str, int]:
         v, s = self.visit, self.settings
@@ -291,7 +296,14 @@ class _VisitTransaction(PromptChange):
 
     def _run_sums(self, name: str) -> int:
         blocks = prompt_statements.block(name, self.settings, file="prompt_sums.sql", **SUMS_PLACEHOLDERS)
-        return self._execute_all(blocks, None)
+        return self._timed(name, blocks, None)
+
+    def _timed(self, name: str, blocks: list[str], parameters: tuple | None) -> int:
+        start = time.monotonic()
+        try:
+            return self._execute_all(blocks, parameters)
+        finally:
+            self.blocks[name] = self.blocks.get(name, 0.0) + time.monotonic() - start
 
     def _stage(self, t: float) -> dict[str, int]:
         """Temporary input tables, Visit/CcdVisit rows (visible from ``t``), manifest entries; load ids."""
@@ -338,7 +350,7 @@ class _VisitTransaction(PromptChange):
     def _run(self, name: str, parameters: tuple | None = None) -> int:
         """Run a named block of sql/prompt_ingest.sql; return the rows affected by its last statement."""
         blocks = prompt_statements.block(name, self.settings, visit=self.visit, release=self.release)
-        return self._execute_all(blocks, parameters)
+        return self._timed(name, blocks, parameters)
 
     @contextmanager
     def _step(self, name: str) -> Iterator[None]:
