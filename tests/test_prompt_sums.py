@@ -21,7 +21,7 @@ import pytest
 from conftest import drop_database, new_database
 
 from dpdb.config import Settings
-from dpdb.db import conninfo
+from dpdb.pg import conninfo
 from dpdb.processing.survey import SurveyConfig, simulate
 from dpdb.prompt import ingest
 from dpdb.prompt.statements import VERSION_COLUMNS
