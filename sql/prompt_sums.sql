@@ -32,7 +32,9 @@ CREATE TEMP TABLE sums_drop (diaobjectid bigint PRIMARY KEY) ON COMMIT DROP
 CREATE TEMP TABLE sums_expiring ON COMMIT DROP AS
 SELECT x.diaobjectid, x.band, o.pixel, x.windowstartmjdtai AS lo, x.psffluxmin, x.psffluxmax
 FROM sums_obj o JOIN prompt.diaobjectsums x USING (diaobjectid) CROSS JOIN visit_params p
-WHERE NOT o.slow AND NOT o.is_new AND x.firstmidpointmjdtai <= p.mjd - p.cutoff;
+WHERE NOT o.slow AND NOT o.is_new AND x.firstmidpointmjdtai <= p.mjd - p.cutoff
+
+-- name: sums_expire
 INSERT INTO sums_in
 SELECT e.diaobjectid, e.band, -1, true, d.diasourceid, d.midpointmjdtai, d.ra, d.dec, d.raerr, d.decerr, d.psfflux, d.psffluxerr,
        NULL, NULL

@@ -56,8 +56,6 @@ from .staging import OWN_PIXEL, VisitInput, find_visits, read_table, read_visit
 from .sums import SUMS_VERSION, placeholders
 
 SUMS_PLACEHOLDERS = {k: [v] for k, v in placeholders().items()}
-SUMS_STEPS = ("sums_objects", "sums_expiring", "sums_delta", "sums_subtract", "sums_visit_rows",
-              "sums_rebuild_rows", "sums_delta", "sums_add", "sums_version", "sums_forget")  # fmt: skip
 
 __all__ = ["VisitResult", "ingest", "STEPS"]
 
@@ -278,13 +276,25 @@ class _VisitTransaction(PromptChange):
         that ends there, so not addable to the sums).
         """
         if self.incremental and self.version >= SUMS_VERSION and not self._beyond_midpoint():
-            for name in SUMS_STEPS:
+            self._run_sums("sums_objects")
+            self._run_sums("sums_expiring")
+            if self._count("sums_expiring"):  # rows may leave the window: subtract them
+                for name in ("sums_expire", "sums_delta", "sums_subtract"):
+                    self._run_sums(name)
+            self._run_sums("sums_visit_rows")
+            if self._count("sums_obj WHERE slow"):  # sums to rebuild from the stored rows
+                self._run_sums("sums_rebuild_rows")
+            for name in ("sums_delta", "sums_add", "sums_version", "sums_forget"):
                 self._run_sums(name)
             return
         self._run("window_sources")
         self._run("aggregate")
         if self.version >= SUMS_VERSION:
             self._run_sums("sums_forget_visit")
+
+    def _count(self, table: str) -> int:
+        """Rows of a temporary table (``table`` may carry a WHERE clause)."""
+        return int(self._query(f"SELECT count(*) FROM {table}")[0][0])
 
     def _beyond_midpoint(self) -> bool:
         v = self.visit
