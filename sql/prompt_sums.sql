@@ -183,46 +183,48 @@ DROP TABLE sums_delta
 
 -- name: sums_version
 -- One new version per touched DiaObject from its sums (the same quantities as the
--- aggregate block of prompt_ingest.sql computes from the window's rows).
-CREATE TEMP TABLE new_version ON COMMIT DROP AS
-WITH x AS (
-    SELECT x.*, t.ref_ra, coalesce(dpdb_wrap180(x.raref - t.ref_ra), 0) AS off
-    FROM touched t
-    CROSS JOIN LATERAL (SELECT * FROM prompt.diaobjectsums x WHERE x.diaobjectid = t.diaobjectid OFFSET 0) x
-),
-pos AS (
-    SELECT diaobjectid, min(ref_ra) AS ref_ra,
-           sum(ndiasources) AS n, sum(sumdra + ndiasources * off) AS sdra, sum(sumdec) AS sdec,
-           sum(summidpoint) AS smid,
-           sum(nraweights) AS nwra, sum(sumraweights) AS wra, sum(sumraweighteddra + sumraweights * off) AS wdra,
-           sum(sumraweightedmidpoint) AS wmid,
-           sum(ndecweights) AS nwdec, sum(sumdecweights) AS wdec, sum(sumdecweighteddec) AS wddec
-    FROM x GROUP BY diaobjectid
-),
-band_stats AS (
-    SELECT x.diaobjectid, x.band, {band_outputs} FROM x
-),
-psf_pivot AS (
-    SELECT b.diaobjectid, {psf_pivot} FROM band_stats b GROUP BY b.diaobjectid
-),
-forced_pivot AS (
-    SELECT f.diaobjectid, {forced_pivot} FROM band_stats f GROUP BY f.diaobjectid
+-- aggregate block of prompt_ingest.sql computes from the window's rows). Built in
+-- steps through analyzed temporary tables: as one statement over CTEs the planner,
+-- blind to their sizes, joined them by nested loops (quadratic in the visit).
+CREATE TEMP TABLE sums_cur ON COMMIT DROP AS
+SELECT x.*, t.ref_ra, coalesce(dpdb_wrap180(x.raref - t.ref_ra), 0) AS off
+FROM touched t
+CROSS JOIN LATERAL (SELECT * FROM prompt.diaobjectsums x WHERE x.diaobjectid = t.diaobjectid OFFSET 0) x;
+ANALYZE sums_cur;
+CREATE TEMP TABLE sums_out ON COMMIT DROP AS
+WITH b AS (
+    SELECT x.diaobjectid, x.band, x.ref_ra, x.off, x.ndiasources, x.sumdra, x.sumdec, x.summidpoint,
+           x.nraweights, x.sumraweights, x.sumraweighteddra, x.sumraweightedmidpoint,
+           x.ndecweights, x.sumdecweights, x.sumdecweighteddec,
+           {band_outputs}
+    FROM sums_cur x
 )
+SELECT b.diaobjectid, min(b.ref_ra) AS ref_ra,
+       sum(b.ndiasources) AS n, sum(b.sumdra + b.ndiasources * b.off) AS sdra, sum(b.sumdec) AS sdec,
+       sum(b.summidpoint) AS smid,
+       sum(b.nraweights) AS nwra, sum(b.sumraweights) AS wra,
+       sum(b.sumraweighteddra + b.sumraweights * b.off) AS wdra, sum(b.sumraweightedmidpoint) AS wmid,
+       sum(b.ndecweights) AS nwdec, sum(b.sumdecweights) AS wdec, sum(b.sumdecweighteddec) AS wddec,
+       {psf_pivot},
+       {forced_pivot}
+FROM b GROUP BY b.diaobjectid;
+ALTER TABLE sums_out ADD PRIMARY KEY (diaobjectid);
+ANALYZE sums_out;
+CREATE TEMP TABLE new_version ON COMMIT DROP AS
 SELECT t.diaobjectid, p.t AS validitystartmjdtai, t.pixel AS _healpix_29,
-       dpdb_wrap360(pos.ref_ra + CASE WHEN pos.nwra > 0 THEN pos.wdra / pos.wra ELSE pos.sdra / pos.n END) AS ra,
-       CASE WHEN pos.nwdec > 0 THEN pos.wddec / pos.wdec ELSE pos.sdec / pos.n END AS dec,
-       CASE WHEN pos.nwra > 0 THEN sqrt(1 / pos.wra) END AS raerr,
-       CASE WHEN pos.nwdec > 0 THEN sqrt(1 / pos.wdec) END AS decerr,
-       CASE WHEN pos.nwra > 0 THEN pos.wmid / pos.wra ELSE pos.smid / pos.n END AS radecmjdtai,
+       dpdb_wrap360(b.ref_ra + CASE WHEN b.nwra > 0 THEN b.wdra / b.wra ELSE b.sdra / b.n END) AS ra,
+       CASE WHEN b.nwdec > 0 THEN b.wddec / b.wdec ELSE b.sdec / b.n END AS dec,
+       CASE WHEN b.nwra > 0 THEN sqrt(1 / b.wra) END AS raerr,
+       CASE WHEN b.nwdec > 0 THEN sqrt(1 / b.wdec) END AS decerr,
+       CASE WHEN b.nwra > 0 THEN b.wmid / b.wra ELSE b.smid / b.n END AS radecmjdtai,
        t.ndiasources, t.firstdiasourcemjdtai, t.lastdiasourcemjdtai,
        {band_columns},
        {nearby_columns}
 FROM touched t
-JOIN pos USING (diaobjectid)
-JOIN psf_pivot b USING (diaobjectid)
-LEFT JOIN forced_pivot f USING (diaobjectid)
+JOIN sums_out b USING (diaobjectid)
+JOIN sums_out f USING (diaobjectid)  -- the pivots' two names in band_columns
 CROSS JOIN visit_params p
-WHERE pos.n > 0
+WHERE b.n > 0
 
 -- name: sums_forget
 -- Sums that no longer hold their invariant are dropped (rebuilt at the next version).
