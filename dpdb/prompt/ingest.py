@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import adbc_driver_postgresql.dbapi as adbc
 import pyarrow as pa
@@ -55,7 +56,8 @@ from .relink import NIGHT_LINKAGE, RelinkResult, is_linkage, relink
 from .staging import OWN_PIXEL, VisitInput, find_visits, read_table, read_visit
 from .sums import SUMS_VERSION, placeholders
 
-SUMS_PLACEHOLDERS = {k: [v] for k, v in placeholders().items()}
+SUMS_PLACEHOLDERS: Any = {k: [v] for k, v in placeholders().items()}
+"""Column lists of sql/prompt_sums.sql, as keyword arguments of statements.block."""
 
 __all__ = ["VisitResult", "ingest", "STEPS"]
 
