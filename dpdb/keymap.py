@@ -72,9 +72,13 @@ def key_columns(table: Table) -> list[str]:
     return [c.name for c in table.primary_key.columns]
 
 
-def _install_functions(conn: psycopg.Connection) -> None:
+def install_functions(conn: psycopg.Connection) -> None:
+    """(Re)install the trigger functions of sql/keymap.sql."""
     text = (Path(str(resources.files("dpdb.sql"))) / "keymap.sql").read_text()
     conn.execute(text.encode())
+
+
+_install_functions = install_functions
 
 
 def create_keymaps(conn: psycopg.Connection, catalog: str, version: int, kind: str) -> None:

@@ -31,16 +31,28 @@ BEGIN
 END $$;
 
 -- An update that keeps each row's key and pixel (most do: validity ends, aggregates)
--- leaves the map alone; a changed key or pixel moves the map entry.
+-- leaves the map alone; a changed key or pixel moves the map entry. Whether any key
+-- changed is found first, from the two transition tables alone (a hash anti-join:
+-- enable_nestloop off, since the planner cannot see that these joins are large), so
+-- the usual update neither scans the map nor compares every row with every other.
 CREATE OR REPLACE FUNCTION dpdb_meta.keymap_update() RETURNS trigger
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp SET enable_nestloop = off AS $$
 DECLARE
     keys text[] := string_to_array(TG_ARGV[0], ',');
     cols text := (SELECT string_agg(quote_ident(c), ', ') FROM unnest(keys) c);
     mo text := (SELECT string_agg(format('m.%1$I = o.%1$I', c), ' AND ') FROM unnest(keys) c);
     no text := (SELECT string_agg(format('n.%1$I = o.%1$I', c), ' AND ') FROM unnest(keys) c);
     map text := format('%I.%I', TG_TABLE_SCHEMA, '_keys_' || TG_TABLE_NAME);
+    changed boolean;
 BEGIN
+    -- an UPDATE gives one new row per old row: if every old key is among the new
+    -- ones, the two key sets are equal and the map stays as it is
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM old_rows o WHERE NOT EXISTS '
+                   '(SELECT 1 FROM new_rows n WHERE %s AND n._healpix_29 = o._healpix_29))', no)
+        INTO changed;
+    IF NOT changed THEN
+        RETURN NULL;
+    END IF;
     EXECUTE format('DELETE FROM %s m USING old_rows o WHERE %s AND m._healpix_29 = o._healpix_29 '
                    'AND NOT EXISTS (SELECT 1 FROM new_rows n WHERE %s AND n._healpix_29 = o._healpix_29)',
                    map, mo, no);

@@ -277,11 +277,17 @@ FROM (
 WHERE n.diaobjectid = v.diaobjectid
 
 -- name: close_versions
--- Close the current version of every touched DiaObject that existed before.
+-- Close the current version of every touched DiaObject that existed before (the
+-- one DiaObjectLast named: open, started at previous_start). Written as key lists
+-- so that each partition in the touched pixel range is probed through its
+-- current-version index: a join with touched was planned as a merge with a full
+-- primary-key scan of the partition, which grows with the history.
 UPDATE prompt.diaobject o SET validityendmjdtai = p.t
-FROM touched t, visit_params p
-WHERE o.diaobjectid = t.diaobjectid AND o.validitystartmjdtai = t.previous_start
-  AND o._healpix_29 = t.pixel AND NOT t.is_new
+FROM visit_params p
+WHERE o.diaobjectid = ANY (ARRAY(SELECT diaobjectid FROM touched WHERE NOT is_new))
+  AND o._healpix_29 BETWEEN (SELECT min(pixel) FROM touched WHERE NOT is_new)
+                        AND (SELECT max(pixel) FROM touched WHERE NOT is_new)
+  AND o.validityendmjdtai IS NULL
 
 -- name: insert_versions
 INSERT INTO prompt.diaobject ({version_columns})

@@ -84,6 +84,11 @@ CROSS JOIN LATERAL (
     WHERE d.diaobjectid = l.diaobjectid AND d._healpix_29 = l.healpix29 AND d.timewithdrawnmjdtai IS NULL
 ) k
 
+-- name: forget_sums
+-- The running sums of these DiaObjects held the withdrawn DiaSources: dropped, so
+-- that their next version is recomputed from the rows they keep (dpdb/prompt/sums.py).
+DELETE FROM prompt.diaobjectsums x USING affected a WHERE x.diaobjectid = a.diaobjectid
+
 -- name: delete_orphans
 -- DiaObjects left with no DiaSource: closed without a successor.
 UPDATE prompt.diaobject o SET validityendmjdtai = p.t

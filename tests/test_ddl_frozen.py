@@ -83,6 +83,14 @@ FROZEN: dict[int, dict[str, str]] = {
         "upgrade_prompt": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
         "upgrade_release": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     },
+    9: {
+        "meta": "a574fefa0df996141f061c2dbd6a2ebc4d0badf28e1c6f1e227ac90db2fd3681",
+        "meta_full": "2779cdd0cbed15f262f8929b8600454bb2a4ceafc5aaac418bbce42445c3218f",
+        "prompt": "d16c2000fedf57b276889599390e60b7c580a54c36c962ed8fb2e6945b6aa4d1",
+        "release": "7ea8f530df86cfa3e7336d244de0f00a8663f7b9f9395ac69cd7e67008e5f16b",
+        "upgrade_prompt": "346d11b586032c4bdb03a05b9e37fd3e5913c64754efdc50520936969a4ec818",
+        "upgrade_release": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    },
 }
 
 

@@ -61,6 +61,7 @@ LAYOUTS: dict[str, TableLayout] = {
     for t in (
         TableLayout("DiaObject", partitioned=True),
         TableLayout("DiaObjectLast", since=3, internal=True),
+        TableLayout("DiaObjectSums", since=9, internal=True),
         TableLayout("DiaSource", partitioned=True, parent="DiaObject", parent_key="diaObjectId"),
         TableLayout("DiaForcedSource", partitioned=True, parent="DiaObject", parent_key="diaObjectId"),
         TableLayout("SSObject"),
@@ -78,6 +79,7 @@ PROMPT_TABLES = (
     "CcdVisit",
     "DiaObject",
     "DiaObjectLast",
+    "DiaObjectSums",
     "DiaSource",
     "DiaForcedSource",
     "SSObject",

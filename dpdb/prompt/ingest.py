@@ -35,9 +35,11 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import adbc_driver_postgresql.dbapi as adbc
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 
 import dpdb.prompt.statements as prompt_statements
 from dpdb.config import Settings
@@ -52,6 +54,10 @@ from dpdb.timeutil import iso_utc, now_mjd_tai
 from .order import LOCK, PromptChange
 from .relink import NIGHT_LINKAGE, RelinkResult, is_linkage, relink
 from .staging import OWN_PIXEL, VisitInput, find_visits, read_table, read_visit
+from .sums import SUMS_VERSION, placeholders
+
+SUMS_PLACEHOLDERS: Any = {k: [v] for k, v in placeholders().items()}
+"""Column lists of sql/prompt_sums.sql, as keyword arguments of statements.block."""
 
 __all__ = ["VisitResult", "ingest", "STEPS"]
 
@@ -70,6 +76,8 @@ class VisitResult:
     counts: dict[str, int] = field(default_factory=dict)
     steps: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
+    blocks: dict[str, float] = field(default_factory=dict)
+    """Seconds per named SQL block (sql/prompt_ingest.sql, sql/prompt_sums.sql), for profiling."""
 
 
 def ingest(
@@ -79,6 +87,7 @@ def ingest(
     processing_time: float | None = None,
     progress: Callable[[VisitResult], None] | None = None,
     on_relink: Callable[[RelinkResult], None] | None = None,
+    incremental: bool = True,
 ) -> list[VisitResult]:
     """Ingest the visits found under ``paths`` in time order.
 
@@ -87,6 +96,8 @@ def ingest(
     live). Without it each visit is processed at the wall-clock time. A night's
     daytime linkage (a ``linkage`` directory beside its visit directories) is
     applied after its last visit, ``RELINK_DELAY`` days later when times are given.
+    ``incremental=False`` computes every new DiaObject version from its stored
+    measurements instead of the running sums (dpdb/prompt/sums.py), for comparison.
     """
     with connect(settings) as conn:
         version = writable_catalog(conn, "prompt").schema_version
@@ -104,7 +115,7 @@ def ingest(
                 result = VisitResult(visit_id, "skipped")
             else:
                 visit = read_visit(path, version)
-                result = _VisitTransaction(aconn, settings, visit, version, release).run(t)
+                result = _VisitTransaction(aconn, settings, visit, version, release, incremental).run(t)
             results.append(result)
             if progress:
                 progress(result)
@@ -164,7 +175,13 @@ class _VisitTransaction(PromptChange):
     """The ingest of one visit: all steps on one ADBC connection, committed together."""
 
     def __init__(
-        self, aconn: adbc.Connection, settings: Settings, visit: VisitInput, version: int, release: str | None
+        self,
+        aconn: adbc.Connection,
+        settings: Settings,
+        visit: VisitInput,
+        version: int,
+        release: str | None,
+        incremental: bool = True,
     ) -> None:
         super().__init__(aconn)
         self.settings = settings
@@ -172,6 +189,8 @@ class _VisitTransaction(PromptChange):
         self.version = version
         self.release = release
         self.steps: dict[str, float] = dict.fromkeys(STEPS, 0.0)
+        self.incremental = incremental
+        self.blocks: dict[str, float] = {}
 
     def run(self, processing_time: float | None) -> VisitResult:
         start = time.monotonic()
@@ -192,7 +211,9 @@ class _VisitTransaction(PromptChange):
                 ),
             )  # fmt: skip
         log.info("visit %d ingested at %s: %s", visit.visit, iso_utc(t), counts)
-        return VisitResult(visit.visit, "ingested", t, counts, self.steps, time.monotonic() - start)
+        return VisitResult(
+            visit.visit, "ingested", t, counts, self.steps, time.monotonic() - start, self.blocks
+        )
 
     def _steps(self, t: float) -> dict[str, int]:
         v, s = self.visit, self.settings
@@ -229,8 +250,7 @@ class _VisitTransaction(PromptChange):
             self._run("insert_forced")
         with self._step("aggregate"):
             self._run("touched")
-            self._run("window_sources")
-            self._run("aggregate")
+            self._aggregate()
         if self.release:
             with self._step("nearby"):
                 self._run("release_objects")
@@ -249,6 +269,53 @@ class _VisitTransaction(PromptChange):
             "forced": forced,
             "forced_unlinked": n_forced - forced,
         }
+
+    def _aggregate(self) -> None:
+        """New versions of the touched DiaObjects: from their running sums, or in full from their rows.
+
+        In full when asked, when the catalog predates the sums (schema < 9), or when
+        a measurement of the visit is later than its midpoint (outside the window
+        that ends there, so not addable to the sums).
+        """
+        if self.incremental and self.version >= SUMS_VERSION and not self._beyond_midpoint():
+            self._run_sums("sums_objects")
+            self._run_sums("sums_expiring")
+            if self._count("sums_expiring"):  # rows may leave the window: subtract them
+                for name in ("sums_expire", "sums_delta", "sums_subtract"):
+                    self._run_sums(name)
+            self._run_sums("sums_visit_rows")
+            if self._count("sums_obj WHERE slow"):  # sums to rebuild from the stored rows
+                self._run_sums("sums_rebuild_rows")
+            for name in ("sums_delta", "sums_add", "sums_version", "sums_forget"):
+                self._run_sums(name)
+            return
+        self._run("window_sources")
+        self._run("aggregate")
+        if self.version >= SUMS_VERSION:
+            self._run_sums("sums_forget_visit")
+
+    def _count(self, table: str) -> int:
+        """Rows of a temporary table (``table`` may carry a WHERE clause)."""
+        return int(self._query(f"SELECT count(*) FROM {table}")[0][0])
+
+    def _beyond_midpoint(self) -> bool:
+        v = self.visit
+        for name in ("DiaSource", "DiaForcedSource"):
+            column = v.tables[name]["midpointmjdtai"]
+            if column.null_count or (len(column) and pa.compute.max(column).as_py() > v.midpoint):
+                return True
+        return False
+
+    def _run_sums(self, name: str) -> int:
+        blocks = prompt_statements.block(name, self.settings, file="prompt_sums.sql", **SUMS_PLACEHOLDERS)
+        return self._timed(name, blocks, None)
+
+    def _timed(self, name: str, blocks: list[str], parameters: tuple | None) -> int:
+        start = time.monotonic()
+        try:
+            return self._execute_all(blocks, parameters)
+        finally:
+            self.blocks[name] = self.blocks.get(name, 0.0) + time.monotonic() - start
 
     def _stage(self, t: float) -> dict[str, int]:
         """Temporary input tables, Visit/CcdVisit rows (visible from ``t``), manifest entries; load ids."""
@@ -295,7 +362,7 @@ class _VisitTransaction(PromptChange):
     def _run(self, name: str, parameters: tuple | None = None) -> int:
         """Run a named block of sql/prompt_ingest.sql; return the rows affected by its last statement."""
         blocks = prompt_statements.block(name, self.settings, visit=self.visit, release=self.release)
-        return self._execute_all(blocks, parameters)
+        return self._timed(name, blocks, parameters)
 
     @contextmanager
     def _step(self, name: str) -> Iterator[None]:

@@ -33,6 +33,7 @@ from dpdb.timeutil import iso_utc
 
 from .order import PromptChange
 from .staging import input_target, read_table
+from .sums import SUMS_VERSION
 
 __all__ = ["RelinkResult", "relink", "is_linkage", "NIGHT_LINKAGE", "LINK_FILE", "ORBIT_FILE"]
 
@@ -141,6 +142,8 @@ class _Relink(PromptChange):
         self._run("withdraw_sources")
         self._run("insert_sssources")
         self._run("affected")
+        if self.version >= SUMS_VERSION:
+            self._run("forget_sums")
         deleted = self._run("delete_orphans")
         self._run("touched")
         self._run("window_sources", file="prompt_ingest.sql")
