@@ -34,7 +34,7 @@ from dpdb.db import connect
 from dpdb.errors import DpdbError, ValidationError, first_line
 from dpdb.healpix import pixels
 from dpdb.model.layout import LOAD_ID_COLUMN, PIXEL_COLUMN, layout
-from dpdb.pg import adbc_connection, conninfo
+from dpdb.pg import adbc_connection, conninfo, fetch_value
 from dpdb.registry import manifest
 from dpdb.registry.catalogs import writable_catalog
 from dpdb.shards.commit import ShardTransaction, gid_for, give_back, recover, take_connection
@@ -620,7 +620,7 @@ class _ParentPixels:
             tables = [parent, _LAST[1]] if self.last else [parent]
             for t in tables:
                 exists = sql.SQL("SELECT EXISTS (SELECT 1 FROM {})").format(sql.Identifier(target.catalog, t))
-                if any(conn.execute(exists).fetchone()[0] for conn in conns):  # type: ignore[index]
+                if any(fetch_value(conn, exists) for conn in conns):
                     self.parent = parent
                     break
 

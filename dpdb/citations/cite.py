@@ -44,6 +44,7 @@ import pyarrow as pa
 from dpdb.config import Settings
 from dpdb.db import connect
 from dpdb.errors import QueryError, first_line
+from dpdb.pg import fetch_value
 from dpdb.query import run_query
 from dpdb.registry.citations import (
     Citation,
@@ -166,7 +167,7 @@ def _tables_read(
         )
     }
     path = [AS_OF_SCHEMA, *([release] if release else []), "public"]
-    if release and conn.execute("SELECT to_regnamespace(%s)", (release,)).fetchone()[0] is None:  # type: ignore[index]
+    if release and fetch_value(conn, "SELECT to_regnamespace(%s)", (release,)) is None:
         raise CitationError(f"unknown release {release!r}: no such catalog in this database")
     try:
         with conn.transaction(force_rollback=True):  # a savepoint: the settings end with it
@@ -175,7 +176,7 @@ def _tables_read(
                 (repr(float(as_of)), psql.SQL(", ").join(map(psql.Identifier, path)).as_string(conn)),
             )
             statement = "EXPLAIN (VERBOSE, FORMAT JSON) " + rewrite_as_of(text, views) + "\n"
-            plan = conn.execute(statement.encode()).fetchone()[0]  # type: ignore[index]  # one row, always
+            plan = fetch_value(conn, statement.encode())
     except psycopg.Error as e:
         primary = e.diag.message_primary if isinstance(e, psycopg.errors.DatabaseError) else None
         raise QueryError(f"query failed: {primary or str(e).strip().splitlines()[0]}") from e
@@ -494,7 +495,7 @@ def _sample_query(
             if c.release == schema:
                 mapping[(None, table)] = f"samples.{schema}_{table}"
     for target in set(mapping.values()):
-        if conn.execute("SELECT to_regclass(%s)", (target,)).fetchone()[0] is None:  # type: ignore[index]
+        if fetch_value(conn, "SELECT to_regclass(%s)", (target,)) is None:
             return None
     return sqltext.replace_tables(c.query, mapping)
 

@@ -30,6 +30,7 @@ from dpdb.errors import ReleaseStateError, ValidationError
 from dpdb.etl.validate import TargetTable, target_table
 from dpdb.healpix import PIXEL_ORDER
 from dpdb.model.layout import PIXEL_COLUMN, PROMPT_TABLES, RELEASE_TABLES, layout
+from dpdb.pg import fetch_value
 from dpdb.registry.activations import resolve_alias
 from dpdb.registry.catalogs import all_catalogs, find_catalog
 from dpdb.registry.releases import find_release
@@ -242,7 +243,7 @@ def _plan_flat(
     pos = target.model.canonical_position
     source = _from_clause(snapshot, name).as_string(conn)
     table = TableExport(name, target, source, pos[0] if pos else None, pos[1] if pos else None)
-    rows = int(conn.execute(f"SELECT count(*) FROM {source}").fetchone()[0])  # type: ignore[index]
+    rows = int(fetch_value(conn, f"SELECT count(*) FROM {source}"))
     max_rows = max(1, partition_bytes // _row_bytes(table))
     counts: dict[int, int] = {}
     if target.partitioned:

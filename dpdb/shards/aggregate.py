@@ -39,6 +39,8 @@ import psycopg
 import sqlglot
 from sqlglot import exp
 
+from dpdb.pg import fetch_value
+
 __all__ = ["rewrite_ungrouped", "ungrouped_shape", "Shape"]
 
 log = logging.getLogger(__name__)
@@ -231,7 +233,7 @@ def _shards_scanned(conn: psycopg.Connection, text: str, search_path: list[str])
     path = sql.SQL(", ").join(map(sql.Identifier, search_path)).as_string(conn)
     try:
         conn.execute("SELECT set_config('search_path', %s, true)", (path,))  # this transaction only
-        plan = conn.execute(f"EXPLAIN (VERBOSE, FORMAT JSON) {text}").fetchone()[0]  # type: ignore[index]
+        plan = fetch_value(conn, f"EXPLAIN (VERBOSE, FORMAT JSON) {text}")
     except psycopg.Error:
         if conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.INERROR:
             conn.rollback()

@@ -34,6 +34,7 @@ import pyarrow as pa
 from psycopg import sql
 
 from dpdb.errors import ShardError
+from dpdb.pg import fetch_value
 from dpdb.registry import manifest
 
 from . import registry
@@ -187,9 +188,9 @@ def recover(conn: psycopg.Connection, infos: dict[str, str]) -> int:
                 if m is None:
                     continue
                 try:
-                    got = conn.execute(
-                        "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", (m["sha"],)
-                    ).fetchone()[0]  # type: ignore[index]
+                    got = fetch_value(
+                        conn, "SELECT pg_try_advisory_xact_lock(hashtextextended(%s, 0))", (m["sha"],)
+                    )
                     if not got:  # a load of this file is running: its own commit step settles it
                         continue
                     done = manifest.is_recorded(conn, int(m["load_id"]))

@@ -28,7 +28,7 @@ import psycopg
 from psycopg import sql
 
 from dpdb.errors import ShardError, first_line
-from dpdb.pg import REQUIRED_EXTENSIONS, missing_extensions
+from dpdb.pg import REQUIRED_EXTENSIONS, fetch_value, missing_extensions
 
 __all__ = [
     "SERVER_PREFIX",
@@ -253,7 +253,7 @@ def _check_remote(name: str, dsn: str) -> None:
             raise ShardError(f"shard {name}: extension(s) {', '.join(missing)} not installed on its server")
         for ext in REQUIRED_EXTENSIONS:
             remote.execute(sql.SQL("CREATE EXTENSION IF NOT EXISTS {}").format(sql.Identifier(ext)))
-        prepared = int(remote.execute("SHOW max_prepared_transactions").fetchone()[0])  # type: ignore[index]
+        prepared = int(fetch_value(remote, "SHOW max_prepared_transactions"))
         if prepared < 1:
             raise ShardError(
                 f"shard {name}: max_prepared_transactions is 0 on its server; set it (e.g. 64) and restart "

@@ -20,6 +20,7 @@ from psycopg import sql
 
 from dpdb.config import Settings
 from dpdb.errors import ShardError
+from dpdb.pg import fetch_value
 from dpdb.server import SUPERUSER, EmbeddedServer
 
 from . import registry
@@ -156,7 +157,7 @@ def shard_status(settings: Settings, conn: psycopg.Connection) -> list[ShardStat
         try:
             info = registry.shard_conninfo(conn, shard.name)
             with psycopg.connect(info, connect_timeout=3) as remote:
-                version = remote.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
+                version = fetch_value(remote, "SHOW server_version")
             up, detail = True, f"PostgreSQL {version}"
         except psycopg.Error as e:
             up, detail = False, registry._reason(e)
