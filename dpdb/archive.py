@@ -62,31 +62,11 @@ def _checked(settings: Settings, as_of: Instant | None) -> float | None:
 
 
 def cone_pixel_ranges(ra: float, dec: float, radius: float) -> list[tuple[int, int]]:
-    """Order-29 HEALPix (nested) pixel ranges ``[first, end)`` that cover a cone (degrees).
+    """Order-29 HEALPix (nested) pixel ranges ``[first, end)`` that cover a cone (degrees), at the
+    order whose pixels are about the cone's size (:func:`dpdb.pruning.cone_ranges`)."""
+    from .pruning import cone_ranges
 
-    Computed at the order whose pixels are about the cone's size (healpy's
-    ``query_disc``, inclusive: every pixel that overlaps, maybe a few more), so
-    a cone on a partitioned table names the partitions it needs and the
-    planner prunes the others: on a sharded release, a cone only goes to the
-    shards that own its pixels (docs/architecture.md, decisions 6 and 9).
-    """
-    import healpy  # here, not at the top: it imports matplotlib
-    import numpy as np
-
-    from .healpix import PIXEL_ORDER
-
-    order = int(min(max(math.floor(math.log2(58.6 / radius)), 0), 16))
-    vec = healpy.ang2vec(ra, dec, lonlat=True)
-    found = np.sort(healpy.query_disc(1 << order, vec, math.radians(radius), inclusive=True, nest=True))
-    shift = 2 * (PIXEL_ORDER - order)
-    out: list[tuple[int, int]] = []
-    for p in found.tolist():
-        lo, hi = p << shift, (p + 1) << shift
-        if out and out[-1][1] == lo:
-            out[-1] = (out[-1][0], hi)
-        else:
-            out.append((lo, hi))
-    return out
+    return cone_ranges(ra, dec, radius)
 
 
 class Archive:
@@ -412,7 +392,7 @@ class Archive:
         from psycopg import sql as psql
 
         from dpdb.errors import SchemaError
-        from dpdb.model.layout import PIXEL_COLUMN, PROMPT_TABLES, layout
+        from dpdb.model.layout import PROMPT_TABLES
         from dpdb.model.table import catalog_table
 
         try:
@@ -443,14 +423,7 @@ class Archive:
             psql.Literal(float(dec)),
             psql.Literal(float(radius)),
         )
-        if release != "prompt" and layout(model.name).partitioned:  # releases: prune partitions (shards)
-            pixel = psql.Identifier(PIXEL_COLUMN)
-            stmt += psql.SQL(" AND ({})").format(
-                psql.SQL(" OR ").join(
-                    psql.SQL("{p} >= {lo} AND {p} < {hi}").format(p=pixel, lo=lo, hi=hi)
-                    for lo, hi in cone_pixel_ranges(float(ra), float(dec), float(radius))
-                )
-            )
+        # The query path adds the _healpix_29 ranges of the partitions the cone overlaps (dpdb.pruning).
         text = stmt.as_string(None)
         return to_astropy(self.query_arrow(text, as_of=as_of, release=release), [model.name])
 

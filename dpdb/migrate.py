@@ -99,7 +99,7 @@ def install_sql(conn: psycopg.Connection) -> None:
     if version is not None and version >= TIME_TRAVEL_SINCE:
         store_leap_seconds(conn)
         if find_catalog(conn, "prompt") is not None:
-            files.append("as_of.sql")
+            files += ["as_of.sql", "cones.sql"]
     files.append("access.sql")  # last: it grants on what the others create
     for name in files:
         text = (Path(str(resources.files("dpdb.sql"))) / name).read_text()

@@ -34,10 +34,11 @@ from .as_of_rewrite import AS_OF_SCHEMA, prompt_references, rewrite_as_of
 from .asof import AsOf, parse_as_of, resolve_as_of
 from .config import Settings
 from .errors import QueryError, ReleaseStateError
+from .pruning import OrderOf, prune_sql
 from .query_output import FILE_FORMATS, FORMATS, write_result
 from .readers import reader_adbc_connection, reader_connect, reader_conninfo
 from .registry.activations import ALIASES, named_now, resolve_alias
-from .registry.catalogs import present_catalog_names
+from .registry.catalogs import all_catalogs, present_catalog_names
 from .shards.aggregate import rewrite_ungrouped
 
 __all__ = [
@@ -48,6 +49,8 @@ __all__ = [
     "run_query",
     "rewrite_as_of",
     "write_result",
+    "partition_orders",
+    "query_text",
 ]
 
 log = logging.getLogger(__name__)
@@ -128,6 +131,7 @@ def run_query(
         if path:
             names = sql.SQL(", ").join(sql.Identifier(p) for p in [*path, "public"])
             config.append(("search_path", names.as_string(conn)))
+        text = prune_sql(text, partition_orders(conn, path, as_of))
         # An ungrouped aggregate over a sharded table runs once per shard (dpdb/shards/aggregate.py).
         per_shard = rewrite_ungrouped(conn, text, [*path, "public"])
         if per_shard is not None:
@@ -142,6 +146,68 @@ def run_query(
     if resolved is not None:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **resolved.metadata()})
     return table
+
+
+def partition_orders(conn: psycopg.Connection, path: list[str], as_of: float | None) -> OrderOf:
+    """What :func:`dpdb.pruning.prune_sql` needs: the partition order of a table as the statement
+    names it (``schema`` '' when unqualified, resolved along ``path``, the search path the statement
+    runs with), or None when it is no partitioned catalog table. ``current``/``previous`` are the
+    releases they name (at ``as_of``); ``prompt_as_of`` views read the prompt catalog."""
+    from .model.layout import layout, tables_for
+
+    catalogs = {c.name: c for c in all_catalogs(conn)}
+    aliases: dict[str, str | None] = {}
+
+    def catalog_of(schema: str) -> str | None:
+        if schema == AS_OF_SCHEMA:
+            return "prompt"
+        if schema in ALIASES:
+            if schema not in aliases:
+                try:
+                    aliases[schema] = resolve_alias(conn, schema, as_of) if as_of is not None else (
+                        dict(zip(ALIASES, named_now(conn), strict=True)).get(schema))  # fmt: skip
+                except ReleaseStateError:
+                    aliases[schema] = None
+            return aliases[schema]
+        return schema
+
+    def order_of(schema: str, table: str) -> int | None:
+        try:
+            lay = layout(table)
+        except KeyError:
+            return None
+        for candidate in [schema] if schema else path:
+            name = catalog_of(candidate)
+            found = catalogs.get(name) if name else None
+            if found is None:
+                continue
+            if candidate == AS_OF_SCHEMA and lay.name.lower() not in {"diaobject", "diasource",
+                                                                       "diaforcedsource"}:  # fmt: skip
+                continue  # no as-of view: the name resolves further along the path
+            if lay.name in tables_for(str(found.kind)):
+                return found.partition_order if lay.partitioned else None
+            return None
+        return None
+
+    return order_of
+
+
+def query_text(
+    settings: Settings, sql_text: str, *, as_of: float | None = None, release: str | None = None
+) -> str:
+    """The SQL text :func:`run_query` runs for ``sql_text`` (as-of views, partition ranges added), for
+    EXPLAIN and tests; ``as_of`` is an MJD TAI, ``release`` a catalog or ``current``/``previous``."""
+    text = _statement(sql_text)
+    path: list[str] = []
+    with reader_connect(settings) as conn:
+        if as_of is not None:
+            text = _as_of_statement(conn, text)
+            path.append(AS_OF_SCHEMA)
+        if release is not None:
+            if as_of is not None and release in ALIASES:
+                release = resolve_alias(conn, release, as_of)
+            path.append(_published(conn, release))
+        return prune_sql(text, partition_orders(conn, path, as_of))
 
 
 def _limits(settings: Settings) -> list[tuple[str, str]]:

@@ -12,8 +12,8 @@
 --   SELECT * FROM prompt.DiaSource_as_of(timestamptz '2026-03-01 12:00Z') WHERE diaObjectId = 123;
 --   SELECT * FROM prompt.DiaObject_as_of('2026-03-01T12:00:00Z')
 --   WHERE q3c_radial_query(ra, dec, 150.0, 2.0, 10 / 60.0);
--- Session form: the views of schema prompt_as_of read dpdb.as_of, so existing
--- SQL runs unchanged against the past:
+-- Session form: the views of schema prompt_as_of read dpdb.as_of (once per query, as an InitPlan), so
+-- existing SQL runs unchanged against the past:
 --   SET dpdb.as_of = '2026-03-01T12:00:00Z';     -- or an MJD TAI: SET dpdb.as_of = '61001.5'
 --   SET search_path = prompt_as_of, public;
 --   SELECT count(*) FROM DiaObject;
@@ -118,8 +118,11 @@ BEGIN
         EXECUTE format(
             'COMMENT ON FUNCTION prompt.%1$I(double precision) IS %2$L',
             tab || '_as_of', 'prompt.' || tab || ' as of an instant in MJD TAI (DPDD 2.5)');
+        -- The session views compare with the instant as an InitPlan, (SELECT dpdb_as_of()): evaluated once
+        -- per query, and still an index condition ($0), instead of the setting parsed in every row test.
         EXECUTE format(
-            'CREATE VIEW prompt_as_of.%1$I AS SELECT * FROM prompt.%2$I(dpdb_as_of())', tab, tab || '_as_of');
+            'CREATE VIEW prompt_as_of.%1$I AS SELECT %2$s FROM prompt.%1$I WHERE %3$s',
+            tab, cols, regexp_replace(visible, '\mt\M', '(SELECT public.dpdb_as_of())', 'g'));
     END LOOP;
 END
 $$;

@@ -1,0 +1,341 @@
+"""HEALPix partition pruning for spatial predicates: the one place that turns a cone or a polygon into
+the ``_healpix_29`` ranges of the partitions it overlaps (docs/architecture.md, decisions 1 and 6).
+
+A q3c predicate (``q3c_radial_query``, ``q3c_poly_query``, ``q3c_join`` with a constant centre) says
+nothing about the partition key, so PostgreSQL plans it on every partition: planning, not execution,
+was most of a cone's time (benchmarks/README.md, bench_asof). Every query path therefore adds, next to
+each such predicate on a partitioned catalog table, the ranges of the partitions the region touches,
+computed with healpy at the catalog's partition order::
+
+    q3c_radial_query(ra, dec, 150, 2, 0.1)
+    -> (q3c_radial_query(ra, dec, 150, 2, 0.1) AND (_healpix_29 BETWEEN lo1 AND hi1 OR ...))
+
+The ranges are constants, so the planner prunes the other partitions before planning them. The
+predicate implies the ranges, so the rewrite never changes an answer wherever the predicate stands
+(under ``OR`` or ``NOT`` too). Regions are widened by :data:`MARGIN_DEG`: a row's pixel is its object's
+pixel at first detection (a DiaObject's later versions and its measurements keep it), and positions
+move by less than an association radius.
+
+Users of this module: :func:`dpdb.query.run_query` (``dpdb query``, ``Archive.query``/``cone``, and the
+TAP service, whose ADQL translation emits the q3c predicates). ``sql/cones.sql`` offers the same to
+hand-written SQL as functions (``prompt.diaobject_cone`` ...), whose ranges are checked against
+:func:`cone_ranges` by the tests.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import sqlglot
+from sqlglot import exp
+from sqlglot.dialects.postgres import Postgres
+from sqlglot.errors import ParseError, TokenError
+from sqlglot.tokens import TokenType
+
+from .healpix import PIXEL_ORDER
+from .model.layout import PIXEL_COLUMN
+
+__all__ = [
+    "MARGIN_DEG",
+    "OrderOf",
+    "cone_ranges",
+    "polygon_ranges",
+    "ranges_sql",
+    "prune_tree",
+    "prune_sql",
+]
+
+MARGIN_DEG = 1 / 60
+"""Regions are widened by this much before choosing partitions (see the module docstring)."""
+
+OrderOf = Callable[[str, str], int | None]
+"""(schema as written, lower case, '' when unqualified; table, lower case) -> partition order of that
+catalog table, or None when it is not a partitioned catalog table (nothing to prune)."""
+
+
+def _disc_ranges(vector: Sequence[float], radius_deg: float, order: int) -> list[tuple[int, int]]:
+    import healpy  # here, not at the top: it imports matplotlib
+    import numpy as np
+
+    radius = math.radians(min(180.0, radius_deg))
+    found = np.sort(healpy.query_disc(1 << order, np.asarray(vector), radius, inclusive=True, nest=True))
+    shift = 2 * (PIXEL_ORDER - order)
+    out: list[tuple[int, int]] = []
+    for p in found.tolist():
+        lo, hi = p << shift, (p + 1) << shift
+        if out and out[-1][1] == lo:
+            out[-1] = (out[-1][0], hi)
+        else:
+            out.append((lo, hi))
+    return out
+
+
+def _auto_order(radius: float) -> int:
+    """The order whose pixels are about ``radius`` across (a few pixels cover the cone)."""
+    return int(min(max(math.floor(math.log2(58.6 / max(radius, 1e-9))), 0), 16))
+
+
+def cone_ranges(
+    ra: float, dec: float, radius: float, order: int | None = None, margin_deg: float = 0.0
+) -> list[tuple[int, int]]:
+    """Order-29 nested pixel ranges ``[first, end)`` covering a cone (degrees), merged.
+
+    Parameters
+    ----------
+    ra, dec, radius
+        The cone in degrees.
+    order
+        HEALPix order of the cover: a catalog's partition order gives exactly the partitions the cone
+        overlaps (healpy ``query_disc``, inclusive: every pixel that overlaps, maybe a neighbour more).
+        ``None``: the order whose pixels are about the cone's size.
+    margin_deg
+        Widen the cone by this much first.
+    """
+    import healpy
+
+    if order is None:
+        order = _auto_order(radius)
+    return _disc_ranges(healpy.ang2vec(ra, dec, lonlat=True), radius + margin_deg, order)
+
+
+def polygon_ranges(vertices: Sequence[float], order: int, margin_deg: float = 0.0) -> list[tuple[int, int]]:
+    """Ranges covering a polygon ``[ra1, dec1, ra2, dec2, ...]`` (degrees) through its bounding cap,
+    which is right whether or not the polygon is convex (healpy's ``query_polygon`` needs convex)."""
+    import healpy
+    import numpy as np
+
+    if len(vertices) < 6 or len(vertices) % 2:
+        raise ValueError("a polygon needs at least 3 (ra, dec) vertices")
+    vectors = np.array([healpy.ang2vec(vertices[i], vertices[i + 1], lonlat=True)
+                        for i in range(0, len(vertices), 2)])  # fmt: skip
+    centre = vectors.sum(axis=0)
+    norm = float(np.linalg.norm(centre))
+    if norm < 1e-9:  # a polygon around a whole great circle: every partition
+        return [(0, 12 << (2 * PIXEL_ORDER))]
+    centre /= norm
+    radius = float(np.degrees(np.max(np.arccos(np.clip(vectors @ centre, -1, 1)))))
+    return _disc_ranges(centre, radius + margin_deg, order)
+
+
+def ranges_sql(ranges: Sequence[tuple[int, int]], qualifier: str | None = None) -> exp.Expression:
+    """``(_healpix_29 BETWEEN lo AND hi - 1 OR ...)`` for ranges ``[lo, hi)``; FALSE when empty."""
+    if not ranges:
+        return exp.false()
+    terms = []
+    for lo, hi in ranges:
+        column = exp.Column(this=exp.to_identifier(PIXEL_COLUMN),
+                            table=exp.to_identifier(qualifier) if qualifier else None)  # fmt: skip
+        terms.append(exp.Between(this=column, low=exp.Literal.number(lo), high=exp.Literal.number(hi - 1)))
+    return exp.Paren(this=exp.or_(*terms)) if len(terms) > 1 else terms[0]
+
+
+# -- finding the q3c predicates ---------------------------------------------------------------------
+
+
+@dataclass
+class _Region:
+    point: list[exp.Expression]  # the table's (ra, dec) column expressions
+    kind: str  # cone, polygon
+    values: list[float]  # (ra, dec, radius) or vertices, degrees
+
+
+def _const(node: exp.Expression) -> float | None:
+    """The value of a constant numeric expression (sqlglot's simplifier folds it), or None."""
+    from sqlglot.optimizer.simplify import simplify
+
+    if node.find(exp.Column, exp.Anonymous, exp.Subquery, exp.Placeholder, exp.Parameter):
+        return None
+    folded = simplify(node.copy())
+    while isinstance(folded, exp.Paren | exp.Cast):
+        folded = folded.this
+    sign = 1.0
+    if isinstance(folded, exp.Neg):
+        sign, folded = -1.0, folded.this
+    if isinstance(folded, exp.Literal) and not folded.is_string:
+        try:
+            return sign * float(folded.this)
+        except ValueError:
+            return None
+    return None
+
+
+def _array_values(node: exp.Expression) -> list[float] | None:
+    while isinstance(node, exp.Cast | exp.Paren):
+        node = node.this
+    if isinstance(node, exp.Array):
+        values = [_const(v) for v in node.expressions]
+    elif isinstance(node, exp.Literal) and node.is_string:  # '{1, 2, 3}'
+        text = str(node.this).strip()
+        if not (text.startswith("{") and text.endswith("}")):
+            return None
+        try:
+            values = [float(v) for v in text[1:-1].split(",")]
+        except ValueError:
+            return None
+    else:
+        return None
+    if any(v is None for v in values):
+        return None
+    return [float(v) for v in values if v is not None]
+
+
+def _is_point(args: Sequence[exp.Expression]) -> bool:
+    return all(isinstance(a, exp.Column) for a in args)
+
+
+def _region(call: exp.Anonymous) -> _Region | None:
+    name = str(call.name).lower()
+    args = list(call.expressions)
+    if name == "q3c_radial_query" and len(args) == 5:
+        values = [_const(a) for a in args[2:]]
+        if _is_point(args[:2]) and all(v is not None for v in values):
+            return _Region(args[:2], "cone", [float(v) for v in values if v is not None])
+    elif name == "q3c_join" and len(args) == 5:
+        for point, centre in ((args[2:4], args[:2]), (args[:2], args[2:4])):
+            values = [_const(a) for a in [*centre, args[4]]]
+            if _is_point(point) and all(v is not None for v in values):
+                return _Region(point, "cone", [float(v) for v in values if v is not None])
+    elif name == "q3c_poly_query" and len(args) == 3:
+        vertices = _array_values(args[2])
+        if _is_point(args[:2]) and vertices is not None and len(vertices) >= 6 and len(vertices) % 2 == 0:
+            return _Region(args[:2], "polygon", vertices)
+    return None
+
+
+def _source(call: exp.Expression, point: list[exp.Expression]) -> tuple[exp.Table, str | None] | None:
+    """The table (and the qualifier its columns use) that the point's columns belong to."""
+    columns = [c for c in point if isinstance(c, exp.Column)]
+    qualifiers = {c.table.lower() for c in columns}
+    if len(qualifiers) != 1:
+        return None
+    (qualifier,) = qualifiers
+    select = call.find_ancestor(exp.Select)
+    if select is None:
+        return None
+    from_ = select.args.get("from") or select.args.get("from_")
+    items = ([from_.this] if from_ is not None else []) + [j.this for j in select.args.get("joins") or []]
+    if qualifier:
+        found = [t for t in items if (t.alias_or_name or "").lower() == qualifier]
+    else:
+        found = items if len(items) == 1 else []
+    if len(found) != 1 or not isinstance(found[0], exp.Table):
+        return None
+    table = found[0]
+    root = call.root()
+    if not table.db and any(c.alias_or_name.lower() == table.name.lower() for c in root.find_all(exp.CTE)):
+        return None  # a CTE of that name, not the table
+    return table, qualifier or None
+
+
+def _table_name(table: exp.Table) -> str | None:
+    """Lower-case table name of a FROM item: a table, or a prompt ``<table>_as_of(t)`` function."""
+    if isinstance(table.this, exp.Anonymous):
+        name = str(table.this.name).lower()
+        return name.removesuffix("_as_of") if name.endswith("_as_of") else None
+    if not table.name:
+        return None
+    return table.name if table.this.quoted else table.name.lower()
+
+
+def _condition(call: exp.Anonymous, order_of: OrderOf) -> exp.Expression | None:
+    region = _region(call)
+    if region is None:
+        return None
+    found = _source(call, region.point)
+    if found is None:
+        return None
+    table, qualifier = found
+    name = _table_name(table)
+    order = order_of((table.db or "").lower(), name) if name else None
+    if order is None:
+        return None
+    try:
+        if region.kind == "cone":
+            ra, dec, radius = region.values
+            if not (math.isfinite(ra) and -90 <= dec <= 90 and 0 <= radius):
+                return None
+            ranges = cone_ranges(ra, dec, radius, order, MARGIN_DEG)
+        else:
+            ranges = polygon_ranges(region.values, order, MARGIN_DEG)
+    except ValueError:
+        return None
+    if len(ranges) >= 12 * 4**order:  # every partition: nothing to prune
+        return None
+    return ranges_sql(ranges, qualifier)
+
+
+def _calls(tree: exp.Expression) -> list[exp.Anonymous]:
+    return [
+        c for c in tree.find_all(exp.Anonymous)
+        if str(c.name).lower() in ("q3c_radial_query", "q3c_join", "q3c_poly_query")
+    ]  # fmt: skip
+
+
+def prune_tree(tree: exp.Expression, order_of: OrderOf) -> exp.Expression:
+    """``tree`` with each prunable q3c predicate ANDed with its partitions' ``_healpix_29`` ranges."""
+    for call in _calls(tree):
+        condition = _condition(call, order_of)
+        if condition is not None:
+            call.replace(exp.Paren(this=exp.And(this=call.copy(), expression=condition)))
+    return tree
+
+
+def prune_sql(text: str, order_of: OrderOf) -> str:
+    """SQL text with each prunable q3c predicate ANDed with its partitions' ``_healpix_29`` ranges.
+
+    The statement is parsed with sqlglot (PostgreSQL dialect) to find the predicates, their tables
+    and constant regions; the ranges are spliced into the text around each call, so the rest of the
+    statement runs exactly as written. ``EXPLAIN [ANALYZE ...]`` in front is kept. Text that sqlglot
+    cannot parse runs unchanged (unpruned, still right).
+    """
+    dialect = Postgres()
+    offset = 0  # where the query starts: after EXPLAIN and its options
+    try:
+        tokens = dialect.tokenize(text)
+        if tokens and tokens[0].token_type == TokenType.COMMAND and tokens[0].text.upper() == "EXPLAIN":
+            offset = tokens[0].end + 1
+            tokens = dialect.tokenize(text[offset:])
+            i = 0
+            starts = (TokenType.SELECT, TokenType.WITH, TokenType.L_PAREN, TokenType.VALUES)
+            while i < len(tokens) and tokens[i].token_type not in starts:
+                i += 1
+            if i < len(tokens) and tokens[i].token_type == TokenType.L_PAREN:  # EXPLAIN (options) query
+                depth = 0
+                for j in range(i, len(tokens)):
+                    depth += {TokenType.L_PAREN: 1, TokenType.R_PAREN: -1}.get(tokens[j].token_type, 0)
+                    if depth == 0:
+                        i = j + 1
+                        break
+            if i >= len(tokens):
+                return text
+            offset += tokens[i].start
+            tokens = dialect.tokenize(text[offset:])
+    except (TokenError, ValueError):
+        return text
+    try:
+        tree = sqlglot.parse_one(text[offset:], read=dialect)
+    except (ParseError, TokenError, ValueError):
+        return text
+    starts = {t.start: n for n, t in enumerate(tokens)}
+    edits: list[tuple[int, int, str]] = []
+    for call in _calls(tree):
+        begin = (call.meta or {}).get("start")
+        if begin is None or (n := starts.get(begin)) is None:
+            continue
+        condition = _condition(call, order_of)
+        if condition is None or n + 1 >= len(tokens) or tokens[n + 1].token_type != TokenType.L_PAREN:
+            continue
+        depth, end = 0, None
+        for tok in tokens[n + 1 :]:
+            depth += {TokenType.L_PAREN: 1, TokenType.R_PAREN: -1}.get(tok.token_type, 0)
+            if depth == 0:
+                end = tok.end + 1
+                break
+        if end is None:
+            continue
+        edits.append((offset + begin, offset + end, condition.sql(dialect=dialect)))
+    for begin, end, condition in sorted(edits, reverse=True):
+        text = f"{text[:begin]}({text[begin:end]} AND {condition}){text[end:]}"
+    return text
