@@ -18,14 +18,20 @@ On a fresh embedded server:
 
    - a 10-arcmin cone search at the present (partial current-version index)
      and as of the middle of the history (``prompt.diaobject_as_of(t)`` and the
-     session form ``SET dpdb.as_of`` + ``prompt_as_of.diaobject``);
-   - a single-object light curve at the present and as of the same instant;
-   - as a diagnostic, the cones with their HEALPix partitions named in the
-     query (a ``_healpix_29`` condition), so that the planner prunes the others.
+     session form ``SET dpdb.as_of`` + ``prompt_as_of.diaobject``), as the
+     query path sends them (``dpdb query``, ``Archive.query``/``cone``, TAP:
+     :func:`dpdb.pruning.prune_sql` adds the ``_healpix_29`` ranges of the
+     partitions the cone overlaps), and through the SQL functions
+     ``prompt.diaobject_cone(ra, dec, r[, t])`` (sql/cones.sql);
+   - a single-object light curve at the present and as of the same instant,
+     through ``prompt.diasource_lightcurve(id[, t])`` (the object's partition
+     only) and, as before, by ``diaObjectId`` alone;
+   - for comparison, the cones as written by hand without any partition
+     condition (every partition planned), on ``--unpruned-draws`` draws.
 
 Prints medians and p95 in ms, the ratio as_of/present, PASS/FAIL against the
-targets (ratio <= 1.5; as-of cone median < 50 ms), checks the as-of answers
-against the generated data, and EXPLAIN (ANALYZE, BUFFERS) summaries.
+targets (cone median <= 10 ms, ratios <= 1.5, light curve <= 5 ms), checks the
+answers against the generated data, and EXPLAIN (ANALYZE, BUFFERS) summaries.
 Usage: python benchmarks/bench_asof.py [--objects N] [--reobserved-share F]
        [--versions-min N] [--versions-max N] [--repeats N] [--partition-order K]
 """
@@ -53,6 +59,8 @@ from dpdb.db import prepare
 from dpdb.healpix import partition_bounds, pixels
 from dpdb.ids import PROMPT_ORIGIN, make_id
 from dpdb.pg import adbc_uri, conninfo
+from dpdb.pruning import prune_sql
+from dpdb.query import partition_orders
 from dpdb.server import EmbeddedServer
 
 CENTER = (150.0, 2.0)
@@ -63,7 +71,8 @@ CREATED_BY = 60400.0  # every object exists before the as-of instant, so both an
 AS_OF = 60500.0  # the middle of the history
 NOW = HISTORY[1] + 1  # after every version start: the present
 RATIO_TARGET = 1.5
-CONE_TARGET_MS = 50.0
+CONE_TARGET_MS = 10.0
+LC_TARGET_MS = 5.0
 
 CONE_PRESENT = (
     "SELECT * FROM prompt.diaobject WHERE validityendmjdtai IS NULL "
@@ -82,6 +91,20 @@ LC_AS_OF = (
     "SELECT * FROM prompt.diasource_as_of(%s::double precision) WHERE diaobjectid = %s "
     "ORDER BY midpointmjdtai"
 )
+CONE_FN_PRESENT = "SELECT * FROM prompt.diaobject_cone(%s, %s, 10/60.)"
+CONE_FN_AS_OF = "SELECT * FROM prompt.diaobject_cone(%s, %s, 10/60., %s::double precision)"
+LC_FN_PRESENT = "SELECT * FROM prompt.diasource_lightcurve(%s)"
+LC_FN_AS_OF = "SELECT * FROM prompt.diasource_lightcurve(%s, %s::double precision)"
+
+
+def literal(sql: str, params: tuple) -> str:
+    """``sql`` with its parameters written in (constants, as a user's SQL or the API has them)."""
+    return sql % tuple(repr(float(p)) if isinstance(p, float) else str(int(p)) for p in params)
+
+
+def query_path(conn: psycopg.Connection, sql: str, params: tuple, path: list[str]) -> str:
+    """The SQL ``dpdb query`` runs for these constants: with the ranges of the cone's partitions."""
+    return prune_sql(literal(sql, params), partition_orders(conn, path, AS_OF))
 
 
 @dataclass
@@ -248,8 +271,15 @@ def check(
             ("session cone", CONE_SESSION, (ra, dec), AS_OF),
             ("as-of cone at the present", CONE_AS_OF, (NOW, ra, dec), NOW),
             ("pruned as-of cone", CONE_AS_OF + partition_condition(ra, dec, order), (AS_OF, ra, dec), AS_OF),
+            ("query-path present cone", query_path(conn, CONE_PRESENT, (ra, dec), []), (), NOW),
+            ("query-path as-of cone", query_path(conn, CONE_AS_OF, (AS_OF, ra, dec), []), (), AS_OF),
+            ("query-path session cone", query_path(conn, CONE_SESSION, (ra, dec), []), (), AS_OF),
+            ("function present cone", CONE_FN_PRESENT, (ra, dec), NOW),
+            ("function as-of cone", CONE_FN_AS_OF, (ra, dec, AS_OF), AS_OF),
         ):
-            got = [r[0] for r in conn.execute(sql.replace("*", "diaobjectid", 1), params)]
+            if "_healpix_29" not in sql and "query-path" in label:
+                problems.append(f"{label}: no partition ranges added")
+            got = [r[0] for r in conn.execute(sql.replace("*", "diaobjectid", 1), params or None)]
             want = cone_truth(cat, t, ra, dec)
             if len(got) != len(set(got)) or set(got) != want:
                 problems.append(f"{label} at ({ra:.4f}, {dec:.4f}): {len(got)} rows, expected {len(want)}")
@@ -258,6 +288,8 @@ def check(
         for label, sql, params, t in (
             ("present light curve", LC_PRESENT, (oid,), NOW),
             ("as-of light curve", LC_AS_OF, (AS_OF, oid), AS_OF),
+            ("function present light curve", LC_FN_PRESENT, (oid,), NOW),
+            ("function as-of light curve", LC_FN_AS_OF, (oid, AS_OF), AS_OF),
         ):
             got = len(conn.execute(sql, params).fetchall())
             want = lightcurve_truth(cat, t, obj)
@@ -294,14 +326,14 @@ def run(conn: psycopg.Connection, variants: dict[str, list[tuple[str, tuple]]], 
             name = names[(i + j) % len(names)]
             sql, params = variants[name][i]
             t0 = time.perf_counter()
-            got = conn.execute(sql, params, prepare=prepared or None).fetchall()
+            got = conn.execute(sql, params or None, prepare=prepared or None).fetchall()
             ms[name].append((time.perf_counter() - t0) * 1000)
             rows[name].append(len(got))
     return {n: (np.array(ms[n]), np.array(rows[n])) for n in names}
 
 
 def explain(conn: psycopg.Connection, sql: str, params: tuple, full: bool) -> list[str]:
-    plan = [r[0] for r in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params)]
+    plan = [r[0] for r in conn.execute("EXPLAIN (ANALYZE, BUFFERS) " + sql, params or None)]
     if full:
         return plan
     text = "\n".join(plan)
@@ -368,6 +400,7 @@ def main() -> None:
     parser.add_argument("--withdrawn-share", type=float, default=0.02)
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--partition-order", type=int, default=1)
+    parser.add_argument("--unpruned-draws", type=int, default=40, help="draws of the unpruned comparison")
     parser.add_argument("--explain-full", action="store_true", help="print whole EXPLAIN plans")
     args = parser.parse_args()
 
@@ -424,66 +457,80 @@ def main() -> None:
             for p in problems:
                 print(f"  WRONG: {p}")
 
+            qp = [
+                (query_path(conn, CONE_PRESENT, p, []), query_path(conn, CONE_AS_OF, (AS_OF, *p), []),
+                 query_path(conn, CONE_SESSION, p, []))
+                for p in cone_params
+            ]  # fmt: skip
             cone_variants = {
-                "present": [(CONE_PRESENT, p) for p in cone_params],
-                "as_of": [(CONE_AS_OF, (AS_OF, *p)) for p in cone_params],
-                "session": [(CONE_SESSION, p) for p in cone_params],
+                "present": [(q[0], ()) for q in qp],
+                "as_of": [(q[1], ()) for q in qp],
+                "session": [(q[2], ()) for q in qp],
+                "fn_present": [(CONE_FN_PRESENT, p) for p in cone_params],
+                "fn_as_of": [(CONE_FN_AS_OF, (*p, AS_OF)) for p in cone_params],
             }
             lc_variants = {
+                "fn_present": [(LC_FN_PRESENT, p) for p in lc_params],
+                "fn_as_of": [(LC_FN_AS_OF, (*p, AS_OF)) for p in lc_params],
                 "present": [(LC_PRESENT, p) for p in lc_params],
                 "as_of": [(LC_AS_OF, (AS_OF, *p)) for p in lc_params],
             }
-            # Diagnostic: the same cones with the cone's partitions named (_healpix_29 ranges), which lets
-            # the planner prune the other partitions, to show what planning over all of them costs.
-            pruned = [partition_condition(r, d, args.partition_order) for r, d in cone_params]
-            pruned_variants = {
-                "present": [(CONE_PRESENT + c, p) for c, p in zip(pruned, cone_params, strict=True)],
-                "as_of": [(CONE_AS_OF + c, (AS_OF, *p)) for c, p in zip(pruned, cone_params, strict=True)],
+            # For comparison: the cones as written by hand, no partition condition (every partition planned).
+            n_unpruned = min(args.unpruned_draws, args.repeats)
+            unpruned_variants = {
+                "present": [(CONE_PRESENT, p) for p in cone_params[:n_unpruned]],
+                "as_of": [(CONE_AS_OF, (AS_OF, *p)) for p in cone_params[:n_unpruned]],
+                "session": [(CONE_SESSION, p) for p in cone_params[:n_unpruned]],
             }
             warm = min(20, args.repeats)
-            for variants in (cone_variants, lc_variants, pruned_variants):  # warm-up on the last draws
+            for variants in (cone_variants, lc_variants):  # warm-up on the last draws
                 run(conn, {k: v[-warm:] for k, v in variants.items()}, prepared=False)
+            run(conn, {k: v[:3] for k, v in unpruned_variants.items()}, prepared=False)
 
             print(f"milliseconds per query, {args.repeats} draws each (client side, planning included), "
                   "rows = mean rows returned (present / as of)")  # fmt: skip
-            results = {}
-            for prepared in (False, True):
-                tag = " prepared" if prepared else ""
-                cone = run(conn, cone_variants, prepared)
-                lc = run(conn, lc_variants, prepared)
-                results[prepared] = (
-                    summary(f"cone 10' function{tag}", cone["present"], cone["as_of"]),
-                    summary(f"cone 10' session{tag}", cone["present"], cone["session"]),
-                    summary(f"light curve{tag}", lc["present"], lc["as_of"]),
-                    float(np.median(cone["as_of"][0])),
-                    float(np.median(cone["session"][0])),
-                )
-            cone = run(conn, pruned_variants, prepared=False)
-            parts = np.mean([c.count("_healpix_29 >=") for c in pruned])
-            summary("diagnostic: cone pruned", cone["present"], cone["as_of"])
-            print(f"    (cone restricted to its HEALPix partitions, {parts:.2f} on average of "
-                  f"{12 * 4**args.partition_order}: planning over the others removed)")  # fmt: skip
+            cone = run(conn, cone_variants, prepared=False)
+            lc = run(conn, lc_variants, prepared=False)
+            r_cone = summary("cone 10' query path", cone["present"], cone["as_of"])
+            r_sess = summary("cone 10' query path session", cone["present"], cone["session"])
+            r_fn = summary("cone 10' SQL function", cone["fn_present"], cone["fn_as_of"])
+            r_lc = summary("light curve SQL function", lc["fn_present"], lc["fn_as_of"])
+            summary("light curve by id alone", lc["present"], lc["as_of"])
+            unpruned = run(conn, unpruned_variants, prepared=False)
+            summary(f"cone unpruned ({n_unpruned} draws)", unpruned["present"], unpruned["as_of"])
+            summary(f"cone unpruned session ({n_unpruned})", unpruned["present"], unpruned["session"])
+            parts = np.mean([max(q[0].count(" BETWEEN "), 1) for q in qp])
+            print(f"    (query path: {parts:.2f} partitions' ranges on average of "
+                  f"{12 * 4**args.partition_order}; unpruned: every partition planned)")  # fmt: skip
+
+            def med(x: tuple[np.ndarray, np.ndarray]) -> float:
+                return float(np.median(x[0]))
 
             print("targets (plain execution, planning included):")
-            r_cone, r_sess, r_lc, cone_ms, sess_ms = results[False]
-            for label, ok in (
-                (f"cone ratio as_of/present {r_cone:.2f} <= {RATIO_TARGET}", r_cone <= RATIO_TARGET),
-                (f"cone ratio session/present {r_sess:.2f} <= {RATIO_TARGET}", r_sess <= RATIO_TARGET),
-                (f"light-curve ratio as_of/present {r_lc:.2f} <= {RATIO_TARGET}", r_lc <= RATIO_TARGET),
-                (f"as-of cone median {cone_ms:.1f} ms < {CONE_TARGET_MS:.0f} ms", cone_ms < CONE_TARGET_MS),
-                (f"session cone median {sess_ms:.1f} ms < {CONE_TARGET_MS:.0f} ms", sess_ms < CONE_TARGET_MS),
+            for label, value, limit in (
+                ("query-path cone present median ms", med(cone["present"]), CONE_TARGET_MS),
+                ("query-path cone as-of median ms", med(cone["as_of"]), CONE_TARGET_MS),
+                ("query-path cone session median ms", med(cone["session"]), CONE_TARGET_MS),
+                ("SQL-function cone present median ms", med(cone["fn_present"]), CONE_TARGET_MS),
+                ("SQL-function cone as-of median ms", med(cone["fn_as_of"]), CONE_TARGET_MS),
+                ("cone ratio as_of/present", r_cone, RATIO_TARGET),
+                ("cone ratio session/present", r_sess, RATIO_TARGET),
+                ("SQL-function cone ratio as_of/present", r_fn, RATIO_TARGET),
+                ("light curve present median ms", med(lc["fn_present"]), LC_TARGET_MS),
+                ("light curve as-of median ms", med(lc["fn_as_of"]), LC_TARGET_MS),
+                ("light-curve ratio as_of/present", r_lc, RATIO_TARGET),
             ):
-                print(f"  {'PASS' if ok else 'FAIL'}  {label}")
+                print(f"  {'PASS' if value <= limit else 'FAIL'}  {label} {value:.2f} <= {limit}")
 
             ra, dec = cone_params[0]
             oid = lc_params[0][0]
             for label, sql, params in (
-                ("present cone", CONE_PRESENT, (ra, dec)),
-                ("as-of cone", CONE_AS_OF, (AS_OF, ra, dec)),
-                ("session cone", CONE_SESSION, (ra, dec)),
-                ("as-of cone pruned (diagnostic)", CONE_AS_OF + pruned[0], (AS_OF, ra, dec)),
-                ("present light curve", LC_PRESENT, (oid,)),
-                ("as-of light curve", LC_AS_OF, (AS_OF, oid)),
+                ("query-path present cone", qp[0][0], ()),
+                ("query-path as-of cone", qp[0][1], ()),
+                ("query-path session cone", qp[0][2], ()),
+                ("unpruned as-of cone", CONE_AS_OF, (AS_OF, ra, dec)),
+                ("present light curve by id alone", LC_PRESENT, (oid,)),
+                ("as-of light curve by id alone", LC_AS_OF, (AS_OF, oid)),
             ):
                 print(f"EXPLAIN (ANALYZE, BUFFERS) {label}:")
                 for line in explain(conn, sql, params, args.explain_full):
