@@ -304,12 +304,14 @@ def _plan(archive: dpdb.Archive, adql: str) -> str:
     import psycopg
 
     from dpdb.pg import conninfo
+    from dpdb.query import query_text
     from dpdb.tap.run import Limits, parse_params, prepare
 
     translation, *_ = prepare(archive, parse_params({"LANG": "ADQL", "QUERY": adql}, Limits()))
     with psycopg.connect(conninfo(archive.settings)) as conn:
         conn.execute("SET enable_seqscan = off")
-        return "\n".join(r[0] for r in conn.execute(f"EXPLAIN {translation.sql}".encode()))
+        sql = query_text(archive.settings, translation.sql)  # with the partitions' ranges, as run
+        return "\n".join(r[0] for r in conn.execute(f"EXPLAIN {sql}".encode()))
 
 
 def test_explain_cone_and_polygon_use_q3c_and_prune_partitions(tap: Service) -> None:

@@ -8,8 +8,9 @@ it evaluates parts of the query text with Python's ``eval``, and it only targets
 operators do not use the q3c indexes.
 
 Geometry goes onto q3c wherever a point is tested against a region, so that cone and polygon
-searches use the ``q3c_ang2ipix(ra, dec)`` index of every partition they touch (the planner
-prunes by index scans; docs/architecture.md, decisions 1 and 6):
+searches use the ``q3c_ang2ipix(ra, dec)`` index of every partition they touch; the query path the
+service runs the SQL through adds the ``_healpix_29`` ranges of those partitions, as for any SQL
+(:mod:`dpdb.pruning`; docs/architecture.md, decisions 1 and 6):
 
 - ``1=CONTAINS(POINT(ra, dec), CIRCLE(ra0, dec0, r))``: ``q3c_radial_query(ra, dec, ra0, dec0, r)``,
   or ``q3c_join(ra0, dec0, ra, dec, r)`` when the centre comes from another table (upload joins);
@@ -311,55 +312,16 @@ class _Translator:
         if fname == "INTERSECTS" and b.kind == "point" and a.kind != "point":
             a, b = b, a
         if a.kind == "point" and b.kind == "circle":
-            within = self._within(a, _Geom("point", b.args[:2]), b.args[2])
-            return self._pruned(within, a, b)
+            return self._within(a, _Geom("point", b.args[:2]), b.args[2])
         if a.kind == "point" and b.kind in ("polygon", "box"):
             corners = b.args if b.kind == "polygon" else _box_corners(b)
             vertices = exp.Cast(this=exp.Array(expressions=corners), to=exp.DataType.build("DOUBLE[]"))
-            return self._pruned(_fn("q3c_poly_query", a.args[0], a.args[1], vertices), a, b)
+            return _fn("q3c_poly_query", a.args[0], a.args[1], vertices)
         if a.kind == "point" and b.kind == "point":
             return exp.EQ(this=_fn("q3c_dist", *a.args, *b.args), expression=exp.Literal.number(0))
         if fname == "CONTAINS":  # pg_sphere: a <@ b, a is contained by b
             return exp.Paren(this=exp.ArrayContainedBy(this=_spg(a), expression=_spg(b)))
         return exp.Paren(this=exp.ArrayOverlaps(this=_spg(a), expression=_spg(b)))
-
-    def _pruned(self, predicate: exp.Expression, point: _Geom, region: _Geom) -> exp.Expression:
-        """``predicate`` AND the ``_healpix_29`` ranges of the partitions the region touches, when the
-        point is a partitioned table's position and the region is constant (docs/architecture.md, 6)."""
-        if not region.constant() or point.constant():
-            return predicate
-        columns = [c for arg in point.args for c in arg.find_all(exp.Column)]
-        qualifiers = {c.table.lower() for c in columns}
-        if len(qualifiers) != 1:
-            return predicate
-        (qualifier,) = qualifiers
-        if qualifier:
-            source = self.aliases.get(qualifier)
-        else:
-            source = next(iter(self.aliases.values())) if len(self.aliases) == 1 else None
-        if source is None:
-            return predicate
-        from ..model.layout import LAYOUTS
-
-        layout = next((t for n, t in LAYOUTS.items() if n.lower() == source[1]), None)
-        if layout is None or not layout.partitioned or source[0] in ("", "samples", "tap_schema"):
-            return predicate
-        try:
-            ranges = _pixel_ranges(region, margin_deg=_CHILD_MARGIN_DEG if layout.parent else 0.0)
-        except AdqlError:
-            return predicate
-        pixel = exp.Column(this=exp.to_identifier("_healpix_29"),
-                           table=exp.to_identifier(qualifier) if qualifier else None)  # fmt: skip
-        terms = [
-            exp.and_(
-                exp.GTE(this=pixel.copy(), expression=exp.Literal.number(lo)),
-                exp.LT(this=pixel.copy(), expression=exp.Literal.number(hi)),
-            )  # fmt: skip
-            for lo, hi in ranges
-        ]
-        if not terms:
-            return exp.And(this=predicate, expression=exp.false())
-        return exp.And(this=predicate, expression=exp.Paren(this=exp.or_(*terms)))
 
     def _within(self, point: _Geom, centre: _Geom, radius: exp.Expression) -> exp.Expression:
         if centre.constant():
@@ -463,53 +425,6 @@ class _Translator:
                     f"function {name} is not available: ADQL 2.1 functions (math, LOWER/UPPER, geometry) "
                     "and q3c_* only"
                 )
-
-
-_CHILD_MARGIN_DEG = 1 / 60
-"""A measurement takes its parent object's partition; the parent lies within the association radius
-(arcseconds), so regions on child tables are widened by this margin before choosing partitions."""
-
-
-_RANGES_ORDER = 4
-_RANGES_MAX = 24
-"""The ``_healpix_29`` ranges of a region: HEALPix pixels of order 4 (3.7 degrees; coarser if the
-region needs more than 24 ranges). Any order gives a correct cover; order 4 prunes exactly for
-catalogs partitioned at order <= 4 (the default is 1) and stays coarse enough that the planner
-finds the q3c index more selective than a range scan on the pixel (docs/architecture.md, 1 and 6)."""
-
-
-def _pixel_ranges(region: _Geom, margin_deg: float) -> list[tuple[int, int]]:
-    """``_healpix_29`` ranges [lo, hi) covering a constant region (merged runs of HEALPix pixels)."""
-    import healpy as hp
-    import numpy as np
-
-    values = [_const(a) for a in (region.args if region.kind != "box" else _box_corners(region))]
-    if region.kind == "circle":
-        ra, dec, radius = values
-        centre = hp.ang2vec(ra, dec, lonlat=True)
-    else:  # the polygon's bounding cap: safe whether or not it is convex
-        pairs = range(0, len(values), 2)
-        vectors = np.array([hp.ang2vec(values[i], values[i + 1], lonlat=True) for i in pairs])
-        centre = vectors.sum(axis=0)
-        norm = np.linalg.norm(centre)
-        if norm < 1e-9:
-            raise AdqlError("polygon too large to bound")
-        centre = centre / norm
-        radius = float(np.degrees(np.max(np.arccos(np.clip(vectors @ centre, -1, 1)))))
-    radius = min(180.0, radius + margin_deg)
-    for order in range(_RANGES_ORDER, -1, -1):
-        pixels = hp.query_disc(hp.order2nside(order), centre, np.radians(radius), inclusive=True, nest=True)
-        shift = 2 * (29 - order)
-        ranges: list[tuple[int, int]] = []
-        for p in sorted(int(x) for x in pixels):
-            lo, hi = p << shift, (p + 1) << shift
-            if ranges and ranges[-1][1] == lo:
-                ranges[-1] = (ranges[-1][0], hi)
-            else:
-                ranges.append((lo, hi))
-        if len(ranges) <= _RANGES_MAX:
-            break
-    return ranges
 
 
 def _box_corners(box: _Geom) -> list[exp.Expression]:
