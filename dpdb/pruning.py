@@ -27,6 +27,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import sqlglot
 from sqlglot import exp
@@ -298,8 +299,8 @@ def prune_sql(text: str, order_of: OrderOf) -> str:
             offset = tokens[0].end + 1
             tokens = dialect.tokenize(text[offset:])
             i = 0
-            starts = (TokenType.SELECT, TokenType.WITH, TokenType.L_PAREN, TokenType.VALUES)
-            while i < len(tokens) and tokens[i].token_type not in starts:
+            query_start = (TokenType.SELECT, TokenType.WITH, TokenType.L_PAREN, TokenType.VALUES)
+            while i < len(tokens) and tokens[i].token_type not in query_start:
                 i += 1
             if i < len(tokens) and tokens[i].token_type == TokenType.L_PAREN:  # EXPLAIN (options) query
                 depth = 0
@@ -315,7 +316,7 @@ def prune_sql(text: str, order_of: OrderOf) -> str:
     except (TokenError, ValueError):
         return text
     try:
-        tree = sqlglot.parse_one(text[offset:], read=dialect)
+        tree = cast(exp.Expression, sqlglot.parse_one(text[offset:], read=dialect))
     except (ParseError, TokenError, ValueError):
         return text
     starts = {t.start: n for n, t in enumerate(tokens)}
@@ -336,6 +337,6 @@ def prune_sql(text: str, order_of: OrderOf) -> str:
         if end is None:
             continue
         edits.append((offset + begin, offset + end, condition.sql(dialect=dialect)))
-    for begin, end, condition in sorted(edits, reverse=True):
-        text = f"{text[:begin]}({text[begin:end]} AND {condition}){text[end:]}"
+    for begin, end, ranges in sorted(edits, reverse=True):
+        text = f"{text[:begin]}({text[begin:end]} AND {ranges}){text[end:]}"
     return text
