@@ -21,8 +21,9 @@ from conftest import drop_database, new_database
 
 import dpdb
 from dpdb.config import Settings
-from dpdb.db import conninfo, prepare
+from dpdb.db import prepare
 from dpdb.healpix import PIXEL_ORDER, pixels
+from dpdb.pg import conninfo
 from dpdb.pruning import MARGIN_DEG, cone_ranges, polygon_ranges, prune_sql
 from dpdb.query import query_text, run_query
 
