@@ -241,6 +241,15 @@ def _table_name(table: exp.Table) -> str | None:
 
 
 def _condition(call: exp.Anonymous, order_of: OrderOf) -> exp.Expression | None:
+    """The ranges to AND with ``call``, or None. Pruning only ever speeds a query up: whatever goes
+    wrong while working them out (an odd constant healpy refuses ...) leaves the call as written."""
+    try:
+        return _ranges_condition(call, order_of)
+    except Exception:  # noqa: BLE001 - see the docstring: the query runs unpruned, still right
+        return None
+
+
+def _ranges_condition(call: exp.Anonymous, order_of: OrderOf) -> exp.Expression | None:
     region = _region(call)
     if region is None:
         return None
@@ -248,6 +257,8 @@ def _condition(call: exp.Anonymous, order_of: OrderOf) -> exp.Expression | None:
     if found is None:
         return None
     table, qualifier = found
+    if not all(math.isfinite(v) for v in region.values):
+        return None
     name = _table_name(table)
     order = order_of((table.db or "").lower(), name) if name else None
     if order is None:
@@ -255,14 +266,14 @@ def _condition(call: exp.Anonymous, order_of: OrderOf) -> exp.Expression | None:
     try:
         if region.kind == "cone":
             ra, dec, radius = region.values
-            if not (math.isfinite(ra) and -90 <= dec <= 90 and 0 <= radius):
+            if not (math.isfinite(ra) and -90 <= dec <= 90 and 0 <= radius <= 180):
                 return None
             ranges = cone_ranges(ra, dec, radius, order, MARGIN_DEG)
         else:
             ranges = polygon_ranges(region.values, order, MARGIN_DEG)
     except ValueError:
         return None
-    if len(ranges) >= 12 * 4**order:  # every partition: nothing to prune
+    if sum(hi - lo for lo, hi in ranges) >= 12 << (2 * PIXEL_ORDER):  # the whole sky: nothing to prune
         return None
     return ranges_sql(ranges, qualifier)
 
@@ -317,8 +328,8 @@ def prune_sql(text: str, order_of: OrderOf) -> str:
         return text
     try:
         tree = cast(exp.Expression, sqlglot.parse_one(text[offset:], read=dialect))
-    except (ParseError, TokenError, ValueError):
-        return text
+    except (ParseError, TokenError, ValueError, RecursionError):
+        return text  # PostgreSQL will say what is wrong, if anything; sqlglot does not know every form
     starts = {t.start: n for n, t in enumerate(tokens)}
     edits: list[tuple[int, int, str]] = []
     for call in _calls(tree):
