@@ -107,6 +107,16 @@ def sky(pg_home: Path) -> Iterator[Settings]:
                         copy.write_row([int(2 * ids[i] + k), 1000, 1, 0, int(ids[i]), processed - 0.5,
                                         float(ra_a[i]), float(dec_a[i]), "r", 1.0, 0.1, processed, withdrawn,
                                         int(pix[i])])  # fmt: skip
+        # one processed visit: the latest committed change (TAP's fast path evaluates queries there)
+        required = [r[0] for r in conn.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_schema = 'dpdb_meta' "
+            "AND table_name = 'prompt_visit' AND is_nullable = 'NO' AND column_default IS NULL")]  # fmt: skip
+        values = {c: 0 for c in required}
+        values.update(visit=1, processing_time_mjd_tai=T3, midpoint_mjd_tai=T3 - 0.5, ingested_at="now")
+        conn.execute(
+            f"INSERT INTO dpdb_meta.prompt_visit ({', '.join(values)}) "
+            f"VALUES ({', '.join(['%s'] * len(values))})", list(values.values())
+        )
         conn.execute("ANALYZE prompt.diaobject")
         conn.execute("ANALYZE prompt.diasource")
     yield settings
@@ -285,7 +295,10 @@ def test_api_cone_and_session_form_prune(sky: Settings) -> None:
 
 
 def test_tap_adql_prunes(sky: Settings) -> None:
+    from dpdb.as_of_rewrite import AS_OF_SCHEMA
+    from dpdb.query import cached_partition_orders
     from dpdb.tap.adql import translate
+    from dpdb.tap.engine import run_fast
 
     ra, dec, r = CONES[4]  # across RA = 0
     for adql, truth_sql in (
@@ -304,6 +317,12 @@ def test_tap_adql_prunes(sky: Settings) -> None:
         assert sorted((v,) for v in got.column(0).to_pylist()) == _owner_rows(sky, truth_sql)
         scanned = _scanned(_plan(sky, sql))
         assert 0 < len(scanned) <= 4, scanned
+        # The service's fast path (kept reader connections) prunes the same way, and gets the same rows.
+        fast = run_fast(sky, sql, reads_prompt=False)
+        assert sorted((v,) for v in fast.table.column(0).to_pylist()) == _owner_rows(sky, truth_sql)
+    orders = cached_partition_orders(sky, [AS_OF_SCHEMA])
+    assert orders("prompt", "diaobject") == orders("", "diaobject") == ORDER
+    assert orders("", "visit") is None and orders("samples", "diaobject") is None
 
 
 @pytest.mark.parametrize("cone", CONES[:5])

@@ -201,7 +201,8 @@ def run_fast(settings: Settings, text: str, *, reads_prompt: bool) -> FastResult
         The statement failed (the server's message).
     """
     from ..as_of_rewrite import AS_OF_SCHEMA, prompt_references, rewrite_as_of
-    from ..query import _statement
+    from ..pruning import prune_sql
+    from ..query import _statement, cached_partition_orders
 
     text = _statement(text)
     params: dict[str, str] = {
@@ -218,6 +219,8 @@ def run_fast(settings: Settings, text: str, *, reads_prompt: bool) -> FastResult
         text = rewrite_as_of(text, set(views))
         state_sql = _STATE_AS_OF
         params["path"] = f"{AS_OF_SCHEMA}, public"
+    # The _healpix_29 ranges of the partitions each q3c region overlaps, as on the general path.
+    text = prune_sql(text, cached_partition_orders(settings, [AS_OF_SCHEMA] if reads_prompt else []))
     pool = pool_for(settings)
     for attempt in (1, 2):
         try:
