@@ -15,16 +15,22 @@ end and checks the invariants against a fault-free run of the same operation:
 Usage::
 
     python benchmarks/soak_faults.py [--rounds 50] [--seed 1] [--ops load,visit,activate,archive,restore]
-                                     [--small] [--keep]
+                                     [--small] [--keep] [--work DIR] [--first N]
 
 Prints one line per round and a summary (rounds, faults injected, invariant violations; target 0).
 Exit status 1 if any invariant was violated. Not part of the test suite; tests/test_soak.py runs a
 bounded version.
+
+A long soak can run in parts (each short enough to hold the benchmark lock): ``--work DIR --keep``
+keeps the prepared templates and fault-free references, and a later run with the same ``--work``,
+``--seed`` and ``--ops`` and ``--first N`` reuses them and runs rounds N, N+1, ... of the same
+sequence; the summary then also counts every round recorded in ``DIR/rounds.jsonl``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import random
 import shutil
@@ -142,6 +148,14 @@ class Soak:
         self.work.mkdir(parents=True, exist_ok=True)
         os.chmod(self.work, 0o755)
         self.cli("dpdb", self.work, "db", "up")
+        saved = self.work / "prepared.json"
+        if saved.exists():
+            state = json.loads(saved.read_text())
+            if state["ops"] == self.ops and state["sizes"] == repr(self.sizes):
+                self.durations, self.reference = state["durations"], state["reference"]
+                print(f"reusing the templates and references prepared in {self.work}", flush=True)
+                return
+            raise SystemExit(f"{saved} was prepared for other --ops or sizes; use another --work")
         inputs = self.work / "inputs"
         inputs.mkdir(exist_ok=True)
         import pyarrow.parquet as pq
@@ -200,8 +214,11 @@ class Soak:
             t = time.monotonic()
             self.cli(ref, archive, *self.command(op))
             self.durations[op] = time.monotonic() - t
-            self.reference[op] = self.digest(ref, archive)
+            self.reference[op] = _plain(self.digest(ref, archive))
             self.drop(ref)
+        state = {"ops": self.ops, "sizes": repr(self.sizes), "durations": self.durations,
+                 "reference": self.reference}  # fmt: skip
+        saved.write_text(json.dumps(state))
         print(f"prepared in {time.monotonic() - started:.0f} s; fault-free durations: "
               + ", ".join(f"{op} {d:.1f} s" for op, d in self.durations.items()), flush=True)  # fmt: skip
 
@@ -284,7 +301,7 @@ class Soak:
         return out
 
     def check(self, op: str, database: str, archive: Path) -> list[str]:
-        got = self.digest(database, archive)
+        got = _plain(self.digest(database, archive))
         ref = self.reference[op]
         violations = []
         for key in sorted(set(got) | set(ref)):
@@ -342,6 +359,11 @@ class Soak:
         r.seconds = time.monotonic() - started
 
 
+def _plain(digest: dict[str, object]) -> dict[str, object]:
+    """The digest as JSON gives it back (tuples as lists), so saved references compare equal."""
+    return json.loads(json.dumps(digest))  # type: ignore[no-any-return]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=50)
@@ -354,11 +376,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", action="store_true", help="small inputs (the test suite's bounded run)")
     parser.add_argument("--work", type=Path, help="working directory (default: a new one in /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
+    parser.add_argument(
+        "--first", type=int, default=1,
+        help="number of the first round (a later part of a soak run in parts; needs --work)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     ops = [op.strip() for op in args.ops.split(",") if op.strip()]
     unknown = set(ops) - set(OPS)
     if unknown:
         parser.error(f"unknown operation(s): {', '.join(sorted(unknown))}")
+    if args.first > 1 and args.work is None:
+        parser.error("--first needs the --work of the earlier parts")
     work = args.work or Path(tempfile.mkdtemp(prefix="dpdb-soak-"))
     soak = Soak(work, Sizes.of(args.small), ops)
     rng = random.Random(args.seed)
@@ -366,13 +394,22 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     try:
         soak.prepare()
-        for n in range(1, args.rounds + 1):
+        log = work / "rounds.jsonl"
+        if args.first == 1:
+            log.unlink(missing_ok=True)
+        for n in range(1, args.first + args.rounds):
+            # the same sequence of operations, targets and moments whatever part of it runs now
             op = ops[(n - 1) % len(ops)] if n <= len(ops) else rng.choice(ops)
             target = rng.choice(["command", "postmaster"])
             # a moment within the fault-free duration (which includes the executable's start-up)
             r = Round(n, op, target, rng.uniform(0.0, args.max_delay * soak.durations[op]))
+            if n < args.first:
+                continue
             soak.round(r)
             rounds.append(r)
+            with log.open("a") as f:
+                f.write(json.dumps({"round": n, "op": op, "target": target, "injected": r.injected,
+                                    "violations": r.violations, "seconds": r.seconds}) + "\n")  # fmt: skip
             status = "ok" if not r.violations else "VIOLATION: " + "; ".join(r.violations)
             what = "injected" if r.injected else "finished first"
             print(f"round {n:3d} {op:8s} kill -9 {target:10s} at {r.delay:5.1f} s {what}: {status} "
@@ -381,16 +418,24 @@ def main(argv: list[str] | None = None) -> int:
         soak.server.down()
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    injected = sum(r.injected for r in rounds)
-    violations = sum(len(r.violations) for r in rounds)
-    by_op = {op: sum(1 for r in rounds if r.op == op and r.injected) for op in ops}
-    print(f"rounds: {len(rounds)}")
-    print(f"faults injected: {injected} (" + ", ".join(f"{op} {n}" for op, n in by_op.items())
-          + f"; postmaster {sum(r.injected and r.target == 'postmaster' for r in rounds)}, "
-          f"command {sum(r.injected and r.target == 'command' for r in rounds)})")  # fmt: skip
-    print(f"invariant violations: {violations}")
+    violations = _summary("", [vars(r) for r in rounds], ops)
     print(f"elapsed: {time.monotonic() - started:.0f} s")
+    if args.first > 1 and args.keep:
+        recorded = [json.loads(line) for line in (work / "rounds.jsonl").read_text().splitlines()]
+        _summary("all parts: ", recorded, ops)
     return 1 if violations else 0
+
+
+def _summary(prefix: str, rounds: list[dict[str, object]], ops: list[str]) -> int:
+    """Print rounds, faults injected (per operation and target) and invariant violations."""
+    injected = [r for r in rounds if r["injected"]]
+    violations = sum(len(r["violations"]) for r in rounds)  # type: ignore[arg-type]
+    by_op = ", ".join(f"{op} {sum(r['op'] == op for r in injected)}" for op in ops)
+    by_target = ", ".join(f"{t} {sum(r['target'] == t for r in injected)}" for t in ("postmaster", "command"))
+    print(f"{prefix}rounds: {len(rounds)}")
+    print(f"{prefix}faults injected: {len(injected)} ({by_op}; {by_target})")
+    print(f"{prefix}invariant violations: {violations}")
+    return violations
 
 
 if __name__ == "__main__":

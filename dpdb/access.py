@@ -142,10 +142,6 @@ def apply_limits(conn: psycopg.Connection, login: str, settings: Settings) -> No
         key, _, value = item.partition("=")
         current[key] = value
     limits = reader_limits(settings)
-    if login == QUERY_LOGIN:
-        # dpdb's own pool keeps this login's ADBC connections between queries, and ADBC opens the next
-        # transaction (BEGIN, no snapshot yet) at once; each query is one statement, rolled back.
-        limits["idle_in_transaction_session_timeout"] = "0"
     for key, value in limits.items():
         if current.get(key) != value:
             conn.execute(

@@ -90,7 +90,7 @@ def adbc_uri(settings: Settings) -> str:
 
 _adbc_lock = threading.Lock()
 
-_adbc_idle: dict[str, list[adbc.Connection]] = {}
+_adbc_idle: dict[tuple[str, bool], list[adbc.Connection]] = {}
 
 
 @contextmanager
@@ -102,37 +102,47 @@ def adbc_connection(settings: Settings) -> Iterator[adbc.Connection]:
 
 
 @contextmanager
-def adbc_connection_to(uri: str) -> Iterator[adbc.Connection]:
-    """An ADBC connection to ``uri`` (not autocommit), kept for reuse within this process.
+def adbc_connection_to(uri: str, *, autocommit: bool = False) -> Iterator[adbc.Connection]:
+    """An ADBC connection to ``uri``, kept for reuse within this process.
 
     Opening one reads the server's whole type catalog (every pg_type row and, for the
     composite types, every column in pg_attribute): over a second once a few releases'
-    partitions exist. So connections go back to an idle list, rolled back; one whose
-    rollback fails is closed instead.
+    partitions exist. So connections go back to an idle list; one whose clean-up fails is
+    closed instead.
+
+    Not autocommit (the default): ADBC opens the next transaction as soon as one ends, so an
+    idle connection sits "idle in transaction". ``autocommit``: the caller opens its own
+    transaction (``BEGIN``) and the pool ends it with ``ROLLBACK``, so the idle connection holds
+    no transaction and a server-side idle-in-transaction timeout never ends it.
     """
+    key = (uri, autocommit)
     with _adbc_lock:
-        idle = _adbc_idle.setdefault(uri, [])
+        idle = _adbc_idle.setdefault(key, [])
         conn = idle.pop() if idle else None
     if conn is None:
-        conn = adbc.connect(uri)
+        conn = adbc.connect(uri, autocommit=autocommit)
     try:
         yield conn
     finally:
         try:
-            conn.rollback()
+            if autocommit:
+                with conn.cursor() as cur:
+                    cur.execute("ROLLBACK")  # a WARNING, not an error, when no transaction is open
+            else:
+                conn.rollback()
         except adbc_driver_manager.Error:
             with contextlib.suppress(adbc_driver_manager.Error):
                 conn.close()
         else:
             with _adbc_lock:
-                _adbc_idle.setdefault(uri, []).append(conn)
+                _adbc_idle.setdefault(key, []).append(conn)
 
 
 def close_idle_adbc(uri: str | None = None) -> None:
     """Close this process's idle pooled ADBC connections (of ``uri``, or all): before copying a database."""
     with _adbc_lock:
-        uris = [uri] if uri is not None else list(_adbc_idle)
-        conns = [c for u in uris for c in _adbc_idle.pop(u, [])]
+        keys = [k for k in _adbc_idle if uri is None or k[0] == uri]
+        conns = [c for k in keys for c in _adbc_idle.pop(k, [])]
     for conn in conns:
         with contextlib.suppress(adbc_driver_manager.Error):
             conn.close()

@@ -366,19 +366,16 @@ class _StaleConnection(Exception):
 def _fetch_adbc_once(settings: Settings, text: str, config: list[tuple[str, str]]) -> pa.Table:
     fresh = True
     try:
-        with reader_adbc_connection(settings) as aconn:  # not autocommit: a transaction is open
-            try:
-                with aconn.cursor() as cur:
-                    cur.execute("SET TRANSACTION READ ONLY")
-                    fresh = False  # the connection works: errors from here on are the statement's
-                    for name, value in [*_limits(settings), *config]:
-                        cur.execute("SELECT set_config($1, $2, true)", (name, value))
-                        cur.fetchall()
-                    # A newline so that a trailing -- comment does not swallow ADBC's COPY ( ... ) wrapper.
-                    cur.execute(text + "\n")
-                    table = cur.fetch_arrow_table()
-            finally:
-                aconn.rollback()
+        # autocommit: the transaction is the one opened here, and the pool rolls it back
+        with reader_adbc_connection(settings) as aconn, aconn.cursor() as cur:
+            cur.execute("BEGIN TRANSACTION READ ONLY")
+            fresh = False  # the connection works: errors from here on are the statement's
+            for name, value in [*_limits(settings), *config]:
+                cur.execute("SELECT set_config($1, $2, true)", (name, value))
+                cur.fetchall()
+            # A newline so that a trailing -- comment does not swallow ADBC's COPY ( ... ) wrapper.
+            cur.execute(text + "\n")
+            table = cur.fetch_arrow_table()
     except adbc_driver_manager.Error as e:
         message = str(e)
         if fresh and isinstance(e, adbc_driver_manager.OperationalError):

@@ -112,13 +112,15 @@ def reader_connect(settings: Settings, *, inspect: bool = False) -> Iterator[psy
 
 @contextlib.contextmanager
 def reader_adbc_connection(settings: Settings) -> Iterator[adbc.Connection]:
-    """A pooled ADBC connection as the query login (see :func:`dpdb.db.adbc_connection_to`)."""
+    """A pooled ADBC connection as the query login, in autocommit mode: the caller opens its
+    transaction (``BEGIN READ ONLY``), the pool rolls it back (see :func:`dpdb.pg.adbc_connection_to`);
+    an idle pooled connection holds no transaction, so the login keeps its idle-in-transaction timeout."""
     prepare(settings)
     info = reader_conninfo(settings)
     if info not in _checked:
         with raw_connect(info) as conn:
             _check_reader(conn, info)
-    with adbc_connection_to(_adbc_uri(info)) as aconn:
+    with adbc_connection_to(_adbc_uri(info), autocommit=True) as aconn:
         yield aconn
 
 

@@ -21,11 +21,12 @@ from click.testing import CliRunner
 from psycopg.conninfo import make_conninfo
 
 import dpdb
-from dpdb.access import QUERY_LOGIN, create_reader, reader_limits, secure
+from dpdb.access import QUERY_LOGIN, apply_limits, create_reader, reader_limits, secure
 from dpdb.cli import cli
 from dpdb.config import Settings
 from dpdb.errors import DpdbError, QueryError
 from dpdb.pg import conninfo
+from dpdb.readers import reader_conninfo
 from dpdb.server import EmbeddedServer
 
 DPDB = str(Path(sys.executable).with_name("dpdb"))
@@ -211,3 +212,55 @@ def test_limits_follow_the_settings(settings: Settings) -> None:
         assert "statement_timeout=7000ms" in config
     finally:
         secure(settings)
+
+
+def _sessions(admin: psycopg.Connection, login: str) -> list[str]:
+    return [
+        r[0]
+        for r in admin.execute(
+            "SELECT state FROM pg_stat_activity WHERE usename = %s AND datname = current_database() "
+            "AND pid <> pg_backend_pid()",
+            (login,),
+        )
+    ]
+
+
+def test_query_login_has_an_idle_in_transaction_timeout(settings: Settings) -> None:
+    """dpdb_query gets the readers' idle-in-transaction timeout; dpdb's own pooled connections hold no
+    transaction while idle (so they survive it), and an abandoned open transaction is ended."""
+    archive = dpdb.Archive(home=settings.home, database=settings.database)
+    assert archive.query("SELECT 1 AS x")["x"][0] == 1  # leaves a pooled ADBC connection behind
+    info = reader_conninfo(settings)
+    with psycopg.connect(info, autocommit=True) as login:
+        assert login.execute("SELECT current_user").fetchone() == (QUERY_LOGIN,)
+        shown = login.execute("SELECT current_setting('idle_in_transaction_session_timeout')").fetchone()
+        assert shown == ("1min",)
+    quick = settings.model_copy(update={"reader_idle_timeout": 1.0})
+    with psycopg.connect(conninfo(settings), autocommit=True) as admin:
+        states = _sessions(admin, QUERY_LOGIN)
+        assert states and "idle in transaction" not in states, states  # the pool holds no transaction
+        apply_limits(admin, QUERY_LOGIN, quick)
+        try:
+            abandoned = psycopg.connect(info)  # not autocommit: the first statement opens a transaction
+            abandoned.execute("SELECT count(*) FROM dpdb_registry.catalog").fetchone()
+            pid = abandoned.info.backend_pid
+            assert admin.execute(
+                "SELECT state FROM pg_stat_activity WHERE pid = %s", (pid,)
+            ).fetchone() == ("idle in transaction",)
+            time.sleep(2.5)
+            with pytest.raises(psycopg.errors.IdleInTransactionSessionTimeout):
+                abandoned.execute("SELECT 1")  # the server ended the session
+            abandoned.close()
+            gone = admin.execute("SELECT count(*) FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone()
+            assert gone == (0,)
+            # The pooled connection, idle (not in a transaction) for longer than the timeout, still works.
+            pooled = [p for (p,) in admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE usename = %s AND datname = current_database()",
+                (QUERY_LOGIN,),
+            )]  # fmt: skip
+            row = archive.query("SELECT pg_backend_pid() AS pid, 2 AS x").as_array()[0]
+            assert row["x"] == 2 and row["pid"] in pooled
+        finally:
+            apply_limits(admin, QUERY_LOGIN, settings)
+    log = EmbeddedServer(settings.home).log_dir / "server.log"
+    assert "idle-in-transaction timeout" in log.read_text(errors="replace")
