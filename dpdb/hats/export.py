@@ -218,7 +218,13 @@ def _client(jobs: int, processes: bool, tmp: Path) -> Iterator[Any]:
     from dask.distributed import Client, LocalCluster
 
     tmp.mkdir(parents=True, exist_ok=True)
-    with dask.config.set({"logging.distributed": "error"}):
+    # distributed sets its loggers to INFO when imported, and its records reach the CLI's root handler
+    # (silence_logs quiets only distributed's own handler): no scheduler/worker chatter on stderr
+    quiet = logging.getLogger("distributed")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    with contextlib.ExitStack() as restore, dask.config.set({"logging.distributed": "error"}):
+        restore.callback(quiet.setLevel, level)
         cluster = LocalCluster(
             n_workers=max(1, jobs), threads_per_worker=1, processes=processes, dashboard_address=":0",
             local_directory=str(tmp / "dask"), silence_logs=logging.ERROR,
