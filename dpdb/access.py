@@ -158,12 +158,14 @@ def apply_limits(conn: psycopg.Connection, login: str, settings: Settings) -> No
 
 
 def reader_logins(conn: psycopg.Connection) -> list[tuple[str, int]]:
-    """(login, connection limit) of every login that is a member of ``dpdb_reader``."""
+    """(login, connection limit) of every reader login: a member of ``dpdb_reader`` that is not a loader
+    (loaders and admins are readers too, through their roles, but get no reader limits)."""
     return [
         (r[0], int(r[1]))
         for r in conn.execute(
             "SELECT r.rolname, r.rolconnlimit FROM pg_roles r WHERE r.rolcanlogin AND NOT r.rolsuper "
             "AND to_regrole('dpdb_reader') IS NOT NULL AND pg_has_role(r.oid, 'dpdb_reader', 'MEMBER') "
+            "AND NOT (to_regrole('dpdb_loader') IS NOT NULL AND pg_has_role(r.oid, 'dpdb_loader', 'MEMBER')) "
             "ORDER BY 1"
         )
     ]

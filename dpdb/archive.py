@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # astropy and pyarrow are imported when first used: `import d
     from .asof import AsOf
     from .citations import Citation, Made, Resolution
     from .etl.load import LoadSummary
+    from .harden import Check
     from .hats import CatalogResult, ExportResult
     from .lifecycle.activate import Activation
     from .lifecycle.archive import ArchiveResult
@@ -237,6 +238,29 @@ class Archive:
         with audited(self.settings, "db.grant-reader", name=name):
             with connect(self.settings) as conn:
                 return create_reader(conn, name, password, self.settings)
+
+    def harden(self, *, apply: bool = False) -> list[Check]:
+        """The server hardening checks (:mod:`dpdb.harden`): what least privilege needs from the server.
+
+        Parameters
+        ----------
+        apply : bool
+            Also run the SQL that fixes each unmet requirement, where this login has the right
+            (the rest is the server's superuser's: each check's ``fix`` holds the statements).
+
+        Returns
+        -------
+        list of dpdb.harden.Check
+            One per requirement: ``name``, ``ok``, ``detail``, ``fix``, ``applied``, ``needs``.
+        """
+        from .harden import check, harden
+
+        if not apply:
+            return check(self.settings)
+        from .registry.audit import audited
+
+        with audited(self.settings, "db.harden"):
+            return harden(self.settings)
 
     def resolve_as_of(self, as_of: Instant, *, provisional: bool = False) -> AsOf:
         """An as-of instant checked against the latest processing time (``now``: the current one).

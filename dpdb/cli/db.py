@@ -1,4 +1,4 @@
-"""``dpdb db``: the database server (up, down, status, url, psql, migrate, grant-reader)."""
+"""``dpdb db``: the database server (up, down, status, url, psql, migrate, grant-reader, harden)."""
 
 from __future__ import annotations
 
@@ -95,3 +95,38 @@ def grant_reader(ctx: click.Context, name: str, password_file: Any) -> None:
     )
     if given is None:
         click.echo(f"password: {password}")
+
+
+@db.command("harden")
+@click.option(
+    "--apply", "apply", is_flag=True,
+    help="Run the SQL that fixes each unmet requirement where this login has the right.",
+)  # fmt: skip
+@click.pass_context
+def harden_cmd(ctx: click.Context, apply: bool) -> None:
+    """Check what least privilege needs from the server (and with --apply fix it).
+
+    Lists each requirement (no CONNECT for PUBLIC on postgres/template1, a reader login for user
+    SQL, reader limits on every reader login, no foreign-data wrappers for readers, ...) as ok or
+    MISSING with the SQL that fixes it; exits 1 while anything is missing. The embedded server is
+    hardened by `dpdb db up`; with DPDB_DSN the rest is for the server's superuser.
+    """
+    checks = archive(ctx).harden(apply=apply)
+    missing = 0
+    for c in checks:
+        if c.ok:
+            mark = "fixed" if c.applied else "ok"
+            detail = f" ({c.detail})" if c.detail else ""
+            console.print(f"[green]{mark:>7}[/green]  {c.name}{detail}", highlight=False)
+            continue
+        missing += 1
+        console.print(f"[red]MISSING[/red]  {c.name}: {c.detail}", highlight=False)
+        if c.needs:
+            console.print(f"         not applied ({c.needs}); the server's superuser runs:", highlight=False)
+        for statement in c.fix or []:
+            click.echo(f"           {statement};")
+    if missing:
+        hint = "" if apply else " (`dpdb db harden --apply` runs what this login may)"
+        console.print(f"{missing} requirement(s) missing{hint}", highlight=False)
+        ctx.exit(1)
+    console.print("all requirements met", highlight=False)
