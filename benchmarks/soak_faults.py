@@ -360,8 +360,8 @@ class Soak:
 
 
 def _plain(digest: dict[str, object]) -> dict[str, object]:
-    """The digest as JSON gives it back (tuples as lists), so saved references compare equal."""
-    return json.loads(json.dumps(digest, default=str))  # type: ignore[no-any-return]  (Decimal sums)
+    """The digest as JSON gives it back (tuples as lists, sums as text), so saved references compare equal."""
+    return json.loads(json.dumps(digest, default=str))  # type: ignore[no-any-return]
 
 
 def main(argv: list[str] | None = None) -> int:

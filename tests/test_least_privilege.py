@@ -264,3 +264,21 @@ def test_query_login_has_an_idle_in_transaction_timeout(settings: Settings) -> N
             apply_limits(admin, QUERY_LOGIN, settings)
     log = EmbeddedServer(settings.home).log_dir / "server.log"
     assert "idle-in-transaction timeout" in log.read_text(errors="replace")
+
+
+def test_temp_file_limit_stops_a_spilling_reader(settings: Settings) -> None:
+    """A reader's sort that spills more than its temp file limit fails; the limit is the role's."""
+    small = settings.model_copy(update={"reader_temp_file_limit_mb": 1})
+    with psycopg.connect(conninfo(settings), autocommit=True) as admin:
+        apply_limits(admin, QUERY_LOGIN, small)
+        try:
+            with psycopg.connect(reader_conninfo(settings), autocommit=True) as login:
+                login.execute("SET work_mem = '64kB'")  # any session may; the sort spills to disk
+                spill = "SELECT count(*) FROM (SELECT g FROM generate_series(1, 300000) g ORDER BY g DESC) s"
+                with pytest.raises(psycopg.errors.ConfigurationLimitExceeded, match="temp_file_limit"):
+                    login.execute(spill)
+        finally:
+            apply_limits(admin, QUERY_LOGIN, settings)
+        with psycopg.connect(reader_conninfo(settings), autocommit=True) as login:
+            login.execute("SET work_mem = '64kB'")
+            assert login.execute(spill).fetchone() == (300000,)  # the default limit (4 GiB) lets it through
