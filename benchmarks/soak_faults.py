@@ -74,8 +74,8 @@ class Sizes:
     def of(small: bool) -> Sizes:
         if small:
             return Sizes(
-                30_000, SurveyConfig(seed=3, visits_per_night=3, sources_per_visit=150, area_deg2=8.0), 1,
-                {"dr1": 300, "dr2": 350, "dr3": 400},
+                10_000, SurveyConfig(seed=3, visits_per_night=2, sources_per_visit=100, area_deg2=8.0), 1,
+                {"dr1": 150, "dr2": 180, "dr3": 200},
             )  # fmt: skip
         return Sizes(
             120_000, SurveyConfig(seed=3, visits_per_night=4, sources_per_visit=300, area_deg2=12.0), 2,
@@ -373,6 +373,14 @@ def main(argv: list[str] | None = None) -> int:
         "--max-delay", type=float, default=1.0,
         help="kill at a random moment in [0, this fraction of the fault-free duration]",
     )  # fmt: skip
+    parser.add_argument(
+        "--kill-at", type=float,
+        help="kill at this fraction of the fault-free duration (default: a random moment, see --max-delay)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--target", choices=("random", "command", "postmaster"), default="random",
+        help="what to kill (default: chosen at random each round)",
+    )  # fmt: skip
     parser.add_argument("--small", action="store_true", help="small inputs (the test suite's bounded run)")
     parser.add_argument("--work", type=Path, help="working directory (default: a new one in /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the working directory")
@@ -402,7 +410,10 @@ def main(argv: list[str] | None = None) -> int:
             op = ops[(n - 1) % len(ops)] if n <= len(ops) else rng.choice(ops)
             target = rng.choice(["command", "postmaster"])
             # a moment within the fault-free duration (which includes the executable's start-up)
-            r = Round(n, op, target, rng.uniform(0.0, args.max_delay * soak.durations[op]))
+            delay = rng.uniform(0.0, args.max_delay * soak.durations[op])
+            if args.kill_at is not None:
+                delay = args.kill_at * soak.durations[op]
+            r = Round(n, op, target if args.target == "random" else args.target, delay)
             if n < args.first:
                 continue
             soak.round(r)

@@ -28,6 +28,24 @@ from dpdb.db import prepare
 from dpdb.pg import conninfo
 from dpdb.server import EmbeddedServer
 
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--slow", action="store_true", help="also run the tests marked slow (long soaks)")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: a long run (soak); skipped unless pytest --slow")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if config.getoption("--slow"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with pytest --slow")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 TEMPLATE_DB = "dpdb_test_template"
 DPDB = str(Path(sys.executable).with_name("dpdb"))
 
