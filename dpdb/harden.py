@@ -79,9 +79,9 @@ def _databases(conn: psycopg.Connection, dpdb_db: str) -> list[Check]:
         ))  # fmt: skip
     public = _public_privileges(conn, dpdb_db)
     db = sql.Identifier(dpdb_db)
-    ok = not public and bool(conn.execute(
-        "SELECT has_database_privilege(%s, %s, 'CONNECT')", (READER_ROLE, dpdb_db)
-    ).fetchone()[0])  # type: ignore[index]  # fmt: skip
+    ok = not public and bool(
+        fetch_value(conn, "SELECT has_database_privilege(%s, %s, 'CONNECT')", (READER_ROLE, dpdb_db))
+    )
     out.append(Check(
         f"only dpdb roles may connect to database {dpdb_db}", ok,
         "" if ok else f"PUBLIC holds {', '.join(public) or 'nothing'} on {dpdb_db}; "
@@ -151,7 +151,10 @@ def _limits(conn: psycopg.Connection, settings: Settings) -> list[Check]:
             "ON s.setrole = r.oid AND s.setdatabase = 0 WHERE r.rolname = %s",
             (login,),
         ).fetchone()
-        current = dict(item.partition("=")[::2] for item in (row[0] if row and row[0] else []))
+        current: dict[str, str] = {}
+        for item in row[0] if row and row[0] else []:
+            key, _, value = item.partition("=")
+            current[key] = value
         wrong = {k: v for k, v in want.items() if current.get(k) != v}
         fix = [
             _q(conn, sql.SQL("ALTER ROLE {} SET {} = {}").format(
@@ -215,7 +218,7 @@ def _foreign(conn: psycopg.Connection) -> list[Check]:
 
 
 def _server(conn: psycopg.Connection) -> list[Check]:
-    value = conn.execute("SELECT current_setting('password_encryption')").fetchone()[0]  # type: ignore[index]
+    value = fetch_value(conn, "SELECT current_setting('password_encryption')")
     ok = value == "scram-sha-256"
     return [Check(
         "passwords stored as SCRAM verifiers", ok, "" if ok else f"password_encryption is {value}",
@@ -227,7 +230,7 @@ def check(settings: Settings) -> list[Check]:
     """Every hardening requirement and whether the server meets it (changes nothing)."""
     prepare(settings)
     with raw_connect(conninfo(settings), autocommit=True) as conn:
-        if conn.execute("SELECT to_regrole(%s) IS NULL", (READER_ROLE,)).fetchone()[0]:  # type: ignore[index]
+        if fetch_value(conn, "SELECT to_regrole(%s) IS NULL", (READER_ROLE,)):
             raise ConfigError(f"no role {READER_ROLE} on this server: run `dpdb db up` first")
         checks = _databases(conn, conn.info.dbname)
         checks.append(_reader_login(settings))

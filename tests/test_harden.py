@@ -53,11 +53,11 @@ def test_external_server_missing_hardening_is_reported_and_applied(settings: Set
         assert code == 1, out
         for line in (
             "MISSING  no CONNECT for PUBLIC on database template1",
-            "REVOKE CONNECT ON DATABASE \"template1\" FROM PUBLIC;",
+            'REVOKE CONNECT ON DATABASE "template1" FROM PUBLIC;',
             f"MISSING  reader login {QUERY_LOGIN} has the reader limits: "
             "idle_in_transaction_session_timeout is the server default, not 60000ms",
             f"MISSING  reader login {loose} has the reader limits",
-            f"ALTER ROLE \"{loose}\" CONNECTION LIMIT 8;",
+            f'ALTER ROLE "{loose}" CONNECTION LIMIT 8;',
             "3 requirement(s) missing (`dpdb db harden --apply` runs what this login may)",
         ):
             assert line in out, out
@@ -99,16 +99,22 @@ def test_external_server_without_rights_gets_the_sql_for_its_superuser(settings:
         code, out = _run(env, "--apply")
         assert code == 1, out
         assert "MISSING  no CONNECT for PUBLIC on database postgres" in out, out
-        assert "not applied (this login may not: the server changed nothing); the server's superuser runs:" \
-            in out, out
+        assert (
+            "not applied (this login may not: the server changed nothing); the server's superuser runs:"
+            in out
+        ), out
         assert 'REVOKE CONNECT ON DATABASE "postgres" FROM PUBLIC;' in out
         still = admin.execute("SELECT has_database_privilege('public', 'postgres', 'CONNECT')").fetchone()
         assert still == (True,)
         # A superuser as the reader login is refused.
         env["DPDB_READER_DSN"] = conninfo(settings)
         code, out = _run(env)
-        assert code == 1 and "MISSING  user SQL runs as a login that can only read: the reader login " \
-            "postgres is a superuser" in out, out
+        assert (
+            code == 1
+            and "MISSING  user SQL runs as a login that can only read: the reader login "
+            "postgres is a superuser"
+            in out
+        ), out
     finally:
         admin.execute("REVOKE CONNECT ON DATABASE postgres FROM PUBLIC")
         admin.execute(f'DROP ROLE IF EXISTS "{owner}"')

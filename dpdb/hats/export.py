@@ -219,10 +219,12 @@ def _client(jobs: int, processes: bool, tmp: Path) -> Iterator[Any]:
 
     tmp.mkdir(parents=True, exist_ok=True)
     # distributed sets its loggers to INFO when imported, and its records reach the CLI's root handler
-    # (silence_logs quiets only distributed's own handler): no scheduler/worker chatter on stderr
+    # (silence_logs quiets only distributed's own handler): no scheduler/worker chatter on stderr, and
+    # no "Compute Failed" report with a traceback when a task fails (e.g. the server went away): the
+    # failure comes back to dpdb as the task's exception, which the CLI prints as one error line
     quiet = logging.getLogger("distributed")
     level = quiet.level
-    quiet.setLevel(logging.ERROR)
+    quiet.setLevel(logging.CRITICAL)
     with contextlib.ExitStack() as restore, dask.config.set({"logging.distributed": "error"}):
         restore.callback(quiet.setLevel, level)
         cluster = LocalCluster(
