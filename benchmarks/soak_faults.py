@@ -342,7 +342,8 @@ class Soak:
         if r.injected and r.target == "postmaster" and proc.returncode not in (0, -signal.SIGKILL):
             lines = err.strip().splitlines()
             if "Traceback" in err or len(lines) != 1 or not lines[0].startswith("error: "):
-                r.violations.append(f"not one error line after the server was killed: {err.strip()[:1200]!r}")
+                tail = err.strip()[-1400:]
+                r.violations.append(f"not one error line after the server was killed: {tail!r}")
         if not r.injected and proc.returncode != 0:
             r.violations.append(f"the fault-free command failed: {err.strip()[-500:]}")
         up = self.cli("dpdb", self.work, "db", "up", check=False)

@@ -43,7 +43,7 @@ from dpdb._version import code_version
 from dpdb.atomic import atomic_file
 from dpdb.config import Settings
 from dpdb.db import connect
-from dpdb.errors import DpdbError, ValidationError
+from dpdb.errors import DpdbError, ValidationError, first_line
 from dpdb.pg import adbc_uri
 from dpdb.timeutil import iso_utc, now_mjd_tai
 
@@ -224,7 +224,8 @@ def _client(jobs: int, processes: bool, tmp: Path) -> Iterator[Any]:
     # failure comes back to dpdb as the task's exception, which the CLI prints as one error line
     quiet = logging.getLogger("distributed")
     level = quiet.level
-    quiet.setLevel(logging.CRITICAL)
+    if not logging.getLogger().isEnabledFor(logging.INFO):  # dpdb -v: the tasks' errors are shown
+        quiet.setLevel(logging.CRITICAL)
     with contextlib.ExitStack() as restore, dask.config.set({"logging.distributed": "error"}):
         restore.callback(quiet.setLevel, level)
         cluster = LocalCluster(
@@ -323,8 +324,28 @@ def _export_collection(
         pipeline_with_client(args, need_client())
     except ValueError as e:
         raise HatsExportError(f"{name}: hats-import refused the export: {str(e).splitlines()[0]}") from e
+    except RuntimeError as e:  # hats-import's "Some mapping stages failed": its tasks' errors are logged
+        if "stages failed" not in str(e):
+            raise
+        raise HatsExportError(f"{name}: {_failed_tasks(uri, str(e))}") from e
     result.margin_rows = _margin_rows(path, margin_name)
     return result
+
+
+def _failed_tasks(uri: str, message: str) -> str:
+    """Why hats-import's tasks failed, in one line: most often the database went away mid-export."""
+    import psycopg
+
+    stage = message.split("Some ", 1)[-1].split(" stages failed", 1)[0]
+    try:
+        with psycopg.connect(uri, connect_timeout=10) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as e:
+        return (
+            f"hats-import's {stage} tasks failed: lost the connection to the database server "
+            f"({first_line(e)}); check `dpdb db status`, then rerun (finished parts are kept)"
+        )
+    return f"hats-import's {stage} tasks failed (`dpdb -v` shows their errors); rerun to resume"
 
 
 def _margin_rows(path: Path, margin_name: str | None) -> int:
