@@ -24,6 +24,7 @@ hand-written SQL as functions (``prompt.diaobject_cone`` ...), whose ranges are 
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +38,11 @@ from sqlglot.tokens import TokenType
 
 from .healpix import PIXEL_ORDER
 from .model.layout import PIXEL_COLUMN
+
+# The query path parses user SQL only to inspect it (this module, dpdb/shards/aggregate.py); sqlglot's
+# warnings about forms it does not model ("falling back to parsing as a Command") would reach the
+# user's stderr beside PostgreSQL's own answer, so only its errors are let through.
+logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 __all__ = [
     "MARGIN_DEG",
