@@ -35,13 +35,15 @@ FROM sums_obj o JOIN prompt.diaobjectsums x USING (diaobjectid) CROSS JOIN visit
 WHERE NOT o.slow AND NOT o.is_new AND x.firstmidpointmjdtai <= p.mjd - p.cutoff
 
 -- name: sums_expire
+-- (A measurement without a band is kept under band '': it counts in the all-band sums, positions,
+-- as in the full aggregation, and in no band's pivot.)
 INSERT INTO sums_in
 SELECT e.diaobjectid, e.band, -1, true, d.diasourceid, d.midpointmjdtai, d.ra, d.dec, d.raerr, d.decerr, d.psfflux, d.psffluxerr,
        NULL, NULL
 FROM sums_expiring e CROSS JOIN visit_params p
 CROSS JOIN LATERAL (
     SELECT * FROM prompt.diasource d
-    WHERE d.diaobjectid = e.diaobjectid AND d._healpix_29 = e.pixel AND d.band = e.band
+    WHERE d.diaobjectid = e.diaobjectid AND d._healpix_29 = e.pixel AND coalesce(d.band, '') = e.band
       AND d.midpointmjdtai > e.lo AND d.midpointmjdtai <= p.mjd - p.cutoff AND d.timewithdrawnmjdtai IS NULL
     OFFSET 0
 ) d;
@@ -51,7 +53,7 @@ SELECT e.diaobjectid, e.band, -1, false, f.diaforcedsourceid, f.midpointmjdtai, 
 FROM sums_expiring e CROSS JOIN visit_params p
 CROSS JOIN LATERAL (
     SELECT * FROM prompt.diaforcedsource f
-    WHERE f.diaobjectid = e.diaobjectid AND f._healpix_29 = e.pixel AND f.band = e.band
+    WHERE f.diaobjectid = e.diaobjectid AND f._healpix_29 = e.pixel AND coalesce(f.band, '') = e.band
       AND f.midpointmjdtai > e.lo AND f.midpointmjdtai <= p.mjd - p.cutoff AND f.timewithdrawnmjdtai IS NULL
     OFFSET 0
 ) f;
@@ -118,12 +120,12 @@ DROP TABLE sums_delta
 -- The visit's DiaSources and forced measurements of every DiaObject whose sums
 -- are brought forward: touched ones (not slow) and others that have sums.
 INSERT INTO sums_in
-SELECT l.diaobjectid, s.band, 1, true, s.diasourceid, s.midpointmjdtai, s.ra, s.dec, s.raerr, s.decerr, s.psfflux, s.psffluxerr,
+SELECT l.diaobjectid, coalesce(s.band, ''), 1, true, s.diasourceid, s.midpointmjdtai, s.ra, s.dec, s.raerr, s.decerr, s.psfflux, s.psffluxerr,
        NULL, NULL
 FROM src_link l JOIN s_src s USING (diasourceid) JOIN sums_obj o ON o.diaobjectid = l.diaobjectid
 WHERE NOT o.slow;
 INSERT INTO sums_in
-SELECT m.b, f.band, 1, false, f.diaforcedsourceid, f.midpointmjdtai, NULL, NULL, NULL, NULL, f.psfflux, f.psffluxerr,
+SELECT m.b, coalesce(f.band, ''), 1, false, f.diaforcedsourceid, f.midpointmjdtai, NULL, NULL, NULL, NULL, f.psfflux, f.psffluxerr,
        f.scienceflux, f.sciencefluxerr
 FROM s_forced f JOIN matched m ON m.a = f.diaforcedsourceid
 LEFT JOIN sums_obj o ON o.diaobjectid = m.b
@@ -136,7 +138,7 @@ WHERE CASE WHEN o.diaobjectid IS NOT NULL THEN NOT o.slow
 -- than some of their measurements) get this version from the window, and no sums.
 DELETE FROM prompt.diaobjectsums x USING sums_obj o WHERE o.slow AND x.diaobjectid = o.diaobjectid;
 CREATE TEMP TABLE sums_rebuild ON COMMIT DROP AS
-SELECT o.diaobjectid, d.band, true AS is_src, d.diasourceid AS id, d.midpointmjdtai AS midpoint, d.ra, d.dec,
+SELECT o.diaobjectid, coalesce(d.band, '') AS band, true AS is_src, d.diasourceid AS id, d.midpointmjdtai AS midpoint, d.ra, d.dec,
        d.raerr::float8 AS raerr, d.decerr::float8 AS decerr, d.psfflux::float8 AS psfflux,
        d.psffluxerr::float8 AS psffluxerr, NULL::float8 AS scienceflux, NULL::float8 AS sciencefluxerr
 FROM sums_obj o CROSS JOIN visit_params p
@@ -148,7 +150,7 @@ CROSS JOIN LATERAL (
 ) d
 WHERE o.slow;
 INSERT INTO sums_rebuild
-SELECT o.diaobjectid, f.band, false, f.diaforcedsourceid, f.midpointmjdtai, NULL, NULL, NULL, NULL, f.psfflux, f.psffluxerr,
+SELECT o.diaobjectid, coalesce(f.band, ''), false, f.diaforcedsourceid, f.midpointmjdtai, NULL, NULL, NULL, NULL, f.psfflux, f.psffluxerr,
        f.scienceflux, f.sciencefluxerr
 FROM sums_obj o CROSS JOIN visit_params p
 CROSS JOIN LATERAL (

@@ -147,6 +147,9 @@ def _coverage() -> dict[int, dict[str, list[str]]]:
             current = int(m.group(1))
             out[current] = {}
             continue
+        if line.startswith("## "):  # the sections after the DPDD tables (Rubin's as-built files)
+            current = None
+            continue
         if current is None or not line.startswith("|"):
             continue
         cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
