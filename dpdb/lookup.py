@@ -16,8 +16,6 @@ import functools
 import itertools
 import logging
 import math
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -32,7 +30,7 @@ from .config import Settings
 from .db import connect
 from .errors import PlotError, ProvenanceError, ReleaseStateError
 from .ids import PROMPT_ORIGIN, origin_of, reorigin
-from .pooling import alive
+from .pooling import KeptConnections
 from .registry.catalogs import all_catalogs, find_catalog
 from .registry.prompt_log import latest_processing_time
 from .registry.releases import all_releases, release_by_origin
@@ -181,9 +179,25 @@ def _arrow(columns: list[Column], records: list[tuple[Any, ...]]) -> pa.Table:
     return pa.table(arrays, names=[c.name for c in columns])
 
 
-_POOL: dict[str, list[tuple[psycopg.Connection, float]]] = {}
-_POOL_LOCK = threading.Lock()
-_POOL_SIZE = 8
+def _open_snapshot(settings: Settings) -> psycopg.Connection:
+    conn = connect(settings)
+    conn.rollback()  # the version check's transaction
+    conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+    conn.read_only = True
+    conn.prepare_threshold = 0
+    return conn
+
+
+def _end_snapshot(conn: psycopg.Connection) -> None:
+    if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
+        conn.commit()  # read-only: nothing to keep, but the prepared statements stay
+    else:
+        conn.rollback()
+
+
+_POOL = KeptConnections(8, _open_snapshot, _end_snapshot)
+
+
 @contextlib.contextmanager
 def snapshot(settings: Settings) -> Iterator[psycopg.Connection]:
     """A read-only, repeatable-read transaction on a pooled connection, ended afterwards.
@@ -195,40 +209,8 @@ def snapshot(settings: Settings) -> Iterator[psycopg.Connection]:
     The transaction ends with COMMIT (it wrote nothing): psycopg deallocates every
     prepared statement on ROLLBACK.
     """
-    key = _pool_key(settings)
-    with _POOL_LOCK:
-        idle = _POOL.setdefault(key, [])
-        conn, since = idle.pop() if idle else (None, 0.0)
-    if conn is not None and not alive(conn, since):
-        conn.close()
-        conn = None
-    if conn is None or conn.closed:
-        conn = connect(settings)
-        conn.rollback()  # the version check's transaction
-        conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-        conn.read_only = True
-        conn.prepare_threshold = 0
-    try:
+    with _POOL.connection(settings) as conn:
         yield conn
-    finally:
-        try:
-            if conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS:
-                conn.commit()  # read-only: nothing to keep, but the prepared statements stay
-            else:
-                conn.rollback()
-            usable = not conn.closed
-        except psycopg.Error:
-            usable = False
-        with _POOL_LOCK:
-            if usable and len(_POOL[key]) < _POOL_SIZE:
-                _POOL[key].append((conn, time.monotonic()))
-                conn = None
-        if conn is not None:
-            conn.close()
-
-
-def _pool_key(settings: Settings) -> str:
-    return f"{settings.home.absolute()}|{settings.dsn}|{settings.database}"
 
 
 def catalog_of(conn: psycopg.Connection, object_id: int) -> str:
