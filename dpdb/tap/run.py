@@ -220,13 +220,7 @@ def prepare(archive, params: TapParams) -> tuple[Translation, float, dict[str, s
             translation = run_translate(schemas)
     except AdqlError as e:
         raise TapError(str(e)) from e
-    for upload in params.uploads.values():  # an uploaded column keeps its xtype (timestamp ...)
-        for f in upload.schema:
-            if f.metadata and b"xtype" in f.metadata:
-                translation.xtypes.setdefault(f.name.lower(), f.metadata[b"xtype"].decode())
-    if maxrec == 0:
-        translation.sql = f"SELECT * FROM ({translation.sql}) AS _metadata LIMIT 0"
-        translation.overflow_possible = True
+    _complete(translation, params)
     read: dict[str, str] = {}
     for schema, _ in translation.tables:
         named = schema or (params.release or "")
@@ -259,14 +253,19 @@ def _translate_plain(params: TapParams) -> Translation:
         )  # fmt: skip
     except AdqlError as e:
         raise TapError(str(e)) from e
+    _complete(translation, params)
+    return translation
+
+
+def _complete(translation: Translation, params: TapParams) -> None:
+    """What a translation takes from the request beyond the ADQL: the uploads' xtypes, MAXREC=0."""
     for upload in params.uploads.values():  # an uploaded column keeps its xtype (timestamp ...)
         for f in upload.schema:
             if f.metadata and b"xtype" in f.metadata:
                 translation.xtypes.setdefault(f.name.lower(), f.metadata[b"xtype"].decode())
-    if maxrec == 0:
+    if params.maxrec == 0:
         translation.sql = f"SELECT * FROM ({translation.sql}) AS _metadata LIMIT 0"
         translation.overflow_possible = True
-    return translation
 
 
 def _run_fast(archive, params: TapParams) -> tuple[pa.Table, Translation, float, dict[str, str]] | None:
