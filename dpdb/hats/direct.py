@@ -120,6 +120,9 @@ def write_catalog(
     if total != plan.rows:
         raise ValueError(f"{name}: the pixel histogram holds {total} rows, the table {plan.rows}")
     path.mkdir(parents=True, exist_ok=True)
+    for stale in (path / "dataset").glob("Norder=*/Dir=*/.*.tmp"):
+        # a partition cut short by a killed run: hats' metadata pass reads every file (not only *.parquet)
+        stale.unlink(missing_ok=True)
     sort_key = plan.target.columns[plan.target.primary_key[0]].canonical
     arrivals = _arrivals(moved, destinations) if moved is not None else {}
 
