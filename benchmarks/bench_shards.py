@@ -60,7 +60,7 @@ CENTER = (135.0, 1.0)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--objects", type=int, default=280_000)
+    parser.add_argument("--objects", type=int, default=285_000)
     parser.add_argument("--nights", type=int, default=6)
     parser.add_argument("--partition-order", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=2)
@@ -194,11 +194,11 @@ def _median_plain(settings: Settings, sql: str, runs: int = 3) -> float:
 
 def _moved(settings: Settings, sql: str, rewrite: bool = True) -> tuple[int, int]:
     """Rows and bytes the Foreign Scans of ``sql`` returned to the coordinator (EXPLAIN ANALYZE)."""
-    from dpdb.shards.aggregate import rewrite_ungrouped
+    from dpdb.shards.aggregate import rewrite_aggregate
 
     with psycopg.connect(conninfo(settings)) as conn:
         if rewrite:
-            sql = rewrite_ungrouped(conn, sql, ["public"]) or sql  # as the query path runs it
+            sql = rewrite_aggregate(conn, sql, ["public"]) or sql  # as the query path runs it
         conn.rollback()
         plan = conn.execute(f"EXPLAIN (ANALYZE, VERBOSE, FORMAT JSON) {sql}").fetchone()[0]  # type: ignore[index]
     if isinstance(plan, str):

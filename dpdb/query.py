@@ -39,7 +39,7 @@ from .query_output import FILE_FORMATS, FORMATS, write_result
 from .readers import reader_adbc_connection, reader_connect, reader_conninfo
 from .registry.activations import ALIASES, named_now, resolve_alias
 from .registry.catalogs import all_catalogs, present_catalog_names
-from .shards.aggregate import rewrite_ungrouped
+from .shards.aggregate import rewrite_aggregate
 
 __all__ = [
     "FORMATS",
@@ -133,8 +133,8 @@ def run_query(
             names = sql.SQL(", ").join(sql.Identifier(p) for p in [*path, "public"])
             config.append(("search_path", names.as_string(conn)))
         text = prune_sql(text, partition_orders(conn, path, as_of))
-        # An ungrouped aggregate over a sharded table runs once per shard (dpdb/shards/aggregate.py).
-        per_shard = rewrite_ungrouped(conn, text, [*path, "public"])
+        # An aggregate over a sharded table runs once per shard (dpdb/shards/aggregate.py).
+        per_shard = rewrite_aggregate(conn, text, [*path, "public"])
         if per_shard is not None:
             text = per_shard
     log.info("query (%s): %s", ", ".join(f"{k}={v}" for k, v in config) or "present", text)

@@ -414,6 +414,15 @@ AGGREGATES = {
     "FROM current.Source",
     "none match": "SELECT count(*) AS n, sum(psfFlux), avg(psfFlux) FROM current.Source WHERE psfFlux > 1e30",
 }
+GROUPED = {  # ordered, so that every row can be compared
+    "per region": "SELECT _healpix_29 >> 56 AS region, count(*), avg(psfFlux) AS flux FROM current.Source "
+    "GROUP BY 1 ORDER BY 1",
+    "by band": "SELECT band, count(*) AS N, min(psfFlux), max(ccdVisitId) FROM current.Source "
+    "WHERE psfFlux > 0 GROUP BY band ORDER BY N DESC, band LIMIT 3",
+    "expression of a group": "SELECT (_healpix_29 >> 58) + 1 AS k, sum(psfFlux) / count(*) AS m "
+    "FROM current.Source GROUP BY _healpix_29 >> 58 ORDER BY _healpix_29 >> 58",
+    "no aggregate": "SELECT band FROM current.Source GROUP BY band ORDER BY 1",
+}
 
 
 def _same(a: dict, b: dict) -> bool:
@@ -429,12 +438,13 @@ def _same(a: dict, b: dict) -> bool:
     return True
 
 
-def test_ungrouped_aggregates_run_per_shard(
+def test_aggregates_run_per_shard(
     sharded: dpdb.Archive, single: dpdb.Archive, produced: dict[str, Path]
 ) -> None:
-    """count/sum/min/max/avg over a sharded table: one aggregate per shard (EXPLAIN), single-node answers."""
+    """count/sum/min/max/avg over a sharded table, grouped or not: one aggregate per shard (EXPLAIN), the
+    single node's answers."""
     from dpdb.readers import reader_connect
-    from dpdb.shards.aggregate import rewrite_ungrouped
+    from dpdb.shards.aggregate import rewrite_aggregate
 
     for archive in (single, sharded):
         _ready(archive, "dr1", produced["dr1"])
@@ -446,24 +456,35 @@ def test_ungrouped_aggregates_run_per_shard(
         assert a.schema.names == b.schema.names, label
         assert [f.type for f in a.schema] == [f.type for f in b.schema], (label, a.schema, b.schema)
         assert _same(a.to_pylist()[0], b.to_pylist()[0]), (label, a.to_pylist(), b.to_pylist())
+    for label, query in GROUPED.items():
+        a, b = single.query_arrow(query), sharded.query_arrow(query)
+        assert a.schema == b.schema, (label, a.schema, b.schema)
+        rows = list(zip(a.to_pylist(), b.to_pylist(), strict=True))
+        assert rows and all(_same(x, y) for x, y in rows), label
     with reader_connect(sharded.settings) as reader:
-        rewritten = rewrite_ungrouped(reader, AGGREGATES["where"], ["public"])
+        rewritten = rewrite_aggregate(reader, AGGREGATES["where"], ["public"])
         assert rewritten is not None and '"current"."source@shard1"' in rewritten, rewritten
-        unqualified = rewrite_ungrouped(reader, AGGREGATES["unqualified"], ["current", "public"])
+        unqualified = rewrite_aggregate(reader, AGGREGATES["unqualified"], ["current", "public"])
         assert unqualified is not None and '"current"."object@shard2"' in unqualified, unqualified
+        for label, query in GROUPED.items():
+            assert rewrite_aggregate(reader, query, ["public"]) is not None, label
         prompt = AGGREGATES["where"].replace("current.", "prompt.")
-        assert rewrite_ungrouped(reader, prompt, ["public"]) is None
+        assert rewrite_aggregate(reader, prompt, ["public"]) is None
         for kept in (
-            "SELECT count(*) FROM current.Source GROUP BY _healpix_29",
+            "SELECT count(*) FROM current.Source GROUP BY ROLLUP (band)",
+            "SELECT band, count(*) FROM current.Source GROUP BY band HAVING count(*) > 1",
+            "SELECT band, count(*) FROM current.Source GROUP BY band ORDER BY count(*)",
+            "SELECT band AS b, count(*) FROM current.Source GROUP BY b",
+            "SELECT band, psfFlux, count(*) FROM current.Source GROUP BY band",
             "SELECT count(DISTINCT objectId) FROM current.Source",
             "SELECT count(*) FROM current.Source s JOIN current.Object o USING (objectId)",
             "SELECT objectId FROM current.Object",
             "SELECT count(*) FROM current.Visit",
         ):
-            assert rewrite_ungrouped(reader, kept, ["public"]) is None, kept
+            assert rewrite_aggregate(reader, kept, ["public"]) is None, kept
         # A WHERE clause that prunes to one shard's pixels reads only that shard.
         lo, hi = sharded.shards.placement("dr1")["shard1"][0]
-        one = rewrite_ungrouped(
+        one = rewrite_aggregate(
             reader, f"SELECT count(*) FROM current.Object WHERE _healpix_29 >= {lo} AND _healpix_29 < {hi}",
             ["public"],
         )  # fmt: skip
@@ -481,6 +502,14 @@ def test_ungrouped_aggregates_run_per_shard(
     with psycopg.connect(conninfo(sharded.settings)) as conn:
         plain = "\n".join(r[0] for r in conn.execute(f"EXPLAIN (VERBOSE, COSTS OFF) {AGGREGATES['where']}"))
     assert "count(*)" not in "".join(line for line in plain.splitlines() if "Remote SQL" in line), plain
+    # Grouped by a sky region: each shard groups its rows, one row per region and shard comes back.
+    with reader_connect(sharded.settings) as reader:
+        grouped = rewrite_aggregate(reader, GROUPED["per region"], ["public"])
+    assert grouped is not None
+    with psycopg.connect(conninfo(sharded.settings)) as conn:
+        plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN (VERBOSE, COSTS OFF) {grouped}"))
+    remote = [line.strip() for line in plan.splitlines() if "Remote SQL" in line]
+    assert len(remote) == 2 and all("GROUP BY" in r and "count(*)" in r for r in remote), plan
 
 
 def test_migrate_reaches_every_shard(empty_settings: Settings, shard_servers: list) -> None:

@@ -1,33 +1,38 @@
-"""Ungrouped aggregates over a sharded table: one aggregate per shard, combined on the coordinator.
+"""Aggregates over a sharded table: one aggregate per shard, combined on the coordinator.
 
 PostgreSQL 15's postgres_fdw pushes an aggregate down to *one* foreign table,
 but never a partial aggregate through a partitioned table: ``SELECT count(*)
 FROM current.ForcedSource`` over foreign partitions fetches every row to the
-coordinator and counts there. Grouped by the partition key, partition-wise
-aggregation already runs on the shards; for an ungrouped aggregate the query
-path (dpdb/query.py) rewrites the statement::
+coordinator and counts there, and so does a count grouped by anything but the
+partition key itself (``GROUP BY _healpix_29 >> 56``, a count per sky
+region). The query path (dpdb/query.py) rewrites such a statement::
 
-    SELECT count(*) AS n, avg(psfFlux) FROM current.ForcedSource WHERE psfFlux > 0
+    SELECT _healpix_29 >> 56 AS region, count(*) AS n, avg(psfFlux) FROM current.ForcedSource
+    WHERE psfFlux > 0 GROUP BY 1 ORDER BY 1
 
 into one branch per shard on the per-shard foreign tables
 (``current."forcedsource@shard1"``, dpdb/shards/placement.py), each a single
-foreign table, so postgres_fdw ships the aggregate and the WHERE clause to the
-shard, and the branches run at once (async Append)::
+foreign table, so postgres_fdw ships the aggregate, the GROUP BY and the WHERE
+clause to the shard, and the branches run at once (async Append); the
+coordinator combines the partial results, one row per group and shard::
 
-    SELECT CAST(COALESCE(SUM(p0), 0) AS BIGINT) AS n, SUM(p1) / NULLIF(SUM(p2), 0) AS avg
-    FROM (SELECT COUNT(*) AS p0, SUM(psfflux) AS p1, COUNT(psfflux) AS p2
-          FROM current."forcedsource@shard1" AS forcedsource WHERE psfflux > 0
+    SELECT g0 AS region, CAST(COALESCE(SUM(p0), 0) AS BIGINT) AS n, SUM(p1) / NULLIF(SUM(p2), 0) AS avg
+    FROM (SELECT _healpix_29 >> 56 AS g0, COUNT(*) AS p0, SUM(psfflux) AS p1, COUNT(psfflux) AS p2
+          FROM current."forcedsource@shard1" AS forcedsource WHERE psfflux > 0 GROUP BY 1
           UNION ALL SELECT ... FROM current."forcedsource@shard2" ...) AS dpdb_partial
+    GROUP BY g0 ORDER BY 1
 
 Only one shape is rewritten, every other statement runs unchanged: one
 SELECT on one sharded table (``current``/``previous`` or a release schema, or
-unqualified under ``release=``), no join, GROUP BY, HAVING, DISTINCT, window,
-subquery, ORDER BY, OFFSET or FILTER (a positive LIMIT, as TAP's MAXREC adds,
-is kept), and projections that are expressions of ``count``, ``sum``,
-``min``, ``max`` and ``avg`` (no DISTINCT inside). The
-answers equal a single node's, to the same types; floating-point ``sum`` and
-``avg`` add the shards' partial sums in another order, so they can differ in
-the last bits.
+unqualified under ``release=``), no join, HAVING, DISTINCT, window, subquery,
+OFFSET, FILTER or grouping sets; GROUP BY items that are expressions of the
+table's columns or output positions; ORDER BY items that are output
+positions, output names or GROUP BY expressions; a positive LIMIT (as TAP's
+MAXREC adds) is applied to the combined result; projections that are
+GROUP BY expressions and expressions of ``count``, ``sum``, ``min``, ``max``
+and ``avg`` (no DISTINCT inside). The answers equal a single node's, to the
+same types; floating-point ``sum`` and ``avg`` add the shards' partial sums in
+another order, so they can differ in the last bits.
 """
 
 from __future__ import annotations
@@ -41,12 +46,12 @@ from sqlglot import exp
 
 from dpdb.pg import fetch_value
 
-__all__ = ["rewrite_ungrouped", "ungrouped_shape", "Shape"]
+__all__ = ["rewrite_aggregate", "aggregate_shape", "Shape"]
 
 log = logging.getLogger(__name__)
 
 _COMBINABLE = (exp.Count, exp.Sum, exp.Min, exp.Max, exp.Avg)
-_REFUSED_ARGS = ("joins", "group", "having", "distinct", "offset", "order", "with", "with_",
+_REFUSED_ARGS = ("joins", "having", "distinct", "offset", "with", "with_",
                  "laterals", "windows", "qualify", "into", "locks", "connect", "prewhere", "sample",
                  "pivots", "kind", "settings", "options")  # fmt: skip
 _INT8 = 20
@@ -55,16 +60,17 @@ _FLOATS = {700, 701}  # float4, float8
 
 @dataclass(frozen=True)
 class Shape:
-    """An ungrouped aggregate statement on one table: what the rewrite needs."""
+    """An aggregate statement on one table: what the rewrite needs."""
 
     tree: exp.Select
     schema: str | None  # as written (None: unqualified)
     table: str  # lower-case, as PostgreSQL folds it
     alias: str  # what the WHERE clause calls the table
+    group: list[exp.Expression]  # the GROUP BY expressions (output positions resolved)
 
 
-def ungrouped_shape(text: str) -> Shape | None:
-    """The statement if it is an ungrouped aggregate on one table that can run per shard, else None."""
+def aggregate_shape(text: str) -> Shape | None:
+    """The statement if it is an aggregate on one table that can run per shard, else None."""
     try:
         trees = sqlglot.parse(text, read="postgres")
     except sqlglot.errors.SqlglotError:
@@ -74,7 +80,7 @@ def ungrouped_shape(text: str) -> Shape | None:
     tree = trees[0]
     if any(tree.args.get(k) for k in _REFUSED_ARGS):
         return None
-    limit = tree.args.get("limit")  # TAP's MAXREC: harmless on a one-row answer, if a positive number
+    limit = tree.args.get("limit")  # TAP's MAXREC: applied to the combined result, if a positive number
     if limit is not None:
         value = limit.expression
         if not (isinstance(value, exp.Literal) and value.is_int and int(value.this) >= 1):
@@ -94,7 +100,10 @@ def ungrouped_shape(text: str) -> Shape | None:
             return None
         if isinstance(node, exp.Column) and (node.args.get("db") or node.args.get("catalog")):
             return None  # schema-qualified column: it names the table being replaced
-    found = False
+    group = _group_expressions(tree)
+    if group is None:
+        return None
+    found = bool(group)
     for projection in tree.expressions:
         expression = projection.this if isinstance(projection, exp.Alias) else projection
         aggregates = [a for a in expression.find_all(exp.AggFunc)]
@@ -102,11 +111,10 @@ def ungrouped_shape(text: str) -> Shape | None:
             return None
         if any(inner is not a for a in aggregates for inner in a.find_all(exp.AggFunc)):
             return None  # an aggregate inside an aggregate
-        outside = [c for c in expression.find_all(exp.Column) if not c.find_ancestor(exp.AggFunc)]
-        if outside:
-            return None
+        if _outside(expression.copy(), group):
+            return None  # a column neither aggregated nor grouped by
         found = found or bool(aggregates)
-    if not found:
+    if not found or not _orderable(tree, group):
         return None
     name = table.this.this if table.this.quoted else table.this.this.lower()
     schema = None
@@ -114,13 +122,88 @@ def ungrouped_shape(text: str) -> Shape | None:
         db = table.args["db"]
         schema = db.this if db.quoted else db.this.lower()
     alias = table.alias or name
-    return Shape(tree, schema, name, alias)
+    return Shape(tree, schema, name, alias, group)
+
+
+def _group_expressions(tree: exp.Select) -> list[exp.Expression] | None:
+    """The GROUP BY items as expressions (an output position replaced by its expression), or None when
+    one cannot be grouped per shard (grouping sets, an aggregate, a name that may be an output column)."""
+    clause = tree.args.get("group")
+    if clause is None:
+        return []
+    if any(v for k, v in clause.args.items() if k != "expressions"):
+        return None  # ROLLUP, CUBE, GROUPING SETS, ALL
+    outputs = {_output_name(p): p.this if isinstance(p, exp.Alias) else p for p in tree.expressions}
+    group = []
+    for item in clause.expressions:
+        if isinstance(item, exp.Literal) and item.is_int:
+            k = int(item.this)
+            if not 1 <= k <= len(tree.expressions):
+                return None
+            projection = tree.expressions[k - 1]
+            item = projection.this if isinstance(projection, exp.Alias) else projection
+        elif isinstance(item, exp.Column) and not item.table and _name(item.this) in outputs:
+            if outputs[_name(item.this)] != item:
+                return None  # an output name, or a column of the table: PostgreSQL decides, not this module
+        if item.find(exp.AggFunc) or isinstance(item, exp.Literal):
+            return None
+        group.append(item)
+    return group
+
+
+def _replace_groups(expression: exp.Expression, group: list[exp.Expression]) -> exp.Expression:
+    """``expression`` with each occurrence of a GROUP BY expression (outside aggregates) as column g<i>."""
+
+    def swap(node: exp.Expression) -> exp.Expression:
+        if node.find_ancestor(exp.AggFunc) is None and not isinstance(node, exp.AggFunc):
+            for i, g in enumerate(group):
+                if node == g:
+                    return exp.column(f"g{i}")
+        return node
+
+    return expression.transform(swap, copy=False) if group else expression
+
+
+def _outside(expression: exp.Expression, group: list[exp.Expression]) -> bool:
+    """Does ``expression`` read a column outside the aggregates and the GROUP BY expressions?"""
+    expression = _replace_groups(expression, group)
+    return any(
+        not c.find_ancestor(exp.AggFunc) and not (len(c.parts) == 1 and c.name in _group_names(group))
+        for c in expression.find_all(exp.Column)
+    )
+
+
+def _group_names(group: list[exp.Expression]) -> set[str]:
+    return {f"g{i}" for i in range(len(group))}
+
+
+def _orderable(tree: exp.Select, group: list[exp.Expression]) -> bool:
+    """Can the ORDER BY run on the combined result: output positions, output names, GROUP BY expressions."""
+    order = tree.args.get("order")
+    if order is None:
+        return True
+    outputs = {_output_name(p) for p in tree.expressions}
+    for ordered in order.expressions:
+        key = ordered.this
+        if isinstance(key, exp.Literal) and key.is_int and 1 <= int(key.this) <= len(tree.expressions):
+            continue
+        if isinstance(key, exp.Column) and not key.table and _name(key.this) in outputs:
+            continue
+        if any(key == g for g in group):
+            continue
+        return False
+    return True
+
+
+def _name(identifier: exp.Expression) -> str:
+    """An identifier's name as PostgreSQL folds it."""
+    return identifier.this if getattr(identifier, "quoted", False) else str(identifier.this).lower()
 
 
 def _output_name(projection: exp.Expression) -> str:
     """The column name PostgreSQL gives a projection (its alias, a function's name, or ?column?)."""
     if isinstance(projection, exp.Alias):
-        return projection.alias
+        return _name(projection.args["alias"])
     node = projection
     while isinstance(node, exp.Cast):
         node = node.this
@@ -133,14 +216,14 @@ def _output_name(projection: exp.Expression) -> str:
     return "?column?"
 
 
-def rewrite_ungrouped(conn: psycopg.Connection, text: str, search_path: list[str]) -> str | None:
+def rewrite_aggregate(conn: psycopg.Connection, text: str, search_path: list[str]) -> str | None:
     """``text`` as a UNION ALL of per-shard aggregates, or None when it is not such a statement.
 
     ``conn`` is the connection the statement will run as (a reader login): the
     per-shard relations must be readable by it, and it describes the partial
     aggregates' types. ``search_path`` is where an unqualified table resolves.
     """
-    shape = ungrouped_shape(text)
+    shape = aggregate_shape(text)
     if shape is None:
         return None
     schemas = [shape.schema] if shape.schema is not None else search_path
@@ -181,7 +264,8 @@ def rewrite_ungrouped(conn: psycopg.Connection, text: str, search_path: list[str
                 partials.append(node.copy())
             combine.append((node, kind, cols))
     names = [_output_name(p) for p in tree.expressions]
-    union = _branches(tree, partials, schema, shards, shape.alias)
+    group = shape.group
+    union = _branches(tree, partials, group, schema, shards, shape.alias)
     types = _partial_types(conn, union.sql(dialect="postgres"))
     if types is None:
         return None
@@ -191,7 +275,7 @@ def rewrite_ungrouped(conn: psycopg.Connection, text: str, search_path: list[str
             partials[cols[0]] = exp.Sum(this=exp.cast(partials[cols[0]].this, "DOUBLE PRECISION"))
             widened = True
     if widened:
-        union = _branches(tree, partials, schema, shards, shape.alias)
+        union = _branches(tree, partials, group, schema, shards, shape.alias)
     for node, kind, cols in combine:
         column = [exp.column(f"p{c}") for c in cols]
         if kind == "count":
@@ -212,14 +296,18 @@ def rewrite_ungrouped(conn: psycopg.Connection, text: str, search_path: list[str
         node.replace(new)
     outer = exp.select(
         *[
-            exp.alias_(p.this if isinstance(p, exp.Alias) else p, name, quoted=True)
+            exp.alias_(_replace_groups(p.this if isinstance(p, exp.Alias) else p, group), name, quoted=True)
             for p, name in zip(tree.expressions, names, strict=True)
         ]
     ).from_(exp.Subquery(this=union, alias=exp.TableAlias(this=exp.to_identifier("dpdb_partial"))))
+    if group:
+        outer = outer.group_by(*[exp.column(f"g{i}") for i in range(len(group))])
+    if tree.args.get("order") is not None:  # output positions and names are the same outside
+        outer.set("order", _replace_groups(tree.args["order"].copy(), group))
     if tree.args.get("limit") is not None:
         outer.set("limit", tree.args["limit"].copy())
     rewritten = outer.sql(dialect="postgres")
-    log.info("ungrouped aggregate on %s.%s: one per shard (%s)", schema, shape.table, ", ".join(shards))
+    log.info("aggregate on %s.%s: one per shard (%s)", schema, shape.table, ", ".join(shards))
     return rewritten
 
 
@@ -261,13 +349,21 @@ def _shards_scanned(conn: psycopg.Connection, text: str, search_path: list[str])
 
 
 def _branches(
-    tree: exp.Select, partials: list[exp.Expression], schema: str, shards: list[str], alias: str
+    tree: exp.Select,
+    partials: list[exp.Expression],
+    group: list[exp.Expression],
+    schema: str,
+    shards: list[str],
+    alias: str,
 ) -> exp.Expression:
-    """One SELECT of the partial aggregates per per-shard relation, as a UNION ALL."""
+    """One SELECT of the partial aggregates (p<i>, then the GROUP BY expressions g<i>, grouped by them)
+    per per-shard relation, as a UNION ALL."""
     where = tree.args.get("where")
     union: exp.Expression | None = None
+    columns = [exp.alias_(p.copy(), f"p{i}") for i, p in enumerate(partials)]
+    columns += [exp.alias_(g.copy(), f"g{i}") for i, g in enumerate(group)]
     for rollup in shards:
-        branch = exp.select(*[exp.alias_(p.copy(), f"p{i}") for i, p in enumerate(partials)]).from_(
+        branch = exp.select(*[c.copy() for c in columns]).from_(
             exp.Table(
                 this=exp.to_identifier(rollup, quoted=True),
                 db=exp.to_identifier(schema, quoted=True),
@@ -276,6 +372,8 @@ def _branches(
         )
         if where is not None:
             branch.set("where", where.copy())
+        if group:
+            branch = branch.group_by(*[g.copy() for g in group])
         union = branch if union is None else exp.union(union, branch, distinct=False)
     assert union is not None
     return union

@@ -182,7 +182,7 @@ def create_rollups(conn: psycopg.Connection, name: str) -> list[str]:
     ``name."object@shard1"`` is a foreign table on the shard's own partitioned
     ``name.object`` (all of its partitions there). PostgreSQL 15's postgres_fdw
     pushes an aggregate down to a single foreign table, never a partial
-    aggregate through a partitioned table, so an ungrouped aggregate over a
+    aggregate through a partitioned table, so an aggregate over a
     sharded table is run as one aggregate per shard on these tables and combined
     on the coordinator (dpdb/shards/aggregate.py). Activation gives each one a
     view in ``current``/``previous`` like the release's tables.

@@ -4,7 +4,7 @@
   the reader logins (dpdb/readers.py), and postgres_fdw needs a mapping for
   them (shards added before had only the owner's);
 - the per-shard foreign tables of every sharded release, and their views in
-  ``current``/``previous``: ungrouped aggregates run on them, one per shard
+  ``current``/``previous``: aggregates run on them, one per shard
   (dpdb/shards/aggregate.py).
 
 Idempotent: nothing is done where nothing is missing.
