@@ -8,34 +8,10 @@
   const status = document.getElementById("verify-status");
 
   function table(fields, data) {
-    const thead = document.querySelector("#rows thead");
-    const tbody = document.querySelector("#rows tbody");
-    thead.innerHTML = "";
-    tbody.innerHTML = "";
-    const hr = document.createElement("tr");
-    for (const f of fields) {
-      const th = document.createElement("th");
-      th.textContent = f.name;
-      th.title = [f.description, f.unit ? "unit: " + f.unit : "", f.ucd ? "UCD: " + f.ucd : ""].filter(Boolean).join("\n");
-      if (f.unit) {
-        const u = document.createElement("span");
-        u.className = "unit";
-        u.textContent = f.unit;
-        th.appendChild(u);
-      }
-      hr.appendChild(th);
-    }
-    thead.appendChild(hr);
-    for (const row of data) {
-      const tr = document.createElement("tr");
-      for (const v of row) {
-        const td = document.createElement("td");
-        td.textContent = v === null ? "NULL" : String(v);
-        if (v === null) td.className = "null";
-        tr.appendChild(td);
-      }
-      tbody.appendChild(tr);
-    }
+    fillTable(document.getElementById("rows"), fields, data, (td, v) => {
+      td.textContent = v === null ? "NULL" : String(v);
+      if (v === null) td.className = "null";
+    });
   }
 
   async function verify() {

@@ -203,3 +203,37 @@ async function citeQuery(params, box) {
     return null;
   }
 }
+
+// A result table: headers with the unit shown and description, unit and UCD on hover, then the rows;
+// cell(td, value, field) fills one cell (its text by default).
+function fillTable(table, fields, rows, cell) {
+  const thead = table.querySelector("thead");
+  const tbody = table.querySelector("tbody");
+  thead.innerHTML = "";
+  tbody.innerHTML = "";
+  const hr = document.createElement("tr");
+  for (const f of fields) {
+    const th = document.createElement("th");
+    th.textContent = f.name;
+    th.title = [f.description, f.unit ? "unit: " + f.unit : "", f.ucd ? "UCD: " + f.ucd : ""].filter(Boolean).join("\n");
+    th.dataset.unit = f.unit || "";
+    if (f.unit) {
+      const u = document.createElement("span");
+      u.className = "unit";
+      u.textContent = f.unit;
+      th.appendChild(u);
+    }
+    hr.appendChild(th);
+  }
+  thead.appendChild(hr);
+  for (const row of rows) {
+    const tr = document.createElement("tr");
+    row.forEach((v, i) => {
+      const td = document.createElement("td");
+      if (cell) cell(td, v, fields[i]);
+      else td.textContent = String(v);
+      tr.appendChild(td);
+    });
+    tbody.appendChild(tr);
+  }
+}

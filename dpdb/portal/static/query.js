@@ -65,45 +65,20 @@
   }
 
   function render() {
-    const thead = document.querySelector("#results thead");
-    const tbody = document.querySelector("#results tbody");
-    thead.innerHTML = "";
-    tbody.innerHTML = "";
-    const hr = document.createElement("tr");
-    for (const f of state.fields) {
-      const th = document.createElement("th");
-      th.textContent = f.name;
-      th.title = [f.description, f.unit ? "unit: " + f.unit : "", f.ucd ? "UCD: " + f.ucd : ""].filter(Boolean).join("\n");
-      th.dataset.unit = f.unit;
-      if (f.unit) {
-        const u = document.createElement("span");
-        u.className = "unit";
-        u.textContent = f.unit;
-        th.appendChild(u);
-      }
-      hr.appendChild(th);
-    }
-    thead.appendChild(hr);
     const pages = Math.max(1, Math.ceil(state.rows.length / PAGE));
     state.page = Math.min(Math.max(state.page, 0), pages - 1);
-    for (const row of state.rows.slice(state.page * PAGE, (state.page + 1) * PAGE)) {
-      const tr = document.createElement("tr");
-      row.forEach((v, i) => {
-        const td = document.createElement("td");
-        const name = state.fields[i] ? state.fields[i].name : "";
-        if (isObjectId(name, v)) {
-          const a = document.createElement("a");
-          a.href = "/object/" + v;
-          a.textContent = v;
-          td.appendChild(a);
-        } else {
-          td.textContent = v === "" ? "NULL" : v;
-          if (v === "") td.className = "null";
-        }
-        tr.appendChild(td);
-      });
-      tbody.appendChild(tr);
-    }
+    const shown = state.rows.slice(state.page * PAGE, (state.page + 1) * PAGE);
+    fillTable(document.getElementById("results"), state.fields, shown, (td, v, field) => {
+      if (isObjectId(field ? field.name : "", v)) {
+        const a = document.createElement("a");
+        a.href = "/object/" + v;
+        a.textContent = v;
+        td.appendChild(a);
+      } else {
+        td.textContent = v === "" ? "NULL" : v;
+        if (v === "") td.className = "null";
+      }
+    });
     document.getElementById("page-info").textContent =
       "page " + (state.page + 1) + " of " + pages + " (rows " + (state.rows.length ? state.page * PAGE + 1 : 0) +
       "–" + Math.min((state.page + 1) * PAGE, state.rows.length) + " of " + state.rows.length + ")";
