@@ -52,6 +52,9 @@ __all__ = [
     "ranges_sql",
     "prune_tree",
     "prune_sql",
+    "q3c_calls",
+    "region_ranges",
+    "splice",
 ]
 
 MARGIN_DEG = 1 / 60
@@ -263,25 +266,32 @@ def _ranges_condition(call: exp.Anonymous, order_of: OrderOf) -> exp.Expression 
     if found is None:
         return None
     table, qualifier = found
-    if not all(math.isfinite(v) for v in region.values):
-        return None
     name = _table_name(table)
     order = order_of((table.db or "").lower(), name) if name else None
     if order is None:
         return None
+    ranges = region_ranges(region.kind, region.values, order)
+    return None if ranges is None else ranges_sql(ranges, qualifier)
+
+
+def region_ranges(kind: str, values: Sequence[float], order: int) -> list[tuple[int, int]] | None:
+    """The ranges a region (``cone``: ra, dec, radius; ``polygon``: vertices; degrees) adds at
+    partition order ``order``, or None: nothing to add (not a valid region, or the whole sky)."""
+    if not all(math.isfinite(v) for v in values):
+        return None
     try:
-        if region.kind == "cone":
-            ra, dec, radius = region.values
+        if kind == "cone":
+            ra, dec, radius = values
             if not (math.isfinite(ra) and -90 <= dec <= 90 and 0 <= radius <= 180):
                 return None
             ranges = cone_ranges(ra, dec, radius, order, MARGIN_DEG)
         else:
-            ranges = polygon_ranges(region.values, order, MARGIN_DEG)
+            ranges = polygon_ranges(values, order, MARGIN_DEG)
     except ValueError:
         return None
     if sum(hi - lo for lo, hi in ranges) >= 12 << (2 * PIXEL_ORDER):  # the whole sky: nothing to prune
         return None
-    return ranges_sql(ranges, qualifier)
+    return ranges
 
 
 def _calls(tree: exp.Expression) -> list[exp.Anonymous]:
@@ -309,6 +319,26 @@ def prune_sql(text: str, order_of: OrderOf) -> str:
     cannot parse runs unchanged (unpruned, still right).
     """
     dialect = Postgres()
+    edits: list[tuple[int, int, str]] = []
+    for begin, end, call in q3c_calls(text):
+        condition = _condition(call, order_of)
+        if condition is not None:
+            edits.append((begin, end, condition.sql(dialect=dialect)))
+    return splice(text, edits)
+
+
+def splice(text: str, edits: Sequence[tuple[int, int, str]]) -> str:
+    """``text`` with each call at ``[begin, end)`` replaced by ``(call AND ranges)``."""
+    for begin, end, ranges in sorted(edits, reverse=True):
+        text = f"{text[:begin]}({text[begin:end]} AND {ranges}){text[end:]}"
+    return text
+
+
+def q3c_calls(text: str) -> list[tuple[int, int, exp.Anonymous]]:
+    """The q3c calls of SQL text that pruning may extend: ``(begin, end, call)``, the call's place in
+    the text and its node in the statement's tree (sqlglot, PostgreSQL dialect); none if sqlglot
+    cannot parse it. ``EXPLAIN [ANALYZE ...]`` in front is passed over."""
+    dialect = Postgres()
     offset = 0  # where the query starts: after EXPLAIN and its options
     try:
         tokens = dialect.tokenize(text)
@@ -327,23 +357,22 @@ def prune_sql(text: str, order_of: OrderOf) -> str:
                         i = j + 1
                         break
             if i >= len(tokens):
-                return text
+                return []
             offset += tokens[i].start
             tokens = dialect.tokenize(text[offset:])
     except (TokenError, ValueError):
-        return text
+        return []
     try:
         tree = cast(exp.Expression, sqlglot.parse_one(text[offset:], read=dialect))
     except (ParseError, TokenError, ValueError, RecursionError):
-        return text  # PostgreSQL will say what is wrong, if anything; sqlglot does not know every form
+        return []  # PostgreSQL will say what is wrong, if anything; sqlglot does not know every form
     starts = {t.start: n for n, t in enumerate(tokens)}
-    edits: list[tuple[int, int, str]] = []
+    found: list[tuple[int, int, exp.Anonymous]] = []
     for call in _calls(tree):
         begin = (call.meta or {}).get("start")
         if begin is None or (n := starts.get(begin)) is None:
             continue
-        condition = _condition(call, order_of)
-        if condition is None or n + 1 >= len(tokens) or tokens[n + 1].token_type != TokenType.L_PAREN:
+        if n + 1 >= len(tokens) or tokens[n + 1].token_type != TokenType.L_PAREN:
             continue
         depth, end = 0, None
         for tok in tokens[n + 1 :]:
@@ -353,7 +382,5 @@ def prune_sql(text: str, order_of: OrderOf) -> str:
                 break
         if end is None:
             continue
-        edits.append((offset + begin, offset + end, condition.sql(dialect=dialect)))
-    for begin, end, ranges in sorted(edits, reverse=True):
-        text = f"{text[:begin]}({text[begin:end]} AND {ranges}){text[end:]}"
-    return text
+        found.append((offset + begin, offset + end, call))
+    return found

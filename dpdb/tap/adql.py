@@ -41,7 +41,7 @@ from sqlglot.errors import ParseError, TokenError
 
 from ..errors import QueryError
 
-__all__ = ["AdqlError", "Translation", "translate", "UPLOAD_SCHEMA"]
+__all__ = ["AdqlError", "Translation", "translate", "translate_tree", "parse", "UPLOAD_SCHEMA"]
 
 UPLOAD_SCHEMA = "tap_upload"
 
@@ -126,12 +126,31 @@ def translate(
     AdqlError
         Syntax error (what and where), not a query, an unknown function or upload, bad geometry.
     """
-    tree = _parse(adql)
+    return translate_tree(_parse(adql), adql, maxrec=maxrec, schemas=schemas, uploads=uploads,
+                          known_names=known_names)[0]  # fmt: skip
+
+
+def translate_tree(
+    tree: exp.Expression,
+    adql: str,
+    *,
+    maxrec: int | None = None,
+    schemas: Mapping[str, str] | None = None,
+    uploads: Mapping[str, pa.Table] | None = None,
+    known_names: set[str] | frozenset[str] = frozenset(),
+) -> tuple[Translation, exp.Expression]:
+    """:func:`translate` of an already parsed query (``parse(adql)``, rewritten in place); also the
+    PostgreSQL tree it printed (:mod:`dpdb.tap.shapes` reads where each literal went)."""
     translator = _Translator(schemas or {}, uploads or {}, known_names)
     tree = translator.rewrite(tree)
     row_limit, overflow = _limit(tree, maxrec)
     sql = tree.sql(dialect=Postgres)
-    return Translation(adql, sql, translator.tables, translator.xtypes, row_limit, overflow)
+    return Translation(adql, sql, translator.tables, translator.xtypes, row_limit, overflow), tree
+
+
+def parse(adql: str) -> exp.Expression:
+    """The syntax tree of one ADQL query (what :func:`translate` parses); :class:`AdqlError` if none."""
+    return _parse(adql)
 
 
 def _parse(adql: str) -> exp.Expression:

@@ -41,7 +41,8 @@ import pyarrow as pa
 from ..config import Settings
 from ..errors import QueryError
 
-__all__ = ["FastResult", "run_fast", "CannotRunFast", "ReaderPool"]
+__all__ = ["FastResult", "run_fast", "final_text", "as_of_text", "run_final", "as_of_views", "CannotRunFast",
+           "ReaderPool"]
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ _STATE_AS_OF = (
 _views: dict[str, frozenset[str]] = {}
 
 
-def _as_of_views(settings: Settings) -> frozenset[str]:
+def as_of_views(settings: Settings) -> frozenset[str]:
     """The prompt tables that have an as-of view (fixed for a schema version: read once per login)."""
     from ..as_of_rewrite import AS_OF_SCHEMA
 
@@ -167,15 +168,30 @@ _pools: dict[str, ReaderPool] = {}
 _pools_lock = threading.Lock()
 
 
+_recent: dict[int, tuple[Settings, ReaderPool, float]] = {}
+_RECENT_S = 1.0
+"""How long the pool found for one settings object is reused without working out its login again
+(the connection string reads the embedded server's port file: not on every query)."""
+
+
 def pool_for(settings: Settings) -> ReaderPool:
     """The process's pool of the reader login of ``settings`` (half its connection limit)."""
+    import time
+
     from ..readers import reader_conninfo
 
+    now = time.monotonic()
+    recent = _recent.get(id(settings))
+    if recent is not None and recent[0] is settings and now - recent[2] < _RECENT_S:
+        return recent[1]
     info = reader_conninfo(settings)
     with _pools_lock:
         found = _pools.get(info)
         if found is None:
             found = _pools[info] = ReaderPool(settings, max(1, settings.reader_login_connections // 2))
+        if len(_recent) > 64:
+            _recent.clear()
+        _recent[id(settings)] = (settings, found, now)
         return found
 
 
@@ -183,6 +199,7 @@ def close_pools() -> None:
     with _pools_lock:
         pools = list(_pools.values())
         _pools.clear()
+        _recent.clear()
     for p in pools:
         p.close()
 
@@ -200,27 +217,49 @@ def run_fast(settings: Settings, text: str, *, reads_prompt: bool) -> FastResult
     QueryError
         The statement failed (the server's message).
     """
-    from ..as_of_rewrite import AS_OF_SCHEMA, prompt_references, rewrite_as_of
+    final = final_text(settings, text, reads_prompt=reads_prompt)
+    return run_final(settings, final, reads_prompt=reads_prompt)
+
+
+def final_text(settings: Settings, text: str, *, reads_prompt: bool) -> str:
+    """The statement :func:`run_fast` sends for ``text``: as-of views, partition ranges."""
     from ..pruning import prune_sql
-    from ..query import _statement, cached_partition_orders
+    from ..query import cached_partition_orders
+
+    text, path = as_of_text(settings, text, reads_prompt=reads_prompt)
+    # The _healpix_29 ranges of the partitions each q3c region overlaps, as on the general path.
+    return prune_sql(text, cached_partition_orders(settings, path))
+
+
+def as_of_text(settings: Settings, text: str, *, reads_prompt: bool) -> tuple[str, list[str]]:
+    """``text`` reading the prompt tables through their as-of views (``reads_prompt``), and the
+    search path its partition orders are looked up on. Raises :class:`CannotRunFast`."""
+    from ..as_of_rewrite import AS_OF_SCHEMA, prompt_references, rewrite_as_of
+    from ..query import _statement
 
     text = _statement(text)
+    if not reads_prompt:
+        return text, []
+    views = as_of_views(settings)
+    if not views:
+        raise CannotRunFast("no as-of views")
+    if any(name not in views for name in prompt_references(text)):
+        raise CannotRunFast("a prompt table without an as-of view: the general path explains")
+    return rewrite_as_of(text, set(views)), [AS_OF_SCHEMA]
+
+
+def run_final(settings: Settings, text: str, *, reads_prompt: bool) -> FastResult:
+    """Run ``text`` as :func:`final_text` made it (see :func:`run_fast`)."""
+    from ..as_of_rewrite import AS_OF_SCHEMA
+
     params: dict[str, str] = {
         "timeout": str(int(settings.reader_statement_timeout * 1000)),
         "check": f"{int(settings.reader_connection_check_interval * 1000)}ms",
     }
     state_sql = _STATE
     if reads_prompt:
-        views = _as_of_views(settings)
-        if not views:
-            raise CannotRunFast("no as-of views")
-        if any(name not in views for name in prompt_references(text)):
-            raise CannotRunFast("a prompt table without an as-of view: the general path explains")
-        text = rewrite_as_of(text, set(views))
         state_sql = _STATE_AS_OF
         params["path"] = f"{AS_OF_SCHEMA}, public"
-    # The _healpix_29 ranges of the partitions each q3c region overlaps, as on the general path.
-    text = prune_sql(text, cached_partition_orders(settings, [AS_OF_SCHEMA] if reads_prompt else []))
     pool = pool_for(settings)
     for attempt in (1, 2):
         try:

@@ -221,6 +221,20 @@ def _column_values(column: pa.ChunkedArray) -> tuple[np.ndarray, str | None]:
 def _write_votable(result: pa.Table, info: ResultInfo, writer: str) -> bytes:
     from astropy.io.votable.tree import Field, Info, Resource, TableElement, VOTableFile
 
+    if writer == "binary2":
+        from .binary2 import binary2_stream
+
+        stream = binary2_stream(result)
+        if stream is not None:  # every column numeric, boolean or ASCII text: rows built with numpy
+            seen_fast: dict[str, int] = {}
+            tables = tuple(info.tables)
+            fast_fields = []
+            for name, column in zip(result.column_names, result.columns, strict=True):
+                count = seen_fast.get(name.lower(), 0)
+                seen_fast[name.lower()] = count + 1
+                xtype = info.xtypes.get(name.lower())
+                fast_fields.append(_field_xml(name, column.type, count, tables, xtype))
+            return _binary2_document(info, fast_fields, stream)
     votable = VOTableFile(version="1.4")
     resource = Resource(type="results")
     votable.resources.append(resource)
@@ -229,17 +243,6 @@ def _write_votable(result: pa.Table, info: ResultInfo, writer: str) -> bytes:
         if content:
             item.content = content
         resource.infos.append(item)
-    if writer == "binary2":
-        from .binary2 import binary2_stream
-
-        stream = binary2_stream(result)
-        if stream is not None:  # every column numeric, boolean or ASCII text: rows built with numpy
-            seen_fast: dict[str, int] = {}
-            fast_fields = [
-                _field(votable, name, column.type, None, info, seen_fast, Field)
-                for name, column in zip(result.column_names, result.columns, strict=True)
-            ]
-            return _binary2_document(info, fast_fields, stream)
     arrays = []
     fields = []
     seen: dict[str, int] = {}
@@ -264,7 +267,26 @@ def _write_votable(result: pa.Table, info: ResultInfo, writer: str) -> bytes:
     return _verbatim_units(buf.getvalue(), fields)
 
 
-def _binary2_document(info: ResultInfo, fields: list, stream: bytes) -> bytes:
+@functools.lru_cache(maxsize=4096)
+def _field_xml(name: str, dtype: pa.DataType, count: int, tables: tuple[tuple[str, str], ...],
+               xtype: str | None) -> str:  # fmt: skip
+    """The FIELD element of a BINARY2 result column (the ``count``-th of that name), written once."""
+    from types import SimpleNamespace
+
+    from astropy.io.votable.tree import Field, VOTableFile
+
+    info = SimpleNamespace(tables=list(tables), xtypes={name.lower(): xtype} if xtype else {})
+    f = _field(VOTableFile(version="1.4"), name, dtype, None, info, {name.lower(): count}, Field)
+    field_attrs = [("ID", f.ID), ("unit", getattr(f, "_dpdb_unit", None)), ("arraysize", f.arraysize),
+                   ("datatype", f.datatype), ("name", f.name), ("ucd", f.ucd), ("utype", f.utype),
+                   ("xtype", f.xtype)]  # fmt: skip
+    text = " ".join(f"{k}={quoteattr(str(v))}" for k, v in field_attrs if v)
+    if f.description:
+        return f"   <FIELD {text}>\n    <DESCRIPTION>{escape(f.description)}</DESCRIPTION>\n   </FIELD>\n"
+    return f"   <FIELD {text}/>\n"
+
+
+def _binary2_document(info: ResultInfo, fields: list[str], stream: bytes) -> bytes:
     """The VOTable of a BINARY2 result, written directly (astropy's tree costs milliseconds per query)."""
     out = [
         '<?xml version="1.0" encoding="utf-8"?>\n'
@@ -277,17 +299,7 @@ def _binary2_document(info: ResultInfo, fields: list, stream: bytes) -> bytes:
         attrs = f"ID={quoteattr('info_' + name)} name={quoteattr(name)} value={quoteattr(value)}"
         out.append(f"  <INFO {attrs}>{escape(content)}</INFO>\n" if content else f"  <INFO {attrs}/>\n")
     out.append('  <TABLE ID="result" name="result">\n')
-    for f in fields:
-        field_attrs = [("ID", f.ID), ("unit", getattr(f, "_dpdb_unit", None)), ("arraysize", f.arraysize),
-                       ("datatype", f.datatype), ("name", f.name), ("ucd", f.ucd), ("utype", f.utype),
-                       ("xtype", f.xtype)]  # fmt: skip
-        text = " ".join(f"{k}={quoteattr(str(v))}" for k, v in field_attrs if v)
-        if f.description:
-            out.append(
-                f"   <FIELD {text}>\n    <DESCRIPTION>{escape(f.description)}</DESCRIPTION>\n   </FIELD>\n"
-            )
-        else:
-            out.append(f"   <FIELD {text}/>\n")
+    out += fields
     out.append('   <DATA>\n    <BINARY2>\n     <STREAM encoding="base64">\n')
     tail = "     </STREAM>\n    </BINARY2>\n   </DATA>\n  </TABLE>\n </RESOURCE>\n</VOTABLE>\n"
     return "".join(out).encode() + stream + tail.encode()

@@ -12,6 +12,7 @@ present instant, which the result records, so sending it back as ASOF gives the 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import Mapping
@@ -24,7 +25,7 @@ from ..errors import DpdbError
 from .adql import AdqlError, Translation, translate
 from .output import ResultInfo, resolve_format, write_result
 
-__all__ = ["TapError", "TapParams", "Limits", "parse_params", "run_query", "QueryOutcome"]
+__all__ = ["TapError", "TapParams", "Limits", "parse_params", "run_query", "service_sql", "QueryOutcome"]
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ def _instant(archive: Any, as_of: str | None) -> float:
     return value
 
 
+@functools.lru_cache(maxsize=256)
 def _utc(mjd_tai: float) -> str:
     from astropy.time import Time
 
@@ -268,22 +270,63 @@ def _complete(translation: Translation, params: TapParams) -> None:
         translation.overflow_possible = True
 
 
+def _reads_prompt(translation: Translation) -> bool:
+    """Whether the fast path reads a translation's tables through the prompt catalog's as-of views."""
+    if any(t == "diaobjectlast" for _, t in translation.tables):
+        return False  # the last-version table has no as-of view: it is the present by definition
+    return any(s in ("prompt", "") for s, _ in translation.tables)
+
+
+def _fast_statement(archive, params: TapParams):  # -> shapes.Statement
+    """The statement the fast path runs: from the shape cache (:mod:`dpdb.tap.shapes`), or translated
+    in full and its shape kept. Queries with uploads are always translated in full."""
+    from . import shapes
+    from .engine import final_text
+
+    settings = archive.settings
+
+    def finish(translation: Translation) -> bool:
+        _complete(translation, params)
+        return _reads_prompt(translation)
+
+    def full(query: str) -> shapes.Statement:
+        translation = _translate_plain(dataclasses.replace(params, query=query))
+        reads_prompt = _reads_prompt(translation)
+        return shapes.Statement(translation, final_text(settings, translation.sql, reads_prompt=reads_prompt),
+                                reads_prompt)  # fmt: skip
+
+    if params.uploads:
+        return full(params.query)
+    found = shapes.lookup(settings, params.query, params.maxrec)
+    if found is not None:
+        return found
+    try:
+        return shapes.learn(settings, params.query, params.maxrec, finish, full)
+    except AdqlError as e:
+        raise TapError(str(e)) from e
+
+
+def service_sql(archive, params: TapParams) -> str:
+    """The PostgreSQL statement the service sends for a query without ASOF or RELEASE (translation,
+    as-of views, partition ranges), as :func:`run_query` runs it; for benchmarks and EXPLAIN."""
+    return _fast_statement(archive, params).text
+
+
 def _run_fast(archive, params: TapParams) -> tuple[pa.Table, Translation, float, dict[str, str]] | None:
     """The query through :mod:`dpdb.tap.engine` (no ASOF, no RELEASE); None: the general path runs it."""
-    from .engine import CannotRunFast, run_fast
+    from .engine import CannotRunFast, run_final
 
     if params.as_of is not None or params.release is not None:
         return None
-    translation = _translate_plain(params)
-    if any(t == "diaobjectlast" for _, t in translation.tables):
-        reads_prompt = False  # the last-version table has no as-of view: it is the present by definition
-    else:
-        reads_prompt = any(s in ("prompt", "") for s, _ in translation.tables)
     try:
-        result = run_fast(archive.settings, translation.sql, reads_prompt=reads_prompt)
+        statement = _fast_statement(archive, params)
+        translation = statement.translation
+        result = run_final(archive.settings, statement.text, reads_prompt=statement.reads_prompt)
     except CannotRunFast as e:
         log.info("TAP query on the general path (%s)", e)
         return None
+    except TapError:
+        raise
     except DpdbError as e:
         raise TapError(_user_message(str(e))) from e
     names = {"current": result.current, "previous": result.previous}
