@@ -281,7 +281,6 @@ def _fast_statement(archive, params: TapParams):  # -> shapes.Statement
     """The statement the fast path runs: from the shape cache (:mod:`dpdb.tap.shapes`), or translated
     in full and its shape kept. Queries with uploads are always translated in full."""
     from . import shapes
-    from .engine import final_text
 
     settings = archive.settings
 
@@ -290,10 +289,7 @@ def _fast_statement(archive, params: TapParams):  # -> shapes.Statement
         return _reads_prompt(translation)
 
     def full(query: str) -> shapes.Statement:
-        translation = _translate_plain(dataclasses.replace(params, query=query))
-        reads_prompt = _reads_prompt(translation)
-        return shapes.Statement(translation, final_text(settings, translation.sql, reads_prompt=reads_prompt),
-                                reads_prompt)  # fmt: skip
+        return _full_statement(settings, dataclasses.replace(params, query=query))
 
     if params.uploads:
         return full(params.query)
@@ -304,6 +300,17 @@ def _fast_statement(archive, params: TapParams):  # -> shapes.Statement
         return shapes.learn(settings, params.query, params.maxrec, finish, full)
     except AdqlError as e:
         raise TapError(str(e)) from e
+
+
+def _full_statement(settings, params: TapParams):  # -> shapes.Statement
+    """The fast path's statement of a query translated in full (no shape kept or used)."""
+    from . import shapes
+    from .engine import final_text
+
+    translation = _translate_plain(params)
+    reads_prompt = _reads_prompt(translation)
+    return shapes.Statement(translation, final_text(settings, translation.sql, reads_prompt=reads_prompt),
+                            reads_prompt)  # fmt: skip
 
 
 def service_sql(archive, params: TapParams) -> str:
