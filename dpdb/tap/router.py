@@ -146,10 +146,8 @@ def tap_router(service: TapService) -> APIRouter:
         query = next((v for k, v in params.items() if k.upper() == "QUERY"), None)
         try:
             tap = parse_params(params, service.limits, _uploads(params, files, service.limits))
-            outcome = await asyncio.wait_for(
-                asyncio.to_thread(run_query, service.archive_for(request), tap),
-                timeout=service.limits.sync_timeout_s,
-            )
+            async with asyncio.timeout(service.limits.sync_timeout_s):
+                outcome = await asyncio.to_thread(run_query, service.archive_for(request), tap)
         except TapError as e:
             return _error(str(e), e.status, query)
         except Exception as e:  # noqa: BLE001 - a client always gets a TAP error document
