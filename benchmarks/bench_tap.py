@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--stream-rows", type=int, default=1_000_000)
     parser.add_argument("--make-objects", type=int, default=0)
     parser.add_argument("--stream-repeats", type=int, default=3)
+    parser.add_argument("--loop", default="auto", help="uvicorn's event loop (auto: uvloop if installed)")
+    parser.add_argument("--http", default="auto", help="uvicorn's HTTP parser (auto: httptools if installed)")
     args = parser.parse_args()
     if args.make_objects:
         make_release(args.home, args.make_objects)
@@ -60,7 +62,9 @@ def main() -> None:
     archive = dpdb.Archive(home=args.home)
     archive.up()
     n_objects = archive.query_arrow("SELECT count(*) AS n FROM current.Object").column("n")[0].as_py()
-    print(f"current.Object: {n_objects:,} rows{'' if n_objects >= 1_000_000 else ' (target: >= 1M rows)'}")
+    code = dpdb.__file__.removesuffix("/__init__.py")
+    print(f"current.Object: {n_objects:,} rows{'' if n_objects >= 1_000_000 else ' (target: >= 1M rows)'}; "
+          f"dpdb {code}, uvicorn loop={args.loop} http={args.http}")  # fmt: skip
     sample = archive.query_arrow(
         f"SELECT coord_ra, coord_dec FROM current.Object ORDER BY hashint8(objectId) LIMIT {args.cones}"
     )
@@ -72,7 +76,7 @@ def main() -> None:
     app = create_app(archive, limits=limits)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", loop=args.loop, http=args.http))
     threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
     while not server.started:
         time.sleep(0.05)
