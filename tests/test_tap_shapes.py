@@ -252,3 +252,16 @@ def test_full_statement_is_used_for_uploads(archive: dpdb.Archive) -> None:
     got = _fast_statement(archive, params)
     assert "VALUES" in got.translation.sql and not shapes._cache
     _same(got, _full_statement(archive.settings, dataclasses.replace(params)))  # type: ignore[type-var]
+
+
+def test_a_large_top_runs_through_adbc_with_the_same_rows(tap: str) -> None:
+    """TOP above 10,000 goes straight to ADBC (no psycopg try first): the same rows and records."""
+    answers = []
+    for top in (9_000, 20_000):
+        query = f"SELECT TOP {top} objectId, coord_ra, r_psfFlux FROM current.Object ORDER BY objectId"
+        votable = parse(io.BytesIO(httpx.get(f"{tap}/sync", params={"LANG": "ADQL", "QUERY": query}).content))
+        infos = {i.name: i.value for i in votable.resources[0].infos}
+        rows = votable.get_first_table().array
+        answers.append((rows["objectId"].tolist(), rows["r_psfFlux"].tolist(), infos["dpdb_releases"],
+                        infos["QUERY_STATUS"]))  # fmt: skip
+    assert answers[0] == answers[1] and len(answers[0][0]) > 1000

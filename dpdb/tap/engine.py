@@ -248,8 +248,9 @@ def as_of_text(settings: Settings, text: str, *, reads_prompt: bool) -> tuple[st
     return rewrite_as_of(text, set(views)), [AS_OF_SCHEMA]
 
 
-def run_final(settings: Settings, text: str, *, reads_prompt: bool) -> FastResult:
-    """Run ``text`` as :func:`final_text` made it (see :func:`run_fast`)."""
+def run_final(settings: Settings, text: str, *, reads_prompt: bool, many: bool = False) -> FastResult:
+    """Run ``text`` as :func:`final_text` made it (see :func:`run_fast`). ``many``: the query asks for
+    more rows than psycopg fetches (its own TOP): straight to ADBC, without trying psycopg first."""
     from ..as_of_rewrite import AS_OF_SCHEMA
 
     params: dict[str, str] = {
@@ -260,6 +261,8 @@ def run_final(settings: Settings, text: str, *, reads_prompt: bool) -> FastResul
     if reads_prompt:
         state_sql = _STATE_AS_OF
         params["path"] = f"{AS_OF_SCHEMA}, public"
+    if many:
+        return _run_adbc(settings, _literal_state(state_sql, params), text)
     pool = pool_for(settings)
     for attempt in (1, 2):
         try:
@@ -312,6 +315,15 @@ def _run(pool: ReaderPool, state_sql: str, params: dict[str, str], text: str) ->
         return _run_adbc(pool.settings, state_text, text)
     table = pa.Table.from_batches([_batch(rows, description)])
     return FastResult(_canonical(table), float(state[-3]), state[-2], state[-1])
+
+
+def _literal_state(state_sql: str, params: dict[str, str]) -> str:
+    """The state statement with its parameters written in (the service's own values, quoted)."""
+    from psycopg import sql
+
+    for name, value in params.items():
+        state_sql = state_sql.replace(f"%({name})s", sql.Literal(value).as_string(None))
+    return state_sql
 
 
 def _run_adbc(settings: Settings, state_text: str, text: str) -> FastResult:

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import io
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 from xml.sax.saxutils import escape, quoteattr
 
 import pyarrow as pa
@@ -68,6 +69,23 @@ async def _params(request: Request) -> tuple[dict[str, str], dict[str, Any]]:
                 else:
                     files[k] = await item.read()
     return params, files
+
+
+def _query_of(params: Mapping[str, str]) -> str | None:
+    return next((v for k, v in params.items() if k.upper() == "QUERY"), None)
+
+
+def _tap_errors(endpoint: Any) -> Any:
+    """An endpoint whose :class:`TapError` becomes the TAP error document with its HTTP status."""
+
+    @functools.wraps(endpoint)  # FastAPI reads the endpoint's own signature through __wrapped__
+    async def answer(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return cast(Response, await endpoint(*args, **kwargs))
+        except TapError as e:
+            return _error(str(e), e.status)
+
+    return answer
 
 
 def _uploads(params: Mapping[str, str], files: Mapping[str, bytes], limits: Limits) -> dict[str, pa.Table]:
@@ -139,11 +157,14 @@ def _votable_table(name: str, data: bytes, limits: Limits) -> pa.Table:
 def tap_router(service: TapService) -> APIRouter:
     router = APIRouter()
 
+    async def job(job_id: str) -> Job:
+        return await asyncio.to_thread(service.jobs.get, job_id)
+
     # -- sync ----------------------------------------------------------------------------------------
     @router.api_route("/sync", methods=["GET", "POST"])
     async def sync(request: Request) -> Response:
         params, files = await _params(request)
-        query = next((v for k, v in params.items() if k.upper() == "QUERY"), None)
+        query = _query_of(params)
         try:
             tap = parse_params(params, service.limits, _uploads(params, files, service.limits))
             async with asyncio.timeout(service.limits.sync_timeout_s):
@@ -186,7 +207,7 @@ def tap_router(service: TapService) -> APIRouter:
     @router.post("/async")
     async def job_create(request: Request) -> Response:
         params, files = await _params(request)
-        query = next((v for k, v in params.items() if k.upper() == "QUERY"), None)
+        query = _query_of(params)
         try:
             uploads = _uploads(params, files, service.limits)
             job = await asyncio.to_thread(
@@ -199,107 +220,83 @@ def tap_router(service: TapService) -> APIRouter:
         return RedirectResponse(f"{_base(request)}/async/{job.job_id}", status_code=303)
 
     @router.get("/async/{job_id}")
+    @_tap_errors
     async def job_get(job_id: str, request: Request) -> Response:
         wait = next((v for k, v in request.query_params.items() if k.upper() == "WAIT"), None)
         phase = next((v for k, v in request.query_params.items() if k.upper() == "PHASE"), None)
+        if wait is None:
+            return _xml(_job_xml(await job(job_id), _base(request)))
         try:
-            if wait is not None:
-                seconds = float(wait)
-                seconds = 60.0 if seconds < 0 else min(seconds, 60.0)
-                job = await asyncio.to_thread(
-                    service.jobs.wait, job_id, seconds, phase.upper() if phase else None
-                )
-            else:
-                job = await asyncio.to_thread(service.jobs.get, job_id)
-        except TapError as e:
-            return _error(str(e), e.status)
+            seconds = float(wait)
         except ValueError:
             return _error(f"WAIT={wait} is not a number of seconds", 400)
-        return _xml(_job_xml(job, _base(request)))
+        seconds = 60.0 if seconds < 0 else min(seconds, 60.0)
+        waited = await asyncio.to_thread(service.jobs.wait, job_id, seconds, phase.upper() if phase else None)
+        return _xml(_job_xml(waited, _base(request)))
 
     @router.api_route("/async/{job_id}", methods=["DELETE", "POST"])
+    @_tap_errors
     async def job_delete(job_id: str, request: Request) -> Response:
         params, _ = await _params(request)
         action = next((v for k, v in params.items() if k.upper() == "ACTION"), None)
         if request.method == "POST" and (action or "").upper() != "DELETE":
             return _error("POST to a job takes ACTION=DELETE", 400)
-        try:
-            await asyncio.to_thread(service.jobs.destroy, job_id)
-        except TapError as e:
-            return _error(str(e), e.status)
+        await asyncio.to_thread(service.jobs.destroy, job_id)
         return RedirectResponse(f"{_base(request)}/async", status_code=303)
 
     @router.get("/async/{job_id}/phase")
+    @_tap_errors
     async def job_phase(job_id: str) -> Response:
-        try:
-            job = await asyncio.to_thread(service.jobs.get, job_id)
-        except TapError as e:
-            return _error(str(e), e.status)
-        return PlainTextResponse(job.phase)
+        return PlainTextResponse((await job(job_id)).phase)
 
     @router.post("/async/{job_id}/phase")
+    @_tap_errors
     async def job_phase_set(job_id: str, request: Request) -> Response:
         params, _ = await _params(request)
         phase = next((v for k, v in params.items() if k.upper() == "PHASE"), "").upper()
-        try:
-            if phase == "RUN":
-                await asyncio.to_thread(service.jobs.run, job_id)
-            elif phase == "ABORT":
-                await asyncio.to_thread(service.jobs.abort, job_id)
-            else:
-                raise TapError(f"PHASE={phase or '(missing)'}: send PHASE=RUN or PHASE=ABORT")
-        except TapError as e:
-            return _error(str(e), e.status)
+        if phase == "RUN":
+            await asyncio.to_thread(service.jobs.run, job_id)
+        elif phase == "ABORT":
+            await asyncio.to_thread(service.jobs.abort, job_id)
+        else:
+            raise TapError(f"PHASE={phase or '(missing)'}: send PHASE=RUN or PHASE=ABORT")
         return RedirectResponse(f"{_base(request)}/async/{job_id}", status_code=303)
 
     @router.get("/async/{job_id}/parameters")
+    @_tap_errors
     async def job_parameters(job_id: str) -> Response:
-        try:
-            job = await asyncio.to_thread(service.jobs.get, job_id)
-        except TapError as e:
-            return _error(str(e), e.status)
-        return _xml(f'<uws:parameters xmlns:uws="{UWS_NS}">{_parameters(job)}</uws:parameters>')
+        return _xml(f'<uws:parameters xmlns:uws="{UWS_NS}">{_parameters(await job(job_id))}</uws:parameters>')
 
     @router.post("/async/{job_id}/parameters")
+    @_tap_errors
     async def job_parameters_set(job_id: str, request: Request) -> Response:
         params, _ = await _params(request)
-        try:
-            await asyncio.to_thread(service.jobs.set_parameters, job_id, params)
-        except TapError as e:
-            return _error(str(e), e.status)
+        await asyncio.to_thread(service.jobs.set_parameters, job_id, params)
         return RedirectResponse(f"{_base(request)}/async/{job_id}", status_code=303)
 
     @router.get("/async/{job_id}/results")
+    @_tap_errors
     async def job_results(job_id: str, request: Request) -> Response:
-        try:
-            job = await asyncio.to_thread(service.jobs.get, job_id)
-        except TapError as e:
-            return _error(str(e), e.status)
         return _xml(f'<uws:results xmlns:uws="{UWS_NS}" xmlns:xlink="{XLINK_NS}">'
-                    f"{_results(job, _base(request))}</uws:results>")  # fmt: skip
+                    f"{_results(await job(job_id), _base(request))}</uws:results>")  # fmt: skip
 
     @router.get("/async/{job_id}/results/result")
+    @_tap_errors
     async def job_result(job_id: str) -> Response:
-        try:
-            job = await asyncio.to_thread(service.jobs.get, job_id)
-            path = service.jobs.result_file(job)
-        except TapError as e:
-            return _error(str(e), e.status)
-        return FileResponse(path, media_type=job.result_type or VOTABLE_MIME)
+        found = await job(job_id)
+        return FileResponse(service.jobs.result_file(found), media_type=found.result_type or VOTABLE_MIME)
 
     @router.get("/async/{job_id}/error")
+    @_tap_errors
     async def job_error(job_id: str) -> Response:
-        try:
-            job = await asyncio.to_thread(service.jobs.get, job_id)
-        except TapError as e:
-            return _error(str(e), e.status)
-        if job.phase != "ERROR":
-            return _error(f"job {job_id} is {job.phase}: it has no error", 404)
-        return _error(job.error or "unknown error", 200, job.parameters.get("QUERY"))
+        found = await job(job_id)
+        if found.phase != "ERROR":
+            return _error(f"job {job_id} is {found.phase}: it has no error", 404)
+        return _error(found.error or "unknown error", 200, found.parameters.get("QUERY"))
 
     for name, column in (("destruction", "destruction_at"), ("executionduration", "execution_duration"),
                          ("quote", None), ("owner", "owner")):  # fmt: skip
-        _job_property(router, service, name, column)
+        _job_property(router, service, job, name, column)
 
     # -- VOSI and DALI ---------------------------------------------------------------------------------
     @router.get("/capabilities")
@@ -315,26 +312,22 @@ def tap_router(service: TapService) -> APIRouter:
         return _xml(await asyncio.to_thread(availability_xml, service.archive))
 
     @router.get("/tables")
+    @_tap_errors
     async def tables(request: Request) -> Response:
         from .metadata import tables_xml
 
         detail = next((v for k, v in request.query_params.items() if k.upper() == "DETAIL"), "max")
         # only_tables=true: the TAP+ (ESA, astroquery's TapPlus) spelling of detail=min
         names_only = request.query_params.get("only_tables", "").lower() == "true"
-        try:
-            full = detail.lower() != "min" and not names_only
-            return _xml(await asyncio.to_thread(tables_xml, service.archive, None, full))
-        except TapError as e:
-            return _error(str(e), e.status)
+        full = detail.lower() != "min" and not names_only
+        return _xml(await asyncio.to_thread(tables_xml, service.archive, None, full))
 
     @router.get("/tables/{name}")
+    @_tap_errors
     async def table(name: str) -> Response:
         from .metadata import tables_xml
 
-        try:
-            return _xml(await asyncio.to_thread(tables_xml, service.archive, name, True))
-        except TapError as e:
-            return _error(str(e), e.status)
+        return _xml(await asyncio.to_thread(tables_xml, service.archive, name, True))
 
     @router.get("/examples")
     async def examples(request: Request) -> Response:
@@ -354,16 +347,14 @@ def tap_router(service: TapService) -> APIRouter:
     return router
 
 
-def _job_property(router: APIRouter, service: TapService, name: str, column: str | None) -> None:
+def _job_property(router: APIRouter, service: TapService, job: Any, name: str, column: str | None) -> None:
     @router.get(f"/async/{{job_id}}/{name}", name=f"job_{name}")
+    @_tap_errors
     async def get_property(job_id: str) -> Response:
-        try:
-            job = await asyncio.to_thread(service.jobs.get, job_id)
-        except TapError as e:
-            return _error(str(e), e.status)
+        found = await job(job_id)
         if name == "quote":
             return PlainTextResponse("")
-        value = getattr(job, column) if column else None
+        value = getattr(found, column) if column else None
         if isinstance(value, dt.datetime):
             return PlainTextResponse(_iso(value))
         return PlainTextResponse("" if value is None else str(value))
@@ -371,12 +362,13 @@ def _job_property(router: APIRouter, service: TapService, name: str, column: str
     if name in ("destruction", "executionduration"):
 
         @router.post(f"/async/{{job_id}}/{name}", name=f"job_{name}_set")
+        @_tap_errors
         async def set_property(job_id: str, request: Request) -> Response:
             params, _ = await _params(request)
             value = next((v for k, v in params.items() if k.upper() == name.upper()), None)
+            if value is None:
+                raise TapError(f"send {name.upper()}=<value>")
             try:
-                if value is None:
-                    raise TapError(f"send {name.upper()}=<value>")
                 if name == "destruction":
                     when = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
                     if when.tzinfo is None:
@@ -389,8 +381,6 @@ def _job_property(router: APIRouter, service: TapService, name: str, column: str
                     await asyncio.to_thread(service.jobs.update, job_id, execution_duration=seconds)
             except ValueError:
                 return _error(f"{name.upper()}={value} is not valid", 400)
-            except TapError as e:
-                return _error(str(e), e.status)
             return RedirectResponse(f"/tap/async/{job_id}", status_code=303)
 
 

@@ -319,6 +319,10 @@ def service_sql(archive, params: TapParams) -> str:
     return _fast_statement(archive, params).text
 
 
+_MANY = 10_000
+"""A TOP above this many rows is a large result (dpdb.tap.engine fetches up to 10,000 through psycopg)."""
+
+
 def _run_fast(archive, params: TapParams) -> tuple[pa.Table, Translation, float, dict[str, str]] | None:
     """The query through :mod:`dpdb.tap.engine` (no ASOF, no RELEASE); None: the general path runs it."""
     from .engine import CannotRunFast, run_final
@@ -328,7 +332,9 @@ def _run_fast(archive, params: TapParams) -> tuple[pa.Table, Translation, float,
     try:
         statement = _fast_statement(archive, params)
         translation = statement.translation
-        result = run_final(archive.settings, statement.text, reads_prompt=statement.reads_prompt)
+        # a query whose own TOP asks for more rows than psycopg fetches goes straight to ADBC
+        many = not translation.overflow_possible and (translation.row_limit or 0) > _MANY
+        result = run_final(archive.settings, statement.text, reads_prompt=statement.reads_prompt, many=many)
     except CannotRunFast as e:
         log.info("TAP query on the general path (%s)", e)
         return None
