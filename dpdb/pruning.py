@@ -24,6 +24,7 @@ hand-written SQL as functions (``prompt.diaobject_cone`` ...), whose ranges are 
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -50,6 +51,7 @@ __all__ = [
     "cone_ranges",
     "polygon_ranges",
     "ranges_sql",
+    "ranges_text",
     "prune_tree",
     "prune_sql",
     "q3c_calls",
@@ -139,6 +141,29 @@ def ranges_sql(ranges: Sequence[tuple[int, int]], qualifier: str | None = None) 
                             table=exp.to_identifier(qualifier) if qualifier else None)  # fmt: skip
         terms.append(exp.Between(this=column, low=exp.Literal.number(lo), high=exp.Literal.number(hi - 1)))
     return exp.Paren(this=exp.or_(*terms)) if len(terms) > 1 else terms[0]
+
+
+def ranges_text(ranges: Sequence[tuple[int, int]], qualifier: str | None = None) -> str:
+    """:func:`ranges_sql` as PostgreSQL text, written without sqlglot where that gives the same text
+    (for the TAP service, which fills it in per query)."""
+    if not ranges or not _plain_qualifier(qualifier):
+        return ranges_sql(ranges, qualifier).sql(dialect=Postgres())
+    column = f"{qualifier}.{PIXEL_COLUMN}" if qualifier else PIXEL_COLUMN
+    terms = [f"{column} BETWEEN {lo} AND {hi - 1}" for lo, hi in ranges]
+    return f"({' OR '.join(terms)})" if len(terms) > 1 else terms[0]
+
+
+@functools.lru_cache(maxsize=1024)
+def _plain_qualifier(qualifier: str | None) -> bool:
+    """Whether sqlglot writes the ranges of ``qualifier`` as :func:`ranges_text` does."""
+    sample = [(8, 16), (32, 48)]
+    column = f"{qualifier}.{PIXEL_COLUMN}" if qualifier else PIXEL_COLUMN
+    for ranges in (sample[:1], sample):
+        terms = [f"{column} BETWEEN {lo} AND {hi - 1}" for lo, hi in ranges]
+        text = f"({' OR '.join(terms)})" if len(terms) > 1 else terms[0]
+        if ranges_sql(ranges, qualifier).sql(dialect=Postgres()) != text:
+            return False
+    return True
 
 
 # -- finding the q3c predicates ---------------------------------------------------------------------

@@ -265,3 +265,37 @@ def test_a_large_top_runs_through_adbc_with_the_same_rows(tap: str) -> None:
         answers.append((rows["objectId"].tolist(), rows["r_psfFlux"].tolist(), infos["dpdb_releases"],
                         infos["QUERY_STATUS"]))  # fmt: skip
     assert answers[0] == answers[1] and len(answers[0][0]) > 1000
+
+
+def test_numbers_in_strings_names_and_comments_are_part_of_the_shape(archive: dpdb.Archive) -> None:
+    """Only numbers standing alone are slots: one in a string, a quoted name, a comment or a name
+    makes another shape, and a number run into other text keeps the query out of the cache."""
+    shapes.clear()
+    _, ra, dec = _objects(archive, 1)[0]
+    base = ("SELECT objectId, 'tag 1' AS t FROM current.Object /* note 1 */ WHERE objectId > {0} "
+            "-- and 2\n AND 1 = CONTAINS(POINT(coord_ra, coord_dec), CIRCLE({1}, {2}, 0.5))")  # fmt: skip
+    first = base.format(10, ra, abs(dec))
+    _fast_statement(archive, _params(first))
+    assert shapes.lookup(archive.settings, base.format(11, ra + 0.01, abs(dec)), 100_000) is not None
+    for other in (
+        first.replace("'tag 1'", "'tag 2'"),
+        first.replace("note 1", "note 2"),
+        first.replace("and 2", "and 3"),
+        first.replace("'tag 1' AS t", '\'tag 1\' AS "t 1"'),
+    ):
+        assert shapes.lookup(archive.settings, other, 100_000) is None, other
+        _same(_fast_statement(archive, _params(other)), _full_statement(archive.settings, _params(other)))
+    assert shapes._numbers("SELECT TOP 1 r_psfFlux2 FROM current.Object WHERE objectId > 1e5")[1] == [
+        (11, 12), (61, 64)
+    ]  # fmt: skip
+    assert shapes._numbers("SELECT 1e5x FROM current.Object") is None
+
+
+def test_ranges_text_is_what_sqlglot_writes() -> None:
+    from sqlglot.dialects.postgres import Postgres
+
+    from dpdb.pruning import ranges_sql, ranges_text
+
+    for qualifier in (None, "o", "obj1", "User", "order", '"a b"'):
+        for ranges in ([(1, 5)], [(1, 5), (9, 12), (20, 30)], []):
+            assert ranges_text(ranges, qualifier) == ranges_sql(ranges, qualifier).sql(dialect=Postgres())

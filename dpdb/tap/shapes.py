@@ -13,9 +13,10 @@ and the ranges that follow from them. So, per shape, this module keeps:
   ranges are worked out (:func:`dpdb.pruning.region_ranges` on the filled values, at the partition
   order the catalog has at that moment).
 
-**The key** is the query's tokens (sqlglot's ADQL tokenizer: whitespace does not count, letter
-case and comments do) with every number left out, MAXREC, and whether the query reads the prompt
-catalog's as-of views (and which). **A number becomes a slot** only if the translation copies it
+**The key** is the query's text with every number left out (found by a small scanner that passes
+over strings, quoted names and comments; a query whose numbers are not each a whole ADQL token of
+their own is never kept) and MAXREC; a kept shape that reads the prompt catalog also records
+which as-of views it read through. **A number becomes a slot** only if the translation copies it
 into the statement without reading it: numbers under TOP/OFFSET, a number compared with CONTAINS,
 or vertices folded into a pg_sphere polygon stay part of the shape (a query with other values
 there is another shape). **Checked when made:** the filled template must equal the full
@@ -42,7 +43,7 @@ from typing import Any
 from sqlglot import exp
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import TokenError
-from sqlglot.tokens import Token, TokenType
+from sqlglot.tokens import TokenType
 
 from ..config import Settings
 from .adql import ADQL, AdqlError, Translation, parse, translate_tree
@@ -51,7 +52,13 @@ __all__ = ["Statement", "lookup", "learn", "clear"]
 
 log = logging.getLogger(__name__)
 
-_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\Z")
+_SCAN = re.compile(
+    r"(?P<skip>'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|--[^\n]*|/\*.*?\*/|[A-Za-z_][A-Za-z0-9_$]*)"
+    r"|(?P<number>(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)",
+    re.DOTALL,
+)
+"""The numbers of a query (``number``), passing over strings, quoted names, comments and names."""
+_NOT_AFTER = re.compile(r"[A-Za-z0-9_.$'\"]")
 """A number that may fill a slot: digits, a decimal point, an exponent (ADQL's unsigned numeric literal)."""
 _SLOT = "dpdbslot{}x"
 _SLOT_RE = re.compile(r"dpdbslot(\d+)x")
@@ -89,9 +96,9 @@ _Piece = str | int | tuple[str, int]
 @dataclass(frozen=True)
 class _Shape:
     fixed: tuple[tuple[int, str], ...]
-    """(token index, text) of the numbers that are part of the shape."""
+    """(index among the query's numbers, text) of the numbers that are part of the shape."""
     slots: tuple[int, ...]
-    """Token index of each slot's number."""
+    """Index among the query's numbers of each slot's number."""
     sql: tuple[_Piece, ...]
     text: tuple[_Piece, ...]
     ranges: tuple[_Ranges, ...]
@@ -99,8 +106,8 @@ class _Shape:
     reads_prompt: bool
     views: frozenset[str] | None
 
-    def matches(self, tokens: Sequence[Token]) -> bool:
-        return all(tokens[i].text == text for i, text in self.fixed)
+    def matches(self, numbers: Sequence[str]) -> bool:
+        return all(numbers[i] == text for i, text in self.fixed)
 
     def fill(self, texts: Sequence[str], query: str, settings: Settings) -> Statement:
         from ..query import cached_partition_orders
@@ -122,8 +129,8 @@ class _Refused:
 
     fixed: tuple[tuple[int, str], ...]
 
-    def matches(self, tokens: Sequence[Token]) -> bool:
-        return all(tokens[i].text == text for i, text in self.fixed)
+    def matches(self, numbers: Sequence[str]) -> bool:
+        return all(numbers[i] == text for i, text in self.fixed)
 
 
 _cache: OrderedDict[tuple[Any, ...], list[_Shape | _Refused]] = OrderedDict()
@@ -142,40 +149,47 @@ def _as_of_schema() -> str:
     return AS_OF_SCHEMA
 
 
-def _tokens(query: str) -> list[Token] | None:
+def _numbers(query: str) -> tuple[tuple[Any, ...], list[tuple[int, int]]] | None:
+    """The query's key text (the stripped query without its numbers) and where its numbers are;
+    None: never kept (the slot marker, ``$`` or ``\\`` in it, or a number run into other text)."""
     text = _stripped(query)
-    if "dpdbslot" in text.lower():
-        return None  # the slot marker itself in the query: never a template
-    try:
-        return list(ADQL().tokenize(text))
-    except (TokenError, ValueError):
+    if "dpdbslot" in text.lower() or "$" in text or "\\" in text:
         return None
+    pieces: list[str] = []
+    spans: list[tuple[int, int]] = []
+    last = 0
+    for m in _SCAN.finditer(text):
+        if m.lastgroup != "number":
+            continue
+        begin, end = m.span()
+        if (begin and _NOT_AFTER.match(text, begin - 1)) or _NOT_AFTER.match(text, end):
+            return None  # e.g. 1e5x or 1.2.3: not a number token of its own
+        pieces.append(text[last:begin])
+        spans.append((begin, end))
+        last = end
+    pieces.append(text[last:])
+    return tuple(pieces), spans
 
 
 def _stripped(query: str) -> str:
     return query.strip().rstrip(";").strip()  # as adql.parse reads it
 
 
-def _key(tokens: Sequence[Token], maxrec: int) -> tuple[Any, ...]:
-    return (maxrec, *(
-        (t.token_type, None if t.token_type == TokenType.NUMBER and _NUMBER.match(t.text) else t.text,
-         tuple(t.comments))
-        for t in tokens
-    ))  # fmt: skip
-
-
 def lookup(settings: Settings, query: str, maxrec: int) -> Statement | None:
     """The statement of ``query`` from a kept shape; None if its shape is not kept (or refused)."""
-    tokens = _tokens(query)
-    if tokens is None:
+    found_numbers = _numbers(query)
+    if found_numbers is None:
         return None
-    key = _key(tokens, maxrec)
+    key_text, spans = found_numbers
+    text = _stripped(query)
+    numbers = [text[b:e] for b, e in spans]
+    key = (maxrec, key_text)
     with _lock:
         variants = _cache.get(key)
         if variants is None:
             return None
         _cache.move_to_end(key)
-        found = next((v for v in variants if v.matches(tokens)), None)
+        found = next((v for v in variants if v.matches(numbers)), None)
     if not isinstance(found, _Shape):
         return None
     if found.reads_prompt:
@@ -183,7 +197,7 @@ def lookup(settings: Settings, query: str, maxrec: int) -> Statement | None:
 
         if as_of_views(settings) != found.views:
             return None
-    return found.fill([tokens[i].text for i in found.slots], query, settings)
+    return found.fill([numbers[i] for i in found.slots], query, settings)
 
 
 Finish = Callable[[Translation], bool]
@@ -196,12 +210,20 @@ def learn(settings: Settings, query: str, maxrec: int, finish: Finish, full: Ful
     """The statement of ``query``, translated in full, its shape kept for the next queries like it.
 
     Raises what the translation raises (:class:`dpdb.tap.adql.AdqlError`, ``CannotRunFast``)."""
-    tokens = _tokens(query)
-    if tokens is None:
+    found_numbers = _numbers(query)
+    if found_numbers is None:
         return full(query)
-    tree = parse(_stripped(query))
-    starts = {t.start: i for i, t in enumerate(tokens)
-              if t.token_type == TokenType.NUMBER and _NUMBER.match(t.text)}  # fmt: skip
+    key_text, spans = found_numbers
+    stripped = _stripped(query)
+    numbers = [stripped[b:e] for b, e in spans]
+    tree = parse(stripped)
+    try:
+        tokens = list(ADQL().tokenize(stripped))
+    except (TokenError, ValueError):
+        return full(query)
+    if [(t.start, t.end + 1) for t in tokens if t.token_type == TokenType.NUMBER] != spans:
+        return full(query)  # the scanner and sqlglot disagree on where the numbers are: never kept
+    starts = {b: i for i, (b, _) in enumerate(spans)}
     slots: list[int] = []
     for literal in tree.find_all(exp.Literal):
         index = starts.get((literal.meta or {}).get("start", -1))
@@ -217,7 +239,7 @@ def learn(settings: Settings, query: str, maxrec: int, finish: Finish, full: Ful
     for literal in list(marked.find_all(exp.Literal)):
         slot = (literal.meta or {}).get(_SLOT_META)
         if slot is not None:
-            literal.replace(exp.Literal.number(_SLOT.format(slot)))
+            literal.set("this", _SLOT.format(slot))  # in place: keeps a comment attached to it
     sql = marked.sql(dialect=Postgres)
     template = dataclasses.replace(translation, sql=sql, tables=list(translation.tables),
                                    xtypes=dict(translation.xtypes))  # fmt: skip
@@ -227,17 +249,17 @@ def learn(settings: Settings, query: str, maxrec: int, finish: Finish, full: Ful
 
     statement = Statement(translation, final_text(settings, translation.sql, reads_prompt=reads_prompt),
                           reads_prompt)  # fmt: skip
-    texts = [tokens[i].text for i in slots]
+    texts = [numbers[i] for i in slots]
     shape: _Shape | _Refused
     try:
         marked_text, _ = as_of_text(settings, template.sql, reads_prompt=reads_prompt)
-        shape = _shape(tokens, slots, texts, template, marked_text, reads_prompt,
+        shape = _shape(numbers, slots, texts, template, marked_text, reads_prompt,
                        as_of_views(settings) if reads_prompt else None)  # fmt: skip
-        shape = _checked(shape, tokens, query, texts, statement, settings, full)
+        shape = _checked(shape, numbers, spans, query, statement, settings, full)
     except Exception as e:  # noqa: BLE001 - a shape that cannot be made is translated in full each time
         log.info("TAP query shape not kept (%s): %s", e, query)
         shape = _Refused(())  # every query of this key
-    key = _key(tokens, maxrec)
+    key = (maxrec, key_text)
     with _lock:
         variants = _cache.setdefault(key, [])
         _cache.move_to_end(key)
@@ -249,7 +271,7 @@ def learn(settings: Settings, query: str, maxrec: int, finish: Finish, full: Ful
 
 
 def _shape(
-    tokens: Sequence[Token],
+    numbers: Sequence[str],
     slots: list[int],
     texts: list[str],
     template: Translation,
@@ -292,8 +314,7 @@ def _shape(
         text += [*pieces(marked_text[last:begin]), ("(", k), *pieces(marked_text[begin:end]), (")", k)]
         last = end
     text += pieces(marked_text[last:])
-    fixed = tuple((i, tokens[i].text) for i, t in enumerate(tokens)
-                  if t.token_type == TokenType.NUMBER and i not in {slots[k] for k in kept})  # fmt: skip
+    fixed = tuple((i, text) for i, text in enumerate(numbers) if i not in {slots[k] for k in kept})
     return _Shape(fixed, tuple(slots[k] for k in kept), tuple(pieces(template.sql)), tuple(text),
                   tuple(regions), template, reads_prompt, views)  # fmt: skip
 
@@ -323,15 +344,22 @@ def _ranges_of(call: exp.Anonymous) -> _Ranges | None:
     return _Ranges(region.kind, tuple(v.copy() for v in values), (table.db or "").lower(), name, qualifier)
 
 
-def _value(node: exp.Expression, texts: Sequence[str]) -> exp.Expression:
+def _number(node: exp.Expression, texts: Sequence[str]) -> float | None:
+    """The value of a region's number as :func:`dpdb.pruning._const` reads it."""
+    from .. import pruning
+
     slot = (node.meta or {}).get(_SLOT_META) if isinstance(node, exp.Literal) else None
-    if slot is not None:
-        return exp.Literal.number(texts[slot])
+    if slot is not None:  # a slot alone: its number (what _const reads from a number literal)
+        return float(texts[slot])
+    return pruning._const(_value(node, texts))
+
+
+def _value(node: exp.Expression, texts: Sequence[str]) -> exp.Expression:
     copy = node.copy()
     for literal in list(copy.find_all(exp.Literal)):
         slot = (literal.meta or {}).get(_SLOT_META)
         if slot is not None:
-            literal.replace(exp.Literal.number(texts[slot]))
+            literal.set("this", texts[slot])
     return copy
 
 
@@ -349,14 +377,14 @@ def _condition(recipe: _Ranges, texts: Sequence[str], order_of: Any) -> str | No
                 return None
             values: list[float] = vertices
         else:
-            found = [pruning._const(_value(v, texts)) for v in recipe.values]
+            found = [_number(v, texts) for v in recipe.values]
             if any(v is None for v in found):
                 return None
             values = [float(v) for v in found if v is not None]
         ranges = pruning.region_ranges(recipe.kind, values, order)
         if ranges is None:
             return None
-        return pruning.ranges_sql(ranges, recipe.qualifier).sql(dialect=Postgres())
+        return pruning.ranges_text(ranges, recipe.qualifier)
     except Exception:  # noqa: BLE001 - as pruning._condition: the query runs unpruned, still right
         return None
 
@@ -375,22 +403,21 @@ def _fill(pieces: Sequence[_Piece], texts: Sequence[str], conditions: Sequence[s
 
 def _checked(
     shape: _Shape,
-    tokens: Sequence[Token],
+    numbers: Sequence[str],
+    spans: Sequence[tuple[int, int]],
     query: str,
-    texts: list[str],
     statement: Statement,
     settings: Settings,
     full: Full,
 ) -> _Shape | _Refused:
     """``shape`` if it reproduces the full translation of ``query`` and of ``query`` with every slot's
     number changed; else refused."""
-    slot_texts = [tokens[i].text for i in shape.slots]
+    slot_texts = [numbers[i] for i in shape.slots]
     other = [_other_number(t) for t in slot_texts]
-    stripped = _stripped(query)
-    changed = stripped
-    for i, text in sorted(zip(shape.slots, other, strict=True), key=lambda x: -tokens[x[0]].start):
-        tok = tokens[i]
-        changed = changed[: tok.start] + text + changed[tok.end + 1 :]
+    changed = _stripped(query)
+    for i, text in sorted(zip(shape.slots, other, strict=True), key=lambda x: -spans[x[0]][0]):
+        begin, end = spans[i]
+        changed = changed[:begin] + text + changed[end:]
     for values, want in ((slot_texts, statement), (other, None)):
         if want is None:
             try:
