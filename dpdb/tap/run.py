@@ -189,6 +189,7 @@ def _releases_at(archive, mjd_tai: float) -> dict[str, str]:
     return out
 
 
+@functools.cache
 def known_names() -> frozenset[str]:
     from .output import _felis_columns
 
@@ -297,7 +298,7 @@ def _fast_statement(archive, params: TapParams):  # -> shapes.Statement
     if found is not None:
         return found
     try:
-        return shapes.learn(settings, params.query, params.maxrec, finish, full)
+        return shapes.learn(settings, params.query, params.maxrec, finish, full, known_names())
     except AdqlError as e:
         raise TapError(str(e)) from e
 

@@ -206,8 +206,11 @@ Full = Callable[[str], Statement]
 """The statement of a query translated in full (what :func:`lookup` must reproduce)."""
 
 
-def learn(settings: Settings, query: str, maxrec: int, finish: Finish, full: Full) -> Statement:
+def learn(
+    settings: Settings, query: str, maxrec: int, finish: Finish, full: Full, known_names: frozenset[str]
+) -> Statement:
     """The statement of ``query``, translated in full, its shape kept for the next queries like it.
+    ``known_names``: as :func:`dpdb.tap.adql.translate` takes them.
 
     Raises what the translation raises (:class:`dpdb.tap.adql.AdqlError`, ``CannotRunFast``)."""
     found_numbers = _numbers(query)
@@ -231,10 +234,8 @@ def learn(settings: Settings, query: str, maxrec: int, finish: Finish, full: Ful
             continue
         literal.meta[_SLOT_META] = len(slots)
         slots.append(index)
-    from .run import known_names
-
     translation, out = translate_tree(tree, query, maxrec=maxrec if maxrec > 0 else None,
-                                      known_names=known_names())  # fmt: skip
+                                      known_names=known_names)  # fmt: skip
     marked = out.copy()
     for literal in list(marked.find_all(exp.Literal)):
         slot = (literal.meta or {}).get(_SLOT_META)
@@ -263,7 +264,8 @@ def learn(settings: Settings, query: str, maxrec: int, finish: Finish, full: Ful
     with _lock:
         variants = _cache.setdefault(key, [])
         _cache.move_to_end(key)
-        if not any(v.fixed == shape.fixed for v in variants) and len(variants) < _MAX_VARIANTS:
+        variants[:] = [v for v in variants if v.fixed != shape.fixed]  # one made before (other as-of views)
+        if len(variants) < _MAX_VARIANTS:
             variants.append(shape)
         while len(_cache) > _MAX_SHAPES:
             _cache.popitem(last=False)
