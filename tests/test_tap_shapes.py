@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import socket
-import threading
 import time
 from collections.abc import Iterator
 
@@ -19,6 +17,7 @@ import pyvo
 from astropy.io.votable import parse
 from astropy.table import Table
 from conftest import DemoRun
+from test_tap_clients import _serve
 
 import dpdb
 from dpdb.tap import shapes
@@ -32,23 +31,8 @@ def archive(demo_run: DemoRun) -> dpdb.Archive:
 
 @pytest.fixture(scope="module")
 def tap(archive: dpdb.Archive, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    import uvicorn
-
-    from dpdb.service import create_app
-
-    app = create_app(archive, job_dir=tmp_path_factory.mktemp("tap-jobs"))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 60
-    while not server.started:
-        assert time.monotonic() < deadline, "the TAP service did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/tap"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with _serve(archive, Limits(), tmp_path_factory.mktemp("tap-jobs")) as url:
+        yield url
 
 
 def _objects(archive: dpdb.Archive, n: int) -> list[tuple[int, float, float]]:
