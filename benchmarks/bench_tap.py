@@ -149,13 +149,17 @@ def main() -> None:
               f"{rate:,.0f} rows/s, {size:.1f} MB{verdict}")  # fmt: skip
 
     # 3. concurrent clients
+    failures: list[str] = []
+
     def client_run(n: int) -> tuple[int, int]:
         errors = 0
         with httpx.Client(timeout=60) as client:
             for i in range(n):
                 ra, dec = centres[i % len(centres)]
-                if client.get(url, params={"LANG": "ADQL", "QUERY": adql(ra, dec)}).status_code != 200:
+                r = client.get(url, params={"LANG": "ADQL", "QUERY": adql(ra, dec)})
+                if r.status_code != 200:
                     errors += 1
+                    failures.append(f"HTTP {r.status_code}: {r.text[:300]}")
         return n, errors
 
     rates = {}
@@ -170,6 +174,8 @@ def main() -> None:
         scale = f", {rates[clients] / rates[1]:.2f}x one client" if clients != 1 else ""
         print(f"{clients} client(s): {done} cones in {seconds:.1f} s, {rates[clients]:.1f} cones/s{scale}, "
               f"{errors} errors")  # fmt: skip
+    for failure in failures[:3]:
+        print(f"  error: {failure}")
     server.should_exit = True
 
 
