@@ -239,16 +239,22 @@ def test_full_statement_is_used_for_uploads(archive: dpdb.Archive) -> None:
 
 
 def test_a_large_top_runs_through_adbc_with_the_same_rows(tap: str) -> None:
-    """TOP above 10,000 goes straight to ADBC (no psycopg try first): the same rows and records."""
-    answers = []
-    for top in (9_000, 20_000):
-        query = f"SELECT TOP {top} objectId, coord_ra, r_psfFlux FROM current.Object ORDER BY objectId"
-        votable = parse(io.BytesIO(httpx.get(f"{tap}/sync", params={"LANG": "ADQL", "QUERY": query}).content))
-        infos = {i.name: i.value for i in votable.resources[0].infos}
-        rows = votable.get_first_table().array
-        answers.append((rows["objectId"].tolist(), rows["r_psfFlux"].tolist(), infos["dpdb_releases"],
-                        infos["QUERY_STATUS"]))  # fmt: skip
-    assert answers[0] == answers[1] and len(answers[0][0]) > 1000
+    """TOP above 10,000 goes straight to ADBC (no psycopg try first): the same rows and records, for a
+    release and for the prompt catalog (read as of the recorded instant: its setting holds for the
+    query, in the same transaction)."""
+    for table, key, column in (("current.Object", "objectId", "r_psfFlux"),
+                               ("prompt.DiaObject", "diaObjectId", "nDiaSources")):  # fmt: skip
+        answers = []
+        for top in (9_000, 20_000):
+            query = f"SELECT TOP {top} {key}, {column} FROM {table} ORDER BY {key}"
+            r = httpx.get(f"{tap}/sync", params={"LANG": "ADQL", "QUERY": query})
+            assert r.status_code == 200, r.text[:500]
+            votable = parse(io.BytesIO(r.content))
+            infos = {i.name: i.value for i in votable.resources[0].infos}
+            rows = votable.get_first_table().array
+            answers.append((rows[key].tolist(), rows[column].tolist(), infos["dpdb_releases"],
+                            infos["QUERY_STATUS"], infos["dpdb_as_of_mjd_tai"]))  # fmt: skip
+        assert answers[0] == answers[1] and len(answers[0][0]) > 1000, table
 
 
 def test_numbers_in_strings_names_and_comments_are_part_of_the_shape(archive: dpdb.Archive) -> None:

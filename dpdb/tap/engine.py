@@ -6,7 +6,8 @@ and asks the registry in separate transactions. Here, on a connection of the rea
 open between queries (:class:`ReaderPool`: a few per login, checked once when opened, as
 :func:`dpdb.readers.reader_connect` does), one pipelined round trip sends:
 
-1. ``BEGIN READ ONLY`` (the connection is in autocommit mode: the service makes the transaction);
+1. ``BEGIN ... REPEATABLE READ, READ ONLY`` (the connection is in autocommit mode: the service makes
+   the transaction; repeatable read, so that the state statement and the query share one snapshot);
 2. one statement that sets the reader limits and reads, in the same snapshot as the rows, the
    instant the query is evaluated at (the latest committed change, as
    :func:`dpdb.asof.latest_processing_time`) and the releases ``current``/``previous`` name then
@@ -274,6 +275,11 @@ def run_final(settings: Settings, text: str, *, reads_prompt: bool, many: bool =
     raise AssertionError("unreachable")
 
 
+_BEGIN = b"BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+"""Repeatable read: the snapshot taken by the state statement is the query's too (read committed would
+take a new one per statement, and a change committed in between would be read but not recorded)."""
+
+
 class _Stale(Exception):
     """The kept connection had lost its server before the statement ran."""
 
@@ -291,7 +297,7 @@ def _run(pool: ReaderPool, state_sql: str, params: dict[str, str], text: str) ->
         started = False
         try:
             with conn.pipeline():  # one round trip: the connection is in autocommit, the statements
-                conn.execute(b"BEGIN READ ONLY")  # make the transaction
+                conn.execute(_BEGIN)  # make the transaction: one snapshot for the state and the rows
                 state_cur.execute(state_sql.encode(), params, prepare=True)  # planned once per connection
                 # bytes: the translated statement, one statement only (the extended protocol refuses more)
                 conn.execute(b"DECLARE dpdb_result NO SCROLL CURSOR FOR " + text.encode())
@@ -335,17 +341,15 @@ def _run_adbc(settings: Settings, state_text: str, text: str) -> FastResult:
     from ..readers import reader_adbc_connection
 
     try:
-        with reader_adbc_connection(settings) as aconn:  # not autocommit: a transaction is open
-            try:
-                with aconn.cursor() as cur:
-                    cur.execute("SET TRANSACTION READ ONLY")
-                    cur.execute(state_text)
-                    state = cur.fetchone()
-                    # A newline so that a trailing -- comment does not swallow ADBC's COPY ( ... ) wrapper.
-                    cur.execute(text + "\n")
-                    table = cur.fetch_arrow_table()
-            finally:
-                aconn.rollback()
+        # autocommit: the transaction is opened here, so that the state statement's settings (limits,
+        # the as-of instant) and its snapshot hold for the query; the pool rolls it back
+        with reader_adbc_connection(settings) as aconn, aconn.cursor() as cur:
+            cur.execute(_BEGIN.decode())
+            cur.execute(state_text)
+            state = cur.fetchone()
+            # A newline so that a trailing -- comment does not swallow ADBC's COPY ( ... ) wrapper.
+            cur.execute(text + "\n")
+            table = cur.fetch_arrow_table()
     except adbc_driver_manager.Error as e:
         raise QueryError(f"query failed: {_server_message(str(e))}") from e
     if state is None or state[-3] is None:
