@@ -168,6 +168,78 @@ def test_crossmatch_in_lsdb_finds_the_pairs_of_q3c_join(export) -> None:  # noqa
     assert found == expected and len(expected) >= 1000
 
 
+def test_margin_is_the_margin_hats_import_makes_of_the_same_catalog(export, tmp_path: Path) -> None:  # noqa: ANN001
+    """The margin written with the partitions (dpdb/hats/margin.py) against hats-import's margin pipeline
+    run on the same exported catalog: the same rows in every margin pixel, the same properties."""
+    from dask.distributed import Client
+    from hats_import.margin_cache.margin_cache_arguments import MarginCacheArguments
+    from hats_import.pipeline import pipeline_with_client
+
+    _, out = export
+
+    def rows(path: Path, key: str) -> dict[tuple[int, int], list[tuple[int, int]]]:
+        return {(k, p): sorted(zip(*pq.read_table(f, columns=["_healpix_29", key]).to_pydict().values(),
+                                   strict=True))
+                for k, p, f in _partitions(path)}  # fmt: skip
+
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as client:
+        for name in ("Object", "Source"):
+            main = read_hats(out / name / name)
+            key = main.catalog_info.extra_dict()["hats_cols_sort"]
+            args = MarginCacheArguments(
+                input_catalog_path=out / name / name, output_path=tmp_path, output_artifact_name=name,
+                margin_threshold=10.0, progress_bar=False, resume=False,
+            )  # fmt: skip
+            pipeline_with_client(args, client)
+            ours, theirs = read_hats(out / name / f"{name}_10arcs"), read_hats(tmp_path / name)
+            expected = rows(tmp_path / name, key)
+            assert rows(out / name / f"{name}_10arcs", key) == expected
+            assert sum(map(len, expected.values())) > 100 and len(expected) > 3, name
+            for field in ("catalog_type", "total_rows", "margin_threshold", "hats_order", "ra_column",
+                          "dec_column", "healpix_column", "healpix_order", "moc_sky_fraction"):  # fmt: skip
+                assert getattr(ours.catalog_info, field) == getattr(theirs.catalog_info, field), field
+            assert ours.schema == theirs.schema
+
+
+def test_crossmatch_across_partition_edges_needs_and_uses_the_margin(export) -> None:  # noqa: ANN001
+    """External positions 0.8" from an Object but in the neighbouring partition: LSDB finds every q3c_join
+    pair through the collection's margin, and misses some without it."""
+    from hats.pixel_math.spatial_index import compute_spatial_index
+
+    archive, out = export
+    ext_ra, ext_dec = [], []
+    angles = np.radians(np.arange(0, 360, 22.5))
+    for order, npix, path in _partitions(out / "Object" / "Object"):
+        t = pq.read_table(path, columns=["coord_ra", "coord_dec"])
+        ra, dec = t["coord_ra"].to_numpy()[:, None], t["coord_dec"].to_numpy()[:, None]
+        cand_ra = ra + 0.8 / 3600 * np.cos(angles) / np.cos(np.radians(dec))
+        cand_dec = dec + 0.8 / 3600 * np.sin(angles)
+        away = (compute_spatial_index(cand_ra.ravel(), cand_dec.ravel()) >> (2 * (29 - order))) != npix
+        away = away.reshape(cand_ra.shape)
+        first = away.argmax(axis=1)
+        some = away.any(axis=1)
+        ext_ra.extend(cand_ra[some, first[some]])
+        ext_dec.extend(cand_dec[some, first[some]])
+    assert len(ext_ra) >= 20, "too few Objects near a partition edge"
+    external = pd.DataFrame({"ext_id": np.arange(len(ext_ra)), "ra": ext_ra, "dec": ext_dec})
+    values = ", ".join(f"({i}, {r!r}, {d!r})" for i, r, d in external.itertuples(index=False))
+    pairs_sql = archive.query_arrow(
+        f"SELECT e.id, o.objectId FROM (VALUES {values}) AS e(id, ra, dec) JOIN current.Object o "
+        "ON q3c_join(e.ra, e.dec, o.coord_ra, o.coord_dec, 1.0 / 3600)"
+    )
+    expected = set(zip(pairs_sql.column(0).to_pylist(), pairs_sql.column(1).to_pylist(), strict=True))
+    ext = lsdb.from_dataframe(external, ra_column="ra", dec_column="dec", catalog_name="external")
+
+    def pairs(catalog: lsdb.Catalog) -> set[tuple[int, int]]:
+        m = ext.crossmatch(catalog, radius_arcsec=1.0, n_neighbors=20, suffixes=("_ext", "")).compute()
+        return set(zip(m["ext_id_ext"], m["objectId"], strict=True))
+
+    with_margin = lsdb.open_catalog(out / "Object")
+    assert with_margin.margin is not None
+    assert pairs(with_margin) == expected and len(expected) >= len(ext_ra)
+    assert len(pairs(lsdb.open_catalog(out / "Object" / "Object"))) < len(expected)
+
+
 def test_nested_sources_are_the_sources_of_each_object(export) -> None:  # noqa: ANN001
     archive, out = export
     nested = lsdb.open_catalog(out / "ObjectNested").compute()

@@ -22,8 +22,9 @@ HATS partition with one range query, in parallel:
    ``_metadata``/``_common_metadata`` (``write_parquet_metadata``), the point
    map and skymap, and ``properties`` (``TableProperties``).
 
-The margin catalog and the collection are then made by hats-import's own
-pipeline from this catalog (dpdb/hats/export.py). Memory is bounded by one
+Each partition's rows that lie in its neighbours' margins are mapped into
+margin shards as the partition is written (dpdb/hats/margin.py), so the
+margin catalog needs no second read of the catalog. Memory is bounded by one
 partition per worker (at most the planned partition size). A partition file
 whose row count is right is kept on a rerun.
 """
@@ -44,6 +45,7 @@ from dpdb.atomic import atomic_file
 from dpdb.healpix import PIXEL_ORDER
 from dpdb.model.layout import PIXEL_COLUMN
 
+from .margin import MarginWriter
 from .reader import PostgresReader, chunk_name
 from .source import TableExport
 
@@ -82,8 +84,12 @@ def write_catalog(
     name: str,
     properties: dict[str, Any],
     jobs: int,
-) -> int:
-    """Write ``plan``'s table as the HATS catalog ``path``; its rows. Raises :class:`NotOwnPixel`."""
+    margin: float = 0.0,
+    shards: Path | None = None,
+) -> tuple[int, MarginWriter | None]:
+    """Write ``plan``'s table as the HATS catalog ``path``: its rows, and (``margin`` > 0, in arcseconds)
+    the :class:`MarginWriter` holding its margin's shards (in ``shards``), to be written by the caller.
+    Raises :class:`NotOwnPixel`, :class:`MarginError`."""
     import hats.pixel_math as pixel_math
     from hats.catalog import PartitionInfo, TableProperties
     from hats.io import file_io, paths
@@ -119,6 +125,10 @@ def write_catalog(
     total = sum(d[2] for d in destinations)
     if total != plan.rows:
         raise ValueError(f"{name}: the pixel histogram holds {total} rows, the table {plan.rows}")
+    margins = None
+    if margin > 0:
+        assert shards is not None
+        margins = MarginWriter([(k, p) for k, p, _ in destinations], margin, shards)
     path.mkdir(parents=True, exist_ok=True)
     for stale in (path / "dataset").glob("Norder=*/Dir=*/.*.tmp"):
         # a partition cut short by a killed run: hats' metadata pass reads every file (not only *.parquet)
@@ -130,12 +140,16 @@ def write_catalog(
         k, pixel, rows = dest
         target = paths.pixel_catalog_file(path, HealpixPixel(k, pixel))
         file = Path(str(target.path))
-        if file.is_file() and pq.read_metadata(file).num_rows == rows:
-            return rows  # written by an earlier run
+        if file.is_file() and pq.read_metadata(file).num_rows == rows:  # written by an earlier run
+            if margins is not None and not margins.mapped(k, pixel):
+                margins.map(pq.read_table(file), k, pixel)
+            return rows
         if whole is not None and whole_index is not None:
             mine = (whole_index >> (2 * (PIXEL_ORDER - k))) == pixel
-            return _write_table(whole.filter(pa.array(mine)), whole_index[mine], k, file, sort_key)
-        return _write_partition(reader, plan, k, pixel, rows, file, sort_key, arrivals.get((k, pixel)))
+            return _write_table(whole.filter(pa.array(mine)), whole_index[mine], (k, pixel), file, sort_key,
+                                margins)  # fmt: skip
+        return _write_partition(reader, plan, k, pixel, rows, file, sort_key, arrivals.get((k, pixel)),
+                                margins)  # fmt: skip
 
     workers = max(1, jobs)
     with ThreadPoolExecutor(workers, thread_name_prefix="hats-partition") as pool:
@@ -161,7 +175,7 @@ def write_catalog(
         "hats_col_healpix_order": pixel_math.spatial_index.SPATIAL_INDEX_ORDER,
     }  # fmt: skip
     TableProperties(**info).to_properties_file(path)
-    return written
+    return written, margins
 
 
 def _version(package: str) -> str:
@@ -238,6 +252,7 @@ def _write_partition(
     file: Path,
     sort_key: str,
     arrivals: dict[str, np.ndarray] | None = None,
+    margins: MarginWriter | None = None,
 ) -> int:
     """One HATS partition: its pixel range from the database (with the rows of its sky stored in a
     neighbour's range), only the rows of its own sky, hats' pixel column, sorted, written."""
@@ -260,24 +275,34 @@ def _write_partition(
         table, index = table.filter(pa.array(mine)), index[mine]  # measurements of a neighbour's sky
     if table.num_rows != rows:
         raise ValueError(f"{plan.name}: partition {order}/{pixel} has {table.num_rows} rows, planned {rows}")
-    return _write_table(table, index, order, file, sort_key)
+    return _write_table(table, index, (order, pixel), file, sort_key, margins)
 
 
-def _write_table(table: pa.Table, index: np.ndarray, order: int, file: Path, sort_key: str) -> int:
-    """Rows of one HATS partition with hats' pixel column, sorted, cut into row groups, written atomically."""
+def _write_table(
+    table: pa.Table,
+    index: np.ndarray,
+    pixel: tuple[int, int],
+    file: Path,
+    sort_key: str,
+    margins: MarginWriter | None = None,
+) -> int:
+    """Rows of one HATS partition with hats' pixel column, sorted, cut into row groups, written atomically
+    (its rows in its neighbours' margins mapped first, so a kept file's margin shards are complete)."""
     from hats.io import file_io
     from hats.pixel_math.spatial_index import SPATIAL_INDEX_COLUMN, split_to_row_groups
 
     table = table.add_column(0, SPATIAL_INDEX_COLUMN, [pa.array(index)])
     ordering = [(SPATIAL_INDEX_COLUMN, "ascending"), (sort_key, "ascending")]
     table = table.sort_by(ordering)
+    if margins is not None:
+        margins.map(table, *pixel)
     kwargs = file_io.get_parquet_write_table_kwargs(
         table.schema,
         write_table_kwargs={"sorting_columns": pq.SortingColumn.from_ordering(table.schema, ordering)},
     )
     kwargs.pop("row_group_size", None)
     with atomic_file(file) as fh, pq.ParquetWriter(fh, table.schema, **kwargs) as writer:
-        for group in split_to_row_groups(table, {}, order):
+        for group in split_to_row_groups(table, {}, pixel[0]):
             writer.write_table(group)
     return table.num_rows
 
