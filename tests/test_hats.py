@@ -202,7 +202,7 @@ def test_margin_is_the_margin_hats_import_makes_of_the_same_catalog(export, tmp_
 
 
 def test_crossmatch_across_partition_edges_needs_and_uses_the_margin(export) -> None:  # noqa: ANN001
-    """External positions 0.8" from an Object but in the neighbouring partition: LSDB finds every q3c_join
+    """External positions 4.5" from an Object but in the neighbouring partition: LSDB finds every q3c_join
     pair through the collection's margin, and misses some without it."""
     from hats.pixel_math.spatial_index import compute_spatial_index
 
@@ -212,8 +212,8 @@ def test_crossmatch_across_partition_edges_needs_and_uses_the_margin(export) -> 
     for order, npix, path in _partitions(out / "Object" / "Object"):
         t = pq.read_table(path, columns=["coord_ra", "coord_dec"])
         ra, dec = t["coord_ra"].to_numpy()[:, None], t["coord_dec"].to_numpy()[:, None]
-        cand_ra = ra + 0.8 / 3600 * np.cos(angles) / np.cos(np.radians(dec))
-        cand_dec = dec + 0.8 / 3600 * np.sin(angles)
+        cand_ra = ra + 4.5 / 3600 * np.cos(angles) / np.cos(np.radians(dec))
+        cand_dec = dec + 4.5 / 3600 * np.sin(angles)
         away = (compute_spatial_index(cand_ra.ravel(), cand_dec.ravel()) >> (2 * (29 - order))) != npix
         away = away.reshape(cand_ra.shape)
         first = away.argmax(axis=1)
@@ -225,13 +225,13 @@ def test_crossmatch_across_partition_edges_needs_and_uses_the_margin(export) -> 
     values = ", ".join(f"({i}, {r!r}, {d!r})" for i, r, d in external.itertuples(index=False))
     pairs_sql = archive.query_arrow(
         f"SELECT e.id, o.objectId FROM (VALUES {values}) AS e(id, ra, dec) JOIN current.Object o "
-        "ON q3c_join(e.ra, e.dec, o.coord_ra, o.coord_dec, 1.0 / 3600)"
+        "ON q3c_join(e.ra, e.dec, o.coord_ra, o.coord_dec, 5.0 / 3600)"
     )
     expected = set(zip(pairs_sql.column(0).to_pylist(), pairs_sql.column(1).to_pylist(), strict=True))
     ext = lsdb.from_dataframe(external, ra_column="ra", dec_column="dec", catalog_name="external")
 
     def pairs(catalog: lsdb.Catalog) -> set[tuple[int, int]]:
-        m = ext.crossmatch(catalog, radius_arcsec=1.0, n_neighbors=20, suffixes=("_ext", "")).compute()
+        m = ext.crossmatch(catalog, radius_arcsec=5.0, n_neighbors=20, suffixes=("_ext", "")).compute()
         return set(zip(m["ext_id_ext"], m["objectId"], strict=True))
 
     with_margin = lsdb.open_catalog(out / "Object")

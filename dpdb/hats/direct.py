@@ -86,9 +86,11 @@ def write_catalog(
     jobs: int,
     margin: float = 0.0,
     shards: Path | None = None,
+    zstd_level: int | None = None,
 ) -> tuple[int, MarginWriter | None]:
     """Write ``plan``'s table as the HATS catalog ``path``: its rows, and (``margin`` > 0, in arcseconds)
     the :class:`MarginWriter` holding its margin's shards (in ``shards``), to be written by the caller.
+    ``zstd_level`` None: hats' Parquet compression level.
     Raises :class:`NotOwnPixel`, :class:`MarginError`."""
     import hats.pixel_math as pixel_math
     from hats.catalog import PartitionInfo, TableProperties
@@ -147,9 +149,9 @@ def write_catalog(
         if whole is not None and whole_index is not None:
             mine = (whole_index >> (2 * (PIXEL_ORDER - k))) == pixel
             return _write_table(whole.filter(pa.array(mine)), whole_index[mine], (k, pixel), file, sort_key,
-                                margins)  # fmt: skip
+                                margins, zstd_level)  # fmt: skip
         return _write_partition(reader, plan, k, pixel, rows, file, sort_key, arrivals.get((k, pixel)),
-                                margins)  # fmt: skip
+                                margins, zstd_level)  # fmt: skip
 
     workers = max(1, jobs)
     with ThreadPoolExecutor(workers, thread_name_prefix="hats-partition") as pool:
@@ -253,6 +255,7 @@ def _write_partition(
     sort_key: str,
     arrivals: dict[str, np.ndarray] | None = None,
     margins: MarginWriter | None = None,
+    zstd_level: int | None = None,
 ) -> int:
     """One HATS partition: its pixel range from the database (with the rows of its sky stored in a
     neighbour's range), only the rows of its own sky, hats' pixel column, sorted, written."""
@@ -275,7 +278,7 @@ def _write_partition(
         table, index = table.filter(pa.array(mine)), index[mine]  # measurements of a neighbour's sky
     if table.num_rows != rows:
         raise ValueError(f"{plan.name}: partition {order}/{pixel} has {table.num_rows} rows, planned {rows}")
-    return _write_table(table, index, (order, pixel), file, sort_key, margins)
+    return _write_table(table, index, (order, pixel), file, sort_key, margins, zstd_level)
 
 
 def _write_table(
@@ -285,6 +288,7 @@ def _write_table(
     file: Path,
     sort_key: str,
     margins: MarginWriter | None = None,
+    zstd_level: int | None = None,
 ) -> int:
     """Rows of one HATS partition with hats' pixel column, sorted, cut into row groups, written atomically
     (its rows in its neighbours' margins mapped first, so a kept file's margin shards are complete)."""
@@ -296,10 +300,10 @@ def _write_table(
     table = table.sort_by(ordering)
     if margins is not None:
         margins.map(table, *pixel)
-    kwargs = file_io.get_parquet_write_table_kwargs(
-        table.schema,
-        write_table_kwargs={"sorting_columns": pq.SortingColumn.from_ordering(table.schema, ordering)},
-    )
+    options: dict[str, Any] = {"sorting_columns": pq.SortingColumn.from_ordering(table.schema, ordering)}
+    if zstd_level is not None:
+        options["compression_level"] = zstd_level
+    kwargs = file_io.get_parquet_write_table_kwargs(table.schema, write_table_kwargs=options)
     kwargs.pop("row_group_size", None)
     with atomic_file(file) as fh, pq.ParquetWriter(fh, table.schema, **kwargs) as writer:
         for group in split_to_row_groups(table, {}, pixel[0]):

@@ -71,6 +71,9 @@ MANIFEST = "dpdb_export.json"
 PLAN = ".dpdb_export_plan.json"
 """Written first: which snapshot this folder holds, so a rerun continues the same export."""
 TMP = ".dpdb_tmp"
+ZSTD_LEVEL = 3
+"""Parquet's zstd level. hats' default, 15, takes 16 times the CPU of level 3 for files 5 % smaller on
+a release's Object table (benchmarks/README.md, bench_hats.py): the export's largest cost."""
 
 
 class HatsExportError(DpdbError):
@@ -119,6 +122,7 @@ def export_hats(
     jobs: int = 2,
     chunk_rows: int = 250_000,
     partition_bytes: int = 256 << 20,
+    zstd_level: int = ZSTD_LEVEL,
     processes: bool | None = None,
     progress: bool = False,
     on_catalog: Callable[[CatalogResult], None] | None = None,
@@ -172,7 +176,9 @@ def export_hats(
                         client = stack.enter_context(_client(jobs, use_processes, out / TMP))
                     return client
 
-                done = _export_collection(need_client, uri, plan, out, provenance, margin, progress, jobs)
+                done = _export_collection(
+                    need_client, uri, plan, out, provenance, margin, progress, jobs, zstd_level
+                )
             done.seconds = time.monotonic() - t0
             result.catalogs.append(done)
             if on_catalog is not None:
@@ -276,6 +282,7 @@ def _export_collection(
     margin: float,
     progress: bool,
     jobs: int = 2,
+    zstd_level: int = ZSTD_LEVEL,
 ) -> CatalogResult:
     from hats_import.collection.arguments import CollectionArguments
     from hats_import.pipeline import pipeline_with_client
@@ -309,7 +316,7 @@ def _export_collection(
         assert isinstance(plan, TableExport)
         try:  # straight from the database, the margin mapped from the same rows: no hats-import pipeline
             result.margin_rows = _write_direct(
-                uri, plan, path, name, margin_name, properties, margin, out, jobs
+                uri, plan, path, name, margin_name, properties, margin, out, jobs, zstd_level
             )
             return result
         except NotOwnPixel as e:
@@ -321,6 +328,7 @@ def _export_collection(
         args = CollectionArguments(
             output_artifact_name=name, output_path=out, tmp_dir=out / TMP, resume=True,
             progress_bar=progress, simple_progress_bar=True, addl_hats_properties=properties,
+            write_table_kwargs={"compression_level": zstd_level},
         ).catalog(
             input_file_list=[chunk_name(name, lo, hi) for lo, hi in table.chunks],
             file_reader=reader, ra_column=table.ra, dec_column=table.dec,
@@ -352,6 +360,7 @@ def _write_direct(
     margin: float,
     out: Path,
     jobs: int,
+    zstd_level: int,
 ) -> int:
     """A release table's collection written straight from the database (dpdb/hats/direct.py), with its
     margin (dpdb/hats/margin.py) and ``collection.properties``; the margin's rows."""
@@ -362,7 +371,7 @@ def _write_direct(
     shards = out / TMP / f"{name}.margin"
     written, margins = write_catalog(
         uri, plan, plan.histogram, HISTOGRAM_ORDER, path / name, name, properties, jobs,
-        margin=margin, shards=shards,
+        margin=margin, shards=shards, zstd_level=zstd_level,
     )  # fmt: skip
     t1 = time.monotonic()
     margin_rows = 0
@@ -372,6 +381,7 @@ def _write_direct(
         margin_rows = margins.write(
             path / margin_name, path / name, margin_name, schema,
             plan.target.columns[plan.target.primary_key[0]].canonical, properties, plan.ra, plan.dec, jobs,
+            zstd_level,
         )  # fmt: skip
     write_collection_properties(path, name, margin_name, properties)
     shutil.rmtree(shards, ignore_errors=True)

@@ -139,6 +139,7 @@ class MarginWriter:
         ra: str,
         dec: str,
         jobs: int,
+        zstd_level: int | None = None,
     ) -> int:
         """Gather the shards into the margin catalog ``path`` of the catalog ``primary``; its rows."""
         import hats.pixel_math as pixel_math
@@ -161,7 +162,8 @@ class MarginWriter:
             table = table.sort_by([(SPATIAL_INDEX_COLUMN, "ascending"), (sort_key, "ascending")])
             target = paths.pixel_catalog_file(path, HealpixPixel(k, p))
             Path(str(target.path)).parent.mkdir(parents=True, exist_ok=True)
-            kwargs = file_io.get_parquet_write_table_kwargs(table.schema)
+            level = {} if zstd_level is None else {"compression_level": zstd_level}
+            kwargs = file_io.get_parquet_write_table_kwargs(table.schema, write_table_kwargs=level)
             with atomic_file(Path(str(target.path))) as fh:
                 pq.write_table(table, fh, **kwargs)
             return table.num_rows
