@@ -32,13 +32,14 @@ whose row count is right is kept on a rerun.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from dpdb._version import code_version
 from dpdb.atomic import atomic_file
@@ -87,10 +88,11 @@ def write_catalog(
     margin: float = 0.0,
     shards: Path | None = None,
     zstd_level: int | None = None,
+    progress: bool = False,
 ) -> tuple[int, MarginWriter | None]:
     """Write ``plan``'s table as the HATS catalog ``path``: its rows, and (``margin`` > 0, in arcseconds)
     the :class:`MarginWriter` holding its margin's shards (in ``shards``), to be written by the caller.
-    ``zstd_level`` None: hats' Parquet compression level.
+    ``zstd_level`` None: hats' Parquet compression level; ``progress``: a bar of the partitions written.
     Raises :class:`NotOwnPixel`, :class:`MarginError`."""
     import hats.pixel_math as pixel_math
     from hats.catalog import PartitionInfo, TableProperties
@@ -154,8 +156,14 @@ def write_catalog(
                                 margins, zstd_level)  # fmt: skip
 
     workers = max(1, jobs)
-    with ThreadPoolExecutor(workers, thread_name_prefix="hats-partition") as pool:
-        written = sum(pool.map(one, destinations))
+    with (
+        ThreadPoolExecutor(workers, thread_name_prefix="hats-partition") as pool,
+        tqdm(total=len(destinations), desc=f"{name} partitions", disable=not progress) as bar,
+    ):
+        written = 0
+        for done in as_completed([pool.submit(one, d) for d in destinations]):
+            written += done.result()
+            bar.update(1)
     pixels = [HealpixPixel(k, p) for k, p, _ in destinations]
     partition_info = PartitionInfo.from_healpix(pixels)
     partition_info.write_to_file(paths.get_partition_info_pointer(path))

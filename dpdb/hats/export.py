@@ -316,7 +316,7 @@ def _export_collection(
         assert isinstance(plan, TableExport)
         try:  # straight from the database, the margin mapped from the same rows: no hats-import pipeline
             result.margin_rows = _write_direct(
-                uri, plan, path, name, margin_name, properties, margin, out, jobs, zstd_level
+                uri, plan, path, name, margin_name, properties, margin, out, jobs, zstd_level, progress
             )
             return result
         except NotOwnPixel as e:
@@ -361,6 +361,7 @@ def _write_direct(
     out: Path,
     jobs: int,
     zstd_level: int,
+    progress: bool,
 ) -> int:
     """A release table's collection written straight from the database (dpdb/hats/direct.py), with its
     margin (dpdb/hats/margin.py) and ``collection.properties``; the margin's rows."""
@@ -371,7 +372,7 @@ def _write_direct(
     shards = out / TMP / f"{name}.margin"
     written, margins = write_catalog(
         uri, plan, plan.histogram, HISTOGRAM_ORDER, path / name, name, properties, jobs,
-        margin=margin, shards=shards, zstd_level=zstd_level,
+        margin=margin, shards=shards, zstd_level=zstd_level, progress=progress,
     )  # fmt: skip
     t1 = time.monotonic()
     margin_rows = 0
