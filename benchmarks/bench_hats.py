@@ -196,7 +196,7 @@ def main() -> None:
         measured = run.stdout.split()
         exported = time.perf_counter() - t0
         margin_rows, own_rss, worker_rss = int(measured[-3]), float(measured[-2]), float(measured[-1])
-        phases = [line for line in run.stderr.splitlines() if " rows written in " in line]
+        phases = [line for line in run.stderr.splitlines() if " written in " in line or "planned in" in line]
         size = sum(p.stat().st_size for p in (out / "Object").rglob("*") if p.is_file())
         ext = external_positions(settings)
         sql_pairs, sql_time = sql_crossmatch(settings, ext)

@@ -32,6 +32,7 @@ whose row count is right is kept on a rerun.
 from __future__ import annotations
 
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
@@ -102,6 +103,7 @@ def write_catalog(
     from hats.pixel_math.healpix_pixel import HealpixPixel
     from hats.pixel_math.spatial_index import compute_spatial_index
 
+    start = time.monotonic()
     order = plan.highest_order
     raw = np.zeros(12 * 4**order, dtype=np.int64)
     reader = PostgresReader(uri, plan)
@@ -164,6 +166,7 @@ def write_catalog(
         for done in as_completed([pool.submit(one, d) for d in destinations]):
             written += done.result()
             bar.update(1)
+    log.info("%s: %d partitions written in %.1f s", name, len(destinations), time.monotonic() - start)
     pixels = [HealpixPixel(k, p) for k, p, _ in destinations]
     partition_info = PartitionInfo.from_healpix(pixels)
     partition_info.write_to_file(paths.get_partition_info_pointer(path))

@@ -143,6 +143,7 @@ def export_hats(
     with connect(settings) as conn:
         snapshot = resolve_snapshot(conn, catalog, as_of, now_mjd_tai())
         plans = plan_tables(conn, snapshot, tables, chunk_rows, partition_bytes)
+    log.info("%s: planned in %.1f s", catalog, time.monotonic() - start)
     identity = snapshot.identity()
     if previous is not None and previous["snapshot"] != identity:
         raise HatsExportError(
