@@ -385,3 +385,22 @@ def test_retired_releases_are_hats_archives_and_both_layouts_restore(rsettings, 
     for name in ("dr1", "dr2"):
         restore_release(rsettings, name)
         assert table_checksums(rsettings, name) == before[name]
+
+
+def test_measurements_stored_across_a_partition_edge_arrive_in_their_own_partition() -> None:
+    """Partitions of mixed orders (as hats aligns a dense sky): a row is fetched into the partition of
+    its own position from wherever it is stored, whatever the order of the partitions' ranges."""
+    from dpdb.hats.direct import _arrivals
+
+    destinations = [(4, 100, 3), (5, 10, 2), (5, 500, 1)]  # sorted by (order, pixel): ranges out of order
+
+    def at(order: int, pixel: int, offset: int) -> int:
+        return (pixel << 2 * (29 - order)) + offset
+
+    moved = {
+        "own": np.array([at(5, 10, 5), at(4, 100, 9), at(5, 500, 1), at(5, 10, 7)], dtype=np.int64),
+        "stored": np.array([at(4, 100, 7), at(5, 10, 3), at(4, 100, 2), at(3, 1, 0)], dtype=np.int64),
+        "sourceId": np.array([1, 2, 3, 4], dtype=np.int64),
+    }
+    got = {k: sorted(v["sourceId"].tolist()) for k, v in _arrivals(moved, destinations).items()}
+    assert got == {(5, 10): [1, 4], (4, 100): [2], (5, 500): [3]}

@@ -238,13 +238,15 @@ def _arrivals(
 ) -> dict[tuple[int, int], dict[str, np.ndarray]]:
     """Per HATS partition, the keys of the rows that belong to it but are stored outside its range."""
     lows = np.array([p << 2 * (PIXEL_ORDER - k) for k, p, _ in destinations], dtype=np.int64)
+    by_range = np.argsort(lows)  # destinations are sorted by (order, pixel), not by where their range starts
+    lows = lows[by_range]
+    orders = np.array([d[0] for d in destinations], dtype=np.int64)[by_range]
+    pixels = np.array([d[1] for d in destinations], dtype=np.int64)[by_range]
 
     def where(index: np.ndarray) -> np.ndarray:
-        i = np.searchsorted(lows, index, side="right") - 1
-        k = np.array([d[0] for d in destinations])[np.clip(i, 0, None)]
-        p = np.array([d[1] for d in destinations])[np.clip(i, 0, None)]
-        inside = (i >= 0) & ((index >> (2 * (PIXEL_ORDER - k))) == p)
-        return np.where(inside, i, -1)
+        i = np.clip(np.searchsorted(lows, index, side="right") - 1, 0, None)
+        inside = (index >= lows[i]) & ((index >> (2 * (PIXEL_ORDER - orders[i]))) == pixels[i])
+        return np.where(inside, by_range[i], -1)
 
     own, stored = where(moved["own"]), where(moved["stored"])
     keys = [k for k in moved if k not in ("own", "stored")]
