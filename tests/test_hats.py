@@ -18,6 +18,7 @@ import healpy
 import lsdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import DPDB, DemoRun, demo_env
@@ -404,3 +405,29 @@ def test_measurements_stored_across_a_partition_edge_arrive_in_their_own_partiti
     }
     got = {k: sorted(v["sourceId"].tolist()) for k, v in _arrivals(moved, destinations).items()}
     assert got == {(5, 10): [1, 4], (4, 100): [2], (5, 500): [3]}
+
+
+def test_rows_are_fetched_by_keys_that_include_a_float(demo_run: DemoRun) -> None:
+    """A DiaSource's key includes its processing time (MJD, a double): a measurement fetched by key into
+    another partition is found with its exact time, not a truncated one."""
+    from dpdb.db import connect
+    from dpdb.hats.direct import _read_keys
+    from dpdb.hats.reader import PostgresReader
+    from dpdb.hats.source import plan_tables, resolve_snapshot
+    from dpdb.pg import adbc_uri
+
+    settings = demo_run.settings
+    with connect(settings) as conn:
+        snapshot = resolve_snapshot(conn, "dr2", None, 0)
+        plan = plan_tables(conn, snapshot, ["DiaSource"], 250_000)[0]
+        some = conn.execute(
+            f"SELECT diasourceid, timeprocessedmjdtai FROM {plan.source} ORDER BY diasourceid LIMIT 5"
+        ).fetchall()
+    assert plan.target.primary_key == ("diasourceid", "timeprocessedmjdtai") and len(some) == 5
+    assert any(t != int(t) for _, t in some), "whole-day times prove nothing"
+    keys = {
+        "diasourceid": np.array([k for k, _ in some]),
+        "timeprocessedmjdtai": np.array([t for _, t in some]),
+    }
+    found = pa.concat_tables(_read_keys(PostgresReader(adbc_uri(settings), plan), plan, keys))
+    assert sorted(found["diaSourceId"].to_pylist()) == [k for k, _ in some]

@@ -336,7 +336,7 @@ def _read_keys(reader: PostgresReader, plan: TableExport, keys: dict[str, np.nda
     total = len(next(iter(keys.values())))
     for start in range(0, total, step):
         values = ", ".join(
-            "(" + ", ".join(str(int(keys[k][i])) for k in names) + ")"
+            "(" + ", ".join(_literal(keys[k][i]) for k in names) + ")"
             for i in range(start, min(total, start + step))
         )
         cols = ", ".join(f'"{k}"' for k in names)
@@ -347,6 +347,14 @@ def _read_keys(reader: PostgresReader, plan: TableExport, keys: dict[str, np.nda
         if batches:
             out.append(pa.Table.from_batches(batches, schema))
     return out
+
+
+def _literal(value: Any) -> str:
+    """A key value as SQL: an integer, or a float spelled so that it reads back as the same double (a
+    DiaSource's key includes its processing time, MJD)."""
+    if isinstance(value, np.floating | float):
+        return f"'{float(value)!r}'::float8"
+    return str(int(value))
 
 
 def arrow_empty(reader: PostgresReader) -> pa.Table:
