@@ -209,7 +209,7 @@ def main() -> None:
         for line in phases:
             print(f"    {line}")
         rss = f"{own_rss:,.0f} MiB" + (
-            f", largest worker process {worker_rss:,.0f} MiB" if worker_rss else ""
+            f", largest child process {worker_rss:,.0f} MiB" if worker_rss else ""
         )
         print(f"peak RSS of the export: {rss} (target: < 4 GiB for a 10M-row release)")
         same = sql_pairs == lsdb_pairs
