@@ -62,7 +62,7 @@ class MarginWriter:
         from hats.pixel_tree.pixel_tree import PixelTree
 
         self.threshold = threshold
-        self.order = int(hp.margin2order(margin_thr_arcmin=threshold / 60.0))
+        self.order = int(hp.margin2order(margin_thr_arcmin=np.asarray(threshold / 60.0)))
         highest = max(k for k, _ in pixels)
         # hats-import's own checks (MarginCacheArguments), with its messages
         if self.order < highest + 1:
@@ -162,7 +162,7 @@ class MarginWriter:
             table = table.sort_by([(SPATIAL_INDEX_COLUMN, "ascending"), (sort_key, "ascending")])
             target = paths.pixel_catalog_file(path, HealpixPixel(k, p))
             Path(str(target.path)).parent.mkdir(parents=True, exist_ok=True)
-            level = {} if zstd_level is None else {"compression_level": zstd_level}
+            level: dict[str, object] = {} if zstd_level is None else {"compression_level": zstd_level}
             kwargs = file_io.get_parquet_write_table_kwargs(table.schema, write_table_kwargs=level)
             with atomic_file(Path(str(target.path))) as fh:
                 pq.write_table(table, fh, **kwargs)
