@@ -18,6 +18,7 @@ import healpy
 import lsdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from conftest import DPDB, DemoRun, demo_env
@@ -168,6 +169,78 @@ def test_crossmatch_in_lsdb_finds_the_pairs_of_q3c_join(export) -> None:  # noqa
     assert found == expected and len(expected) >= 1000
 
 
+def test_margin_is_the_margin_hats_import_makes_of_the_same_catalog(export, tmp_path: Path) -> None:  # noqa: ANN001
+    """The margin written with the partitions (dpdb/hats/margin.py) against hats-import's margin pipeline
+    run on the same exported catalog: the same rows in every margin pixel, the same properties."""
+    from dask.distributed import Client
+    from hats_import.margin_cache.margin_cache_arguments import MarginCacheArguments
+    from hats_import.pipeline import pipeline_with_client
+
+    _, out = export
+
+    def rows(path: Path, key: str) -> dict[tuple[int, int], list[tuple[int, int]]]:
+        return {(k, p): sorted(zip(*pq.read_table(f, columns=["_healpix_29", key]).to_pydict().values(),
+                                   strict=True))
+                for k, p, f in _partitions(path)}  # fmt: skip
+
+    with Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=":0") as client:
+        for name in ("Object", "Source"):
+            main = read_hats(out / name / name)
+            key = main.catalog_info.extra_dict()["hats_cols_sort"]
+            args = MarginCacheArguments(
+                input_catalog_path=out / name / name, output_path=tmp_path, output_artifact_name=name,
+                margin_threshold=10.0, progress_bar=False, resume=False,
+            )  # fmt: skip
+            pipeline_with_client(args, client)
+            ours, theirs = read_hats(out / name / f"{name}_10arcs"), read_hats(tmp_path / name)
+            expected = rows(tmp_path / name, key)
+            assert rows(out / name / f"{name}_10arcs", key) == expected
+            assert sum(map(len, expected.values())) > 100 and len(expected) > 3, name
+            for field in ("catalog_type", "total_rows", "margin_threshold", "hats_order", "ra_column",
+                          "dec_column", "healpix_column", "healpix_order", "moc_sky_fraction"):  # fmt: skip
+                assert getattr(ours.catalog_info, field) == getattr(theirs.catalog_info, field), field
+            assert ours.schema == theirs.schema
+
+
+def test_crossmatch_across_partition_edges_needs_and_uses_the_margin(export) -> None:  # noqa: ANN001
+    """External positions 4.5" from an Object but in the neighbouring partition: LSDB finds every q3c_join
+    pair through the collection's margin, and misses some without it."""
+    from hats.pixel_math.spatial_index import compute_spatial_index
+
+    archive, out = export
+    ext_ra, ext_dec = [], []
+    angles = np.radians(np.arange(0, 360, 22.5))
+    for order, npix, path in _partitions(out / "Object" / "Object"):
+        t = pq.read_table(path, columns=["coord_ra", "coord_dec"])
+        ra, dec = t["coord_ra"].to_numpy()[:, None], t["coord_dec"].to_numpy()[:, None]
+        cand_ra = ra + 4.5 / 3600 * np.cos(angles) / np.cos(np.radians(dec))
+        cand_dec = dec + 4.5 / 3600 * np.sin(angles)
+        away = (compute_spatial_index(cand_ra.ravel(), cand_dec.ravel()) >> (2 * (29 - order))) != npix
+        away = away.reshape(cand_ra.shape)
+        first = away.argmax(axis=1)
+        some = away.any(axis=1)
+        ext_ra.extend(cand_ra[some, first[some]])
+        ext_dec.extend(cand_dec[some, first[some]])
+    assert len(ext_ra) >= 20, "too few Objects near a partition edge"
+    external = pd.DataFrame({"ext_id": np.arange(len(ext_ra)), "ra": ext_ra, "dec": ext_dec})
+    values = ", ".join(f"({i}, {r!r}, {d!r})" for i, r, d in external.itertuples(index=False))
+    pairs_sql = archive.query_arrow(
+        f"SELECT e.id, o.objectId FROM (VALUES {values}) AS e(id, ra, dec) JOIN current.Object o "
+        "ON q3c_join(e.ra, e.dec, o.coord_ra, o.coord_dec, 5.0 / 3600)"
+    )
+    expected = set(zip(pairs_sql.column(0).to_pylist(), pairs_sql.column(1).to_pylist(), strict=True))
+    ext = lsdb.from_dataframe(external, ra_column="ra", dec_column="dec", catalog_name="external")
+
+    def pairs(catalog: lsdb.Catalog) -> set[tuple[int, int]]:
+        m = ext.crossmatch(catalog, radius_arcsec=5.0, n_neighbors=20, suffixes=("_ext", "")).compute()
+        return set(zip(m["ext_id_ext"], m["objectId"], strict=True))
+
+    with_margin = lsdb.open_catalog(out / "Object")
+    assert with_margin.margin is not None
+    assert pairs(with_margin) == expected and len(expected) >= len(ext_ra)
+    assert len(pairs(lsdb.open_catalog(out / "Object" / "Object"))) < len(expected)
+
+
 def test_nested_sources_are_the_sources_of_each_object(export) -> None:  # noqa: ANN001
     archive, out = export
     nested = lsdb.open_catalog(out / "ObjectNested").compute()
@@ -313,3 +386,48 @@ def test_retired_releases_are_hats_archives_and_both_layouts_restore(rsettings, 
     for name in ("dr1", "dr2"):
         restore_release(rsettings, name)
         assert table_checksums(rsettings, name) == before[name]
+
+
+def test_measurements_stored_across_a_partition_edge_arrive_in_their_own_partition() -> None:
+    """Partitions of mixed orders (as hats aligns a dense sky): a row is fetched into the partition of
+    its own position from wherever it is stored, whatever the order of the partitions' ranges."""
+    from dpdb.hats.direct import _arrivals
+
+    destinations = [(4, 100, 3), (5, 10, 2), (5, 500, 1)]  # sorted by (order, pixel): ranges out of order
+
+    def at(order: int, pixel: int, offset: int) -> int:
+        return (pixel << 2 * (29 - order)) + offset
+
+    moved = {
+        "own": np.array([at(5, 10, 5), at(4, 100, 9), at(5, 500, 1), at(5, 10, 7)], dtype=np.int64),
+        "stored": np.array([at(4, 100, 7), at(5, 10, 3), at(4, 100, 2), at(3, 1, 0)], dtype=np.int64),
+        "sourceId": np.array([1, 2, 3, 4], dtype=np.int64),
+    }
+    got = {k: sorted(v["sourceId"].tolist()) for k, v in _arrivals(moved, destinations).items()}
+    assert got == {(5, 10): [1, 4], (4, 100): [2], (5, 500): [3]}
+
+
+def test_rows_are_fetched_by_keys_that_include_a_float(demo_run: DemoRun) -> None:
+    """A DiaSource's key includes its processing time (MJD, a double): a measurement fetched by key into
+    another partition is found with its exact time, not a truncated one."""
+    from dpdb.db import connect
+    from dpdb.hats.direct import _read_keys
+    from dpdb.hats.reader import PostgresReader
+    from dpdb.hats.source import plan_tables, resolve_snapshot
+    from dpdb.pg import adbc_uri
+
+    settings = demo_run.settings
+    with connect(settings) as conn:
+        snapshot = resolve_snapshot(conn, "dr2", None, 0)
+        plan = plan_tables(conn, snapshot, ["DiaSource"], 250_000)[0]
+        some = conn.execute(
+            f"SELECT diasourceid, timeprocessedmjdtai FROM {plan.source} ORDER BY diasourceid LIMIT 5"
+        ).fetchall()
+    assert plan.target.primary_key == ("diasourceid", "timeprocessedmjdtai") and len(some) == 5
+    assert any(t != int(t) for _, t in some), "whole-day times prove nothing"
+    keys = {
+        "diasourceid": np.array([k for k, _ in some]),
+        "timeprocessedmjdtai": np.array([t for _, t in some]),
+    }
+    found = pa.concat_tables(_read_keys(PostgresReader(adbc_uri(settings), plan), plan, keys))
+    assert sorted(found["diaSourceId"].to_pylist()) == [k for k, _ in some]

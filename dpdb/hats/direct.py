@@ -22,8 +22,9 @@ HATS partition with one range query, in parallel:
    ``_metadata``/``_common_metadata`` (``write_parquet_metadata``), the point
    map and skymap, and ``properties`` (``TableProperties``).
 
-The margin catalog and the collection are then made by hats-import's own
-pipeline from this catalog (dpdb/hats/export.py). Memory is bounded by one
+Each partition's rows that lie in its neighbours' margins are mapped into
+margin shards as the partition is written (dpdb/hats/margin.py), so the
+margin catalog needs no second read of the catalog. Memory is bounded by one
 partition per worker (at most the planned partition size). A partition file
 whose row count is right is kept on a rerun.
 """
@@ -31,19 +32,22 @@ whose row count is right is kept on a rerun.
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from tqdm import tqdm
 
 from dpdb._version import code_version
 from dpdb.atomic import atomic_file
 from dpdb.healpix import PIXEL_ORDER
 from dpdb.model.layout import PIXEL_COLUMN
 
+from .margin import MarginWriter
 from .reader import PostgresReader, chunk_name
 from .source import TableExport
 
@@ -82,8 +86,15 @@ def write_catalog(
     name: str,
     properties: dict[str, Any],
     jobs: int,
-) -> int:
-    """Write ``plan``'s table as the HATS catalog ``path``; its rows. Raises :class:`NotOwnPixel`."""
+    margin: float = 0.0,
+    shards: Path | None = None,
+    zstd_level: int | None = None,
+    progress: bool = False,
+) -> tuple[int, MarginWriter | None]:
+    """Write ``plan``'s table as the HATS catalog ``path``: its rows, and (``margin`` > 0, in arcseconds)
+    the :class:`MarginWriter` holding its margin's shards (in ``shards``), to be written by the caller.
+    ``zstd_level`` None: hats' Parquet compression level; ``progress``: a bar of the partitions written.
+    Raises :class:`NotOwnPixel`, :class:`MarginError`."""
     import hats.pixel_math as pixel_math
     from hats.catalog import PartitionInfo, TableProperties
     from hats.io import file_io, paths
@@ -92,6 +103,7 @@ def write_catalog(
     from hats.pixel_math.healpix_pixel import HealpixPixel
     from hats.pixel_math.spatial_index import compute_spatial_index
 
+    start = time.monotonic()
     order = plan.highest_order
     raw = np.zeros(12 * 4**order, dtype=np.int64)
     reader = PostgresReader(uri, plan)
@@ -119,6 +131,10 @@ def write_catalog(
     total = sum(d[2] for d in destinations)
     if total != plan.rows:
         raise ValueError(f"{name}: the pixel histogram holds {total} rows, the table {plan.rows}")
+    margins = None
+    if margin > 0:
+        assert shards is not None
+        margins = MarginWriter([(k, p) for k, p, _ in destinations], margin, shards)
     path.mkdir(parents=True, exist_ok=True)
     for stale in (path / "dataset").glob("Norder=*/Dir=*/.*.tmp"):
         # a partition cut short by a killed run: hats' metadata pass reads every file (not only *.parquet)
@@ -130,16 +146,27 @@ def write_catalog(
         k, pixel, rows = dest
         target = paths.pixel_catalog_file(path, HealpixPixel(k, pixel))
         file = Path(str(target.path))
-        if file.is_file() and pq.read_metadata(file).num_rows == rows:
-            return rows  # written by an earlier run
+        if file.is_file() and pq.read_metadata(file).num_rows == rows:  # written by an earlier run
+            if margins is not None and not margins.mapped(k, pixel):
+                margins.map(pq.read_table(file), k, pixel)
+            return rows
         if whole is not None and whole_index is not None:
             mine = (whole_index >> (2 * (PIXEL_ORDER - k))) == pixel
-            return _write_table(whole.filter(pa.array(mine)), whole_index[mine], k, file, sort_key)
-        return _write_partition(reader, plan, k, pixel, rows, file, sort_key, arrivals.get((k, pixel)))
+            return _write_table(whole.filter(pa.array(mine)), whole_index[mine], (k, pixel), file, sort_key,
+                                margins, zstd_level)  # fmt: skip
+        return _write_partition(reader, plan, k, pixel, rows, file, sort_key, arrivals.get((k, pixel)),
+                                margins, zstd_level)  # fmt: skip
 
     workers = max(1, jobs)
-    with ThreadPoolExecutor(workers, thread_name_prefix="hats-partition") as pool:
-        written = sum(pool.map(one, destinations))
+    with (
+        ThreadPoolExecutor(workers, thread_name_prefix="hats-partition") as pool,
+        tqdm(total=len(destinations), desc=f"{name} partitions", disable=not progress) as bar,
+    ):
+        written = 0
+        for done in as_completed([pool.submit(one, d) for d in destinations]):
+            written += done.result()
+            bar.update(1)
+    log.info("%s: %d partitions written in %.1f s", name, len(destinations), time.monotonic() - start)
     pixels = [HealpixPixel(k, p) for k, p, _ in destinations]
     partition_info = PartitionInfo.from_healpix(pixels)
     partition_info.write_to_file(paths.get_partition_info_pointer(path))
@@ -161,7 +188,7 @@ def write_catalog(
         "hats_col_healpix_order": pixel_math.spatial_index.SPATIAL_INDEX_ORDER,
     }  # fmt: skip
     TableProperties(**info).to_properties_file(path)
-    return written
+    return written, margins
 
 
 def _version(package: str) -> str:
@@ -211,13 +238,15 @@ def _arrivals(
 ) -> dict[tuple[int, int], dict[str, np.ndarray]]:
     """Per HATS partition, the keys of the rows that belong to it but are stored outside its range."""
     lows = np.array([p << 2 * (PIXEL_ORDER - k) for k, p, _ in destinations], dtype=np.int64)
+    by_range = np.argsort(lows)  # destinations are sorted by (order, pixel), not by where their range starts
+    lows = lows[by_range]
+    orders = np.array([d[0] for d in destinations], dtype=np.int64)[by_range]
+    pixels = np.array([d[1] for d in destinations], dtype=np.int64)[by_range]
 
     def where(index: np.ndarray) -> np.ndarray:
-        i = np.searchsorted(lows, index, side="right") - 1
-        k = np.array([d[0] for d in destinations])[np.clip(i, 0, None)]
-        p = np.array([d[1] for d in destinations])[np.clip(i, 0, None)]
-        inside = (i >= 0) & ((index >> (2 * (PIXEL_ORDER - k))) == p)
-        return np.where(inside, i, -1)
+        i = np.clip(np.searchsorted(lows, index, side="right") - 1, 0, None)
+        inside = (index >= lows[i]) & ((index >> (2 * (PIXEL_ORDER - orders[i]))) == pixels[i])
+        return np.where(inside, by_range[i], -1)
 
     own, stored = where(moved["own"]), where(moved["stored"])
     keys = [k for k in moved if k not in ("own", "stored")]
@@ -238,6 +267,8 @@ def _write_partition(
     file: Path,
     sort_key: str,
     arrivals: dict[str, np.ndarray] | None = None,
+    margins: MarginWriter | None = None,
+    zstd_level: int | None = None,
 ) -> int:
     """One HATS partition: its pixel range from the database (with the rows of its sky stored in a
     neighbour's range), only the rows of its own sky, hats' pixel column, sorted, written."""
@@ -260,24 +291,35 @@ def _write_partition(
         table, index = table.filter(pa.array(mine)), index[mine]  # measurements of a neighbour's sky
     if table.num_rows != rows:
         raise ValueError(f"{plan.name}: partition {order}/{pixel} has {table.num_rows} rows, planned {rows}")
-    return _write_table(table, index, order, file, sort_key)
+    return _write_table(table, index, (order, pixel), file, sort_key, margins, zstd_level)
 
 
-def _write_table(table: pa.Table, index: np.ndarray, order: int, file: Path, sort_key: str) -> int:
-    """Rows of one HATS partition with hats' pixel column, sorted, cut into row groups, written atomically."""
+def _write_table(
+    table: pa.Table,
+    index: np.ndarray,
+    pixel: tuple[int, int],
+    file: Path,
+    sort_key: str,
+    margins: MarginWriter | None = None,
+    zstd_level: int | None = None,
+) -> int:
+    """Rows of one HATS partition with hats' pixel column, sorted, cut into row groups, written atomically
+    (its rows in its neighbours' margins mapped first, so a kept file's margin shards are complete)."""
     from hats.io import file_io
     from hats.pixel_math.spatial_index import SPATIAL_INDEX_COLUMN, split_to_row_groups
 
     table = table.add_column(0, SPATIAL_INDEX_COLUMN, [pa.array(index)])
     ordering = [(SPATIAL_INDEX_COLUMN, "ascending"), (sort_key, "ascending")]
     table = table.sort_by(ordering)
-    kwargs = file_io.get_parquet_write_table_kwargs(
-        table.schema,
-        write_table_kwargs={"sorting_columns": pq.SortingColumn.from_ordering(table.schema, ordering)},
-    )
+    if margins is not None:
+        margins.map(table, *pixel)
+    options: dict[str, Any] = {"sorting_columns": pq.SortingColumn.from_ordering(table.schema, ordering)}
+    if zstd_level is not None:
+        options["compression_level"] = zstd_level
+    kwargs = file_io.get_parquet_write_table_kwargs(table.schema, write_table_kwargs=options)
     kwargs.pop("row_group_size", None)
     with atomic_file(file) as fh, pq.ParquetWriter(fh, table.schema, **kwargs) as writer:
-        for group in split_to_row_groups(table, {}, order):
+        for group in split_to_row_groups(table, {}, pixel[0]):
             writer.write_table(group)
     return table.num_rows
 
@@ -294,7 +336,7 @@ def _read_keys(reader: PostgresReader, plan: TableExport, keys: dict[str, np.nda
     total = len(next(iter(keys.values())))
     for start in range(0, total, step):
         values = ", ".join(
-            "(" + ", ".join(str(int(keys[k][i])) for k in names) + ")"
+            "(" + ", ".join(_literal(keys[k][i]) for k in names) + ")"
             for i in range(start, min(total, start + step))
         )
         cols = ", ".join(f'"{k}"' for k in names)
@@ -305,6 +347,14 @@ def _read_keys(reader: PostgresReader, plan: TableExport, keys: dict[str, np.nda
         if batches:
             out.append(pa.Table.from_batches(batches, schema))
     return out
+
+
+def _literal(value: Any) -> str:
+    """A key value as SQL: an integer, or a float spelled so that it reads back as the same double (a
+    DiaSource's key includes its processing time, MJD)."""
+    if isinstance(value, np.floating | float):
+        return f"'{float(value)!r}'::float8"
+    return str(int(value))
 
 
 def arrow_empty(reader: PostgresReader) -> pa.Table:

@@ -15,8 +15,10 @@ hats-import (docs/architecture.md, decision 9: HATS is written with the
 
 A release's partitioned tables are written straight from PostgreSQL, one
 HATS partition per range query, in parallel (dpdb/hats/direct.py: hats'
-alignment, pixel column and metadata, no intermediate files); the margin
-catalog and the collection are hats-import's. Other catalogs (the prompt
+alignment, pixel column and metadata, no intermediate files), and so are
+their margin catalogs, mapped from the same rows as each partition is written
+(dpdb/hats/margin.py: hats-import's rule with hats' pixel functions), and the
+collection's properties: no dask client, no second read. Other catalogs (the prompt
 catalog as of an instant, the nested catalogs) come from PostgreSQL chunk by
 chunk (dpdb/hats/source.py) through hats-import's map / split / reduce stages
 on a dask cluster. Memory is bounded by the partition size (and the chunk
@@ -38,6 +40,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pyarrow.parquet as pq
 
 from dpdb._version import code_version
 from dpdb.atomic import atomic_file
@@ -67,6 +71,9 @@ MANIFEST = "dpdb_export.json"
 PLAN = ".dpdb_export_plan.json"
 """Written first: which snapshot this folder holds, so a rerun continues the same export."""
 TMP = ".dpdb_tmp"
+ZSTD_LEVEL = 3
+"""Parquet's zstd level. hats' default, 15, takes 16 times the CPU of level 3 for files 5 % smaller on
+a release's Object table (benchmarks/README.md, bench_hats.py): the export's largest cost."""
 
 
 class HatsExportError(DpdbError):
@@ -115,6 +122,7 @@ def export_hats(
     jobs: int = 2,
     chunk_rows: int = 250_000,
     partition_bytes: int = 256 << 20,
+    zstd_level: int = ZSTD_LEVEL,
     processes: bool | None = None,
     progress: bool = False,
     on_catalog: Callable[[CatalogResult], None] | None = None,
@@ -135,6 +143,7 @@ def export_hats(
     with connect(settings) as conn:
         snapshot = resolve_snapshot(conn, catalog, as_of, now_mjd_tai())
         plans = plan_tables(conn, snapshot, tables, chunk_rows, partition_bytes)
+    log.info("%s: planned in %.1f s", catalog, time.monotonic() - start)
     identity = snapshot.identity()
     if previous is not None and previous["snapshot"] != identity:
         raise HatsExportError(
@@ -151,8 +160,8 @@ def export_hats(
     with contextlib.ExitStack() as stack:
         stack.callback(logging.getLogger().removeFilter, quiet)
         client = None  # started when a collection needs it
-        # hats-import's catalog pipeline runs best in worker processes; the margins of catalogs written
-        # straight from the database (dpdb/hats/direct.py) need only threads, which start at once.
+        # hats-import's catalog pipeline runs best in worker processes; a catalog written straight from
+        # the database (dpdb/hats/direct.py, dpdb/hats/margin.py) needs no client, unless it falls back.
         imported = any(isinstance(p, NestedExport) or (p.spatial and not own_pixel_table(p, snapshot.kind))
                        for p in plans)  # fmt: skip
         for plan in plans:
@@ -168,7 +177,9 @@ def export_hats(
                         client = stack.enter_context(_client(jobs, use_processes, out / TMP))
                     return client
 
-                done = _export_collection(need_client, uri, plan, out, provenance, margin, progress, jobs)
+                done = _export_collection(
+                    need_client, uri, plan, out, provenance, margin, progress, jobs, zstd_level
+                )
             done.seconds = time.monotonic() - t0
             result.catalogs.append(done)
             if on_catalog is not None:
@@ -272,11 +283,13 @@ def _export_collection(
     margin: float,
     progress: bool,
     jobs: int = 2,
+    zstd_level: int = ZSTD_LEVEL,
 ) -> CatalogResult:
     from hats_import.collection.arguments import CollectionArguments
     from hats_import.pipeline import pipeline_with_client
 
-    from .direct import NotOwnPixel, write_catalog
+    from .direct import NotOwnPixel
+    from .margin import MarginError
     from .reader import PostgresReader, chunk_name
 
     name = plan.name
@@ -300,17 +313,23 @@ def _export_collection(
     schema_file = out / TMP / f"{name}.schema.parquet"
     _write_schema(plan, schema_file)
     reader = PostgresReader(uri, plan)
-    if own_pixel_table(plan, provenance["dpdb_kind"]) and not (path / name / "properties").is_file():
+    if own_pixel_table(plan, provenance["dpdb_kind"]):
         assert isinstance(plan, TableExport)
-        try:  # straight from the database (the collection's margin is hats-import's, below)
-            write_catalog(uri, plan, plan.histogram, HISTOGRAM_ORDER, path / name, name, properties, jobs)
+        try:  # straight from the database, the margin mapped from the same rows: no hats-import pipeline
+            result.margin_rows = _write_direct(
+                uri, plan, path, name, margin_name, properties, margin, out, jobs, zstd_level, progress
+            )
+            return result
         except NotOwnPixel as e:
             log.info("%s; exporting it with hats-import", e)
-            shutil.rmtree(path / name, ignore_errors=True)
+            shutil.rmtree(path, ignore_errors=True)
+        except MarginError as e:
+            raise HatsExportError(f"{name}: {e}") from e
     try:
         args = CollectionArguments(
             output_artifact_name=name, output_path=out, tmp_dir=out / TMP, resume=True,
             progress_bar=progress, simple_progress_bar=True, addl_hats_properties=properties,
+            write_table_kwargs={"compression_level": zstd_level},
         ).catalog(
             input_file_list=[chunk_name(name, lo, hi) for lo, hi in table.chunks],
             file_reader=reader, ra_column=table.ra, dec_column=table.dec,
@@ -330,6 +349,47 @@ def _export_collection(
         raise HatsExportError(f"{name}: {_failed_tasks(uri, str(e))}") from e
     result.margin_rows = _margin_rows(path, margin_name)
     return result
+
+
+def _write_direct(
+    uri: str,
+    plan: TableExport,
+    path: Path,
+    name: str,
+    margin_name: str | None,
+    properties: dict[str, Any],
+    margin: float,
+    out: Path,
+    jobs: int,
+    zstd_level: int,
+    progress: bool,
+) -> int:
+    """A release table's collection written straight from the database (dpdb/hats/direct.py), with its
+    margin (dpdb/hats/margin.py) and ``collection.properties``; the margin's rows."""
+    from .direct import write_catalog
+    from .margin import write_collection_properties
+
+    t0 = time.monotonic()
+    shards = out / TMP / f"{name}.margin"
+    written, margins = write_catalog(
+        uri, plan, plan.histogram, HISTOGRAM_ORDER, path / name, name, properties, jobs,
+        margin=margin, shards=shards, zstd_level=zstd_level, progress=progress,
+    )  # fmt: skip
+    t1 = time.monotonic()
+    margin_rows = 0
+    if margins is not None and margin_name is not None:
+        schema = pq.read_schema(path / name / "dataset" / "_common_metadata")
+        assert plan.ra is not None and plan.dec is not None
+        margin_rows = margins.write(
+            path / margin_name, path / name, margin_name, schema,
+            plan.target.columns[plan.target.primary_key[0]].canonical, properties, plan.ra, plan.dec, jobs,
+            zstd_level,
+        )  # fmt: skip
+    write_collection_properties(path, name, margin_name, properties)
+    shutil.rmtree(shards, ignore_errors=True)
+    log.info("%s: %d rows written in %.1f s, margin of %d rows in %.1f s", name, written, t1 - t0,
+             margin_rows, time.monotonic() - t1)  # fmt: skip
+    return margin_rows
 
 
 def _failed_tasks(uri: str, message: str) -> str:
