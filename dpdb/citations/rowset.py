@@ -127,6 +127,12 @@ class RowsetHasher:
             self._thread = threading.Thread(target=self._work, name="dpdb-rowset", daemon=True)
             self._thread.start()
 
+    @property
+    def streaming(self) -> bool:
+        """True while every batch so far was hashed as it came (in canonical order); False once the
+        hasher keeps them to sort at the end."""
+        return not self._buffered
+
     # -- feeding ---------------------------------------------------------------------------------
 
     def add(self, batch: pa.RecordBatch) -> None:
