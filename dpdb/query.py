@@ -378,9 +378,10 @@ class _StaleConnection(Exception):
     """The pooled connection had lost its server before the statement ran."""
 
 
-STREAM_BATCH_BYTES = 1 << 20
-"""Batch size (ADBC's hint) when the result's batches are handed on as they arrive: small enough
-that a 100k-row result comes in several batches, large enough that batches cost little each."""
+STREAM_BATCH_BYTES = 4 << 20
+"""Batch size (ADBC's hint; the default is 16 MiB) when the result's batches are handed on as they
+arrive: a 1M-row result comes in about twenty, each costing little (1 MiB batches cost 0.1 s more
+CPU per million rows, benchmarks/README.md)."""
 
 
 def _fetch_adbc_once(

@@ -27,6 +27,7 @@ otherwise the message says which release to restore.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import getpass
 import json
 import logging
@@ -118,7 +119,7 @@ def _check_text(sql_text: str) -> str:
     word = sqltext.first_word(text)
     if word not in QUERY_WORDS:
         raise CitationError(f"only a query can be cited (SELECT, WITH, VALUES or TABLE), not {word.upper()}")
-    if any(t.text == ";" for t in sqltext.tokens(text) if t.kind == "punct"):
+    if sqltext.has_semicolon(text):
         raise CitationError("the SQL holds several statements; a citation is of one query")
     volatile = sqltext.volatile_calls(text)
     if volatile:
@@ -132,11 +133,11 @@ def _check_text(sql_text: str) -> str:
 def _instant(conn: psycopg.Connection, as_of: float | None) -> float:
     from dpdb.timeutil import iso_utc, now_mjd_tai
 
-    now = now_mjd_tai()
     if as_of is not None and not (math.isfinite(as_of) and as_of >= 0):
         raise CitationError(f"invalid instant {as_of!r}: give an MJD TAI >= 0 or an ISO time")
-    if as_of is not None and as_of <= now:
+    if as_of is not None and as_of <= time.time() / 86_400 + 40_587:  # MJD UTC now, behind MJD TAI
         return as_of  # a past instant: no need to ask the catalog for its last change
+    now = now_mjd_tai()
     latest = latest_processing_time(conn)
     if as_of is None:
         return latest if latest is not None else now
@@ -186,18 +187,12 @@ def _tables_read(
     if isinstance(plan, str):
         plan = json.loads(plan)
     found: set[tuple[str, str]] = set()
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            if "Relation Name" in node and "Schema" in node:
-                found.add((node["Schema"], node["Relation Name"]))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(plan)
+    nodes = [p["Plan"] for p in plan] if isinstance(plan, list) else [plan.get("Plan", plan)]
+    while nodes:  # the plan tree: every node's children (InitPlans, SubPlans, CTEs too) are in "Plans"
+        node = nodes.pop()
+        if "Relation Name" in node and "Schema" in node:
+            found.add((node["Schema"], node["Relation Name"]))
+        nodes.extend(node.get("Plans", ()))
     if not found:
         return []
     schemas, names = zip(*sorted(found), strict=True)
@@ -301,29 +296,38 @@ def cite(
                 schema_version = applied_by(conn)[0] or 0
                 tables = _tables_read(conn, pinned, instant, pinned_release)
                 catalogs = _catalogs(conn, tables)
+                # everything but the result's count and hash, while the query still runs
+                template = Citation(
+                    citation_id=citation_id,
+                    handle=handle_of(settings, citation_id),
+                    query=pinned,
+                    release=pinned_release,
+                    as_of_mjd_tai=instant,
+                    as_of_utc=iso_utc(instant),
+                    catalogs=catalogs,
+                    tables=[f"{s}.{t}" for s, t in tables],
+                    schema_version=schema_version,
+                    software_version=code_version(),
+                    row_count=0,
+                    result_sha256="",
+                    hash_method="",
+                    columns=[],
+                    title=title or _default_title(catalogs),
+                    creator=creator or user,
+                    created_at=None,  # type: ignore[arg-type]  # the database's now()
+                    created_by=user,
+                    query_seconds=0.0,
+                )
             except BaseException:
                 _drain(running)  # the check's error is the one to report
                 raise
             _, digest, seconds = running.result()
-            citation = Citation(
-                citation_id=citation_id,
-                handle=handle_of(settings, citation_id),
-                query=pinned,
-                release=pinned_release,
-                as_of_mjd_tai=instant,
-                as_of_utc=iso_utc(instant),
-                catalogs=catalogs,
-                tables=[f"{s}.{t}" for s, t in tables],
-                schema_version=schema_version,
-                software_version=code_version(),
+            citation = dataclasses.replace(
+                template,
                 row_count=digest.rows,
                 result_sha256=digest.sha256,
                 hash_method=digest.method,
                 columns=[c.to_json() for c in digest.columns],
-                title=title or _default_title(catalogs),
-                creator=creator or user,
-                created_at=None,  # type: ignore[arg-type]  # the database's now()
-                created_by=user,
                 query_seconds=seconds,
             )
             # The citation row, its audit entry and the commit go in one round trip (pipeline mode).
