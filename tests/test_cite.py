@@ -378,8 +378,8 @@ def test_a_changed_row_is_reported_with_the_count_and_hash_found(cloned: Setting
 def test_a_citation_made_with_v1_still_resolves_and_verifies_with_v1(cloned: Settings) -> None:
     """Citations made before dpdb-rowset-v2 keep their method: resolving recomputes the v1 hash."""
     archive = dpdb.Archive(settings=cloned)
-    c = archive.cite(LIGHT_CURVE, as_of=61002.5, title="made with v1")
-    rows = archive.query_arrow(LIGHT_CURVE, as_of=61002.5)
+    c = archive.cite(LIGHT_CURVE, as_of=61001.75, title="made with v1")
+    rows = archive.query_arrow(LIGHT_CURVE, as_of=61001.75)
     v1 = digest_table(rows, METHOD_V1)
     tuples = list(zip(*(col.to_pylist() for col in rows.columns), strict=True))
     assert v1 == digest_rows([(col.name, col.type) for col in v1.columns], tuples, METHOD_V1)
