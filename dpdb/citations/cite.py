@@ -67,8 +67,8 @@ from dpdb.registry.versions import applied_by
 
 from . import sqltext
 from ._conn import owner_connection
-from .digest import METHOD, METHOD_V2, ResultDigest, check_method, digest_table
-from .rowset import RowsetHasher
+from .digest import METHOD, METHOD_V2, ResultDigest, check_method
+from .rowset import RowsetHasher, digest_table
 
 __all__ = ["Made", "Resolution", "cite", "resolve", "dependents", "drop_warning", "citation_line"]
 

@@ -4,7 +4,8 @@ A citation stores the row count, this hash and the method's name; resolving it
 recomputes both with that method. The methods are specified in
 ``docs/citations.md`` so that anyone can recompute them from the rows;
 :func:`digest_rows` is a plain-Python reference implementation of that text,
-:func:`digest_table` the fast one dpdb uses (vectorized over Arrow columns).
+:func:`digest_table_v1` and :func:`dpdb.citations.rowset.digest_table` the fast ones dpdb uses
+(vectorized over Arrow columns).
 The tests check that both agree. New citations use ``dpdb-rowset-v2``
 (:mod:`.rowset`, computed while the result streams); ``dpdb-rowset-v1`` stays
 for the citations made with it.
@@ -41,8 +42,9 @@ __all__ = [
     "METHOD_V2",
     "ColumnDigest",
     "ResultDigest",
-    "digest_table",
+    "digest_table_v1",
     "digest_rows",
+    "check_method",
     "canonical_tag",
 ]
 
@@ -193,17 +195,9 @@ def check_method(method: str) -> str:
     return method
 
 
-def digest_table(table: pa.Table, method: str = METHOD) -> ResultDigest:
-    """Row count and hash of an Arrow table, e.g. a query result, with ``method`` (default: the current)."""
-    if check_method(method) == METHOD_V2:
-        from .rowset import digest_table_v2
-
-        return digest_table_v2(table)
-    return _digest_table_v1(table)
-
-
-def _digest_table_v1(table: pa.Table) -> ResultDigest:
-    """Row count and hash (``dpdb-rowset-v1``) of an Arrow table."""
+def digest_table_v1(table: pa.Table) -> ResultDigest:
+    """Row count and hash (``dpdb-rowset-v1``) of an Arrow table; :func:`dpdb.citations.digest_table`
+    computes either method."""
     n = table.num_rows
     tags = [canonical_tag(t) for t in table.schema.types]
     arrays = [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in table.columns]

@@ -39,6 +39,7 @@ import pyarrow.compute as pc
 
 from .digest import (
     _NUMERIC,
+    METHOD,
     METHOD_V2,
     ColumnDigest,
     ResultDigest,
@@ -46,10 +47,12 @@ from .digest import (
     _order,
     _sort_array,
     canonical_tag,
+    check_method,
+    digest_table_v1,
     header,
 )
 
-__all__ = ["RowsetHasher", "digest_table_v2"]
+__all__ = ["RowsetHasher", "digest_table", "digest_table_v2"]
 
 _VARIABLE = ("utf8", "binary", "json")
 _SLICE = 1 << 16  # rows per step when a buffered result is hashed in sorted order
@@ -257,3 +260,11 @@ def digest_table_v2(table: pa.Table) -> ResultDigest:
     for batch in table.to_batches():
         hasher.add(batch)
     return hasher.finish(table.column_names, table.schema)
+
+
+def digest_table(table: pa.Table, method: str = METHOD) -> ResultDigest:
+    """Row count and hash of an Arrow table, e.g. a query result, with ``method`` (default: the one new
+    citations use, ``dpdb-rowset-v2``; a citation names its own)."""
+    if check_method(method) == METHOD_V2:
+        return digest_table_v2(table)
+    return digest_table_v1(table)
