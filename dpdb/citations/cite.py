@@ -569,14 +569,13 @@ def resolve(settings: Settings, reference: str, *, record: bool = True) -> Resol
             method = _method_of(c)
             # The query is run at once, on a worker thread, while the states of the releases it read
             # are looked up: nearly always they are loaded and this run is the one (else it is dropped).
-            running: Future | None = _submit(
-                _run_and_hash, settings, c.query, c.as_of_mjd_tai, c.release, method
-            )
+            speculative = _submit(_run_and_hash, settings, c.query, c.as_of_mjd_tai, c.release, method)
+            running: Future | None = speculative
             try:
                 missing = _unavailable(c, release_facts(conn, c.releases) if c.releases else {})
                 query, release, source = c.query, c.release, "database"
                 if missing:
-                    _drain(running)  # it read a release that is not loaded: not the run we need
+                    _drain(speculative)  # it read a release that is not loaded: not the run we need
                     running = None
                     sample = _sample_query(conn, settings, c, missing)
                     if sample is None:

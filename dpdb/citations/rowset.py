@@ -78,14 +78,14 @@ class _Column:
         n = len(array)
         tag = self.tag
         if tag == "null":
-            self.nulls.update(np.arange(offset, offset + n, dtype="<i8"))
+            self.nulls.update(np.arange(offset, offset + n, dtype="<i8").data)
             return
         if array.null_count:
             valid = array.is_valid().to_numpy(zero_copy_only=False)
-            self.nulls.update(np.flatnonzero(~valid).astype("<i8") + offset)
+            self.nulls.update((np.flatnonzero(~valid).astype("<i8") + offset).data)
         if tag not in _VARIABLE:
             values = _fixed_values(array, tag) if fixed is None else fixed
-            self.values.update(np.ascontiguousarray(values))
+            self.values.update(np.ascontiguousarray(values).data)
             return
         if tag == "json" and not (pa.types.is_large_string(array.type) or pa.types.is_string(array.type)):
             array = _sort_array(array, tag)  # the values' JSON text
@@ -97,7 +97,7 @@ class _Column:
             array = array.cast(pa.large_binary() if tag == "binary" else pa.large_string())
         _, offsets_buf, data_buf = array.buffers()[:3]
         offsets = np.frombuffer(offsets_buf, dtype="<i8")[array.offset : array.offset + n + 1]
-        self.values.update(np.ascontiguousarray(np.diff(offsets), dtype="<i8"))
+        self.values.update(np.ascontiguousarray(np.diff(offsets), dtype="<i8").data)
         if data_buf is not None and n and offsets[-1] > offsets[0]:
             self.data.update(memoryview(data_buf)[int(offsets[0]) : int(offsets[-1])])
 
@@ -245,7 +245,9 @@ class RowsetHasher:
         keys = [(a, tag) for a, tag in zip(sort_arrays, tags, strict=True) if a is not None]
         order = _order([a for a, _ in keys], [t for _, t in keys]) if n > 1 and keys else None
         json_text = {k: s for k, (s, t) in enumerate(zip(sort_arrays, tags, strict=True)) if t == "json"}
-        sources = [json_text.get(k, a) for k, a in enumerate(arrays)]
+        sources: list[pa.Array] = [
+            a if json_text.get(k) is None else json_text[k] for k, a in enumerate(arrays)
+        ]
         for start in range(0, n, _SLICE):
             stop = min(n, start + _SLICE)
             indices = None if order is None else pa.array(order[start:stop])
