@@ -4,22 +4,30 @@ On a fresh embedded server, prompt.DiaSource is filled with ``--rows`` rows
 (default 1,000,000; every non-nullable column set, plus positions and fluxes),
 then for results of 10,000, 100,000 and ``--rows`` rows (``diaSourceId <= n``,
 10 columns, read as of an instant through the time-travel views) it times, each
-``--repeats`` times (default 5, interleaved; medians):
+``--repeats`` times (default 41 at 10k rows, 15 at 100k, 7 at 1M; interleaved,
+the order of the three rotating; medians):
 
 - the query alone: ``Archive.query_arrow(sql, as_of=t)``;
-- ``Archive.citations.cite(sql, as_of=t)``: planner check (EXPLAIN), the query,
-  the result hash, the store (the citation row is deleted between repeats);
+- ``Archive.citations.cite(sql, as_of=t)``: planner check (EXPLAIN), the query
+  (the same ``run_query`` path, its batches hashed as they stream), the store
+  (the citation row is deleted between repeats);
 - ``Archive.citations.resolve(id)``: the query again, the hash, the comparison;
-- the hash alone (``digest_table``) on the fetched result.
+- the hash alone on the fetched result, ``dpdb-rowset-v2`` (what citing uses)
+  and ``dpdb-rowset-v1`` (before).
+
+The rows come in the canonical order (a scan of the key, first column). With
+``--unordered`` each size is also timed with ``ra`` as the first column (not
+unique, not in order: the hash must sort the rows once at the end).
 
 Prints the overheads in % of the query's own time; the target is at most 10 %
 for results up to 1M rows.
-Usage: python benchmarks/bench_cite.py [--rows N] [--repeats N]
+Usage: python benchmarks/bench_cite.py [--rows N] [--repeats N] [--unordered]
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import platform
 import shutil
@@ -32,12 +40,15 @@ import psycopg
 
 import dpdb
 from dpdb.citations import digest_table
+from dpdb.citations.digest import METHOD_V1, METHOD_V2
 from dpdb.config import Settings
 from dpdb.db import prepare
 from dpdb.pg import conninfo
 from dpdb.server import EmbeddedServer
 
 COLUMNS = "diaSourceId, visit, detector, ra, dec, midpointMjdTai, band, psfFlux, psfFluxErr, diaObjectId"
+UNORDERED = "ra, dec, diaSourceId, visit, detector, midpointMjdTai, band, psfFlux, psfFluxErr, diaObjectId"
+REPEATS = {10_000: 41, 100_000: 15}
 AS_OF = 61000.5
 
 
@@ -72,10 +83,39 @@ def _fill(settings: Settings, rows: int) -> None:
         conn.execute("ANALYZE prompt.diasource")
 
 
+def _time(archive: dpdb.Archive, settings: Settings, sql: str, repeats: int) -> dict[str, float]:
+    """Medians (s) of the query, cite and resolve, interleaved with their order rotating, and of the
+    two hashes on the fetched result."""
+    result = archive.query_arrow(sql, as_of=AS_OF)  # warms the cache
+    made = archive.citations.cite(sql, as_of=AS_OF)
+    n = result.num_rows
+    assert made.citation.row_count == n and made.citation.hash_method == METHOD_V2
+    assert archive.citations.resolve(made.citation.citation_id).verified
+    runs = {
+        "query": lambda: archive.query_arrow(sql, as_of=AS_OF),
+        "cite": lambda: archive.citations.cite(sql, as_of=AS_OF),
+        "resolve": lambda: archive.citations.resolve(made.citation.citation_id),
+        "hash v2": lambda: digest_table(result, METHOD_V2),
+        "hash v1": lambda: digest_table(result, METHOD_V1),
+    }
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    orders = itertools.cycle(itertools.permutations(("query", "cite", "resolve")))
+    for _ in range(repeats):
+        for what in (*next(orders), "hash v2", "hash v1"):
+            if what == "cite":  # a new citation each time (cite makes it again, for resolve too)
+                with psycopg.connect(conninfo(settings)) as conn:
+                    conn.execute("DELETE FROM dpdb_meta.citation")
+            start = time.perf_counter()
+            runs[what]()
+            times[what].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=None, help="per size (default 41/15/7)")
+    parser.add_argument("--unordered", action="store_true", help="also time results not in canonical order")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="dpdb-bench-cite-"))
     os.chmod(home, 0o755)
@@ -86,37 +126,27 @@ def main() -> None:
         _fill(settings, args.rows)
         print(f"filled prompt.DiaSource with {args.rows:,} rows in {time.perf_counter() - start:.1f} s")
         machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
-        print(f"{machine}, dpdb {dpdb.__version__}")
+        print(f"{machine}, dpdb {dpdb.__version__}, load average {os.getloadavg()[0]:.2f}")
         archive = dpdb.Archive(settings=settings)
-        heads = ("query s", "cite s", "cite +%", "resolve s", "resolve +%", "hash s")
-        print(f"{'rows':>10} " + " ".join(f"{h:>10}" for h in heads))
+        heads = ("query s", "cite s", "cite +%", "resolve s", "resolve +%", "hash v2 s", "hash v1 s")
+        print(f"{'rows':>10} {'order':>9} {'repeats':>7} " + " ".join(f"{h:>10}" for h in heads))
+        shapes = [("canonical", COLUMNS)] + ([("unordered", UNORDERED)] if args.unordered else [])
         for n in sorted({10_000, 100_000, args.rows}):
             if n > args.rows:
                 continue
-            sql = f"SELECT {COLUMNS} FROM prompt.DiaSource WHERE diaSourceId <= {n}"
-            archive.query_arrow(sql, as_of=AS_OF)  # warm the cache
-            result = archive.query_arrow(sql, as_of=AS_OF)
-            made = archive.citations.cite(sql, as_of=AS_OF)
-            assert made.citation.row_count == n
-            assert archive.citations.resolve(made.citation.citation_id).verified
-            times: dict[str, list[float]] = {"query": [], "cite": [], "resolve": [], "hash": []}
-            for _ in range(args.repeats):  # interleaved, so that a busy machine slows all alike
-                with psycopg.connect(conninfo(settings)) as conn:
-                    conn.execute("DELETE FROM dpdb_meta.citation")
-                for what, run in (
-                    ("query", lambda: archive.query_arrow(sql, as_of=AS_OF)),  # noqa: B023
-                    ("cite", lambda: archive.citations.cite(sql, as_of=AS_OF)),  # noqa: B023
-                    ("resolve", lambda: archive.citations.resolve(made.citation.citation_id)),  # noqa: B023
-                    ("hash", lambda: digest_table(result)),  # noqa: B023
-                ):
-                    start = time.perf_counter()
-                    run()
-                    times[what].append(time.perf_counter() - start)
-            query_s, cite_s, resolve_s, hash_s = (statistics.median(times[k]) for k in times)
-            print(
-                f"{n:>10,} {query_s:>10.3f} {cite_s:>10.3f} {100 * (cite_s / query_s - 1):>9.1f}% "
-                f"{resolve_s:>10.3f} {100 * (resolve_s / query_s - 1):>9.1f}% {hash_s:>10.3f}"
-            )
+            repeats = args.repeats or REPEATS.get(n, 7)
+            for label, columns in shapes:
+                sql = f"SELECT {columns} FROM prompt.DiaSource WHERE diaSourceId <= {n}"
+                t = _time(archive, settings, sql, repeats)
+                query_s = t["query"]
+                print(
+                    f"{n:>10,} {label:>9} {repeats:>7} {query_s:>10.3f} {t['cite']:>10.3f} "
+                    f"{100 * (t['cite'] / query_s - 1):>9.1f}% {t['resolve']:>10.3f} "
+                    f"{100 * (t['resolve'] / query_s - 1):>9.1f}% "
+                    f"{t['hash v2']:>10.3f} {t['hash v1']:>10.3f}",
+                    flush=True,
+                )
+        print(f"load average at the end {os.getloadavg()[0]:.2f}")
     finally:
         EmbeddedServer(home).down()
         shutil.rmtree(home, ignore_errors=True)

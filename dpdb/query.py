@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Callable
 from typing import Any, cast
 
 import adbc_driver_manager
@@ -67,6 +68,7 @@ def run_query(
     as_of: float | str | None = None,
     release: str | None = None,
     provisional: bool = False,
+    on_batch: Callable[[pa.RecordBatch], None] | None = None,
 ) -> pa.Table:
     """Run one read-only SQL statement and return its result with canonical column names.
 
@@ -95,6 +97,11 @@ def run_query(
         (``dr1``), ``prompt``, or ``current`` / ``previous`` when they exist.
         With ``as_of``, ``current`` / ``previous`` mean the releases they named
         at that instant (``dpdb_meta.release_activation``).
+    on_batch
+        Called with each record batch of the result as it arrives (in smaller
+        batches than otherwise, column names as PostgreSQL gives them), while
+        the rest is still being fetched: a citation hashes the result this way
+        (``dpdb/citations/rowset.py``).
 
     Returns
     -------
@@ -139,10 +146,13 @@ def run_query(
             text = per_shard
     log.info("query (%s): %s", ", ".join(f"{k}={v}" for k, v in config) or "present", text)
     try:
-        table = _fetch_adbc(settings, text, config)
+        table = _fetch_adbc(settings, text, config, on_batch)
     except _AdbcCannot as e:
         log.info("ADBC cannot fetch this result (%s); fetching it with psycopg", e)
         table = _fetch_psycopg(settings, text, config)
+        if on_batch is not None:
+            for batch in table.to_batches():
+                on_batch(batch)
     table = _canonical(table)
     if resolved is not None:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **resolved.metadata()})
@@ -346,15 +356,20 @@ def _server_message(message: str) -> str:
     return first
 
 
-def _fetch_adbc(settings: Settings, text: str, config: list[tuple[str, str]]) -> pa.Table:
+_Sink = Callable[[pa.RecordBatch], None] | None
+
+
+def _fetch_adbc(
+    settings: Settings, text: str, config: list[tuple[str, str]], on_batch: _Sink = None
+) -> pa.Table:
     """Fetch through a pooled ADBC connection; once more on a new one if the pooled one was dead
     (a server restart, or a session ended by the server while it waited in the pool)."""
     try:
-        return _fetch_adbc_once(settings, text, config)
+        return _fetch_adbc_once(settings, text, config, on_batch)
     except _StaleConnection:
         pass
     try:
-        return _fetch_adbc_once(settings, text, config)
+        return _fetch_adbc_once(settings, text, config, on_batch)
     except _StaleConnection as e:
         raise QueryError(f"query failed: {_server_message(str(e.__cause__))}") from e.__cause__
 
@@ -363,7 +378,15 @@ class _StaleConnection(Exception):
     """The pooled connection had lost its server before the statement ran."""
 
 
-def _fetch_adbc_once(settings: Settings, text: str, config: list[tuple[str, str]]) -> pa.Table:
+STREAM_BATCH_BYTES = 4 << 20
+"""Batch size (ADBC's hint; the default is 16 MiB) when the result's batches are handed on as they
+arrive: a 1M-row result comes in about twenty, each costing little (1 MiB batches cost 0.1 s more
+CPU per million rows, benchmarks/README.md)."""
+
+
+def _fetch_adbc_once(
+    settings: Settings, text: str, config: list[tuple[str, str]], on_batch: _Sink = None
+) -> pa.Table:
     fresh = True
     try:
         # autocommit: the transaction is the one opened here, and the pool rolls it back
@@ -373,9 +396,16 @@ def _fetch_adbc_once(settings: Settings, text: str, config: list[tuple[str, str]
             for name, value in [*_limits(settings), *config]:
                 cur.execute("SELECT set_config($1, $2, true)", (name, value))
                 cur.fetchall()
+            if on_batch is not None:
+                cur.adbc_statement.set_options(
+                    **{"adbc.postgresql.batch_size_hint_bytes": str(STREAM_BATCH_BYTES)}
+                )
             # A newline so that a trailing -- comment does not swallow ADBC's COPY ( ... ) wrapper.
             cur.execute(text + "\n")
-            table = cur.fetch_arrow_table()
+            if on_batch is None:
+                table = cur.fetch_arrow_table()
+            else:
+                return _stream(cur.fetch_record_batch(), on_batch)
     except adbc_driver_manager.Error as e:
         message = str(e)
         if fresh and isinstance(e, adbc_driver_manager.OperationalError):
@@ -386,6 +416,22 @@ def _fetch_adbc_once(settings: Settings, text: str, config: list[tuple[str, str]
             raise _AdbcCannot(_first_line(message)) from e
         raise QueryError(f"query failed: {_server_message(message)}") from e
     return _normalize_adbc(table)
+
+
+def _stream(reader: pa.RecordBatchReader, on_batch: Callable[[pa.RecordBatch], None]) -> pa.Table:
+    """The result, each batch handed to ``on_batch`` as soon as it is read (normalized as the whole
+    table would be)."""
+    batches = []
+    try:
+        for raw in reader:
+            batch = _normalize_adbc(pa.Table.from_batches([raw])).combine_chunks().to_batches()
+            for b in batch:
+                on_batch(b)
+            batches.extend(batch)
+    except (pa.ArrowException, OSError) as e:  # the driver's error, read through pyarrow's reader
+        raise QueryError(f"query failed: {_server_message(str(e))}") from e
+    schema = _normalize_adbc(reader.schema.empty_table()).schema
+    return pa.Table.from_batches(batches, schema)
 
 
 def _normalize_adbc(table: pa.Table) -> pa.Table:

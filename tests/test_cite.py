@@ -31,7 +31,8 @@ from psycopg import sql
 
 import dpdb
 from dpdb.citations import CitationError, CitationUnavailableError, digest_rows, digest_table, sqltext
-from dpdb.citations.digest import canonical_tag
+from dpdb.citations.digest import METHOD_V1, METHOD_V2, canonical_tag
+from dpdb.citations.rowset import RowsetHasher
 from dpdb.cli import cli
 from dpdb.config import Settings
 from dpdb.pg import close_idle_adbc
@@ -181,6 +182,9 @@ def test_cli_cites_resolves_and_writes_the_rows_with_the_citation(cloned: Settin
     assert json.loads(meta[b"citation_columns"]) == [list(col) for col in columns]
     recomputed = digest_rows(columns, list(zip(*(col.to_pylist() for col in rows.columns), strict=True)))
     assert recomputed.sha256 == c.result_sha256 and recomputed.rows == c.row_count
+    # ... and without dpdb: the recipe of docs/citations.md, run as it stands on the file
+    assert c.hash_method == METHOD_V2 == meta[b"citation_hash_method"].decode()
+    _recipe(tmp_path / "lc.parquet")
 
 
 def test_errors_are_one_line(cloned: Settings) -> None:
@@ -371,6 +375,44 @@ def test_a_changed_row_is_reported_with_the_count_and_hash_found(cloned: Setting
     assert code == 1 and "nothing written" in out
 
 
+def test_a_citation_made_with_v1_still_resolves_and_verifies_with_v1(cloned: Settings) -> None:
+    """Citations made before dpdb-rowset-v2 keep their method: resolving recomputes the v1 hash."""
+    archive = dpdb.Archive(settings=cloned)
+    c = archive.cite(LIGHT_CURVE, as_of=61001.75, title="made with v1")
+    rows = archive.query_arrow(LIGHT_CURVE, as_of=61001.75)
+    v1 = digest_table(rows, METHOD_V1)
+    tuples = list(zip(*(col.to_pylist() for col in rows.columns), strict=True))
+    assert v1 == digest_rows([(col.name, col.type) for col in v1.columns], tuples, METHOD_V1)
+    assert v1.sha256 != c.result_sha256 and c.hash_method == METHOD_V2
+    with _superuser(cloned) as conn:  # the row as dpdb stored it before v2
+        conn.execute(
+            "UPDATE dpdb_meta.citation SET hash_method = %s, result_sha256 = %s, columns = %s "
+            "WHERE citation_id = %s",
+            (METHOD_V1, v1.sha256, json.dumps([col.to_json() for col in v1.columns]), c.citation_id),
+        )
+    stored = archive.citations.get(c.citation_id)
+    assert stored.hash_method == METHOD_V1
+    found = archive.citations.resolve(c.citation_id)
+    assert found.verified and found.sha256 == v1.sha256 and found.rows == c.row_count, found.differences
+    code, out = _run(cloned, "cite", "resolve", c.citation_id)
+    assert code == 0 and f"\nverified: {c.row_count} rows, sha256 {v1.sha256}" in out, out
+    code, out = _run(cloned, "cite", "show", c.citation_id, "--format", "bibtex")
+    assert code == 0 and f"{METHOD_V1} SHA-256 {v1.sha256}" in out
+    with _superuser(cloned) as conn:  # a v1 citation whose hash does not match is told apart
+        conn.execute(
+            "UPDATE dpdb_meta.citation SET result_sha256 = %s WHERE citation_id = %s",
+            (c.result_sha256, c.citation_id),
+        )
+        assert not archive.citations.resolve(c.citation_id).verified
+        conn.execute(
+            "UPDATE dpdb_meta.citation SET hash_method = 'dpdb-rowset-v9' WHERE citation_id = %s",
+            (c.citation_id,),
+        )
+    code, out = _run(cloned, "cite", "resolve", c.citation_id)
+    assert code == 1 and out.strip().startswith("error: ") and len(out.strip().splitlines()) == 1, out
+    assert "unknown hash method 'dpdb-rowset-v9'" in out
+
+
 def _subprocess_env() -> dict[str, str]:
     import os
 
@@ -433,23 +475,93 @@ def _tables(draw: st.DrawFn) -> tuple[list[tuple[str, str]], list[tuple]]:
     return [(f"c{k}", t) for k, t in enumerate(tags)], rows
 
 
+def _recipe(parquet: Path | None = None) -> dict:
+    """The v2 recipe of docs/citations.md, run as it stands (on ``parquet`` when given; without it only
+    its definitions): it needs pyarrow, numpy and hashlib, not dpdb."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "citations.md").read_text()
+    block = text.split("**Recomputing a v2 hash**", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    if parquet is None:
+        block = block.split("\nrows = pq.read_table", 1)[0]
+    namespace: dict = {}
+    block = block.replace('"cited.parquet"', repr(str(parquet)))
+    exec(compile(block, "docs/citations.md", "exec"), namespace)  # noqa: S102 - our own documentation
+    return namespace
+
+
+_RECIPE = _recipe()
+
+
+def _hash_streamed(arrow: pa.Table, sizes: list[int], threaded: bool) -> tuple[str, bool]:
+    """The v2 hash fed as batches of the given sizes (the rest in one), and whether it streamed."""
+    hasher = RowsetHasher(threaded=threaded)
+    start = 0
+    for size in [*sizes, arrow.num_rows]:
+        for batch in arrow.slice(start, size).to_batches():
+            hasher.add(batch)
+        start += size
+        if start >= arrow.num_rows:
+            break
+    return hasher.finish(arrow.column_names, arrow.schema).sha256, hasher.streaming
+
+
 @hsettings(max_examples=150, deadline=None)
-@given(_tables(), st.randoms())
+@given(_tables(), st.randoms(), st.lists(st.integers(0, 5), max_size=4), st.booleans())
 def test_fast_hash_matches_the_reference_and_ignores_row_order(
-    table: tuple[list[tuple[str, str]], list[tuple]], rnd: random.Random
+    table: tuple[list[tuple[str, str]], list[tuple]], rnd: random.Random, sizes: list[int], threaded: bool
 ) -> None:
     columns, rows = table
     arrow = pa.table(
         {name: pa.array([r[k] for r in rows], _arrow[tag]) for k, (name, tag) in enumerate(columns)}
     )
-    fast = digest_table(arrow)
-    assert [(c.name, c.type) for c in fast.columns] == columns
-    assert fast == digest_rows(columns, rows)
-    shuffled = rows[:]
-    rnd.shuffle(shuffled)
-    assert digest_rows(columns, shuffled).sha256 == fast.sha256
-    if len(rows) > 1:  # chunking does not matter
-        assert digest_table(pa.concat_tables([arrow.slice(0, 1), arrow.slice(1)])).sha256 == fast.sha256
+    for method in (METHOD_V1, METHOD_V2):
+        fast = digest_table(arrow, method)
+        assert [(c.name, c.type) for c in fast.columns] == columns and fast.method == method
+        assert fast == digest_rows(columns, rows, method)
+        shuffled = rows[:]
+        rnd.shuffle(shuffled)
+        assert digest_rows(columns, shuffled, method).sha256 == fast.sha256
+        if len(rows) > 1:  # chunking does not matter
+            assert digest_table(pa.concat_tables([arrow.slice(0, 1), arrow.slice(1)]), method) == fast
+    v2 = digest_table(arrow, METHOD_V2).sha256
+    assert _RECIPE["rowset_v2"](arrow, columns) == v2  # the documented recipe, without dpdb
+    # streamed in batches of any size, in the query's order or in the canonical one
+    assert _hash_streamed(arrow, sizes, threaded)[0] == v2
+    ordered = pa.Table.from_pylist(
+        [dict(zip(arrow.column_names, r, strict=True)) for r in _canonical_rows(columns, rows)], arrow.schema
+    )
+    hashed, streamed = _hash_streamed(ordered, sizes, threaded)
+    assert hashed == v2
+    key = next((k for k, (_, tag) in enumerate(columns) if tag != "null"), None)
+    if key is not None and ordered.num_rows and columns[key][1] != "float64":
+        values = ordered.column(key).to_pylist()
+        unique = None not in values and len(set(values)) == len(values)
+        if unique and columns[key][1] in ("int64", "utf8", "binary", "timestamp_us"):
+            assert streamed  # a strictly increasing first column: hashed batch by batch, nothing kept
+
+
+def _canonical_rows(columns: list[tuple[str, str]], rows: list[tuple]) -> list[tuple]:
+    """``rows`` in the canonical order (the reference's sort)."""
+    from dpdb.citations.digest import _canonical_value, _sort_key
+
+    tags = [tag for _, tag in columns]
+    keyed = [(tuple(_canonical_value(v, t) for v, t in zip(r, tags, strict=True)), r) for r in rows]
+    keyed.sort(key=lambda pair: tuple(_sort_key(v, t) for v, t in zip(pair[0], tags, strict=True)))
+    return [r for _, r in keyed]
+
+
+def test_a_long_result_in_canonical_order_is_hashed_while_it_streams() -> None:
+    n = 200_000
+    arrow = pa.table({"id": pa.array(range(n), pa.int64()), "f": pa.array([i * 0.5 for i in range(n)])})
+    hasher = RowsetHasher()
+    for batch in arrow.to_batches(max_chunksize=10_000):
+        hasher.add(batch)
+        assert hasher.streaming  # hashed as it came: nothing left to sort at the end
+    assert hasher.finish().sha256 == digest_table(arrow).sha256
+    unordered = pa.concat_tables([arrow.slice(n // 2), arrow.slice(0, n // 2)])
+    hasher = RowsetHasher(threaded=True)
+    for batch in unordered.to_batches(max_chunksize=10_000):
+        hasher.add(batch)
+    assert hasher.finish().sha256 == digest_table(arrow).sha256 and not hasher.streaming
 
 
 def test_hash_sees_every_change_and_widens_types() -> None:

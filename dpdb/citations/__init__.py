@@ -12,8 +12,9 @@ from __future__ import annotations
 from dpdb.registry.citations import Citation, CitationError, CitationUnavailableError
 
 from .cite import Made, Resolution, citation_line, cite, dependents, drop_warning, resolve
-from .digest import METHOD, ResultDigest, digest_rows, digest_table
+from .digest import METHOD, ResultDigest, digest_rows
 from .formats import FORMATS, bibtex, datacite, file_metadata, render
+from .rowset import digest_table
 
 __all__ = [
     "Citation",

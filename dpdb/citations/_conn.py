@@ -15,6 +15,7 @@ from dpdb.pooling import KeptConnections
 
 __all__ = ["owner_connection"]
 
+
 def _opened(settings: Settings) -> psycopg.Connection:
     conn = connect(settings)  # checks the schema version once per connection
     conn.commit()

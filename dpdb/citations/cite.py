@@ -27,6 +27,7 @@ otherwise the message says which release to restore.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import getpass
 import json
 import logging
@@ -66,7 +67,8 @@ from dpdb.registry.versions import applied_by
 
 from . import sqltext
 from ._conn import owner_connection
-from .digest import ResultDigest, digest_table
+from .digest import METHOD, METHOD_V2, ResultDigest, check_method
+from .rowset import RowsetHasher, digest_table
 
 __all__ = ["Made", "Resolution", "cite", "resolve", "dependents", "drop_warning", "citation_line"]
 
@@ -117,7 +119,7 @@ def _check_text(sql_text: str) -> str:
     word = sqltext.first_word(text)
     if word not in QUERY_WORDS:
         raise CitationError(f"only a query can be cited (SELECT, WITH, VALUES or TABLE), not {word.upper()}")
-    if any(t.text == ";" for t in sqltext.tokens(text) if t.kind == "punct"):
+    if sqltext.has_semicolon(text):
         raise CitationError("the SQL holds several statements; a citation is of one query")
     volatile = sqltext.volatile_calls(text)
     if volatile:
@@ -131,12 +133,14 @@ def _check_text(sql_text: str) -> str:
 def _instant(conn: psycopg.Connection, as_of: float | None) -> float:
     from dpdb.timeutil import iso_utc, now_mjd_tai
 
-    latest = latest_processing_time(conn)
+    if as_of is not None and not (math.isfinite(as_of) and as_of >= 0):
+        raise CitationError(f"invalid instant {as_of!r}: give an MJD TAI >= 0 or an ISO time")
+    if as_of is not None and as_of <= time.time() / 86_400 + 40_587:  # MJD UTC now, behind MJD TAI
+        return as_of  # a past instant: no need to ask the catalog for its last change
     now = now_mjd_tai()
+    latest = latest_processing_time(conn)
     if as_of is None:
         return latest if latest is not None else now
-    if not math.isfinite(as_of) or as_of < 0:
-        raise CitationError(f"invalid instant {as_of!r}: give an MJD TAI >= 0 or an ISO time")
     if as_of > max(now, latest if latest is not None else -math.inf):
         raise CitationError(
             f"--as-of {iso_utc(as_of)} UTC is in the future: what the catalogs hold then can still "
@@ -183,18 +187,12 @@ def _tables_read(
     if isinstance(plan, str):
         plan = json.loads(plan)
     found: set[tuple[str, str]] = set()
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            if "Relation Name" in node and "Schema" in node:
-                found.add((node["Schema"], node["Relation Name"]))
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(plan)
+    nodes = [p["Plan"] for p in plan] if isinstance(plan, list) else [plan.get("Plan", plan)]
+    while nodes:  # the plan tree: every node's children (InitPlans, SubPlans, CTEs too) are in "Plans"
+        node = nodes.pop()
+        if "Relation Name" in node and "Schema" in node:
+            found.add((node["Schema"], node["Relation Name"]))
+        nodes.extend(node.get("Plans", ()))
     if not found:
         return []
     schemas, names = zip(*sorted(found), strict=True)
@@ -298,30 +296,38 @@ def cite(
                 schema_version = applied_by(conn)[0] or 0
                 tables = _tables_read(conn, pinned, instant, pinned_release)
                 catalogs = _catalogs(conn, tables)
+                # everything but the result's count and hash, while the query still runs
+                template = Citation(
+                    citation_id=citation_id,
+                    handle=handle_of(settings, citation_id),
+                    query=pinned,
+                    release=pinned_release,
+                    as_of_mjd_tai=instant,
+                    as_of_utc=iso_utc(instant),
+                    catalogs=catalogs,
+                    tables=[f"{s}.{t}" for s, t in tables],
+                    schema_version=schema_version,
+                    software_version=code_version(),
+                    row_count=0,
+                    result_sha256="",
+                    hash_method="",
+                    columns=[],
+                    title=title or _default_title(catalogs),
+                    creator=creator or user,
+                    created_at=None,  # type: ignore[arg-type]  # the database's now()
+                    created_by=user,
+                    query_seconds=0.0,
+                )
             except BaseException:
-                with contextlib.suppress(Exception):  # the check's error is the one to report
-                    running.result()
+                _drain(running)  # the check's error is the one to report
                 raise
             _, digest, seconds = running.result()
-            citation = Citation(
-                citation_id=citation_id,
-                handle=handle_of(settings, citation_id),
-                query=pinned,
-                release=pinned_release,
-                as_of_mjd_tai=instant,
-                as_of_utc=iso_utc(instant),
-                catalogs=catalogs,
-                tables=[f"{s}.{t}" for s, t in tables],
-                schema_version=schema_version,
-                software_version=code_version(),
+            citation = dataclasses.replace(
+                template,
                 row_count=digest.rows,
                 result_sha256=digest.sha256,
                 hash_method=digest.method,
                 columns=[c.to_json() for c in digest.columns],
-                title=title or _default_title(catalogs),
-                creator=creator or user,
-                created_at=None,  # type: ignore[arg-type]  # the database's now()
-                created_by=user,
                 query_seconds=seconds,
             )
             # The citation row, its audit entry and the commit go in one round trip (pipeline mode).
@@ -357,21 +363,45 @@ def _submit(fn: Callable[..., _T], *args: object) -> Future[_T]:
 
 
 def _run_and_hash(
-    settings: Settings, query: str, instant: float, release: str | None
+    settings: Settings, query: str, instant: float, release: str | None, method: str = METHOD
 ) -> tuple[pa.Table, ResultDigest, float]:
-    """The query's rows as of ``instant``, their digest, and the seconds both took."""
+    """The query's rows as of ``instant``, their digest with ``method``, and the seconds both took.
+
+    ``dpdb-rowset-v2`` hashes each batch on a thread of its own while the next one is fetched;
+    ``dpdb-rowset-v1`` (older citations) needs the whole result first.
+    """
     start = time.perf_counter()
-    result = run_query(settings, query, as_of=instant, release=release)
-    digest = digest_table(result)
+    if method != METHOD_V2:
+        result = run_query(settings, query, as_of=instant, release=release)
+        return result, digest_table(result, method), time.perf_counter() - start
+    hasher = RowsetHasher(threaded=True)
+    try:
+        result = run_query(settings, query, as_of=instant, release=release, on_batch=hasher.add)
+        digest = hasher.finish(result.column_names, result.schema)
+    finally:
+        hasher.close()
     return result, digest, time.perf_counter() - start
 
 
-def _audit(conn: psycopg.Connection, action: str, arguments: dict, outcome: str, start: float) -> None:
-    """The audit-log entry of a citation step, committed with what the step wrote."""
+def _audit(
+    conn: psycopg.Connection, action: str, arguments: dict, outcome: str, start: float, *,
+    durable: bool = True,
+) -> None:  # fmt: skip
+    """The audit-log entry of a citation step, committed with what the step wrote (one round trip).
+    ``durable=False``: the commit does not wait for its WAL flush (for steps that wrote nothing else)."""
     from dpdb.registry.audit import record
 
-    record(conn, action, arguments, outcome, time.monotonic() - start)
-    conn.commit()
+    with conn.pipeline():
+        if not durable:
+            conn.execute("SET LOCAL synchronous_commit = off")
+        record(conn, action, arguments, outcome, time.monotonic() - start)
+        conn.commit()
+
+
+def _drain(running: Future) -> None:
+    """Wait for a run whose result is not needed (its error neither)."""
+    with contextlib.suppress(Exception):
+        running.result()
 
 
 def _audit_failure(
@@ -434,6 +464,14 @@ def _compare(c: Citation, found: ResultDigest) -> list[str]:
     if found.sha256 != c.result_sha256:
         out.append(f"result hash: cited {c.result_sha256}, found {found.sha256}")
     return out
+
+
+def _method_of(c: Citation) -> str:
+    """The hashing method the citation was made with (the method is stored with each citation)."""
+    try:
+        return check_method(c.hash_method)
+    except ValueError as e:
+        raise CitationError(f"citation {c.citation_id}: {e}; a newer dpdb can verify it") from e
 
 
 def _unavailable(c: Citation, facts: dict[str, ReleaseFact]) -> list[ReleaseFact]:
@@ -526,20 +564,34 @@ def resolve(settings: Settings, reference: str, *, record: bool = True) -> Resol
         if not record:
             conn.execute("SET TRANSACTION READ ONLY")
         c = find(conn, reference)
-        facts = release_facts(conn, c.catalogs)
         arguments = {"id": c.citation_id}
         try:
-            missing = _unavailable(c, facts)
-            query, release, source = c.query, c.release, "database"
-            if missing:
-                sample = _sample_query(conn, settings, c, missing)
-                if sample is None:
-                    raise CitationUnavailableError(_advice(c, missing))
-                query, source = sample, "kept sample of " + ", ".join(f.name for f in missing)
-                release = None if c.release in {f.name for f in missing} else release
-            conn.rollback()  # nothing is held open while the query runs
+            method = _method_of(c)
+            # The query is run at once, on a worker thread, while the states of the releases it read
+            # are looked up: nearly always they are loaded and this run is the one (else it is dropped).
+            speculative = _submit(_run_and_hash, settings, c.query, c.as_of_mjd_tai, c.release, method)
+            running: Future | None = speculative
             try:
-                result, found, seconds = _run_and_hash(settings, query, c.as_of_mjd_tai, release)
+                missing = _unavailable(c, release_facts(conn, c.releases) if c.releases else {})
+                query, release, source = c.query, c.release, "database"
+                if missing:
+                    _drain(speculative)  # it read a release that is not loaded: not the run we need
+                    running = None
+                    sample = _sample_query(conn, settings, c, missing)
+                    if sample is None:
+                        raise CitationUnavailableError(_advice(c, missing))
+                    query, source = sample, "kept sample of " + ", ".join(f.name for f in missing)
+                    release = None if c.release in {f.name for f in missing} else release
+                conn.rollback()  # nothing is held open while the query runs
+            except BaseException:
+                if running is not None:
+                    _drain(running)
+                raise
+            try:
+                if running is not None:
+                    result, found, seconds = running.result()
+                else:
+                    result, found, seconds = _run_and_hash(settings, query, c.as_of_mjd_tai, release, method)
             except QueryError as e:
                 if missing:
                     raise CitationUnavailableError(_advice(c, missing)) from e
@@ -551,7 +603,9 @@ def resolve(settings: Settings, reference: str, *, record: bool = True) -> Resol
                 )
             if record:
                 outcome = "verified" if not differences else "differs: " + "; ".join(differences)
-                _audit(conn, "cite.resolve", arguments, outcome, start)
+                # A resolution changes nothing: its audit entry does not wait for the WAL to reach the
+                # disk (the server flushes it within wal_writer_delay), one fsync less per resolution.
+                _audit(conn, "cite.resolve", arguments, outcome, start, durable=False)
         except BaseException as e:
             if record:
                 _audit_failure(settings, conn, "cite.resolve", arguments, e, start)

@@ -1,19 +1,23 @@
-"""The hash of a query result, in a canonical row order and encoding (method ``dpdb-rowset-v1``).
+"""The hash of a query result, in a canonical row order and encoding (methods ``dpdb-rowset-v1``, ``-v2``).
 
-A citation stores the row count and this hash; resolving it recomputes both.
-The method is specified in ``docs/citations.md`` so that anyone can recompute
-it from the rows; :func:`digest_rows` is a plain-Python reference
-implementation of that text, :func:`digest_table` the fast one dpdb uses
-(vectorized over Arrow columns: a sort and one SHA-256 pass per column). The
-tests check that both agree.
+A citation stores the row count, this hash and the method's name; resolving it
+recomputes both with that method. The methods are specified in
+``docs/citations.md`` so that anyone can recompute them from the rows;
+:func:`digest_rows` is a plain-Python reference implementation of that text,
+:func:`digest_table_v1` and :func:`dpdb.citations.rowset.digest_table` the fast ones dpdb uses
+(vectorized over Arrow columns).
+The tests check that both agree. New citations use ``dpdb-rowset-v2``
+(:mod:`.rowset`, computed while the result streams); ``dpdb-rowset-v1`` stays
+for the citations made with it.
 
 In short: every column gets a canonical type (``int64``, ``float64``,
 ``bool``, ``utf8``, ``binary``, ``timestamp_us``, ``date_days``, ``time_us``,
 ``duration_us``, ``json``, ``null``); rows are sorted ascending by the canonical
 values of all columns in result order (nulls last, NaN after every number,
 strings and bytes by their bytes); each column is hashed in that order
-(validity bytes, then values); the result hash is the SHA-256 of a short text
-listing the row count and, per column, its name, type and hash.
+(v1: validity bytes, then values; v2: three streams, NULL row numbers, values
+or lengths, bytes); the result hash is the SHA-256 of a short text listing the
+method, the row count and, per column, its name, type and hash.
 """
 
 from __future__ import annotations
@@ -31,10 +35,24 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-__all__ = ["METHOD", "ColumnDigest", "ResultDigest", "digest_table", "digest_rows", "canonical_tag"]
+__all__ = [
+    "METHOD",
+    "METHODS",
+    "METHOD_V1",
+    "METHOD_V2",
+    "ColumnDigest",
+    "ResultDigest",
+    "digest_table_v1",
+    "digest_rows",
+    "check_method",
+    "canonical_tag",
+]
 
-METHOD = "dpdb-rowset-v1"
-"""Name and version of the hashing method (the first line of the hashed header)."""
+METHOD_V1 = "dpdb-rowset-v1"
+METHOD_V2 = "dpdb-rowset-v2"
+METHODS = (METHOD_V1, METHOD_V2)
+METHOD = METHOD_V2
+"""Name and version of the hashing method new citations use (the first line of the hashed header)."""
 
 _NAN = struct.unpack("<d", bytes.fromhex("000000000000f87f"))[0]
 _EPOCH = _dt.datetime(1970, 1, 1, tzinfo=_dt.UTC)
@@ -58,16 +76,18 @@ class ResultDigest:
     rows: int
     sha256: str
     columns: tuple[ColumnDigest, ...]
-    method: str = METHOD
+    method: str = METHOD_V1
 
 
-def _header(rows: int, columns: Sequence[ColumnDigest]) -> bytes:
-    lines = [METHOD, f"rows {rows}"] + [f"{c.name}\t{c.type}\t{c.sha256}" for c in columns]
+def header(method: str, rows: int, columns: Sequence[ColumnDigest]) -> bytes:
+    """The text whose SHA-256 is the result hash: method, row count, then name, type and hash per column."""
+    lines = [method, f"rows {rows}"] + [f"{c.name}\t{c.type}\t{c.sha256}" for c in columns]
     return ("\n".join(lines) + "\n").encode()
 
 
-def _result(rows: int, columns: list[ColumnDigest]) -> ResultDigest:
-    return ResultDigest(rows, hashlib.sha256(_header(rows, columns)).hexdigest(), tuple(columns))
+def _result(rows: int, columns: list[ColumnDigest], method: str = METHOD_V1) -> ResultDigest:
+    sha256 = hashlib.sha256(header(method, rows, columns)).hexdigest()
+    return ResultDigest(rows, sha256, tuple(columns), method)
 
 
 # -- canonical types -------------------------------------------------------------------------------
@@ -168,8 +188,16 @@ def _fixed_values(array: pa.Array, tag: str) -> np.ndarray:
 # -- the fast path: Arrow --------------------------------------------------------------------------
 
 
-def digest_table(table: pa.Table) -> ResultDigest:
-    """Row count and hash (``dpdb-rowset-v1``) of an Arrow table, e.g. a query result."""
+def check_method(method: str) -> str:
+    """``method`` when dpdb knows it; a ValueError naming the known ones otherwise."""
+    if method not in METHODS:
+        raise ValueError(f"unknown hash method {method!r} (known: {', '.join(METHODS)})")
+    return method
+
+
+def digest_table_v1(table: pa.Table) -> ResultDigest:
+    """Row count and hash (``dpdb-rowset-v1``) of an Arrow table; :func:`dpdb.citations.digest_table`
+    computes either method."""
     n = table.num_rows
     tags = [canonical_tag(t) for t in table.schema.types]
     arrays = [c.combine_chunks() if isinstance(c, pa.ChunkedArray) else c for c in table.columns]
@@ -279,25 +307,36 @@ def _sort_key(value: Any, tag: str) -> tuple:
     return (0, 0, value)
 
 
-def _encode(values: list[Any], tag: str) -> bytes:
-    out = bytearray(b"".join(b"\x00" if v is None else b"\x01" for v in values))
+def _streams(values: list[Any], tag: str) -> tuple[bytes, bytes, bytes]:
+    """The canonical encoding of a column: its validity bytes, its values (NULL as 0) or for
+    ``utf8``, ``json`` and ``binary`` its byte lengths, and those values' bytes."""
+    valid = b"".join(b"\x00" if v is None else b"\x01" for v in values)
     if tag == "null":
-        return bytes(out)
+        return valid, b"", b""
     if tag in ("utf8", "binary", "json"):
         data = [b"" if v is None else (v if isinstance(v, bytes) else v.encode()) for v in values]
-        out += b"".join(struct.pack("<q", len(d)) for d in data)
-        out += b"".join(data)
-    elif tag == "float64":
-        out += b"".join(struct.pack("<d", 0.0 if v is None else v) for v in values)
-    elif tag == "bool":
-        out += bytes(0 if v is None else int(v) for v in values)
-    else:
-        out += b"".join(struct.pack("<q", 0 if v is None else v) for v in values)
-    return bytes(out)
+        return valid, b"".join(struct.pack("<q", len(d)) for d in data), b"".join(data)
+    if tag == "float64":
+        return valid, b"".join(struct.pack("<d", 0.0 if v is None else v) for v in values), b""
+    if tag == "bool":
+        return valid, bytes(0 if v is None else int(v) for v in values), b""
+    return valid, b"".join(struct.pack("<q", 0 if v is None else v) for v in values), b""
 
 
-def digest_rows(columns: Sequence[tuple[str, str]], rows: Iterable[Sequence[Any]]) -> ResultDigest:
-    """The reference implementation of ``dpdb-rowset-v1`` over plain Python values.
+def _column_sha256(values: list[Any], tag: str, method: str) -> str:
+    valid, fixed, data = _streams(values, tag)
+    if method == METHOD_V1:  # validity bytes, then values (or lengths), then bytes: one stream
+        return hashlib.sha256(valid + fixed + data).hexdigest()
+    # v2: the NULL rows' numbers; values or lengths; bytes: three streams, their digests hashed
+    nulls = b"".join(struct.pack("<q", k) for k, v in enumerate(values) if v is None)
+    digests = b"".join(hashlib.sha256(stream).digest() for stream in (nulls, fixed, data))
+    return hashlib.sha256(digests).hexdigest()
+
+
+def digest_rows(
+    columns: Sequence[tuple[str, str]], rows: Iterable[Sequence[Any]], method: str = METHOD
+) -> ResultDigest:
+    """The reference implementation of the hashing methods over plain Python values.
 
     Parameters
     ----------
@@ -307,12 +346,15 @@ def digest_rows(columns: Sequence[tuple[str, str]], rows: Iterable[Sequence[Any]
     rows
         The rows as sequences of Python values (``None`` for NULL; ints,
         floats, bools, str, bytes, datetimes, dates, times, timedeltas, lists).
+    method
+        ``dpdb-rowset-v2`` (the default) or ``dpdb-rowset-v1``: a citation names its own.
     """
+    check_method(method)
     tags = [tag for _, tag in columns]
     canonical = [tuple(_canonical_value(v, tag) for v, tag in zip(row, tags, strict=True)) for row in rows]
     canonical.sort(key=lambda row: tuple(_sort_key(v, tag) for v, tag in zip(row, tags, strict=True)))
     digests = [
-        ColumnDigest(name, tag, hashlib.sha256(_encode([row[k] for row in canonical], tag)).hexdigest())
+        ColumnDigest(name, tag, _column_sha256([row[k] for row in canonical], tag, method))
         for k, (name, tag) in enumerate(columns)
     ]
-    return _result(len(canonical), digests)
+    return _result(len(canonical), digests, method)

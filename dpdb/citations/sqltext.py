@@ -21,6 +21,7 @@ folds them), so ``SELECT objectId`` and ``select OBJECTID`` are one query.
 from __future__ import annotations
 
 import ast
+import functools
 import math
 import operator
 import re
@@ -130,7 +131,18 @@ def tokens(text: str) -> Iterator[Token]:
 
 
 def _significant(text: str) -> list[Token]:
-    return [t for t in tokens(text) if t.kind not in ("ws", "comment")]
+    return list(_lexed(text))
+
+
+@functools.lru_cache(maxsize=64)
+def _lexed(text: str) -> tuple[Token, ...]:
+    """The tokens that are neither whitespace nor comments; a citation looks at its text several times."""
+    return tuple(t for t in tokens(text) if t.kind not in ("ws", "comment"))
+
+
+def has_semicolon(text: str) -> bool:
+    """Whether the SQL text holds a ``;`` outside strings and comments (several statements)."""
+    return any(t.kind == "punct" and t.text == ";" for t in _lexed(text))
 
 
 _NO_SPACE_BEFORE = {",", ")", "]", ".", ":"}
