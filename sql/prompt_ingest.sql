@@ -309,6 +309,11 @@ ON CONFLICT (diaobjectid) DO UPDATE SET
 SELECT greatest((SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit),
                 (SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_relink))
 
+-- name: cited_time
+-- The latest instant a citation of the prompt catalog is pinned to: a write before it would change
+-- the cited result, so the processing time must come after it too (docs/citations.md).
+SELECT max(as_of_mjd_tai) FROM dpdb_meta.citation WHERE catalogs::jsonb ? 'prompt'
+
 -- name: record_visit
 INSERT INTO dpdb_meta.prompt_visit (visit, processing_time_mjd_tai, midpoint_mjd_tai, ingested_at,
     n_diasources, n_ss_attributed, n_associated, n_new_diaobjects, n_forced, n_forced_unlinked,

@@ -35,6 +35,7 @@ from dpdb.citations.digest import METHOD_V1, METHOD_V2, canonical_tag
 from dpdb.citations.rowset import RowsetHasher
 from dpdb.cli import cli
 from dpdb.config import Settings
+from dpdb.errors import ValidationError
 from dpdb.pg import close_idle_adbc
 from dpdb.server import EmbeddedServer
 from dpdb.timeutil import now_mjd_tai
@@ -279,8 +280,13 @@ def test_citations_stay_verified_through_ingest_relink_activation_and_retention(
         ),
         linkage / "SSSource.parquet",
     )
-    relinked = archive.prompt.relink(linkage, processing_time=_latest(cloned) + 0.01)
+    # a write at an instant before one a citation is pinned to would change that citation's result
+    ahead = archive.cite(LIGHT_CURVE, as_of=_latest(cloned) + 0.02)  # past, but after the last write
+    with pytest.raises(ValidationError, match="an instant a citation of the prompt catalog is pinned to"):
+        archive.prompt.relink(linkage, processing_time=_latest(cloned) + 0.01)
+    relinked = archive.prompt.relink(linkage, processing_time=ahead.as_of_mjd_tai + 0.01)
     assert relinked.counts["diasources"] == 1
+    assert archive.citations.resolve(ahead.citation_id).verified
     after = archive.query_arrow(LIGHT_CURVE, as_of=_latest(cloned))
     assert after.num_rows == before.num_rows - 1  # the catalog changed since the citation's instant
 

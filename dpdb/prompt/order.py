@@ -46,11 +46,18 @@ class PromptChange:
     def processing_time(self, given: float | None, what: str) -> float:
         """``given`` (default: now), refused unless later than every processing time the catalog holds."""
         t = given if given is not None else now_mjd_tai()
-        held = self._query(named_blocks("prompt_ingest.sql")["latest_time"])[0][0]
+        blocks = named_blocks("prompt_ingest.sql")
+        held = self._query(blocks["latest_time"])[0][0]
         if held is not None and t <= held:
             raise ValidationError(
                 f"{what}: processing time {iso_utc(t)} is not later than {iso_utc(held)}, "
                 "which the prompt catalog already holds"
+            )
+        cited = self._query(blocks["cited_time"])[0][0]
+        if cited is not None and t <= cited:
+            raise ValidationError(
+                f"{what}: processing time {iso_utc(t)} is not later than {iso_utc(cited)}, an instant "
+                "a citation of the prompt catalog is pinned to (its result must not change)"
             )
         return t
 
