@@ -125,12 +125,16 @@ class Soak:
     def clone(self, template: str, name: str) -> None:
         close_idle_adbc()  # this process's pooled connections would block the copy
         with self.admin() as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            # and so would the connections the API keeps for reuse (citations, snapshots): the
+            # source is this soak's own template, so its sessions are ended (a kept connection
+            # found ended is replaced, dpdb/pooling.py)
             conn.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                    sql.Identifier(name), sql.Identifier(template)
-                )
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+                (template,),
             )
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            copy_database(conn, template, name)
 
     def drop(self, name: str) -> None:
         with self.admin() as conn:
@@ -358,6 +362,25 @@ class Soak:
         self.drop(database)
         shutil.rmtree(archive, ignore_errors=True)
         r.seconds = time.monotonic() - started
+
+
+def copy_database(conn: psycopg.Connection, template: str, name: str) -> None:
+    """``CREATE DATABASE name TEMPLATE template`` in a way a later kill -9 of the server cannot undo.
+
+    PostgreSQL 15's default copy (``STRATEGY WAL_LOG``) copies each sequence's page as it is in
+    memory: its ``last_value`` and the values still pre-logged (``log_cnt``, up to 32). In the copy,
+    ``nextval`` hands those values out without writing WAL (the page's LSN is newer than the last
+    checkpoint), so after a crash the sequence is back at the copied page while the rows that took
+    the values were committed: the next ``load_manifest`` row reuses a ``load_id`` (``load_manifest_pkey``),
+    likewise ``audit_log`` and ``release_activation``. ``FILE_COPY`` checkpoints before and after
+    the copy, so the copy's first ``nextval`` logs its values ahead like any other
+    (tests/test_backup.py, the kill -9 mid-restore test, copies this way).
+    """
+    conn.execute(
+        sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+            sql.Identifier(name), sql.Identifier(template)
+        )
+    )
 
 
 def _plain(digest: dict[str, object]) -> dict[str, object]:
