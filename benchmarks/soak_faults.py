@@ -443,11 +443,11 @@ def main(argv: list[str] | None = None) -> int:
             soak.round(r)
             rounds.append(r)
             with log.open("a") as f:
-                f.write(json.dumps({"round": n, "op": op, "target": target, "injected": r.injected,
+                f.write(json.dumps({"round": n, "op": op, "target": r.target, "injected": r.injected,
                                     "violations": r.violations, "seconds": r.seconds}) + "\n")  # fmt: skip
             status = "ok" if not r.violations else "VIOLATION: " + "; ".join(r.violations)
             what = "injected" if r.injected else "finished first"
-            print(f"round {n:3d} {op:8s} kill -9 {target:10s} at {r.delay:5.1f} s {what}: {status} "
+            print(f"round {n:3d} {op:8s} kill -9 {r.target:10s} at {r.delay:5.1f} s {what}: {status} "
                   f"({r.seconds:.0f} s)", flush=True)  # fmt: skip
     finally:
         soak.server.down()
