@@ -92,6 +92,7 @@ class Round:
     injected: bool = False
     violations: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds of each step of the round
 
 
 class Soak:
@@ -321,9 +322,17 @@ class Soak:
 
     # -- one round -----------------------------------------------------------------------------
     def round(self, r: Round) -> None:
-        started = time.monotonic()
+        started = last = time.monotonic()
+
+        def lap(phase: str) -> None:
+            nonlocal last
+            now = time.monotonic()
+            r.phases[phase] = now - last
+            last = now
+
         database = f"round_{r.number}"
         self.clone(f"tpl_{r.op}", database)
+        lap("copy")
         archive = self.archive_dir(database)
         env = {**self.env, "DPDB_DATABASE": database, "DPDB_ARCHIVE_DIR": str(archive)}
         proc = subprocess.Popen([DPDB, *self.command(r.op)], env=env, stdout=subprocess.PIPE,
@@ -350,16 +359,22 @@ class Soak:
                 r.violations.append(f"not one error line after the server was killed: {tail!r}")
         if not r.injected and proc.returncode != 0:
             r.violations.append(f"the fault-free command failed: {err.strip()[-500:]}")
-        up = self.cli("dpdb", self.work, "db", "up", check=False)
-        if up.returncode != 0:
-            r.violations.append(f"db up failed: {up.stderr.strip()}")
-            return
+        lap("run")
+        if r.injected and r.target == "postmaster":  # what an operator does after a crash
+            up = self.cli("dpdb", self.work, "db", "up", check=False)
+            lap("up")
+            if up.returncode != 0:
+                r.violations.append(f"db up failed: {up.stderr.strip()}")
+                return
         try:
             self.finish(r.op, database, archive)
+            lap("rerun")
             r.violations += self.check(r.op, database, archive)
+            lap("check")
         except Exception as e:  # noqa: BLE001 - a failed rerun is an invariant violation, reported
             r.violations.append(f"rerun failed: {str(e).strip().splitlines()[-1][:500]}")
         self.drop(database)
+        lap("drop")
         shutil.rmtree(archive, ignore_errors=True)
         r.seconds = time.monotonic() - started
 
@@ -398,12 +413,15 @@ def main(argv: list[str] | None = None) -> int:
         help="kill at a random moment in [0, this fraction of the fault-free duration]",
     )  # fmt: skip
     parser.add_argument(
-        "--kill-at", type=float,
-        help="kill at this fraction of the fault-free duration (default: a random moment, see --max-delay)",
+        "--kill-at",
+        help="kill at this fraction of the fault-free duration; a comma-separated list is taken in turn, "
+        "round after round (default: a random moment, see --max-delay)",
     )  # fmt: skip
     parser.add_argument(
-        "--target", choices=("random", "command", "postmaster"), default="random",
-        help="what to kill (default: chosen at random each round)",
+        "--target", choices=("random", "command", "postmaster", "alternate", "alternate-postmaster"),
+        default="random",
+        help="what to kill (default: chosen at random each round; alternate: the command, then the "
+        "postmaster, and so on; alternate-postmaster: the other way round)",
     )  # fmt: skip
     parser.add_argument("--small", action="store_true", help="small inputs (the test suite's bounded run)")
     parser.add_argument("--work", type=Path, help="working directory (default: a new one in /tmp)")
@@ -419,6 +437,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown operation(s): {', '.join(sorted(unknown))}")
     if args.first > 1 and args.work is None:
         parser.error("--first needs the --work of the earlier parts")
+    try:
+        kill_at = [float(x) for x in args.kill_at.split(",")] if args.kill_at else []
+    except ValueError:
+        parser.error(f"--kill-at {args.kill_at}: not a comma-separated list of fractions")
+    turns = {"alternate": ("command", "postmaster"), "alternate-postmaster": ("postmaster", "command")}
     work = args.work or Path(tempfile.mkdtemp(prefix="dpdb-soak-"))
     soak = Soak(work, Sizes.of(args.small), ops)
     rng = random.Random(args.seed)
@@ -435,9 +458,13 @@ def main(argv: list[str] | None = None) -> int:
             target = rng.choice(["command", "postmaster"])
             # a moment within the fault-free duration (which includes the executable's start-up)
             delay = rng.uniform(0.0, args.max_delay * soak.durations[op])
-            if args.kill_at is not None:
-                delay = args.kill_at * soak.durations[op]
-            r = Round(n, op, target if args.target == "random" else args.target, delay)
+            if kill_at:
+                delay = kill_at[(n - 1) % len(kill_at)] * soak.durations[op]
+            if args.target in turns:
+                target = turns[args.target][(n - 1) % 2]
+            elif args.target != "random":
+                target = args.target
+            r = Round(n, op, target, delay)
             if n < args.first:
                 continue
             soak.round(r)
@@ -447,8 +474,9 @@ def main(argv: list[str] | None = None) -> int:
                                     "violations": r.violations, "seconds": r.seconds}) + "\n")  # fmt: skip
             status = "ok" if not r.violations else "VIOLATION: " + "; ".join(r.violations)
             what = "injected" if r.injected else "finished first"
+            phases = ", ".join(f"{k} {v:.0f}" for k, v in r.phases.items())
             print(f"round {n:3d} {op:8s} kill -9 {r.target:10s} at {r.delay:5.1f} s {what}: {status} "
-                  f"({r.seconds:.0f} s)", flush=True)  # fmt: skip
+                  f"({r.seconds:.0f} s: {phases})", flush=True)  # fmt: skip
     finally:
         soak.server.down()
         if not args.keep:
