@@ -105,6 +105,7 @@ class Soak:
         self.env.update(DPDB_HOME=str(self.home), DPDB_PARTITION_ORDER="0")
         self.server = EmbeddedServer(self.home)
         self.durations: dict[str, float] = {}
+        self.keep_violations = False  # keep a round's database when it violated an invariant (--keep)
         self.reference: dict[str, dict[str, object]] = {}
 
     # -- helpers ---------------------------------------------------------------------------
@@ -373,9 +374,12 @@ class Soak:
             lap("check")
         except Exception as e:  # noqa: BLE001 - a failed rerun is an invariant violation, reported
             r.violations.append(f"rerun failed: {str(e).strip().splitlines()[-1][:500]}")
-        self.drop(database)
+        if r.violations and self.keep_violations:
+            print(f"kept database {database} and {archive} to inspect", flush=True)
+        else:
+            self.drop(database)
+            shutil.rmtree(archive, ignore_errors=True)
         lap("drop")
-        shutil.rmtree(archive, ignore_errors=True)
         r.seconds = time.monotonic() - started
 
 
@@ -444,6 +448,7 @@ def main(argv: list[str] | None = None) -> int:
     turns = {"alternate": ("command", "postmaster"), "alternate-postmaster": ("postmaster", "command")}
     work = args.work or Path(tempfile.mkdtemp(prefix="dpdb-soak-"))
     soak = Soak(work, Sizes.of(args.small), ops)
+    soak.keep_violations = args.keep
     rng = random.Random(args.seed)
     rounds: list[Round] = []
     started = time.monotonic()
