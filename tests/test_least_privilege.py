@@ -286,7 +286,7 @@ def test_temp_file_limit_stops_a_spilling_reader(settings: Settings) -> None:
 
 def test_provenance_and_object_lookups_read_as_the_inspector(settings: Settings) -> None:
     """Archive.provenance, .lookup and .lightcurve (the portal's object pages) read through kept
-    snapshots: their connections are the inspector login's, which can read and nothing else."""
+    snapshots, plots through read_snapshot: all as the inspector login, which can only read."""
     from dpdb.access import INSPECT_LOGIN
     from dpdb.errors import ProvenanceError
     from dpdb.ids import ORIGIN_SHIFT, PROMPT_ORIGIN
@@ -304,6 +304,10 @@ def test_provenance_and_object_lookups_read_as_the_inspector(settings: Settings)
         assert (user, su) == (INSPECT_LOGIN, False)
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute("SELECT pg_read_file('/etc/passwd')")
+    from dpdb.readers import read_snapshot
+
+    with read_snapshot(settings) as conn:  # what plots, provenance reports and alerts read through
+        assert conn.execute("SELECT current_user").fetchone() == (INSPECT_LOGIN,)
     with psycopg.connect(conninfo(settings), autocommit=True) as admin:
         kept = admin.execute(
             "SELECT usename FROM pg_stat_activity WHERE datname = current_database() "
