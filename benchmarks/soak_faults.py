@@ -92,6 +92,7 @@ class Round:
     injected: bool = False
     violations: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds of each step of the round
 
 
 class Soak:
@@ -104,6 +105,7 @@ class Soak:
         self.env.update(DPDB_HOME=str(self.home), DPDB_PARTITION_ORDER="0")
         self.server = EmbeddedServer(self.home)
         self.durations: dict[str, float] = {}
+        self.keep_violations = False  # keep a round's database when it violated an invariant (--keep)
         self.reference: dict[str, dict[str, object]] = {}
 
     # -- helpers ---------------------------------------------------------------------------
@@ -125,12 +127,16 @@ class Soak:
     def clone(self, template: str, name: str) -> None:
         close_idle_adbc()  # this process's pooled connections would block the copy
         with self.admin() as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            # and so would the connections the API keeps for reuse (citations, snapshots): the
+            # source is this soak's own template, so its sessions are ended (a kept connection
+            # found ended is replaced, dpdb/pooling.py)
             conn.execute(
-                sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                    sql.Identifier(name), sql.Identifier(template)
-                )
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid() AND backend_type = 'client backend'",
+                (template,),
             )
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            copy_database(conn, template, name)
 
     def drop(self, name: str) -> None:
         with self.admin() as conn:
@@ -317,9 +323,17 @@ class Soak:
 
     # -- one round -----------------------------------------------------------------------------
     def round(self, r: Round) -> None:
-        started = time.monotonic()
+        started = last = time.monotonic()
+
+        def lap(phase: str) -> None:
+            nonlocal last
+            now = time.monotonic()
+            r.phases[phase] = now - last
+            last = now
+
         database = f"round_{r.number}"
         self.clone(f"tpl_{r.op}", database)
+        lap("copy")
         archive = self.archive_dir(database)
         env = {**self.env, "DPDB_DATABASE": database, "DPDB_ARCHIVE_DIR": str(archive)}
         proc = subprocess.Popen([DPDB, *self.command(r.op)], env=env, stdout=subprocess.PIPE,
@@ -346,18 +360,46 @@ class Soak:
                 r.violations.append(f"not one error line after the server was killed: {tail!r}")
         if not r.injected and proc.returncode != 0:
             r.violations.append(f"the fault-free command failed: {err.strip()[-500:]}")
-        up = self.cli("dpdb", self.work, "db", "up", check=False)
-        if up.returncode != 0:
-            r.violations.append(f"db up failed: {up.stderr.strip()}")
-            return
+        lap("run")
+        if r.injected and r.target == "postmaster":  # what an operator does after a crash
+            up = self.cli("dpdb", self.work, "db", "up", check=False)
+            lap("up")
+            if up.returncode != 0:
+                r.violations.append(f"db up failed: {up.stderr.strip()}")
+                return
         try:
             self.finish(r.op, database, archive)
+            lap("rerun")
             r.violations += self.check(r.op, database, archive)
+            lap("check")
         except Exception as e:  # noqa: BLE001 - a failed rerun is an invariant violation, reported
             r.violations.append(f"rerun failed: {str(e).strip().splitlines()[-1][:500]}")
-        self.drop(database)
-        shutil.rmtree(archive, ignore_errors=True)
+        if r.violations and self.keep_violations:
+            print(f"kept database {database} and {archive} to inspect", flush=True)
+        else:
+            self.drop(database)
+            shutil.rmtree(archive, ignore_errors=True)
+        lap("drop")
         r.seconds = time.monotonic() - started
+
+
+def copy_database(conn: psycopg.Connection, template: str, name: str) -> None:
+    """``CREATE DATABASE name TEMPLATE template`` in a way a later kill -9 of the server cannot undo.
+
+    PostgreSQL 15's default copy (``STRATEGY WAL_LOG``) copies each sequence's page as it is in
+    memory: its ``last_value`` and the values still pre-logged (``log_cnt``, up to 32). In the copy,
+    ``nextval`` hands those values out without writing WAL (the page's LSN is newer than the last
+    checkpoint), so after a crash the sequence is back at the copied page while the rows that took
+    the values were committed: the next ``load_manifest`` row reuses a ``load_id`` (``load_manifest_pkey``),
+    likewise ``audit_log`` and ``release_activation``. ``FILE_COPY`` checkpoints before and after
+    the copy, so the copy's first ``nextval`` logs its values ahead like any other
+    (tests/test_backup.py, the kill -9 mid-restore test, copies this way).
+    """
+    conn.execute(
+        sql.SQL("CREATE DATABASE {} TEMPLATE {} STRATEGY FILE_COPY").format(
+            sql.Identifier(name), sql.Identifier(template)
+        )
+    )
 
 
 def _plain(digest: dict[str, object]) -> dict[str, object]:
@@ -375,12 +417,15 @@ def main(argv: list[str] | None = None) -> int:
         help="kill at a random moment in [0, this fraction of the fault-free duration]",
     )  # fmt: skip
     parser.add_argument(
-        "--kill-at", type=float,
-        help="kill at this fraction of the fault-free duration (default: a random moment, see --max-delay)",
+        "--kill-at",
+        help="kill at this fraction of the fault-free duration; a comma-separated list is taken in turn, "
+        "round after round (default: a random moment, see --max-delay)",
     )  # fmt: skip
     parser.add_argument(
-        "--target", choices=("random", "command", "postmaster"), default="random",
-        help="what to kill (default: chosen at random each round)",
+        "--target", choices=("random", "command", "postmaster", "alternate", "alternate-postmaster"),
+        default="random",
+        help="what to kill (default: chosen at random each round; alternate: the command, then the "
+        "postmaster, and so on; alternate-postmaster: the other way round)",
     )  # fmt: skip
     parser.add_argument("--small", action="store_true", help="small inputs (the test suite's bounded run)")
     parser.add_argument("--work", type=Path, help="working directory (default: a new one in /tmp)")
@@ -396,8 +441,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown operation(s): {', '.join(sorted(unknown))}")
     if args.first > 1 and args.work is None:
         parser.error("--first needs the --work of the earlier parts")
+    try:
+        kill_at = [float(x) for x in args.kill_at.split(",")] if args.kill_at else []
+    except ValueError:
+        parser.error(f"--kill-at {args.kill_at}: not a comma-separated list of fractions")
+    turns = {"alternate": ("command", "postmaster"), "alternate-postmaster": ("postmaster", "command")}
     work = args.work or Path(tempfile.mkdtemp(prefix="dpdb-soak-"))
     soak = Soak(work, Sizes.of(args.small), ops)
+    soak.keep_violations = args.keep
     rng = random.Random(args.seed)
     rounds: list[Round] = []
     started = time.monotonic()
@@ -412,20 +463,25 @@ def main(argv: list[str] | None = None) -> int:
             target = rng.choice(["command", "postmaster"])
             # a moment within the fault-free duration (which includes the executable's start-up)
             delay = rng.uniform(0.0, args.max_delay * soak.durations[op])
-            if args.kill_at is not None:
-                delay = args.kill_at * soak.durations[op]
-            r = Round(n, op, target if args.target == "random" else args.target, delay)
+            if kill_at:
+                delay = kill_at[(n - 1) % len(kill_at)] * soak.durations[op]
+            if args.target in turns:
+                target = turns[args.target][(n - 1) % 2]
+            elif args.target != "random":
+                target = args.target
+            r = Round(n, op, target, delay)
             if n < args.first:
                 continue
             soak.round(r)
             rounds.append(r)
             with log.open("a") as f:
-                f.write(json.dumps({"round": n, "op": op, "target": target, "injected": r.injected,
+                f.write(json.dumps({"round": n, "op": op, "target": r.target, "injected": r.injected,
                                     "violations": r.violations, "seconds": r.seconds}) + "\n")  # fmt: skip
             status = "ok" if not r.violations else "VIOLATION: " + "; ".join(r.violations)
             what = "injected" if r.injected else "finished first"
-            print(f"round {n:3d} {op:8s} kill -9 {target:10s} at {r.delay:5.1f} s {what}: {status} "
-                  f"({r.seconds:.0f} s)", flush=True)  # fmt: skip
+            phases = ", ".join(f"{k} {v:.0f}" for k, v in r.phases.items())
+            print(f"round {n:3d} {op:8s} kill -9 {r.target:10s} at {r.delay:5.1f} s {what}: {status} "
+                  f"({r.seconds:.0f} s: {phases})", flush=True)  # fmt: skip
     finally:
         soak.server.down()
         if not args.keep:

@@ -27,10 +27,10 @@ from astropy.table import Table
 from psycopg import sql
 
 from .config import Settings
-from .db import connect
 from .errors import PlotError, ProvenanceError, ReleaseStateError
 from .ids import PROMPT_ORIGIN, origin_of, reorigin
 from .pooling import KeptConnections
+from .readers import open_reader
 from .registry.catalogs import all_catalogs, find_catalog
 from .registry.prompt_log import latest_processing_time
 from .registry.releases import all_releases, release_by_origin
@@ -180,10 +180,9 @@ def _arrow(columns: list[Column], records: list[tuple[Any, ...]]) -> pa.Table:
 
 
 def _open_snapshot(settings: Settings) -> psycopg.Connection:
-    conn = connect(settings)
-    conn.rollback()  # the version check's transaction
+    # as the inspector login, like plots and provenance (dpdb/readers.py): reads only, never the owner
+    conn = open_reader(settings, inspect=True)
     conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-    conn.read_only = True
     conn.prepare_threshold = 0
     return conn
 

@@ -41,7 +41,7 @@ from .db import prepare
 from .errors import ConfigError
 from .pg import adbc_connection_to, check_compatible, raw_connect, server_for
 
-__all__ = ["reader_conninfo", "reader_connect", "reader_adbc_connection", "read_snapshot"]
+__all__ = ["reader_conninfo", "open_reader", "reader_connect", "reader_adbc_connection", "read_snapshot"]
 
 log = logging.getLogger(__name__)
 
@@ -97,16 +97,28 @@ def _check_reader(conn: psycopg.Connection, info: str) -> None:
     _checked.add(info)
 
 
-@contextlib.contextmanager
-def reader_connect(settings: Settings, *, inspect: bool = False) -> Iterator[psycopg.Connection]:
-    """A psycopg connection as the read-only login, schema version checked, in read-only transactions."""
+def open_reader(settings: Settings, *, inspect: bool = False) -> psycopg.Connection:
+    """A new psycopg connection as the read-only login (``inspect``: the inspector's), checked,
+    schema version checked, in read-only transactions; the caller closes it (or keeps it:
+    the snapshots of dpdb/lookup.py)."""
     prepare(settings)
     info = reader_conninfo(settings, inspect=inspect)
-    with raw_connect(info) as conn:
+    conn = raw_connect(info)
+    try:
         _check_reader(conn, info)
         check_compatible(conn)
         conn.rollback()
         conn.read_only = True
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+@contextlib.contextmanager
+def reader_connect(settings: Settings, *, inspect: bool = False) -> Iterator[psycopg.Connection]:
+    """A psycopg connection as the read-only login, schema version checked, in read-only transactions."""
+    with open_reader(settings, inspect=inspect) as conn:
         yield conn
 
 

@@ -145,7 +145,10 @@ def load(
     summary.skipped_columns = {p: plans[p].ignored for p in files if plans[p].ignored}
     summary.derived_columns = {p: plans[p].derived for p in files if plans[p].derived}
     for p, names in summary.skipped_columns.items():
-        log.warning("%s: skipped %d columns %s does not hold: %s", p, len(names), canonical, ", ".join(names))
+        # a HATS file's own _healpix_29 (every file of an archive): dpdb derives that column itself
+        level = logging.INFO if tuple(names) == (PIXEL_COLUMN,) else logging.WARNING
+        message = "%s: skipped %d columns %s does not hold: %s"
+        log.log(level, message, p, len(names), canonical, ", ".join(names))
     try:
         if jobs <= 1 or len(files) == 1:
             results = [loader.run(path, plans[path], rows[path]) for path in files]

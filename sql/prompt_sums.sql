@@ -195,11 +195,15 @@ CROSS JOIN LATERAL (SELECT * FROM prompt.diaobjectsums x WHERE x.diaobjectid = t
 ANALYZE sums_cur;
 CREATE TEMP TABLE sums_out ON COMMIT DROP AS
 WITH b AS (
+    -- the bands of an object summed in a fixed order: in whatever order sums_cur holds them
+    -- (its plan, the physical order of DiaObjectSums after an aborted visit), a rerun's
+    -- version is then the same to the last bit
     SELECT x.diaobjectid, x.band, x.ref_ra, x.off, x.ndiasources, x.sumdra, x.sumdec, x.summidpoint,
            x.nraweights, x.sumraweights, x.sumraweighteddra, x.sumraweightedmidpoint,
            x.ndecweights, x.sumdecweights, x.sumdecweighteddec,
            {band_outputs}
     FROM sums_cur x
+    ORDER BY x.diaobjectid, x.band
 )
 SELECT b.diaobjectid, min(b.ref_ra) AS ref_ra,
        sum(b.ndiasources) AS n, sum(b.sumdra + b.ndiasources * b.off) AS sdra, sum(b.sumdec) AS sdec,

@@ -282,3 +282,35 @@ def test_temp_file_limit_stops_a_spilling_reader(settings: Settings) -> None:
         with psycopg.connect(reader_conninfo(settings), autocommit=True) as login:
             login.execute("SET work_mem = '64kB'")
             assert login.execute(spill).fetchone() == (300000,)  # the default limit (4 GiB) lets it through
+
+
+def test_provenance_and_object_lookups_read_as_the_inspector(settings: Settings) -> None:
+    """Archive.provenance, .lookup and .lightcurve (the portal's object pages) read through kept
+    snapshots, plots through read_snapshot: all as the inspector login, which can only read."""
+    from dpdb.access import INSPECT_LOGIN
+    from dpdb.errors import ProvenanceError
+    from dpdb.ids import ORIGIN_SHIFT, PROMPT_ORIGIN
+    from dpdb.lookup import snapshot
+
+    archive = dpdb.Archive(home=settings.home, database=settings.database)
+    unknown = (PROMPT_ORIGIN << ORIGIN_SHIFT) + 7  # a prompt ID that a fresh database does not hold
+    for call in (archive.provenance, archive.lookup, archive.lightcurve):
+        with pytest.raises((ProvenanceError, DpdbError)):
+            call(unknown)
+    with snapshot(settings) as conn:  # the kept connection those calls used
+        user, su = conn.execute(
+            "SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()  # type: ignore[misc]
+        assert (user, su) == (INSPECT_LOGIN, False)
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            conn.execute("SELECT pg_read_file('/etc/passwd')")
+    from dpdb.readers import read_snapshot
+
+    with read_snapshot(settings) as conn:  # what plots, provenance reports and alerts read through
+        assert conn.execute("SELECT current_user").fetchone() == (INSPECT_LOGIN,)
+    with psycopg.connect(conninfo(settings), autocommit=True) as admin:
+        kept = admin.execute(
+            "SELECT usename FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        ).fetchall()
+    assert kept and {u for (u,) in kept} <= {INSPECT_LOGIN}, kept
