@@ -253,15 +253,9 @@ def _hash_column(array: pa.Array, tag: str, order: np.ndarray | None) -> str:
     if tag in ("utf8", "binary", "json"):
         if order is not None:
             array = array.take(pa.array(order))
-        if array.null_count:
-            array = array.fill_null("" if tag != "binary" else b"")
-        if not (pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)):
-            array = array.cast(pa.large_binary() if tag == "binary" else pa.large_string())
-        _, offsets_buf, data_buf = array.buffers()[:3]
-        offsets = np.frombuffer(offsets_buf, dtype="<i8")[array.offset : array.offset + n + 1]
-        h.update(np.ascontiguousarray(np.diff(offsets), dtype="<i8").data)
-        if data_buf is not None and n and offsets[-1] > offsets[0]:
-            h.update(memoryview(data_buf)[int(offsets[0]) : int(offsets[-1])])
+        lengths, data = variable_parts(array, tag)
+        h.update(lengths)
+        h.update(data)
         return h.hexdigest()
     values = _fixed_values(array, tag)
     h.update(np.ascontiguousarray(values[order] if order is not None else values).data)
@@ -358,3 +352,19 @@ def digest_rows(
         for k, (name, tag) in enumerate(columns)
     ]
     return _result(len(canonical), digests, method)
+
+
+def variable_parts(array: pa.Array, tag: str) -> tuple[memoryview, memoryview]:
+    """A text, binary or JSON column's value lengths (int64 little-endian, a null as empty) and the
+    values' bytes one after another: how both hash methods encode variable-length values."""
+    n = len(array)
+    if array.null_count:
+        array = array.fill_null("" if tag != "binary" else b"")
+    if not (pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)):
+        array = array.cast(pa.large_binary() if tag == "binary" else pa.large_string())
+    _, offsets_buf, data_buf = array.buffers()[:3]
+    offsets = np.frombuffer(offsets_buf, dtype="<i8")[array.offset : array.offset + n + 1]
+    lengths = np.ascontiguousarray(np.diff(offsets), dtype="<i8").data
+    if data_buf is None or not n or offsets[-1] <= offsets[0]:
+        return lengths, memoryview(b"")
+    return lengths, memoryview(data_buf)[int(offsets[0]) : int(offsets[-1])]

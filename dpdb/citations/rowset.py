@@ -50,6 +50,7 @@ from .digest import (
     check_method,
     digest_table_v1,
     header,
+    variable_parts,
 )
 
 __all__ = ["RowsetHasher", "digest_table", "digest_table_v2"]
@@ -91,15 +92,9 @@ class _Column:
             array = _sort_array(array, tag)  # the values' JSON text
         elif tag == "binary" and pa.types.is_fixed_size_binary(array.type):
             array = array.cast(pa.large_binary())
-        if array.null_count:
-            array = array.fill_null("" if tag != "binary" else b"")
-        if not (pa.types.is_large_string(array.type) or pa.types.is_large_binary(array.type)):
-            array = array.cast(pa.large_binary() if tag == "binary" else pa.large_string())
-        _, offsets_buf, data_buf = array.buffers()[:3]
-        offsets = np.frombuffer(offsets_buf, dtype="<i8")[array.offset : array.offset + n + 1]
-        self.values.update(np.ascontiguousarray(np.diff(offsets), dtype="<i8").data)
-        if data_buf is not None and n and offsets[-1] > offsets[0]:
-            self.data.update(memoryview(data_buf)[int(offsets[0]) : int(offsets[-1])])
+        lengths, data = variable_parts(array, tag)
+        self.values.update(lengths)
+        self.data.update(data)
 
 
 class RowsetHasher:
