@@ -254,7 +254,10 @@ def test_a_large_top_runs_through_adbc_with_the_same_rows(tap: str) -> None:
             rows = votable.get_first_table().array
             answers.append((rows[key].tolist(), rows[column].tolist(), infos["dpdb_releases"],
                             infos["QUERY_STATUS"], infos["dpdb_as_of_mjd_tai"]))  # fmt: skip
-        assert answers[0] == answers[1] and len(answers[0][0]) > 1000, table
+        small, large = answers  # the table may hold more than 9,000 rows (another test's release)
+        n = len(small[0])
+        assert n > 1000 and len(large[0]) >= n, table
+        assert (large[0][:n], large[1][:n], *large[2:]) == small, table
 
 
 def test_numbers_in_strings_names_and_comments_are_part_of_the_shape(archive: dpdb.Archive) -> None:
