@@ -58,11 +58,14 @@ FROM matched m
 -- name: near_objects
 -- Current DiaObjects in the visit's field (a cone around its centre), from
 -- DiaObjectLast (one row per DiaObject, whatever the length of its history).
+-- The cone is given as literals: q3c turns them into index ranges when the
+-- statement is planned; read from visit_params, the cone was planned as a
+-- sequential scan of the whole table (it grew with the catalog).
 CREATE TEMP TABLE near_obj ON COMMIT DROP AS
 SELECT o.diaobjectid, o.validitystartmjdtai, o.ra, o.dec, o.healpix29 AS pixel,
        o.ndiasources, o.firstdiasourcemjdtai, o.lastdiasourcemjdtai
-FROM prompt.diaobjectlast o, visit_params p
-WHERE q3c_radial_query(o.ra, o.dec, p.field_ra, p.field_dec, p.field_radius)
+FROM prompt.diaobjectlast o
+WHERE q3c_radial_query(o.ra, o.dec, {field_ra}, {field_dec}, {field_radius})
 
 -- name: near_objects_index
 CREATE INDEX ON near_obj (q3c_ang2ipix(ra, dec));
@@ -247,9 +250,9 @@ CROSS JOIN visit_params p
 -- refExtendedness >= 0.5 counts as a galaxy.
 CREATE TEMP TABLE near_rel ON COMMIT DROP AS
 SELECT o.objectid, o.coord_ra AS ra, o.coord_dec AS dec, o.refextendedness >= 0.5 AS galaxy
-FROM {release}.object o, visit_params p
+FROM {release}.object o
 WHERE o.refextendedness IS NOT NULL
-  AND q3c_radial_query(o.coord_ra, o.coord_dec, p.field_ra, p.field_dec, p.field_radius + {nearby_radius});
+  AND q3c_radial_query(o.coord_ra, o.coord_dec, {field_ra}, {field_dec}, {field_radius} + {nearby_radius});
 CREATE INDEX ON near_rel (q3c_ang2ipix(ra, dec));
 ANALYZE near_rel
 
