@@ -56,16 +56,18 @@ SELECT m.a AS diasourceid, m.b AS ssobjectid, m.d,
 FROM matched m
 
 -- name: near_objects
--- Current DiaObjects in the visit's field (a cone around its centre), from
--- DiaObjectLast (one row per DiaObject, whatever the length of its history).
--- The cone is given as literals: q3c turns them into index ranges when the
--- statement is planned; read from visit_params, the cone was planned as a
--- sequential scan of the whole table (it grew with the catalog).
+-- Current DiaObjects within the association radius of any of the visit's
+-- DiaSources or forced measurements (all that association and forced photometry
+-- can match), found from DiaObjectLast (one row per DiaObject, whatever the
+-- length of its history) by one q3c index probe per measurement. The cost
+-- follows the visit: every DiaObject in the field's cone, as before, grew with
+-- the noise detections that found new DiaObjects, night after night.
 CREATE TEMP TABLE near_obj ON COMMIT DROP AS
-SELECT o.diaobjectid, o.validitystartmjdtai, o.ra, o.dec, o.healpix29 AS pixel,
+SELECT DISTINCT ON (o.diaobjectid) o.diaobjectid, o.validitystartmjdtai, o.ra, o.dec, o.healpix29 AS pixel,
        o.ndiasources, o.firstdiasourcemjdtai, o.lastdiasourcemjdtai
-FROM prompt.diaobjectlast o
-WHERE q3c_radial_query(o.ra, o.dec, {field_ra}, {field_dec}, {field_radius})
+FROM (SELECT ra, dec FROM s_src UNION ALL SELECT ra, dec FROM s_forced) s
+JOIN prompt.diaobjectlast o ON q3c_join(s.ra, s.dec, o.ra, o.dec, {radius})
+ORDER BY o.diaobjectid
 
 -- name: near_objects_index
 CREATE INDEX ON near_obj (q3c_ang2ipix(ra, dec));
@@ -109,7 +111,7 @@ LEFT JOIN prompt.ssobject so ON so.ssobjectid = m.ssobjectid AND so.validityendm
 CROSS JOIN visit_params p
 
 -- name: field_objects
--- Every DiaObject in the field after association (existing and new), for forced photometry.
+-- Every DiaObject near a forced measurement after association (existing and new).
 CREATE TEMP TABLE field_obj ON COMMIT DROP AS
 SELECT diaobjectid, ra, dec, pixel FROM near_obj
 UNION ALL
