@@ -262,8 +262,6 @@ def main() -> None:
         settings = settings.model_copy(update={"characterization_cutoff": args.cutoff})
     try:
         prepared_database(settings, args.objects, keep)
-        if args.prefill_only:
-            return
         server_log = settings.home / "log" / "server.log"
         log_start = server_log.stat().st_size if server_log.exists() else 0
         if args.explain_ms is not None or args.statements:
@@ -294,6 +292,8 @@ def main() -> None:
             done.write_text("\n".join(str(d) for d in simulate(survey, nights, config)) + "\n")
         dirs = [Path(d) for d in done.read_text().split()][: args.visits]
         print(f"simulated {len(dirs)} visits in {time.perf_counter() - t0:.0f} s")
+        if args.prefill_only:
+            return
         t0 = time.perf_counter()
         results = ingest(settings, dirs, processing_time=61000.9, incremental=not args.full_aggregation)
         wall = time.perf_counter() - t0

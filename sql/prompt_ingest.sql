@@ -56,28 +56,35 @@ SELECT m.a AS diasourceid, m.b AS ssobjectid, m.d,
 FROM matched m
 
 -- name: near_objects
--- Current DiaObjects within the association radius of any of the visit's
--- DiaSources or forced measurements (all that association and forced photometry
--- can match), found from DiaObjectLast (one row per DiaObject, whatever the
--- length of its history) by one q3c index probe per measurement. The cost
--- follows the visit: every DiaObject in the field's cone, as before, grew with
--- the noise detections that found new DiaObjects, night after night.
-CREATE TEMP TABLE near_obj ON COMMIT DROP AS
-SELECT DISTINCT ON (o.diaobjectid) o.diaobjectid, o.validitystartmjdtai, o.ra, o.dec, o.healpix29 AS pixel,
+-- Every (measurement, current DiaObject) pair within the association radius, for
+-- the visit's DiaSources and forced measurements alike (all that association
+-- and forced photometry can match), found from DiaObjectLast (one row per
+-- DiaObject, whatever the length of its history) by one q3c index probe per
+-- measurement; near_obj holds those DiaObjects. The cost follows the visit:
+-- every DiaObject in the field's cone, as before, grew with the noise
+-- detections that found new DiaObjects, night after night.
+CREATE TEMP TABLE near_pair ON COMMIT DROP AS
+SELECT s.is_src, s.id, q3c_dist(s.ra, s.dec, o.ra, o.dec) AS d,
+       o.diaobjectid, o.validitystartmjdtai, o.ra, o.dec, o.healpix29 AS pixel,
        o.ndiasources, o.firstdiasourcemjdtai, o.lastdiasourcemjdtai
-FROM (SELECT ra, dec FROM s_src UNION ALL SELECT ra, dec FROM s_forced) s
-JOIN prompt.diaobjectlast o ON q3c_join(s.ra, s.dec, o.ra, o.dec, {radius})
-ORDER BY o.diaobjectid
+FROM (SELECT true AS is_src, diasourceid AS id, ra, dec FROM s_src
+      UNION ALL
+      SELECT false, diaforcedsourceid, ra, dec FROM s_forced) s
+JOIN prompt.diaobjectlast o ON q3c_join(s.ra, s.dec, o.ra, o.dec, {radius});
+CREATE TEMP TABLE near_obj ON COMMIT DROP AS
+SELECT DISTINCT ON (n.diaobjectid) n.diaobjectid, n.validitystartmjdtai, n.ra, n.dec, n.pixel,
+       n.ndiasources, n.firstdiasourcemjdtai, n.lastdiasourcemjdtai
+FROM near_pair n
+ORDER BY n.diaobjectid
 
 -- name: near_objects_index
-CREATE INDEX ON near_obj (q3c_ang2ipix(ra, dec));
-ANALYZE near_obj
+ANALYZE near_obj (diaobjectid)
 
 -- name: association_candidates
 INSERT INTO cand (a, b, d)
-SELECT s.diasourceid, o.diaobjectid, q3c_dist(s.ra, s.dec, o.ra, o.dec)
-FROM s_src s JOIN near_obj o ON q3c_join(s.ra, s.dec, o.ra, o.dec, {radius})
-WHERE NOT EXISTS (SELECT 1 FROM ss_match m WHERE m.diasourceid = s.diasourceid)
+SELECT n.id, n.diaobjectid, n.d
+FROM near_pair n
+WHERE n.is_src AND NOT EXISTS (SELECT 1 FROM ss_match m WHERE m.diasourceid = n.id)
 
 -- name: source_links
 -- Where each DiaSource goes: its SSObject, or the matched DiaObject, or a new
@@ -111,18 +118,25 @@ LEFT JOIN prompt.ssobject so ON so.ssobjectid = m.ssobjectid AND so.validityendm
 CROSS JOIN visit_params p
 
 -- name: field_objects
--- Every DiaObject near a forced measurement after association (existing and new).
+-- The DiaObjects this visit founds (indexed, to be matched with forced
+-- measurements), and every DiaObject a forced measurement can be linked to.
+CREATE TEMP TABLE new_obj ON COMMIT DROP AS
+SELECT l.diaobjectid, s.ra, s.dec, l.pixel FROM src_link l JOIN s_src s USING (diasourceid) WHERE l.is_new;
+CREATE INDEX ON new_obj (q3c_ang2ipix(ra, dec));
+ANALYZE new_obj;
 CREATE TEMP TABLE field_obj ON COMMIT DROP AS
 SELECT diaobjectid, ra, dec, pixel FROM near_obj
 UNION ALL
-SELECT l.diaobjectid, s.ra, s.dec, l.pixel FROM src_link l JOIN s_src s USING (diasourceid) WHERE l.is_new;
-CREATE INDEX ON field_obj (q3c_ang2ipix(ra, dec));
-ANALYZE field_obj
+SELECT diaobjectid, ra, dec, pixel FROM new_obj;
+ANALYZE field_obj (diaobjectid)
 
 -- name: forced_candidates
+-- (pairs with existing DiaObjects were found with near_obj)
 INSERT INTO cand (a, b, d)
+SELECT n.id, n.diaobjectid, n.d FROM near_pair n WHERE NOT n.is_src
+UNION ALL
 SELECT f.diaforcedsourceid, o.diaobjectid, q3c_dist(f.ra, f.dec, o.ra, o.dec)
-FROM s_forced f JOIN field_obj o ON q3c_join(f.ra, f.dec, o.ra, o.dec, {radius})
+FROM s_forced f JOIN new_obj o ON q3c_join(f.ra, f.dec, o.ra, o.dec, {radius})
 
 -- name: insert_forced
 INSERT INTO prompt.diaforcedsource ({forced_columns}, diaobjectid, timeprocessedmjdtai, _healpix_29, _load_id)

@@ -104,9 +104,7 @@ def block(
     values.update(
         {f"{key[0]}_{key}": ", ".join(f"{key[0]}.{c}" for c in cols) for key, cols in lists.items()}
     )
-    if (
-        visit is not None and "{field_ra}" in text
-    ):  # the field's cone as literals (sql/prompt_ingest.sql near_objects)
+    if visit is not None and "{field_ra}" in text:  # the field's cone as literals (release_objects)
         values.update(
             field_ra=repr(float(visit.center[0])),
             field_dec=repr(float(visit.center[1])),
