@@ -7,13 +7,16 @@
 
 -- name: sums_objects
 -- Each touched DiaObject, and whether its sums can be brought forward ("slow":
--- no sums, or sums that start after the window or hold newer rows than it).
+-- no sums, or sums that start after the window or hold newer rows than it), and
+-- whether some of them may hold rows that leave the window now (sums_expiring).
 CREATE TEMP TABLE sums_obj ON COMMIT DROP AS
 SELECT t.diaobjectid, t.pixel, t.is_new,
-       NOT t.is_new AND (s.n = 0 OR s.max_start > p.mjd - p.cutoff OR s.max_last > p.mjd) AS slow
+       NOT t.is_new AND (s.n = 0 OR s.max_start > p.mjd - p.cutoff OR s.max_last > p.mjd) AS slow,
+       coalesce(s.expiring, false) AS expiring
 FROM touched t CROSS JOIN visit_params p
 CROSS JOIN LATERAL (
-    SELECT count(*) AS n, max(x.windowstartmjdtai) AS max_start, max(x.lastmidpointmjdtai) AS max_last
+    SELECT count(*) AS n, max(x.windowstartmjdtai) AS max_start, max(x.lastmidpointmjdtai) AS max_last,
+           bool_or(x.firstmidpointmjdtai <= p.mjd - p.cutoff) AS expiring
     FROM prompt.diaobjectsums x WHERE x.diaobjectid = t.diaobjectid
 ) s;
 ALTER TABLE sums_obj ADD PRIMARY KEY (diaobjectid);

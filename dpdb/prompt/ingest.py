@@ -279,8 +279,10 @@ class _VisitTransaction(PromptChange):
         """
         if self.incremental and self.version >= SUMS_VERSION and not self._beyond_midpoint():
             self._run_sums("sums_objects")
-            self._run_sums("sums_expiring")
-            if self._count("sums_expiring"):  # rows may leave the window: subtract them
+            # rows may leave the window (none while every window is younger than the cutoff):
+            # subtract them
+            if self._count("sums_obj WHERE expiring AND NOT slow AND NOT is_new"):
+                self._run_sums("sums_expiring")
                 for name in ("sums_expire", "sums_delta", "sums_subtract"):
                     self._run_sums(name)
             self._run_sums("sums_visit_rows")
