@@ -158,6 +158,9 @@ def statement_profile(log: Path, since: int) -> list[tuple[str, float, int]]:
 def check_aggregates(settings: Settings, cutoff: float) -> int:
     """Every DiaObject of the last visit against numpy over its window's DiaSources (rtol 1e-6).
 
+    The DiaSources are those of the window as of the last visit: the night's daytime
+    linkage, after it, may have withdrawn some since.
+
     Returns the number of (DiaObject, band) pairs checked; raises AssertionError on a mismatch.
     """
     with psycopg.connect(conninfo(settings)) as conn:
@@ -179,9 +182,11 @@ def check_aggregates(settings: Settings, cutoff: float) -> int:
             "SELECT d.diaobjectid, d.band, d.psfflux::float8, d.psffluxerr::float8, d.ra, d.dec, "
             "d.raerr::float8 "
             "FROM prompt.diasource d JOIN prompt.diaobject o USING (diaobjectid, _healpix_29) "
-            "WHERE o.validitystartmjdtai = %s AND d.timewithdrawnmjdtai IS NULL "
+            # as of the last visit: a daytime linkage after it withdraws DiaSources later
+            "WHERE o.validitystartmjdtai = %s "
+            "AND (d.timewithdrawnmjdtai IS NULL OR d.timewithdrawnmjdtai > %s) "
             "AND d.midpointmjdtai > %s AND d.midpointmjdtai <= %s",
-            (t, mjd - cutoff, mjd),
+            (t, t, mjd - cutoff, mjd),
         ).fetchall()
     groups: dict[int, list[tuple]] = {}
     for r in sources:
