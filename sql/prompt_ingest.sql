@@ -297,16 +297,24 @@ WHERE n.diaobjectid = v.diaobjectid
 
 -- name: close_versions
 -- Close the current version of every touched DiaObject that existed before (the
--- one DiaObjectLast named: open, started at previous_start). Written as key lists
--- so that each partition in the touched pixel range is probed through its
--- current-version index: a join with touched was planned as a merge with a full
--- primary-key scan of the partition, which grows with the history.
-UPDATE prompt.diaobject o SET validityendmjdtai = p.t
-FROM visit_params p
-WHERE o.diaobjectid = ANY (ARRAY(SELECT diaobjectid FROM touched WHERE NOT is_new))
-  AND o._healpix_29 BETWEEN (SELECT min(pixel) FROM touched WHERE NOT is_new)
-                        AND (SELECT max(pixel) FROM touched WHERE NOT is_new)
-  AND o.validityendmjdtai IS NULL
+-- one DiaObjectLast named: open). The keys and their pixel range are handed to
+-- the UPDATE as parameter values (EXECUTE ... USING), so that it is planned
+-- knowing them: only the partitions of that pixel range are opened, and each
+-- through its current-version index. Written as a join with touched, it was
+-- planned as a merge over the whole primary key; with the keys as a sub-select
+-- (a list of unknown length) the planner took the primary key, which visits
+-- every version of each DiaObject, so the step grew with the history.
+-- (The semicolons of the DO block stay inside its lines: the block is one statement.)
+DO $$
+DECLARE ids bigint[]; lo bigint; hi bigint; t double precision; BEGIN
+    SELECT array_agg(diaobjectid), min(pixel), max(pixel) INTO ids, lo, hi FROM touched WHERE NOT is_new
+    ; SELECT p.t INTO t FROM visit_params p
+    ; IF ids IS NOT NULL THEN
+        EXECUTE 'UPDATE prompt.diaobject o SET validityendmjdtai = $1 WHERE o.diaobjectid = ANY ($2) '
+                'AND o._healpix_29 BETWEEN $3 AND $4 AND o.validityendmjdtai IS NULL'
+            USING t, ids, lo, hi
+    ; END IF
+; END $$
 
 -- name: insert_versions
 INSERT INTO prompt.diaobject ({version_columns})
