@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 import psycopg
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from conftest import drop_database, new_database
 
@@ -132,3 +134,31 @@ def test_sums_rebuilt_for_objects_without_them(
         conn.execute("DELETE FROM prompt.diaobjectsums WHERE diaobjectid % 2 = 0")
     _ingest_both(settings, second, [nights[1:]], T0 + 10)
     _assert_same(settings, second)
+
+
+def test_sums_pivot_over_bands_and_expiry(
+    settings: Settings, second: Settings, nights: list[Path], tmp_path: Path
+) -> None:
+    """Objects measured in several bands on several nights, a band leaving the window while another
+    is measured, and measurements without a band or in a band outside ugrizy (in the position only):
+    the version built per band from the sums equals the full recomputation."""
+    copies = []
+    for night in nights:
+        for visit in sorted(night.glob("visit_*")):
+            shutil.copytree(visit, tmp_path / night.name / visit.name)
+        copies.append(tmp_path / night.name)
+    odd = sorted(copies[1].glob("visit_*"))[1] / "DiaSource.parquet"
+    table = pq.read_table(odd)
+    bands = table["band"].to_pylist()
+    band = pa.array([[None, "w", b][i % 3] for i, b in enumerate(bands)], pa.string())
+    pq.write_table(table.set_column(table.column_names.index("band"), "band", band), odd)
+    short = settings.model_copy(update={"characterization_cutoff": 0.5})
+    full = second.model_copy(update={"characterization_cutoff": 0.5})
+    _ingest_both(short, full, [[c] for c in copies])
+    _assert_same(short, full)
+    (multi,), = _rows(
+        settings, "SELECT count(*) FROM (SELECT diaobjectid FROM prompt.diaobjectsums "
+        "WHERE band IN ('u', 'g', 'r', 'i', 'z', 'y') GROUP BY 1 HAVING count(*) >= 2) m",
+    )  # fmt: skip
+    assert multi > 20
+    assert {b for (b,) in _rows(settings, "SELECT DISTINCT band FROM prompt.diaobjectsums")} >= {"", "w"}

@@ -145,9 +145,7 @@ def _version_pivot() -> dict[str, str]:
         for name, expr in _POSITION_SUMS
     ]
     other = [f"sum({expr} ORDER BY x.band) AS {name}" for name, expr in _POSITION_SUMS]
-    bands = [
-        f"{_on(b, outputs[agg])} AS {b}_{suffix}" for b in BANDS for suffix, agg in _PSF + _FORCED
-    ]
+    bands = [f"{_on(b, outputs[agg])} AS {b}_{suffix}" for b in BANDS for suffix, agg in _PSF + _FORCED]
     return {
         "version_other": ",\n           ".join(other),
         "known_bands": known,
