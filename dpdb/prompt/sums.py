@@ -21,10 +21,6 @@ keep their precision (no catastrophic cancellation of large sums).
 
 from __future__ import annotations
 
-import re
-
-from .statements import _FORCED, _PSF, BANDS
-
 __all__ = ["SUMS_VERSION", "SUM_GROUPS", "placeholders"]
 
 SUMS_VERSION = 9
@@ -99,62 +95,6 @@ _OUTPUTS = (
 )  # fmt: skip
 
 
-# The all-band sums of a version (its position), as (name, expression on a DiaObjectSums row x
-# of sums_cur, which also has off: the row's raref less the version's reference ra).
-_POSITION_SUMS = (
-    ("n", "x.ndiasources"),
-    ("sdra", "x.sumdra + x.ndiasources * x.off"),
-    ("sdec", "x.sumdec"),
-    ("smid", "x.summidpoint"),
-    ("nwra", "x.nraweights"),
-    ("wra", "x.sumraweights"),
-    ("wdra", "x.sumraweighteddra + x.sumraweights * x.off"),
-    ("wmid", "x.sumraweightedmidpoint"),
-    ("nwdec", "x.ndecweights"),
-    ("wdec", "x.sumdecweights"),
-    ("wddec", "x.sumdecweighteddec"),
-)
-# The bands of the pivot and '' (measurements without a band, in the position only), in the order
-# their sums are added (text order, as a GROUP BY band would add them): a fixed order, so a rerun's
-# version is the same to the last bit.
-_SUM_BANDS = tuple(sorted(("", *BANDS)))
-
-
-def _alias(band: str) -> str:
-    return f"x{band or '_'}"
-
-
-def _on(band: str, expr: str) -> str:
-    return re.sub(r"\bx\.", f"{_alias(band)}.", expr)
-
-
-def _version_pivot() -> dict[str, str]:
-    """sums_version's one row per DiaObject from sums_cur: a join per band instead of a sort and
-    a filtered aggregate per band and column (the pivot's cost then follows the objects, not
-    the rows: a DiaObject has sums in 4-5 bands once the survey has covered them)."""
-    outputs = dict(_OUTPUTS)
-    known = ", ".join(f"'{b}'" for b in _SUM_BANDS)
-    joins = [
-        f"LEFT JOIN sums_cur {a} ON {a}.diaobjectid = t.diaobjectid AND {a}.band = '{b}'"
-        for b in _SUM_BANDS
-        for a in [_alias(b)]
-    ]
-    position = [
-        " + ".join([*(f"coalesce({_on(b, expr)}, 0)" for b in _SUM_BANDS), f"coalesce(o.{name}, 0)"])
-        + f" AS {name}"
-        for name, expr in _POSITION_SUMS
-    ]
-    other = [f"sum({expr} ORDER BY x.band) AS {name}" for name, expr in _POSITION_SUMS]
-    bands = [f"{_on(b, outputs[agg])} AS {b}_{suffix}" for b in BANDS for suffix, agg in _PSF + _FORCED]
-    return {
-        "version_other": ",\n           ".join(other),
-        "known_bands": known,
-        "version_joins": "\n".join(joins),
-        "version_position": ",\n       ".join(position),
-        "version_bands": ",\n       ".join(bands),
-    }
-
-
 def _counts() -> list[str]:
     return [count for count, _, _ in SUM_GROUPS]
 
@@ -187,5 +127,5 @@ def placeholders() -> dict[str, str]:
         "add_set": ",\n    ".join(add),
         "subtract_set": ",\n    ".join(subtract),
         "emptied": empty,
-        **_version_pivot(),
+        "band_outputs": ",\n       ".join(f"{expr} AS {name}" for name, expr in _OUTPUTS),
     }
