@@ -57,6 +57,9 @@ def create_app(
         jobs.start()
         yield
         jobs.stop()
+        from ..tap.engine import close_async_pools
+
+        await close_async_pools()  # the sync path's kept connections of this event loop
 
     app = FastAPI(title="dpdb", version=code_version(), lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.archive = archive

@@ -351,6 +351,8 @@ def one_statement(text: str) -> bool:
 
 @functools.lru_cache(maxsize=64)
 def _state_text(state_sql: str, params: tuple[tuple[str, str], ...]) -> bytes:
+    # written in, not a prepared statement: psycopg deallocates every prepared statement of a
+    # connection after a ROLLBACK it sees (psycopg/_preparing.py), which a message ends with
     return _literal_state(state_sql, dict(params)).encode()
 
 
@@ -421,12 +423,14 @@ class AsyncReaderPool:
         self.info = reader_conninfo(settings)
         self._idle: list[psycopg.AsyncConnection] = []
         self._slots = asyncio.Semaphore(size)
+        self._checked = False
 
     async def _open(self) -> psycopg.AsyncConnection:
         import asyncio
 
-        # the checks of ReaderPool._open (server, login may not write, schema version), on a thread
-        await asyncio.to_thread(_check_login, self.settings, self.info)
+        if not self._checked:  # the checks of ReaderPool._open, once, on a kept connection: on a thread
+            await asyncio.to_thread(_check_login, self.settings)
+            self._checked = True
         try:
             return await psycopg.AsyncConnection.connect(self.info, connect_timeout=10, autocommit=True)
         except psycopg.OperationalError as e:
@@ -455,13 +459,19 @@ class AsyncReaderPool:
                         await conn.close()
 
     def discard_idle(self) -> None:
+        """Drop the idle connections (a stale one was found: the server restarted)."""
         while self._idle:
             conn = self._idle.pop()
             conn.pgconn.finish()  # no await: the server is gone or the pool is dropped
 
 
-def _check_login(settings: Settings, info: str) -> None:
-    ReaderPool(settings, 1)._open().close()  # a connection opened, checked (as ReaderPool's) and closed
+def _check_login(settings: Settings) -> None:
+    """The server is up, the login may not write, the schema is this code's (as ReaderPool._open), checked
+    on a connection of the login's ReaderPool (no connection beyond the pools' own)."""
+    from ..pg import check_compatible
+
+    with pool_for(settings).connection() as conn:
+        check_compatible(conn)
 
 
 _async_pools: dict[tuple[int, str], tuple[object, AsyncReaderPool]] = {}
@@ -478,9 +488,23 @@ def async_pool_for(settings: Settings) -> AsyncReaderPool:
     if found is None or found[0] is not loop:
         if len(_async_pools) > 64:  # pools of event loops that are gone (tests)
             _async_pools.clear()
-        size = max(1, settings.reader_login_connections // 2)
+        # a quarter of the login's connections (the thread pool keeps up to half: a quarter stays for
+        # ADBC and the general path); two connections keep both cores of a small server busy
+        size = max(1, settings.reader_login_connections // 4)
         found = _async_pools[key] = (loop, AsyncReaderPool(settings, size))
     return found[1]
+
+
+async def close_async_pools() -> None:
+    """Close the running event loop's kept connections (the service's shutdown)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    for key, (owner, pool) in list(_async_pools.items()):
+        if owner is loop:
+            del _async_pools[key]
+            while pool._idle:
+                await pool._idle.pop().close()
 
 
 async def run_final_async(

@@ -105,6 +105,7 @@ class SyncFastPath:
             await _send(send, 500, error_votable(message, query=query), VOTABLE_MIME)
             return True
         await _send(send, 200, done.body, done.mime)
+        log.debug("TAP sync query answered on the event loop: %s", tap.query)
         return True
 
     async def _run(self, archive: Any, tap: Any, statement: Any) -> Any:
