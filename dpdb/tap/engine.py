@@ -177,7 +177,7 @@ _RECENT_S = 1.0
 
 
 def pool_for(settings: Settings) -> ReaderPool:
-    """The process's pool of the reader login of ``settings`` (half its connection limit)."""
+    """The process's pool of the reader login of ``settings`` (a quarter of its connection limit)."""
     import time
 
     from ..readers import reader_conninfo
@@ -190,7 +190,9 @@ def pool_for(settings: Settings) -> ReaderPool:
     with _pools_lock:
         found = _pools.get(info)
         if found is None:
-            found = _pools[info] = ReaderPool(settings, max(1, settings.reader_login_connections // 2))
+            # a quarter of its connections: the event loop's pool (AsyncReaderPool, most sync queries)
+            # keeps up to half, so a quarter stays for ADBC and the general path
+            found = _pools[info] = ReaderPool(settings, max(1, settings.reader_login_connections // 4))
         if len(_recent) > 64:
             _recent.clear()
         _recent[id(settings)] = (settings, found, now)
@@ -488,9 +490,9 @@ def async_pool_for(settings: Settings) -> AsyncReaderPool:
     if found is None or found[0] is not loop:
         if len(_async_pools) > 64:  # pools of event loops that are gone (tests)
             _async_pools.clear()
-        # a quarter of the login's connections (the thread pool keeps up to half: a quarter stays for
-        # ADBC and the general path); two connections keep both cores of a small server busy
-        size = max(1, settings.reader_login_connections // 4)
+        # half the login's connections (the threads' pool keeps up to a quarter: a quarter stays for
+        # ADBC and the general path)
+        size = max(1, settings.reader_login_connections // 2)
         found = _async_pools[key] = (loop, AsyncReaderPool(settings, size))
     return found[1]
 
