@@ -377,7 +377,7 @@ def _run_message(pool: ReaderPool, message: bytes, state_sql: str, params: dict[
         cur = conn.cursor()
         started = False
         try:
-            cur.execute(message)  # no parameters: the simple-query protocol, results in order
+            cur.execute(message, prepare=False)  # no parameters: the simple-query protocol, results in order
             started = True
             state, rows, description = _message_results(cur)
         except psycopg.OperationalError as e:
@@ -566,7 +566,7 @@ async def _run_message_async(pool: AsyncReaderPool, message: bytes) -> FastResul
         cur = conn.cursor()
         started = False
         try:
-            await cur.execute(message)  # as _run_message; the results are all read here
+            await cur.execute(message, prepare=False)  # as _run_message; the results are all read here
             started = True
             cur.nextset()
             state = await cur.fetchone()
