@@ -124,6 +124,8 @@ class ReaderPool:
         try:
             _check_reader(conn, self.info)
             check_compatible(conn)
+            conn.prepare_threshold = None  # see _PREPARED
+            conn.execute(_PREPARE_STATES)
         except BaseException:
             conn.close()
             raise
@@ -314,7 +316,7 @@ def _run(pool: ReaderPool, state_sql: str, params: dict[str, str], text: str) ->
         try:
             with conn.pipeline():  # one round trip: the connection is in autocommit, the statements
                 conn.execute(_BEGIN)  # make the transaction: one snapshot for the state and the rows
-                state_cur.execute(state_sql.encode(), params, prepare=True)  # planned once per connection
+                state_cur.execute(_state_text(state_sql, tuple(params.items())))  # prepared when opened
                 # bytes: the translated statement, one statement only (the extended protocol refuses more)
                 conn.execute(b"DECLARE dpdb_result NO SCROLL CURSOR FOR " + text.encode())
                 cur.execute(_FETCH_SMALL)
@@ -328,6 +330,8 @@ def _run(pool: ReaderPool, state_sql: str, params: dict[str, str], text: str) ->
                 raise _Stale(str(e)) from e
             raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
         except psycopg.Error as e:
+            if _missing_state(e):
+                raise _Stale(str(e)) from e
             raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
     if len(rows) > _SMALL:  # run again, all of it, where the rows come as Arrow (its own snapshot and state)
         return _run_adbc(pool.settings, _literal_state(state_sql, params), text)
@@ -351,11 +355,38 @@ def one_statement(text: str) -> bool:
     return bool(tokens) and not any(t.token_type == TokenType.SEMICOLON or t.comments for t in tokens)
 
 
+_PREPARED = {_STATE: "dpdb_state", _STATE_AS_OF: "dpdb_state_as_of"}
+"""The state statements, prepared by name on each kept connection when it opens (``_PREPARE_STATES``)
+and run with ``EXECUTE``: planned once per connection. psycopg's own prepared statements are off on
+these connections (``prepare_threshold = None``): psycopg deallocates every prepared statement of a
+connection, these too, after a ROLLBACK once it has prepared one itself (psycopg/_preparing.py)."""
+_ARGS = ("timeout", "check", "path")
+
+
+def _prepare_text(state_sql: str) -> bytes:
+    body = state_sql
+    for i, name in enumerate(_ARGS, 1):
+        body = body.replace(f"%({name})s", f"${i}")
+    count = sum(f"%({name})s" in state_sql for name in _ARGS)
+    return f"PREPARE {_PREPARED[state_sql]} ({', '.join(['text'] * count)}) AS {body}".encode()
+
+
+_PREPARE_STATES = b";\n".join(_prepare_text(s) for s in _PREPARED)
+
+
 @functools.lru_cache(maxsize=64)
 def _state_text(state_sql: str, params: tuple[tuple[str, str], ...]) -> bytes:
-    # written in, not a prepared statement: psycopg deallocates every prepared statement of a
-    # connection after a ROLLBACK it sees (psycopg/_preparing.py), which a message ends with
-    return _literal_state(state_sql, dict(params)).encode()
+    """``EXECUTE`` of the prepared state statement, its parameters (the service's own values) written in."""
+    from psycopg import sql
+
+    values = dict(params)
+    args = ", ".join(sql.Literal(values[name]).as_string(None) for name in _ARGS if name in values)
+    return f"EXECUTE {_PREPARED[state_sql]}({args})".encode()
+
+
+def _missing_state(e: psycopg.Error) -> bool:
+    """The connection lost its prepared state statements (someone deallocated them): open another."""
+    return isinstance(e, psycopg.errors.InvalidSqlStatementName)
 
 
 def _message(state_sql: str, params: dict[str, str], text: str) -> bytes:
@@ -385,6 +416,8 @@ def _run_message(pool: ReaderPool, message: bytes, state_sql: str, params: dict[
                 raise _Stale(str(e)) from e
             raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
         except psycopg.Error as e:
+            if _missing_state(e):
+                raise _Stale(str(e)) from e
             raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
     if len(rows) > _SMALL:
         return _run_adbc(pool.settings, _literal_state(state_sql, params), text)
@@ -434,12 +467,19 @@ class AsyncReaderPool:
             await asyncio.to_thread(_check_login, self.settings)
             self._checked = True
         try:
-            return await psycopg.AsyncConnection.connect(self.info, connect_timeout=10, autocommit=True)
+            conn = await psycopg.AsyncConnection.connect(self.info, connect_timeout=10, autocommit=True)
         except psycopg.OperationalError as e:
             from ..errors import ServerError
             from ..pg import _redact
 
             raise ServerError(f"cannot connect to PostgreSQL ({_redact(self.info)}): {e}") from e
+        try:
+            conn.prepare_threshold = None  # see _PREPARED
+            await conn.execute(_PREPARE_STATES)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
 
     @contextlib.asynccontextmanager
     async def connection(self):  # -> AsyncIterator[psycopg.AsyncConnection]
@@ -540,7 +580,7 @@ async def _run_async(
         try:
             async with conn.pipeline():  # as _run: one round trip, one snapshot, one statement
                 await conn.execute(_BEGIN)
-                await state_cur.execute(state_sql.encode(), params, prepare=True)
+                await state_cur.execute(_state_text(state_sql, tuple(params.items())))
                 await conn.execute(b"DECLARE dpdb_result NO SCROLL CURSOR FOR " + text.encode())
                 await cur.execute(_FETCH_SMALL)
                 await conn.execute(b"ROLLBACK")
@@ -553,6 +593,8 @@ async def _run_async(
                 raise _Stale(str(e)) from e
             raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
         except psycopg.Error as e:
+            if _missing_state(e):
+                raise _Stale(str(e)) from e
             raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
     if len(rows) > _SMALL:
         return None
@@ -578,6 +620,8 @@ async def _run_message_async(pool: AsyncReaderPool, message: bytes) -> FastResul
                 raise _Stale(str(e)) from e
             raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
         except psycopg.Error as e:
+            if _missing_state(e):
+                raise _Stale(str(e)) from e
             raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
     if len(rows) > _SMALL:
         return None
