@@ -202,7 +202,9 @@ def test_one_message_keeps_the_reader_limits(archive: dpdb.Archive) -> None:
     login = psycopg.conninfo.conninfo_to_dict(reader_conninfo(settings))["user"]
     assert engine.one_statement(SAFETY)
     results = [engine.run_final(settings, SAFETY, reads_prompt=False, single=True)]
-    results.append(asyncio.run(engine.run_final_async(settings, SAFETY, reads_prompt=False, single=True)))
+    results.append(
+        asyncio.run(_on_loop(engine.run_final_async(settings, SAFETY, reads_prompt=False, single=True)))
+    )
     for result in results:
         row = result.table.to_pylist()[0]
         assert (row["ro"], row["iso"], row["timeout"]) == ("on", "repeatable read", "500ms")
@@ -211,7 +213,17 @@ def test_one_message_keeps_the_reader_limits(archive: dpdb.Archive) -> None:
     with pytest.raises(QueryError, match="statement timeout"):
         engine.run_final(settings, "SELECT pg_sleep(3)", reads_prompt=False, single=True)
     with pytest.raises(QueryError, match="statement timeout"):
-        asyncio.run(engine.run_final_async(settings, "SELECT pg_sleep(3)", reads_prompt=False, single=True))
+        asyncio.run(
+            _on_loop(engine.run_final_async(settings, "SELECT pg_sleep(3)", reads_prompt=False, single=True))
+        )
+
+
+async def _on_loop(run):  # type: ignore[no-untyped-def]
+    """Await ``run`` and close the kept connections of this event loop (as the service's shutdown)."""
+    try:
+        return await run
+    finally:
+        await engine.close_async_pools()
 
 
 @pytest.mark.parametrize("text", [
