@@ -500,6 +500,10 @@ class AsyncReaderPool:
                     except psycopg.Error:
                         await conn.close()
 
+    def busy(self) -> bool:
+        """Every connection is in use: a new query would wait for one."""
+        return self._slots.locked()
+
     def discard_idle(self) -> None:
         """Drop the idle connections (a stale one was found: the server restarted)."""
         while self._idle:

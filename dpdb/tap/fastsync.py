@@ -9,8 +9,9 @@ still runs as its login, :mod:`dpdb.tap.auth`) and answers ``GET``/``POST`` (URL
 asyncio connection of the reader login (:func:`dpdb.tap.engine.run_final_async`: the same
 statements, limits, read-only repeatable-read transaction and recorded instant as the threaded
 path), and a small result is written on the loop. Everything else (the first query of a shape,
-uploads, time travel, citations, multipart forms) goes to the FastAPI route unchanged, and a
-result of more than 10,000 rows is fetched (ADBC) and written on a worker thread.
+uploads, time travel, citations, multipart forms, and any query while every connection of the
+loop's pool is busy) goes to the FastAPI route unchanged, and a result of more than 10,000 rows is
+fetched (ADBC) and written on a worker thread.
 Errors are the same TAP error documents as the route's (docs/architecture.md, decision 12).
 """
 
@@ -88,6 +89,10 @@ class SyncFastPath:
         statement = shapes.lookup(settings, tap.query, tap.maxrec)
         if statement is None or asks_many(statement.translation):
             return False  # a new shape (translated, and kept, on the route's thread) or a large TOP
+        from .engine import async_pool_for
+
+        if async_pool_for(settings).busy():
+            return False  # every loop connection in use: a worker thread and its pool take this one
         try:
             async with asyncio.timeout(limits.sync_timeout_s):
                 done = await self._run(archive, tap, statement)
