@@ -247,3 +247,17 @@ def test_a_cone_shape_is_a_single_statement(archive: dpdb.Archive) -> None:
         service_sql(archive, parse_params({"LANG": "ADQL", "QUERY": with_semicolon.format(x=x)}, Limits()))
     kept = shapes.lookup(archive.settings, with_semicolon.format(x=3), 100_000)
     assert kept is not None and kept.single  # the ; is inside a string: one statement
+
+
+def test_overflow_is_flagged_as_on_the_route(urls: dict[str, str], archive: dpdb.Archive) -> None:
+    """MAXREC below the cone's rows: QUERY_STATUS=OVERFLOW and MAXREC rows, the route's very bytes."""
+    shapes.clear()
+    centres = _centres(archive, 3)
+    with httpx.Client(timeout=60) as client:
+        for ra, dec in centres:  # the first teaches the shape (MAXREC is part of it)
+            params = {"LANG": "ADQL", "QUERY": CONE.format(ra=ra, dec=dec, r=1.0), "MAXREC": "2"}
+            fast, route = (client.get(u, params=params) for u in (urls["fast"], urls["route"]))
+            assert fast.status_code == route.status_code == 200
+            assert fast.content == route.content
+            assert b'name="QUERY_STATUS" value="OVERFLOW"' in fast.content
+            assert len(parse_single_table(_io(fast.content)).to_table()) == 2
