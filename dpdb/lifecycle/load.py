@@ -22,7 +22,7 @@ import psycopg
 
 from dpdb.access import grant_loader
 from dpdb.config import Settings
-from dpdb.db import connect
+from dpdb.db import connect, prepare
 from dpdb.errors import ReleaseStateError, ValidationError
 from dpdb.etl import release_dir
 from dpdb.etl.load import LoadSummary, load
@@ -30,6 +30,7 @@ from dpdb.etl.pixelmap import PixelMap
 from dpdb.etl.release_dir import FileEntry
 from dpdb.etl.validate import target_table
 from dpdb.model.layout import RELEASE_TABLES, layout
+from dpdb.pg import warm_adbc
 from dpdb.registry.catalogs import create_catalog, find_catalog
 from dpdb.registry.releases import NOW, Release, get_release, set_state
 from dpdb.registry.states import WRITABLE, CatalogKind, ReleaseState, names
@@ -70,6 +71,8 @@ def load_release(
     ``keymaps=False`` leaves the deferred key maps unbuilt: only to measure what the check of keys
     across the whole release costs (benchmarks/bench_release.py).
     """
+    prepare(settings)  # the server is up: the driver's type catalog is read while the checksums are verified
+    warm_adbc(settings)
     manifest = release_dir.verify(directory)
     with connect(settings) as conn:
         rel = get_release(conn, name)
@@ -94,6 +97,7 @@ def restore_release(settings: Settings, name: str, *, jobs: int = 2, legacy: boo
         if rel.state not in (ReleaseState.ARCHIVED, ReleaseState.RESTORING) or not rel.archive_path:
             raise ReleaseStateError(f"release {name} is {rel.state}; only archived releases can be restored")
     directory = Path(rel.archive_path)
+    warm_adbc(settings)  # the driver's type catalog is read while the checksums are verified
     manifest = release_dir.verify(directory)
     with connect(settings) as conn:
         if find_catalog(conn, name) is None:  # not re-created yet by an interrupted restore
@@ -162,7 +166,7 @@ def _load_tables(
                 summaries.append(
                     load(
                         settings, table, [root / f.path for f in files], into=name, jobs=jobs,
-                        progress=progress, ignore_extra=hats,
+                        progress=progress, ignore_extra=hats, direct=False,
                     )  # fmt: skip
                 )
     else:
