@@ -42,7 +42,7 @@ from dpdb.shards.placement import Route, routes
 from dpdb.shards.registry import connect_shard, shard_conninfo
 
 from .files import ParquetFile, discover, fingerprint, open_parquet
-from .partitions import DirectTarget, PartitionWriter, direct_target
+from .partitions import PREFETCH, DirectTarget, PartitionWriter, direct_target, keymap_writer
 from .prompt_last import refresh_last
 from .rubin_columns import catalog_ccd_visits
 from .validate import ColumnPlan, TargetTable, check_unique, plan_columns, prepare_batch, target_table
@@ -114,6 +114,7 @@ def load(
     parents: Callable[[pa.RecordBatch], np.ndarray] | None = None,
     spatial_order: bool = True,
     direct: bool = True,
+    keymap_rows: bool = False,
 ) -> LoadSummary:
     """Load Parquet files into ``into``.``table``; see the module docstring for the guarantees.
 
@@ -128,7 +129,9 @@ def load(
     ``spatial_order=False`` sends each batch as read instead of grouped by pixel (which only
     speeds up the maintenance of indexes that are there during the load); ``direct=False``
     COPYs into the partitioned parent even where its partitions could be loaded directly
-    (etl/partitions.py): the older path, kept to compare (``dpdb release load --legacy-load``).
+    (etl/partitions.py): the older path, kept to compare (``dpdb release load --legacy-load``);
+    ``keymap_rows``: each file also COPYs its keys into the table's key map, which has neither
+    key nor trigger while a release loads with deferred indexes (dpdb/lifecycle/bulk.py).
     """
     start = time.monotonic()
     if not dry_run:
@@ -156,6 +159,7 @@ def load(
     loader.parents = parents
     loader.spatial_order = spatial_order
     loader.direct = direct and not dry_run and shards is None
+    loader.keymap_rows = keymap_rows and not dry_run and shards is None and target.partitioned
     summary = LoadSummary(canonical, into)
     summary.skipped_columns = {p: plans[p].ignored for p in files if plans[p].ignored}
     summary.derived_columns = {p: plans[p].derived for p in files if plans[p].derived}
@@ -209,6 +213,7 @@ class _FileLoader:
         self.parents: Callable[[pa.RecordBatch], np.ndarray] | None = None
         self.spatial_order = True
         self.direct = False
+        self.keymap_rows = False
         self._direct_target: DirectTarget | None | bool = False  # False: not looked up yet
         self._local = threading.local()
         self._opened = ExitStack()
@@ -356,11 +361,17 @@ class _FileLoader:
         failure: list[BaseException] = []
         direct = self._direct(lookup, plan)
         keymap_seconds = 0.0
-        batches = _prefetch(self._batches(path, plan, lookup, load_id, failure))
+        depth = 3 if direct is None else PREFETCH  # decoding goes on while a flush COPYs
+        batches = _prefetch(self._batches(path, plan, lookup, load_id, failure), depth)
         try:
             if direct is None:
-                reader = pa.RecordBatchReader.from_batches(self._schema(plan), batches)
+                keys = keymap_writer(lookup, target.catalog, target.db_name) if self.keymap_rows else None
+                stream = batches if keys is None else map(keys.take, batches)
+                reader = pa.RecordBatchReader.from_batches(self._schema(plan), stream)
                 rows = cur.adbc_ingest(target.db_name, reader, mode="append", db_schema_name=target.catalog)
+                if keys is not None:
+                    keys.write(cur)
+                    keymap_seconds = keys.seconds
             else:
                 with closing(batches):
                     writer = PartitionWriter(direct, cur, self._schema(plan))

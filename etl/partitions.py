@@ -28,10 +28,21 @@ import pyarrow as pa
 from dpdb.keymap import map_name
 from dpdb.model.layout import PIXEL_COLUMN
 
-__all__ = ["DirectTarget", "direct_target", "PartitionWriter"]
+__all__ = [
+    "DirectTarget",
+    "direct_target",
+    "PartitionWriter",
+    "KeyMapWriter",
+    "keymap_writer",
+    "FLUSH_ROWS",
+    "PREFETCH",
+]
 
-FLUSH_ROWS = 262_144
-"""Rows held (as slices of the batches read) before each partition's share is COPYed."""
+FLUSH_ROWS = 131_072
+"""Rows held (as slices of the batches read) before each partition's share is COPYed: a COPY
+statement per partition and flush; the reader decodes ahead meanwhile (``PREFETCH`` batches)."""
+
+PREFETCH = 4
 
 _BOUND = re.compile(r"^FOR VALUES FROM \('?(-?\d+)'?\) TO \('?(-?\d+)'?\)$")
 
@@ -96,6 +107,46 @@ def direct_target(conn: psycopg.Connection, catalog: str, table: str) -> DirectT
 
 
 @dataclass
+class KeyMapWriter:
+    """Collects a file's keys and pixels from its batches and COPYs them into the key map, in the
+    file's transaction (``cur``)."""
+
+    catalog: str
+    keymap: str
+    columns: tuple[str, ...]  # the map's key columns, then the pixel column
+    seconds: float = 0.0
+    """Wall time of the COPY into the key map (what the check of keys across the table costs)."""
+    _keys: list[pa.RecordBatch] = field(default_factory=list)
+
+    def take(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        self._keys.append(
+            pa.RecordBatch.from_arrays([batch.column(c) for c in self.columns], names=list(self.columns))
+        )
+        return batch
+
+    def write(self, cur: adbc.Cursor) -> None:
+        if self._keys:
+            start = time.monotonic()
+            reader = pa.RecordBatchReader.from_batches(self._keys[0].schema, self._keys)
+            cur.adbc_ingest(self.keymap, reader, mode="append", db_schema_name=self.catalog)
+            self.seconds += time.monotonic() - start
+            self._keys.clear()
+
+
+def keymap_writer(conn: psycopg.Connection, catalog: str, table: str) -> KeyMapWriter | None:
+    """A writer into the key map of ``catalog.table``, if it has one."""
+    keymap = map_name(table)
+    columns = conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
+        "AND NOT attisdropped ORDER BY attnum",
+        (f'"{catalog}"."{keymap}"',),
+    ).fetchall()
+    if not columns:
+        return None
+    return KeyMapWriter(catalog, keymap, tuple(str(c[0]) for c in columns))
+
+
+@dataclass
 class PartitionWriter:
     """COPYs one file's batches into their partitions and its keys into the key map, on ``cur``
     (the file's transaction). Batches must come sorted by pixel."""
@@ -104,11 +155,17 @@ class PartitionWriter:
     cur: adbc.Cursor
     schema: pa.Schema
     rows: int = 0
-    keymap_seconds: float = 0.0
-    """Wall time of the key map's COPY (what the check of keys across the table costs)."""
     _pending: dict[int, list[pa.RecordBatch]] = field(default_factory=dict)
     _held: int = 0
-    _keys: list[pa.RecordBatch] = field(default_factory=list)
+    _keys: KeyMapWriter | None = None
+
+    def __post_init__(self) -> None:
+        self._keys = KeyMapWriter(self.target.catalog, self.target.keymap, self.target.map_columns)
+
+    @property
+    def keymap_seconds(self) -> float:
+        """Wall time of the key map's COPY."""
+        return self._keys.seconds if self._keys else 0.0
 
     def add(self, batch: pa.RecordBatch) -> None:
         pix = batch.column(PIXEL_COLUMN).to_numpy()
@@ -124,9 +181,8 @@ class PartitionWriter:
         cuts = np.flatnonzero(np.diff(part)) + 1
         for lo, hi in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(part)]]), strict=True):
             self._pending.setdefault(int(part[lo]), []).append(batch.slice(int(lo), int(hi - lo)))
-        self._keys.append(pa.RecordBatch.from_arrays(
-            [batch.column(c) for c in self.target.map_columns], names=list(self.target.map_columns)
-        ))  # fmt: skip
+        assert self._keys is not None
+        self._keys.take(batch)
         self._held += batch.num_rows
         if self._held >= FLUSH_ROWS:
             self.flush()
@@ -143,11 +199,6 @@ class PartitionWriter:
     def finish(self) -> int:
         """COPY what is held, then the keys into the key map (a key the table holds fails here)."""
         self.flush()
-        if self._keys:
-            start = time.monotonic()
-            reader = pa.RecordBatchReader.from_batches(self._keys[0].schema, self._keys)
-            t = self.target
-            self.cur.adbc_ingest(t.keymap, reader, mode="append", db_schema_name=t.catalog)
-            self.keymap_seconds += time.monotonic() - start
-            self._keys.clear()
+        assert self._keys is not None
+        self._keys.write(self.cur)
         return self.rows

@@ -51,6 +51,8 @@ class LoadResult:
     seconds: float
     index_seconds: float = 0.0  # building the deferred indexes and key maps (0: indexes kept)
     keymap_seconds: float = 0.0  # of which filling and keying the key maps (summed over connections)
+    keymap_wall_seconds: float = 0.0  # the build's key-map phase (unique keys), wall time
+    keymap_load_seconds: float = 0.0  # the files' COPYs of their keys into the key maps, summed over streams
 
 
 def load_release(
@@ -171,8 +173,9 @@ def _load_tables(
                 )
     else:
         summaries = _load_parallel(
-            settings, name, root, manifest, jobs, progress, hats, checksums, spatial_order=deferred is None
-        )
+            settings, name, root, manifest, jobs, progress, hats, checksums, spatial_order=deferred is None,
+            keymap_rows=deferred is not None and keymaps,
+        )  # fmt: skip
     if deferred is not None:
         deferred.build(settings, jobs, keymaps=keymaps)
         log.info(
@@ -186,7 +189,11 @@ def _load_tables(
         skipped += sum(f.status == "skipped" for f in summary.files)
         log.info("%s", summary.line())
     built = (deferred.build_seconds, deferred.keymap_seconds) if deferred else (0.0, 0.0)
-    return LoadResult(name, rows, skipped, time.monotonic() - start, *built)
+    return LoadResult(
+        name, rows, skipped, time.monotonic() - start, *built,
+        keymap_wall_seconds=deferred.keymap_wall_seconds if deferred else 0.0,
+        keymap_load_seconds=sum(s.keymap_seconds for s in summaries),
+    )  # fmt: skip
 
 
 def _load_parallel(
@@ -199,6 +206,7 @@ def _load_parallel(
     hats: bool,
     checksums: dict[Path, str],
     spatial_order: bool = True,
+    keymap_rows: bool = False,
 ) -> list[LoadSummary]:
     """Every table's files at once, ``jobs`` streams, largest groups first.
 
@@ -234,6 +242,7 @@ def _load_parallel(
         return load(
             settings, table, paths, into=name, progress=progress, ignore_extra=hats,
             checksums=checksums, parents=maps.get(table), spatial_order=spatial_order,
+            keymap_rows=keymap_rows,
         )  # fmt: skip
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
