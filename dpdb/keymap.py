@@ -167,8 +167,22 @@ def ensure_keymaps(conn: psycopg.Connection, catalogs: Iterable[tuple[str, str, 
     A table that already holds a repeated key cannot get its map: it is left as it
     is, with a warning (``dpdb release validate`` reports the repeats).
     """
+    catalogs = list(catalogs)
+    # Every process's first connection comes here: find in one query whether any partitioned table
+    # lacks its map before building any catalog's table definitions.
+    lacking = {
+        str(r[0])
+        for r in conn.execute(
+            "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'p' AND n.nspname = ANY(%s) "
+            "AND to_regclass(format('%%I.%%I', n.nspname, %s || c.relname)) IS NULL",
+            ([c[0] for c in catalogs], MAP_PREFIX),
+        ).fetchall()
+    }
     installed = False
     for catalog, kind, version in catalogs:
+        if catalog not in lacking:
+            continue
         for table, keymap in keymap_tables(catalog, version, kind):
             present = conn.execute(
                 "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",
