@@ -214,7 +214,8 @@ class _FileLoader:
         self.spatial_order = True
         self.direct = False
         self.keymap_rows = False
-        self._direct_target: DirectTarget | None | bool = False  # False: not looked up yet
+        self._direct_target: DirectTarget | None = None
+        self._direct_looked_up = False
         self._local = threading.local()
         self._opened = ExitStack()
         self._lock = threading.Lock()
@@ -265,10 +266,10 @@ class _FileLoader:
         if not (self.direct and self.spatial_order and self.target.partitioned):
             return None
         with self._lock:
-            if self._direct_target is False:
+            if not self._direct_looked_up:
                 self._direct_target = direct_target(lookup, self.target.catalog, self.target.db_name)
+                self._direct_looked_up = True
             found = self._direct_target
-        assert found is not False
         if found is None or not set(found.map_columns) <= set(self._schema(plan).names):
             return None
         return found
