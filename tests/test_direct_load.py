@@ -150,3 +150,22 @@ def test_one_type_catalog_per_process(settings: Settings) -> None:
     thread.join()
     assert pg._adbc_databases[uri] is not None
     pg.close_idle_adbc(uri)
+
+
+def test_pixels_as_healpy() -> None:
+    """dpdb's pixels (cdshealpix) are healpy's ang2pix at order 29, poles, RA wrap and edges included."""
+    import healpy
+    import numpy as np
+
+    from dpdb.healpix import pixels
+
+    rng = np.random.default_rng(3)
+    ra = np.concatenate([rng.uniform(-720, 720, 20_000), [0, 360, 359.9999999999, 45, 90, 180, 270, 0, 0]])
+    dec = np.concatenate([
+        np.degrees(np.arcsin(rng.uniform(-1, 1, 20_000))), [90, -90, 0, 41.8103148957786, -41.8103148957786,
+                                                             90, -90, 1e-12, -1e-12],
+    ])  # fmt: skip
+    expected = healpy.ang2pix(1 << 29, ra, dec, nest=True, lonlat=True)
+    assert np.array_equal(pixels(ra, dec), expected)
+    with pytest.raises(ValueError):
+        pixels([10.0], [np.nan])  # refused as healpy refuses it
