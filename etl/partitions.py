@@ -24,6 +24,7 @@ import adbc_driver_postgresql.dbapi as adbc
 import numpy as np
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from dpdb.keymap import map_name
 from dpdb.model.layout import PIXEL_COLUMN
@@ -114,6 +115,8 @@ class KeyMapWriter:
     catalog: str
     keymap: str
     columns: tuple[str, ...]  # the map's key columns, then the pixel column
+    sort: bool = True
+    """COPY in key order (for a map with its unique index; not for an unkeyed one being filled)."""
     seconds: float = 0.0
     """Wall time of the COPY into the key map (what the check of keys across the table costs)."""
     _keys: list[pa.RecordBatch] = field(default_factory=list)
@@ -125,16 +128,21 @@ class KeyMapWriter:
         return batch
 
     def write(self, cur: adbc.Cursor) -> None:
+        """COPY the keys, in key order: the map's unique index then fills page after page instead
+        of at random places (the rows came grouped by pixel)."""
         if self._keys:
             start = time.monotonic()
-            reader = pa.RecordBatchReader.from_batches(self._keys[0].schema, self._keys)
-            cur.adbc_ingest(self.keymap, reader, mode="append", db_schema_name=self.catalog)
+            keys = pa.Table.from_batches(self._keys)
+            if self.sort:
+                keys = keys.take(pc.sort_indices(keys, [(c, "ascending") for c in self.columns[:-1]]))
+            cur.adbc_ingest(self.keymap, keys.to_reader(), mode="append", db_schema_name=self.catalog)
             self.seconds += time.monotonic() - start
             self._keys.clear()
 
 
 def keymap_writer(conn: psycopg.Connection, catalog: str, table: str) -> KeyMapWriter | None:
-    """A writer into the key map of ``catalog.table``, if it has one."""
+    """A writer into the key map of ``catalog.table``, if it has one (unkeyed: a release loading with
+    deferred indexes, dpdb/lifecycle/bulk.py)."""
     keymap = map_name(table)
     columns = conn.execute(
         "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s) AND attnum > 0 "
@@ -143,7 +151,7 @@ def keymap_writer(conn: psycopg.Connection, catalog: str, table: str) -> KeyMapW
     ).fetchall()
     if not columns:
         return None
-    return KeyMapWriter(catalog, keymap, tuple(str(c[0]) for c in columns))
+    return KeyMapWriter(catalog, keymap, tuple(str(c[0]) for c in columns), sort=False)
 
 
 @dataclass
