@@ -75,7 +75,6 @@ class Deferred:
     dropped_seconds: float = 0.0
     build_seconds: float = 0.0
     keymap_seconds: float = 0.0  # summed over the key-map units (across connections)
-    keymap_wall_seconds: float = 0.0  # the key maps' phase of the build (after the other indexes)
     resumed: bool = False
     """The load resumes an interrupted one: files loaded before may not have written their keys
     into the key maps (older code), so the maps are filled from the tables."""
@@ -101,14 +100,8 @@ class Deferred:
             if t.keymap and keymaps:
                 total = sum(size for _, size in parts[t.name])
                 maps.append((total, f"{t.keymap}", self._keymap(t)))
-        units.sort(key=lambda u: -u[0])
-        maps.sort(key=lambda u: -u[0])
+        units = sorted(units + maps, key=lambda u: -u[0])  # largest first: the key maps fill the gaps
         _run_parallel(settings, [(label, fn) for _, label, fn in units], jobs, self.catalog)
-        # The key maps last, on their own: their wall time is what the check of keys across
-        # each table adds to the load (benchmarks/bench_release.py prints it).
-        t0 = time.monotonic()
-        _run_parallel(settings, [(label, fn) for _, label, fn in maps], jobs, self.catalog)
-        self.keymap_wall_seconds = time.monotonic() - t0
         with connect(settings) as conn:
             for t in self.tables:
                 for part, size in parts[t.name]:

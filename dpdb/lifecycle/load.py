@@ -51,7 +51,6 @@ class LoadResult:
     seconds: float
     index_seconds: float = 0.0  # building the deferred indexes and key maps (0: indexes kept)
     keymap_seconds: float = 0.0  # of which filling and keying the key maps (summed over connections)
-    keymap_wall_seconds: float = 0.0  # the build's key-map phase (unique keys), wall time
     keymap_load_seconds: float = 0.0  # the files' COPYs of their keys into the key maps, summed over streams
 
 
@@ -191,7 +190,6 @@ def _load_tables(
     built = (deferred.build_seconds, deferred.keymap_seconds) if deferred else (0.0, 0.0)
     return LoadResult(
         name, rows, skipped, time.monotonic() - start, *built,
-        keymap_wall_seconds=deferred.keymap_wall_seconds if deferred else 0.0,
         keymap_load_seconds=sum(s.keymap_seconds for s in summaries),
     )  # fmt: skip
 
