@@ -37,6 +37,14 @@ The simulated sky (30 deg² around ra 150, dec 2) lies in one HEALPix pixel
 at order 1, so each table is one file and ``--jobs`` matters only at higher
 partition orders.
 
+The first small release (dr1) is loaded by a new ``dpdb release load`` process, timed from
+its start to its exit (the end-to-end figure a user sees, target under 3 s). Load figures
+only, the older path beside the new one, the key maps' cost from a third large release
+loaded without them, produced directories kept between runs (production outside a
+benchmark lock):
+python benchmarks/bench_release.py --compare-load --load-only --without-keymaps
+       --produced DIR --skip-validation
+
 Usage: python benchmarks/bench_release.py [--large-objects N] [--nights N] [--small-objects N]
        [--swaps N] [--jobs N] [--partition-order K]
 Defaults take about 14 minutes on 2 cores (two loads of 10M rows, one archive
