@@ -52,6 +52,10 @@ log = logging.getLogger(__name__)
 MAINTENANCE_WORK_MEM = "256MB"
 """Per index-building connection (sorts of the index builds and key maps)."""
 
+KEYMAP_WORK_MEM = "1GB"
+"""For a key map's unique key: one sort of a whole table's keys (the other builds sort one
+partition's), kept in memory up to some 15M keys instead of merged from temporary files."""
+
 _INDEX = re.compile(r"^CREATE INDEX (\S+) ON (\S+) (\(.*)$", re.DOTALL)
 
 
@@ -158,6 +162,7 @@ class Deferred:
             cols = sql.SQL(", ").join(map(sql.Identifier, [*t.keys, PIXEL_COLUMN]))
             keymap = sql.Identifier(self.catalog, t.keymap)  # type: ignore[arg-type]
             with conn.transaction():
+                conn.execute(f"SET LOCAL maintenance_work_mem = '{KEYMAP_WORK_MEM}'")
                 if self.resumed:  # else each file wrote its keys in its own transaction (etl/load.py)
                     conn.execute(sql.SQL("TRUNCATE {}").format(keymap))
                     conn.execute(
