@@ -136,7 +136,7 @@ def load(
     start = time.monotonic()
     if not dry_run:
         prepare(settings)
-        warm_adbc(settings)  # the driver's type catalog is read while the files' footers are
+        warm_adbc(settings)  # the driver's type catalog is read while the files' footers are read
     try:
         lay = layout(table)
     except KeyError:
