@@ -34,11 +34,18 @@ targets (cone median <= 10 ms, ratios <= 1.5, light curve <= 5 ms), checks the
 answers against the generated data, and EXPLAIN (ANALYZE, BUFFERS) summaries.
 Usage: python benchmarks/bench_asof.py [--objects N] [--reobserved-share F]
        [--versions-min N] [--versions-max N] [--repeats N] [--partition-order K]
+       [--home DIR [--prefill-only]]
+
+``--home DIR`` keeps the embedded server in DIR: the first run fills it, later runs with the same
+prefill options reuse it (the rows are generated again from the same seed, for the checks, but not
+loaded) after reinstalling the SQL functions of the code that runs (``dpdb.migrate``). Fill it
+outside the benchmark lock, niced, with ``--prefill-only``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -58,6 +65,7 @@ from dpdb.config import Settings
 from dpdb.db import prepare
 from dpdb.healpix import partition_bounds, pixels
 from dpdb.ids import PROMPT_ORIGIN, make_id
+from dpdb.migrate import migrate
 from dpdb.pg import adbc_uri, conninfo
 from dpdb.pruning import prune_sql
 from dpdb.query import partition_orders
@@ -401,12 +409,25 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--partition-order", type=int, default=1)
     parser.add_argument("--unpruned-draws", type=int, default=40, help="draws of the unpruned comparison")
+    parser.add_argument("--home", type=Path, help="keep the server here and reuse its prefill (see above)")
+    parser.add_argument("--prefill-only", action="store_true", help="with --home: fill it and stop")
     parser.add_argument("--explain-full", action="store_true", help="print whole EXPLAIN plans")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="dpdb-bench-"))
-    os.chmod(workdir, 0o755)
-    settings = Settings(home=workdir / "home", database="bench", partition_order=args.partition_order)
+    prefill = {k: getattr(args, k) for k in ("objects", "reobserved_share", "versions_min", "versions_max",
+                                             "lightcurve_objects", "withdrawn_share", "partition_order")}  # fmt: skip
+    if args.home is None:
+        workdir = Path(tempfile.mkdtemp(prefix="dpdb-bench-"))
+        os.chmod(workdir, 0o755)
+        home = workdir / "home"
+    else:
+        workdir, home = None, args.home.absolute()
+    marker = home / "bench_asof.json"
+    reuse = marker.exists() and json.loads(marker.read_text()) == prefill
+    if home.exists() and not reuse and args.home is not None:
+        held = marker.read_text() if marker.exists() else "none"
+        raise SystemExit(f"{home} holds another prefill ({marker.name}: {held}); remove it or choose another")
+    settings = Settings(home=home, database="bench", partition_order=args.partition_order)
     try:
         prepare(settings)
         print(
@@ -418,7 +439,11 @@ def main() -> None:
                                args.lightcurve_objects, args.withdrawn_share)  # fmt: skip
         t_gen = time.perf_counter() - t0
         t0 = time.perf_counter()
-        load(settings, tables)
+        if reuse:
+            migrate(settings)  # the SQL functions of the code that runs now
+        else:
+            load(settings, tables)
+            marker.write_text(json.dumps(prefill))
         t_load = time.perf_counter() - t0
         nver = np.bincount(cat.owner, minlength=len(cat.ids))
         reobs = nver > 1
@@ -434,7 +459,11 @@ def main() -> None:
             f"(one per version), {relinked:,} withdrawn and relinked to an SSObject (2 rows each)"
         )
         print(f"         history MJD {HISTORY[0]:.0f}-{HISTORY[1]:.0f}, as of MJD {AS_OF:.0f}; "
-              f"generated in {t_gen:.0f} s, loaded + VACUUM ANALYZE in {t_load:.0f} s")  # fmt: skip
+              f"generated in {t_gen:.0f} s, "
+              + (f"reused {home} (SQL functions reinstalled in {t_load:.0f} s)" if reuse
+                 else f"loaded + VACUUM ANALYZE in {t_load:.0f} s"))  # fmt: skip
+        if args.prefill_only:
+            return
         tables.clear()
 
         rng = np.random.default_rng(1)
@@ -537,7 +566,8 @@ def main() -> None:
                     print(line if not args.explain_full else "  " + line)
     finally:
         EmbeddedServer(settings.home).down()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
