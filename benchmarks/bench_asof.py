@@ -61,6 +61,7 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 
+from dpdb import Archive
 from dpdb.config import Settings
 from dpdb.db import prepare
 from dpdb.healpix import partition_bounds, pixels
@@ -68,7 +69,7 @@ from dpdb.ids import PROMPT_ORIGIN, make_id
 from dpdb.migrate import migrate
 from dpdb.pg import adbc_uri, conninfo
 from dpdb.pruning import prune_sql
-from dpdb.query import partition_orders
+from dpdb.query import object_positions, partition_orders
 from dpdb.server import EmbeddedServer
 
 CENTER = (150.0, 2.0)
@@ -90,6 +91,7 @@ CONE_AS_OF = (
     "SELECT * FROM prompt.diaobject_as_of(%s::double precision) "
     "WHERE q3c_radial_query(ra, dec, %s, %s, 10/60.)"
 )
+CONE_API_AS_OF = "SELECT * FROM diaobject WHERE q3c_radial_query(ra, dec, %s, %s, 10/60.)"  # with as_of=
 CONE_SESSION = "SELECT * FROM prompt_as_of.diaobject WHERE q3c_radial_query(ra, dec, %s, %s, 10/60.)"
 LC_PRESENT = (
     "SELECT * FROM prompt.diasource WHERE diaobjectid = %s AND timewithdrawnmjdtai IS NULL "
@@ -111,8 +113,9 @@ def literal(sql: str, params: tuple) -> str:
 
 
 def query_path(conn: psycopg.Connection, sql: str, params: tuple, path: list[str]) -> str:
-    """The SQL ``dpdb query`` runs for these constants: with the ranges of the cone's partitions."""
-    return prune_sql(literal(sql, params), partition_orders(conn, path, AS_OF))
+    """The SQL ``dpdb query`` runs for these constants: with the ranges of the cone's partitions (or of
+    the DiaObject's, for a light curve by ``diaObjectId``)."""
+    return prune_sql(literal(sql, params), partition_orders(conn, path, AS_OF), object_positions(conn, path))
 
 
 @dataclass
@@ -297,9 +300,13 @@ def check(
             ("present light curve", LC_PRESENT, (oid,), NOW),
             ("as-of light curve", LC_AS_OF, (AS_OF, oid), AS_OF),
             ("function present light curve", LC_FN_PRESENT, (oid,), NOW),
+            ("query-path present light curve", query_path(conn, LC_PRESENT, (oid,), []), (), NOW),
+            ("query-path as-of light curve", query_path(conn, LC_AS_OF, (AS_OF, oid), []), (), AS_OF),
             ("function as-of light curve", LC_FN_AS_OF, (oid, AS_OF), AS_OF),
         ):
-            got = len(conn.execute(sql, params).fetchall())
+            if "_healpix_29" not in sql and "query-path" in label:
+                problems.append(f"{label}: no partition ranges added")
+            got = len(conn.execute(sql, params or None).fetchall())
             want = lightcurve_truth(cat, t, obj)
             if got != want:
                 problems.append(f"{label} of {oid}: {got} rows, expected {want}")
@@ -409,13 +416,15 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--partition-order", type=int, default=1)
     parser.add_argument("--unpruned-draws", type=int, default=40, help="draws of the unpruned comparison")
+    parser.add_argument("--api-draws", type=int, default=40, help="draws through Archive.query_arrow")
     parser.add_argument("--home", type=Path, help="keep the server here and reuse its prefill (see above)")
     parser.add_argument("--prefill-only", action="store_true", help="with --home: fill it and stop")
     parser.add_argument("--explain-full", action="store_true", help="print whole EXPLAIN plans")
     args = parser.parse_args()
 
-    prefill = {k: getattr(args, k) for k in ("objects", "reobserved_share", "versions_min", "versions_max",
-                                             "lightcurve_objects", "withdrawn_share", "partition_order")}  # fmt: skip
+    options = ("objects", "reobserved_share", "versions_min", "versions_max", "lightcurve_objects",
+               "withdrawn_share", "partition_order")  # fmt: skip
+    prefill = {k: getattr(args, k) for k in options}
     if args.home is None:
         workdir = Path(tempfile.mkdtemp(prefix="dpdb-bench-"))
         os.chmod(workdir, 0o755)
@@ -501,6 +510,8 @@ def main() -> None:
             lc_variants = {
                 "fn_present": [(LC_FN_PRESENT, p) for p in lc_params],
                 "fn_as_of": [(LC_FN_AS_OF, (*p, AS_OF)) for p in lc_params],
+                "qp_present": [(query_path(conn, LC_PRESENT, p, []), ()) for p in lc_params],
+                "qp_as_of": [(query_path(conn, LC_AS_OF, (AS_OF, *p), []), ()) for p in lc_params],
                 "present": [(LC_PRESENT, p) for p in lc_params],
                 "as_of": [(LC_AS_OF, (AS_OF, *p)) for p in lc_params],
             }
@@ -524,10 +535,33 @@ def main() -> None:
             r_sess = summary("cone 10' query path session", cone["present"], cone["session"])
             r_fn = summary("cone 10' SQL function", cone["fn_present"], cone["fn_as_of"])
             r_lc = summary("light curve SQL function", lc["fn_present"], lc["fn_as_of"])
-            summary("light curve by id alone", lc["present"], lc["as_of"])
+            r_lcq = summary("light curve by id query path", lc["qp_present"], lc["qp_as_of"])
+            summary("light curve by id unpruned", lc["present"], lc["as_of"])
             unpruned = run(conn, unpruned_variants, prepared=False)
             summary(f"cone unpruned ({n_unpruned} draws)", unpruned["present"], unpruned["as_of"])
             summary(f"cone unpruned session ({n_unpruned})", unpruned["present"], unpruned["session"])
+            # What a Python user runs end to end: Archive.query_arrow (a reader connection, the schema
+            # check, the sqlglot rewrite, the ADBC fetch), on the as-of cone through the session form
+            # as `dpdb query --as-of` sends it, and on the SQL function.
+            n_api = min(args.api_draws, args.repeats)
+            archive = Archive(settings=settings)
+            api_variants = {
+                "present": lambda p: archive.query_arrow(literal(CONE_PRESENT, p)),
+                "as_of": lambda p: archive.query_arrow(literal(CONE_API_AS_OF, p), as_of=AS_OF),
+                "fn_present": lambda p: archive.query_arrow(literal(CONE_FN_PRESENT, p)),
+                "fn_as_of": lambda p: archive.query_arrow(literal(CONE_FN_AS_OF, (*p, AS_OF))),
+            }
+            api: dict[str, tuple[list[float], list[int]]] = {k: ([], []) for k in api_variants}
+            for i, p in enumerate(cone_params[: n_api + 3]):
+                for name, call in api_variants.items():
+                    t0 = time.perf_counter()
+                    got = call(p)
+                    if i >= 3:  # the first three warm the pools
+                        api[name][0].append((time.perf_counter() - t0) * 1000)
+                        api[name][1].append(got.num_rows)
+            api_np = {k: (np.array(v[0]), np.array(v[1])) for k, v in api.items()}
+            summary(f"cone Archive.query_arrow ({n_api})", api_np["present"], api_np["as_of"])
+            summary(f"cone API, SQL function ({n_api})", api_np["fn_present"], api_np["fn_as_of"])
             parts = np.mean([max(q[0].count(" BETWEEN "), 1) for q in qp])
             print(f"    (query path: {parts:.2f} partitions' ranges on average of "
                   f"{12 * 4**args.partition_order}; unpruned: every partition planned)")  # fmt: skip
@@ -548,6 +582,9 @@ def main() -> None:
                 ("light curve present median ms", med(lc["fn_present"]), LC_TARGET_MS),
                 ("light curve as-of median ms", med(lc["fn_as_of"]), LC_TARGET_MS),
                 ("light-curve ratio as_of/present", r_lc, RATIO_TARGET),
+                ("query-path light curve by id present median ms", med(lc["qp_present"]), LC_TARGET_MS),
+                ("query-path light curve by id as-of median ms", med(lc["qp_as_of"]), LC_TARGET_MS),
+                ("query-path light-curve ratio as_of/present", r_lcq, RATIO_TARGET),
             ):
                 print(f"  {'PASS' if value <= limit else 'FAIL'}  {label} {value:.2f} <= {limit}")
 
@@ -558,8 +595,9 @@ def main() -> None:
                 ("query-path as-of cone", qp[0][1], ()),
                 ("query-path session cone", qp[0][2], ()),
                 ("unpruned as-of cone", CONE_AS_OF, (AS_OF, ra, dec)),
-                ("present light curve by id alone", LC_PRESENT, (oid,)),
-                ("as-of light curve by id alone", LC_AS_OF, (AS_OF, oid)),
+                ("query-path present light curve by id", query_path(conn, LC_PRESENT, (oid,), []), ()),
+                ("unpruned present light curve by id", LC_PRESENT, (oid,)),
+                ("unpruned as-of light curve by id", LC_AS_OF, (AS_OF, oid)),
             ):
                 print(f"EXPLAIN (ANALYZE, BUFFERS) {label}:")
                 for line in explain(conn, sql, params, args.explain_full):
