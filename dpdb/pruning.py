@@ -394,7 +394,7 @@ def _object_conditions(
 
 
 def _object_condition(
-    term: exp.Expression, order_of: OrderOf, position_of: ObjectPosition
+    term: object, order_of: OrderOf, position_of: ObjectPosition
 ) -> tuple[int, int, exp.Expression] | None:
     if not isinstance(term, exp.EQ):
         return None
@@ -427,9 +427,9 @@ def _object_condition(
     parts = [n for n in (column.this, column.args.get("table"), value) if n is not None]
     starts = [n.meta.get("start") for n in parts]
     ends = [n.meta.get("end") for n in parts]
-    if None in starts or None in ends:
+    if not all(isinstance(v, int) for v in [*starts, *ends]):
         return None
-    return min(starts), max(ends) + 1, ranges_sql(ranges, qualifier)
+    return min(cast(list[int], starts)), max(cast(list[int], ends)) + 1, ranges_sql(ranges, qualifier)
 
 
 def splice(text: str, edits: Sequence[tuple[int, int, str]]) -> str:
