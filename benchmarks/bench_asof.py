@@ -424,6 +424,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--partition-order", type=int, default=1)
     parser.add_argument("--unpruned-draws", type=int, default=40, help="draws of the unpruned comparison")
+    parser.add_argument("--server-draws", type=int, default=50, help="draws timed by EXPLAIN ANALYZE")
     parser.add_argument("--api-draws", type=int, default=40, help="draws through Archive.query_arrow")
     parser.add_argument("--home", type=Path, help="keep the server here and reuse its prefill (see above)")
     parser.add_argument("--prefill-only", action="store_true", help="with --home: fill it and stop")
@@ -573,6 +574,34 @@ def main() -> None:
             parts = np.mean([max(q[0].count(" BETWEEN "), 1) for q in qp])
             print(f"    (query path: {parts:.2f} partitions' ranges on average of "
                   f"{12 * 4**args.partition_order}; unpruned: every partition planned)")  # fmt: skip
+
+            # Server side, less sensitive to the machine's load than the client's clock: EXPLAIN ANALYZE's
+            # planning + execution time (for a PL/pgSQL function, its statement's planning is inside
+            # the function's execution), median over the first draws.
+            n_server = min(args.server_draws, args.repeats)
+            print(f"server side (EXPLAIN ANALYZE planning + execution, median of {n_server} draws), ms:")
+            for label, variants, name in (
+                ("cone query path present", cone_variants, "present"),
+                ("cone query path as of", cone_variants, "as_of"),
+                ("cone query path session", cone_variants, "session"),
+                ("cone SQL function present", cone_variants, "fn_present"),
+                ("cone SQL function as of", cone_variants, "fn_as_of"),
+                ("light curve SQL function present", lc_variants, "fn_present"),
+                ("light curve SQL function as of", lc_variants, "fn_as_of"),
+                ("light curve by id query path present", lc_variants, "qp_present"),
+                ("light curve by id query path as of", lc_variants, "qp_as_of"),
+                ("light curve by id unpruned present", lc_variants, "present"),
+            ):
+                plan, run_ms = [], []
+                for sql, params in variants[name][:n_server]:
+                    rows = conn.execute("EXPLAIN (ANALYZE, SUMMARY) " + sql, params or None)
+                    text = "\n".join(r[0] for r in rows)
+                    times = dict(re.findall(r"(Planning|Execution) Time: ([0-9.]+)", text))
+                    plan.append(float(times["Planning"]))
+                    run_ms.append(float(times["Execution"]))
+                p50 = np.median(np.array(plan) + np.array(run_ms))
+                print(f"  {label:<38} {p50:7.2f}  (planning {np.median(plan):6.2f}, "
+                      f"execution {np.median(run_ms):6.2f})")  # fmt: skip
 
             def med(x: tuple[np.ndarray, np.ndarray]) -> float:
                 return float(np.median(x[0]))
