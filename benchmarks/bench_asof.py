@@ -24,10 +24,20 @@ On a fresh embedded server:
      partitions the cone overlaps), and through the SQL functions
      ``prompt.diaobject_cone(ra, dec, r[, t])`` (sql/cones.sql);
    - a single-object light curve at the present and as of the same instant,
-     through ``prompt.diasource_lightcurve(id[, t])`` (the object's partition
-     only) and, as before, by ``diaObjectId`` alone;
+     through ``prompt.diasource_lightcurve(id[, t])`` (the partitions around
+     the object only), by ``diaObjectId`` alone through the query path (which
+     adds the object's partitions), and by ``diaObjectId`` alone as written;
    - for comparison, the cones as written by hand without any partition
-     condition (every partition planned), on ``--unpruned-draws`` draws.
+     condition (every partition planned), on ``--unpruned-draws`` draws;
+   - the same forms server side (EXPLAIN ANALYZE planning + execution) on
+     ``--server-draws`` draws, and end to end through the Python API
+     (``Archive.query_arrow``: reader connection, schema check, rewrite, ADBC
+     fetch) on ``--api-draws`` draws.
+
+The targets are checked on what a user's SQL runs: the documented SQL functions
+as any client sends them, and the statement the query path (``dpdb query``,
+``Archive.query``/``cone``, TAP) sends, timed from psycopg; the API's Python
+overhead is printed beside them.
 
 Prints medians and p95 in ms, the ratio as_of/present, PASS/FAIL against the
 targets (cone median <= 10 ms, ratios <= 1.5, light curve <= 5 ms), checks the
