@@ -16,7 +16,13 @@ Prints p50/p95 seconds per visit, the split by step, and the first and last
 At the end, every DiaObject version of the last visit is checked against numpy
 over its window's DiaSources (rtol 1e-6).
 Usage: python benchmarks/bench_prompt.py [--objects N] [--visits N] [--partition-order K]
-       [--full-aggregation] [--cutoff DAYS]
+       [--full-aggregation] [--cutoff DAYS] [--home DIR] [--prefill-only] [--statements]
+
+With ``--home DIR`` the server, the prefilled database (kept as the template
+``bench_prefill``) and the simulated visits stay in DIR: a later run with the
+same DIR and sizes copies the template (STRATEGY FILE_COPY) instead of
+prefilling again. ``--prefill-only`` stops after that, so the slow set-up can run
+outside the benchmark lock.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from dpdb.config import Settings
 from dpdb.db import prepare
 from dpdb.healpix import pixels
 from dpdb.ids import PROMPT_ORIGIN, make_id
-from dpdb.pg import adbc_uri, conninfo
+from dpdb.pg import adbc_uri, close_idle_adbc, conninfo
 from dpdb.processing.survey import SurveyConfig, simulate
 from dpdb.prompt import STEPS, ingest
 from dpdb.prompt.statements import BANDS
@@ -98,8 +104,62 @@ def prefill(settings: Settings, objects: int, seed: int = 5) -> int:
     return rows
 
 
+TEMPLATE = "bench_prefill"
+
+
+def prepared_database(settings: Settings, objects: int, keep: bool) -> None:
+    """The prefilled database ``settings.database``: copied from the kept template, or prefilled."""
+    marker = settings.home.parent / f"prefilled-{objects}-{settings.partition_order}"
+    if keep and marker.exists():
+        EmbeddedServer(settings.home).up()
+        admin = conninfo(settings, "postgres")
+        t0 = time.perf_counter()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {settings.database} WITH (FORCE)")
+            conn.execute(f"CREATE DATABASE {settings.database} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
+        prepare(settings)
+        print(f"prefill: copied from the kept template {TEMPLATE} ({time.perf_counter() - t0:.0f} s)")
+        return
+    prepare(settings)
+    t0 = time.perf_counter()
+    versions = prefill(settings, objects)
+    print(
+        f"prefill: {objects:,} current DiaObjects, {versions:,} versions ({time.perf_counter() - t0:.0f} s)"
+    )
+    if keep:
+        close_idle_adbc()
+        with psycopg.connect(conninfo(settings, "postgres"), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+            conn.execute("CHECKPOINT")
+            conn.execute(f"CREATE DATABASE {TEMPLATE} TEMPLATE {settings.database} STRATEGY FILE_COPY")
+        marker.write_text(f"{objects} objects, partition order {settings.partition_order}\n")
+
+
+def statement_profile(log: Path, since: int) -> list[tuple[str, float, int]]:
+    """(statement start, total ms, calls) from the server log after byte ``since``, slowest first."""
+    totals: dict[str, list[float]] = {}
+    with open(log, errors="replace") as fh:
+        fh.seek(since)
+        lines = fh.read().splitlines()
+    for line in lines:  # "duration: N ms  statement: ..." or "... execute <name>: ..." (parse/bind left out)
+        if "duration: " not in line:
+            continue
+        rest = line.split("duration: ", 1)[1]
+        ms, _, what = rest.partition(" ms  ")
+        if not (what.startswith("statement: ") or what.startswith("execute ")):
+            continue
+        text = " ".join(what.partition(": ")[2].split())[:90]
+        entry = totals.setdefault(text, [0.0, 0])
+        entry[0] += float(ms)
+        entry[1] += 1
+    return sorted(((k, v[0], int(v[1])) for k, v in totals.items()), key=lambda r: -r[1])
+
+
 def check_aggregates(settings: Settings, cutoff: float) -> int:
     """Every DiaObject of the last visit against numpy over its window's DiaSources (rtol 1e-6).
+
+    The DiaSources are those of the window as of the last visit: the night's daytime
+    linkage, after it, may have withdrawn some since.
 
     Returns the number of (DiaObject, band) pairs checked; raises AssertionError on a mismatch.
     """
@@ -122,9 +182,11 @@ def check_aggregates(settings: Settings, cutoff: float) -> int:
             "SELECT d.diaobjectid, d.band, d.psfflux::float8, d.psffluxerr::float8, d.ra, d.dec, "
             "d.raerr::float8 "
             "FROM prompt.diasource d JOIN prompt.diaobject o USING (diaobjectid, _healpix_29) "
-            "WHERE o.validitystartmjdtai = %s AND d.timewithdrawnmjdtai IS NULL "
+            # as of the last visit: a daytime linkage after it withdraws DiaSources later
+            "WHERE o.validitystartmjdtai = %s "
+            "AND (d.timewithdrawnmjdtai IS NULL OR d.timewithdrawnmjdtai > %s) "
             "AND d.midpointmjdtai > %s AND d.midpointmjdtai <= %s",
-            (t, mjd - cutoff, mjd),
+            (t, t, mjd - cutoff, mjd),
         ).fetchall()
     groups: dict[int, list[tuple]] = {}
     for r in sources:
@@ -182,41 +244,61 @@ def main() -> None:
         help="log EXPLAIN ANALYZE of every statement slower than this (auto_explain) and copy the "
         "server log to bench_prompt_explain.log",
     )
+    parser.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="keep the server, the prefilled template and the visits in this directory",
+    )
+    parser.add_argument("--prefill-only", action="store_true", help="with --home: prepare and stop")
+    parser.add_argument(
+        "--statements",
+        action="store_true",
+        help="log every statement's duration and print the slowest statements",
+    )
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="dpdb-bench-"))
+    keep = args.home is not None
+    workdir = args.home.absolute() if keep else Path(tempfile.mkdtemp(prefix="dpdb-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     os.chmod(workdir, 0o755)
     settings = Settings(home=workdir / "home", database="bench", partition_order=args.partition_order)
     if args.cutoff is not None:
         settings = settings.model_copy(update={"characterization_cutoff": args.cutoff})
     try:
-        prepare(settings)
-        t0 = time.perf_counter()
-        versions = prefill(settings, args.objects)
-        print(
-            f"prefill: {args.objects:,} current DiaObjects, {versions:,} versions "
-            f"({time.perf_counter() - t0:.0f} s)"
-        )
-        if args.explain_ms is not None:
+        prepared_database(settings, args.objects, keep)
+        server_log = settings.home / "log" / "server.log"
+        log_start = server_log.stat().st_size if server_log.exists() else 0
+        if args.explain_ms is not None or args.statements:
             with psycopg.connect(conninfo(settings), autocommit=True) as conn:
                 conn.execute("LOAD 'auto_explain'")
-                for setting, value in (
-                    ("session_preload_libraries", "auto_explain"),
-                    ("auto_explain.log_min_duration", f"{args.explain_ms}ms"),
-                    ("auto_explain.log_analyze", "on"),
-                    ("auto_explain.log_buffers", "on"),
-                    ("auto_explain.log_nested_statements", "on"),
-                    ("log_autovacuum_min_duration", "0"),
-                    ("log_checkpoints", "on"),
-                ):
+                options = [("log_autovacuum_min_duration", "0"), ("log_checkpoints", "on")]
+                if args.explain_ms is not None:
+                    options += [
+                        ("session_preload_libraries", "auto_explain"),
+                        ("auto_explain.log_min_duration", f"{args.explain_ms}ms"),
+                        ("auto_explain.log_analyze", "on"),
+                        ("auto_explain.log_buffers", "on"),
+                        ("auto_explain.log_nested_statements", "on"),
+                    ]
+                if args.statements:
+                    options.append(("log_min_duration_statement", "0"))
+                for setting, value in options:
                     conn.execute(f"ALTER SYSTEM SET {setting} = '{value}'")
                 conn.execute("SELECT pg_reload_conf()")
         config = SurveyConfig(seed=11, visits_per_night=10, sources_per_visit=args.sources_per_visit,
                               area_deg2=100.0, center=CENTER)  # fmt: skip
         t0 = time.perf_counter()
         nights = -(-args.visits // config.visits_per_night)
-        dirs = simulate(workdir / "survey", nights, config)[: args.visits]
+        survey = workdir / f"survey-{nights}-{args.sources_per_visit}"
+        done = survey / "complete"
+        if not done.exists():  # the visit directories in time order, once written
+            shutil.rmtree(survey, ignore_errors=True)
+            done.write_text("\n".join(str(d) for d in simulate(survey, nights, config)) + "\n")
+        dirs = [Path(d) for d in done.read_text().split()][: args.visits]
         print(f"simulated {len(dirs)} visits in {time.perf_counter() - t0:.0f} s")
+        if args.prefill_only:
+            return
         t0 = time.perf_counter()
         results = ingest(settings, dirs, processing_time=61000.9, incremental=not args.full_aggregation)
         wall = time.perf_counter() - t0
@@ -258,11 +340,20 @@ def main() -> None:
         checked = check_aggregates(settings, settings.characterization_cutoff)
         print(f"aggregates of the last visit's DiaObjects equal numpy over their windows (rtol 1e-6): "
               f"{checked:,} (DiaObject, band) pairs checked ({time.perf_counter() - t0:.0f} s)")  # fmt: skip
+        if args.statements:
+            print("slowest statements   total s   calls")
+            for text, ms, calls in statement_profile(server_log, log_start)[:25]:
+                print(f"  {ms / 1000:>8.2f} {calls:>6}  {text}")
     finally:
+        if args.explain_ms is not None or args.statements:
+            with psycopg.connect(conninfo(settings), autocommit=True) as conn:
+                conn.execute("ALTER SYSTEM RESET ALL")
+                conn.execute("SELECT pg_reload_conf()")
         if args.explain_ms is not None:
             shutil.copy(settings.home / "log" / "server.log", "bench_prompt_explain.log")
         EmbeddedServer(settings.home).down()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

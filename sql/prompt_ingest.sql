@@ -56,23 +56,35 @@ SELECT m.a AS diasourceid, m.b AS ssobjectid, m.d,
 FROM matched m
 
 -- name: near_objects
--- Current DiaObjects in the visit's field (a cone around its centre), from
--- DiaObjectLast (one row per DiaObject, whatever the length of its history).
-CREATE TEMP TABLE near_obj ON COMMIT DROP AS
-SELECT o.diaobjectid, o.validitystartmjdtai, o.ra, o.dec, o.healpix29 AS pixel,
+-- Every (measurement, current DiaObject) pair within the association radius, for
+-- the visit's DiaSources and forced measurements alike (all that association
+-- and forced photometry can match), found from DiaObjectLast (one row per
+-- DiaObject, whatever the length of its history) by one q3c index probe per
+-- measurement; near_obj holds those DiaObjects. The cost follows the visit:
+-- every DiaObject in the field's cone, as before, grew with the noise
+-- detections that found new DiaObjects, night after night.
+CREATE TEMP TABLE near_pair ON COMMIT DROP AS
+SELECT s.is_src, s.id, q3c_dist(s.ra, s.dec, o.ra, o.dec) AS d,
+       o.diaobjectid, o.validitystartmjdtai, o.ra, o.dec, o.healpix29 AS pixel,
        o.ndiasources, o.firstdiasourcemjdtai, o.lastdiasourcemjdtai
-FROM prompt.diaobjectlast o, visit_params p
-WHERE q3c_radial_query(o.ra, o.dec, p.field_ra, p.field_dec, p.field_radius)
+FROM (SELECT true AS is_src, diasourceid AS id, ra, dec FROM s_src
+      UNION ALL
+      SELECT false, diaforcedsourceid, ra, dec FROM s_forced) s
+JOIN prompt.diaobjectlast o ON q3c_join(s.ra, s.dec, o.ra, o.dec, {radius});
+CREATE TEMP TABLE near_obj ON COMMIT DROP AS
+SELECT DISTINCT ON (n.diaobjectid) n.diaobjectid, n.validitystartmjdtai, n.ra, n.dec, n.pixel,
+       n.ndiasources, n.firstdiasourcemjdtai, n.lastdiasourcemjdtai
+FROM near_pair n
+ORDER BY n.diaobjectid
 
 -- name: near_objects_index
-CREATE INDEX ON near_obj (q3c_ang2ipix(ra, dec));
-ANALYZE near_obj
+ANALYZE near_obj (diaobjectid)
 
 -- name: association_candidates
 INSERT INTO cand (a, b, d)
-SELECT s.diasourceid, o.diaobjectid, q3c_dist(s.ra, s.dec, o.ra, o.dec)
-FROM s_src s JOIN near_obj o ON q3c_join(s.ra, s.dec, o.ra, o.dec, {radius})
-WHERE NOT EXISTS (SELECT 1 FROM ss_match m WHERE m.diasourceid = s.diasourceid)
+SELECT n.id, n.diaobjectid, n.d
+FROM near_pair n
+WHERE n.is_src AND NOT EXISTS (SELECT 1 FROM ss_match m WHERE m.diasourceid = n.id)
 
 -- name: source_links
 -- Where each DiaSource goes: its SSObject, or the matched DiaObject, or a new
@@ -106,18 +118,25 @@ LEFT JOIN prompt.ssobject so ON so.ssobjectid = m.ssobjectid AND so.validityendm
 CROSS JOIN visit_params p
 
 -- name: field_objects
--- Every DiaObject in the field after association (existing and new), for forced photometry.
+-- The DiaObjects this visit founds (indexed, to be matched with forced
+-- measurements), and every DiaObject a forced measurement can be linked to.
+CREATE TEMP TABLE new_obj ON COMMIT DROP AS
+SELECT l.diaobjectid, s.ra, s.dec, l.pixel FROM src_link l JOIN s_src s USING (diasourceid) WHERE l.is_new;
+CREATE INDEX ON new_obj (q3c_ang2ipix(ra, dec));
+ANALYZE new_obj;
 CREATE TEMP TABLE field_obj ON COMMIT DROP AS
 SELECT diaobjectid, ra, dec, pixel FROM near_obj
 UNION ALL
-SELECT l.diaobjectid, s.ra, s.dec, l.pixel FROM src_link l JOIN s_src s USING (diasourceid) WHERE l.is_new;
-CREATE INDEX ON field_obj (q3c_ang2ipix(ra, dec));
-ANALYZE field_obj
+SELECT diaobjectid, ra, dec, pixel FROM new_obj;
+ANALYZE field_obj (diaobjectid)
 
 -- name: forced_candidates
+-- (pairs with existing DiaObjects were found with near_obj)
 INSERT INTO cand (a, b, d)
+SELECT n.id, n.diaobjectid, n.d FROM near_pair n WHERE NOT n.is_src
+UNION ALL
 SELECT f.diaforcedsourceid, o.diaobjectid, q3c_dist(f.ra, f.dec, o.ra, o.dec)
-FROM s_forced f JOIN field_obj o ON q3c_join(f.ra, f.dec, o.ra, o.dec, {radius})
+FROM s_forced f JOIN new_obj o ON q3c_join(f.ra, f.dec, o.ra, o.dec, {radius})
 
 -- name: insert_forced
 INSERT INTO prompt.diaforcedsource ({forced_columns}, diaobjectid, timeprocessedmjdtai, _healpix_29, _load_id)
@@ -247,9 +266,9 @@ CROSS JOIN visit_params p
 -- refExtendedness >= 0.5 counts as a galaxy.
 CREATE TEMP TABLE near_rel ON COMMIT DROP AS
 SELECT o.objectid, o.coord_ra AS ra, o.coord_dec AS dec, o.refextendedness >= 0.5 AS galaxy
-FROM {release}.object o, visit_params p
+FROM {release}.object o
 WHERE o.refextendedness IS NOT NULL
-  AND q3c_radial_query(o.coord_ra, o.coord_dec, p.field_ra, p.field_dec, p.field_radius + {nearby_radius});
+  AND q3c_radial_query(o.coord_ra, o.coord_dec, {field_ra}, {field_dec}, {field_radius} + {nearby_radius});
 CREATE INDEX ON near_rel (q3c_ang2ipix(ra, dec));
 ANALYZE near_rel
 
@@ -278,16 +297,24 @@ WHERE n.diaobjectid = v.diaobjectid
 
 -- name: close_versions
 -- Close the current version of every touched DiaObject that existed before (the
--- one DiaObjectLast named: open, started at previous_start). Written as key lists
--- so that each partition in the touched pixel range is probed through its
--- current-version index: a join with touched was planned as a merge with a full
--- primary-key scan of the partition, which grows with the history.
-UPDATE prompt.diaobject o SET validityendmjdtai = p.t
-FROM visit_params p
-WHERE o.diaobjectid = ANY (ARRAY(SELECT diaobjectid FROM touched WHERE NOT is_new))
-  AND o._healpix_29 BETWEEN (SELECT min(pixel) FROM touched WHERE NOT is_new)
-                        AND (SELECT max(pixel) FROM touched WHERE NOT is_new)
-  AND o.validityendmjdtai IS NULL
+-- one DiaObjectLast named: open). The keys and their pixel range are handed to
+-- the UPDATE as parameter values (EXECUTE ... USING), so that it is planned
+-- knowing them: only the partitions of that pixel range are opened, and each
+-- through its current-version index. Written as a join with touched, it was
+-- planned as a merge over the whole primary key; with the keys as a sub-select
+-- (a list of unknown length) the planner took the primary key, which visits
+-- every version of each DiaObject, so the step grew with the history.
+-- (The semicolons of the DO block stay inside its lines: the block is one statement.)
+DO $$
+DECLARE ids bigint[]; lo bigint; hi bigint; t double precision; BEGIN
+    SELECT array_agg(diaobjectid), min(pixel), max(pixel) INTO ids, lo, hi FROM touched WHERE NOT is_new
+    ; SELECT p.t INTO t FROM visit_params p
+    ; IF ids IS NOT NULL THEN
+        EXECUTE 'UPDATE prompt.diaobject o SET validityendmjdtai = $1 WHERE o.diaobjectid = ANY ($2) '
+                'AND o._healpix_29 BETWEEN $3 AND $4 AND o.validityendmjdtai IS NULL'
+            USING t, ids, lo, hi
+    ; END IF
+; END $$
 
 -- name: insert_versions
 INSERT INTO prompt.diaobject ({version_columns})

@@ -113,6 +113,62 @@ def test_association_guarantees_hold(ingested: Settings) -> None:
     ) == [(0,)]
 
 
+def _separation_deg(ra1: np.ndarray, dec1: np.ndarray, ra2: np.ndarray, dec2: np.ndarray) -> np.ndarray:
+    ra1, dec1, ra2, dec2 = (np.radians(x) for x in (ra1, dec1, ra2, dec2))
+    h = np.sin((dec2 - dec1) / 2) ** 2 + np.cos(dec1) * np.cos(dec2) * np.sin((ra2 - ra1) / 2) ** 2
+    return np.degrees(2 * np.arcsin(np.sqrt(h)))
+
+
+def test_forced_linking_is_maximal_over_existing_and_new_diaobjects(
+    ingested: Settings, survey: tuple[Path, list[Path]]
+) -> None:
+    # The near DiaObjects come from one q3c probe per measurement, and forced measurements are
+    # matched to them and to the DiaObjects founded in the same visit: a forced measurement left
+    # unlinked may have no free DiaObject (current before the visit, or founded in it) within
+    # the association radius; every link is within it.
+    radius = ingested.association_radius / 3600
+    linked_to_new = 0
+    for visit_dir in survey[1]:
+        forced = pq.read_table(
+            visit_dir / "DiaForcedSource.parquet", columns=["diaForcedSourceId", "ra", "dec"]
+        )
+        visit = int(pq.read_table(visit_dir / "Visit.parquet", columns=["visit"])["visit"][0].as_py())
+        (t,) = _rows(ingested, "SELECT processing_time_mjd_tai FROM dpdb_meta.prompt_visit WHERE visit = %s",
+                     (visit,))[0]  # fmt: skip
+        before = _rows(
+            ingested,
+            "SELECT diaobjectid, ra, dec FROM prompt.diaobject WHERE validitystartmjdtai < %s "
+            "AND (validityendmjdtai IS NULL OR validityendmjdtai >= %s)",
+            (t, t),
+        )
+        founded = _rows(
+            ingested,
+            "SELECT diasourceid, ra, dec FROM prompt.diasource "
+            "WHERE visit = %s AND diaobjectid = diasourceid",
+            (visit,),
+        )
+        ids = [r[0] for r in before + founded]
+        objects = np.array([r[1:] for r in before + founded], dtype=np.float64).reshape(-1, 2)
+        new_ids = {r[0] for r in founded}
+        links = dict(_rows(ingested, "SELECT diaforcedsourceid, diaobjectid FROM prompt.diaforcedsource "
+                           "WHERE visit = %s", (visit,)))  # fmt: skip
+        taken = set(links.values())
+        for fid, ra, dec in zip(
+            *(forced[c].to_numpy() for c in ("diaForcedSourceId", "ra", "dec")), strict=True
+        ):
+            sep = _separation_deg(
+                np.full(len(objects), ra), np.full(len(objects), dec), objects[:, 0], objects[:, 1]
+            )
+            if int(fid) in links:
+                obj = links[int(fid)]
+                assert sep[ids.index(obj)] <= radius * (1 + 1e-6), (visit, fid, obj)
+                linked_to_new += obj in new_ids
+            else:
+                free = [ids[i] for i in np.flatnonzero(sep < radius * (1 - 1e-6)) if ids[i] not in taken]
+                assert not free, (visit, fid, free)
+    assert linked_to_new > 0  # forced measurements of objects founded in their own visit were exercised
+
+
 def test_versions_chain_and_last_table_is_current(ingested: Settings) -> None:
     rows = _rows(
         ingested,

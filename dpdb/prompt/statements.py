@@ -9,7 +9,7 @@ from dpdb.named_sql import named_blocks, statements
 
 from .staging import OWN_PIXEL, VisitInput
 
-__all__ = ["BANDS", "block", "VERSION_COLUMNS"]
+__all__ = ["BANDS", "block", "field_radius", "VERSION_COLUMNS"]
 
 BANDS = "ugrizy"
 
@@ -72,6 +72,11 @@ VERSION_COLUMNS: tuple[str, ...] = (
 _NEARBY_COPY = ",\n    ".join(f"{c} = o.{c}" for n in _NEARBY for c in (n, f"{n}dist"))
 
 
+def field_radius(visit: VisitInput, settings: Settings) -> float:
+    """Radius (deg) of the visit's field: every measurement plus the association radius."""
+    return visit.field_radius(settings.association_radius / 3600 + 1e-4)
+
+
 def block(
     name: str,
     settings: Settings,
@@ -99,6 +104,12 @@ def block(
     values.update(
         {f"{key[0]}_{key}": ", ".join(f"{key[0]}.{c}" for c in cols) for key, cols in lists.items()}
     )
+    if visit is not None and "{field_ra}" in text:  # the field's cone as literals (release_objects)
+        values.update(
+            field_ra=repr(float(visit.center[0])),
+            field_dec=repr(float(visit.center[1])),
+            field_radius=repr(float(field_radius(visit, settings))),
+        )
     values.update(
         psf_pivot=_PSF_PIVOT,
         forced_pivot=_FORCED_PIVOT,
