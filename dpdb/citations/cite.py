@@ -289,19 +289,24 @@ def cite(
                 return Made(existing, True, warnings)
             template: Citation | None = None
             for _attempt in range(_ATTEMPTS):
-                # The query runs (and its result is hashed) on a worker thread while this one asks the
-                # planner which tables it reads and reads the bookkeeping: the citation costs little
-                # more than the query itself (benchmarks/bench_cite.py).
-                running = _submit(_run_and_hash, settings, pinned, instant, pinned_release)
+                # The query runs (and its result is hashed) on this thread while a worker asks the
+                # planner which tables it reads and reads the bookkeeping, which nearly always ends
+                # first: the citation costs little more than the query itself (benchmarks/bench_cite.py).
+                checking = None
+                if template is None:
+                    checking = _submit(
+                        _template, settings, conn, citation_id, pinned, pinned_release, instant, title,
+                        creator, user,
+                    )  # fmt: skip
                 try:
-                    if template is None:
-                        template = _template(
-                            settings, conn, citation_id, pinned, pinned_release, instant, title, creator, user
-                        )
+                    _, digest, seconds = _run_and_hash(settings, pinned, instant, pinned_release)
                 except BaseException:
-                    _drain(running)  # the check's error is the one to report
+                    if checking is not None:
+                        checking.result()  # the check's error is the one to report
                     raise
-                _, digest, seconds = running.result()
+                if checking is not None:
+                    template = checking.result()
+                assert template is not None
                 if "prompt" not in template.catalogs or (frontier is not None and instant <= frontier):
                     break  # every later prompt write comes after the instant (dpdb/prompt/order.py)
                 # The instant is later than the prompt catalog's last write: a write committed since the
@@ -599,12 +604,16 @@ def resolve(settings: Settings, reference: str, *, record: bool = True) -> Resol
         arguments = {"id": c.citation_id}
         try:
             method = _method_of(c)
+            if not c.releases:  # nothing to look up while it runs: run here, without a thread hand-off
+                conn.rollback()  # nothing is held open while the query runs
+                result, found, seconds = _run_and_hash(settings, c.query, c.as_of_mjd_tai, c.release, method)
+                return _resolved(settings, conn, c, result, found, seconds, [], "database", record, start)
             # The query is run at once, on a worker thread, while the states of the releases it read
             # are looked up: nearly always they are loaded and this run is the one (else it is dropped).
             speculative = _submit(_run_and_hash, settings, c.query, c.as_of_mjd_tai, c.release, method)
             running: Future | None = speculative
             try:
-                missing = _unavailable(c, release_facts(conn, c.releases) if c.releases else {})
+                missing = _unavailable(c, release_facts(conn, c.releases))
                 query, release, source = c.query, c.release, "database"
                 if missing:
                     _drain(speculative)  # it read a release that is not loaded: not the run we need
@@ -628,20 +637,28 @@ def resolve(settings: Settings, reference: str, *, record: bool = True) -> Resol
                 if missing:
                     raise CitationUnavailableError(_advice(c, missing)) from e
                 raise
-            differences = _compare(c, found)
-            if differences and missing:
-                raise CitationUnavailableError(
-                    _advice(c, missing) + " (the kept sample does not hold all of its rows)"
-                )
-            if record:
-                outcome = "verified" if not differences else "differs: " + "; ".join(differences)
-                # A resolution changes nothing: its audit entry does not wait for the WAL to reach the
-                # disk (the server flushes it within wal_writer_delay), one fsync less per resolution.
-                _audit(conn, "cite.resolve", arguments, outcome, start, durable=False)
+            return _resolved(settings, conn, c, result, found, seconds, missing, source, record, start)
         except BaseException as e:
             if record:
                 _audit_failure(settings, conn, "cite.resolve", arguments, e, start)
             raise
+
+
+def _resolved(
+    settings: Settings, conn: psycopg.Connection, c: Citation, result: pa.Table, found: ResultDigest,
+    seconds: float, missing: list[ReleaseFact], source: str, record: bool, start: float,
+) -> Resolution:  # fmt: skip
+    """Compare the re-run with the citation and record the outcome."""
+    differences = _compare(c, found)
+    if differences and missing:
+        raise CitationUnavailableError(
+            _advice(c, missing) + " (the kept sample does not hold all of its rows)"
+        )
+    if record:
+        outcome = "verified" if not differences else "differs: " + "; ".join(differences)
+        # A resolution changes nothing: its audit entry does not wait for the WAL to reach the
+        # disk (the server flushes it within wal_writer_delay), one fsync less per resolution.
+        _audit(conn, "cite.resolve", {"id": c.citation_id}, outcome, start, durable=False)
     return Resolution(c, not differences, found.rows, found.sha256, differences, result, source, seconds)
 
 

@@ -120,10 +120,7 @@ class RowsetHasher:
         self._queue: queue.Queue[pa.RecordBatch | None] | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        if threaded:
-            self._queue = queue.Queue()
-            self._thread = threading.Thread(target=self._work, name="dpdb-rowset", daemon=True)
-            self._thread.start()
+        self._threaded = threaded
 
     @property
     def streaming(self) -> bool:
@@ -134,9 +131,18 @@ class RowsetHasher:
     # -- feeding ---------------------------------------------------------------------------------
 
     def add(self, batch: pa.RecordBatch) -> None:
-        """Hash (or queue) the next batch of the result."""
+        """Hash (or queue) the next batch of the result.
+
+        Threaded, the first batch is still hashed at once, by the caller: most small results are one
+        batch, and a thread woken for it costs more than it saves on a busy machine (the wake-up, not
+        the hashing: benchmarks/README.md). The thread starts with the second batch."""
         if self._queue is not None:
             self._queue.put(batch)
+        elif self._threaded and self._schema is not None:
+            self._queue = queue.Queue()
+            self._queue.put(batch)
+            self._thread = threading.Thread(target=self._work, name="dpdb-rowset", daemon=True)
+            self._thread.start()
         else:
             self._add(batch)
 
