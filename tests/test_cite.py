@@ -420,6 +420,38 @@ def test_a_citation_made_with_v1_still_resolves_and_verifies_with_v1(cloned: Set
     assert "unknown hash method 'dpdb-rowset-v9'" in out
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (issue 21 report): an as-of instant counts as repeatable up to the latest release "
+    "activation, but prompt writes need only be later than the prompt catalog's own last write",
+)
+def test_an_instant_called_repeatable_keeps_its_answer_after_a_prompt_write(
+    cloned: Settings, tmp_path: Path
+) -> None:
+    """DPDD §2.5 for plain as-of queries: an answer labelled repeatable never changes. The demo
+    activates its releases at the wall clock, long after the prompt catalog's simulated processing
+    times, so instants in between are labelled repeatable while a prompt write may still come
+    before them."""
+    archive = dpdb.Archive(settings=cloned)
+    latest = _latest(cloned)
+    instant = latest + 0.4
+    before = archive.query_arrow(LIGHT_CURVE, as_of=instant)
+    assert before.schema.metadata[b"dpdb.as_of_repeatable"] == b"true"  # a release activated later
+    with psycopg.connect(dpdb.pg.conninfo(cloned)) as conn:
+        ss_object = conn.execute("SELECT min(ssObjectId) FROM prompt.SSObject").fetchone()[0]  # type: ignore[index]
+    linkage = tmp_path / "linkage"
+    linkage.mkdir()
+    moved = before.column("diaSourceId")[0].as_py()
+    pq.write_table(
+        pa.table(
+            {"diaSourceId": pa.array([moved], pa.int64()), "ssObjectId": pa.array([ss_object], pa.int64())}
+        ),
+        linkage / "SSSource.parquet",
+    )
+    archive.prompt.relink(linkage, processing_time=latest + 0.2)  # between: accepted
+    assert archive.query_arrow(LIGHT_CURVE, as_of=instant).num_rows == before.num_rows
+
+
 def test_a_prompt_write_racing_a_citation_is_waited_for_and_the_query_run_again(cloned: Settings) -> None:
     """A citation at an instant the prompt catalog's writes have not passed yet, while a write before that
     instant is in progress: the citation waits for it and runs the query again, so it holds the rows the
