@@ -607,7 +607,7 @@ def resolve(settings: Settings, reference: str, *, record: bool = True) -> Resol
             if not c.releases:  # nothing to look up while it runs: run here, without a thread hand-off
                 conn.rollback()  # nothing is held open while the query runs
                 result, found, seconds = _run_and_hash(settings, c.query, c.as_of_mjd_tai, c.release, method)
-                return _resolved(settings, conn, c, result, found, seconds, [], "database", record, start)
+                return _resolved(conn, c, result, found, seconds, [], "database", record, start)
             # The query is run at once, on a worker thread, while the states of the releases it read
             # are looked up: nearly always they are loaded and this run is the one (else it is dropped).
             speculative = _submit(_run_and_hash, settings, c.query, c.as_of_mjd_tai, c.release, method)
@@ -637,7 +637,7 @@ def resolve(settings: Settings, reference: str, *, record: bool = True) -> Resol
                 if missing:
                     raise CitationUnavailableError(_advice(c, missing)) from e
                 raise
-            return _resolved(settings, conn, c, result, found, seconds, missing, source, record, start)
+            return _resolved(conn, c, result, found, seconds, missing, source, record, start)
         except BaseException as e:
             if record:
                 _audit_failure(settings, conn, "cite.resolve", arguments, e, start)
@@ -645,7 +645,7 @@ def resolve(settings: Settings, reference: str, *, record: bool = True) -> Resol
 
 
 def _resolved(
-    settings: Settings, conn: psycopg.Connection, c: Citation, result: pa.Table, found: ResultDigest,
+    conn: psycopg.Connection, c: Citation, result: pa.Table, found: ResultDigest,
     seconds: float, missing: list[ReleaseFact], source: str, record: bool, start: float,
 ) -> Resolution:  # fmt: skip
     """Compare the re-run with the citation and record the outcome."""
