@@ -411,7 +411,9 @@ def _run_and_hash(
     if method != METHOD_V2:
         result = run_query(settings, query, as_of=instant, release=release)
         return result, digest_table(result, method), time.perf_counter() - start
-    hasher = RowsetHasher(threaded=True)
+    from dpdb.query import STREAM_BATCH_BYTES
+
+    hasher = RowsetHasher(threaded=True, inline_below=STREAM_BATCH_BYTES // 2)
     try:
         result = run_query(settings, query, as_of=instant, release=release, on_batch=hasher.add)
         digest = hasher.finish(result.column_names, result.schema)

@@ -109,7 +109,7 @@ class RowsetHasher:
     Call :meth:`add` with every batch in the order they come, then :meth:`finish`.
     """
 
-    def __init__(self, *, threaded: bool = False) -> None:
+    def __init__(self, *, threaded: bool = False, inline_below: int = 0) -> None:
         self._schema: pa.Schema | None = None
         self._columns: list[_Column] = []
         self._batches: list[pa.RecordBatch] = []
@@ -121,6 +121,7 @@ class RowsetHasher:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._threaded = threaded
+        self._inline_below = inline_below
 
     @property
     def streaming(self) -> bool:
@@ -133,12 +134,13 @@ class RowsetHasher:
     def add(self, batch: pa.RecordBatch) -> None:
         """Hash (or queue) the next batch of the result.
 
-        Threaded, the first batch is still hashed at once, by the caller: most small results are one
-        batch, and a thread woken for it costs more than it saves on a busy machine (the wake-up, not
-        the hashing: benchmarks/README.md). The thread starts with the second batch."""
+        Threaded, a first batch of fewer than ``inline_below`` bytes is hashed at once, by the caller:
+        a batch smaller than the fetch's batch size is the whole result, and a thread woken for it
+        costs more than it saves on a busy machine (the wake-up, not the hashing:
+        benchmarks/README.md). Any other batch starts the thread."""
         if self._queue is not None:
             self._queue.put(batch)
-        elif self._threaded and self._schema is not None:
+        elif self._threaded and (self._schema is not None or batch.nbytes >= self._inline_below):
             self._queue = queue.Queue()
             self._queue.put(batch)
             self._thread = threading.Thread(target=self._work, name="dpdb-rowset", daemon=True)
