@@ -24,21 +24,38 @@ On a fresh embedded server:
      partitions the cone overlaps), and through the SQL functions
      ``prompt.diaobject_cone(ra, dec, r[, t])`` (sql/cones.sql);
    - a single-object light curve at the present and as of the same instant,
-     through ``prompt.diasource_lightcurve(id[, t])`` (the object's partition
-     only) and, as before, by ``diaObjectId`` alone;
+     through ``prompt.diasource_lightcurve(id[, t])`` (the partitions around
+     the object only), by ``diaObjectId`` alone through the query path (which
+     adds the object's partitions), and by ``diaObjectId`` alone as written;
    - for comparison, the cones as written by hand without any partition
-     condition (every partition planned), on ``--unpruned-draws`` draws.
+     condition (every partition planned), on ``--unpruned-draws`` draws;
+   - the same forms server side (EXPLAIN ANALYZE planning + execution) on
+     ``--server-draws`` draws, and end to end through the Python API
+     (``Archive.query_arrow``: reader connection, schema check, rewrite, ADBC
+     fetch) on ``--api-draws`` draws.
+
+The targets are checked on what a user's SQL runs: the documented SQL functions
+as any client sends them, and the statement the query path (``dpdb query``,
+``Archive.query``/``cone``, TAP) sends, timed from psycopg; the API's Python
+overhead is printed beside them.
 
 Prints medians and p95 in ms, the ratio as_of/present, PASS/FAIL against the
 targets (cone median <= 10 ms, ratios <= 1.5, light curve <= 5 ms), checks the
 answers against the generated data, and EXPLAIN (ANALYZE, BUFFERS) summaries.
 Usage: python benchmarks/bench_asof.py [--objects N] [--reobserved-share F]
        [--versions-min N] [--versions-max N] [--repeats N] [--partition-order K]
+       [--home DIR [--prefill-only]]
+
+``--home DIR`` keeps the embedded server in DIR: the first run fills it, later runs with the same
+prefill options reuse it (the rows are generated again from the same seed, for the checks, but not
+loaded) after reinstalling the SQL functions of the code that runs (``dpdb.migrate``). Fill it
+outside the benchmark lock, niced, with ``--prefill-only``.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import re
@@ -54,13 +71,20 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 
+from dpdb import Archive
 from dpdb.config import Settings
 from dpdb.db import prepare
 from dpdb.healpix import partition_bounds, pixels
 from dpdb.ids import PROMPT_ORIGIN, make_id
+from dpdb.migrate import migrate
 from dpdb.pg import adbc_uri, conninfo
 from dpdb.pruning import prune_sql
 from dpdb.query import partition_orders
+
+try:
+    from dpdb.query import object_positions
+except ImportError:  # older code (a "before" run on main's code): light curves by id are not pruned
+    object_positions = None
 from dpdb.server import EmbeddedServer
 
 CENTER = (150.0, 2.0)
@@ -82,6 +106,7 @@ CONE_AS_OF = (
     "SELECT * FROM prompt.diaobject_as_of(%s::double precision) "
     "WHERE q3c_radial_query(ra, dec, %s, %s, 10/60.)"
 )
+CONE_API_AS_OF = "SELECT * FROM diaobject WHERE q3c_radial_query(ra, dec, %s, %s, 10/60.)"  # with as_of=
 CONE_SESSION = "SELECT * FROM prompt_as_of.diaobject WHERE q3c_radial_query(ra, dec, %s, %s, 10/60.)"
 LC_PRESENT = (
     "SELECT * FROM prompt.diasource WHERE diaobjectid = %s AND timewithdrawnmjdtai IS NULL "
@@ -103,8 +128,12 @@ def literal(sql: str, params: tuple) -> str:
 
 
 def query_path(conn: psycopg.Connection, sql: str, params: tuple, path: list[str]) -> str:
-    """The SQL ``dpdb query`` runs for these constants: with the ranges of the cone's partitions."""
-    return prune_sql(literal(sql, params), partition_orders(conn, path, AS_OF))
+    """The SQL ``dpdb query`` runs for these constants: with the ranges of the cone's partitions (or of
+    the DiaObject's, for a light curve by ``diaObjectId``)."""
+    orders = partition_orders(conn, path, AS_OF)
+    if object_positions is None:
+        return prune_sql(literal(sql, params), orders)
+    return prune_sql(literal(sql, params), orders, object_positions(conn, path))
 
 
 @dataclass
@@ -289,9 +318,13 @@ def check(
             ("present light curve", LC_PRESENT, (oid,), NOW),
             ("as-of light curve", LC_AS_OF, (AS_OF, oid), AS_OF),
             ("function present light curve", LC_FN_PRESENT, (oid,), NOW),
+            ("query-path present light curve", query_path(conn, LC_PRESENT, (oid,), []), (), NOW),
+            ("query-path as-of light curve", query_path(conn, LC_AS_OF, (AS_OF, oid), []), (), AS_OF),
             ("function as-of light curve", LC_FN_AS_OF, (oid, AS_OF), AS_OF),
         ):
-            got = len(conn.execute(sql, params).fetchall())
+            if "_healpix_29" not in sql and "query-path" in label and object_positions is not None:
+                problems.append(f"{label}: no partition ranges added")
+            got = len(conn.execute(sql, params or None).fetchall())
             want = lightcurve_truth(cat, t, obj)
             if got != want:
                 problems.append(f"{label} of {oid}: {got} rows, expected {want}")
@@ -401,12 +434,28 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=200)
     parser.add_argument("--partition-order", type=int, default=1)
     parser.add_argument("--unpruned-draws", type=int, default=40, help="draws of the unpruned comparison")
+    parser.add_argument("--server-draws", type=int, default=50, help="draws timed by EXPLAIN ANALYZE")
+    parser.add_argument("--api-draws", type=int, default=40, help="draws through Archive.query_arrow")
+    parser.add_argument("--home", type=Path, help="keep the server here and reuse its prefill (see above)")
+    parser.add_argument("--prefill-only", action="store_true", help="with --home: fill it and stop")
     parser.add_argument("--explain-full", action="store_true", help="print whole EXPLAIN plans")
     args = parser.parse_args()
 
-    workdir = Path(tempfile.mkdtemp(prefix="dpdb-bench-"))
-    os.chmod(workdir, 0o755)
-    settings = Settings(home=workdir / "home", database="bench", partition_order=args.partition_order)
+    options = ("objects", "reobserved_share", "versions_min", "versions_max", "lightcurve_objects",
+               "withdrawn_share", "partition_order")  # fmt: skip
+    prefill = {k: getattr(args, k) for k in options}
+    if args.home is None:
+        workdir = Path(tempfile.mkdtemp(prefix="dpdb-bench-"))
+        os.chmod(workdir, 0o755)
+        home = workdir / "home"
+    else:
+        workdir, home = None, args.home.absolute()
+    marker = home / "bench_asof.json"
+    reuse = marker.exists() and json.loads(marker.read_text()) == prefill
+    if home.exists() and not reuse and args.home is not None:
+        held = marker.read_text() if marker.exists() else "none"
+        raise SystemExit(f"{home} holds another prefill ({marker.name}: {held}); remove it or choose another")
+    settings = Settings(home=home, database="bench", partition_order=args.partition_order)
     try:
         prepare(settings)
         print(
@@ -418,7 +467,11 @@ def main() -> None:
                                args.lightcurve_objects, args.withdrawn_share)  # fmt: skip
         t_gen = time.perf_counter() - t0
         t0 = time.perf_counter()
-        load(settings, tables)
+        if reuse:
+            migrate(settings)  # the SQL functions of the code that runs now
+        else:
+            load(settings, tables)
+            marker.write_text(json.dumps(prefill))
         t_load = time.perf_counter() - t0
         nver = np.bincount(cat.owner, minlength=len(cat.ids))
         reobs = nver > 1
@@ -434,7 +487,11 @@ def main() -> None:
             f"(one per version), {relinked:,} withdrawn and relinked to an SSObject (2 rows each)"
         )
         print(f"         history MJD {HISTORY[0]:.0f}-{HISTORY[1]:.0f}, as of MJD {AS_OF:.0f}; "
-              f"generated in {t_gen:.0f} s, loaded + VACUUM ANALYZE in {t_load:.0f} s")  # fmt: skip
+              f"generated in {t_gen:.0f} s, "
+              + (f"reused {home} (SQL functions reinstalled in {t_load:.0f} s)" if reuse
+                 else f"loaded + VACUUM ANALYZE in {t_load:.0f} s"))  # fmt: skip
+        if args.prefill_only:
+            return
         tables.clear()
 
         rng = np.random.default_rng(1)
@@ -472,6 +529,8 @@ def main() -> None:
             lc_variants = {
                 "fn_present": [(LC_FN_PRESENT, p) for p in lc_params],
                 "fn_as_of": [(LC_FN_AS_OF, (*p, AS_OF)) for p in lc_params],
+                "qp_present": [(query_path(conn, LC_PRESENT, p, []), ()) for p in lc_params],
+                "qp_as_of": [(query_path(conn, LC_AS_OF, (AS_OF, *p), []), ()) for p in lc_params],
                 "present": [(LC_PRESENT, p) for p in lc_params],
                 "as_of": [(LC_AS_OF, (AS_OF, *p)) for p in lc_params],
             }
@@ -495,13 +554,64 @@ def main() -> None:
             r_sess = summary("cone 10' query path session", cone["present"], cone["session"])
             r_fn = summary("cone 10' SQL function", cone["fn_present"], cone["fn_as_of"])
             r_lc = summary("light curve SQL function", lc["fn_present"], lc["fn_as_of"])
-            summary("light curve by id alone", lc["present"], lc["as_of"])
+            r_lcq = summary("light curve by id query path", lc["qp_present"], lc["qp_as_of"])
+            summary("light curve by id unpruned", lc["present"], lc["as_of"])
             unpruned = run(conn, unpruned_variants, prepared=False)
             summary(f"cone unpruned ({n_unpruned} draws)", unpruned["present"], unpruned["as_of"])
             summary(f"cone unpruned session ({n_unpruned})", unpruned["present"], unpruned["session"])
+            # What a Python user runs end to end: Archive.query_arrow (a reader connection, the schema
+            # check, the sqlglot rewrite, the ADBC fetch), on the as-of cone through the session form
+            # as `dpdb query --as-of` sends it, and on the SQL function.
+            n_api = min(args.api_draws, args.repeats)
+            archive = Archive(settings=settings)
+            api_variants = {
+                "present": lambda p: archive.query_arrow(literal(CONE_PRESENT, p)),
+                "as_of": lambda p: archive.query_arrow(literal(CONE_API_AS_OF, p), as_of=AS_OF),
+                "fn_present": lambda p: archive.query_arrow(literal(CONE_FN_PRESENT, p)),
+                "fn_as_of": lambda p: archive.query_arrow(literal(CONE_FN_AS_OF, (*p, AS_OF))),
+            }
+            api: dict[str, tuple[list[float], list[int]]] = {k: ([], []) for k in api_variants}
+            for i, p in enumerate(cone_params[: n_api + 3]):
+                for name, call in api_variants.items():
+                    t0 = time.perf_counter()
+                    got = call(p)
+                    if i >= 3:  # the first three warm the pools
+                        api[name][0].append((time.perf_counter() - t0) * 1000)
+                        api[name][1].append(got.num_rows)
+            api_np = {k: (np.array(v[0]), np.array(v[1])) for k, v in api.items()}
+            summary(f"cone Archive.query_arrow ({n_api})", api_np["present"], api_np["as_of"])
+            summary(f"cone API, SQL function ({n_api})", api_np["fn_present"], api_np["fn_as_of"])
             parts = np.mean([max(q[0].count(" BETWEEN "), 1) for q in qp])
             print(f"    (query path: {parts:.2f} partitions' ranges on average of "
                   f"{12 * 4**args.partition_order}; unpruned: every partition planned)")  # fmt: skip
+
+            # Server side, less sensitive to the machine's load than the client's clock: EXPLAIN ANALYZE's
+            # planning + execution time (for a PL/pgSQL function, its statement's planning is inside
+            # the function's execution), median over the first draws.
+            n_server = min(args.server_draws, args.repeats)
+            print(f"server side (EXPLAIN ANALYZE planning + execution, median of {n_server} draws), ms:")
+            for label, variants, name in (
+                ("cone query path present", cone_variants, "present"),
+                ("cone query path as of", cone_variants, "as_of"),
+                ("cone query path session", cone_variants, "session"),
+                ("cone SQL function present", cone_variants, "fn_present"),
+                ("cone SQL function as of", cone_variants, "fn_as_of"),
+                ("light curve SQL function present", lc_variants, "fn_present"),
+                ("light curve SQL function as of", lc_variants, "fn_as_of"),
+                ("light curve by id query path present", lc_variants, "qp_present"),
+                ("light curve by id query path as of", lc_variants, "qp_as_of"),
+                ("light curve by id unpruned present", lc_variants, "present"),
+            ):
+                plan, run_ms = [], []
+                for sql, params in variants[name][:n_server]:
+                    rows = conn.execute("EXPLAIN (ANALYZE, SUMMARY) " + sql, params or None)
+                    text = "\n".join(r[0] for r in rows)
+                    times = dict(re.findall(r"(Planning|Execution) Time: ([0-9.]+)", text))
+                    plan.append(float(times["Planning"]))
+                    run_ms.append(float(times["Execution"]))
+                p50 = np.median(np.array(plan) + np.array(run_ms))
+                print(f"  {label:<38} {p50:7.2f}  (planning {np.median(plan):6.2f}, "
+                      f"execution {np.median(run_ms):6.2f})")  # fmt: skip
 
             def med(x: tuple[np.ndarray, np.ndarray]) -> float:
                 return float(np.median(x[0]))
@@ -519,6 +629,9 @@ def main() -> None:
                 ("light curve present median ms", med(lc["fn_present"]), LC_TARGET_MS),
                 ("light curve as-of median ms", med(lc["fn_as_of"]), LC_TARGET_MS),
                 ("light-curve ratio as_of/present", r_lc, RATIO_TARGET),
+                ("query-path light curve by id present median ms", med(lc["qp_present"]), LC_TARGET_MS),
+                ("query-path light curve by id as-of median ms", med(lc["qp_as_of"]), LC_TARGET_MS),
+                ("query-path light-curve ratio as_of/present", r_lcq, RATIO_TARGET),
             ):
                 print(f"  {'PASS' if value <= limit else 'FAIL'}  {label} {value:.2f} <= {limit}")
 
@@ -529,15 +642,17 @@ def main() -> None:
                 ("query-path as-of cone", qp[0][1], ()),
                 ("query-path session cone", qp[0][2], ()),
                 ("unpruned as-of cone", CONE_AS_OF, (AS_OF, ra, dec)),
-                ("present light curve by id alone", LC_PRESENT, (oid,)),
-                ("as-of light curve by id alone", LC_AS_OF, (AS_OF, oid)),
+                ("query-path present light curve by id", query_path(conn, LC_PRESENT, (oid,), []), ()),
+                ("unpruned present light curve by id", LC_PRESENT, (oid,)),
+                ("unpruned as-of light curve by id", LC_AS_OF, (AS_OF, oid)),
             ):
                 print(f"EXPLAIN (ANALYZE, BUFFERS) {label}:")
                 for line in explain(conn, sql, params, args.explain_full):
                     print(line if not args.explain_full else "  " + line)
     finally:
         EmbeddedServer(settings.home).down()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir is not None:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

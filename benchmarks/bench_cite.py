@@ -4,8 +4,8 @@ On a fresh embedded server, prompt.DiaSource is filled with ``--rows`` rows
 (default 1,000,000; every non-nullable column set, plus positions and fluxes),
 then for results of 10,000, 100,000 and ``--rows`` rows (``diaSourceId <= n``,
 10 columns, read as of an instant through the time-travel views) it times, each
-``--repeats`` times (default 41 at 10k rows, 15 at 100k, 7 at 1M; interleaved,
-the order of the three rotating; medians):
+``--repeats`` times (default 101 at 10k rows, 41 at 100k, 11 at 1M; interleaved,
+the order of the three rotating):
 
 - the query alone: ``Archive.query_arrow(sql, as_of=t)``;
 - ``Archive.citations.cite(sql, as_of=t)``: planner check (EXPLAIN), the query
@@ -13,14 +13,22 @@ the order of the three rotating; medians):
   (the citation row is deleted between repeats);
 - ``Archive.citations.resolve(id)``: the query again, the hash, the comparison;
 - the hash alone on the fetched result, ``dpdb-rowset-v2`` (what citing uses)
-  and ``dpdb-rowset-v1`` (before).
+  and ``dpdb-rowset-v1`` (before);
+- a durable commit of one small row (``commit``): the floor of what citing adds
+  (its citation row and audit entry are one such commit, which must reach the
+  disk before the identifier is printed).
 
 The rows come in the canonical order (a scan of the key, first column). With
 ``--unordered`` each size is also timed with ``ra`` as the first column (not
 unique, not in order: the hash must sort the rows once at the end).
 
-Prints the overheads in % of the query's own time; the target is at most 10 %
-for results up to 1M rows.
+The bare query is what a user runs (``Archive.query_arrow``: the same
+``run_query``, connection pool, as-of rewrite and Arrow conversion as citing,
+which only adds the hash of each batch as it streams). Prints the medians, the
+overheads in % of the query's own time (of the medians; and the median of the
+ratios of each repetition, whose three runs come right after one another, with
+its interquartile range as the spread); the target is at most 10 % for results
+up to 1M rows.
 Usage: python benchmarks/bench_cite.py [--rows N] [--repeats N] [--unordered]
 """
 
@@ -48,7 +56,7 @@ from dpdb.server import EmbeddedServer
 
 COLUMNS = "diaSourceId, visit, detector, ra, dec, midpointMjdTai, band, psfFlux, psfFluxErr, diaObjectId"
 UNORDERED = "ra, dec, diaSourceId, visit, detector, midpointMjdTai, band, psfFlux, psfFluxErr, diaObjectId"
-REPEATS = {10_000: 41, 100_000: 15}
+REPEATS = {10_000: 101, 100_000: 41}
 AS_OF = 61000.5
 
 
@@ -83,9 +91,9 @@ def _fill(settings: Settings, rows: int) -> None:
         conn.execute("ANALYZE prompt.diasource")
 
 
-def _time(archive: dpdb.Archive, settings: Settings, sql: str, repeats: int) -> dict[str, float]:
-    """Medians (s) of the query, cite and resolve, interleaved with their order rotating, and of the
-    two hashes on the fetched result."""
+def _time(archive: dpdb.Archive, settings: Settings, sql: str, repeats: int) -> dict[str, list[float]]:
+    """Times (s) of the query, cite and resolve, interleaved with their order rotating, and of the
+    two hashes on the fetched result, per repetition."""
     result = archive.query_arrow(sql, as_of=AS_OF)  # warms the cache
     made = archive.citations.cite(sql, as_of=AS_OF)
     n = result.num_rows
@@ -98,23 +106,39 @@ def _time(archive: dpdb.Archive, settings: Settings, sql: str, repeats: int) -> 
         "hash v2": lambda: digest_table(result, METHOD_V2),
         "hash v1": lambda: digest_table(result, METHOD_V1),
     }
-    times: dict[str, list[float]] = {k: [] for k in runs}
+    times: dict[str, list[float]] = {k: [] for k in [*runs, "commit"]}
     orders = itertools.cycle(itertools.permutations(("query", "cite", "resolve")))
-    for _ in range(repeats):
-        for what in (*next(orders), "hash v2", "hash v1"):
-            if what == "cite":  # a new citation each time (cite makes it again, for resolve too)
-                with psycopg.connect(conninfo(settings)) as conn:
+    with psycopg.connect(conninfo(settings), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS public.bench_commit (at timestamptz)")
+        # what a durable commit of one small row costs now (cite's is one: its row and audit entry)
+        runs["commit"] = lambda: conn.execute("INSERT INTO public.bench_commit VALUES (now())")
+        for _ in range(repeats):
+            for what in (*next(orders), "hash v2", "hash v1", "commit"):
+                if what == "cite":  # a new citation each time (cite makes it again, for resolve too)
                     conn.execute("DELETE FROM dpdb_meta.citation")
-            start = time.perf_counter()
-            runs[what]()
-            times[what].append(time.perf_counter() - start)
-    return {k: statistics.median(v) for k, v in times.items()}
+                start = time.perf_counter()
+                runs[what]()
+                times[what].append(time.perf_counter() - start)
+    return times
+
+
+def _quartiles(values: list[float]) -> tuple[float, float, float]:
+    q1, q2, q3 = statistics.quantiles(values, n=4, method="inclusive")
+    return q1, q2, q3
+
+
+def _overhead(times: dict[str, list[float]], what: str) -> tuple[float, float, float, float]:
+    """(% of the medians, then q1, median, q3 of the per-repetition % over that repetition's query)."""
+    of_medians = 100 * (statistics.median(times[what]) / statistics.median(times["query"]) - 1)
+    paired = [100 * (t / q - 1) for t, q in zip(times[what], times["query"], strict=True)]
+    q1, q2, q3 = _quartiles(paired)
+    return of_medians, q1, q2, q3
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
-    parser.add_argument("--repeats", type=int, default=None, help="per size (default 41/15/7)")
+    parser.add_argument("--repeats", type=int, default=None, help="per size (default 101/41/11)")
     parser.add_argument("--unordered", action="store_true", help="also time results not in canonical order")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="dpdb-bench-cite-"))
@@ -128,24 +152,29 @@ def main() -> None:
         machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
         print(f"{machine}, dpdb {dpdb.__version__}, load average {os.getloadavg()[0]:.2f}")
         archive = dpdb.Archive(settings=settings)
-        heads = ("query s", "cite s", "cite +%", "resolve s", "resolve +%", "hash v2 s", "hash v1 s")
-        print(f"{'rows':>10} {'order':>9} {'repeats':>7} " + " ".join(f"{h:>10}" for h in heads))
+        print("medians in s (query: [q1, q3]); cite/resolve: % over the query's median, then the median of")
+        print("the per-repetition % [q1, q3]")
+        heads = f"{'query s [q1, q3]':>22} {'cite s':>6} {'+%':>7} {'paired +% [q1, q3]':>25} "
+        heads += f"{'resolve s':>6} {'+%':>7} {'paired +% [q1, q3]':>25} "
+        heads += f"{'hash v2':>7} {'hash v1':>7} {'commit':>7}"
+        print(f"{'rows':>10} {'order':>9} {'reps':>4} " + heads)
         shapes = [("canonical", COLUMNS)] + ([("unordered", UNORDERED)] if args.unordered else [])
         for n in sorted({10_000, 100_000, args.rows}):
             if n > args.rows:
                 continue
-            repeats = args.repeats or REPEATS.get(n, 7)
+            repeats = args.repeats or REPEATS.get(n, 11)
             for label, columns in shapes:
                 sql = f"SELECT {columns} FROM prompt.DiaSource WHERE diaSourceId <= {n}"
                 t = _time(archive, settings, sql, repeats)
-                query_s = t["query"]
-                print(
-                    f"{n:>10,} {label:>9} {repeats:>7} {query_s:>10.3f} {t['cite']:>10.3f} "
-                    f"{100 * (t['cite'] / query_s - 1):>9.1f}% {t['resolve']:>10.3f} "
-                    f"{100 * (t['resolve'] / query_s - 1):>9.1f}% "
-                    f"{t['hash v2']:>10.3f} {t['hash v1']:>10.3f}",
-                    flush=True,
-                )
+                q1, query_s, q3 = _quartiles(t["query"])
+                cells = [f"{query_s:.4f} [{q1:.3f}, {q3:.3f}]"]
+                for what in ("cite", "resolve"):
+                    of_medians, p1, p2, p3 = _overhead(t, what)
+                    cells.append(f"{statistics.median(t[what]):.4f} {of_medians:6.1f}% "
+                                 f"{p2:7.1f}% [{p1:5.1f}, {p3:5.1f}]")  # fmt: skip
+                hashes = " ".join(f"{statistics.median(t[h]):7.4f}" for h in ("hash v2", "hash v1", "commit"))
+                line = f"{n:>10,} {label:>9} {repeats:>4} {cells[0]:>22} {cells[1]:>40} {cells[2]:>42}"
+                print(f"{line} {hashes}", flush=True)
         print(f"load average at the end {os.getloadavg()[0]:.2f}")
     finally:
         EmbeddedServer(home).down()

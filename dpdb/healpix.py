@@ -12,12 +12,27 @@ PIXEL_ORDER = 29
 
 
 def pixels(ra: npt.ArrayLike, dec: npt.ArrayLike) -> npt.NDArray[np.int64]:
-    """Nested HEALPix index at order 29 of positions in degrees."""
-    import healpy  # here, not at the top: it imports matplotlib, half a second of every command's start
+    """Nested HEALPix index at order 29 of positions in degrees.
 
+    Computed with cdshealpix (a hats dependency): the same indexes as healpy's ``ang2pix`` (tested),
+    faster, and importing it costs a third of importing healpy, whose package imports matplotlib:
+    this runs in every load, so in the start of every ``dpdb load`` and ``dpdb release load``.
+    Positions outside the sphere (NaN, |dec| > 90) go to healpy, which refuses them.
+    """
     ra_a = np.asarray(ra, dtype=np.float64)
     dec_a = np.asarray(dec, dtype=np.float64)
-    return np.asarray(healpy.ang2pix(1 << PIXEL_ORDER, ra_a, dec_a, nest=True, lonlat=True), dtype=np.int64)
+    if not (np.all(np.isfinite(ra_a)) and np.all(np.abs(dec_a) <= 90.0)):
+        import healpy  # here, not at the top: it imports matplotlib, half a second of a command's start
+
+        pix = healpy.ang2pix(1 << PIXEL_ORDER, ra_a, dec_a, nest=True, lonlat=True)
+        return np.asarray(pix, dtype=np.int64)
+    import astropy.units as u
+    from astropy.coordinates import Latitude, Longitude
+    from cdshealpix.nested import lonlat_to_healpix
+
+    lon = Longitude(ra_a, unit=u.deg, copy=False)
+    lat = Latitude(dec_a, unit=u.deg, copy=False)
+    return np.asarray(lonlat_to_healpix(lon, lat, PIXEL_ORDER), dtype=np.int64)
 
 
 def partition_bounds(order: int) -> list[tuple[int, int, int]]:

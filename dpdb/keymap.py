@@ -33,7 +33,16 @@ from sqlalchemy.schema import CreateTable
 from .model.ddl import table_specs
 from .model.layout import PIXEL_COLUMN
 
-__all__ = ["MAP_PREFIX", "map_name", "keymap_tables", "create_keymaps", "ensure_keymaps", "key_columns"]
+__all__ = [
+    "MAP_PREFIX",
+    "map_name",
+    "keymap_tables",
+    "create_keymaps",
+    "ensure_keymaps",
+    "key_columns",
+    "create_triggers",
+    "drop_triggers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +107,17 @@ def _create(conn: psycopg.Connection, catalog: str, table: Table, keymap: Table)
             sql.Identifier(catalog, keymap.name), cols, cols, target
         )
     )
+    create_triggers(conn, catalog, table.name, keys)
+
+
+TRIGGER_EVENTS = ("insert", "delete", "update", "truncate")
+
+
+def create_triggers(conn: psycopg.Connection, catalog: str, table: str, keys: list[str]) -> None:
+    """(Re)create the statement triggers that keep the key map of ``catalog.table`` (``keys``: its key
+    columns); a release loaded with deferred indexes drops them while it streams (dpdb/lifecycle/bulk.py)."""
     arg = sql.Literal(",".join(keys))
+    target = sql.Identifier(catalog, table)
     for event, referencing, function in (
         ("INSERT", "REFERENCING NEW TABLE AS new_rows", "keymap_insert"),
         ("DELETE", "REFERENCING OLD TABLE AS old_rows", "keymap_delete"),
@@ -107,7 +126,7 @@ def _create(conn: psycopg.Connection, catalog: str, table: Table, keymap: Table)
     ):
         conn.execute(
             sql.SQL(
-                "CREATE TRIGGER {name} AFTER {event} ON {target} {referencing} FOR EACH STATEMENT "
+                "CREATE OR REPLACE TRIGGER {name} AFTER {event} ON {target} {referencing} FOR EACH STATEMENT "
                 "EXECUTE FUNCTION dpdb_meta.{function}({arg})"
             ).format(
                 name=sql.Identifier(f"dpdb_keys_{event.lower()}"),
@@ -116,6 +135,17 @@ def _create(conn: psycopg.Connection, catalog: str, table: Table, keymap: Table)
                 referencing=sql.SQL(referencing),
                 function=sql.Identifier(function),
                 arg=arg,
+            )
+        )
+
+
+def drop_triggers(conn: psycopg.Connection, catalog: str, table: str) -> None:
+    """Drop the key-map triggers of ``catalog.table``. Disabling is not enough: PostgreSQL still
+    collects every inserted row into the transition table of a disabled trigger."""
+    for event in TRIGGER_EVENTS:
+        conn.execute(
+            sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(
+                sql.Identifier(f"dpdb_keys_{event}"), sql.Identifier(catalog, table)
             )
         )
 
@@ -137,8 +167,22 @@ def ensure_keymaps(conn: psycopg.Connection, catalogs: Iterable[tuple[str, str, 
     A table that already holds a repeated key cannot get its map: it is left as it
     is, with a warning (``dpdb release validate`` reports the repeats).
     """
+    catalogs = list(catalogs)
+    # Every process's first connection comes here: find in one query whether any partitioned table
+    # lacks its map before building any catalog's table definitions.
+    lacking = {
+        str(r[0])
+        for r in conn.execute(
+            "SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relkind = 'p' AND n.nspname = ANY(%s) "
+            "AND to_regclass(format('%%I.%%I', n.nspname, %s || c.relname)) IS NULL",
+            ([c[0] for c in catalogs], MAP_PREFIX),
+        ).fetchall()
+    }
     installed = False
     for catalog, kind, version in catalogs:
+        if catalog not in lacking:
+            continue
         for table, keymap in keymap_tables(catalog, version, kind):
             present = conn.execute(
                 "SELECT to_regclass(%s) IS NOT NULL, to_regclass(%s) IS NOT NULL",

@@ -18,6 +18,7 @@ from typing import Any, TypeAlias
 from urllib.parse import quote
 
 import adbc_driver_manager
+import adbc_driver_manager.dbapi
 import adbc_driver_postgresql.dbapi as adbc
 import psycopg
 from psycopg import sql
@@ -38,6 +39,7 @@ __all__ = [
     "conninfo",
     "adbc_uri",
     "adbc_connection",
+    "warm_adbc",
     "close_idle_adbc",
     "adbc_connection_to",
     "raw_connect",
@@ -92,6 +94,12 @@ _adbc_lock = threading.Lock()
 
 _adbc_idle: dict[tuple[str, bool], list[adbc.Connection]] = {}
 
+_adbc_databases: dict[str, Any] = {}
+"""Per URI, the ADBC database (it holds the driver's type catalog) that every connection to the URI
+shares (:func:`_open_adbc`)."""
+
+_adbc_db_locks: dict[str, threading.Lock] = {}
+
 
 @contextmanager
 def adbc_connection(settings: Settings) -> Iterator[adbc.Connection]:
@@ -101,14 +109,63 @@ def adbc_connection(settings: Settings) -> Iterator[adbc.Connection]:
         yield conn
 
 
+def warm_adbc(settings: Settings) -> threading.Thread:
+    """Read the driver's type catalog for the owner's URI in a thread now (a load calls this first,
+    so the read overlaps its checksum verification and set-up), unless this process has it."""
+    uri = adbc_uri(settings)
+    thread = threading.Thread(target=_warm, args=(uri,), name="dpdb-adbc-warm", daemon=True)
+    thread.start()
+    return thread
+
+
+def _warm(uri: str) -> None:
+    with contextlib.suppress(Exception):  # the load that needs the connection reports the error
+        _shared_database(uri)
+
+
+def _shared_database(uri: str) -> Any:
+    """The process's ADBC database of ``uri`` (adbc_driver_manager's shared-database holder), opened
+    once; None when the installed adbc_driver_manager does not have the layout this expects."""
+    with _adbc_lock:
+        lock = _adbc_db_locks.setdefault(uri, threading.Lock())
+    with lock:  # one thread reads the type catalog; the others wait for it instead of reading it too
+        with _adbc_lock:
+            if uri in _adbc_databases:
+                return _adbc_databases[uri]
+        first = adbc.connect(uri, autocommit=True)
+        holder = getattr(first, "_db", None)
+        shared = holder.clone() if holder is not None and hasattr(holder, "_db") else None
+        first.close()  # the session; the database stays open while ``shared`` holds it
+        with _adbc_lock:
+            _adbc_databases[uri] = shared
+        return shared
+
+
+def _open_adbc(uri: str, autocommit: bool) -> adbc.Connection:
+    """A new ADBC connection to ``uri`` sharing the process's ADBC database of that URI.
+
+    The PostgreSQL driver reads the server's whole type catalog (every pg_type row and all of
+    pg_attribute: over a second once a few releases' partitions exist) when it opens a database,
+    not a connection. ``adbc.connect`` opens both each time; a connection on the kept database
+    takes milliseconds, so a process pays for the catalog once per URI.
+    """
+    shared = _shared_database(uri)
+    if shared is None:
+        return adbc.connect(uri, autocommit=autocommit)
+    conn = adbc_driver_manager.AdbcConnection(shared._db)
+    try:
+        return adbc_driver_manager.dbapi.Connection(shared, conn, autocommit=autocommit)
+    except BaseException:
+        conn.close()
+        raise
+
+
 @contextmanager
 def adbc_connection_to(uri: str, *, autocommit: bool = False) -> Iterator[adbc.Connection]:
     """An ADBC connection to ``uri``, kept for reuse within this process.
 
-    Opening one reads the server's whole type catalog (every pg_type row and, for the
-    composite types, every column in pg_attribute): over a second once a few releases'
-    partitions exist. So connections go back to an idle list; one whose clean-up fails is
-    closed instead.
+    Its type catalog is read once per process and URI (:func:`_open_adbc`), and connections go
+    back to an idle list; one whose clean-up fails is closed instead.
 
     Not autocommit (the default): ADBC opens the next transaction as soon as one ends, so an
     idle connection sits "idle in transaction". ``autocommit``: the caller opens its own
@@ -120,7 +177,7 @@ def adbc_connection_to(uri: str, *, autocommit: bool = False) -> Iterator[adbc.C
         idle = _adbc_idle.setdefault(key, [])
         conn = idle.pop() if idle else None
     if conn is None:
-        conn = adbc.connect(uri, autocommit=autocommit)
+        conn = _open_adbc(uri, autocommit)
     try:
         yield conn
     finally:
@@ -139,13 +196,19 @@ def adbc_connection_to(uri: str, *, autocommit: bool = False) -> Iterator[adbc.C
 
 
 def close_idle_adbc(uri: str | None = None) -> None:
-    """Close this process's idle pooled ADBC connections (of ``uri``, or all): before copying a database."""
+    """Close this process's idle pooled ADBC connections and kept ADBC databases (of ``uri``, or
+    all): before copying or dropping a database, whose types the kept catalog would describe."""
     with _adbc_lock:
         keys = [k for k in _adbc_idle if uri is None or k[0] == uri]
         conns = [c for k in keys for c in _adbc_idle.pop(k, [])]
+        shared = [_adbc_databases.pop(u) for u in list(_adbc_databases) if uri is None or u == uri]
     for conn in conns:
         with contextlib.suppress(adbc_driver_manager.Error):
             conn.close()
+    for db in shared:  # closes when no connection shares it any more
+        if db is not None:
+            with contextlib.suppress(adbc_driver_manager.Error):
+                db.close()
 
 atexit.register(close_idle_adbc)
 def raw_connect(info: str, *, autocommit: bool = False) -> psycopg.Connection:

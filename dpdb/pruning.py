@@ -16,6 +16,13 @@ predicate implies the ranges, so the rewrite never changes an answer wherever th
 pixel at first detection (a DiaObject's later versions and its measurements keep it), and positions
 move by less than an association radius.
 
+A light curve asked for by identifier alone (``WHERE diaObjectId = 123`` on ``DiaSource``,
+``DiaForcedSource`` or ``DiaObject`` of the prompt catalog, as a conjunct of the WHERE clause) is
+pruned the same way: a DiaObject's versions and measurements sit in the partition of its pixel at
+first detection, so the partitions within :data:`MARGIN_DEG` of the DiaObject's position (read from
+``DiaObjectLast``, one index probe) hold every row the equality can match. Unknown identifiers are
+left as written.
+
 Users of this module: :func:`dpdb.query.run_query` (``dpdb query``, ``Archive.query``/``cone``, and the
 TAP service, whose ADQL translation emits the q3c predicates). ``sql/cones.sql`` offers the same to
 hand-written SQL as functions (``prompt.diaobject_cone`` ...), whose ranges are checked against
@@ -47,6 +54,7 @@ logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
 __all__ = [
     "MARGIN_DEG",
+    "ObjectPosition",
     "OrderOf",
     "cone_ranges",
     "polygon_ranges",
@@ -67,12 +75,25 @@ OrderOf = Callable[[str, str], int | None]
 catalog table, or None when it is not a partitioned catalog table (nothing to prune)."""
 
 
+ObjectPosition = Callable[[str, str, int], tuple[float, float] | None]
+"""(schema as written, lower case, '' when unqualified; table, lower case; a diaObjectId) -> that
+DiaObject's position (degrees) when the table is one of the prompt catalog's, else None."""
+
+BY_OBJECT = ("diaobject", "diasource", "diaforcedsource")
+"""The prompt tables whose rows sit in their DiaObject's partition, found by ``diaObjectId``."""
+
+
 def _disc_ranges(vector: Sequence[float], radius_deg: float, order: int) -> list[tuple[int, int]]:
     import healpy  # here, not at the top: it imports matplotlib
     import numpy as np
 
     radius = math.radians(min(180.0, radius_deg))
-    found = np.sort(healpy.query_disc(1 << order, np.asarray(vector), radius, inclusive=True, nest=True))
+    # healpy's inclusive test is loose for pixels much larger than the disc (it takes a neighbour more
+    # about half the time for a 10' cone at order 1), so the disc is covered at a finer order whose
+    # pixels are about its size, and those pixels' partitions kept: still every one it overlaps.
+    fine = max(order, min(order + 6, _auto_order(radius_deg)))
+    found = healpy.query_disc(1 << fine, np.asarray(vector), radius, inclusive=True, nest=True)
+    found = np.unique(found >> (2 * (fine - order)))
     shift = 2 * (PIXEL_ORDER - order)
     out: list[tuple[int, int]] = []
     for p in found.tolist():
@@ -335,21 +356,85 @@ def prune_tree(tree: exp.Expression, order_of: OrderOf) -> exp.Expression:
     return tree
 
 
-def prune_sql(text: str, order_of: OrderOf) -> str:
+def prune_sql(text: str, order_of: OrderOf, position_of: ObjectPosition | None = None) -> str:
     """SQL text with each prunable q3c predicate ANDed with its partitions' ``_healpix_29`` ranges.
 
     The statement is parsed with sqlglot (PostgreSQL dialect) to find the predicates, their tables
     and constant regions; the ranges are spliced into the text around each call, so the rest of the
     statement runs exactly as written. ``EXPLAIN [ANALYZE ...]`` in front is kept. Text that sqlglot
-    cannot parse runs unchanged (unpruned, still right).
+    cannot parse runs unchanged (unpruned, still right). With ``position_of``, a ``diaObjectId =
+    constant`` conjunct on a prompt table gets the ranges of its DiaObject's partitions too.
     """
     dialect = Postgres()
+    parsed = _parse(text)
+    if parsed is None:
+        return text
     edits: list[tuple[int, int, str]] = []
-    for begin, end, call in q3c_calls(text):
+    for begin, end, call in _q3c_in(*parsed):
         condition = _condition(call, order_of)
         if condition is not None:
             edits.append((begin, end, condition.sql(dialect=dialect)))
+    if position_of is not None:
+        for begin, end, condition in _object_conditions(*parsed, order_of, position_of):
+            edits.append((begin, end, condition.sql(dialect=dialect)))
     return splice(text, edits)
+
+
+def _object_conditions(
+    offset: int, tokens: list, tree: exp.Expression, order_of: OrderOf, position_of: ObjectPosition
+) -> list[tuple[int, int, exp.Expression]]:
+    """``(begin, end, ranges)`` for each ``diaObjectId = constant`` conjunct of a WHERE clause on a
+    prompt table of :data:`BY_OBJECT` whose DiaObject is known (see the module docstring)."""
+    found = []
+    for where in tree.find_all(exp.Where):
+        top = where.this
+        for term in top.flatten() if isinstance(top, exp.And) else [top]:
+            try:
+                edit = _object_condition(term, order_of, position_of)
+            except Exception:  # noqa: BLE001 - as _condition: the query runs unpruned, still right
+                edit = None
+            if edit is not None:
+                found.append((offset + edit[0], offset + edit[1], edit[2]))
+    return found
+
+
+def _object_condition(
+    term: object, order_of: OrderOf, position_of: ObjectPosition
+) -> tuple[int, int, exp.Expression] | None:
+    if not isinstance(term, exp.EQ):
+        return None
+    column, value = term.this, term.expression
+    if isinstance(value, exp.Column):
+        column, value = value, column
+    if not (isinstance(column, exp.Column) and isinstance(value, exp.Literal)) or value.is_string:
+        return None
+    if column.name.lower() != "diaobjectid" or (column.this.quoted and column.name != "diaobjectid"):
+        return None
+    try:
+        key = int(str(value.this))
+    except ValueError:
+        return None
+    found = _source(term, [column])
+    if found is None:
+        return None
+    table, qualifier = found
+    name = _table_name(table)
+    if name not in BY_OBJECT:
+        return None
+    schema = (table.db or "").lower()
+    order = order_of(schema, name)
+    position = position_of(schema, name, key) if order is not None else None
+    if order is None or position is None:
+        return None
+    ranges = region_ranges("cone", [position[0], position[1], 0.0], order)
+    if ranges is None:
+        return None
+    parts = [n for n in (column.this, column.args.get("table"), value) if n is not None]
+    starts = [n.meta.get("start") for n in parts]
+    ends = [n.meta.get("end") for n in parts]
+    if not all(isinstance(v, int) for v in [*starts, *ends]):
+        return None
+    return min(cast(list[int], starts)), max(cast(list[int], ends)) + 1, ranges_sql(ranges, qualifier)
 
 
 def splice(text: str, edits: Sequence[tuple[int, int, str]]) -> str:
@@ -363,6 +448,13 @@ def q3c_calls(text: str) -> list[tuple[int, int, exp.Anonymous]]:
     """The q3c calls of SQL text that pruning may extend: ``(begin, end, call)``, the call's place in
     the text and its node in the statement's tree (sqlglot, PostgreSQL dialect); none if sqlglot
     cannot parse it. ``EXPLAIN [ANALYZE ...]`` in front is passed over."""
+    parsed = _parse(text)
+    return [] if parsed is None else _q3c_in(*parsed)
+
+
+def _parse(text: str) -> tuple[int, list, exp.Expression] | None:
+    """(where the query starts in ``text``, its tokens, its tree), past ``EXPLAIN [(...)]``; None when
+    sqlglot cannot parse it."""
     dialect = Postgres()
     offset = 0  # where the query starts: after EXPLAIN and its options
     try:
@@ -382,15 +474,19 @@ def q3c_calls(text: str) -> list[tuple[int, int, exp.Anonymous]]:
                         i = j + 1
                         break
             if i >= len(tokens):
-                return []
+                return None
             offset += tokens[i].start
             tokens = dialect.tokenize(text[offset:])
     except (TokenError, ValueError):
-        return []
+        return None
     try:
         tree = cast(exp.Expression, sqlglot.parse_one(text[offset:], read=dialect))
     except (ParseError, TokenError, ValueError, RecursionError):
-        return []  # PostgreSQL will say what is wrong, if anything; sqlglot does not know every form
+        return None  # PostgreSQL will say what is wrong, if anything; sqlglot does not know every form
+    return offset, tokens, tree
+
+
+def _q3c_in(offset: int, tokens: list, tree: exp.Expression) -> list[tuple[int, int, exp.Anonymous]]:
     starts = {t.start: n for n, t in enumerate(tokens)}
     found: list[tuple[int, int, exp.Anonymous]] = []
     for call in _calls(tree):

@@ -35,7 +35,7 @@ from .as_of_rewrite import AS_OF_SCHEMA, prompt_references, rewrite_as_of
 from .asof import AsOf, parse_as_of, resolve_as_of
 from .config import Settings
 from .errors import QueryError, ReleaseStateError
-from .pruning import OrderOf, prune_sql
+from .pruning import ObjectPosition, OrderOf, prune_sql
 from .query_output import FILE_FORMATS, FORMATS, write_result
 from .readers import reader_adbc_connection, reader_connect, reader_conninfo
 from .registry.activations import ALIASES, named_now, resolve_alias
@@ -139,7 +139,7 @@ def run_query(
         if path:
             names = sql.SQL(", ").join(sql.Identifier(p) for p in [*path, "public"])
             config.append(("search_path", names.as_string(conn)))
-        text = prune_sql(text, partition_orders(conn, path, as_of))
+        text = prune_sql(text, partition_orders(conn, path, as_of), object_positions(conn, path))
         # An aggregate over a sharded table runs once per shard (dpdb/shards/aggregate.py).
         per_shard = rewrite_aggregate(conn, text, [*path, "public"])
         if per_shard is not None:
@@ -203,6 +203,18 @@ def cached_partition_orders(settings: Settings, path: list[str]) -> OrderOf:
 
 
 def _order_of(catalog_list: list[Any], path: list[str], alias: Any) -> OrderOf:
+    find = _catalog_finder(catalog_list, path, alias)
+
+    def order_of(schema: str, table: str) -> int | None:
+        found = find(schema, table)
+        return int(found[0].partition_order) if found is not None and found[1] else None
+
+    return order_of
+
+
+def _catalog_finder(catalog_list: list[Any], path: list[str], alias: Any) -> Any:
+    """(schema as written, table) -> (the catalog the name resolves to, whether the table is
+    partitioned there), or None when it names no catalog table."""
     from .model.layout import layout, tables_for
 
     catalogs = {c.name: c for c in catalog_list}
@@ -214,7 +226,7 @@ def _order_of(catalog_list: list[Any], path: list[str], alias: Any) -> OrderOf:
             return cast(str | None, alias(schema))
         return schema
 
-    def order_of(schema: str, table: str) -> int | None:
+    def find(schema: str, table: str) -> tuple[Any, bool] | None:
         try:
             lay = layout(table)
         except KeyError:
@@ -228,11 +240,38 @@ def _order_of(catalog_list: list[Any], path: list[str], alias: Any) -> OrderOf:
                                                                        "diaforcedsource"}:  # fmt: skip
                 continue  # no as-of view: the name resolves further along the path
             if lay.name in tables_for(str(found.kind)):
-                return int(found.partition_order) if lay.partitioned else None
+                return found, bool(lay.partitioned)
             return None
         return None
 
-    return order_of
+    return find
+
+
+def object_positions(conn: psycopg.Connection, path: list[str]) -> ObjectPosition:
+    """What :func:`dpdb.pruning.prune_sql` needs to prune a light curve by ``diaObjectId``: the
+    DiaObject's position when the table resolves to the prompt catalog, from ``DiaObjectLast`` (one
+    index probe); a DiaObject no longer there (closed without successor) from its latest version."""
+    finder: list[Any] = []  # read on the first identifier met: most statements have none
+
+    def position_of(schema: str, table: str, key: int) -> tuple[float, float] | None:
+        if not finder:
+            finder.append(_catalog_finder(all_catalogs(conn), path, lambda schema: None))
+        found = finder[0](schema, table)
+        if found is None or str(found[0].kind) != "prompt":
+            return None
+        last, versions = (sql.Identifier(str(found[0].name), t) for t in ("diaobjectlast", "diaobject"))
+        query = sql.SQL("SELECT ra, dec FROM {} WHERE diaobjectid = %s").format(last)
+        row = conn.execute(query, (key,)).fetchone()
+        if row is None:
+            row = conn.execute(
+                sql.SQL("SELECT ra, dec FROM {} WHERE diaobjectid = %s "
+                        "ORDER BY validitystartmjdtai DESC LIMIT 1").format(versions), (key,)
+            ).fetchone()  # fmt: skip
+        if row is None or row[0] is None or row[1] is None:
+            return None
+        return float(row[0]), float(row[1])
+
+    return position_of
 
 
 def query_text(
@@ -250,7 +289,7 @@ def query_text(
             if as_of is not None and release in ALIASES:
                 release = resolve_alias(conn, release, as_of)
             path.append(_published(conn, release))
-        return prune_sql(text, partition_orders(conn, path, as_of))
+        return prune_sql(text, partition_orders(conn, path, as_of), object_positions(conn, path))
 
 
 def _limits(settings: Settings) -> list[tuple[str, str]]:

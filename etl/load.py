@@ -15,9 +15,9 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from queue import Full, Queue
@@ -30,11 +30,11 @@ import pyarrow as pa
 from psycopg import sql
 
 from dpdb.config import Settings
-from dpdb.db import connect
+from dpdb.db import connect, prepare
 from dpdb.errors import DpdbError, ValidationError, first_line
 from dpdb.healpix import pixels
 from dpdb.model.layout import LOAD_ID_COLUMN, PIXEL_COLUMN, layout
-from dpdb.pg import adbc_connection, conninfo, fetch_value
+from dpdb.pg import adbc_connection, conninfo, fetch_value, warm_adbc
 from dpdb.registry import manifest
 from dpdb.registry.catalogs import writable_catalog
 from dpdb.shards.commit import ShardTransaction, gid_for, give_back, recover, take_connection
@@ -42,6 +42,7 @@ from dpdb.shards.placement import Route, routes
 from dpdb.shards.registry import connect_shard, shard_conninfo
 
 from .files import ParquetFile, discover, fingerprint, open_parquet
+from .partitions import PREFETCH, DirectTarget, PartitionWriter, direct_target, keymap_writer
 from .prompt_last import refresh_last
 from .rubin_columns import catalog_ccd_visits
 from .validate import ColumnPlan, TargetTable, check_unique, plan_columns, prepare_batch, target_table
@@ -61,6 +62,8 @@ class FileResult:
     status: str  # loaded, replaced, skipped (already loaded), validated (dry run)
     rows: int
     load_id: int | None = None
+    keymap_seconds: float = 0.0
+    """Wall time of the COPY of the file's keys into the key map (etl/partitions.py), if it had one."""
 
 
 @dataclass
@@ -77,6 +80,11 @@ class LoadSummary:
     @property
     def rows(self) -> int:
         return sum(f.rows for f in self.files if f.status in ("loaded", "replaced", "validated"))
+
+    @property
+    def keymap_seconds(self) -> float:
+        """Time spent writing the files' keys into the key map (the check of keys across the table)."""
+        return sum(f.keymap_seconds for f in self.files)
 
     def line(self) -> str:
         """The summary line the CLI prints."""
@@ -105,6 +113,8 @@ def load(
     checksums: Mapping[Path, str] | None = None,
     parents: Callable[[pa.RecordBatch], np.ndarray] | None = None,
     spatial_order: bool = True,
+    direct: bool = True,
+    keymap_rows: bool = False,
 ) -> LoadSummary:
     """Load Parquet files into ``into``.``table``; see the module docstring for the guarantees.
 
@@ -117,9 +127,16 @@ def load(
     ``parents`` gives each batch its rows' pixels instead of looking up their parent
     objects in the database (a release loaded with deferred indexes, dpdb/lifecycle/bulk.py);
     ``spatial_order=False`` sends each batch as read instead of grouped by pixel (which only
-    speeds up the maintenance of indexes that are there during the load).
+    speeds up the maintenance of indexes that are there during the load); ``direct=False``
+    COPYs into the partitioned parent even where its partitions could be loaded directly
+    (etl/partitions.py): the older path, kept to compare (``dpdb release load --legacy-load``);
+    ``keymap_rows``: each file also COPYs its keys into the table's key map, which has neither
+    key nor trigger while a release loads with deferred indexes (dpdb/lifecycle/bulk.py).
     """
     start = time.monotonic()
+    if not dry_run:
+        prepare(settings)
+        warm_adbc(settings)  # the driver's type catalog is read while the files' footers are read
     try:
         lay = layout(table)
     except KeyError:
@@ -141,6 +158,8 @@ def load(
     loader.checksums = dict(checksums or {})
     loader.parents = parents
     loader.spatial_order = spatial_order
+    loader.direct = direct and not dry_run and shards is None
+    loader.keymap_rows = keymap_rows and not dry_run and shards is None and target.partitioned
     summary = LoadSummary(canonical, into)
     summary.skipped_columns = {p: plans[p].ignored for p in files if plans[p].ignored}
     summary.derived_columns = {p: plans[p].derived for p in files if plans[p].derived}
@@ -193,6 +212,10 @@ class _FileLoader:
         self.checksums: dict[Path, str] = {}
         self.parents: Callable[[pa.RecordBatch], np.ndarray] | None = None
         self.spatial_order = True
+        self.direct = False
+        self.keymap_rows = False
+        self._direct_target: DirectTarget | None = None
+        self._direct_looked_up = False
         self._local = threading.local()
         self._opened = ExitStack()
         self._lock = threading.Lock()
@@ -237,6 +260,19 @@ class _FileLoader:
 
     def close(self) -> None:
         self._opened.close()
+
+    def _direct(self, lookup: psycopg.Connection, plan: ColumnPlan) -> DirectTarget | None:
+        """Where this file's rows can go partition by partition (etl/partitions.py), or None."""
+        if not (self.direct and self.spatial_order and self.target.partitioned):
+            return None
+        with self._lock:
+            if not self._direct_looked_up:
+                self._direct_target = direct_target(lookup, self.target.catalog, self.target.db_name)
+                self._direct_looked_up = True
+            found = self._direct_target
+        if found is None or not set(found.map_columns) <= set(self._schema(plan).names):
+            return None
+        return found
 
     def run(self, path: Path, plan: ColumnPlan, rows: int) -> FileResult:
         """Load one file (``rows`` rows, from its footer) in one transaction, or skip or refuse it."""
@@ -324,10 +360,26 @@ class _FileLoader:
             cur.execute(f"DELETE FROM {table} WHERE {LOAD_ID_COLUMN} IN ({ids})")
             manifest.remove_entries(cur, replaced)
         failure: list[BaseException] = []
-        batches = _prefetch(self._batches(path, plan, lookup, load_id, failure))
-        reader = pa.RecordBatchReader.from_batches(self._schema(plan), batches)
+        direct = self._direct(lookup, plan)
+        keymap_seconds = 0.0
+        depth = 3 if direct is None else PREFETCH  # decoding goes on while a flush COPYs
+        batches = _prefetch(self._batches(path, plan, lookup, load_id, failure), depth)
         try:
-            rows = cur.adbc_ingest(target.db_name, reader, mode="append", db_schema_name=target.catalog)
+            if direct is None:
+                keys = keymap_writer(lookup, target.catalog, target.db_name) if self.keymap_rows else None
+                stream = batches if keys is None else map(keys.take, batches)
+                reader = pa.RecordBatchReader.from_batches(self._schema(plan), stream)
+                rows = cur.adbc_ingest(target.db_name, reader, mode="append", db_schema_name=target.catalog)
+                if keys is not None:
+                    keys.write(cur)
+                    keymap_seconds = keys.seconds
+            else:
+                with closing(batches):
+                    writer = PartitionWriter(direct, cur, self._schema(plan))
+                    for batch in batches:
+                        writer.add(batch)
+                    rows = writer.finish()
+                keymap_seconds = writer.keymap_seconds
         except (adbc_driver_manager.Error, pa.ArrowException) as e:
             aconn.rollback()
             if isinstance(fp, _Hasher):  # a copy of a loaded file collides with its rows: skip it
@@ -348,7 +400,7 @@ class _FileLoader:
             manifest.set_checksum(cur, load_id, done.sha256)
         manifest.set_row_count(cur, load_id, rows)
         aconn.commit()
-        return FileResult(path, "replaced" if replaced else "loaded", rows, load_id)
+        return FileResult(path, "replaced" if replaced else "loaded", rows, load_id, keymap_seconds)
 
     def _loaded_copy(self, cur: adbc.Cursor, path: Path, hasher: _Hasher) -> FileResult | None:
         """The skip of a file whose content is already loaded under another path, if it is."""
@@ -546,7 +598,7 @@ class _Hasher:
 _HASH_CHUNK = 4 << 20
 
 
-def _prefetch(items: Iterator[pa.RecordBatch], depth: int = 3) -> Iterator[pa.RecordBatch]:
+def _prefetch(items: Iterator[pa.RecordBatch], depth: int = 3) -> Generator[pa.RecordBatch, None, None]:
     """Produce ``items`` in a background thread, so Parquet decoding and validation
     overlap with the COPY stream (both release the GIL in their C++ parts)."""
     queue: Queue[object] = Queue(maxsize=depth)

@@ -287,6 +287,7 @@ def test_citations_stay_verified_through_ingest_relink_activation_and_retention(
     relinked = archive.prompt.relink(linkage, processing_time=ahead.as_of_mjd_tai + 0.01)
     assert relinked.counts["diasources"] == 1
     assert archive.citations.resolve(ahead.citation_id).verified
+    assert archive.citations.resolve(pinned.citation_id).verified  # 61002.5 does not see the relink
     after = archive.query_arrow(LIGHT_CURVE, as_of=_latest(cloned))
     assert after.num_rows == before.num_rows - 1  # the catalog changed since the citation's instant
 
@@ -417,6 +418,92 @@ def test_a_citation_made_with_v1_still_resolves_and_verifies_with_v1(cloned: Set
     code, out = _run(cloned, "cite", "resolve", c.citation_id)
     assert code == 1 and out.strip().startswith("error: ") and len(out.strip().splitlines()) == 1, out
     assert "unknown hash method 'dpdb-rowset-v9'" in out
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="open (issue 21 report): an as-of instant counts as repeatable up to the latest release "
+    "activation, but prompt writes need only be later than the prompt catalog's own last write",
+)
+def test_an_instant_called_repeatable_keeps_its_answer_after_a_prompt_write(
+    cloned: Settings, tmp_path: Path
+) -> None:
+    """DPDD §2.5 for plain as-of queries: an answer labelled repeatable never changes. The demo
+    activates its releases at the wall clock, long after the prompt catalog's simulated processing
+    times, so instants in between are labelled repeatable while a prompt write may still come
+    before them."""
+    archive = dpdb.Archive(settings=cloned)
+    latest = _latest(cloned)
+    instant = latest + 0.4
+    before = archive.query_arrow(LIGHT_CURVE, as_of=instant)
+    assert before.schema.metadata[b"dpdb.as_of_repeatable"] == b"true"  # a release activated later
+    with psycopg.connect(dpdb.pg.conninfo(cloned)) as conn:
+        ss_object = conn.execute("SELECT min(ssObjectId) FROM prompt.SSObject").fetchone()[0]  # type: ignore[index]
+    linkage = tmp_path / "linkage"
+    linkage.mkdir()
+    moved = before.column("diaSourceId")[0].as_py()
+    pq.write_table(
+        pa.table(
+            {"diaSourceId": pa.array([moved], pa.int64()), "ssObjectId": pa.array([ss_object], pa.int64())}
+        ),
+        linkage / "SSSource.parquet",
+    )
+    archive.prompt.relink(linkage, processing_time=latest + 0.2)  # between: accepted
+    assert archive.query_arrow(LIGHT_CURVE, as_of=instant).num_rows == before.num_rows
+
+
+def test_a_prompt_write_racing_a_citation_is_waited_for_and_the_query_run_again(cloned: Settings) -> None:
+    """A citation at an instant the prompt catalog's writes have not passed yet, while a write before that
+    instant is in progress: the citation waits for it and runs the query again, so it holds the rows the
+    instant has for ever after (it is the last test on ``cloned``: its instant stops earlier writes)."""
+    import threading
+
+    archive = dpdb.Archive(settings=cloned)
+    latest = _latest(cloned)
+    instant, t = latest + 0.2, latest + 0.1  # past (before now), and a write in between
+    before = archive.query_arrow(LIGHT_CURVE, as_of=instant).num_rows
+    made: list = []
+    with _superuser(cloned) as writer, writer.transaction():  # a prompt write, as dpdb/prompt/order.py
+        writer.execute("SELECT pg_advisory_xact_lock(hashtext('dpdb.prompt.ingest'))")
+        writer.execute(
+            "CREATE TEMP TABLE extra ON COMMIT DROP AS SELECT * FROM prompt.diasource "
+            "WHERE diaobjectid = %s AND timewithdrawnmjdtai IS NULL ORDER BY midpointmjdtai LIMIT 1",
+            (DEMO_OBJECT,),
+        )
+        writer.execute(
+            "UPDATE extra SET diasourceid = (SELECT max(diasourceid) + 1 FROM prompt.diasource), "
+            "timeprocessedmjdtai = %s, midpointmjdtai = midpointmjdtai + 0.001",
+            (t,),
+        )
+        writer.execute("INSERT INTO prompt.diasource SELECT * FROM extra")
+        writer.execute(
+            "INSERT INTO dpdb_meta.prompt_relink (sha256, path, processing_time_mjd_tai, relinked_at, "
+            "n_ssobjects, n_diasources, n_diaobjects_deleted, n_diaobjects_updated, seconds) "
+            "VALUES ('race', 'test', %s, now(), 0, 1, 0, 0, 0)",
+            (t,),
+        )
+        citing = threading.Thread(target=lambda: made.append(archive.cite(LIGHT_CURVE, as_of=instant)))
+        citing.start()
+        with _superuser(cloned) as watch:  # until the citation, its query run, waits for the write
+            deadline = time.monotonic() + 30
+            while (
+                citing.is_alive()
+                and time.monotonic() < deadline
+                and watch.execute(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                ).fetchone()
+                == (0,)
+            ):
+                time.sleep(0.05)
+    citing.join(60)  # the write is committed: the citation goes on
+    assert len(made) == 1
+    c = made[0]
+    # the write's row, which the instant holds for ever after (a citation that did not wait holds
+    # the rows before the write, and resolving it would say the row count differs)
+    assert c.row_count == before + 1
+    assert archive.query_arrow(LIGHT_CURVE, as_of=instant).num_rows == c.row_count
+    assert archive.citations.resolve(c.citation_id).verified
 
 
 def _subprocess_env() -> dict[str, str]:

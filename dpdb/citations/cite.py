@@ -54,6 +54,7 @@ from dpdb.registry.citations import (
     ReleaseFact,
     find,
     get,
+    get_with_frontier,
     handle_of,
     insert_statement,
     inserted_citation,
@@ -62,7 +63,7 @@ from dpdb.registry.citations import (
     release_named,
     rows,
 )
-from dpdb.registry.prompt_log import latest_processing_time
+from dpdb.registry.prompt_log import frontier_after_writers, latest_processing_time
 from dpdb.registry.versions import applied_by
 
 from . import sqltext
@@ -262,9 +263,6 @@ def cite(
         The citation, and whether the same query at the same instant was cited before
         (then nothing is re-run: one query at one instant has one identifier).
     """
-    from dpdb._version import code_version
-    from dpdb.timeutil import iso_utc
-
     text = _check_text(sql_text)
     warnings = []
     if sqltext.has_unordered_limit(text):
@@ -284,44 +282,45 @@ def cite(
             pinned = sqltext.replace_schemas(text, mapping)
             pinned_release = mapping.get(release, release) if release is not None else None
             citation_id = make_id(sqltext.identity_text(pinned), pinned_release, instant)
-            existing = get(conn, citation_id)
+            # the prompt catalog's latest processing time, read before the query's snapshot is taken
+            existing, frontier = get_with_frontier(conn, citation_id)
             if existing is not None:
                 _audit(conn, "cite", arguments, f"ok: {citation_id} (existed)", start)
                 return Made(existing, True, warnings)
-            # The query runs (and its result is hashed) on a worker thread while this one asks the
-            # planner which tables it reads and reads the bookkeeping: the citation costs little more
-            # than the query itself (benchmarks/bench_cite.py).
-            running = _submit(_run_and_hash, settings, pinned, instant, pinned_release)
-            try:
-                schema_version = applied_by(conn)[0] or 0
-                tables = _tables_read(conn, pinned, instant, pinned_release)
-                catalogs = _catalogs(conn, tables)
-                # everything but the result's count and hash, while the query still runs
-                template = Citation(
-                    citation_id=citation_id,
-                    handle=handle_of(settings, citation_id),
-                    query=pinned,
-                    release=pinned_release,
-                    as_of_mjd_tai=instant,
-                    as_of_utc=iso_utc(instant),
-                    catalogs=catalogs,
-                    tables=[f"{s}.{t}" for s, t in tables],
-                    schema_version=schema_version,
-                    software_version=code_version(),
-                    row_count=0,
-                    result_sha256="",
-                    hash_method="",
-                    columns=[],
-                    title=title or _default_title(catalogs),
-                    creator=creator or user,
-                    created_at=None,  # type: ignore[arg-type]  # the database's now()
-                    created_by=user,
-                    query_seconds=0.0,
+            template: Citation | None = None
+            for _attempt in range(_ATTEMPTS):
+                # The query runs (and its result is hashed) on this thread while a worker asks the
+                # planner which tables it reads and reads the bookkeeping, which nearly always ends
+                # first: the citation costs little more than the query itself (benchmarks/bench_cite.py).
+                checking = None
+                if template is None:
+                    checking = _submit(
+                        _template, settings, conn, citation_id, pinned, pinned_release, instant, title,
+                        creator, user,
+                    )  # fmt: skip
+                try:
+                    _, digest, seconds = _run_and_hash(settings, pinned, instant, pinned_release)
+                except BaseException:
+                    if checking is not None:
+                        checking.result()  # the check's error is the one to report
+                    raise
+                if checking is not None:
+                    template = checking.result()
+                assert template is not None
+                if "prompt" not in template.catalogs or (frontier is not None and instant <= frontier):
+                    break  # every later prompt write comes after the instant (dpdb/prompt/order.py)
+                # The instant is later than the prompt catalog's last write: a write committed since the
+                # query's snapshot could have come before it. Once the citation is stored no write can
+                # (cited_time, sql/prompt_ingest.sql); until then the writers' lock is held shared.
+                now = frontier_after_writers(conn)
+                if now == frontier:
+                    break
+                conn.rollback()  # a write came in while the query ran: run it again
+                frontier = now
+            else:
+                raise CitationError(
+                    f"the prompt catalog changed {_ATTEMPTS} times while the query ran; cite it again"
                 )
-            except BaseException:
-                _drain(running)  # the check's error is the one to report
-                raise
-            _, digest, seconds = running.result()
             citation = dataclasses.replace(
                 template,
                 row_count=digest.rows,
@@ -346,6 +345,44 @@ def cite(
             _audit_failure(settings, conn, "cite", arguments, e, start)
             raise
     return Made(stored, not new, warnings)
+
+
+_ATTEMPTS = 3
+"""Runs of a query whose instant the prompt catalog's writes have not passed yet, while writes come in."""
+
+
+def _template(
+    settings: Settings, conn: psycopg.Connection, citation_id: str, pinned: str, release: str | None,
+    instant: float, title: str | None, creator: str | None, user: str,
+) -> Citation:  # fmt: skip
+    """Everything of the citation but the result's count and hash (filled while the query runs)."""
+    from dpdb._version import code_version
+    from dpdb.timeutil import iso_utc
+
+    schema_version = applied_by(conn)[0] or 0
+    tables = _tables_read(conn, pinned, instant, release)
+    catalogs = _catalogs(conn, tables)
+    return Citation(
+        citation_id=citation_id,
+        handle=handle_of(settings, citation_id),
+        query=pinned,
+        release=release,
+        as_of_mjd_tai=instant,
+        as_of_utc=iso_utc(instant),
+        catalogs=catalogs,
+        tables=[f"{s}.{t}" for s, t in tables],
+        schema_version=schema_version,
+        software_version=code_version(),
+        row_count=0,
+        result_sha256="",
+        hash_method="",
+        columns=[],
+        title=title or _default_title(catalogs),
+        creator=creator or user,
+        created_at=None,  # type: ignore[arg-type]  # the database's now()
+        created_by=user,
+        query_seconds=0.0,
+    )
 
 
 _T = TypeVar("_T")
@@ -374,7 +411,9 @@ def _run_and_hash(
     if method != METHOD_V2:
         result = run_query(settings, query, as_of=instant, release=release)
         return result, digest_table(result, method), time.perf_counter() - start
-    hasher = RowsetHasher(threaded=True)
+    from dpdb.query import STREAM_BATCH_BYTES
+
+    hasher = RowsetHasher(threaded=True, inline_below=STREAM_BATCH_BYTES // 2)
     try:
         result = run_query(settings, query, as_of=instant, release=release, on_batch=hasher.add)
         digest = hasher.finish(result.column_names, result.schema)
@@ -567,12 +606,16 @@ def resolve(settings: Settings, reference: str, *, record: bool = True) -> Resol
         arguments = {"id": c.citation_id}
         try:
             method = _method_of(c)
+            if not c.releases:  # nothing to look up while it runs: run here, without a thread hand-off
+                conn.rollback()  # nothing is held open while the query runs
+                result, found, seconds = _run_and_hash(settings, c.query, c.as_of_mjd_tai, c.release, method)
+                return _resolved(conn, c, result, found, seconds, [], "database", record, start)
             # The query is run at once, on a worker thread, while the states of the releases it read
             # are looked up: nearly always they are loaded and this run is the one (else it is dropped).
             speculative = _submit(_run_and_hash, settings, c.query, c.as_of_mjd_tai, c.release, method)
             running: Future | None = speculative
             try:
-                missing = _unavailable(c, release_facts(conn, c.releases) if c.releases else {})
+                missing = _unavailable(c, release_facts(conn, c.releases))
                 query, release, source = c.query, c.release, "database"
                 if missing:
                     _drain(speculative)  # it read a release that is not loaded: not the run we need
@@ -596,20 +639,28 @@ def resolve(settings: Settings, reference: str, *, record: bool = True) -> Resol
                 if missing:
                     raise CitationUnavailableError(_advice(c, missing)) from e
                 raise
-            differences = _compare(c, found)
-            if differences and missing:
-                raise CitationUnavailableError(
-                    _advice(c, missing) + " (the kept sample does not hold all of its rows)"
-                )
-            if record:
-                outcome = "verified" if not differences else "differs: " + "; ".join(differences)
-                # A resolution changes nothing: its audit entry does not wait for the WAL to reach the
-                # disk (the server flushes it within wal_writer_delay), one fsync less per resolution.
-                _audit(conn, "cite.resolve", arguments, outcome, start, durable=False)
+            return _resolved(conn, c, result, found, seconds, missing, source, record, start)
         except BaseException as e:
             if record:
                 _audit_failure(settings, conn, "cite.resolve", arguments, e, start)
             raise
+
+
+def _resolved(
+    conn: psycopg.Connection, c: Citation, result: pa.Table, found: ResultDigest,
+    seconds: float, missing: list[ReleaseFact], source: str, record: bool, start: float,
+) -> Resolution:  # fmt: skip
+    """Compare the re-run with the citation and record the outcome."""
+    differences = _compare(c, found)
+    if differences and missing:
+        raise CitationUnavailableError(
+            _advice(c, missing) + " (the kept sample does not hold all of its rows)"
+        )
+    if record:
+        outcome = "verified" if not differences else "differs: " + "; ".join(differences)
+        # A resolution changes nothing: its audit entry does not wait for the WAL to reach the
+        # disk (the server flushes it within wal_writer_delay), one fsync less per resolution.
+        _audit(conn, "cite.resolve", {"id": c.citation_id}, outcome, start, durable=False)
     return Resolution(c, not differences, found.rows, found.sha256, differences, result, source, seconds)
 
 

@@ -109,7 +109,7 @@ class RowsetHasher:
     Call :meth:`add` with every batch in the order they come, then :meth:`finish`.
     """
 
-    def __init__(self, *, threaded: bool = False) -> None:
+    def __init__(self, *, threaded: bool = False, inline_below: int = 0) -> None:
         self._schema: pa.Schema | None = None
         self._columns: list[_Column] = []
         self._batches: list[pa.RecordBatch] = []
@@ -120,10 +120,8 @@ class RowsetHasher:
         self._queue: queue.Queue[pa.RecordBatch | None] | None = None
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
-        if threaded:
-            self._queue = queue.Queue()
-            self._thread = threading.Thread(target=self._work, name="dpdb-rowset", daemon=True)
-            self._thread.start()
+        self._threaded = threaded
+        self._inline_below = inline_below
 
     @property
     def streaming(self) -> bool:
@@ -134,9 +132,19 @@ class RowsetHasher:
     # -- feeding ---------------------------------------------------------------------------------
 
     def add(self, batch: pa.RecordBatch) -> None:
-        """Hash (or queue) the next batch of the result."""
+        """Hash (or queue) the next batch of the result.
+
+        Threaded, a first batch of fewer than ``inline_below`` bytes is hashed at once, by the caller:
+        a batch smaller than the fetch's batch size is the whole result, and a thread woken for it
+        costs more than it saves on a busy machine (the wake-up, not the hashing:
+        benchmarks/README.md). Any other batch starts the thread."""
         if self._queue is not None:
             self._queue.put(batch)
+        elif self._threaded and (self._schema is not None or batch.nbytes >= self._inline_below):
+            self._queue = queue.Queue()
+            self._queue.put(batch)
+            self._thread = threading.Thread(target=self._work, name="dpdb-rowset", daemon=True)
+            self._thread.start()
         else:
             self._add(batch)
 

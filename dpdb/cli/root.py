@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -10,22 +11,6 @@ import click
 
 from ..config import Settings, get_settings
 from ..errors import first_line
-from . import (  # noqa: F401 (backup adds its commands to the db group)
-    backup,
-    cite,
-    db,
-    demo,
-    files,
-    hats,
-    plot,
-    prompt,
-    provenance,
-    query,
-    release,
-    schema,
-    serve,
-    shard,
-)
 from ._common import DpdbGroup
 
 __all__ = ["cli", "main"]
@@ -39,7 +24,44 @@ def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> 
         ctx.exit()
 
 
-@click.group(cls=DpdbGroup, context_settings={"help_option_names": ["-h", "--help"]})
+_COMMANDS = {
+    "db": ("db", "db"),
+    "schema": ("schema", "schema"),
+    "load": ("files", "load_cmd"),
+    "export": ("files", "export_cmd"),
+    "prompt": ("prompt", "prompt"),
+    "query": ("query", "query"),
+    "release": ("release", "release"),
+    "plot": ("plot", "plot"),
+    "provenance": ("provenance", "provenance_cmd"),
+    "demo": ("demo", "demo"),
+    "serve": ("serve", "serve"),
+    "cite": ("cite", "cite"),
+    "hats": ("hats", "hats"),
+    "shard": ("shard", "shard"),
+}
+"""Command name -> (module of dpdb.cli, attribute)."""
+
+
+class _RootGroup(DpdbGroup):
+    """The root group: a command's module is imported when that command runs (or ``--help`` lists it),
+    so ``dpdb release load`` does not pay for importing the portal, the plots or the demo."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(_COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in _COMMANDS:
+            return None
+        module_name, attr = _COMMANDS[name]
+        module = importlib.import_module(f"{__package__}.{module_name}")
+        if module_name == "db":
+            importlib.import_module(f"{__package__}.backup")  # adds its commands to the db group
+        command: click.Command = getattr(module, attr)
+        return command
+
+
+@click.group(cls=_RootGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--dsn", envvar="DPDB_DSN", help=Settings.model_fields["dsn"].description)
 @click.option("--home", type=click.Path(path_type=Path), help=Settings.model_fields["home"].description)
 @click.option("--debug", is_flag=True, help="Show tracebacks on errors.")
@@ -61,13 +83,6 @@ def cli(ctx: click.Context, dsn: str | None, home: Path | None, debug: bool, ver
         ctx.obj = get_settings(dsn=dsn, home=home)
     except Exception as e:  # pydantic validation of DPDB_* variables
         raise click.UsageError(f"invalid configuration: {first_line(e)}") from e
-
-
-for command in (
-    db.db, schema.schema, files.load_cmd, files.export_cmd, prompt.prompt, query.query, release.release,
-    plot.plot, provenance.provenance_cmd, demo.demo, serve.serve, cite.cite, hats.hats, shard.shard,
-):  # fmt: skip
-    cli.add_command(command)
 
 
 def main() -> None:

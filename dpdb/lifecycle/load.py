@@ -22,7 +22,7 @@ import psycopg
 
 from dpdb.access import grant_loader
 from dpdb.config import Settings
-from dpdb.db import connect
+from dpdb.db import connect, prepare
 from dpdb.errors import ReleaseStateError, ValidationError
 from dpdb.etl import release_dir
 from dpdb.etl.load import LoadSummary, load
@@ -30,6 +30,7 @@ from dpdb.etl.pixelmap import PixelMap
 from dpdb.etl.release_dir import FileEntry
 from dpdb.etl.validate import target_table
 from dpdb.model.layout import RELEASE_TABLES, layout
+from dpdb.pg import warm_adbc
 from dpdb.registry.catalogs import create_catalog, find_catalog
 from dpdb.registry.releases import NOW, Release, get_release, set_state
 from dpdb.registry.states import WRITABLE, CatalogKind, ReleaseState, names
@@ -50,6 +51,7 @@ class LoadResult:
     seconds: float
     index_seconds: float = 0.0  # building the deferred indexes and key maps (0: indexes kept)
     keymap_seconds: float = 0.0  # of which filling and keying the key maps (summed over connections)
+    keymap_load_seconds: float = 0.0  # the files' COPYs of their keys into the key maps, summed over streams
 
 
 def load_release(
@@ -70,6 +72,8 @@ def load_release(
     ``keymaps=False`` leaves the deferred key maps unbuilt: only to measure what the check of keys
     across the whole release costs (benchmarks/bench_release.py).
     """
+    prepare(settings)  # the server is up: the driver's type catalog is read while the checksums are verified
+    warm_adbc(settings)
     manifest = release_dir.verify(directory)
     with connect(settings) as conn:
         rel = get_release(conn, name)
@@ -94,6 +98,7 @@ def restore_release(settings: Settings, name: str, *, jobs: int = 2, legacy: boo
         if rel.state not in (ReleaseState.ARCHIVED, ReleaseState.RESTORING) or not rel.archive_path:
             raise ReleaseStateError(f"release {name} is {rel.state}; only archived releases can be restored")
     directory = Path(rel.archive_path)
+    warm_adbc(settings)  # the driver's type catalog is read while the checksums are verified
     manifest = release_dir.verify(directory)
     with connect(settings) as conn:
         if find_catalog(conn, name) is None:  # not re-created yet by an interrupted restore
@@ -162,13 +167,14 @@ def _load_tables(
                 summaries.append(
                     load(
                         settings, table, [root / f.path for f in files], into=name, jobs=jobs,
-                        progress=progress, ignore_extra=hats,
+                        progress=progress, ignore_extra=hats, direct=False,
                     )  # fmt: skip
                 )
     else:
         summaries = _load_parallel(
-            settings, name, root, manifest, jobs, progress, hats, checksums, spatial_order=deferred is None
-        )
+            settings, name, root, manifest, jobs, progress, hats, checksums, spatial_order=deferred is None,
+            keymap_rows=deferred is not None and keymaps,
+        )  # fmt: skip
     if deferred is not None:
         deferred.build(settings, jobs, keymaps=keymaps)
         log.info(
@@ -182,7 +188,10 @@ def _load_tables(
         skipped += sum(f.status == "skipped" for f in summary.files)
         log.info("%s", summary.line())
     built = (deferred.build_seconds, deferred.keymap_seconds) if deferred else (0.0, 0.0)
-    return LoadResult(name, rows, skipped, time.monotonic() - start, *built)
+    return LoadResult(
+        name, rows, skipped, time.monotonic() - start, *built,
+        keymap_load_seconds=sum(s.keymap_seconds for s in summaries),
+    )  # fmt: skip
 
 
 def _load_parallel(
@@ -195,6 +204,7 @@ def _load_parallel(
     hats: bool,
     checksums: dict[Path, str],
     spatial_order: bool = True,
+    keymap_rows: bool = False,
 ) -> list[LoadSummary]:
     """Every table's files at once, ``jobs`` streams, largest groups first.
 
@@ -230,6 +240,7 @@ def _load_parallel(
         return load(
             settings, table, paths, into=name, progress=progress, ignore_extra=hats,
             checksums=checksums, parents=maps.get(table), spatial_order=spatial_order,
+            keymap_rows=keymap_rows,
         )  # fmt: skip
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

@@ -14,12 +14,14 @@ import adbc_driver_postgresql.dbapi as adbc
 
 from dpdb.errors import ValidationError
 from dpdb.named_sql import named_blocks
+from dpdb.registry.prompt_log import WRITER_LOCK
 from dpdb.timeutil import iso_utc, now_mjd_tai
 
 __all__ = ["LOCK", "PromptChange"]
 
-LOCK = "dpdb.prompt.ingest"
-"""Transaction advisory lock (hashtext) held by visit ingests and relinks."""
+LOCK = WRITER_LOCK
+"""Transaction advisory lock (hashtext) held by visit ingests and relinks (a citation takes it shared
+while it stores an instant the catalog's writes have not passed yet, dpdb/citations/cite.py)."""
 
 
 class PromptChange:

@@ -35,6 +35,7 @@ __all__ = [
     "insert_statement",
     "inserted_citation",
     "get",
+    "get_with_frontier",
     "find",
     "all_citations",
     "citing",
@@ -209,6 +210,22 @@ def get(conn: psycopg.Connection, citation_id: str) -> Citation | None:
             (citation_id,),
         ).fetchone()
     return _from_row(row) if row else None
+
+
+def get_with_frontier(conn: psycopg.Connection, citation_id: str) -> tuple[Citation | None, float | None]:
+    """:func:`get` and the prompt catalog's latest processing time (``prompt_log``), in one round trip."""
+    from .prompt_log import LATEST_TIME_SQL
+
+    with conn.pipeline(), conn.cursor(row_factory=dict_row) as cur, conn.cursor() as latest:
+        cur.execute(
+            f"SELECT {_COLUMNS} FROM dpdb_meta.citation WHERE citation_id = %s",  # noqa: S608
+            (citation_id,),
+        )
+        latest.execute(LATEST_TIME_SQL)
+        row = cur.fetchone()
+        frontier = latest.fetchone()
+    found = _from_row(row) if row else None
+    return found, float(frontier[0]) if frontier and frontier[0] is not None else None
 
 
 def _parse_reference(text: str) -> str | None:

@@ -16,6 +16,8 @@ import psycopg
 from psycopg.rows import dict_row
 
 __all__ = [
+    "WRITER_LOCK",
+    "frontier_after_writers",
     "ingested_visits",
     "last_visit",
     "latest_processing_time",
@@ -41,12 +43,33 @@ def last_visit(conn: psycopg.Connection) -> int | None:
     return int(row[0]) if row and row[0] is not None else None
 
 
+LATEST_TIME_SQL = (  # the latest processing time held
+    "SELECT greatest((SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit), "
+    "(SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_relink))"
+)
+
+
+WRITER_LOCK = "dpdb.prompt.ingest"
+"""Transaction advisory lock (``hashtext``) every prompt catalog change holds (dpdb/prompt/order.py)."""
+
+
+def frontier_after_writers(conn: psycopg.Connection) -> float | None:
+    """:func:`latest_processing_time` once no prompt write is in progress, in the caller's transaction.
+
+    Takes :data:`WRITER_LOCK` shared until the transaction ends: a write in progress is waited for
+    (its processing time is then seen), and none starts before the caller commits. The two statements
+    go in one round trip; the second reads with a snapshot taken after the lock is granted.
+    """
+    with conn.pipeline():
+        conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (WRITER_LOCK,))
+        cur = conn.execute(LATEST_TIME_SQL)
+    row = cur.fetchone()
+    return float(row[0]) if row and row[0] is not None else None
+
+
 def latest_processing_time(conn: psycopg.Connection) -> float | None:
     """The prompt catalog's latest processing time (visit ingest or daytime relink), MJD TAI."""
-    row = conn.execute(
-        "SELECT greatest((SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit), "
-        "(SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_relink))"
-    ).fetchone()
+    row = conn.execute(LATEST_TIME_SQL).fetchone()
     return float(row[0]) if row and row[0] is not None else None
 
 

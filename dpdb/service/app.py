@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def create_app(
-    archive: Archive, *, limits: Limits | None = None, job_dir: str | Path | None = None
+    archive: Archive, *, limits: Limits | None = None, job_dir: str | Path | None = None,
+    fast_sync: bool = True,
 ) -> FastAPI:
     """The dpdb web app for ``archive``: the IVOA TAP 1.1 service at ``/tap``.
 
@@ -34,6 +35,9 @@ def create_app(
         The TAP limits (MAXREC, upload size, timeouts); default :class:`dpdb.tap.run.Limits`.
     job_dir
         Folder of the async jobs' results (default ``<DPDB_HOME>/tap-jobs``).
+    fast_sync
+        Answer ``/tap/sync`` queries of kept shapes on the event loop (:mod:`dpdb.tap.fastsync`);
+        False: every sync query through the FastAPI route (benchmarks compare the two).
     """
     from ..db import connect
     from ..tap.router import TapService, tap_router
@@ -53,12 +57,19 @@ def create_app(
         jobs.start()
         yield
         jobs.stop()
+        from ..tap.engine import close_async_pools
+
+        await close_async_pools()  # the sync path's kept connections of this event loop
 
     app = FastAPI(title="dpdb", version=code_version(), lifespan=lifespan, docs_url=None, redoc_url=None)
     app.state.archive = archive
     app.state.tap = service
     app.include_router(tap_router(service), prefix="/tap")
     from ..tap.auth import Authenticator, BasicAuthMiddleware
+    from ..tap.fastsync import SyncFastPath
+
+    if fast_sync:  # added first: inside the login middleware (each request runs as its login)
+        app.add_middleware(SyncFastPath, service=service, path="/tap/sync")
 
     app.add_middleware(BasicAuthMiddleware, authenticator=Authenticator(archive, anonymous=limits.anonymous))
     from ..portal import mount_portal

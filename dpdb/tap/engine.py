@@ -30,6 +30,7 @@ the general path.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -42,8 +43,8 @@ import pyarrow as pa
 from ..config import Settings
 from ..errors import QueryError
 
-__all__ = ["FastResult", "run_fast", "final_text", "as_of_text", "run_final", "as_of_views", "CannotRunFast",
-           "ReaderPool"]
+__all__ = ["FastResult", "run_fast", "final_text", "as_of_text", "run_final", "run_final_async",
+           "as_of_views", "CannotRunFast", "ReaderPool", "AsyncReaderPool"]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ class ReaderPool:
         try:
             _check_reader(conn, self.info)
             check_compatible(conn)
+            conn.prepare_threshold = None  # see _PREPARED
+            conn.execute(_PREPARE_STATES)
         except BaseException:
             conn.close()
             raise
@@ -176,7 +179,7 @@ _RECENT_S = 1.0
 
 
 def pool_for(settings: Settings) -> ReaderPool:
-    """The process's pool of the reader login of ``settings`` (half its connection limit)."""
+    """The process's pool of the reader login of ``settings`` (a quarter of its connection limit)."""
     import time
 
     from ..readers import reader_conninfo
@@ -189,7 +192,9 @@ def pool_for(settings: Settings) -> ReaderPool:
     with _pools_lock:
         found = _pools.get(info)
         if found is None:
-            found = _pools[info] = ReaderPool(settings, max(1, settings.reader_login_connections // 2))
+            # a quarter of its connections: the event loop's pool (AsyncReaderPool, most sync queries)
+            # keeps up to half, so a quarter stays for ADBC and the general path
+            found = _pools[info] = ReaderPool(settings, max(1, settings.reader_login_connections // 4))
         if len(_recent) > 64:
             _recent.clear()
         _recent[id(settings)] = (settings, found, now)
@@ -249,24 +254,35 @@ def as_of_text(settings: Settings, text: str, *, reads_prompt: bool) -> tuple[st
     return rewrite_as_of(text, set(views)), [AS_OF_SCHEMA]
 
 
-def run_final(settings: Settings, text: str, *, reads_prompt: bool, many: bool = False) -> FastResult:
-    """Run ``text`` as :func:`final_text` made it (see :func:`run_fast`). ``many``: the query asks for
-    more rows than psycopg fetches (its own TOP): straight to ADBC, without trying psycopg first."""
+def _state(settings: Settings, reads_prompt: bool) -> tuple[str, dict[str, str]]:
+    """The state statement (see the module) and its parameters."""
     from ..as_of_rewrite import AS_OF_SCHEMA
 
     params: dict[str, str] = {
         "timeout": str(int(settings.reader_statement_timeout * 1000)),
         "check": f"{int(settings.reader_connection_check_interval * 1000)}ms",
     }
-    state_sql = _STATE
-    if reads_prompt:
-        state_sql = _STATE_AS_OF
-        params["path"] = f"{AS_OF_SCHEMA}, public"
+    if not reads_prompt:
+        return _STATE, params
+    params["path"] = f"{AS_OF_SCHEMA}, public"
+    return _STATE_AS_OF, params
+
+
+def run_final(
+    settings: Settings, text: str, *, reads_prompt: bool, many: bool = False, single: bool = False
+) -> FastResult:
+    """Run ``text`` as :func:`final_text` made it (see :func:`run_fast`). ``many``: the query asks for
+    more rows than psycopg fetches (its own TOP): straight to ADBC, without trying psycopg first.
+    ``single``: ``text`` is known to be one statement (:func:`one_statement`): the statements go to
+    the server as one message (:func:`_message`)."""
+    state_sql, params = _state(settings, reads_prompt)
     if many:
         return _run_adbc(settings, _literal_state(state_sql, params), text)
     pool = pool_for(settings)
     for attempt in (1, 2):
         try:
+            if single:
+                return _run_message(pool, _message(state_sql, params, text), state_sql, params, text)
             return _run(pool, state_sql, params, text)
         except _Stale as e:
             pool.discard_idle()
@@ -278,6 +294,7 @@ def run_final(settings: Settings, text: str, *, reads_prompt: bool, many: bool =
 _BEGIN = b"BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
 """Repeatable read: the snapshot taken by the state statement is the query's too (read committed would
 take a new one per statement, and a change committed in between would be read but not recorded)."""
+_FETCH = b"FETCH FORWARD %d FROM dpdb_result"
 
 
 class _Stale(Exception):
@@ -286,10 +303,11 @@ class _Stale(Exception):
 
 _SMALL = 10_000
 """Results up to this many rows come through psycopg; larger ones through ADBC (binary COPY to Arrow)."""
+_FETCH_SMALL = _FETCH % (_SMALL + 1)
 
 
 def _run(pool: ReaderPool, state_sql: str, params: dict[str, str], text: str) -> FastResult:
-    from ..query import _canonical, _server_message
+    from ..query import _server_message
 
     with pool.connection() as conn:
         state_cur = conn.cursor()
@@ -298,29 +316,320 @@ def _run(pool: ReaderPool, state_sql: str, params: dict[str, str], text: str) ->
         try:
             with conn.pipeline():  # one round trip: the connection is in autocommit, the statements
                 conn.execute(_BEGIN)  # make the transaction: one snapshot for the state and the rows
-                state_cur.execute(state_sql.encode(), params, prepare=True)  # planned once per connection
+                state_cur.execute(_state_text(state_sql, tuple(params.items())))  # prepared when opened
                 # bytes: the translated statement, one statement only (the extended protocol refuses more)
                 conn.execute(b"DECLARE dpdb_result NO SCROLL CURSOR FOR " + text.encode())
-                cur.execute(f"FETCH FORWARD {_SMALL + 1} FROM dpdb_result".encode())
+                cur.execute(_FETCH_SMALL)
                 conn.execute(b"ROLLBACK")
             started = True
             state = state_cur.fetchone()
-            if state is None or state[-3] is None:
-                raise CannotRunFast("no committed change has a time yet")
             description = cur.description or []
             rows = cur.fetchall()
-            large = len(rows) > _SMALL
-            state_text = psycopg.ClientCursor(conn).mogrify(state_sql, params) if large else ""
         except psycopg.OperationalError as e:
             if not started and conn.broken:
                 raise _Stale(str(e)) from e
             raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
         except psycopg.Error as e:
+            if _missing_state(e):
+                raise _Stale(str(e)) from e
             raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
-    if large:  # run again, all of it, where the rows come as Arrow (its own snapshot and state)
-        return _run_adbc(pool.settings, state_text, text)
+    if len(rows) > _SMALL:  # run again, all of it, where the rows come as Arrow (its own snapshot and state)
+        return _run_adbc(pool.settings, _literal_state(state_sql, params), text)
+    return _small_result(state, rows, description)
+
+
+def one_statement(text: str) -> bool:
+    """Whether ``text`` is certainly one SQL statement and nothing else: no ``;`` outside quotes, no
+    comment, no dollar quote or backslash (what a lexer could read otherwise). Only such a statement
+    is sent inside a multi-statement message (:func:`_message`)."""
+    from sqlglot.dialects.postgres import Postgres
+    from sqlglot.errors import TokenError
+    from sqlglot.tokens import TokenType
+
+    if "$" in text or "\\" in text or "--" in text or "/*" in text or "*/" in text:
+        return False
+    try:
+        tokens = Postgres().tokenize(text)
+    except (TokenError, ValueError):
+        return False
+    return bool(tokens) and not any(t.token_type == TokenType.SEMICOLON or t.comments for t in tokens)
+
+
+_PREPARED = {_STATE: "dpdb_state", _STATE_AS_OF: "dpdb_state_as_of"}
+"""The state statements, prepared by name on each kept connection when it opens (``_PREPARE_STATES``)
+and run with ``EXECUTE``: planned once per connection. psycopg's own prepared statements are off on
+these connections (``prepare_threshold = None``): psycopg deallocates every prepared statement of a
+connection, these too, after a ROLLBACK once it has prepared one itself (psycopg/_preparing.py)."""
+_ARGS = ("timeout", "check", "path")
+
+
+def _prepare_text(state_sql: str) -> bytes:
+    body = state_sql
+    for i, name in enumerate(_ARGS, 1):
+        body = body.replace(f"%({name})s", f"${i}")
+    count = sum(f"%({name})s" in state_sql for name in _ARGS)
+    return f"PREPARE {_PREPARED[state_sql]} ({', '.join(['text'] * count)}) AS {body}".encode()
+
+
+_PREPARE_STATES = b";\n".join(_prepare_text(s) for s in _PREPARED)
+
+
+@functools.lru_cache(maxsize=64)
+def _state_text(state_sql: str, params: tuple[tuple[str, str], ...]) -> bytes:
+    """``EXECUTE`` of the prepared state statement, its parameters (the service's own values) written in."""
+    from psycopg import sql
+
+    values = dict(params)
+    args = ", ".join(sql.Literal(values[name]).as_string(None) for name in _ARGS if name in values)
+    return f"EXECUTE {_PREPARED[state_sql]}({args})".encode()
+
+
+def _missing_state(e: psycopg.Error) -> bool:
+    """The connection lost its prepared state statements (someone deallocated them): open another."""
+    return isinstance(e, psycopg.errors.InvalidSqlStatementName)
+
+
+def _message(state_sql: str, params: dict[str, str], text: str) -> bytes:
+    """The statements of :func:`_run` as one simple-query message (one packet, one reply to read): the
+    transaction, the state (parameters written in), the cursor over ``text``, its first rows in
+    binary, the rollback. ``text`` must be :func:`one_statement`; the server parses the message
+    whole before running any of it, and a failing statement stops the rest."""
+    return b"".join((_BEGIN, b";\n", _state_text(state_sql, tuple(params.items())),
+                     b";\nDECLARE dpdb_result BINARY NO SCROLL CURSOR FOR ", text.encode(), b";\n",
+                     _FETCH_SMALL, b";\nROLLBACK"))  # fmt: skip
+
+
+def _run_message(pool: ReaderPool, message: bytes, state_sql: str, params: dict[str, str],
+                 text: str) -> FastResult:  # fmt: skip
+    """:func:`_run` with the statements as one message (:func:`_message`)."""
+    from ..query import _server_message
+
+    with pool.connection() as conn:
+        cur = conn.cursor()
+        started = False
+        try:
+            cur.execute(message, prepare=False)  # no parameters: the simple-query protocol, results in order
+            started = True
+            state, rows, description = _message_results(cur)
+        except psycopg.OperationalError as e:
+            if not started and conn.broken:
+                raise _Stale(str(e)) from e
+            raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
+        except psycopg.Error as e:
+            if _missing_state(e):
+                raise _Stale(str(e)) from e
+            raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
+    if len(rows) > _SMALL:
+        return _run_adbc(pool.settings, _literal_state(state_sql, params), text)
+    return _small_result(state, rows, description)
+
+
+def _message_results(cur: psycopg.Cursor) -> tuple[tuple | None, list[tuple], list]:
+    """(state row, rows, description) of a :func:`_message`'s results, in order."""
+    cur.nextset()  # BEGIN -> the state
+    state = cur.fetchone()
+    cur.nextset()  # -> DECLARE
+    cur.nextset()  # -> FETCH
+    return state, cur.fetchall(), cur.description or []
+
+
+def _small_result(state: tuple | None, rows: list[tuple], description: list) -> FastResult:
+    from ..query import _canonical
+
+    if state is None or state[-3] is None:
+        raise CannotRunFast("no committed change has a time yet")
     table = pa.Table.from_batches([_batch(rows, description)])
     return FastResult(_canonical(table), float(state[-3]), state[-2], state[-1])
+
+
+# -- the same on the event loop (psycopg's asyncio connections) ----------------------------------------
+
+
+class AsyncReaderPool:
+    """Kept asyncio psycopg connections of one reader login on one event loop (at most ``size`` open,
+    reused LIFO): the service's sync endpoint runs small queries on its event loop without a thread."""
+
+    def __init__(self, settings: Settings, size: int) -> None:
+        import asyncio
+
+        from ..readers import reader_conninfo
+
+        self.settings = settings
+        self.info = reader_conninfo(settings)
+        self._idle: list[psycopg.AsyncConnection] = []
+        self._slots = asyncio.Semaphore(size)
+        self._checked = False
+
+    async def _open(self) -> psycopg.AsyncConnection:
+        import asyncio
+
+        if not self._checked:  # the checks of ReaderPool._open, once, on a kept connection: on a thread
+            await asyncio.to_thread(_check_login, self.settings)
+            self._checked = True
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.info, connect_timeout=10, autocommit=True)
+        except psycopg.OperationalError as e:
+            from ..errors import ServerError
+            from ..pg import _redact
+
+            raise ServerError(f"cannot connect to PostgreSQL ({_redact(self.info)}): {e}") from e
+        try:
+            conn.prepare_threshold = None  # see _PREPARED
+            await conn.execute(_PREPARE_STATES)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    @contextlib.asynccontextmanager
+    async def connection(self):  # -> AsyncIterator[psycopg.AsyncConnection]
+        """A connection in no transaction; back to the pool after use (closed if it broke)."""
+        async with self._slots:
+            conn = self._idle.pop() if self._idle else await self._open()
+            try:
+                yield conn
+            finally:
+                if conn.broken or conn.closed:
+                    await conn.close()
+                elif conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                    self._idle.append(conn)
+                else:
+                    try:
+                        await conn.execute(b"ROLLBACK")
+                        self._idle.append(conn)
+                    except psycopg.Error:
+                        await conn.close()
+
+    def busy(self) -> bool:
+        """Every connection is in use: a new query would wait for one."""
+        return self._slots.locked()
+
+    def discard_idle(self) -> None:
+        """Drop the idle connections (a stale one was found: the server restarted)."""
+        while self._idle:
+            conn = self._idle.pop()
+            conn.pgconn.finish()  # no await: the server is gone or the pool is dropped
+
+
+def _check_login(settings: Settings) -> None:
+    """The server is up, the login may not write, the schema is this code's (as ReaderPool._open), checked
+    on a connection of the login's ReaderPool (no connection beyond the pools' own)."""
+    from ..pg import check_compatible
+
+    with pool_for(settings).connection() as conn:
+        check_compatible(conn)
+
+
+_async_pools: dict[tuple[int, str], tuple[object, AsyncReaderPool]] = {}
+
+
+def async_pool_for(settings: Settings) -> AsyncReaderPool:
+    """The running event loop's pool of the reader login of ``settings``."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    info = pool_for(settings).info
+    key = (id(loop), info)
+    found = _async_pools.get(key)
+    if found is None or found[0] is not loop:
+        if len(_async_pools) > 64:  # pools of event loops that are gone (tests)
+            _async_pools.clear()
+        # half the login's connections (the threads' pool keeps up to a quarter: a quarter stays for
+        # ADBC and the general path)
+        size = max(1, settings.reader_login_connections // 2)
+        found = _async_pools[key] = (loop, AsyncReaderPool(settings, size))
+    return found[1]
+
+
+async def close_async_pools() -> None:
+    """Close the running event loop's kept connections (the service's shutdown)."""
+    import asyncio
+
+    loop = asyncio.get_running_loop()
+    for key, (owner, pool) in list(_async_pools.items()):
+        if owner is loop:
+            del _async_pools[key]
+            while pool._idle:
+                await pool._idle.pop().close()
+
+
+async def run_final_async(
+    settings: Settings, text: str, *, reads_prompt: bool, single: bool = False
+) -> FastResult | None:
+    """:func:`run_final` on the event loop; None: the result has more than 10,000 rows (the caller runs it
+    with :func:`run_final` ``many=True`` on a thread: ADBC)."""
+    state_sql, params = _state(settings, reads_prompt)
+    pool = async_pool_for(settings)
+    for attempt in (1, 2):
+        try:
+            if single:
+                return await _run_message_async(pool, _message(state_sql, params, text))
+            return await _run_async(pool, state_sql, params, text)
+        except _Stale as e:
+            pool.discard_idle()
+            if attempt == 2:
+                raise QueryError(f"query failed: {e}") from e
+    raise AssertionError("unreachable")
+
+
+async def _run_async(
+    pool: AsyncReaderPool, state_sql: str, params: dict[str, str], text: str
+) -> FastResult | None:
+    from ..query import _server_message
+
+    async with pool.connection() as conn:
+        state_cur = conn.cursor()
+        cur = conn.cursor(binary=True)
+        started = False
+        try:
+            async with conn.pipeline():  # as _run: one round trip, one snapshot, one statement
+                await conn.execute(_BEGIN)
+                await state_cur.execute(_state_text(state_sql, tuple(params.items())))
+                await conn.execute(b"DECLARE dpdb_result NO SCROLL CURSOR FOR " + text.encode())
+                await cur.execute(_FETCH_SMALL)
+                await conn.execute(b"ROLLBACK")
+            started = True
+            state = await state_cur.fetchone()
+            description = cur.description or []
+            rows = await cur.fetchall()
+        except psycopg.OperationalError as e:
+            if not started and conn.broken:
+                raise _Stale(str(e)) from e
+            raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
+        except psycopg.Error as e:
+            if _missing_state(e):
+                raise _Stale(str(e)) from e
+            raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
+    if len(rows) > _SMALL:
+        return None
+    return _small_result(state, rows, description)
+
+
+async def _run_message_async(pool: AsyncReaderPool, message: bytes) -> FastResult | None:
+    from ..query import _server_message
+
+    async with pool.connection() as conn:
+        cur = conn.cursor()
+        started = False
+        try:
+            await cur.execute(message, prepare=False)  # as _run_message; the results are all read here
+            started = True
+            cur.nextset()
+            state = await cur.fetchone()
+            cur.nextset()
+            cur.nextset()
+            rows, description = await cur.fetchall(), cur.description or []
+        except psycopg.OperationalError as e:
+            if not started and conn.broken:
+                raise _Stale(str(e)) from e
+            raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
+        except psycopg.Error as e:
+            if _missing_state(e):
+                raise _Stale(str(e)) from e
+            raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
+    if len(rows) > _SMALL:
+        return None
+    return _small_result(state, rows, description)
 
 
 def _literal_state(state_sql: str, params: dict[str, str]) -> str:

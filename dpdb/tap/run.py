@@ -25,7 +25,8 @@ from ..errors import DpdbError
 from .adql import AdqlError, Translation, translate
 from .output import ResultInfo, resolve_format, write_result
 
-__all__ = ["TapError", "TapParams", "Limits", "parse_params", "run_query", "service_sql", "QueryOutcome"]
+__all__ = ["TapError", "TapParams", "Limits", "parse_params", "run_query", "service_sql", "QueryOutcome",
+           "outcome", "fast_read", "asks_many", "user_message"]
 
 log = logging.getLogger(__name__)
 
@@ -332,17 +333,25 @@ def _run_fast(archive, params: TapParams) -> tuple[pa.Table, Translation, float,
         return None
     try:
         statement = _fast_statement(archive, params)
-        translation = statement.translation
-        # a query whose own TOP asks for more rows than psycopg fetches goes straight to ADBC
-        many = not translation.overflow_possible and (translation.row_limit or 0) > _MANY
-        result = run_final(archive.settings, statement.text, reads_prompt=statement.reads_prompt, many=many)
+        result = run_final(archive.settings, statement.text, reads_prompt=statement.reads_prompt,
+                           many=asks_many(statement.translation), single=statement.single)  # fmt: skip
     except CannotRunFast as e:
         log.info("TAP query on the general path (%s)", e)
         return None
     except TapError:
         raise
     except DpdbError as e:
-        raise TapError(_user_message(str(e))) from e
+        raise TapError(user_message(str(e))) from e
+    return fast_read(statement.translation, result)
+
+
+def asks_many(translation: Translation) -> bool:
+    """A query whose own TOP asks for more rows than psycopg fetches: it goes straight to ADBC."""
+    return not translation.overflow_possible and (translation.row_limit or 0) > _MANY
+
+
+def fast_read(translation: Translation, result: Any) -> tuple[pa.Table, Translation, float, dict[str, str]]:
+    """(rows, translation, instant, schemas read) of a fast-path result (:class:`engine.FastResult`)."""
     names = {"current": result.current, "previous": result.previous}
     read = {s: names.get(s) or s for s, _ in translation.tables if s}
     for alias in ("current", "previous"):
@@ -356,7 +365,7 @@ def run_query(archive, params: TapParams) -> QueryOutcome:
     fast = _run_fast(archive, params)
     if fast is not None:
         table, translation, instant, read = fast
-        return _outcome(table, translation, instant, read, params, archive)
+        return outcome(table, translation, instant, read, params, archive)
     translation, instant, read, reads_prompt = prepare(archive, params)
     # The prompt catalog is read as of the recorded instant even without ASOF, so that the
     # instant in the result reproduces it exactly.
@@ -372,11 +381,11 @@ def run_query(archive, params: TapParams) -> QueryOutcome:
             translation.sql, as_of=as_of, release=release, provisional=params.as_of is None
         )
     except DpdbError as e:
-        raise TapError(_user_message(str(e))) from e
-    return _outcome(table, translation, instant, read, params, archive)
+        raise TapError(user_message(str(e))) from e
+    return outcome(table, translation, instant, read, params, archive)
 
 
-def _outcome(
+def outcome(
     table: pa.Table,
     translation: Translation,
     instant: float,
@@ -415,7 +424,7 @@ def _cite(archive: Any, translation: Translation, instant: float, params: TapPar
     return str(citation.handle)
 
 
-def _user_message(message: str) -> str:
+def user_message(message: str) -> str:
     text = message.removeprefix("query failed: ")
     if "does not exist" in text and "relation" in text:
         return f"{text}: see /tap/tables (TAP_SCHEMA.tables) for the tables this service holds"

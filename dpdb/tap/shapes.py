@@ -76,6 +76,9 @@ class Statement:
     translation: Translation
     text: str
     reads_prompt: bool
+    single: bool = False
+    """``text`` is one statement and nothing else (:func:`dpdb.tap.engine.one_statement`, checked when
+    its shape was made: a slot holds only a number), so it may go in a multi-statement message."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,7 @@ class _Shape:
     translation: Translation  # its sql and adql are the first query's
     reads_prompt: bool
     views: frozenset[str] | None
+    single: bool = False
 
     def matches(self, numbers: Sequence[str]) -> bool:
         return all(numbers[i] == text for i, text in self.fixed)
@@ -120,7 +124,7 @@ class _Shape:
             self.translation, adql=query, sql=_fill(self.sql, texts, conditions),
             tables=list(self.translation.tables), xtypes=dict(self.translation.xtypes),
         )  # fmt: skip
-        return Statement(translation, _fill(self.text, texts, conditions), self.reads_prompt)
+        return Statement(translation, _fill(self.text, texts, conditions), self.reads_prompt, self.single)
 
 
 @dataclass(frozen=True)
@@ -246,10 +250,10 @@ def learn(
                                    xtypes=dict(translation.xtypes))  # fmt: skip
     reads_prompt = finish(translation)
     finish(template)
-    from .engine import as_of_text, as_of_views, final_text
+    from .engine import as_of_text, as_of_views, final_text, one_statement
 
-    statement = Statement(translation, final_text(settings, translation.sql, reads_prompt=reads_prompt),
-                          reads_prompt)  # fmt: skip
+    text = final_text(settings, translation.sql, reads_prompt=reads_prompt)
+    statement = Statement(translation, text, reads_prompt, one_statement(text))
     texts = [numbers[i] for i in slots]
     shape: _Shape | _Refused
     try:
@@ -257,6 +261,9 @@ def learn(
         shape = _shape(numbers, slots, texts, template, marked_text, reads_prompt,
                        as_of_views(settings) if reads_prompt else None)  # fmt: skip
         shape = _checked(shape, numbers, spans, query, statement, settings, full)
+        if isinstance(shape, _Shape) and statement.single:
+            # its statements differ from this one only in numbers (slots, partition ranges)
+            shape = dataclasses.replace(shape, single=True)
     except Exception as e:  # noqa: BLE001 - a shape that cannot be made is translated in full each time
         log.info("TAP query shape not kept (%s): %s", e, query)
         shape = _Refused(())  # every query of this key
@@ -353,6 +360,10 @@ def _number(node: exp.Expression, texts: Sequence[str]) -> float | None:
     slot = (node.meta or {}).get(_SLOT_META) if isinstance(node, exp.Literal) else None
     if slot is not None:  # a slot alone: its number (what _const reads from a number literal)
         return float(texts[slot])
+    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal):  # -slot (a negative Dec)
+        slot = (node.this.meta or {}).get(_SLOT_META)
+        if slot is not None:
+            return -float(texts[slot])
     return pruning._const(_value(node, texts))
 
 
