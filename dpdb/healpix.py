@@ -32,7 +32,8 @@ def pixels(ra: npt.ArrayLike, dec: npt.ArrayLike) -> npt.NDArray[np.int64]:
 
     lon = Longitude(ra_a, unit=u.deg, copy=False)
     lat = Latitude(dec_a, unit=u.deg, copy=False)
-    return np.asarray(lonlat_to_healpix(lon, lat, PIXEL_ORDER), dtype=np.int64)
+    pix = np.asarray(lonlat_to_healpix(lon, lat, PIXEL_ORDER), dtype=np.int64)
+    return pix.reshape(np.broadcast(ra_a, dec_a).shape)  # healpy's shape: a scalar for a scalar position
 
 
 def partition_bounds(order: int) -> list[tuple[int, int, int]]:
