@@ -167,5 +167,8 @@ def test_pixels_as_healpy() -> None:
     ])  # fmt: skip
     expected = healpy.ang2pix(1 << 29, ra, dec, nest=True, lonlat=True)
     assert np.array_equal(pixels(ra, dec), expected)
+    one = pixels(ra[0], dec[0])  # a scalar position: a scalar pixel, as healpy gives
+    assert np.ndim(one) == 0
+    assert int(one) == int(healpy.ang2pix(1 << 29, ra[0], dec[0], nest=True, lonlat=True))
     with pytest.raises(ValueError):
         pixels([10.0], [np.nan])  # refused as healpy refuses it
