@@ -307,7 +307,6 @@ _FETCH_SMALL = _FETCH % (_SMALL + 1)
 
 
 def _run(pool: ReaderPool, state_sql: str, params: dict[str, str], text: str) -> FastResult:
-    from ..query import _server_message
 
     with pool.connection() as conn:
         state_cur = conn.cursor()
@@ -325,14 +324,8 @@ def _run(pool: ReaderPool, state_sql: str, params: dict[str, str], text: str) ->
             state = state_cur.fetchone()
             description = cur.description or []
             rows = cur.fetchall()
-        except psycopg.OperationalError as e:
-            if not started and conn.broken:
-                raise _Stale(str(e)) from e
-            raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
         except psycopg.Error as e:
-            if _missing_state(e):
-                raise _Stale(str(e)) from e
-            raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
+            raise _failure(e, started=started, broken=conn.broken) from e
     if len(rows) > _SMALL:  # run again, all of it, where the rows come as Arrow (its own snapshot and state)
         return _run_adbc(pool.settings, _literal_state(state_sql, params), text)
     return _small_result(state, rows, description)
@@ -402,7 +395,6 @@ def _message(state_sql: str, params: dict[str, str], text: str) -> bytes:
 def _run_message(pool: ReaderPool, message: bytes, state_sql: str, params: dict[str, str],
                  text: str) -> FastResult:  # fmt: skip
     """:func:`_run` with the statements as one message (:func:`_message`)."""
-    from ..query import _server_message
 
     with pool.connection() as conn:
         cur = conn.cursor()
@@ -411,14 +403,8 @@ def _run_message(pool: ReaderPool, message: bytes, state_sql: str, params: dict[
             cur.execute(message, prepare=False)  # no parameters: the simple-query protocol, results in order
             started = True
             state, rows, description = _message_results(cur)
-        except psycopg.OperationalError as e:
-            if not started and conn.broken:
-                raise _Stale(str(e)) from e
-            raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
         except psycopg.Error as e:
-            if _missing_state(e):
-                raise _Stale(str(e)) from e
-            raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
+            raise _failure(e, started=started, broken=conn.broken) from e
     if len(rows) > _SMALL:
         return _run_adbc(pool.settings, _literal_state(state_sql, params), text)
     return _small_result(state, rows, description)
@@ -575,7 +561,6 @@ async def run_final_async(
 async def _run_async(
     pool: AsyncReaderPool, state_sql: str, params: dict[str, str], text: str
 ) -> FastResult | None:
-    from ..query import _server_message
 
     async with pool.connection() as conn:
         state_cur = conn.cursor()
@@ -592,21 +577,14 @@ async def _run_async(
             state = await state_cur.fetchone()
             description = cur.description or []
             rows = await cur.fetchall()
-        except psycopg.OperationalError as e:
-            if not started and conn.broken:
-                raise _Stale(str(e)) from e
-            raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
         except psycopg.Error as e:
-            if _missing_state(e):
-                raise _Stale(str(e)) from e
-            raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
+            raise _failure(e, started=started, broken=conn.broken) from e
     if len(rows) > _SMALL:
         return None
     return _small_result(state, rows, description)
 
 
 async def _run_message_async(pool: AsyncReaderPool, message: bytes) -> FastResult | None:
-    from ..query import _server_message
 
     async with pool.connection() as conn:
         cur = conn.cursor()
@@ -619,14 +597,8 @@ async def _run_message_async(pool: AsyncReaderPool, message: bytes) -> FastResul
             cur.nextset()
             cur.nextset()
             rows, description = await cur.fetchall(), cur.description or []
-        except psycopg.OperationalError as e:
-            if not started and conn.broken:
-                raise _Stale(str(e)) from e
-            raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
         except psycopg.Error as e:
-            if _missing_state(e):
-                raise _Stale(str(e)) from e
-            raise QueryError(f"query failed: {_server_message(_primary(e))}") from e
+            raise _failure(e, started=started, broken=conn.broken) from e
     if len(rows) > _SMALL:
         return None
     return _small_result(state, rows, description)
@@ -664,6 +636,19 @@ def _run_adbc(settings: Settings, state_text: str, text: str) -> FastResult:
     if state is None or state[-3] is None:
         raise CannotRunFast("no committed change has a time yet")
     return FastResult(_canonical(_normalize_adbc(table)), float(state[-3]), state[-2], state[-1])
+
+
+def _failure(e: psycopg.Error, *, started: bool, broken: bool) -> Exception:
+    """What a failed run raises: :class:`_Stale` (open another connection and retry) when the kept
+    connection died before the statements were sent or lost its prepared state statements, else the
+    user's :class:`QueryError` with the server's message."""
+    from ..query import _server_message
+
+    if isinstance(e, psycopg.OperationalError) and not started and broken:
+        return _Stale(str(e))
+    if not isinstance(e, psycopg.OperationalError) and _missing_state(e):
+        return _Stale(str(e))
+    return QueryError(f"query failed: {_server_message(_primary(e))}")
 
 
 def _primary(e: psycopg.Error) -> str:
