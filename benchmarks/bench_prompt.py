@@ -40,6 +40,7 @@ import numpy as np
 import psycopg
 import pyarrow as pa
 import pyarrow.compute  # noqa: F401  (pa.compute)
+import pyarrow.parquet  # noqa: F401  (pa.parquet)
 
 from dpdb.config import Settings
 from dpdb.db import prepare
@@ -105,20 +106,39 @@ def prefill(settings: Settings, objects: int, seed: int = 5) -> int:
 
 
 TEMPLATE = "bench_prefill"
+WARMUP_TIME = 61000.9
+"""Processing time (MJD TAI) of the first ingested visit (the warm-up's, or the measured one's)."""
 
 
-def prepared_database(settings: Settings, objects: int, keep: bool) -> None:
-    """The prefilled database ``settings.database``: copied from the kept template, or prefilled."""
-    marker = settings.home.parent / f"prefilled-{objects}-{settings.partition_order}"
+def warm_up(settings: Settings, dirs: list[Path]) -> None:
+    """Ingest the warm-up visits ``dirs`` (the survey's earlier nights): every object of the survey
+    area then has a DiaSource history in every band, running sums and versions, as in a survey
+    that has run for a while (the visits measured next no longer fill empty histories)."""
+    t0 = time.perf_counter()
+    results = ingest(settings, dirs, processing_time=WARMUP_TIME)
+    secs = np.array([r.seconds for r in results])
+    with psycopg.connect(conninfo(settings), autocommit=True) as conn:
+        conn.execute("VACUUM ANALYZE")
+    print(
+        f"warm-up: {len(dirs)} visits of the survey's earlier nights ingested "
+        f"(p50 {np.percentile(secs, 50):.2f} s; {time.perf_counter() - t0:.0f} s with VACUUM ANALYZE)"
+    )
+
+
+def prepared_database(settings: Settings, objects: int, keep: bool, warmup: list[Path]) -> None:
+    """The prefilled database ``settings.database``: copied from the kept template, or prefilled
+    (and warmed up with the visits ``warmup``)."""
+    marker = settings.home.parent / f"prefilled-{objects}-{settings.partition_order}-{len(warmup)}"
+    template = f"{TEMPLATE}_{objects}_{settings.partition_order}_{len(warmup)}"  # one per set-up
     if keep and marker.exists():
         EmbeddedServer(settings.home).up()
         admin = conninfo(settings, "postgres")
         t0 = time.perf_counter()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f"DROP DATABASE IF EXISTS {settings.database} WITH (FORCE)")
-            conn.execute(f"CREATE DATABASE {settings.database} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
+            conn.execute(f"CREATE DATABASE {settings.database} TEMPLATE {template} STRATEGY FILE_COPY")
         prepare(settings)
-        print(f"prefill: copied from the kept template {TEMPLATE} ({time.perf_counter() - t0:.0f} s)")
+        print(f"prefill: copied from the kept template {template} ({time.perf_counter() - t0:.0f} s)")
         return
     prepare(settings)
     t0 = time.perf_counter()
@@ -126,13 +146,17 @@ def prepared_database(settings: Settings, objects: int, keep: bool) -> None:
     print(
         f"prefill: {objects:,} current DiaObjects, {versions:,} versions ({time.perf_counter() - t0:.0f} s)"
     )
+    if warmup:
+        warm_up(settings, warmup)
     if keep:
         close_idle_adbc()
         with psycopg.connect(conninfo(settings, "postgres"), autocommit=True) as conn:
-            conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+            conn.execute(f"DROP DATABASE IF EXISTS {template}")
             conn.execute("CHECKPOINT")
-            conn.execute(f"CREATE DATABASE {TEMPLATE} TEMPLATE {settings.database} STRATEGY FILE_COPY")
-        marker.write_text(f"{objects} objects, partition order {settings.partition_order}\n")
+            conn.execute(f"CREATE DATABASE {template} TEMPLATE {settings.database} STRATEGY FILE_COPY")
+        marker.write_text(
+            f"{objects} objects, partition order {settings.partition_order}, {len(warmup)} warm-up visits\n"
+        )
 
 
 def statement_profile(log: Path, since: int) -> list[tuple[str, float, int]]:
@@ -219,6 +243,10 @@ def check_aggregates(settings: Settings, cutoff: float) -> int:
     return checked
 
 
+def _midpoint(visit: Path) -> float:
+    return float(pa.parquet.read_table(visit / "Visit.parquet", columns=["expMidptMJD"])[0][0].as_py())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--objects", type=int, default=1_000_000)
@@ -250,6 +278,14 @@ def main() -> None:
         default=None,
         help="keep the server, the prefilled template and the visits in this directory",
     )
+    parser.add_argument(
+        "--warmup-nights",
+        type=int,
+        default=0,
+        help="first ingest this many earlier nights of the survey into the prefilled database (kept in "
+        "the template), so that the measured visits find the survey area's DiaObjects with a history in "
+        "every band (steady state) instead of empty ones",
+    )
     parser.add_argument("--prefill-only", action="store_true", help="with --home: prepare and stop")
     parser.add_argument(
         "--statements",
@@ -266,7 +302,23 @@ def main() -> None:
     if args.cutoff is not None:
         settings = settings.model_copy(update={"characterization_cutoff": args.cutoff})
     try:
-        prepared_database(settings, args.objects, keep)
+        config = SurveyConfig(seed=11, visits_per_night=10, sources_per_visit=args.sources_per_visit,
+                              area_deg2=100.0, center=CENTER)  # fmt: skip
+        t0 = time.perf_counter()
+        nights = args.warmup_nights + -(-args.visits // config.visits_per_night)
+        survey = workdir / f"survey-{nights}-{args.sources_per_visit}"
+        done = survey / "complete"
+        if not done.exists():  # the visit directories in time order, once written
+            shutil.rmtree(survey, ignore_errors=True)
+            done.write_text("\n".join(str(d) for d in simulate(survey, nights, config)) + "\n")
+        every = [Path(d) for d in done.read_text().split()]
+        warm = args.warmup_nights * config.visits_per_night
+        warmup, dirs = every[:warm], every[warm : warm + args.visits]
+        took = time.perf_counter() - t0
+        print(f"simulated {len(warmup)} warm-up and {len(dirs)} measured visits in {took:.0f} s")
+        # the measured visits' processing times follow the warm-up's at the observation spacing
+        start = WARMUP_TIME + (_midpoint(dirs[0]) - _midpoint(warmup[0]) if warmup else 0.0)
+        prepared_database(settings, args.objects, keep, warmup)
         server_log = settings.home / "log" / "server.log"
         log_start = server_log.stat().st_size if server_log.exists() else 0
         if args.explain_ms is not None or args.statements:
@@ -286,21 +338,10 @@ def main() -> None:
                 for setting, value in options:
                     conn.execute(f"ALTER SYSTEM SET {setting} = '{value}'")
                 conn.execute("SELECT pg_reload_conf()")
-        config = SurveyConfig(seed=11, visits_per_night=10, sources_per_visit=args.sources_per_visit,
-                              area_deg2=100.0, center=CENTER)  # fmt: skip
-        t0 = time.perf_counter()
-        nights = -(-args.visits // config.visits_per_night)
-        survey = workdir / f"survey-{nights}-{args.sources_per_visit}"
-        done = survey / "complete"
-        if not done.exists():  # the visit directories in time order, once written
-            shutil.rmtree(survey, ignore_errors=True)
-            done.write_text("\n".join(str(d) for d in simulate(survey, nights, config)) + "\n")
-        dirs = [Path(d) for d in done.read_text().split()][: args.visits]
-        print(f"simulated {len(dirs)} visits in {time.perf_counter() - t0:.0f} s")
         if args.prefill_only:
             return
         t0 = time.perf_counter()
-        results = ingest(settings, dirs, processing_time=61000.9, incremental=not args.full_aggregation)
+        results = ingest(settings, dirs, processing_time=start, incremental=not args.full_aggregation)
         wall = time.perf_counter() - t0
         secs = np.array([r.seconds for r in results])
         sources = np.array([r.counts["diasources"] for r in results])
