@@ -353,16 +353,19 @@ def main() -> None:
               f"(min {sources.min():,}, max {sources.max():,}); total wall {wall:.0f} s")  # fmt: skip
         print(f"seconds per visit: p50 {np.percentile(secs, 50):.3f}  p95 {np.percentile(secs, 95):.3f}"
               "   (targets: p50 <= 1.5, p95 <= 2.5)")  # fmt: skip
-        print("step        mean s   p50 s   p95 s")
+        n = min(10, len(results))
+        print(f"step        mean s   p50 s   p95 s   first {n}   last {n}")
         for step in STEPS:
             v = np.array([r.steps[step] for r in results])
-            print(f"{step:<10} {v.mean():>7.3f} {np.percentile(v, 50):>7.3f} {np.percentile(v, 95):>7.3f}")
+            print(f"{step:<10} {v.mean():>7.3f} {np.percentile(v, 50):>7.3f} {np.percentile(v, 95):>7.3f} "
+                  f"{v[:n].mean():>9.3f} {v[-n:].mean():>8.3f}")  # fmt: skip
         names = sorted({b for r in results for b in r.blocks})
         block_times = {b: np.array([r.blocks.get(b, 0.0) for r in results]) for b in names}
-        print("slowest SQL blocks   mean s   p95 s")
-        for b in sorted(names, key=lambda b: -block_times[b].mean())[:12]:
-            print(f"  {b:<18} {block_times[b].mean():>7.3f} {np.percentile(block_times[b], 95):>7.3f}")
-        n = min(10, len(results))
+        print(f"slowest SQL blocks   mean s   p95 s   first {n}   last {n}")
+        for b in sorted(names, key=lambda b: -block_times[b].mean())[:14]:
+            v = block_times[b]
+            print(f"  {b:<18} {v.mean():>7.3f} {np.percentile(v, 95):>7.3f} {v[:n].mean():>9.3f} "
+                  f"{v[-n:].mean():>8.3f}")  # fmt: skip
         print(
             f"first {n} visits: mean {secs[:n].mean():.3f} s; "
             f"last {n} visits: mean {secs[-n:].mean():.3f} s; "
