@@ -5,22 +5,32 @@ On a fresh embedded server:
 1. prefill prompt.DiaObject with ``--objects`` current DiaObjects (default
    1,000,000) spread over ~1000 deg² around the simulated survey, each with 1-5
    versions of history (about 3 million rows), and DiaObjectLast to match;
-2. simulate ``--visits`` visits (default 200, 10 per night) of about 10,000
-   DiaSources each over a 9.6 deg² field (processing/survey.py), fields
-   revisited night after night inside a 100 deg² survey;
-3. ingest them one by one with `dpdb.prompt.ingest` (load, attribute,
-   associate, forced, aggregate, version), timing each visit and each step.
+2. simulate ``--warmup-nights`` + ``--visits`` / 10 nights (10 visits a night) of
+   about 10,000 DiaSources a visit over a 9.6 deg² field (processing/survey.py),
+   fields revisited night after night inside a 100 deg² survey;
+3. warm up (default 30 nights, 300 visits): ingest the survey's first nights, so
+   that the survey area's DiaObjects have DiaSources in every band, running sums
+   and several versions, as in a survey that has been running for a while (the
+   prefill of step 1 has no DiaSources: without the warm-up the first measured
+   visits find only empty histories, and "last 10 / first 10" measures how the
+   histories fill up, not how the visit cost grows with them);
+4. ingest the next ``--visits`` visits (default 200) one by one with
+   `dpdb.prompt.ingest` (load, attribute, associate, forced, aggregate, version),
+   timing each visit and each step.
+
+``--warmup-nights 0`` is the earlier measurement (the visits of nights 0-19 right
+after the prefill).
 
 Prints p50/p95 seconds per visit, the split by step, and the first and last
 10 visits (per-visit time must not grow with the visits already ingested).
 At the end, every DiaObject version of the last visit is checked against numpy
 over its window's DiaSources (rtol 1e-6).
-Usage: python benchmarks/bench_prompt.py [--objects N] [--visits N] [--partition-order K]
-       [--full-aggregation] [--cutoff DAYS] [--home DIR] [--prefill-only] [--statements]
+Usage: python benchmarks/bench_prompt.py [--objects N] [--visits N] [--warmup-nights N]
+       [--partition-order K] [--full-aggregation] [--cutoff DAYS] [--home DIR] [--prefill-only] [--statements]
 
-With ``--home DIR`` the server, the prefilled database (kept as the template
-``bench_prefill``) and the simulated visits stay in DIR: a later run with the
-same DIR and sizes copies the template (STRATEGY FILE_COPY) instead of
+With ``--home DIR`` the server, the prefilled and warmed-up database (kept as the
+template ``bench_prefill_<objects>_<order>_<warm-up visits>``) and the simulated visits
+stay in DIR: a later run with the same DIR and sizes copies the template (STRATEGY FILE_COPY) instead of
 prefilling again. ``--prefill-only`` stops after that, so the slow set-up can run
 outside the benchmark lock.
 """
@@ -281,7 +291,7 @@ def main() -> None:
     parser.add_argument(
         "--warmup-nights",
         type=int,
-        default=0,
+        default=30,
         help="first ingest this many earlier nights of the survey into the prefilled database (kept in "
         "the template), so that the measured visits find the survey area's DiaObjects with a history in "
         "every band (steady state) instead of empty ones",
