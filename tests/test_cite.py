@@ -463,8 +463,11 @@ def test_a_prompt_write_racing_a_citation_is_waited_for_and_the_query_run_again(
     import threading
 
     archive = dpdb.Archive(settings=cloned)
-    latest = _latest(cloned)
-    instant, t = latest + 0.2, latest + 0.1  # past (before now), and a write in between
+    from dpdb.timeutil import now_mjd_tai
+
+    latest = _latest(cloned)  # an earlier test may have activated a release just now
+    gap = now_mjd_tai() - latest
+    instant, t = latest + 0.8 * gap, latest + 0.4 * gap  # past (before now), and a write in between
     before = archive.query_arrow(LIGHT_CURVE, as_of=instant, provisional=True).num_rows
     made: list = []
     with _superuser(cloned) as writer, writer.transaction():  # a prompt write, as dpdb/prompt/order.py
