@@ -63,12 +63,12 @@ from dpdb.registry.citations import (
     release_named,
     rows,
 )
-from dpdb.registry.prompt_log import frontier_after_writers, latest_processing_time
+from dpdb.registry.prompt_log import latest_processing_time
 from dpdb.registry.versions import applied_by
 
 from . import sqltext
 from ._conn import owner_connection
-from .digest import METHOD, METHOD_V2, ResultDigest, check_method
+from .digest import METHOD, METHOD_V1, ResultDigest, check_method
 from .rowset import RowsetHasher, digest_table
 
 __all__ = ["Made", "Resolution", "cite", "resolve", "dependents", "drop_warning", "citation_line"]
@@ -307,35 +307,30 @@ def cite(
                 if checking is not None:
                     template = checking.result()
                 assert template is not None
-                if "prompt" not in template.catalogs or (frontier is not None and instant <= frontier):
-                    break  # every later prompt write comes after the instant (dpdb/prompt/order.py)
-                # The instant is later than the prompt catalog's last write: a write committed since the
-                # query's snapshot could have come before it. Once the citation is stored no write can
-                # (cited_time, sql/prompt_ingest.sql); until then the writers' lock is held shared.
-                now = frontier_after_writers(conn)
-                if now == frontier:
+                citation = dataclasses.replace(
+                    template,
+                    row_count=digest.rows,
+                    result_sha256=digest.sha256,
+                    hash_method=digest.method,
+                    columns=[c.to_json() for c in digest.columns],
+                    query_seconds=seconds,
+                )
+                # When the instant is later than the prompt catalog's last write, a write committed since
+                # the query's snapshot could have come before it. Once the citation is stored no write
+                # can (cited_time, sql/prompt_ingest.sql); until then the writers' lock is held shared,
+                # and the citation is stored only if the last write is still the one read before the
+                # query. Otherwise every later prompt write comes after the instant
+                # (dpdb/prompt/order.py). Either way the citation row, its audit entry and the commit go
+                # in one round trip (pipeline mode), with the lock and the check when needed.
+                check = "prompt" in template.catalogs and (frontier is None or instant > frontier)
+                inserted, later = _store(conn, citation, arguments, start, frontier if check else _UNCHECKED)
+                if later is None:
                     break
-                conn.rollback()  # a write came in while the query ran: run it again
-                frontier = now
+                frontier = later[0]  # a write came in while the query ran (nothing was stored): run again
             else:
                 raise CitationError(
                     f"the prompt catalog changed {_ATTEMPTS} times while the query ran; cite it again"
                 )
-            citation = dataclasses.replace(
-                template,
-                row_count=digest.rows,
-                result_sha256=digest.sha256,
-                hash_method=digest.method,
-                columns=[c.to_json() for c in digest.columns],
-                query_seconds=seconds,
-            )
-            # The citation row, its audit entry and the commit go in one round trip (pipeline mode).
-            from dpdb.registry.audit import record
-
-            with conn.pipeline():
-                inserted = insert_statement(conn, citation)
-                record(conn, "cite", arguments, f"ok: {citation_id}", time.monotonic() - start)
-                conn.commit()
             stored = inserted_citation(inserted, citation)
             new = stored is not None
             if stored is None:  # cited meanwhile by someone else (their audit entry says so): theirs
@@ -349,6 +344,41 @@ def cite(
 
 _ATTEMPTS = 3
 """Runs of a query whose instant the prompt catalog's writes have not passed yet, while writes come in."""
+
+_UNCHECKED = object()
+
+
+def _store(
+    conn: psycopg.Connection, citation: Citation, arguments: dict, start: float,
+    frontier: float | None | object,
+) -> tuple[psycopg.Cursor, tuple[float | None] | None]:  # fmt: skip
+    """Insert the citation and its audit entry and commit, durably, in one round trip; the INSERT's
+    cursor, and None, or when a prompt write came in since ``frontier`` was read (and nothing was
+    written), the prompt catalog's latest processing time now (in a 1-tuple).
+
+    ``frontier``: the latest processing time read before the query ran, or ``_UNCHECKED`` when no
+    prompt write can change the result any more. When given, the lock is taken shared first and the
+    rows are written only if the time is still ``frontier`` (else nothing is, and the caller runs
+    the query again)."""
+    from dpdb.registry.audit import record
+    from dpdb.registry.prompt_log import UNCHANGED_SQL, frontier_after_writers_statement
+
+    outcome = f"ok: {citation.citation_id}"
+    with conn.pipeline():
+        if frontier is _UNCHECKED:
+            inserted = insert_statement(conn, citation)
+            record(conn, "cite", arguments, outcome, time.monotonic() - start)
+        else:
+            latest = frontier_after_writers_statement(conn)
+            inserted = insert_statement(conn, citation, if_latest=frontier)
+            where = (UNCHANGED_SQL, (frontier,))
+            record(conn, "cite", arguments, outcome, time.monotonic() - start, where=where)
+        conn.commit()
+    if frontier is _UNCHECKED:
+        return inserted, None
+    row = latest.fetchone()
+    now = float(row[0]) if row and row[0] is not None else None
+    return inserted, None if now == frontier else (now,)
 
 
 def _template(
@@ -404,16 +434,16 @@ def _run_and_hash(
 ) -> tuple[pa.Table, ResultDigest, float]:
     """The query's rows as of ``instant``, their digest with ``method``, and the seconds both took.
 
-    ``dpdb-rowset-v2`` hashes each batch on a thread of its own while the next one is fetched;
-    ``dpdb-rowset-v1`` (older citations) needs the whole result first.
+    ``dpdb-rowset-v3`` (and ``-v2``) hash each batch on a thread of its own while the next one is
+    fetched; ``dpdb-rowset-v1`` (older citations) needs the whole result first.
     """
     start = time.perf_counter()
-    if method != METHOD_V2:
+    if method == METHOD_V1:
         result = run_query(settings, query, as_of=instant, release=release)
         return result, digest_table(result, method), time.perf_counter() - start
     from dpdb.query import STREAM_BATCH_BYTES
 
-    hasher = RowsetHasher(threaded=True, inline_below=STREAM_BATCH_BYTES // 2)
+    hasher = RowsetHasher(method, threaded=True, inline_below=STREAM_BATCH_BYTES // 2)
     try:
         result = run_query(settings, query, as_of=instant, release=release, on_batch=hasher.add)
         digest = hasher.finish(result.column_names, result.schema)

@@ -176,22 +176,36 @@ def insert(conn: psycopg.Connection, c: Citation) -> Citation | None:
     return inserted_citation(insert_statement(conn, c), c)
 
 
-def insert_statement(conn: psycopg.Connection, c: Citation) -> psycopg.Cursor:
+_ANY = object()
+
+
+def insert_statement(
+    conn: psycopg.Connection, c: Citation, *, if_latest: float | None | object = _ANY
+) -> psycopg.Cursor:
     """Send the INSERT of ``c`` (``ON CONFLICT DO NOTHING``); its cursor gives :func:`inserted_citation`.
-    In pipeline mode it is only queued, so the audit entry and the commit can go with it."""
+    In pipeline mode it is only queued, so the audit entry and the commit can go with it.
+
+    ``if_latest``: insert only if the prompt catalog's latest processing time is still this value
+    (:data:`dpdb.registry.prompt_log.UNCHANGED_SQL`; the caller holds the writers' lock shared)."""
+    from .prompt_log import UNCHANGED_SQL
+
     values = c.to_json()
-    return conn.execute(
-        f"INSERT INTO dpdb_meta.citation ({_COLUMNS}) VALUES "  # noqa: S608 - our own column list
-        "(%(id)s, %(handle)s, %(query)s, %(release)s, %(as_of_mjd_tai)s, %(as_of_utc)s, %(catalogs)s, "
+    row = (
+        "%(id)s, %(handle)s, %(query)s, %(release)s, %(as_of_mjd_tai)s, %(as_of_utc)s, %(catalogs)s, "
         "%(tables)s, %(schema_version)s, %(software_version)s, %(row_count)s, %(result_sha256)s, "
         "%(hash_method)s, %(columns)s, %(title)s, %(creator)s, now(), "
-        "%(created_by)s || '/' || current_user, %(query_seconds)s) ON CONFLICT (citation_id) DO NOTHING "
-        "RETURNING created_at, created_by",
+        "%(created_by)s || '/' || current_user, %(query_seconds)s"
+    )
+    source = f"VALUES ({row})" if if_latest is _ANY else f"SELECT {row} WHERE {UNCHANGED_SQL % '%(latest)s'}"
+    return conn.execute(
+        f"INSERT INTO dpdb_meta.citation ({_COLUMNS}) {source} "  # noqa: S608 - our own column list
+        "ON CONFLICT (citation_id) DO NOTHING RETURNING created_at, created_by",
         {
             **values,
             "catalogs": json.dumps(c.catalogs),
             "tables": json.dumps(c.tables),
             "columns": json.dumps(c.columns),
+            "latest": None if if_latest is _ANY else if_latest,
         },
     )
 
