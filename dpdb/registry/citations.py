@@ -35,7 +35,8 @@ __all__ = [
     "insert_statement",
     "inserted_citation",
     "get",
-    "get_with_frontier",
+    "Lookup",
+    "lookup",
     "find",
     "all_citations",
     "citing",
@@ -226,8 +227,20 @@ def get(conn: psycopg.Connection, citation_id: str) -> Citation | None:
     return _from_row(row) if row else None
 
 
-def get_with_frontier(conn: psycopg.Connection, citation_id: str) -> tuple[Citation | None, float | None]:
-    """:func:`get` and the prompt catalog's latest processing time (``prompt_log``), in one round trip."""
+@dataclass(frozen=True)
+class Lookup:
+    """What citing needs from the registry before its query's snapshot is taken (:func:`lookup`)."""
+
+    existing: Citation | None  # the citation of this identifier, when it was made before
+    frontier: float | None  # the latest change an as-of answer can see (prompt_log.LATEST_TIME_SQL)
+    schema_version: int  # in force
+    releases: dict[str, ReleaseFact]  # every registered release
+
+
+def lookup(conn: psycopg.Connection, citation_id: str) -> Lookup:
+    """The citation ``citation_id`` if it exists, the prompt catalog's latest processing time, the schema
+    version and the releases' states, in one round trip (pipeline mode: statements the caller queued
+    before go in it too)."""
     from .prompt_log import LATEST_TIME_SQL
 
     with conn.pipeline(), conn.cursor(row_factory=dict_row) as cur, conn.cursor() as latest:
@@ -236,10 +249,18 @@ def get_with_frontier(conn: psycopg.Connection, citation_id: str) -> tuple[Citat
             (citation_id,),
         )
         latest.execute(LATEST_TIME_SQL)
+        version = conn.execute("SELECT max(version) FROM dpdb_meta.schema_version")
+        facts = conn.execute(_RELEASE_FACTS_SQL, (None, None))
         row = cur.fetchone()
         frontier = latest.fetchone()
-    found = _from_row(row) if row else None
-    return found, float(frontier[0]) if frontier and frontier[0] is not None else None
+        version_row = version.fetchone()
+        releases = {r[0]: ReleaseFact(*r) for r in facts.fetchall()}
+    return Lookup(
+        existing=_from_row(row) if row else None,
+        frontier=float(frontier[0]) if frontier and frontier[0] is not None else None,
+        schema_version=int(version_row[0]) if version_row and version_row[0] is not None else 0,
+        releases=releases,
+    )
 
 
 def _parse_reference(text: str) -> str | None:
@@ -256,15 +277,23 @@ def _parse_reference(text: str) -> str | None:
     return value if _ID.match(value) else None
 
 
-def find(conn: psycopg.Connection, reference: str) -> Citation:
-    """The citation named by ``reference`` (its ID, handle, DOI URL or landing URL), or a one-line error."""
+def find(conn: psycopg.Connection, reference: str, *, commit: bool = False) -> Citation:
+    """The citation named by ``reference`` (its ID, handle, DOI URL or landing URL), or a one-line error.
+    ``commit``: end the transaction in the same round trip."""
     citation_id = _parse_reference(reference)
     if citation_id is None:
         raise CitationError(
             f"{reference!r} is not a citation identifier (expected xxxx-xxxx-xxxx, or its handle "
             "prefix/dpdb.xxxx-xxxx-xxxx)"
         )
-    found = get(conn, citation_id)
+    if commit:
+        with conn.pipeline(), conn.cursor(row_factory=dict_row) as cur:
+            cur.execute(f"SELECT {_COLUMNS} FROM dpdb_meta.citation WHERE citation_id = %s", (citation_id,))  # noqa: S608
+            conn.commit()
+            row = cur.fetchone()
+        found = _from_row(row) if row else None
+    else:
+        found = get(conn, citation_id)
     if found is None:
         raise CitationError(f"no citation {citation_id} in this database (see `dpdb cite list`)")
     return found
@@ -296,12 +325,17 @@ class ReleaseFact:
     loaded: bool  # its schema exists
 
 
+_RELEASE_FACTS_SQL = (
+    "SELECT r.name, r.state, r.restored_at IS NOT NULL, r.archive_path, "
+    "to_regnamespace(quote_ident(r.name)) IS NOT NULL FROM dpdb_meta.release r "
+    "WHERE %s::text[] IS NULL OR r.name = ANY(%s::text[])"
+)
+
+
 def release_facts(conn: psycopg.Connection, names: Sequence[str] | None = None) -> dict[str, ReleaseFact]:
     """State and whereabouts of the registered releases (all, or those named)."""
     rows = conn.execute(
-        "SELECT r.name, r.state, r.restored_at IS NOT NULL, r.archive_path, "
-        "to_regnamespace(quote_ident(r.name)) IS NOT NULL FROM dpdb_meta.release r "
-        "WHERE %s::text[] IS NULL OR r.name = ANY(%s::text[])",
+        _RELEASE_FACTS_SQL,
         (list(names) if names is not None else None, list(names) if names is not None else None),
     ).fetchall()
     return {r[0]: ReleaseFact(*r) for r in rows}
