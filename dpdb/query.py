@@ -480,7 +480,8 @@ def _stream(reader: pa.RecordBatchReader, on_batch: Callable[[pa.RecordBatch], N
             batches.extend(batch)
     except (pa.ArrowException, OSError) as e:  # the driver's error, read through pyarrow's reader
         raise QueryError(f"query failed: {_server_message(str(e))}") from e
-    schema = _normalize_adbc(reader.schema.empty_table()).schema
+    # the batches' own schema (normalized); without rows, the reader's
+    schema = batches[0].schema if batches else _normalize_adbc(reader.schema.empty_table()).schema
     return pa.Table.from_batches(batches, schema)
 
 
