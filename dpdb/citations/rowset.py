@@ -2,7 +2,7 @@
 
 Same canonical column types, values and row order as ``dpdb-rowset-v1``
 (:mod:`.digest`); what changed is the encoding of a column, so that it can be
-fed batch by batch. Each column is hashed as three SHA-256 streams, each
+fed batch by batch. Each column is hashed as three streams (v3: BLAKE3, v2: SHA-256), each
 written in canonical row order:
 
 - ``nulls``: the 0-based row numbers of the NULL values, 8-byte little-endian
