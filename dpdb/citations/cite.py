@@ -156,20 +156,23 @@ _VIEWS_SQL = (
 
 
 def _tables_read(
-    conn: psycopg.Connection, text: str, as_of: float, release: str | None, views: set[str]
-) -> list[tuple[str, str]]:
+    conn: psycopg.Connection, text: str, as_of: float, release: str | None, views: set[str],
+    roots_key: tuple = (),
+) -> list[tuple[str, str]]:  # fmt: skip
     """(schema, table) of every table the planner reads for ``text``; partitions as their parent.
 
     ``EXPLAIN`` runs with the settings :func:`dpdb.query.run_query` gives the query
     (``dpdb.as_of``, search path, ``prompt.<table>`` read through ``prompt_as_of``, whose
-    ``views`` are given), in a savepoint that is rolled back; all of it in one round trip.
+    ``views`` are given), in a savepoint that is rolled back; all of it in one round trip (and
+    one more for partitions not seen before in this process: ``roots_key`` names the database
+    and its schema version).
     """
     from psycopg import sql as psql
 
     from dpdb.as_of_rewrite import AS_OF_SCHEMA, rewrite_as_of
 
     path = [AS_OF_SCHEMA, *([release] if release else []), "public"]
-    statement = "EXPLAIN (VERBOSE, FORMAT JSON) " + rewrite_as_of(text, views) + "\n"
+    statement = "EXPLAIN (VERBOSE, COSTS OFF, FORMAT JSON) " + rewrite_as_of(text, views) + "\n"
     try:
         with conn.pipeline(), conn.transaction(force_rollback=True):  # the settings end with it
             conn.execute(
@@ -194,16 +197,29 @@ def _tables_read(
         nodes.extend(node.get("Plans", ()))
     if not found:
         return []
-    schemas, names = zip(*sorted(found), strict=True)
-    rows = conn.execute(
-        "SELECT DISTINCT rn.nspname, rc.relname FROM unnest(%s::text[], %s::text[]) AS t(s, r) "
-        "JOIN pg_namespace n ON n.nspname = t.s "
-        "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.r "
-        "JOIN pg_class rc ON rc.oid = coalesce(pg_partition_root(c.oid), c.oid) "
-        "JOIN pg_namespace rn ON rn.oid = rc.relnamespace ORDER BY 1, 2",
-        (list(schemas), list(names)),
-    ).fetchall()
-    return [(s, t) for s, t in rows if (s, t) not in _IGNORED_TABLES]
+    with _roots_lock:
+        roots = _roots.setdefault(roots_key, {})
+        missing = sorted(found - roots.keys())
+    if missing:  # partitions never seen in this process (at this schema version): one round trip
+        schemas, names = zip(*missing, strict=True)
+        rows = conn.execute(
+            "SELECT t.s, t.r, rn.nspname, rc.relname FROM unnest(%s::text[], %s::text[]) AS t(s, r) "
+            "JOIN pg_namespace n ON n.nspname = t.s "
+            "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.r "
+            "JOIN pg_class rc ON rc.oid = coalesce(pg_partition_root(c.oid), c.oid) "
+            "JOIN pg_namespace rn ON rn.oid = rc.relnamespace",
+            (list(schemas), list(names)),
+        ).fetchall()
+        with _roots_lock:
+            roots.update({(s, r): (rs, rr) for s, r, rs, rr in rows})
+    tables = {roots[f] for f in found if f in roots}
+    return sorted(t for t in tables if t not in _IGNORED_TABLES)
+
+
+_roots: dict[tuple, dict[tuple[str, str], tuple[str, str]]] = {}
+"""Per database and schema version: (schema, relation) -> (schema, table) of its partition root (a
+relation's own name when it is not a partition); the partitions of dpdb's tables never move."""
+_roots_lock = threading.Lock()
 
 
 def _catalogs(facts: dict[str, ReleaseFact], tables: list[tuple[str, str]]) -> list[str]:
@@ -413,7 +429,8 @@ def _prepare(
         return None
     if schema is not None and schema.fetchone() != (True,):
         raise CitationError(f"unknown release {release!r}: no such catalog in this database")
-    tables = _tables_read(conn, pinned, instant, release, {r[0] for r in views.fetchall()})
+    key = (str(settings.dsn or ""), str(settings.home), settings.database, found.schema_version)
+    tables = _tables_read(conn, pinned, instant, release, {r[0] for r in views.fetchall()}, key)
     return _template(settings, found, tables, citation_id, pinned, release, instant, title, creator, user)
 
 
