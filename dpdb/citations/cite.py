@@ -337,14 +337,15 @@ def cite(
                     columns=[c.to_json() for c in digest.columns],
                     query_seconds=seconds,
                 )
-                # When the instant is later than the prompt catalog's last write, a write committed since
-                # the query's snapshot could have come before it. Once the citation is stored no write
-                # can (cited_time, sql/prompt_ingest.sql); until then the writers' lock is held shared,
-                # and the citation is stored only if the last write is still the one read before the
-                # query. Otherwise every later prompt write comes after the instant
-                # (dpdb/prompt/order.py). Either way the citation row, its audit entry and the commit go
-                # in one round trip (pipeline mode), with the lock and the check when needed.
-                check = "prompt" in template.catalogs and (frontier is None or instant > frontier)
+                # When the instant is later than the latest change, a prompt write or an activation
+                # committed since the query's snapshot could have come before it. Once the citation is
+                # stored none can (cited_time, sql/prompt_ingest.sql; dpdb/lifecycle/activate.py); until
+                # then the writers' lock, which activations take too, is held shared, and the citation
+                # is stored only if the latest change is still the one read before the query. Otherwise
+                # every later change comes after the instant (docs/architecture.md, decision 14). Either
+                # way the citation row, its audit entry and the commit go in one round trip (pipeline
+                # mode), with the lock and the check when needed.
+                check = frontier is None or instant > frontier
                 inserted, later = _store(conn, citation, arguments, start, frontier if check else _UNCHECKED)
                 if later is None:
                     break
@@ -492,16 +493,21 @@ def _run_and_hash(
     fetched; ``dpdb-rowset-v1`` (older citations) needs the whole result first.
     """
     start = time.perf_counter()
+    # provisional: an instant later than the latest change is final once its citation is stored (every
+    # later change comes after cited instants: dpdb/prompt/order.py, dpdb/lifecycle/activate.py)
     if method == METHOD_V1:
-        result = run_query(settings, query, as_of=instant, release=release, before_fetch=before_fetch)
+        result = run_query(
+            settings, query, as_of=instant, release=release, provisional=True, before_fetch=before_fetch
+        )
         return result, digest_table(result, method), time.perf_counter() - start
     from dpdb.query import STREAM_BATCH_BYTES
 
     hasher = RowsetHasher(method, threaded=True, inline_below=STREAM_BATCH_BYTES // 2)
     try:
         result = run_query(
-            settings, query, as_of=instant, release=release, on_batch=hasher.add, before_fetch=before_fetch
-        )
+            settings, query, as_of=instant, release=release, on_batch=hasher.add, provisional=True,
+            before_fetch=before_fetch,
+        )  # fmt: skip
         digest = hasher.finish(result.column_names, result.schema)
     finally:
         hasher.close()
