@@ -518,59 +518,56 @@ def test_a_prompt_write_racing_a_citation_is_waited_for_and_the_query_run_again(
     assert archive.citations.resolve(c.citation_id).verified
 
 
-def _fill_prompt_sources(s: Settings, first: int, last: int, processed: float) -> None:
+def _fill_prompt_sources(conn: psycopg.Connection, first: int, last: int, processed: float) -> None:
     """DiaSources ``first``..``last`` processed at MJD ``processed``, every NOT NULL column filled by type
-    (without a visit or relink row: no prompt write has a time yet)."""
+    (without a visit or relink row), in ``conn``'s transaction."""
     given = {"diasourceid": "g", "visit": "g", "detector": "1", "diaobjectid": "g", "ra": "150",
              "dec": "2", "midpointmjdtai": "60999 + g * 1e-6", "band": "'r'", "psfflux": "g",
              "timeprocessedmjdtai": str(processed)}  # fmt: skip
-    with _superuser(s) as conn:
-        columns = conn.execute(
-            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull FROM pg_attribute a "
-            "WHERE a.attrelid = 'prompt.diasource'::regclass AND a.attnum > 0 AND NOT a.attisdropped"
-        ).fetchall()
-        names, values = [], []
-        for name, type_, not_null in columns:
-            if name in given or not_null:
-                names.append(name)
-                text = "'x'" if "char" in type_ or type_ == "text" else "0"
-                values.append(given.get(name, "false" if type_ == "boolean" else text))
-        conn.execute(
-            f"INSERT INTO prompt.diasource ({', '.join(names)}) "  # noqa: S608 - our own names
-            f"SELECT {', '.join(values)} FROM generate_series({first}, {last}) g"
-        )
+    columns = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull FROM pg_attribute a "
+        "WHERE a.attrelid = 'prompt.diasource'::regclass AND a.attnum > 0 AND NOT a.attisdropped"
+    ).fetchall()
+    names, values = [], []
+    for name, type_, not_null in columns:
+        if name in given or not_null:
+            names.append(name)
+            text = "'x'" if "char" in type_ or type_ == "text" else "0"
+            values.append(given.get(name, "false" if type_ == "boolean" else text))
+    conn.execute(
+        f"INSERT INTO prompt.diasource ({', '.join(names)}) "  # noqa: S608 - our own names
+        f"SELECT {', '.join(values)} FROM generate_series({first}, {last}) g"
+    )
 
 
 def test_a_write_committed_while_a_citation_is_stored_stops_the_store_and_the_query_runs_again(
     settings: Settings,
 ) -> None:
-    """The writers' lock, the re-read of the latest write's time and the condition that it is still the one
-    read before the query go with the citation's insert (one round trip): a write that commits
-    meanwhile leaves nothing stored (no row, no audit entry) and the query runs again."""
+    """The writers' lock, the re-read of the latest change's time and the condition that it is still the
+    one read before the query go with the citation's insert (one round trip): a write that commits
+    meanwhile leaves nothing stored (no row, no audit entry), the query runs again, and the citation
+    holds what the instant has after the write."""
     import threading
 
     sql_text = "SELECT diaSourceId, psfFlux FROM prompt.DiaSource WHERE diaSourceId > 5"
-    _fill_prompt_sources(settings, 1, 10, 61000.0)
+    with _superuser(settings) as conn:  # no change has a time yet (no visit, relink or activation)
+        _fill_prompt_sources(conn, 1, 10, 61000.0)
     archive = dpdb.Archive(settings=settings)
     before = archive.query_arrow(sql_text, as_of=61000.5).num_rows
-    for write_at in (61000.7, 61000.2):  # after the instant, then before it
+    for k, write_at in enumerate((61000.7, 61000.2)):  # after the instant, then before it
         made: list = []
         with _superuser(settings) as writer, writer.transaction():  # a prompt write, as dpdb/prompt/order.py
             writer.execute("SELECT pg_advisory_xact_lock(hashtext('dpdb.prompt.ingest'))")
+            _fill_prompt_sources(writer, 100 + k, 100 + k, write_at)
             writer.execute(
                 "INSERT INTO dpdb_meta.prompt_relink (sha256, path, processing_time_mjd_tai, relinked_at, "
                 "n_ssobjects, n_diasources, n_diaobjects_deleted, n_diaobjects_updated, seconds) "
                 "VALUES (%s, 'test', %s, now(), 0, 1, 0, 0, 0)",
                 (f"race-{write_at}", write_at),
             )
-
-            def run(made: list = made) -> None:
-                try:
-                    made.append(archive.cite(sql_text, as_of=61000.5))
-                except Exception as e:  # noqa: BLE001 - the outcome to check
-                    made.append(e)
-
-            citing = threading.Thread(target=run)
+            citing = threading.Thread(
+                target=lambda made=made: made.append(archive.cite(sql_text, as_of=61000.5))
+            )
             citing.start()
             with _superuser(settings) as watch:  # until the citation's store waits for the write
                 deadline = time.monotonic() + 30
@@ -586,22 +583,24 @@ def test_a_write_committed_while_a_citation_is_stored_stops_the_store_and_the_qu
                     time.sleep(0.02)
             assert citing.is_alive()
         citing.join(60)
+        assert len(made) == 1
+        c = made[0]
+        expected = before + (1 if write_at <= 61000.5 else 0)  # the write's row, when before the instant
+        assert (
+            c.row_count == expected == archive.query_arrow(sql_text, as_of=61000.5, provisional=True).num_rows
+        )
         with _superuser(settings) as conn:
             stored = conn.execute("SELECT citation_id, row_count FROM dpdb_meta.citation").fetchall()
             ok = conn.execute(
-                "SELECT count(*) FROM dpdb_meta.audit_log WHERE action = 'cite' AND outcome LIKE 'ok:%%'"
+                "SELECT count(*) FROM dpdb_meta.audit_log WHERE action = 'cite' AND outcome = %s",
+                (f"ok: {c.citation_id}",),
             ).fetchone()
-        if write_at > 61000.5:  # the write changes nothing at the instant: stored once, after the re-run
-            c = made[0]
-            assert stored == [(c.citation_id, before)] and ok == (1,) and c.row_count == before
-            assert archive.citations.resolve(c.citation_id).verified
-        else:  # the instant is now later than the latest write: refused, and nothing was stored
-            assert isinstance(made[0], dpdb.errors.ValidationError), made
-            assert "later than the latest processing time" in str(made[0])
-            assert stored == [] and ok == (1,)
-        with _superuser(settings) as conn:  # back to no write with a time, and no citation
+        assert stored == [(c.citation_id, expected)] and ok == (1,)  # stored once, after the re-run
+        assert archive.citations.resolve(c.citation_id).verified
+        with _superuser(settings) as conn:  # back to no change with a time, and no citation
             conn.execute("DELETE FROM dpdb_meta.citation")
             conn.execute("DELETE FROM dpdb_meta.prompt_relink")
+            conn.execute("DELETE FROM dpdb_meta.audit_log WHERE action = 'cite'")
 
 
 def _subprocess_env() -> dict[str, str]:
