@@ -67,7 +67,7 @@ from dpdb.registry.citations import (
 from dpdb.registry.prompt_log import latest_processing_time
 
 from . import sqltext
-from ._conn import owner_connection
+from ._conn import one_round_trip, owner_connection
 from .digest import METHOD, METHOD_V1, ResultDigest, check_method
 from .rowset import RowsetHasher, digest_table
 
@@ -174,12 +174,14 @@ def _tables_read(
     path = [AS_OF_SCHEMA, *([release] if release else []), "public"]
     statement = "EXPLAIN (VERBOSE, COSTS OFF, FORMAT JSON) " + rewrite_as_of(text, views) + "\n"
     try:
-        with conn.pipeline(), conn.transaction(force_rollback=True):  # the settings end with it
+        with one_round_trip(conn):  # in a transaction rolled back: the settings end with it
+            conn.execute("BEGIN")
             conn.execute(
                 "SELECT set_config('dpdb.as_of', %s, true), set_config('search_path', %s, true)",
                 (repr(float(as_of)), psql.SQL(", ").join(map(psql.Identifier, path)).as_string(conn)),
             )
             explained = conn.execute(statement.encode())
+            conn.execute("ROLLBACK")
         row = explained.fetchone()
     except psycopg.Error as e:
         primary = e.diag.message_primary if isinstance(e, psycopg.errors.DatabaseError) else None
@@ -202,14 +204,16 @@ def _tables_read(
         missing = sorted(found - roots.keys())
     if missing:  # partitions never seen in this process (at this schema version): one round trip
         schemas, names = zip(*missing, strict=True)
-        rows = conn.execute(
-            "SELECT t.s, t.r, rn.nspname, rc.relname FROM unnest(%s::text[], %s::text[]) AS t(s, r) "
-            "JOIN pg_namespace n ON n.nspname = t.s "
-            "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.r "
-            "JOIN pg_class rc ON rc.oid = coalesce(pg_partition_root(c.oid), c.oid) "
-            "JOIN pg_namespace rn ON rn.oid = rc.relnamespace",
-            (list(schemas), list(names)),
-        ).fetchall()
+        with one_round_trip(conn):
+            found_roots = conn.execute(
+                "SELECT t.s, t.r, rn.nspname, rc.relname FROM unnest(%s::text[], %s::text[]) AS t(s, r) "
+                "JOIN pg_namespace n ON n.nspname = t.s "
+                "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.r "
+                "JOIN pg_class rc ON rc.oid = coalesce(pg_partition_root(c.oid), c.oid) "
+                "JOIN pg_namespace rn ON rn.oid = rc.relnamespace",
+                (list(schemas), list(names)),
+            )
+        rows = found_roots.fetchall()
         with _roots_lock:
             roots.update({(s, r): (rs, rr) for s, r, rs, rr in rows})
     tables = {roots[f] for f in found if f in roots}
@@ -392,7 +396,8 @@ def _store(
     from dpdb.registry.prompt_log import UNCHANGED_SQL, frontier_after_writers_statement
 
     outcome = f"ok: {citation.citation_id}"
-    with conn.pipeline():
+    with one_round_trip(conn):
+        conn.execute("BEGIN")
         if frontier is _UNCHECKED:
             inserted = insert_statement(conn, citation)
             record(conn, "cite", arguments, outcome, time.monotonic() - start)
@@ -401,7 +406,7 @@ def _store(
             inserted = insert_statement(conn, citation, if_latest=frontier)
             where = (UNCHANGED_SQL, (frontier,))
             record(conn, "cite", arguments, outcome, time.monotonic() - start, where=where)
-        conn.commit()
+        conn.execute("COMMIT")  # durable: the identifier printed survives a crash
     if frontier is _UNCHECKED:
         return inserted, None
     row = latest.fetchone()
@@ -418,10 +423,11 @@ def _prepare(
     from dpdb.as_of_rewrite import AS_OF_SCHEMA
 
     try:
-        with conn.pipeline():
+        with one_round_trip(conn):
             views = conn.execute(_VIEWS_SQL, (AS_OF_SCHEMA,))
             schema = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (release,)) if release else None
-            found = lookup(conn, citation_id)  # the same round trip
+            collect = lookup(conn, citation_id)
+        found = collect()
     except BaseException as e:
         looked_up.set_exception(e)
         raise
@@ -522,11 +528,12 @@ def _audit(
     ``durable=False``: the commit does not wait for its WAL flush (for steps that wrote nothing else)."""
     from dpdb.registry.audit import record
 
-    with conn.pipeline():
+    with one_round_trip(conn):
+        conn.execute("BEGIN")
         if not durable:
             conn.execute("SET LOCAL synchronous_commit = off")
         record(conn, action, arguments, outcome, time.monotonic() - start)
-        conn.commit()
+        conn.execute("COMMIT")
 
 
 def _drain(running: Future) -> None:
@@ -692,11 +699,12 @@ def resolve(settings: Settings, reference: str, *, record: bool = True) -> Resol
     """
     start = time.monotonic()
     with owner_connection(settings) as conn:
-        # found and its transaction ended in one round trip: nothing is held open while the query runs
-        with conn.pipeline():
-            if not record:
-                conn.execute("SET TRANSACTION READ ONLY")
-            c = find(conn, reference, commit=True)
+        # one round trip (autocommit: no transaction to open and end), nothing held open while the query runs
+        conn.autocommit = True
+        try:
+            c = find(conn, reference)
+        finally:
+            conn.autocommit = False
         arguments = {"id": c.citation_id}
         try:
             method = _method_of(c)

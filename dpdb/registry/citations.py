@@ -12,7 +12,7 @@ import datetime as _dt
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -237,30 +237,30 @@ class Lookup:
     releases: dict[str, ReleaseFact]  # every registered release
 
 
-def lookup(conn: psycopg.Connection, citation_id: str) -> Lookup:
-    """The citation ``citation_id`` if it exists, the prompt catalog's latest processing time, the schema
-    version and the releases' states, in one round trip (pipeline mode: statements the caller queued
-    before go in it too)."""
+def lookup(conn: psycopg.Connection, citation_id: str) -> Callable[[], Lookup]:
+    """Queue the reads of the citation ``citation_id`` (if it exists), the latest change's time, the
+    schema version and the releases' states; the returned function gives them once the caller's
+    pipeline has synced (one round trip with whatever else the caller queued)."""
     from .prompt_log import LATEST_TIME_SQL
 
-    with conn.pipeline(), conn.cursor(row_factory=dict_row) as cur, conn.cursor() as latest:
-        cur.execute(
-            f"SELECT {_COLUMNS} FROM dpdb_meta.citation WHERE citation_id = %s",  # noqa: S608
-            (citation_id,),
-        )
-        latest.execute(LATEST_TIME_SQL)
-        version = conn.execute("SELECT max(version) FROM dpdb_meta.schema_version")
-        facts = conn.execute(_RELEASE_FACTS_SQL, (None, None))
+    cur = conn.cursor(row_factory=dict_row)
+    cur.execute(f"SELECT {_COLUMNS} FROM dpdb_meta.citation WHERE citation_id = %s", (citation_id,))  # noqa: S608
+    latest = conn.execute(LATEST_TIME_SQL)
+    version = conn.execute("SELECT max(version) FROM dpdb_meta.schema_version")
+    facts = conn.execute(_RELEASE_FACTS_SQL, (None, None))
+
+    def result() -> Lookup:
         row = cur.fetchone()
         frontier = latest.fetchone()
         version_row = version.fetchone()
-        releases = {r[0]: ReleaseFact(*r) for r in facts.fetchall()}
-    return Lookup(
-        existing=_from_row(row) if row else None,
-        frontier=float(frontier[0]) if frontier and frontier[0] is not None else None,
-        schema_version=int(version_row[0]) if version_row and version_row[0] is not None else 0,
-        releases=releases,
-    )
+        return Lookup(
+            existing=_from_row(row) if row else None,
+            frontier=float(frontier[0]) if frontier and frontier[0] is not None else None,
+            schema_version=int(version_row[0]) if version_row and version_row[0] is not None else 0,
+            releases={r[0]: ReleaseFact(*r) for r in facts.fetchall()},
+        )
+
+    return result
 
 
 def _parse_reference(text: str) -> str | None:
@@ -277,23 +277,15 @@ def _parse_reference(text: str) -> str | None:
     return value if _ID.match(value) else None
 
 
-def find(conn: psycopg.Connection, reference: str, *, commit: bool = False) -> Citation:
-    """The citation named by ``reference`` (its ID, handle, DOI URL or landing URL), or a one-line error.
-    ``commit``: end the transaction in the same round trip."""
+def find(conn: psycopg.Connection, reference: str) -> Citation:
+    """The citation named by ``reference`` (its ID, handle, DOI URL or landing URL), or a one-line error."""
     citation_id = _parse_reference(reference)
     if citation_id is None:
         raise CitationError(
             f"{reference!r} is not a citation identifier (expected xxxx-xxxx-xxxx, or its handle "
             "prefix/dpdb.xxxx-xxxx-xxxx)"
         )
-    if commit:
-        with conn.pipeline(), conn.cursor(row_factory=dict_row) as cur:
-            cur.execute(f"SELECT {_COLUMNS} FROM dpdb_meta.citation WHERE citation_id = %s", (citation_id,))  # noqa: S608
-            conn.commit()
-            row = cur.fetchone()
-        found = _from_row(row) if row else None
-    else:
-        found = get(conn, citation_id)
+    found = get(conn, citation_id)
     if found is None:
         raise CitationError(f"no citation {citation_id} in this database (see `dpdb cite list`)")
     return found
