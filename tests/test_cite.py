@@ -13,7 +13,6 @@ import random
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,11 +22,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import DemoRun
+from conftest import DemoRun, demo_copy
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from psycopg import sql
 
 import dpdb
 from dpdb.citations import CitationError, CitationUnavailableError, digest_rows, digest_table, sqltext
@@ -36,7 +34,6 @@ from dpdb.citations.rowset import RowsetHasher
 from dpdb.cli import cli
 from dpdb.config import Settings
 from dpdb.errors import ValidationError
-from dpdb.pg import close_idle_adbc
 from dpdb.registry import prompt_log
 from dpdb.server import EmbeddedServer
 from dpdb.timeutil import now_mjd_tai
@@ -62,32 +59,8 @@ PROMPT_CONE = (
 
 @pytest.fixture(scope="module")
 def cloned(demo_run: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    home = demo_run.settings.home
-    name = f"cite_{uuid.uuid4().hex[:8]}"
-    create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-        sql.Identifier(name), sql.Identifier(demo_run.settings.database)
-    )
-    close_idle_adbc()
-    with psycopg.connect(EmbeddedServer(home).conninfo("postgres"), autocommit=True) as conn:
-        for attempt in range(5):
-            # A template must have no other sessions: earlier tests' pooled connections (ADBC, the
-            # portal's snapshots) are ended; the pools replace a dead connection on its next use.
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (demo_run.settings.database,),
-            )
-            try:
-                conn.execute(create)
-                break
-            except psycopg.errors.ObjectInUse:
-                if attempt == 4:
-                    raise
-                time.sleep(1)
-    archive_dir = tmp_path_factory.mktemp("cite-archive")
-    yield Settings(home=home, database=name, archive_dir=archive_dir)
-    with psycopg.connect(EmbeddedServer(home).conninfo("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with demo_copy(demo_run, "cite", tmp_path_factory.mktemp("cite-archive")) as settings:
+        yield settings
 
 
 def _env(s: Settings) -> dict[str, str]:
