@@ -21,7 +21,7 @@ from conftest import DemoRun
 import dpdb
 from dpdb.errors import QueryError
 from dpdb.tap import engine, shapes
-from dpdb.tap.run import Limits, parse_params, service_sql
+from dpdb.tap.run import Limits, TapError, parse_params, request_params, service_sql
 
 CONE = ("SELECT objectId, coord_ra, coord_dec, r_psfFlux FROM current.Object WHERE "
         "1 = CONTAINS(POINT('ICRS', coord_ra, coord_dec), CIRCLE('ICRS', {ra}, {dec}, {r}))")  # fmt: skip
@@ -153,6 +153,15 @@ def test_a_repeated_parameter_is_refused_alike(urls: dict[str, str], archive: dp
         fast, route = (client.get(u, params=same) for u in (urls["fast"], urls["route"]))
         assert fast.status_code == route.status_code == 200
         assert fast.content == route.content
+
+
+def test_request_params_follow_dali() -> None:
+    """Names case-insensitive and kept as first sent; UPLOAD repeats (joined); others take one value."""
+    pairs = [("lang", "ADQL"), ("UPLOAD", "a,param:x"), ("Query", "q"), ("upload", "b,param:y"),
+             ("LANG", "ADQL")]
+    assert request_params(pairs) == {"lang": "ADQL", "UPLOAD": "a,param:x;b,param:y", "Query": "q"}
+    with pytest.raises(TapError, match="MAXREC is given more than once"):
+        request_params([("MAXREC", "10"), ("QUERY", "q"), ("maxRec", "11")])
 
 
 def test_time_travel_uploads_and_citations_go_to_the_route(
