@@ -37,6 +37,7 @@ from dpdb.cli import cli
 from dpdb.config import Settings
 from dpdb.errors import ValidationError
 from dpdb.pg import close_idle_adbc
+from dpdb.registry import prompt_log
 from dpdb.server import EmbeddedServer
 from dpdb.timeutil import now_mjd_tai
 
@@ -242,12 +243,11 @@ def test_datacite_json_validates_and_bibtex_parses(cloned: Settings) -> None:
 
 
 def _latest(s: Settings) -> float:
+    """The latest committed change (visit, relink or release activation): every write comes after it."""
     with psycopg.connect(dpdb.pg.conninfo(s)) as conn:
-        row = conn.execute(
-            "SELECT greatest((SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit), "
-            "(SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_relink))"
-        ).fetchone()
-    return float(row[0])  # type: ignore[index]
+        latest = prompt_log.latest_processing_time(conn)
+    assert latest is not None
+    return latest
 
 
 def test_citations_stay_verified_through_ingest_relink_activation_and_retention(
@@ -420,25 +420,25 @@ def test_a_citation_made_with_v1_still_resolves_and_verifies_with_v1(cloned: Set
     assert "unknown hash method 'dpdb-rowset-v9'" in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (issue 21 report): an as-of instant counts as repeatable up to the latest release "
-    "activation, but prompt writes need only be later than the prompt catalog's own last write",
-)
 def test_an_instant_called_repeatable_keeps_its_answer_after_a_prompt_write(
     cloned: Settings, tmp_path: Path
 ) -> None:
-    """DPDD §2.5 for plain as-of queries: an answer labelled repeatable never changes. The demo
-    activates its releases at the wall clock, long after the prompt catalog's simulated processing
-    times, so instants in between are labelled repeatable while a prompt write may still come
-    before them."""
+    """DPDD §2.5 for plain as-of queries: an answer labelled repeatable never changes. Activations and
+    prompt writes share one timeline: the demo activated dr2 after its last visit, so an instant between
+    the two is repeatable, and a prompt write dated before the activation is refused, naming it."""
     archive = dpdb.Archive(settings=cloned)
-    latest = _latest(cloned)
-    instant = latest + 0.4
-    before = archive.query_arrow(LIGHT_CURVE, as_of=instant)
-    assert before.schema.metadata[b"dpdb.as_of_repeatable"] == b"true"  # a release activated later
     with psycopg.connect(dpdb.pg.conninfo(cloned)) as conn:
+        last_write = conn.execute(
+            "SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit"
+        ).fetchone()[0]  # type: ignore[index]
+        activated = conn.execute(
+            "SELECT max(activated_mjd_tai) FROM dpdb_meta.release_activation"
+        ).fetchone()[0]  # type: ignore[index]
         ss_object = conn.execute("SELECT min(ssObjectId) FROM prompt.SSObject").fetchone()[0]  # type: ignore[index]
+    assert last_write < activated == _latest(cloned)
+    instant = (last_write + activated) / 2
+    before = archive.query_arrow(LIGHT_CURVE, as_of=instant)
+    assert before.schema.metadata[b"dpdb.as_of_repeatable"] == b"true"
     linkage = tmp_path / "linkage"
     linkage.mkdir()
     moved = before.column("diaSourceId")[0].as_py()
@@ -448,8 +448,11 @@ def test_an_instant_called_repeatable_keeps_its_answer_after_a_prompt_write(
         ),
         linkage / "SSSource.parquet",
     )
-    archive.prompt.relink(linkage, processing_time=latest + 0.2)  # between: accepted
-    assert archive.query_arrow(LIGHT_CURVE, as_of=instant).num_rows == before.num_rows
+    with pytest.raises(ValidationError, match=r"not later than .*the latest change already committed"):
+        archive.prompt.relink(linkage, processing_time=(last_write + instant) / 2)
+    assert archive.query_arrow(LIGHT_CURVE, as_of=instant).equals(before)
+    code, out = _run(cloned, "prompt", "relink", str(linkage), "--processing-time", str(instant))
+    assert code == 1 and out.count("\n") == 1 and "release activation" in out, out
 
 
 def test_a_prompt_write_racing_a_citation_is_waited_for_and_the_query_run_again(cloned: Settings) -> None:
