@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import release_env
 
+from dpdb import Archive
 from dpdb.cli import cli
 from dpdb.config import Settings
 from dpdb.db import prepare
@@ -181,7 +182,13 @@ def test_activation_instants_share_one_timeline(rsettings: Settings, produced: d
         history = conn.execute("SELECT name, activated_mjd_tai FROM dpdb_meta.release_activation").fetchall()
         assert history == [("dr1", 61000.5)]
         assert str(get_release(conn, "dr1").activated_at.isoformat()).startswith("2025-11-21T11:59:2")
+    # a citation pins a later instant (past, after the latest change): no activation may come before it
+    cited = Archive(settings=rsettings).cite("SELECT count(*) AS n FROM current.Object", as_of=61000.7)
+    assert cited.catalogs == ["dr1"] and cited.row_count == 1
+    code, out = run("release", "activate", "dr2", "--at", "61000.6")
+    assert code == 1 and "an instant a citation is pinned to" in out, out
     assert run("release", "activate", "dr2", "--at", "61000.75")[0] == 0
+    assert Archive(settings=rsettings).citations.resolve(cited.citation_id).verified
     assert count_as_of(61000.6) == (0, str(OBJECTS["dr1"]))
     assert count_as_of(61000.75) == (0, str(OBJECTS["dr2"]))
     code, out = count_as_of(61000.9)  # after the latest change: its answer could still change

@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 # times follow its observation times, so the same demo gives the same catalog, instant for instant.
 LATENCY = 60 / 86400
 # A release is activated this long after the last change before it (MJD days), on the same simulated
-# clock: activations and prompt writes share one timeline (docs/architecture.md "Time").
+# clock: activations and prompt writes share one timeline (docs/architecture.md, decision 14).
 ACTIVATION_DELAY = 1 / 24
 
 

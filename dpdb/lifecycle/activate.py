@@ -73,7 +73,7 @@ def activate_release(
 
     The activation's instant is now, or ``at`` (MJD TAI, not in the future) to replay a survey's
     history; either must be later than every change committed so far and every cited instant
-    (one timeline for activations and prompt writes, docs/architecture.md "Time").
+    (one timeline for activations and prompt writes, docs/architecture.md, decision 14).
     """
     with connect(settings) as conn:
         rel = get_release(conn, name)
@@ -170,7 +170,8 @@ def _instant(conn: psycopg.Connection, name: str, at: float | None) -> float:
     the activation's commit.
     """
     conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (WRITER_LOCK,))
-    now = float(Time(fetch_value(conn, "SELECT now()")).tai.mjd)  # the transaction's timestamp
+    # the clock once the lock is held: later than any citation stored before (its instant is in its past)
+    now = float(Time(fetch_value(conn, "SELECT clock_timestamp()")).tai.mjd)
     if at is not None and at > now:
         raise ValidationError(
             f"release {name}: activation instant {iso_utc(at)} UTC is in the future; give a past instant "

@@ -48,7 +48,7 @@ class PromptChange:
 
     def processing_time(self, given: float | None, what: str) -> float:
         """``given`` (default: now), refused unless later than every change committed so far (visits,
-        relinks and release activations: one timeline, docs/architecture.md "Time") and than every
+        relinks and release activations: one timeline, docs/architecture.md, decision 14) and than every
         instant a citation of the prompt catalog is pinned to."""
         t = given if given is not None else now_mjd_tai()
         held = self._query(LATEST_TIME_SQL)[0][0]

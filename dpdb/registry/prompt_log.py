@@ -43,7 +43,7 @@ def last_visit(conn: psycopg.Connection) -> int | None:
     return int(row[0]) if row and row[0] is not None else None
 
 
-LATEST_TIME_SQL = (  # the latest committed change on the one timeline (docs/architecture.md, "Time")
+LATEST_TIME_SQL = (  # the latest committed change: one timeline (docs/architecture.md, decision 14)
     "SELECT greatest((SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit), "
     "(SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_relink), "
     "(SELECT max(activated_mjd_tai) FROM dpdb_meta.release_activation))"
