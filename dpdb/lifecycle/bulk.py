@@ -30,7 +30,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import psycopg
@@ -39,6 +39,7 @@ from psycopg import sql
 from dpdb.config import Settings
 from dpdb.db import connect
 from dpdb.errors import ValidationError
+from dpdb.etl.heldkeys import HeldKeys, copy_keys
 from dpdb.keymap import create_triggers, drop_triggers, keymap_tables, map_name
 from dpdb.model.ddl import catalog_ddl, table_specs
 from dpdb.model.layout import LOAD_ID_COLUMN, PIXEL_COLUMN, layout, tables_for
@@ -80,14 +81,19 @@ class Deferred:
     build_seconds: float = 0.0
     keymap_seconds: float = 0.0  # summed over the key-map units (across connections)
     resumed: bool = False
-    """The load resumes an interrupted one: files loaded before may not have written their keys
-    into the key maps (older code), so the maps are filled from the tables."""
+    """The load resumes an interrupted one: the keys of files loaded before are not held, so the
+    maps are filled from the tables."""
+    held: HeldKeys = field(default_factory=HeldKeys)
+    """The keys of the files loaded by this run, filled by the ETL (etl/heldkeys.py)."""
 
     def build(self, settings: Settings, jobs: int, *, keymaps: bool = True) -> None:
-        """Build every index and key map, in ``jobs`` connections, then attach them in one transaction.
+        """Build every index and key map in ``jobs`` connections; attach the partitions' indexes
+        in one transaction as soon as they are built, while the key maps are still being built.
 
-        ``keymaps=False`` leaves the key maps empty and their triggers off (only to measure
-        what the global key check costs, benchmarks/bench_release.py).
+        The key maps come last: their units touch only the maps, so they fill the build's
+        idle end and overlap the attach, which runs on one core. ``keymaps=False`` leaves the
+        key maps empty and their triggers off (only to measure what the global key check costs,
+        benchmarks/bench_release.py).
         """
         start = time.monotonic()
         with connect(settings) as conn:
@@ -104,35 +110,44 @@ class Deferred:
             if t.keymap and keymaps:
                 total = sum(size for _, size in parts[t.name])
                 maps.append((total, f"{t.keymap}", self._keymap(t)))
-        units = sorted(units + maps, key=lambda u: -u[0])  # largest first: the key maps fill the gaps
-        _run_parallel(settings, [(label, fn) for _, label, fn in units], jobs, self.catalog)
-        with connect(settings) as conn:
-            for t in self.tables:
-                for part, size in parts[t.name]:
-                    if size:
-                        conn.execute(
-                            sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY USING INDEX {}").format(
-                                sql.Identifier(self.catalog, part),
-                                sql.Identifier(f"{part}_pkey"),
-                                sql.Identifier(f"{part}_pkey"),
-                            )
-                        )
-                full = sql.Identifier(self.catalog, t.name)
-                conn.execute(
-                    sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
-                        full,
-                        sql.Identifier(f"{t.name}_pkey"),
-                        sql.SQL(", ").join(map(sql.Identifier, t.pkey)),
-                    )
-                )
-                for name, rest in t.indexes:  # attaches the partitions' indexes, builds the empty ones
-                    conn.execute(
-                        sql.SQL("CREATE INDEX {} ON {} ").format(sql.Identifier(name), full).as_string(conn)
-                        + rest
-                    )
-                if t.keymap and keymaps:
-                    create_triggers(conn, self.catalog, t.name, t.keys)
+        with _Builder(settings, jobs, self.catalog) as builder:
+            indexes = [builder.submit(label, fn) for _, label, fn in sorted(units, key=lambda u: -u[0])]
+            keyed = [builder.submit(label, fn) for _, label, fn in sorted(maps, key=lambda u: -u[0])]
+            builder.wait(indexes)
+            with connect(settings) as conn:
+                self._attach(conn, parts, keymaps)
+            builder.wait(keyed)
         self.build_seconds = time.monotonic() - start
+
+    def _attach(
+        self, conn: psycopg.Connection, parts: dict[str, list[tuple[str, int]]], keymaps: bool
+    ) -> None:
+        """Partitions' indexes attached to their parents' (the empty partitions' built), triggers back."""
+        for t in self.tables:
+            for part, size in parts[t.name]:
+                if size:
+                    conn.execute(
+                        sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY USING INDEX {}").format(
+                            sql.Identifier(self.catalog, part),
+                            sql.Identifier(f"{part}_pkey"),
+                            sql.Identifier(f"{part}_pkey"),
+                        )
+                    )
+            full = sql.Identifier(self.catalog, t.name)
+            conn.execute(
+                sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
+                    full,
+                    sql.Identifier(f"{t.name}_pkey"),
+                    sql.SQL(", ").join(map(sql.Identifier, t.pkey)),
+                )
+            )
+            for name, rest in t.indexes:  # attaches the partitions' indexes, builds the empty ones
+                conn.execute(
+                    sql.SQL("CREATE INDEX {} ON {} ").format(sql.Identifier(name), full).as_string(conn)
+                    + rest
+                )
+            if t.keymap and keymaps:
+                create_triggers(conn, self.catalog, t.name, t.keys)
 
     def _unique(self, part: str, t: _Table) -> Callable[[psycopg.Connection], None]:
         def run(conn: psycopg.Connection) -> None:
@@ -156,20 +171,30 @@ class Deferred:
 
     def _keymap(self, t: _Table) -> Callable[[psycopg.Connection], None]:
         assert t.keymap is not None
+        name = t.keymap
 
         def run(conn: psycopg.Connection) -> None:
             t0 = time.monotonic()
             cols = sql.SQL(", ").join(map(sql.Identifier, [*t.keys, PIXEL_COLUMN]))
-            keymap = sql.Identifier(self.catalog, t.keymap)  # type: ignore[arg-type]
+            keymap = sql.Identifier(self.catalog, name)
             with conn.transaction():
                 conn.execute(f"SET LOCAL maintenance_work_mem = '{KEYMAP_WORK_MEM}'")
-                if self.resumed:  # else each file wrote its keys in its own transaction (etl/load.py)
+                if self.resumed:  # the keys of files loaded by the interrupted run are not held
                     conn.execute(sql.SQL("TRUNCATE {}").format(keymap))
                     conn.execute(
                         sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
                             keymap, cols, cols, sql.Identifier(self.catalog, t.name)
                         )
                     )
+                else:
+                    # The files' keys, sorted (etl/heldkeys.py); a map that no file wrote into is
+                    # truncated here so that they are COPYed frozen.
+                    freeze = not self.held.spilled(t.name)
+                    if freeze:
+                        conn.execute(sql.SQL("TRUNCATE {}").format(keymap))
+                    columns = self.held.take(t.name)
+                    if columns is not None:
+                        copy_keys(conn, self.catalog, name, [*t.keys, PIXEL_COLUMN], columns, freeze=freeze)
                 conn.execute(
                     sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
                         keymap,
@@ -198,7 +223,10 @@ def prepare(settings: Settings, name: str, *, total_rows: int, min_rows: int) ->
         partitioned = [t for t in tables_for(kind) if layout(t).partitioned and layout(t).since <= version]
         if not partitioned or _sharded(conn, name, partitioned[0].lower()):
             return None
-        deferred = any(not _has_pkey(conn, name, t.lower()) for t in partitioned)
+        # An interrupted build leaves a parent or a key map without its primary key.
+        deferred = any(
+            not _has_pkey(conn, name, t.lower()) or _unkeyed_map(conn, name, t.lower()) for t in partitioned
+        )
         if not deferred:
             loaded = load_manifest.rows_by_target(conn).get(name, {})
             if total_rows < min_rows or any(loaded.get(t, 0) for t in partitioned):
@@ -285,6 +313,16 @@ def _has_pkey(conn: psycopg.Connection, catalog: str, table: str) -> bool:
     return bool(row and row[0])
 
 
+def _unkeyed_map(conn: psycopg.Connection, catalog: str, table: str) -> bool:
+    """``catalog.table`` has a key map without its primary key (its build did not commit)."""
+    row = conn.execute(
+        "SELECT to_regclass(%s) IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_constraint "
+        "WHERE conrelid = to_regclass(%s) AND contype = 'p')",
+        (f'"{catalog}"."{map_name(table)}"',) * 2,
+    ).fetchone()
+    return bool(row and row[0])
+
+
 def _sharded(conn: psycopg.Connection, catalog: str, table: str) -> bool:
     row = conn.execute(
         "SELECT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
@@ -304,37 +342,49 @@ def _partitions(conn: psycopg.Connection, catalog: str, table: str) -> list[tupl
     return [(str(r[0]), int(r[1])) for r in rows]
 
 
-def _run_parallel(
-    settings: Settings, units: list[tuple[str, Callable[[psycopg.Connection], None]]], jobs: int, catalog: str
-) -> None:
-    """Run ``units`` on ``jobs`` autocommit connections; a repeated key refuses the release."""
-    local = threading.local()
-    opened: list[psycopg.Connection] = []
-    lock = threading.Lock()
+class _Builder:
+    """Runs build units on ``jobs`` autocommit connections; a repeated key refuses the release."""
 
-    def run(unit: tuple[str, Callable[[psycopg.Connection], None]]) -> None:
-        conn = getattr(local, "conn", None)
+    def __init__(self, settings: Settings, jobs: int, catalog: str) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self._local = threading.local()
+        self._opened: list[psycopg.Connection] = []
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=max(1, jobs))
+
+    def __enter__(self) -> _Builder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for conn in self._opened:
+            conn.close()
+
+    def submit(self, label: str, fn: Callable[[psycopg.Connection], None]) -> Future[None]:
+        return self._pool.submit(self._run, label, fn)
+
+    @staticmethod
+    def wait(futures: list[Future[None]]) -> None:
+        """Wait for ``futures``; the first failure is raised."""
+        for f in futures:
+            f.result()
+
+    def _run(self, label: str, fn: Callable[[psycopg.Connection], None]) -> None:
+        conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = connect(settings, autocommit=True)
+            conn = connect(self.settings, autocommit=True)
             conn.execute(f"SET maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
             conn.execute("SET max_parallel_maintenance_workers = 0")  # parallel by connections already
-            local.conn = conn
-            with lock:
-                opened.append(conn)
-        label, fn = unit
+            self._local.conn = conn
+            with self._lock:
+                self._opened.append(conn)
         t0 = time.monotonic()
         try:
             fn(conn)
         except psycopg.errors.UniqueViolation as e:
-            raise _duplicate(conn, catalog, label, e) from e
-        log.info("%s: built %s in %.1f s", catalog, label, time.monotonic() - t0)
-
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            list(pool.map(run, units))
-    finally:
-        for conn in opened:
-            conn.close()
+            raise _duplicate(conn, self.catalog, label, e) from e
+        log.info("%s: built %s in %.1f s", self.catalog, label, time.monotonic() - t0)
 
 
 def _duplicate(conn: psycopg.Connection, catalog: str, label: str, e: psycopg.Error) -> ValidationError:
