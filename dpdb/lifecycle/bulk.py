@@ -114,6 +114,8 @@ class Deferred:
             indexes = [builder.submit(label, fn) for _, label, fn in sorted(units, key=lambda u: -u[0])]
             keyed = [builder.submit(label, fn) for _, label, fn in sorted(maps, key=lambda u: -u[0])]
             builder.wait(indexes)
+            if self.resumed:  # the maps are filled from the tables, which the attach locks
+                builder.wait(keyed)
             with connect(settings) as conn:
                 self._attach(conn, parts, keymaps)
             builder.wait(keyed)
@@ -342,6 +344,15 @@ def _partitions(conn: psycopg.Connection, catalog: str, table: str) -> list[tupl
     return [(str(r[0]), int(r[1])) for r in rows]
 
 
+class _Repeated(Exception):
+    """A unit's unique key found a repeated key (``error``)."""
+
+    def __init__(self, label: str, error: psycopg.Error) -> None:
+        super().__init__(label)
+        self.label = label
+        self.error = error
+
+
 class _Builder:
     """Runs build units on ``jobs`` autocommit connections; a repeated key refuses the release."""
 
@@ -364,11 +375,15 @@ class _Builder:
     def submit(self, label: str, fn: Callable[[psycopg.Connection], None]) -> Future[None]:
         return self._pool.submit(self._run, label, fn)
 
-    @staticmethod
-    def wait(futures: list[Future[None]]) -> None:
-        """Wait for ``futures``; the first failure is raised."""
+    def wait(self, futures: list[Future[None]]) -> None:
+        """Wait for ``futures``; the first failure is raised, a repeated key as a one-line refusal
+        (looked up here: a key map's unit may fail while the attach holds the tables' locks)."""
         for f in futures:
-            f.result()
+            try:
+                f.result()
+            except _Repeated as r:
+                with connect(self.settings, autocommit=True) as conn:
+                    raise _duplicate(conn, self.catalog, r.label, r.error) from r.error
 
     def _run(self, label: str, fn: Callable[[psycopg.Connection], None]) -> None:
         conn = getattr(self._local, "conn", None)
@@ -383,7 +398,7 @@ class _Builder:
         try:
             fn(conn)
         except psycopg.errors.UniqueViolation as e:
-            raise _duplicate(conn, self.catalog, label, e) from e
+            raise _Repeated(label, e) from e
         log.info("%s: built %s in %.1f s", self.catalog, label, time.monotonic() - t0)
 
 
