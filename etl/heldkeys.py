@@ -44,7 +44,7 @@ _WIRE = {"i": ">i8", "f": ">f8"}  # bigint and double precision keys, as 8 bytes
 class HeldKeys:
     """Per table (database name), the committed files' keys then pixels, each file's sorted by key."""
 
-    limit: int = HELD_KEY_BYTES
+    limit: int = field(default_factory=lambda: HELD_KEY_BYTES)
     _files: dict[str, list[list[np.ndarray]]] = field(default_factory=dict)
     _spilled: set[str] = field(default_factory=set)
     _bytes: int = 0
