@@ -724,13 +724,22 @@ class Releases:
             audit.outcome = "validated" if report.ok else "failed"
         return report
 
-    def activate(self, name: str, *, force: bool = False, dry_run: bool = False) -> Activation:
-        """Make ``name`` the ``current`` release (the old one becomes ``previous``)."""
+    def activate(
+        self, name: str, *, force: bool = False, dry_run: bool = False, at: Instant | None = None
+    ) -> Activation:
+        """Make ``name`` the ``current`` release (the old one becomes ``previous``).
+
+        ``at``: the activation's instant (default now), e.g. to replay a survey's history; it may not
+        lie in the future and must be later than every change committed so far.
+        """
         from .lifecycle.activate import activate_release
         from .registry.audit import audited
 
-        with audited(self._settings, "release.activate", name=name, force=force, dry_run=dry_run) as audit:
-            result = activate_release(self._settings, name, force=force, dry_run=dry_run)
+        instant = to_mjd_tai(at)
+        with audited(
+            self._settings, "release.activate", name=name, force=force, dry_run=dry_run, at=instant
+        ) as audit:
+            result = activate_release(self._settings, name, force=force, dry_run=dry_run, at=instant)
             audit.outcome = (
                 "dry run" if dry_run else f"ok: previous {result.previous}, archived {result.archived}"
             )

@@ -1,9 +1,10 @@
 """As-of instants (DPDD §2.5): repeatable answers only, ``now`` resolved once, out-of-range refused.
 
-A catalog change always gets a processing time later than every one the prompt
-catalog holds (dpdb/prompt/order.py). So an answer as of an instant up to the
-latest committed processing time can never change; one as of a later instant
-can (a visit processed next may fall before it). Such instants are refused,
+Every catalog change (visit, relink, release activation) gets an instant later
+than every change committed before it: one timeline (docs/architecture.md,
+decision 14). So an answer as of an instant up to the latest committed change
+can never change; one as of a later instant can (a visit processed next may
+fall before it). Such instants are refused,
 unless asked for explicitly (``provisional``, or ``now``, which names the
 present): then the answer is labelled *not yet repeatable*, with the resolved
 instant, so nobody mistakes it for a citable one.

@@ -331,11 +331,6 @@ ON CONFLICT (diaobjectid) DO UPDATE SET
     ndiasources = excluded.ndiasources, firstdiasourcemjdtai = excluded.firstdiasourcemjdtai,
     lastdiasourcemjdtai = excluded.lastdiasourcemjdtai
 
--- name: latest_time
--- The latest processing time held (visits and daytime linkages): time only moves forward.
-SELECT greatest((SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit),
-                (SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_relink))
-
 -- name: cited_time
 -- The latest instant a citation of the prompt catalog is pinned to: a write before it would change
 -- the cited result, so the processing time must come after it too (docs/citations.md).

@@ -14,8 +14,10 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,3 +181,37 @@ def demo_run() -> Iterator[DemoRun]:
     finally:
         EmbeddedServer(folder / ".dpdb").down()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def demo_copy(demo_run: DemoRun, prefix: str, archive_dir: Path | None = None) -> Iterator[Settings]:
+    """A throwaway copy of the demo's database (CREATE DATABASE ... TEMPLATE), for tests that change it."""
+    from dpdb.pg import close_idle_adbc
+
+    home = demo_run.settings.home
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+        sql.Identifier(name), sql.Identifier(demo_run.settings.database)
+    )
+    close_idle_adbc()
+    with psycopg.connect(EmbeddedServer(home).conninfo("postgres"), autocommit=True) as conn:
+        for attempt in range(5):
+            # A template must have no other sessions: earlier tests' pooled connections (ADBC, the
+            # portal's snapshots) are ended; the pools replace a dead connection on its next use.
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (demo_run.settings.database,),
+            )
+            try:
+                conn.execute(create)
+                break
+            except psycopg.errors.ObjectInUse:
+                if attempt == 4:
+                    raise
+                time.sleep(1)
+    try:
+        yield Settings(home=home, database=name, archive_dir=archive_dir)  # None: DPDB_HOME/archive
+    finally:
+        with psycopg.connect(EmbeddedServer(home).conninfo("postgres"), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))

@@ -13,7 +13,6 @@ import random
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,11 +22,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
-from conftest import DemoRun
+from conftest import DemoRun, demo_copy
 from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from psycopg import sql
 
 import dpdb
 from dpdb.citations import CitationError, CitationUnavailableError, digest_rows, digest_table, sqltext
@@ -36,7 +34,7 @@ from dpdb.citations.rowset import RowsetHasher
 from dpdb.cli import cli
 from dpdb.config import Settings
 from dpdb.errors import ValidationError
-from dpdb.pg import close_idle_adbc
+from dpdb.registry import prompt_log
 from dpdb.server import EmbeddedServer
 from dpdb.timeutil import now_mjd_tai
 
@@ -61,32 +59,8 @@ PROMPT_CONE = (
 
 @pytest.fixture(scope="module")
 def cloned(demo_run: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    home = demo_run.settings.home
-    name = f"cite_{uuid.uuid4().hex[:8]}"
-    create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-        sql.Identifier(name), sql.Identifier(demo_run.settings.database)
-    )
-    close_idle_adbc()
-    with psycopg.connect(EmbeddedServer(home).conninfo("postgres"), autocommit=True) as conn:
-        for attempt in range(5):
-            # A template must have no other sessions: earlier tests' pooled connections (ADBC, the
-            # portal's snapshots) are ended; the pools replace a dead connection on its next use.
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (demo_run.settings.database,),
-            )
-            try:
-                conn.execute(create)
-                break
-            except psycopg.errors.ObjectInUse:
-                if attempt == 4:
-                    raise
-                time.sleep(1)
-    archive_dir = tmp_path_factory.mktemp("cite-archive")
-    yield Settings(home=home, database=name, archive_dir=archive_dir)
-    with psycopg.connect(EmbeddedServer(home).conninfo("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with demo_copy(demo_run, "cite", tmp_path_factory.mktemp("cite-archive")) as settings:
+        yield settings
 
 
 def _env(s: Settings) -> dict[str, str]:
@@ -125,9 +99,10 @@ def test_citing_the_same_query_at_the_same_instant_gives_one_identifier(cloned: 
     assert again.existing and again.citation.citation_id == c.citation_id
     assert again.citation.title == "Objects near the demo transient"
     # pinned to the same instant explicitly: the same; another instant: another identifier
-    # (with --as-of, current means the release current then: none yet at the demo's simulated times)
+    # (with --as-of, current means the release current then: dr2, and none yet on the first night)
+    assert archive.cite(CONE, as_of=c.as_of_mjd_tai).citation_id == c.citation_id
     with pytest.raises(CitationError, match="no release was current at MJD"):
-        archive.cite(CONE, as_of=c.as_of_mjd_tai)
+        archive.cite(CONE, as_of=61000.5)
     in_dr2 = CONE.replace("current.", "dr2.")
     assert archive.cite(in_dr2, as_of=c.as_of_mjd_tai).citation_id == c.citation_id
     other = archive.cite(in_dr2, as_of=c.as_of_mjd_tai - 1)
@@ -242,12 +217,11 @@ def test_datacite_json_validates_and_bibtex_parses(cloned: Settings) -> None:
 
 
 def _latest(s: Settings) -> float:
+    """The latest committed change (visit, relink or release activation): every write comes after it."""
     with psycopg.connect(dpdb.pg.conninfo(s)) as conn:
-        row = conn.execute(
-            "SELECT greatest((SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit), "
-            "(SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_relink))"
-        ).fetchone()
-    return float(row[0])  # type: ignore[index]
+        latest = prompt_log.latest_processing_time(conn)
+    assert latest is not None
+    return latest
 
 
 def test_citations_stay_verified_through_ingest_relink_activation_and_retention(
@@ -420,25 +394,25 @@ def test_a_citation_made_with_v1_still_resolves_and_verifies_with_v1(cloned: Set
     assert "unknown hash method 'dpdb-rowset-v9'" in out
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (issue 21 report): an as-of instant counts as repeatable up to the latest release "
-    "activation, but prompt writes need only be later than the prompt catalog's own last write",
-)
 def test_an_instant_called_repeatable_keeps_its_answer_after_a_prompt_write(
     cloned: Settings, tmp_path: Path
 ) -> None:
-    """DPDD §2.5 for plain as-of queries: an answer labelled repeatable never changes. The demo
-    activates its releases at the wall clock, long after the prompt catalog's simulated processing
-    times, so instants in between are labelled repeatable while a prompt write may still come
-    before them."""
+    """DPDD §2.5 for plain as-of queries: an answer labelled repeatable never changes. Activations and
+    prompt writes share one timeline: the demo activated dr2 after its last visit, so an instant between
+    the two is repeatable, and a prompt write dated before the activation is refused, naming it."""
     archive = dpdb.Archive(settings=cloned)
-    latest = _latest(cloned)
-    instant = latest + 0.4
-    before = archive.query_arrow(LIGHT_CURVE, as_of=instant)
-    assert before.schema.metadata[b"dpdb.as_of_repeatable"] == b"true"  # a release activated later
     with psycopg.connect(dpdb.pg.conninfo(cloned)) as conn:
+        last_write = conn.execute(
+            "SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit"
+        ).fetchone()[0]  # type: ignore[index]
+        activated = conn.execute(
+            "SELECT max(activated_mjd_tai) FROM dpdb_meta.release_activation"
+        ).fetchone()[0]  # type: ignore[index]
         ss_object = conn.execute("SELECT min(ssObjectId) FROM prompt.SSObject").fetchone()[0]  # type: ignore[index]
+    assert last_write < activated == _latest(cloned)
+    instant = (last_write + activated) / 2
+    before = archive.query_arrow(LIGHT_CURVE, as_of=instant)
+    assert before.schema.metadata[b"dpdb.as_of_repeatable"] == b"true"
     linkage = tmp_path / "linkage"
     linkage.mkdir()
     moved = before.column("diaSourceId")[0].as_py()
@@ -448,8 +422,11 @@ def test_an_instant_called_repeatable_keeps_its_answer_after_a_prompt_write(
         ),
         linkage / "SSSource.parquet",
     )
-    archive.prompt.relink(linkage, processing_time=latest + 0.2)  # between: accepted
-    assert archive.query_arrow(LIGHT_CURVE, as_of=instant).num_rows == before.num_rows
+    with pytest.raises(ValidationError, match=r"not later than .*the latest change already committed"):
+        archive.prompt.relink(linkage, processing_time=(last_write + instant) / 2)
+    assert archive.query_arrow(LIGHT_CURVE, as_of=instant).equals(before)
+    code, out = _run(cloned, "prompt", "relink", str(linkage), "--processing-time", str(instant))
+    assert code == 1 and out.count("\n") == 1 and "release activation" in out, out
 
 
 def test_a_prompt_write_racing_a_citation_is_waited_for_and_the_query_run_again(cloned: Settings) -> None:
@@ -459,9 +436,12 @@ def test_a_prompt_write_racing_a_citation_is_waited_for_and_the_query_run_again(
     import threading
 
     archive = dpdb.Archive(settings=cloned)
-    latest = _latest(cloned)
-    instant, t = latest + 0.2, latest + 0.1  # past (before now), and a write in between
-    before = archive.query_arrow(LIGHT_CURVE, as_of=instant).num_rows
+    from dpdb.timeutil import now_mjd_tai
+
+    latest = _latest(cloned)  # an earlier test may have activated a release just now
+    gap = now_mjd_tai() - latest
+    instant, t = latest + 0.8 * gap, latest + 0.4 * gap  # past (before now), and a write in between
+    before = archive.query_arrow(LIGHT_CURVE, as_of=instant, provisional=True).num_rows
     made: list = []
     with _superuser(cloned) as writer, writer.transaction():  # a prompt write, as dpdb/prompt/order.py
         writer.execute("SELECT pg_advisory_xact_lock(hashtext('dpdb.prompt.ingest'))")
@@ -502,7 +482,8 @@ def test_a_prompt_write_racing_a_citation_is_waited_for_and_the_query_run_again(
     # the write's row, which the instant holds for ever after (a citation that did not wait holds
     # the rows before the write, and resolving it would say the row count differs)
     assert c.row_count == before + 1
-    assert archive.query_arrow(LIGHT_CURVE, as_of=instant).num_rows == c.row_count
+    again = archive.query_arrow(LIGHT_CURVE, as_of=instant, provisional=True)
+    assert again.num_rows == c.row_count
     assert archive.citations.resolve(c.citation_id).verified
 
 

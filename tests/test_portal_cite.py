@@ -15,20 +15,17 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import psycopg
 import pytest
-from conftest import DemoRun
-from psycopg import sql
+from conftest import DemoRun, demo_copy
 from test_portal import CHROMIUM, CHROMIUM_ARGS, DEMO_DIAOBJECT, _free_port, _run, _shot
 
 import dpdb
 from dpdb.config import Settings
-from dpdb.db import close_idle_adbc
 from dpdb.server import EmbeddedServer
 
 DPDB = str(Path(sys.executable).with_name("dpdb"))
@@ -39,29 +36,8 @@ pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chro
 @pytest.fixture(scope="module")
 def cloned(demo_run: DemoRun) -> Iterator[Settings]:
     """A copy of the demo's database (``CREATE DATABASE ... TEMPLATE``)."""
-    home = demo_run.settings.home
-    name = f"pcite_{uuid.uuid4().hex[:8]}"
-    create = sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-        sql.Identifier(name), sql.Identifier(demo_run.settings.database)
-    )
-    close_idle_adbc()
-    with psycopg.connect(EmbeddedServer(home).conninfo("postgres"), autocommit=True) as conn:
-        for attempt in range(5):  # a template has no other sessions: pooled ones are ended
-            conn.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                "WHERE datname = %s AND pid <> pg_backend_pid()",
-                (demo_run.settings.database,),
-            )
-            try:
-                conn.execute(create)
-                break
-            except psycopg.errors.ObjectInUse:
-                if attempt == 4:
-                    raise
-                time.sleep(1)
-    yield Settings(home=home, database=name)
-    with psycopg.connect(EmbeddedServer(home).conninfo("postgres"), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+    with demo_copy(demo_run, "pcite") as settings:
+        yield settings
 
 
 def _env(s: Settings) -> dict[str, str]:

@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import release_env
 
+from dpdb import Archive
 from dpdb.cli import cli
 from dpdb.config import Settings
 from dpdb.db import prepare
@@ -151,6 +152,47 @@ def test_lifecycle_swap_retention_archive_restore(rsettings: Settings, produced:
         assert conn.execute("SELECT count(*) FROM current.Object").fetchone() == (OBJECTS["dr3"],)
     result = runner.invoke(cli, [*count, between["dr1"]], env=env)
     assert result.exit_code == 0 and result.output.splitlines()[-1] == str(OBJECTS["dr1"]), result.output
+
+
+def test_activation_instants_share_one_timeline(rsettings: Settings, produced: dict[str, Path]) -> None:
+    """``--at`` replays a survey's history: an activation may be dated in the past, but never in the
+    future nor before a change already committed, so answers as of earlier instants never change."""
+    env = release_env(rsettings)
+    runner = CliRunner()
+    for name in ("dr1", "dr2"):
+        ready(rsettings, name, produced[name])
+
+    def run(*args: str) -> tuple[int, str]:
+        result = runner.invoke(cli, list(args), env=env)
+        return result.exit_code, result.output
+
+    def count_as_of(instant: float) -> tuple[int, str]:
+        query = "SELECT count(*) AS n FROM Object"
+        code, out = run("query", "--format", "csv", "--release", "current", query, "--as-of", repr(instant))
+        return code, out.splitlines()[-1]
+
+    code, out = run("release", "activate", "dr1", "--at", "2999-01-01T00:00:00")
+    assert code == 1 and out.count("\n") == 1 and "is in the future" in out, out
+    code, out = run("release", "activate", "dr1", "--at", "61000.5")
+    assert code == 0, out
+    code, out = run("release", "activate", "dr2", "--at", "61000.25")
+    assert code == 1 and out.count("\n") == 1, out
+    assert "is not later than" in out and "the latest change already committed" in out, out
+    with psycopg.connect(conninfo(rsettings)) as conn:
+        history = conn.execute("SELECT name, activated_mjd_tai FROM dpdb_meta.release_activation").fetchall()
+        assert history == [("dr1", 61000.5)]
+        assert str(get_release(conn, "dr1").activated_at.isoformat()).startswith("2025-11-21T11:59:2")
+    # a citation pins a later instant (past, after the latest change): no activation may come before it
+    cited = Archive(settings=rsettings).cite("SELECT count(*) AS n FROM current.Object", as_of=61000.7)
+    assert cited.catalogs == ["dr1"] and cited.row_count == 1
+    code, out = run("release", "activate", "dr2", "--at", "61000.6")
+    assert code == 1 and "an instant a citation is pinned to" in out, out
+    assert run("release", "activate", "dr2", "--at", "61000.75")[0] == 0
+    assert Archive(settings=rsettings).citations.resolve(cited.citation_id).verified
+    assert count_as_of(61000.6) == (0, str(OBJECTS["dr1"]))
+    assert count_as_of(61000.75) == (0, str(OBJECTS["dr2"]))
+    code, out = count_as_of(61000.9)  # after the latest change: its answer could still change
+    assert code == 1 and "could still change" in out, out
 
 
 def test_refusals(rsettings: Settings, produced: dict[str, Path], tmp_path: Path) -> None:

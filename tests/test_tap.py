@@ -11,7 +11,9 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -19,7 +21,7 @@ import pytest
 import pyvo
 from astropy.io.votable import parse_single_table
 from astropy.table import Table
-from conftest import DemoRun
+from conftest import DemoRun, demo_copy
 
 import dpdb
 
@@ -30,14 +32,14 @@ class Service:
     archive: dpdb.Archive
 
 
-@pytest.fixture(scope="module")
-def tap(demo_run: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+@contextmanager
+def _serving(archive: dpdb.Archive, job_dir: Path) -> Iterator[Service]:
+    """The real app under uvicorn on a free port, in a thread, for the block."""
     import uvicorn
 
     from dpdb.service import create_app
 
-    archive = dpdb.Archive(settings=demo_run.settings)
-    app = create_app(archive, job_dir=tmp_path_factory.mktemp("tap-jobs"))
+    app = create_app(archive, job_dir=job_dir)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -48,9 +50,17 @@ def tap(demo_run: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     while not server.started:
         assert time.monotonic() < deadline, "the TAP service did not start"
         time.sleep(0.05)
-    yield Service(f"http://127.0.0.1:{port}/tap", archive)
-    server.should_exit = True
-    thread.join(timeout=10)
+    try:
+        yield Service(f"http://127.0.0.1:{port}/tap", archive)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def tap(demo_run: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    with _serving(dpdb.Archive(settings=demo_run.settings), tmp_path_factory.mktemp("tap-jobs")) as service:
+        yield service
 
 
 def _centre(archive: dpdb.Archive) -> tuple[float, float]:
@@ -473,3 +483,41 @@ def test_queries_agree_with_dpdb_query(tap: Service) -> None:
 def _rows(table: Table) -> list[tuple[float | None, ...]]:
     rows = [tuple(None if np.ma.is_masked(v) else round(float(v), 6) for v in r) for r in table.iterrows()]
     return sorted(rows, key=repr)
+
+
+def test_recorded_instants_repeat_after_more_nights_and_a_release_swap(
+    demo_run: DemoRun, tmp_path: Path
+) -> None:
+    """Issue 15's time travel: results saved before more nights are ingested and a new release is
+    activated give the identical rows when their recorded instant is sent back as ASOF (on a copy of
+    the demo's database, which this test changes)."""
+    queries = (
+        "SELECT diaObjectId, nDiaSources, ra, dec, r_psfFluxMean FROM prompt.DiaObject ORDER BY diaObjectId",
+        "SELECT diaSourceId, diaObjectId, psfFlux FROM prompt.DiaSource ORDER BY diaSourceId",
+        "SELECT COUNT(*) AS n, MAX(objectId) AS last FROM current.Object",
+    )
+    with demo_copy(demo_run, "taptime", tmp_path / "archive") as settings:
+        archive = dpdb.Archive(settings=settings)
+        with _serving(archive, tmp_path / "jobs") as service:
+            tap = pyvo.dal.TAPService(service.url)
+            saved = {}
+            for query in queries:
+                result = tap.search(query, maxrec=1_000_000)
+                infos = {i.name: i.value for i in result.votable.resources[0].infos}
+                saved[query] = (infos["dpdb_as_of_mjd_tai"], infos["dpdb_releases"], result.to_table())
+            # another night, processed after every change so far, then dr3 made from it and activated
+            survey = tmp_path / "survey"
+            survey.mkdir()
+            shutil.copy(demo_run.settings.home / "demo" / "survey" / "survey.json", survey)
+            archive.prompt.ingest(archive.prompt.simulate(survey, 1))  # processed now
+            archive.releases.produce("dr3", tmp_path / "dr3", from_prompt=True)
+            archive.releases.create("dr3")
+            archive.releases.load("dr3", tmp_path / "dr3")
+            archive.releases.activate("dr3", force=not archive.releases.validate("dr3").ok)
+            for query, (instant, releases, rows) in saved.items():
+                now = tap.search(query, maxrec=1_000_000).to_table()
+                assert now.as_array().tolist() != rows.as_array().tolist(), query  # the catalogs changed
+                again = tap.search(query, ASOF=instant, maxrec=1_000_000)
+                infos = {i.name: i.value for i in again.votable.resources[0].infos}
+                assert infos["dpdb_as_of_mjd_tai"] == instant and infos["dpdb_releases"] == releases
+                assert again.to_table().as_array().tolist() == rows.as_array().tolist(), query

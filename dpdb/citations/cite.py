@@ -307,11 +307,12 @@ def cite(
                 if checking is not None:
                     template = checking.result()
                 assert template is not None
-                if "prompt" not in template.catalogs or (frontier is not None and instant <= frontier):
-                    break  # every later prompt write comes after the instant (dpdb/prompt/order.py)
-                # The instant is later than the prompt catalog's last write: a write committed since the
-                # query's snapshot could have come before it. Once the citation is stored no write can
-                # (cited_time, sql/prompt_ingest.sql); until then the writers' lock is held shared.
+                if frontier is not None and instant <= frontier:
+                    break  # every later change comes after the instant (docs/architecture.md, decision 14)
+                # The instant is later than the latest change: a prompt write or an activation committed
+                # since the query's snapshot could have come before it. Once the citation is stored none
+                # can (cited_time, sql/prompt_ingest.sql; dpdb/lifecycle/activate.py); until then the
+                # writers' lock, which activations take too, is held shared.
                 now = frontier_after_writers(conn)
                 if now == frontier:
                     break
@@ -408,14 +409,18 @@ def _run_and_hash(
     ``dpdb-rowset-v1`` (older citations) needs the whole result first.
     """
     start = time.perf_counter()
+    # provisional: an instant later than the latest change is final once its citation is stored (every
+    # later change comes after cited instants: dpdb/prompt/order.py, dpdb/lifecycle/activate.py)
     if method != METHOD_V2:
-        result = run_query(settings, query, as_of=instant, release=release)
+        result = run_query(settings, query, as_of=instant, release=release, provisional=True)
         return result, digest_table(result, method), time.perf_counter() - start
     from dpdb.query import STREAM_BATCH_BYTES
 
     hasher = RowsetHasher(threaded=True, inline_below=STREAM_BATCH_BYTES // 2)
     try:
-        result = run_query(settings, query, as_of=instant, release=release, on_batch=hasher.add)
+        result = run_query(
+            settings, query, as_of=instant, release=release, on_batch=hasher.add, provisional=True
+        )
         digest = hasher.finish(result.column_names, result.schema)
     finally:
         hasher.close()

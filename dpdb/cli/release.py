@@ -126,11 +126,16 @@ def validate_cmd(ctx: click.Context, name: str, report_path: Path | None) -> Non
 @click.argument("name")
 @click.option("--force", is_flag=True, help="Activate a release that is not validated (audited).")
 @click.option("--dry-run", is_flag=True, help="Print what would change; change nothing.")
+@click.option(
+    "--at", "at", metavar="ISO|MJD",
+    help="The activation's instant (default now; not in the future; later than every change so far), "
+    "to replay a survey's history.",
+)  # fmt: skip
 @click.pass_context
-def activate_cmd(ctx: click.Context, name: str, force: bool, dry_run: bool) -> None:
+def activate_cmd(ctx: click.Context, name: str, force: bool, dry_run: bool, at: str | None) -> None:
     """Make NAME current (the active release previous) in one transaction, then apply retention."""
     a = archive(ctx)
-    result = a.releases.activate(name, force=force, dry_run=dry_run)
+    result = a.releases.activate(name, force=force, dry_run=dry_run, at=at)
     prefix = "dry run, nothing changed: would " if dry_run else ""
     if result.swapped:
         timing = (

@@ -1,7 +1,8 @@
 """The end-to-end demo (``dpdb demo``): a small survey through prompt processing and two data releases.
 
 Every step is the same library call an operator's command makes (each visit is
-processed a minute after its exposure), and every step can be repeated: ingested
+processed a minute after its exposure, each release activated an hour after the
+last visit before it, all on the survey's simulated clock), and every step can be repeated: ingested
 visits are skipped, a release is produced, loaded, validated and activated only as
 far as its registry state says it has not been. So a demo killed mid-way is
 finished by running it again, without duplicates.
@@ -23,6 +24,7 @@ from ..config import Settings
 from ..db import connect, prepare, reset_database
 from ..errors import ConfigError, ReleaseStateError
 from ..locks import folder_lock
+from ..registry import prompt_log
 from ..registry.audit import audited
 from ..registry.releases import create_release, find_release
 
@@ -34,6 +36,9 @@ log = logging.getLogger(__name__)
 # Each visit is processed this long after its exposure (MJD days), as if live: the demo's processing
 # times follow its observation times, so the same demo gives the same catalog, instant for instant.
 LATENCY = 60 / 86400
+# A release is activated this long after the last change before it (MJD days), on the same simulated
+# clock: activations and prompt writes share one timeline (docs/architecture.md, decision 14).
+ACTIVATION_DELAY = 1 / 24
 
 
 @dataclass(frozen=True)
@@ -221,8 +226,11 @@ def _release(settings: Settings, run: DemoRun, name: str, size: Scale, steps: St
         return f"{len(report.checks)} checks passed"
 
     def do_activate() -> str:
-        with audited(settings, "release.activate", name=name) as audit:
-            result = activate_release(settings, name)
+        with connect(settings) as conn:
+            at = prompt_log.latest_processing_time(conn)
+        at = at + ACTIVATION_DELAY if at is not None else None
+        with audited(settings, "release.activate", name=name, at=at) as audit:
+            result = activate_release(settings, name, at=at)
             audit.outcome = f"ok: previous {result.previous}"
         return (
             f"current -> {name}, previous -> {result.previous or 'nothing'} "

@@ -22,18 +22,27 @@ import time
 from dataclasses import dataclass, field
 
 import psycopg
+from astropy.time import Time
 from psycopg import errors, sql
 
 from dpdb.access import revoke_loader
 from dpdb.config import Settings
 from dpdb.db import connect
-from dpdb.errors import ReleaseStateError
+from dpdb.errors import ReleaseStateError, ValidationError
 from dpdb.model.layout import LOAD_ID_COLUMN
 from dpdb.pg import fetch_value
-from dpdb.registry.activations import active_release, by_last_activation, previous_release, record_activation
-from dpdb.registry.releases import NOW, get_release, lock_lifecycle, set_state
+from dpdb.registry.activations import (
+    activation_floor,
+    active_release,
+    by_last_activation,
+    previous_release,
+    record_activation,
+)
+from dpdb.registry.prompt_log import WRITER_LOCK
+from dpdb.registry.releases import get_release, lock_lifecycle, set_state
 from dpdb.registry.states import ACTIVATABLE, FORCE_ACTIVATABLE, ReleaseState
 from dpdb.tap.tap_schema import refresh_tap_schema
+from dpdb.timeutil import iso_utc
 
 from .archive import archive_release
 from .samples import has_sample, make_sample
@@ -58,9 +67,14 @@ class Activation:
 
 
 def activate_release(
-    settings: Settings, name: str, *, force: bool = False, dry_run: bool = False
+    settings: Settings, name: str, *, force: bool = False, dry_run: bool = False, at: float | None = None
 ) -> Activation:
-    """Make ``name`` current (and the active release previous), then apply retention."""
+    """Make ``name`` current (and the active release previous), then apply retention.
+
+    The activation's instant is now, or ``at`` (MJD TAI, not in the future) to replay a survey's
+    history; either must be later than every change committed so far and every cited instant
+    (one timeline for activations and prompt writes, docs/architecture.md, decision 14).
+    """
     with connect(settings) as conn:
         rel = get_release(conn, name)
         active = active_release(conn)
@@ -77,7 +91,9 @@ def activate_release(
         result.archived = retention_plan(settings, after=name)
         return result
     if result.swapped:
-        result.attempts, result.swap_seconds, result.lock_seconds = _swap_with_retries(settings, name, force)
+        result.attempts, result.swap_seconds, result.lock_seconds = _swap_with_retries(
+            settings, name, force, at
+        )
     with connect(settings) as conn:
         if not has_sample(conn, name):  # the release is frozen: an existing sample stays right
             result.sample_rows = make_sample(conn, settings, name)
@@ -85,13 +101,15 @@ def activate_release(
     return result
 
 
-def _swap_with_retries(settings: Settings, name: str, force: bool) -> tuple[int, float, float]:
+def _swap_with_retries(
+    settings: Settings, name: str, force: bool, at: float | None
+) -> tuple[int, float, float]:
     """Run the swap transaction until it goes through; return (attempts, seconds, seconds under lock)."""
     for attempt in range(1, SWAP_ATTEMPTS + 1):
         try:
             with connect(settings) as conn:
                 start = time.perf_counter()
-                locked = _swap(conn, name, force)
+                locked = _swap(conn, name, force, at)
                 conn.commit()
                 end = time.perf_counter()
                 return attempt, end - start, end - (locked or end)
@@ -101,7 +119,7 @@ def _swap_with_retries(settings: Settings, name: str, force: bool) -> tuple[int,
     raise ReleaseStateError(f"release {name}: could not take the view locks in {SWAP_ATTEMPTS} attempts")
 
 
-def _swap(conn: psycopg.Connection, name: str, force: bool) -> float | None:
+def _swap(conn: psycopg.Connection, name: str, force: bool, at: float | None) -> float | None:
     """Repoint current and previous in this transaction; record the activation.
 
     Everything that can be prepared is, before the view locks are taken, so
@@ -116,16 +134,16 @@ def _swap(conn: psycopg.Connection, name: str, force: bool) -> float | None:
     if superuser and superuser[0]:
         conn.execute("SET LOCAL deadlock_timeout = '20ms'")  # the swap, not a reader, gives way
     old = active_release(conn)
-    now = fetch_value(conn, "SELECT now()")  # the transaction's timestamp
+    instant = _instant(conn, name, at)
     creates = _view_statements(conn, "current", name) + (
         _view_statements(conn, "previous", old) if old else []
     )
     if rel.state not in ACTIVATABLE:
         revoke_loader(conn, name)  # forced: frozen now (validation froze the others)
+    when = record_activation(conn, name, old, instant, forced=rel.state not in ACTIVATABLE and force)
     if old is not None:
-        set_state(conn, old, ReleaseState.SUPERSEDED, superseded_at=NOW)
-    set_state(conn, name, ReleaseState.ACTIVE, force=force, activated_at=NOW)
-    record_activation(conn, name, old, now, forced=rel.state not in ACTIVATABLE and force)
+        set_state(conn, old, ReleaseState.SUPERSEDED, superseded_at=when)
+    set_state(conn, name, ReleaseState.ACTIVE, force=force, activated_at=when)
     # Same transaction, before the view locks: TAP_SCHEMA describes the new pair from the commit on
     # (it is built from felis and the registry, already updated above), and readers do not wait for it.
     refresh_tap_schema(conn)
@@ -143,6 +161,35 @@ def _swap(conn: psycopg.Connection, name: str, force: bool) -> float | None:
         conn.execute(statement)
     conn.execute("GRANT SELECT ON ALL TABLES IN SCHEMA current, previous TO dpdb_reader")
     return locked
+
+
+def _instant(conn: psycopg.Connection, name: str, at: float | None) -> float:
+    """The activation's MJD TAI: ``at`` or the transaction's now, later than every change and citation.
+
+    Takes the prompt writers' lock: no visit, relink or citation commits between this check and
+    the activation's commit.
+    """
+    conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (WRITER_LOCK,))
+    # the clock once the lock is held: later than any citation stored before (its instant is in its past)
+    now = float(Time(fetch_value(conn, "SELECT clock_timestamp()")).tai.mjd)
+    if at is not None and at > now:
+        raise ValidationError(
+            f"release {name}: activation instant {iso_utc(at)} UTC is in the future; give a past instant "
+            "or none (now)"
+        )
+    instant = now if at is None else at
+    latest, cited = activation_floor(conn)
+    floors = (
+        (latest, "the latest change already committed (a visit, a daytime relink or a release activation)"),
+        (cited, "an instant a citation is pinned to (its result must not change)"),
+    )
+    for floor, what in floors:
+        if floor is not None and instant <= floor:
+            raise ValidationError(
+                f"release {name}: activation instant {iso_utc(instant)} UTC is not later than "
+                f"{iso_utc(floor)} UTC, {what}; time only moves forward"
+            )
+    return instant
 
 
 def _view_statements(

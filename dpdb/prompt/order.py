@@ -2,7 +2,8 @@
 
 Visit ingests and daytime relinks are :class:`PromptChange` subclasses: each
 runs in one transaction on an ADBC connection, holding the prompt catalog's
-advisory lock, at a processing time later than every one the catalog holds.
+advisory lock, at a processing time later than every change committed so far (release
+activations included: one timeline, so an answer as of a past instant never changes).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import adbc_driver_postgresql.dbapi as adbc
 
 from dpdb.errors import ValidationError
 from dpdb.named_sql import named_blocks
-from dpdb.registry.prompt_log import WRITER_LOCK
+from dpdb.registry.prompt_log import LATEST_TIME_SQL, WRITER_LOCK
 from dpdb.timeutil import iso_utc, now_mjd_tai
 
 __all__ = ["LOCK", "PromptChange"]
@@ -46,16 +47,18 @@ class PromptChange:
             raise
 
     def processing_time(self, given: float | None, what: str) -> float:
-        """``given`` (default: now), refused unless later than every processing time the catalog holds."""
+        """``given`` (default: now), refused unless later than every change committed so far (visits,
+        relinks and release activations: one timeline, docs/architecture.md, decision 14) and than every
+        instant a citation of the prompt catalog is pinned to."""
         t = given if given is not None else now_mjd_tai()
-        blocks = named_blocks("prompt_ingest.sql")
-        held = self._query(blocks["latest_time"])[0][0]
+        held = self._query(LATEST_TIME_SQL)[0][0]
         if held is not None and t <= held:
             raise ValidationError(
-                f"{what}: processing time {iso_utc(t)} is not later than {iso_utc(held)}, "
-                "which the prompt catalog already holds"
+                f"{what}: processing time {iso_utc(t)} is not later than {iso_utc(held)}, the latest "
+                "change already committed (a visit, a daytime relink or a release activation); "
+                "time only moves forward"
             )
-        cited = self._query(blocks["cited_time"])[0][0]
+        cited = self._query(named_blocks("prompt_ingest.sql")["cited_time"])[0][0]
         if cited is not None and t <= cited:
             raise ValidationError(
                 f"{what}: processing time {iso_utc(t)} is not later than {iso_utc(cited)}, an instant "

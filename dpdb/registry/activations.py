@@ -3,7 +3,7 @@ past instant: the one place that turns those aliases into a release."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
@@ -21,6 +21,7 @@ __all__ = [
     "previous_release",
     "resolve_alias",
     "record_activation",
+    "activation_floor",
     "activation_history",
     "by_last_activation",
     "named_now",
@@ -84,13 +85,29 @@ def resolve_alias(conn: psycopg.Connection, alias: str, as_of: float | None = No
 
 
 def record_activation(
-    conn: psycopg.Connection, name: str, previous: str | None, at: datetime, *, forced: bool
-) -> None:
-    """Record that ``name`` became current (and ``previous`` previous) at ``at``."""
+    conn: psycopg.Connection, name: str, previous: str | None, mjd_tai: float, *, forced: bool
+) -> datetime:
+    """Record that ``name`` became current (and ``previous`` previous) at MJD TAI ``mjd_tai``; the
+    instant as a UTC datetime (what ``dpdb_meta.release.activated_at`` records too)."""
+    at = Time(mjd_tai, format="mjd", scale="tai").utc.to_datetime(timezone=UTC)
     conn.execute(
         "INSERT INTO dpdb_meta.release_activation (name, previous, activated_at, activated_mjd_tai, forced) "
         "VALUES (%s, %s, %s, %s, %s)",
-        (name, previous, at, float(Time(at).tai.mjd), forced),
+        (name, previous, at, mjd_tai, forced),
+    )
+    return at
+
+
+def activation_floor(conn: psycopg.Connection) -> tuple[float | None, float | None]:
+    """(the latest committed change, the latest instant any citation is pinned to), MJD TAI: an
+    activation must come after both, or an answer already given as of an earlier instant would change."""
+    from .prompt_log import LATEST_TIME_SQL
+
+    latest = conn.execute(LATEST_TIME_SQL).fetchone()
+    cited = conn.execute("SELECT max(as_of_mjd_tai) FROM dpdb_meta.citation").fetchone()
+    return (
+        float(latest[0]) if latest and latest[0] is not None else None,
+        float(cited[0]) if cited and cited[0] is not None else None,
     )
 
 

@@ -43,10 +43,14 @@ def last_visit(conn: psycopg.Connection) -> int | None:
     return int(row[0]) if row and row[0] is not None else None
 
 
-LATEST_TIME_SQL = (  # the latest processing time held
+LATEST_TIME_SQL = (  # the latest committed change: one timeline (docs/architecture.md, decision 14)
     "SELECT greatest((SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_visit), "
-    "(SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_relink))"
+    "(SELECT max(processing_time_mjd_tai) FROM dpdb_meta.prompt_relink), "
+    "(SELECT max(activated_mjd_tai) FROM dpdb_meta.release_activation))"
 )
+"""MJD TAI of the latest change an as-of answer can see: a visit ingest, a daytime relink or a release
+activation. Every change is later than it (dpdb/prompt/order.py, dpdb/lifecycle/activate.py), so an
+answer as of an instant up to it never changes."""
 
 
 WRITER_LOCK = "dpdb.prompt.ingest"
@@ -68,7 +72,8 @@ def frontier_after_writers(conn: psycopg.Connection) -> float | None:
 
 
 def latest_processing_time(conn: psycopg.Connection) -> float | None:
-    """The prompt catalog's latest processing time (visit ingest or daytime relink), MJD TAI."""
+    """The latest committed change (:data:`LATEST_TIME_SQL`: visit ingest, daytime relink or release
+    activation), MJD TAI; None before the first."""
     row = conn.execute(LATEST_TIME_SQL).fetchone()
     return float(row[0]) if row and row[0] is not None else None
 
