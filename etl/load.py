@@ -532,9 +532,10 @@ class _FileLoader:
                 self.progress(batch.num_rows)
                 out = pa.RecordBatch.from_arrays(arrays, schema=self._schema(plan))
                 yield out if order is None else out.take(pa.array(order))
-            order = check_unique(path, target, keys)
-            if held is not None and order is not None:
-                held.append([*order[1], np.concatenate(pixels)[order[0]]])
+            ranked = check_unique(path, target, keys)
+            if held is not None and ranked is not None:
+                by_key, sorted_keys = ranked
+                held.append([*sorted_keys, np.concatenate(pixels)[by_key]])
         except BaseException as e:
             if failure is not None:
                 failure.append(e)
