@@ -12,8 +12,8 @@ the order of the three rotating):
   (the same ``run_query`` path, its batches hashed as they stream), the store
   (the citation row is deleted between repeats);
 - ``Archive.citations.resolve(id)``: the query again, the hash, the comparison;
-- the hash alone on the fetched result, ``dpdb-rowset-v2`` (what citing uses)
-  and ``dpdb-rowset-v1`` (before);
+- the hash alone on the fetched result, ``dpdb-rowset-v3`` (what citing uses),
+  ``dpdb-rowset-v2`` and ``dpdb-rowset-v1`` (before);
 - a durable commit of one small row (``commit``): the floor of what citing adds
   (its citation row and audit entry are one such commit, which must reach the
   disk before the identifier is printed).
@@ -48,7 +48,7 @@ import psycopg
 
 import dpdb
 from dpdb.citations import digest_table
-from dpdb.citations.digest import METHOD_V1, METHOD_V2
+from dpdb.citations.digest import METHOD, METHOD_V1, METHOD_V2, METHOD_V3
 from dpdb.config import Settings
 from dpdb.db import prepare
 from dpdb.pg import conninfo
@@ -93,16 +93,17 @@ def _fill(settings: Settings, rows: int) -> None:
 
 def _time(archive: dpdb.Archive, settings: Settings, sql: str, repeats: int) -> dict[str, list[float]]:
     """Times (s) of the query, cite and resolve, interleaved with their order rotating, and of the
-    two hashes on the fetched result, per repetition."""
+    three hashes on the fetched result, per repetition."""
     result = archive.query_arrow(sql, as_of=AS_OF)  # warms the cache
     made = archive.citations.cite(sql, as_of=AS_OF)
     n = result.num_rows
-    assert made.citation.row_count == n and made.citation.hash_method == METHOD_V2
+    assert made.citation.row_count == n and made.citation.hash_method == METHOD == METHOD_V3
     assert archive.citations.resolve(made.citation.citation_id).verified
     runs = {
         "query": lambda: archive.query_arrow(sql, as_of=AS_OF),
         "cite": lambda: archive.citations.cite(sql, as_of=AS_OF),
         "resolve": lambda: archive.citations.resolve(made.citation.citation_id),
+        "hash v3": lambda: digest_table(result, METHOD_V3),
         "hash v2": lambda: digest_table(result, METHOD_V2),
         "hash v1": lambda: digest_table(result, METHOD_V1),
     }
@@ -113,7 +114,7 @@ def _time(archive: dpdb.Archive, settings: Settings, sql: str, repeats: int) -> 
         # what a durable commit of one small row costs now (cite's is one: its row and audit entry)
         runs["commit"] = lambda: conn.execute("INSERT INTO public.bench_commit VALUES (now())")
         for _ in range(repeats):
-            for what in (*next(orders), "hash v2", "hash v1", "commit"):
+            for what in (*next(orders), "hash v3", "hash v2", "hash v1", "commit"):
                 if what == "cite":  # a new citation each time (cite makes it again, for resolve too)
                     conn.execute("DELETE FROM dpdb_meta.citation")
                 start = time.perf_counter()
@@ -156,7 +157,7 @@ def main() -> None:
         print("the per-repetition % [q1, q3]")
         heads = f"{'query s [q1, q3]':>22} {'cite s':>6} {'+%':>7} {'paired +% [q1, q3]':>25} "
         heads += f"{'resolve s':>6} {'+%':>7} {'paired +% [q1, q3]':>25} "
-        heads += f"{'hash v2':>7} {'hash v1':>7} {'commit':>7}"
+        heads += f"{'hash v3':>7} {'hash v2':>7} {'hash v1':>7} {'commit':>7}"
         print(f"{'rows':>10} {'order':>9} {'reps':>4} " + heads)
         shapes = [("canonical", COLUMNS)] + ([("unordered", UNORDERED)] if args.unordered else [])
         for n in sorted({10_000, 100_000, args.rows}):
@@ -172,7 +173,9 @@ def main() -> None:
                     of_medians, p1, p2, p3 = _overhead(t, what)
                     cells.append(f"{statistics.median(t[what]):.4f} {of_medians:6.1f}% "
                                  f"{p2:7.1f}% [{p1:5.1f}, {p3:5.1f}]")  # fmt: skip
-                hashes = " ".join(f"{statistics.median(t[h]):7.4f}" for h in ("hash v2", "hash v1", "commit"))
+                hashes = " ".join(
+                    f"{statistics.median(t[h]):7.4f}" for h in ("hash v3", "hash v2", "hash v1", "commit")
+                )
                 line = f"{n:>10,} {label:>9} {repeats:>4} {cells[0]:>22} {cells[1]:>40} {cells[2]:>42}"
                 print(f"{line} {hashes}", flush=True)
         print(f"load average at the end {os.getloadavg()[0]:.2f}")

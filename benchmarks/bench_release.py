@@ -232,9 +232,10 @@ def target_lines(small: Ready, large: Ready) -> None:
     lr = large.load
     if lr.index_seconds:
         print(
-            f"  key maps of {large.name}: keys COPYed by the files {lr.keymap_load_seconds:.1f} s, "
-            f"unique keys built {lr.keymap_seconds:.1f} s (both summed over the streams and connections "
-            f"of the {lr.seconds:.1f} s load); what they cost the load rate: --without-keymaps"
+            f"  key maps of {large.name}: held keys COPYed and unique keys built {lr.keymap_seconds:.1f} s "
+            f"(summed over connections, beside the attach of the partitions' indexes); keys COPYed by "
+            f"the files themselves (no room to hold them) {lr.keymap_load_seconds:.1f} s; of the "
+            f"{lr.seconds:.1f} s load; what they cost the load rate: --without-keymaps"
         )
 
 

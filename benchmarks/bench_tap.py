@@ -11,7 +11,10 @@ in-process under uvicorn on a free port and measures, client side:
    other; targets: <= 2x psycopg and <= 25 ms median. The baseline runs three ways: the
    statement as text, each in its own transaction (autocommit) and all in one transaction, and
    the statement with its numbers as parameters (how psycopg's documentation has a user write
-   it: server-side binding, prepared by psycopg after 5 runs, its default);
+   it: server-side binding, prepared by psycopg after 5 runs, its default). A fourth line sends,
+   through psycopg, the very message the service sends (its read-only repeatable-read transaction,
+   reader limits, recorded instant, the query as a cursor, rollback): the database part of the
+   service, so the ratio to it is what HTTP and the service's Python add;
 2. streaming a large result (``--stream-rows``, default 1,000,000 or the table's size) as a
    BINARY2 VOTable and as Parquet, median of ``--stream-repeats`` (3): rows/s (target for Parquet
    >= 200k rows/s);
@@ -102,22 +105,30 @@ def main() -> None:
     sqls = [service_sql(archive, adql(ra, dec), limits) for ra, dec in centres]
     clear_shapes()  # the service starts without the shapes computing the SQL just kept
     http_ms: list[float] = []
-    pg_ms: dict[str, list[float]] = {"autocommit": [], "one transaction": [], "parameters, prepared": []}
+    pg_ms: dict[str, list[float]] = {"autocommit": [], "one transaction": [], "parameters, prepared": [],
+                                     "the service's statements": []}  # fmt: skip
     bound = [parameters(text) for text in sqls]
+    messages = [service_message(archive, text) for text in sqls]
     info = reader_conninfo(archive.settings)
     with (
         httpx.Client(timeout=300) as client,
         psycopg.connect(info, autocommit=True) as each,
         psycopg.connect(info, autocommit=False) as one,
         psycopg.connect(info, autocommit=True) as binding,
+        psycopg.connect(info, autocommit=True) as safe,
     ):
+        if messages[0] is not None:
+            from dpdb.tap.engine import _PREPARE_STATES
+
+            safe.prepare_threshold = None  # as the service's kept connections
+            safe.execute(_PREPARE_STATES)
         client.get(url, params={"LANG": "ADQL", "QUERY": adql(*centres[0])})  # warm up
         for conn in (each, one):
             conn.execute(sqls[0].encode()).fetchall()
         if bound[0] is not None:  # psycopg prepares it at its 5th run; PostgreSQL plans a generic plan
             for _ in range(7):  # at the 6th (once, ~0.3 s), then keeps custom plans (partition pruning)
                 binding.execute(*bound[0]).fetchall()
-        for (ra, dec), text, param in zip(centres, sqls, bound, strict=True):
+        for (ra, dec), text, param, message in zip(centres, sqls, bound, messages, strict=True):
             each.execute(text.encode()).fetchall()  # the cone's pages read, for all (not timed)
             start = time.perf_counter()
             r = client.get(url, params={"LANG": "ADQL", "QUERY": adql(ra, dec)})
@@ -131,6 +142,14 @@ def main() -> None:
                 start = time.perf_counter()
                 binding.execute(*param).fetchall()
                 pg_ms["parameters, prepared"].append((time.perf_counter() - start) * 1000)
+            if message is not None:  # what the service must do in PostgreSQL, without HTTP and Python
+                start = time.perf_counter()
+                cur = safe.cursor()
+                cur.execute(message, prepare=False)
+                while cur.nextset():
+                    if cur.pgresult is not None and cur.pgresult.status == psycopg.pq.ExecStatus.TUPLES_OK:
+                        cur.fetchall()
+                pg_ms["the service's statements"].append((time.perf_counter() - start) * 1000)
     http_p50 = statistics.median(http_ms)
     print(f"10\" cone over HTTP: median {http_p50:.2f} ms, p90 {_p90(http_ms):.2f} ms ({len(http_ms)} cones)")
     for label in pg_ms:
@@ -211,6 +230,20 @@ def service_sql(archive, query: str, limits) -> str:
         orders = cached_partition_orders(archive.settings, [])
         return prune_sql(_statement(_translate_plain(params).sql), orders)
     return sql_of(archive, params)
+
+
+def service_message(archive, text: str) -> bytes | None:
+    """The one message the service sends for ``text`` (read-only repeatable-read transaction, the reader
+    limits and the recorded instant, the query as a cursor and its first rows, rollback); None for code
+    before it."""
+    try:
+        from dpdb.tap.engine import _message, _state, one_statement
+    except ImportError:
+        return None
+    if not one_statement(text):
+        return None
+    state_sql, params = _state(archive.settings, False)
+    return _message(state_sql, params, text)
 
 
 def parameters(text: str) -> tuple[str, list[int | float]] | None:

@@ -69,6 +69,7 @@ def run_query(
     release: str | None = None,
     provisional: bool = False,
     on_batch: Callable[[pa.RecordBatch], None] | None = None,
+    before_fetch: Callable[[], None] | None = None,
 ) -> pa.Table:
     """Run one read-only SQL statement and return its result with canonical column names.
 
@@ -102,6 +103,11 @@ def run_query(
         batches than otherwise, column names as PostgreSQL gives them), while
         the rest is still being fetched: a citation hashes the result this way
         (``dpdb/citations/rowset.py``).
+    before_fetch
+        Called right before the statement is sent, once its transaction is set up: what the
+        caller must have read before the statement's snapshot is taken (a citation waits there
+        for the prompt catalog's last write time, read meanwhile on another connection). May be
+        called again if the statement is sent again; an exception it raises ends the query.
 
     Returns
     -------
@@ -146,10 +152,10 @@ def run_query(
             text = per_shard
     log.info("query (%s): %s", ", ".join(f"{k}={v}" for k, v in config) or "present", text)
     try:
-        table = _fetch_adbc(settings, text, config, on_batch)
+        table = _fetch_adbc(settings, text, config, on_batch, before_fetch)
     except _AdbcCannot as e:
         log.info("ADBC cannot fetch this result (%s); fetching it with psycopg", e)
-        table = _fetch_psycopg(settings, text, config)
+        table = _fetch_psycopg(settings, text, config, before_fetch)
         if on_batch is not None:
             for batch in table.to_batches():
                 on_batch(batch)
@@ -396,19 +402,21 @@ def _server_message(message: str) -> str:
 
 
 _Sink = Callable[[pa.RecordBatch], None] | None
+_Hook = Callable[[], None] | None
 
 
 def _fetch_adbc(
-    settings: Settings, text: str, config: list[tuple[str, str]], on_batch: _Sink = None
-) -> pa.Table:
+    settings: Settings, text: str, config: list[tuple[str, str]], on_batch: _Sink = None,
+    before_fetch: _Hook = None,
+) -> pa.Table:  # fmt: skip
     """Fetch through a pooled ADBC connection; once more on a new one if the pooled one was dead
     (a server restart, or a session ended by the server while it waited in the pool)."""
     try:
-        return _fetch_adbc_once(settings, text, config, on_batch)
+        return _fetch_adbc_once(settings, text, config, on_batch, before_fetch)
     except _StaleConnection:
         pass
     try:
-        return _fetch_adbc_once(settings, text, config, on_batch)
+        return _fetch_adbc_once(settings, text, config, on_batch, before_fetch)
     except _StaleConnection as e:
         raise QueryError(f"query failed: {_server_message(str(e.__cause__))}") from e.__cause__
 
@@ -424,8 +432,9 @@ CPU per million rows, benchmarks/README.md)."""
 
 
 def _fetch_adbc_once(
-    settings: Settings, text: str, config: list[tuple[str, str]], on_batch: _Sink = None
-) -> pa.Table:
+    settings: Settings, text: str, config: list[tuple[str, str]], on_batch: _Sink = None,
+    before_fetch: _Hook = None,
+) -> pa.Table:  # fmt: skip
     fresh = True
     try:
         # autocommit: the transaction is the one opened here, and the pool rolls it back
@@ -439,6 +448,8 @@ def _fetch_adbc_once(
                 cur.adbc_statement.set_options(
                     **{"adbc.postgresql.batch_size_hint_bytes": str(STREAM_BATCH_BYTES)}
                 )
+            if before_fetch is not None:
+                before_fetch()
             # A newline so that a trailing -- comment does not swallow ADBC's COPY ( ... ) wrapper.
             cur.execute(text + "\n")
             if on_batch is None:
@@ -469,7 +480,8 @@ def _stream(reader: pa.RecordBatchReader, on_batch: Callable[[pa.RecordBatch], N
             batches.extend(batch)
     except (pa.ArrowException, OSError) as e:  # the driver's error, read through pyarrow's reader
         raise QueryError(f"query failed: {_server_message(str(e))}") from e
-    schema = _normalize_adbc(reader.schema.empty_table()).schema
+    # the batches' own schema (normalized); without rows, the reader's
+    schema = batches[0].schema if batches else _normalize_adbc(reader.schema.empty_table()).schema
     return pa.Table.from_batches(batches, schema)
 
 
@@ -512,13 +524,17 @@ _ARROW_TYPES: dict[int, pa.DataType] = {
 }  # fmt: skip
 
 
-def _fetch_psycopg(settings: Settings, text: str, config: list[tuple[str, str]]) -> pa.Table:
+def _fetch_psycopg(
+    settings: Settings, text: str, config: list[tuple[str, str]], before_fetch: _Hook = None
+) -> pa.Table:
     try:
         with psycopg.connect(reader_conninfo(settings)) as conn:
             try:
                 conn.execute("SET TRANSACTION READ ONLY")
                 for name, value in [*_limits(settings), *config]:
                     conn.execute("SELECT set_config(%s, %s, true)", (name, value))
+                if before_fetch is not None:
+                    before_fetch()
                 cur = conn.cursor()
                 cur.execute(
                     text.encode(), prepare=True

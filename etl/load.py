@@ -42,6 +42,7 @@ from dpdb.shards.placement import Route, routes
 from dpdb.shards.registry import connect_shard, shard_conninfo
 
 from .files import ParquetFile, discover, fingerprint, open_parquet
+from .heldkeys import HeldKeys
 from .partitions import PREFETCH, DirectTarget, PartitionWriter, direct_target, keymap_writer
 from .prompt_last import refresh_last
 from .rubin_columns import catalog_ccd_visits
@@ -114,7 +115,7 @@ def load(
     parents: Callable[[pa.RecordBatch], np.ndarray] | None = None,
     spatial_order: bool = True,
     direct: bool = True,
-    keymap_rows: bool = False,
+    held_keys: HeldKeys | None = None,
 ) -> LoadSummary:
     """Load Parquet files into ``into``.``table``; see the module docstring for the guarantees.
 
@@ -130,8 +131,9 @@ def load(
     speeds up the maintenance of indexes that are there during the load); ``direct=False``
     COPYs into the partitioned parent even where its partitions could be loaded directly
     (etl/partitions.py): the older path, kept to compare (``dpdb release load --legacy-load``);
-    ``keymap_rows``: each file also COPYs its keys into the table's key map, which has neither
-    key nor trigger while a release loads with deferred indexes (dpdb/lifecycle/bulk.py).
+    ``held_keys``: the table's key map has neither key nor trigger while a release loads with
+    deferred indexes (dpdb/lifecycle/bulk.py); each committed file's keys, sorted, are kept there for
+    the map's build (etl/heldkeys.py), or COPYed into the map by the file when there is no room.
     """
     start = time.monotonic()
     if not dry_run:
@@ -159,7 +161,8 @@ def load(
     loader.parents = parents
     loader.spatial_order = spatial_order
     loader.direct = direct and not dry_run and shards is None
-    loader.keymap_rows = keymap_rows and not dry_run and shards is None and target.partitioned
+    if held_keys is not None and not dry_run and shards is None and target.partitioned:
+        loader.held_keys = held_keys
     summary = LoadSummary(canonical, into)
     summary.skipped_columns = {p: plans[p].ignored for p in files if plans[p].ignored}
     summary.derived_columns = {p: plans[p].derived for p in files if plans[p].derived}
@@ -213,7 +216,7 @@ class _FileLoader:
         self.parents: Callable[[pa.RecordBatch], np.ndarray] | None = None
         self.spatial_order = True
         self.direct = False
-        self.keymap_rows = False
+        self.held_keys: HeldKeys | None = None
         self._direct_target: DirectTarget | None = None
         self._direct_looked_up = False
         self._local = threading.local()
@@ -363,16 +366,15 @@ class _FileLoader:
         direct = self._direct(lookup, plan)
         keymap_seconds = 0.0
         depth = 3 if direct is None else PREFETCH  # decoding goes on while a flush COPYs
-        batches = _prefetch(self._batches(path, plan, lookup, load_id, failure), depth)
+        held: list[list[np.ndarray]] | None = [] if self.held_keys is not None and direct is None else None
+        batches = _prefetch(self._batches(path, plan, lookup, load_id, failure, held), depth)
+        reserved: list[np.ndarray] | None = None
         try:
             if direct is None:
-                keys = keymap_writer(lookup, target.catalog, target.db_name) if self.keymap_rows else None
-                stream = batches if keys is None else map(keys.take, batches)
-                reader = pa.RecordBatchReader.from_batches(self._schema(plan), stream)
+                reader = pa.RecordBatchReader.from_batches(self._schema(plan), batches)
                 rows = cur.adbc_ingest(target.db_name, reader, mode="append", db_schema_name=target.catalog)
-                if keys is not None:
-                    keys.write(cur)
-                    keymap_seconds = keys.seconds
+                if held:
+                    reserved, keymap_seconds = self._hold_keys(lookup, cur, held[0])
             else:
                 with closing(batches):
                     writer = PartitionWriter(direct, cur, self._schema(plan))
@@ -395,12 +397,35 @@ class _FileLoader:
             same = manifest.same_content(cur, done.sha256, target.canonical, target.catalog)
             if same:
                 aconn.rollback()
+                if reserved is not None and self.held_keys is not None:
+                    self.held_keys.release(reserved)
                 log.info("%s: same content as load %s, skipped", path, same[0])
                 return FileResult(path, "skipped", rows, same[0])
             manifest.set_checksum(cur, load_id, done.sha256)
         manifest.set_row_count(cur, load_id, rows)
         aconn.commit()
+        if reserved is not None and self.held_keys is not None:
+            self.held_keys.add(target.db_name, reserved)
         return FileResult(path, "replaced" if replaced else "loaded", rows, load_id, keymap_seconds)
+
+    def _hold_keys(
+        self, lookup: psycopg.Connection, cur: adbc.Cursor, columns: list[np.ndarray]
+    ) -> tuple[list[np.ndarray] | None, float]:
+        """Reserve room for a file's sorted keys and pixels in ``held_keys`` (kept after the commit);
+        without room, COPY them into the unkeyed key map in the file's transaction. Returns the
+        reserved columns (or None) and the COPY's wall time."""
+        assert self.held_keys is not None
+        target = self.target
+        if self.held_keys.reserve(columns):
+            return columns, 0.0
+        self.held_keys.spill(target.db_name)
+        writer = keymap_writer(lookup, target.catalog, target.db_name)
+        if writer is None:
+            return None, 0.0
+        names = [*target.primary_key, PIXEL_COLUMN]
+        writer.take(pa.RecordBatch.from_arrays([pa.array(c) for c in columns], names=names))
+        writer.write(cur)
+        return None, writer.seconds
 
     def _loaded_copy(self, cur: adbc.Cursor, path: Path, hasher: _Hasher) -> FileResult | None:
         """The skip of a file whose content is already loaded under another path, if it is."""
@@ -472,11 +497,13 @@ class _FileLoader:
         lookup: psycopg.Connection,
         load_id: int,
         failure: list[BaseException] | None = None,
+        held: list[list[np.ndarray]] | None = None,
     ) -> Iterator[pa.RecordBatch]:
         """Validated, cast batches with pixel and load id; the file's keys are checked at the end.
 
         An error is recorded in ``failure`` before it propagates, because ADBC
-        re-raises errors from inside a stream as generic Arrow errors.
+        re-raises errors from inside a stream as generic Arrow errors. ``held`` receives,
+        once the file is read, its key columns and pixels sorted by key (etl/heldkeys.py).
         """
         target = self.target
         try:
@@ -484,6 +511,7 @@ class _FileLoader:
             parent_pixels = self.parents or _ParentPixels(self._lookups(lookup), target)
             ccd_visits = catalog_ccd_visits(lookup, target.catalog) if plan.steps else None
             keys: list[list[np.ndarray]] = []
+            pixels: list[np.ndarray] = []
             row0 = 0
             for raw in pf.iter_batches(batch_size=BATCH_ROWS, columns=plan.read):
                 batch = prepare_batch(raw, plan, target, row0, ccd_visits)
@@ -493,6 +521,8 @@ class _FileLoader:
                 if target.partitioned:
                     pix = parent_pixels(batch)
                     arrays.append(pa.array(pix, pa.int64()))
+                    if held is not None:
+                        pixels.append(np.asarray(pix, dtype=np.int64))
                     # Rows grouped by pixel fill PostgreSQL's per-partition COPY buffers
                     # and insert into the indexes in spatial order: measurably faster.
                     if self.spatial_order:
@@ -502,7 +532,10 @@ class _FileLoader:
                 self.progress(batch.num_rows)
                 out = pa.RecordBatch.from_arrays(arrays, schema=self._schema(plan))
                 yield out if order is None else out.take(pa.array(order))
-            check_unique(path, target, keys)
+            ranked = check_unique(path, target, keys)
+            if held is not None and ranked is not None:
+                by_key, sorted_keys = ranked
+                held.append([*sorted_keys, np.concatenate(pixels)[by_key]])
         except BaseException as e:
             if failure is not None:
                 failure.append(e)

@@ -307,10 +307,16 @@ def _check_position(batch: pa.RecordBatch, plan: ColumnPlan, target: TargetTable
             )
 
 
-def check_unique(path: Path, target: TargetTable, keys: list[list[np.ndarray]]) -> None:
-    """Refuse a file whose primary key repeats (``keys``: per batch, one array per key column)."""
+def check_unique(
+    path: Path, target: TargetTable, keys: list[list[np.ndarray]]
+) -> tuple[np.ndarray, list[np.ndarray]] | None:
+    """Refuse a file whose primary key repeats (``keys``: per batch, one array per key column).
+
+    Returns the sort order of the file's rows by key and the sorted key columns (a release's key
+    map is filled with them in key order, dpdb/lifecycle/bulk.py), or None for a file without rows.
+    """
     if not keys:
-        return
+        return None
     columns = [np.concatenate([batch[i] for batch in keys]) for i in range(len(target.primary_key))]
     order = np.lexsort(columns[::-1])
     sorted_cols = [c[order] for c in columns]
@@ -325,3 +331,4 @@ def check_unique(path: Path, target: TargetTable, keys: list[list[np.ndarray]]) 
             for n, c in zip(target.primary_key, sorted_cols, strict=True)
         )
         raise ValidationError(f"{path}: duplicate primary key ({key}) in rows {first} and {second}")
+    return order, sorted_cols

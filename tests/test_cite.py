@@ -29,7 +29,7 @@ from hypothesis import strategies as st
 
 import dpdb
 from dpdb.citations import CitationError, CitationUnavailableError, digest_rows, digest_table, sqltext
-from dpdb.citations.digest import METHOD_V1, METHOD_V2, canonical_tag
+from dpdb.citations.digest import METHOD_V1, METHOD_V2, METHOD_V3, canonical_tag
 from dpdb.citations.rowset import RowsetHasher
 from dpdb.cli import cli
 from dpdb.config import Settings
@@ -159,7 +159,7 @@ def test_cli_cites_resolves_and_writes_the_rows_with_the_citation(cloned: Settin
     recomputed = digest_rows(columns, list(zip(*(col.to_pylist() for col in rows.columns), strict=True)))
     assert recomputed.sha256 == c.result_sha256 and recomputed.rows == c.row_count
     # ... and without dpdb: the recipe of docs/citations.md, run as it stands on the file
-    assert c.hash_method == METHOD_V2 == meta[b"citation_hash_method"].decode()
+    assert c.hash_method == METHOD_V3 == meta[b"citation_hash_method"].decode()
     _recipe(tmp_path / "lc.parquet")
 
 
@@ -356,30 +356,34 @@ def test_a_changed_row_is_reported_with_the_count_and_hash_found(cloned: Setting
     assert code == 1 and "nothing written" in out
 
 
-def test_a_citation_made_with_v1_still_resolves_and_verifies_with_v1(cloned: Settings) -> None:
-    """Citations made before dpdb-rowset-v2 keep their method: resolving recomputes the v1 hash."""
+@pytest.mark.parametrize(("method", "as_of"), [(METHOD_V1, 61001.75), (METHOD_V2, 61001.7)])
+def test_a_citation_made_with_an_older_method_still_resolves_and_verifies_with_it(
+    cloned: Settings, method: str, as_of: float
+) -> None:
+    """Citations made before dpdb-rowset-v3 keep their method: resolving recomputes the v1 or v2 hash."""
     archive = dpdb.Archive(settings=cloned)
-    c = archive.cite(LIGHT_CURVE, as_of=61001.75, title="made with v1")
-    rows = archive.query_arrow(LIGHT_CURVE, as_of=61001.75)
-    v1 = digest_table(rows, METHOD_V1)
+    c = archive.cite(LIGHT_CURVE, as_of=as_of, title=f"made with {method}")
+    rows = archive.query_arrow(LIGHT_CURVE, as_of=as_of)
+    old = digest_table(rows, method)
     tuples = list(zip(*(col.to_pylist() for col in rows.columns), strict=True))
-    assert v1 == digest_rows([(col.name, col.type) for col in v1.columns], tuples, METHOD_V1)
-    assert v1.sha256 != c.result_sha256 and c.hash_method == METHOD_V2
-    with _superuser(cloned) as conn:  # the row as dpdb stored it before v2
+    assert old == digest_rows([(col.name, col.type) for col in old.columns], tuples, method)
+    assert old.sha256 != c.result_sha256 and c.hash_method == METHOD_V3
+    assert c.result_sha256 == digest_table(rows, METHOD_V3).sha256
+    with _superuser(cloned) as conn:  # the row as dpdb stored it with the older method
         conn.execute(
             "UPDATE dpdb_meta.citation SET hash_method = %s, result_sha256 = %s, columns = %s "
             "WHERE citation_id = %s",
-            (METHOD_V1, v1.sha256, json.dumps([col.to_json() for col in v1.columns]), c.citation_id),
+            (method, old.sha256, json.dumps([col.to_json() for col in old.columns]), c.citation_id),
         )
     stored = archive.citations.get(c.citation_id)
-    assert stored.hash_method == METHOD_V1
+    assert stored.hash_method == method
     found = archive.citations.resolve(c.citation_id)
-    assert found.verified and found.sha256 == v1.sha256 and found.rows == c.row_count, found.differences
+    assert found.verified and found.sha256 == old.sha256 and found.rows == c.row_count, found.differences
     code, out = _run(cloned, "cite", "resolve", c.citation_id)
-    assert code == 0 and f"\nverified: {c.row_count} rows, sha256 {v1.sha256}" in out, out
+    assert code == 0 and f"\nverified: {c.row_count} rows, sha256 {old.sha256}" in out, out
     code, out = _run(cloned, "cite", "show", c.citation_id, "--format", "bibtex")
-    assert code == 0 and f"{METHOD_V1} SHA-256 {v1.sha256}" in out
-    with _superuser(cloned) as conn:  # a v1 citation whose hash does not match is told apart
+    assert code == 0 and f"{method} SHA-256 {old.sha256}" in out
+    with _superuser(cloned) as conn:  # an old citation whose hash does not match is told apart
         conn.execute(
             "UPDATE dpdb_meta.citation SET result_sha256 = %s WHERE citation_id = %s",
             (c.result_sha256, c.citation_id),
@@ -487,6 +491,91 @@ def test_a_prompt_write_racing_a_citation_is_waited_for_and_the_query_run_again(
     assert archive.citations.resolve(c.citation_id).verified
 
 
+def _fill_prompt_sources(conn: psycopg.Connection, first: int, last: int, processed: float) -> None:
+    """DiaSources ``first``..``last`` processed at MJD ``processed``, every NOT NULL column filled by type
+    (without a visit or relink row), in ``conn``'s transaction."""
+    given = {"diasourceid": "g", "visit": "g", "detector": "1", "diaobjectid": "g", "ra": "150",
+             "dec": "2", "midpointmjdtai": "60999 + g * 1e-6", "band": "'r'", "psfflux": "g",
+             "timeprocessedmjdtai": str(processed)}  # fmt: skip
+    columns = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull FROM pg_attribute a "
+        "WHERE a.attrelid = 'prompt.diasource'::regclass AND a.attnum > 0 AND NOT a.attisdropped"
+    ).fetchall()
+    names, values = [], []
+    for name, type_, not_null in columns:
+        if name in given or not_null:
+            names.append(name)
+            text = "'x'" if "char" in type_ or type_ == "text" else "0"
+            values.append(given.get(name, "false" if type_ == "boolean" else text))
+    conn.execute(
+        f"INSERT INTO prompt.diasource ({', '.join(names)}) "  # noqa: S608 - our own names
+        f"SELECT {', '.join(values)} FROM generate_series({first}, {last}) g"
+    )
+
+
+def test_a_write_committed_while_a_citation_is_stored_stops_the_store_and_the_query_runs_again(
+    settings: Settings,
+) -> None:
+    """The writers' lock, the re-read of the latest change's time and the condition that it is still the
+    one read before the query go with the citation's insert (one round trip): a write that commits
+    meanwhile leaves nothing stored (no row, no audit entry), the query runs again, and the citation
+    holds what the instant has after the write."""
+    import threading
+
+    sql_text = "SELECT diaSourceId, psfFlux FROM prompt.DiaSource WHERE diaSourceId > 5"
+    with _superuser(settings) as conn:  # no change has a time yet (no visit, relink or activation)
+        _fill_prompt_sources(conn, 1, 10, 61000.0)
+    archive = dpdb.Archive(settings=settings)
+    before = archive.query_arrow(sql_text, as_of=61000.5).num_rows
+    for k, write_at in enumerate((61000.7, 61000.2)):  # after the instant, then before it
+        made: list = []
+        with _superuser(settings) as writer, writer.transaction():  # a prompt write, as dpdb/prompt/order.py
+            writer.execute("SELECT pg_advisory_xact_lock(hashtext('dpdb.prompt.ingest'))")
+            _fill_prompt_sources(writer, 100 + k, 100 + k, write_at)
+            writer.execute(
+                "INSERT INTO dpdb_meta.prompt_relink (sha256, path, processing_time_mjd_tai, relinked_at, "
+                "n_ssobjects, n_diasources, n_diaobjects_deleted, n_diaobjects_updated, seconds) "
+                "VALUES (%s, 'test', %s, now(), 0, 1, 0, 0, 0)",
+                (f"race-{write_at}", write_at),
+            )
+            citing = threading.Thread(
+                target=lambda made=made: made.append(archive.cite(sql_text, as_of=61000.5))
+            )
+            citing.start()
+            with _superuser(settings) as watch:  # until the citation's store waits for the write
+                deadline = time.monotonic() + 30
+                while (
+                    citing.is_alive()
+                    and time.monotonic() < deadline
+                    and watch.execute(
+                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+                    ).fetchone()
+                    == (0,)
+                ):
+                    time.sleep(0.02)
+            assert citing.is_alive()
+        citing.join(60)
+        assert len(made) == 1
+        c = made[0]
+        expected = before + (1 if write_at <= 61000.5 else 0)  # the write's row, when before the instant
+        assert (
+            c.row_count == expected == archive.query_arrow(sql_text, as_of=61000.5, provisional=True).num_rows
+        )
+        with _superuser(settings) as conn:
+            stored = conn.execute("SELECT citation_id, row_count FROM dpdb_meta.citation").fetchall()
+            ok = conn.execute(
+                "SELECT count(*) FROM dpdb_meta.audit_log WHERE action = 'cite' AND outcome = %s",
+                (f"ok: {c.citation_id}",),
+            ).fetchone()
+        assert stored == [(c.citation_id, expected)] and ok == (1,)  # stored once, after the re-run
+        assert archive.citations.resolve(c.citation_id).verified
+        with _superuser(settings) as conn:  # back to no change with a time, and no citation
+            conn.execute("DELETE FROM dpdb_meta.citation")
+            conn.execute("DELETE FROM dpdb_meta.prompt_relink")
+            conn.execute("DELETE FROM dpdb_meta.audit_log WHERE action = 'cite'")
+
+
 def _subprocess_env() -> dict[str, str]:
     import os
 
@@ -550,10 +639,11 @@ def _tables(draw: st.DrawFn) -> tuple[list[tuple[str, str]], list[tuple]]:
 
 
 def _recipe(parquet: Path | None = None) -> dict:
-    """The v2 recipe of docs/citations.md, run as it stands (on ``parquet`` when given; without it only
-    its definitions): it needs pyarrow, numpy and hashlib, not dpdb."""
+    """The v3/v2 recipe of docs/citations.md, run as it stands (on ``parquet`` when given; without it
+    only its definitions): it needs pyarrow, numpy, hashlib and blake3, not dpdb."""
     text = (Path(__file__).resolve().parents[1] / "docs" / "citations.md").read_text()
-    block = text.split("**Recomputing a v2 hash**", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    block = text.split("**Recomputing a v3 (or v2) hash**", 1)[1]
+    block = block.split("```python\n", 1)[1].split("```", 1)[0]
     if parquet is None:
         block = block.split("\nrows = pq.read_table", 1)[0]
     namespace: dict = {}
@@ -566,7 +656,7 @@ _RECIPE = _recipe()
 
 
 def _hash_streamed(arrow: pa.Table, sizes: list[int], threaded: bool) -> tuple[str, bool]:
-    """The v2 hash fed as batches of the given sizes (the rest in one), and whether it streamed."""
+    """The v3 hash fed as batches of the given sizes (the rest in one), and whether it streamed."""
     hasher = RowsetHasher(threaded=threaded)
     start = 0
     for size in [*sizes, arrow.num_rows]:
@@ -587,7 +677,7 @@ def test_fast_hash_matches_the_reference_and_ignores_row_order(
     arrow = pa.table(
         {name: pa.array([r[k] for r in rows], _arrow[tag]) for k, (name, tag) in enumerate(columns)}
     )
-    for method in (METHOD_V1, METHOD_V2):
+    for method in (METHOD_V1, METHOD_V2, METHOD_V3):
         fast = digest_table(arrow, method)
         assert [(c.name, c.type) for c in fast.columns] == columns and fast.method == method
         assert fast == digest_rows(columns, rows, method)
@@ -596,15 +686,16 @@ def test_fast_hash_matches_the_reference_and_ignores_row_order(
         assert digest_rows(columns, shuffled, method).sha256 == fast.sha256
         if len(rows) > 1:  # chunking does not matter
             assert digest_table(pa.concat_tables([arrow.slice(0, 1), arrow.slice(1)]), method) == fast
-    v2 = digest_table(arrow, METHOD_V2).sha256
-    assert _RECIPE["rowset_v2"](arrow, columns) == v2  # the documented recipe, without dpdb
+    v3 = digest_table(arrow, METHOD_V3).sha256
+    assert _RECIPE["rowset"](arrow, columns) == v3  # the documented recipe, without dpdb
+    assert _RECIPE["rowset"](arrow, columns, METHOD_V2) == digest_table(arrow, METHOD_V2).sha256
     # streamed in batches of any size, in the query's order or in the canonical one
-    assert _hash_streamed(arrow, sizes, threaded)[0] == v2
+    assert _hash_streamed(arrow, sizes, threaded)[0] == v3
     ordered = pa.Table.from_pylist(
         [dict(zip(arrow.column_names, r, strict=True)) for r in _canonical_rows(columns, rows)], arrow.schema
     )
     hashed, streamed = _hash_streamed(ordered, sizes, threaded)
-    assert hashed == v2
+    assert hashed == v3
     key = next((k for k, (_, tag) in enumerate(columns) if tag != "null"), None)
     if key is not None and ordered.num_rows and columns[key][1] != "float64":
         values = ordered.column(key).to_pylist()

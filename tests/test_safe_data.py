@@ -4,6 +4,7 @@ as-of instants that could still change refused, one writer per folder, home and 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -24,7 +25,7 @@ from dpdb.config import Settings
 from dpdb.errors import ValidationError
 from dpdb.etl.load import load
 from dpdb.lifecycle.validate import validate_release
-from dpdb.locks import BusyError, folder_lock, release_lock
+from dpdb.locks import LOCK_FILE, BusyError, folder_lock, release_lock
 from dpdb.model.felis import latest_version
 from dpdb.pg import conninfo
 from dpdb.processing.synthetic import synthetic_table
@@ -280,9 +281,19 @@ def test_folder_lock_names_the_holder(tmp_path: Path) -> None:
 def test_concurrent_produce_into_one_folder(tmp_path: Path) -> None:
     folder = tmp_path / "dr1"
     args = [DPDB, "release", "produce", "dr1", "--out", str(folder), "--objects", "3000", "--nights", "1"]
-    runs = [
-        subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)
-    ]
+    first = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lock = folder / LOCK_FILE
+    deadline = time.monotonic() + 120
+    while not (lock.is_file() and lock.read_text().strip() == str(first.pid)):
+        assert first.poll() is None and time.monotonic() < deadline, "the first produce never took the lock"
+        time.sleep(0.005)
+    first.send_signal(signal.SIGSTOP)  # it holds the folder while the second starts, however loaded the
+    try:  # machine is (started together, a slow start could come after the other had finished)
+        second = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        second.wait(timeout=300)
+    finally:
+        first.send_signal(signal.SIGCONT)
+    runs = [first, second]
     results = [(p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for p in runs]  # type: ignore[union-attr]
     codes = sorted(code for code, _, _ in results)
     assert codes == [0, 1], results

@@ -21,7 +21,7 @@ from conftest import DemoRun
 import dpdb
 from dpdb.errors import QueryError
 from dpdb.tap import engine, shapes
-from dpdb.tap.run import Limits, parse_params, service_sql
+from dpdb.tap.run import Limits, TapError, parse_params, request_params, service_sql
 
 CONE = ("SELECT objectId, coord_ra, coord_dec, r_psfFlux FROM current.Object WHERE "
         "1 = CONTAINS(POINT('ICRS', coord_ra, coord_dec), CIRCLE('ICRS', {ra}, {dec}, {r}))")  # fmt: skip
@@ -121,6 +121,47 @@ def test_errors_are_the_routes_documents(urls: dict[str, str], archive: dpdb.Arc
             assert b'name="QUERY_STATUS" value="ERROR"' in fast.content
         division = client.get(urls["fast"], params=cases[0]).content
         assert b"division by zero" in division
+
+
+def test_a_repeated_parameter_is_refused_alike(urls: dict[str, str], archive: dpdb.Archive) -> None:
+    """DALI: a single-valued parameter sent twice with different values is an error, on the event loop
+    (a kept shape) as on the route, whichever spelling or part of the request repeats it; the same value
+    twice is one value."""
+    shapes.clear()
+    ((ra, dec),) = _centres(archive, 1)
+    query = CONE.format(ra=ra, dec=dec, r=0.05)
+    other = CONE.format(ra=ra, dec=dec, r=0.5)
+    with httpx.Client(timeout=60) as client:
+        for url in urls.values():  # the shape is kept: the fast path would answer the query
+            assert client.get(url, params={"LANG": "ADQL", "QUERY": query}).status_code == 200
+        repeated = [
+            ([("LANG", "ADQL"), ("QUERY", query), ("QUERY", other)], None),
+            ([("LANG", "ADQL"), ("QUERY", query), ("query", other)], None),
+            ([("LANG", "ADQL"), ("QUERY", query), ("MAXREC", "10"), ("maxrec", "1")], None),
+            ([("LANG", "ADQL"), ("QUERY", query)], [("QUERY", other)]),  # query string and form
+        ]
+        for params, form in repeated:
+            answers = [
+                client.post(u, params=params, data=dict(form)) if form else client.get(u, params=params)
+                for u in (urls["fast"], urls["route"])
+            ]
+            fast, route = answers
+            assert fast.status_code == route.status_code == 400
+            assert fast.content == route.content
+            assert b'value="ERROR">' in fast.content and b"more than once" in fast.content
+        same = [("LANG", "ADQL"), ("QUERY", query), ("lang", "ADQL")]
+        fast, route = (client.get(u, params=same) for u in (urls["fast"], urls["route"]))
+        assert fast.status_code == route.status_code == 200
+        assert fast.content == route.content
+
+
+def test_request_params_follow_dali() -> None:
+    """Names case-insensitive and kept as first sent; UPLOAD repeats (joined); others take one value."""
+    pairs = [("lang", "ADQL"), ("UPLOAD", "a,param:x"), ("Query", "q"), ("upload", "b,param:y"),
+             ("LANG", "ADQL")]
+    assert request_params(pairs) == {"lang": "ADQL", "UPLOAD": "a,param:x;b,param:y", "Query": "q"}
+    with pytest.raises(TapError, match="MAXREC is given more than once"):
+        request_params([("MAXREC", "10"), ("QUERY", "q"), ("maxRec", "11")])
 
 
 def test_time_travel_uploads_and_citations_go_to_the_route(

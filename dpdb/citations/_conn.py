@@ -13,7 +13,7 @@ from dpdb.config import Settings
 from dpdb.db import connect
 from dpdb.pooling import KeptConnections
 
-__all__ = ["owner_connection"]
+__all__ = ["owner_connection", "one_round_trip"]
 
 
 def _opened(settings: Settings) -> psycopg.Connection:
@@ -33,3 +33,25 @@ def owner_connection(settings: Settings) -> Iterator[psycopg.Connection]:
     """
     with _KEPT.connection(settings) as conn:
         yield conn
+
+
+@contextlib.contextmanager
+def one_round_trip(conn: psycopg.Connection) -> Iterator[None]:
+    """What the block executes goes to the server in one round trip; read the results after the block.
+
+    psycopg's pipeline mode waits for the server where it opens a transaction (``BEGIN``, sent and
+    synced on its own), at each ``commit()`` and at every fetch inside the block, and again at the
+    block's end. Here the connection is in autocommit mode for the block, so a transaction is one
+    the block opens and ends itself with ``BEGIN``/``COMMIT`` statements, and nothing but the block's
+    end waits. A transaction left open (or failed) by the block is rolled back.
+    """
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.rollback()
+    conn.autocommit = True
+    try:
+        with conn.pipeline():
+            yield
+    finally:
+        if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+            conn.execute("ROLLBACK")
+        conn.autocommit = False

@@ -51,24 +51,24 @@ from dpdb.registry.citations import (
     Citation,
     CitationError,
     CitationUnavailableError,
+    Lookup,
     ReleaseFact,
     find,
     get,
-    get_with_frontier,
     handle_of,
     insert_statement,
     inserted_citation,
+    lookup,
     make_id,
     release_facts,
     release_named,
     rows,
 )
-from dpdb.registry.prompt_log import frontier_after_writers, latest_processing_time
-from dpdb.registry.versions import applied_by
+from dpdb.registry.prompt_log import latest_processing_time
 
 from . import sqltext
-from ._conn import owner_connection
-from .digest import METHOD, METHOD_V2, ResultDigest, check_method
+from ._conn import one_round_trip, owner_connection
+from .digest import METHOD, METHOD_V1, ResultDigest, check_method
 from .rowset import RowsetHasher, digest_table
 
 __all__ = ["Made", "Resolution", "cite", "resolve", "dependents", "drop_warning", "citation_line"]
@@ -150,41 +150,44 @@ def _instant(conn: psycopg.Connection, as_of: float | None) -> float:
     return as_of
 
 
+_VIEWS_SQL = (
+    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s"
+)
+
+
 def _tables_read(
-    conn: psycopg.Connection, text: str, as_of: float, release: str | None
-) -> list[tuple[str, str]]:
+    conn: psycopg.Connection, text: str, as_of: float, release: str | None, views: set[str],
+    roots_key: tuple = (),
+) -> list[tuple[str, str]]:  # fmt: skip
     """(schema, table) of every table the planner reads for ``text``; partitions as their parent.
 
     ``EXPLAIN`` runs with the settings :func:`dpdb.query.run_query` gives the query
-    (``dpdb.as_of``, search path, ``prompt.<table>`` read through ``prompt_as_of``),
-    in a transaction that is rolled back.
+    (``dpdb.as_of``, search path, ``prompt.<table>`` read through ``prompt_as_of``, whose
+    ``views`` are given), in a savepoint that is rolled back; all of it in one round trip (and
+    one more for partitions not seen before in this process: ``roots_key`` names the database
+    and its schema version).
     """
     from psycopg import sql as psql
 
     from dpdb.as_of_rewrite import AS_OF_SCHEMA, rewrite_as_of
 
-    views = {
-        r[0]
-        for r in conn.execute(
-            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s",
-            (AS_OF_SCHEMA,),
-        )
-    }
     path = [AS_OF_SCHEMA, *([release] if release else []), "public"]
-    if release and fetch_value(conn, "SELECT to_regnamespace(%s)", (release,)) is None:
-        raise CitationError(f"unknown release {release!r}: no such catalog in this database")
+    statement = "EXPLAIN (VERBOSE, COSTS OFF, FORMAT JSON) " + rewrite_as_of(text, views) + "\n"
     try:
-        with conn.transaction(force_rollback=True):  # a savepoint: the settings end with it
+        with one_round_trip(conn):  # in a transaction rolled back: the settings end with it
+            conn.execute("BEGIN")
             conn.execute(
                 "SELECT set_config('dpdb.as_of', %s, true), set_config('search_path', %s, true)",
                 (repr(float(as_of)), psql.SQL(", ").join(map(psql.Identifier, path)).as_string(conn)),
             )
-            statement = "EXPLAIN (VERBOSE, FORMAT JSON) " + rewrite_as_of(text, views) + "\n"
-            plan = fetch_value(conn, statement.encode())
+            explained = conn.execute(statement.encode())
+            conn.execute("ROLLBACK")
+        row = explained.fetchone()
     except psycopg.Error as e:
         primary = e.diag.message_primary if isinstance(e, psycopg.errors.DatabaseError) else None
         raise QueryError(f"query failed: {primary or str(e).strip().splitlines()[0]}") from e
+    assert row is not None
+    plan = row[0]
     if isinstance(plan, str):
         plan = json.loads(plan)
     found: set[tuple[str, str]] = set()
@@ -196,21 +199,35 @@ def _tables_read(
         nodes.extend(node.get("Plans", ()))
     if not found:
         return []
-    schemas, names = zip(*sorted(found), strict=True)
-    rows = conn.execute(
-        "SELECT DISTINCT rn.nspname, rc.relname FROM unnest(%s::text[], %s::text[]) AS t(s, r) "
-        "JOIN pg_namespace n ON n.nspname = t.s "
-        "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.r "
-        "JOIN pg_class rc ON rc.oid = coalesce(pg_partition_root(c.oid), c.oid) "
-        "JOIN pg_namespace rn ON rn.oid = rc.relnamespace ORDER BY 1, 2",
-        (list(schemas), list(names)),
-    ).fetchall()
-    return [(s, t) for s, t in rows if (s, t) not in _IGNORED_TABLES]
+    with _roots_lock:
+        roots = _roots.setdefault(roots_key, {})
+        missing = sorted(found - roots.keys())
+    if missing:  # partitions never seen in this process (at this schema version): one round trip
+        schemas, names = zip(*missing, strict=True)
+        with one_round_trip(conn):
+            found_roots = conn.execute(
+                "SELECT t.s, t.r, rn.nspname, rc.relname FROM unnest(%s::text[], %s::text[]) AS t(s, r) "
+                "JOIN pg_namespace n ON n.nspname = t.s "
+                "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.r "
+                "JOIN pg_class rc ON rc.oid = coalesce(pg_partition_root(c.oid), c.oid) "
+                "JOIN pg_namespace rn ON rn.oid = rc.relnamespace",
+                (list(schemas), list(names)),
+            )
+        rows = found_roots.fetchall()
+        with _roots_lock:
+            roots.update({(s, r): (rs, rr) for s, r, rs, rr in rows})
+    tables = {roots[f] for f in found if f in roots}
+    return sorted(t for t in tables if t not in _IGNORED_TABLES)
 
 
-def _catalogs(conn: psycopg.Connection, tables: list[tuple[str, str]]) -> list[str]:
+_roots: dict[tuple, dict[tuple[str, str], tuple[str, str]]] = {}
+"""Per database and schema version: (schema, relation) -> (schema, table) of its partition root (a
+relation's own name when it is not a partition); the partitions of dpdb's tables never move."""
+_roots_lock = threading.Lock()
+
+
+def _catalogs(facts: dict[str, ReleaseFact], tables: list[tuple[str, str]]) -> list[str]:
     """The catalogs ``tables`` belong to; refuses tables whose rows can change under a citation."""
-    facts = release_facts(conn)
     catalogs: set[str] = set()
     for schema, table in tables:
         if schema == "prompt" or schema == "samples":
@@ -282,61 +299,65 @@ def cite(
             pinned = sqltext.replace_schemas(text, mapping)
             pinned_release = mapping.get(release, release) if release is not None else None
             citation_id = make_id(sqltext.identity_text(pinned), pinned_release, instant)
-            # the prompt catalog's latest processing time, read before the query's snapshot is taken
-            existing, frontier = get_with_frontier(conn, citation_id)
-            if existing is not None:
-                _audit(conn, "cite", arguments, f"ok: {citation_id} (existed)", start)
-                return Made(existing, True, warnings)
-            template: Citation | None = None
-            for _attempt in range(_ATTEMPTS):
-                # The query runs (and its result is hashed) on this thread while a worker asks the
-                # planner which tables it reads and reads the bookkeeping, which nearly always ends
-                # first: the citation costs little more than the query itself (benchmarks/bench_cite.py).
-                checking = None
-                if template is None:
-                    checking = _submit(
-                        _template, settings, conn, citation_id, pinned, pinned_release, instant, title,
-                        creator, user,
-                    )  # fmt: skip
-                try:
+            # A worker reads the bookkeeping (is it cited already; the prompt catalog's latest
+            # processing time, which must be read before the query's snapshot is taken; versions and
+            # release states) and asks the planner which tables the query reads, while the query
+            # runs (and its result is hashed) on this thread, which waits for the bookkeeping only
+            # right before the statement is sent: the citation costs little more than the query
+            # itself (benchmarks/bench_cite.py).
+            looked_up: Future[Lookup] = Future()
+            checking = _submit(
+                _prepare, settings, conn, looked_up, citation_id, pinned, pinned_release, instant, title,
+                creator, user,
+            )  # fmt: skip
+
+            def before_fetch() -> None:
+                if looked_up.result().existing is not None:
+                    raise _Existing()
+
+            try:
+                _, digest, seconds = _run_and_hash(
+                    settings, pinned, instant, pinned_release, before_fetch=before_fetch
+                )
+            except BaseException as e:
+                template = checking.result()  # the check's error is the one to report
+                if isinstance(e, _Existing):
+                    existing = looked_up.result().existing
+                    assert existing is not None
+                    _audit(conn, "cite", arguments, f"ok: {citation_id} (existed)", start)
+                    return Made(existing, True, warnings)
+                raise
+            template = checking.result()
+            assert template is not None
+            frontier = looked_up.result().frontier
+            for attempt in range(_ATTEMPTS):
+                if attempt:
                     _, digest, seconds = _run_and_hash(settings, pinned, instant, pinned_release)
-                except BaseException:
-                    if checking is not None:
-                        checking.result()  # the check's error is the one to report
-                    raise
-                if checking is not None:
-                    template = checking.result()
-                assert template is not None
-                if frontier is not None and instant <= frontier:
-                    break  # every later change comes after the instant (docs/architecture.md, decision 14)
-                # The instant is later than the latest change: a prompt write or an activation committed
-                # since the query's snapshot could have come before it. Once the citation is stored none
-                # can (cited_time, sql/prompt_ingest.sql; dpdb/lifecycle/activate.py); until then the
-                # writers' lock, which activations take too, is held shared.
-                now = frontier_after_writers(conn)
-                if now == frontier:
+                citation = dataclasses.replace(
+                    template,
+                    row_count=digest.rows,
+                    result_sha256=digest.sha256,
+                    hash_method=digest.method,
+                    columns=[c.to_json() for c in digest.columns],
+                    query_seconds=seconds,
+                )
+                # When the instant is later than the latest change, a prompt write or an activation
+                # committed since the query's snapshot could have come before it. Once the citation is
+                # stored none can (cited_time, sql/prompt_ingest.sql; dpdb/lifecycle/activate.py); until
+                # then the writers' lock, which activations take too, is held shared, and the citation
+                # is stored only if the latest change is still the one read before the query. Otherwise
+                # every later change comes after the instant (docs/architecture.md, decision 14). Either
+                # way the citation row, its audit entry and the commit go in one round trip (pipeline
+                # mode), with the lock and the check when needed.
+                check = frontier is None or instant > frontier
+                inserted, later = _store(conn, citation, arguments, start, frontier if check else _UNCHECKED)
+                if later is None:
                     break
-                conn.rollback()  # a write came in while the query ran: run it again
-                frontier = now
+                frontier = later[0]  # a write came in while the query ran (nothing was stored): run again
             else:
                 raise CitationError(
                     f"the prompt catalog changed {_ATTEMPTS} times while the query ran; cite it again"
                 )
-            citation = dataclasses.replace(
-                template,
-                row_count=digest.rows,
-                result_sha256=digest.sha256,
-                hash_method=digest.method,
-                columns=[c.to_json() for c in digest.columns],
-                query_seconds=seconds,
-            )
-            # The citation row, its audit entry and the commit go in one round trip (pipeline mode).
-            from dpdb.registry.audit import record
-
-            with conn.pipeline():
-                inserted = insert_statement(conn, citation)
-                record(conn, "cite", arguments, f"ok: {citation_id}", time.monotonic() - start)
-                conn.commit()
             stored = inserted_citation(inserted, citation)
             new = stored is not None
             if stored is None:  # cited meanwhile by someone else (their audit entry says so): theirs
@@ -352,17 +373,84 @@ _ATTEMPTS = 3
 """Runs of a query whose instant the prompt catalog's writes have not passed yet, while writes come in."""
 
 
+class _Existing(Exception):
+    """The query was cited before (its run is stopped before the statement is sent)."""
+
+
+_UNCHECKED = object()
+
+
+def _store(
+    conn: psycopg.Connection, citation: Citation, arguments: dict, start: float,
+    frontier: float | None | object,
+) -> tuple[psycopg.Cursor, tuple[float | None] | None]:  # fmt: skip
+    """Insert the citation and its audit entry and commit, durably, in one round trip; the INSERT's
+    cursor, and None, or when a prompt write came in since ``frontier`` was read (and nothing was
+    written), the prompt catalog's latest processing time now (in a 1-tuple).
+
+    ``frontier``: the latest processing time read before the query ran, or ``_UNCHECKED`` when no
+    prompt write can change the result any more. When given, the lock is taken shared first and the
+    rows are written only if the time is still ``frontier`` (else nothing is, and the caller runs
+    the query again)."""
+    from dpdb.registry.audit import record
+    from dpdb.registry.prompt_log import UNCHANGED_SQL, frontier_after_writers_statement
+
+    outcome = f"ok: {citation.citation_id}"
+    with one_round_trip(conn):
+        conn.execute("BEGIN")
+        if frontier is _UNCHECKED:
+            inserted = insert_statement(conn, citation)
+            record(conn, "cite", arguments, outcome, time.monotonic() - start)
+        else:
+            latest = frontier_after_writers_statement(conn)
+            inserted = insert_statement(conn, citation, if_latest=frontier)
+            where = (UNCHANGED_SQL, (frontier,))
+            record(conn, "cite", arguments, outcome, time.monotonic() - start, where=where)
+        conn.execute("COMMIT")  # durable: the identifier printed survives a crash
+    if frontier is _UNCHECKED:
+        return inserted, None
+    row = latest.fetchone()
+    now = float(row[0]) if row and row[0] is not None else None
+    return inserted, None if now == frontier else (now,)
+
+
+def _prepare(
+    settings: Settings, conn: psycopg.Connection, looked_up: Future[Lookup], citation_id: str, pinned: str,
+    release: str | None, instant: float, title: str | None, creator: str | None, user: str,
+) -> Citation | None:  # fmt: skip
+    """Read the bookkeeping into ``looked_up`` (one round trip), then (unless the citation exists)
+    everything of the citation but the result's count and hash (two more, with the planner)."""
+    from dpdb.as_of_rewrite import AS_OF_SCHEMA
+
+    try:
+        with one_round_trip(conn):
+            views = conn.execute(_VIEWS_SQL, (AS_OF_SCHEMA,))
+            schema = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (release,)) if release else None
+            collect = lookup(conn, citation_id)
+        found = collect()
+    except BaseException as e:
+        looked_up.set_exception(e)
+        raise
+    looked_up.set_result(found)
+    if found.existing is not None:
+        return None
+    if schema is not None and schema.fetchone() != (True,):
+        raise CitationError(f"unknown release {release!r}: no such catalog in this database")
+    key = (str(settings.dsn or ""), str(settings.home), settings.database, found.schema_version)
+    tables = _tables_read(conn, pinned, instant, release, {r[0] for r in views.fetchall()}, key)
+    return _template(settings, found, tables, citation_id, pinned, release, instant, title, creator, user)
+
+
 def _template(
-    settings: Settings, conn: psycopg.Connection, citation_id: str, pinned: str, release: str | None,
-    instant: float, title: str | None, creator: str | None, user: str,
+    settings: Settings, found: Lookup, tables: list[tuple[str, str]], citation_id: str, pinned: str,
+    release: str | None, instant: float, title: str | None, creator: str | None, user: str,
 ) -> Citation:  # fmt: skip
     """Everything of the citation but the result's count and hash (filled while the query runs)."""
     from dpdb._version import code_version
     from dpdb.timeutil import iso_utc
 
-    schema_version = applied_by(conn)[0] or 0
-    tables = _tables_read(conn, pinned, instant, release)
-    catalogs = _catalogs(conn, tables)
+    schema_version = found.schema_version
+    catalogs = _catalogs(found.releases, tables)
     return Citation(
         citation_id=citation_id,
         handle=handle_of(settings, citation_id),
@@ -401,26 +489,31 @@ def _submit(fn: Callable[..., _T], *args: object) -> Future[_T]:
 
 
 def _run_and_hash(
-    settings: Settings, query: str, instant: float, release: str | None, method: str = METHOD
-) -> tuple[pa.Table, ResultDigest, float]:
-    """The query's rows as of ``instant``, their digest with ``method``, and the seconds both took.
+    settings: Settings, query: str, instant: float, release: str | None, method: str = METHOD,
+    before_fetch: Callable[[], None] | None = None,
+) -> tuple[pa.Table, ResultDigest, float]:  # fmt: skip
+    """The query's rows as of ``instant``, their digest with ``method``, and the seconds both took
+    (``before_fetch``: as :func:`dpdb.query.run_query`).
 
-    ``dpdb-rowset-v2`` hashes each batch on a thread of its own while the next one is fetched;
-    ``dpdb-rowset-v1`` (older citations) needs the whole result first.
+    ``dpdb-rowset-v3`` (and ``-v2``) hash each batch on a thread of its own while the next one is
+    fetched; ``dpdb-rowset-v1`` (older citations) needs the whole result first.
     """
     start = time.perf_counter()
     # provisional: an instant later than the latest change is final once its citation is stored (every
     # later change comes after cited instants: dpdb/prompt/order.py, dpdb/lifecycle/activate.py)
-    if method != METHOD_V2:
-        result = run_query(settings, query, as_of=instant, release=release, provisional=True)
+    if method == METHOD_V1:
+        result = run_query(
+            settings, query, as_of=instant, release=release, provisional=True, before_fetch=before_fetch
+        )
         return result, digest_table(result, method), time.perf_counter() - start
     from dpdb.query import STREAM_BATCH_BYTES
 
-    hasher = RowsetHasher(threaded=True, inline_below=STREAM_BATCH_BYTES // 2)
+    hasher = RowsetHasher(method, threaded=True, inline_below=STREAM_BATCH_BYTES // 2)
     try:
         result = run_query(
-            settings, query, as_of=instant, release=release, on_batch=hasher.add, provisional=True
-        )
+            settings, query, as_of=instant, release=release, on_batch=hasher.add, provisional=True,
+            before_fetch=before_fetch,
+        )  # fmt: skip
         digest = hasher.finish(result.column_names, result.schema)
     finally:
         hasher.close()
@@ -435,11 +528,12 @@ def _audit(
     ``durable=False``: the commit does not wait for its WAL flush (for steps that wrote nothing else)."""
     from dpdb.registry.audit import record
 
-    with conn.pipeline():
+    with one_round_trip(conn):
+        conn.execute("BEGIN")
         if not durable:
             conn.execute("SET LOCAL synchronous_commit = off")
         record(conn, action, arguments, outcome, time.monotonic() - start)
-        conn.commit()
+        conn.execute("COMMIT")
 
 
 def _drain(running: Future) -> None:
@@ -605,14 +699,16 @@ def resolve(settings: Settings, reference: str, *, record: bool = True) -> Resol
     """
     start = time.monotonic()
     with owner_connection(settings) as conn:
-        if not record:
-            conn.execute("SET TRANSACTION READ ONLY")
-        c = find(conn, reference)
+        # one round trip (autocommit: no transaction to open and end), nothing held open while the query runs
+        conn.autocommit = True
+        try:
+            c = find(conn, reference)
+        finally:
+            conn.autocommit = False
         arguments = {"id": c.citation_id}
         try:
             method = _method_of(c)
             if not c.releases:  # nothing to look up while it runs: run here, without a thread hand-off
-                conn.rollback()  # nothing is held open while the query runs
                 result, found, seconds = _run_and_hash(settings, c.query, c.as_of_mjd_tai, c.release, method)
                 return _resolved(conn, c, result, found, seconds, [], "database", record, start)
             # The query is run at once, on a worker thread, while the states of the releases it read
@@ -620,7 +716,11 @@ def resolve(settings: Settings, reference: str, *, record: bool = True) -> Resol
             speculative = _submit(_run_and_hash, settings, c.query, c.as_of_mjd_tai, c.release, method)
             running: Future | None = speculative
             try:
-                missing = _unavailable(c, release_facts(conn, c.releases))
+                with conn.pipeline():
+                    if not record:
+                        conn.execute("SET TRANSACTION READ ONLY")
+                    facts = release_facts(conn, c.releases)
+                missing = _unavailable(c, facts)
                 query, release, source = c.query, c.release, "database"
                 if missing:
                     _drain(speculative)  # it read a release that is not loaded: not the run we need

@@ -1,8 +1,8 @@
-"""The result hash, method ``dpdb-rowset-v2``: computed while the result's batches stream.
+"""The result hash, methods ``dpdb-rowset-v3`` and ``-v2``: computed while the result's batches stream.
 
 Same canonical column types, values and row order as ``dpdb-rowset-v1``
 (:mod:`.digest`); what changed is the encoding of a column, so that it can be
-fed batch by batch. Each column is hashed as three SHA-256 streams, each
+fed batch by batch. Each column is hashed as three streams (v3: BLAKE3, v2: SHA-256), each
 written in canonical row order:
 
 - ``nulls``: the 0-based row numbers of the NULL values, 8-byte little-endian
@@ -14,8 +14,11 @@ written in canonical row order:
 
 The column hash is the SHA-256 of the three raw 32-byte digests concatenated
 (nulls, values, bytes); the result hash is the SHA-256 of the v1 header text
-with the method's name ``dpdb-rowset-v2``. ``docs/citations.md`` gives the
-recipe with plain pyarrow and hashlib.
+with the method's name. v2 hashes the streams with SHA-256, v3 with BLAKE3
+(32-byte output): the streams are the bulk of what is hashed (8 bytes per row and
+column), and BLAKE3 hashes them several times faster than SHA-256 even with the
+CPU's SHA instructions (benchmarks/README.md). ``docs/citations.md`` gives the
+recipe with plain pyarrow, hashlib and blake3.
 
 :class:`RowsetHasher` takes the batches as the query fetches them (on its own
 thread, so that the fetch goes on while a batch is hashed). While the batches
@@ -40,7 +43,7 @@ import pyarrow.compute as pc
 from .digest import (
     _NUMERIC,
     METHOD,
-    METHOD_V2,
+    METHOD_V1,
     ColumnDigest,
     ResultDigest,
     _fixed_values,
@@ -50,25 +53,27 @@ from .digest import (
     check_method,
     digest_table_v1,
     header,
+    stream_hasher,
     variable_parts,
 )
 
-__all__ = ["RowsetHasher", "digest_table", "digest_table_v2"]
+__all__ = ["RowsetHasher", "digest_table", "digest_table_streamed"]
 
 _VARIABLE = ("utf8", "binary", "json")
 _SLICE = 1 << 16  # rows per step when a buffered result is hashed in sorted order
 
 
 class _Column:
-    """The three SHA-256 streams of one column."""
+    """The three hash streams of one column."""
 
     __slots__ = ("tag", "nulls", "values", "data")
 
-    def __init__(self, tag: str) -> None:
+    def __init__(self, tag: str, method: str) -> None:
         self.tag = tag
-        self.nulls = hashlib.sha256()
-        self.values = hashlib.sha256()
-        self.data = hashlib.sha256()
+        new = stream_hasher(method)
+        self.nulls = new()
+        self.values = new()
+        self.data = new()
 
     def digest(self) -> str:
         return hashlib.sha256(self.nulls.digest() + self.values.digest() + self.data.digest()).hexdigest()
@@ -79,29 +84,36 @@ class _Column:
         n = len(array)
         tag = self.tag
         if tag == "null":
-            self.nulls.update(np.arange(offset, offset + n, dtype="<i8").data)
+            self.nulls.update(_bytes(np.arange(offset, offset + n, dtype="<i8")))
             return
         if array.null_count:
             valid = array.is_valid().to_numpy(zero_copy_only=False)
-            self.nulls.update((np.flatnonzero(~valid).astype("<i8") + offset).data)
+            self.nulls.update(_bytes(np.flatnonzero(~valid).astype("<i8") + offset))
         if tag not in _VARIABLE:
             values = _fixed_values(array, tag) if fixed is None else fixed
-            self.values.update(np.ascontiguousarray(values).data)
+            self.values.update(_bytes(np.ascontiguousarray(values)))
             return
         if tag == "json" and not (pa.types.is_large_string(array.type) or pa.types.is_string(array.type)):
             array = _sort_array(array, tag)  # the values' JSON text
         elif tag == "binary" and pa.types.is_fixed_size_binary(array.type):
             array = array.cast(pa.large_binary())
         lengths, data = variable_parts(array, tag)
-        self.values.update(lengths)
-        self.data.update(data)
+        self.values.update(lengths.cast("B"))
+        self.data.update(data.cast("B"))
+
+
+def _bytes(values: np.ndarray) -> memoryview:
+    """A contiguous array's memory as bytes (BLAKE3 takes byte buffers only; hashlib any buffer)."""
+    return values.data.cast("B")
 
 
 class RowsetHasher:
-    """Row count and ``dpdb-rowset-v2`` hash of a result fed as Arrow record batches.
+    """Row count and ``dpdb-rowset-v3`` (or ``-v2``) hash of a result fed as Arrow record batches.
 
     Parameters
     ----------
+    method
+        ``dpdb-rowset-v3`` (the default: what new citations use) or ``dpdb-rowset-v2``.
     threaded
         Hash on a thread of its own: :meth:`add` only queues the batch, so the
         caller goes on fetching while it is hashed.
@@ -109,7 +121,10 @@ class RowsetHasher:
     Call :meth:`add` with every batch in the order they come, then :meth:`finish`.
     """
 
-    def __init__(self, *, threaded: bool = False, inline_below: int = 0) -> None:
+    def __init__(self, method: str = METHOD, *, threaded: bool = False, inline_below: int = 0) -> None:
+        if check_method(method) == METHOD_V1:
+            raise ValueError(f"{METHOD_V1} cannot be computed batch by batch (digest_table_v1)")
+        self._method = method
         self._schema: pa.Schema | None = None
         self._columns: list[_Column] = []
         self._batches: list[pa.RecordBatch] = []
@@ -163,7 +178,7 @@ class RowsetHasher:
     def _start(self, schema: pa.Schema) -> None:
         self._schema = schema
         tags = [canonical_tag(t) for t in schema.types]
-        self._columns = [_Column(tag) for tag in tags]
+        self._columns = [_Column(tag, self._method) for tag in tags]
         self._key = next((k for k, tag in enumerate(tags) if tag != "null"), -1)
 
     def _add(self, batch: pa.RecordBatch) -> None:
@@ -232,8 +247,8 @@ class RowsetHasher:
             self._hash_sorted()
         names = list(names) if names is not None else self._schema.names
         columns = [ColumnDigest(n, c.tag, c.digest()) for n, c in zip(names, self._columns, strict=True)]
-        sha256 = hashlib.sha256(header(METHOD_V2, self._rows, columns)).hexdigest()
-        return ResultDigest(self._rows, sha256, tuple(columns), METHOD_V2)
+        sha256 = hashlib.sha256(header(self._method, self._rows, columns)).hexdigest()
+        return ResultDigest(self._rows, sha256, tuple(columns), self._method)
 
     def _hash_sorted(self) -> None:
         """Hash the kept batches in canonical order (once, at the end)."""
@@ -242,7 +257,7 @@ class RowsetHasher:
         n = table.num_rows
         self._rows = n
         tags = [c.tag for c in self._columns]
-        self._columns = [_Column(tag) for tag in tags]
+        self._columns = [_Column(tag, self._method) for tag in tags]
         arrays = [c.chunk(0) if c.num_chunks == 1 else c.combine_chunks() for c in table.columns]
         sort_arrays = [_sort_array(a, tag) for a, tag in zip(arrays, tags, strict=True)]
         keys = [(a, tag) for a, tag in zip(sort_arrays, tags, strict=True) if a is not None]
@@ -259,9 +274,9 @@ class RowsetHasher:
                 column.update(part, start)
 
 
-def digest_table_v2(table: pa.Table) -> ResultDigest:
-    """Row count and ``dpdb-rowset-v2`` hash of an Arrow table."""
-    hasher = RowsetHasher()
+def digest_table_streamed(table: pa.Table, method: str = METHOD) -> ResultDigest:
+    """Row count and ``dpdb-rowset-v3`` (or ``-v2``) hash of an Arrow table."""
+    hasher = RowsetHasher(method)
     for batch in table.to_batches():
         hasher.add(batch)
     return hasher.finish(table.column_names, table.schema)
@@ -269,7 +284,7 @@ def digest_table_v2(table: pa.Table) -> ResultDigest:
 
 def digest_table(table: pa.Table, method: str = METHOD) -> ResultDigest:
     """Row count and hash of an Arrow table, e.g. a query result, with ``method`` (default: the one new
-    citations use, ``dpdb-rowset-v2``; a citation names its own)."""
-    if check_method(method) == METHOD_V2:
-        return digest_table_v2(table)
-    return digest_table_v1(table)
+    citations use, ``dpdb-rowset-v3``; a citation names its own)."""
+    if check_method(method) == METHOD_V1:
+        return digest_table_v1(table)
+    return digest_table_streamed(table, method)

@@ -25,6 +25,7 @@ from dpdb.config import Settings
 from dpdb.db import connect, prepare
 from dpdb.errors import ReleaseStateError, ValidationError
 from dpdb.etl import release_dir
+from dpdb.etl.heldkeys import HeldKeys
 from dpdb.etl.load import LoadSummary, load
 from dpdb.etl.pixelmap import PixelMap
 from dpdb.etl.release_dir import FileEntry
@@ -51,7 +52,7 @@ class LoadResult:
     seconds: float
     index_seconds: float = 0.0  # building the deferred indexes and key maps (0: indexes kept)
     keymap_seconds: float = 0.0  # of which filling and keying the key maps (summed over connections)
-    keymap_load_seconds: float = 0.0  # the files' COPYs of their keys into the key maps, summed over streams
+    keymap_load_seconds: float = 0.0  # files that COPYed their keys into the maps (no room to hold them)
 
 
 def load_release(
@@ -173,7 +174,7 @@ def _load_tables(
     else:
         summaries = _load_parallel(
             settings, name, root, manifest, jobs, progress, hats, checksums, spatial_order=deferred is None,
-            keymap_rows=deferred is not None and keymaps,
+            held_keys=deferred.held if deferred is not None and keymaps and not deferred.resumed else None,
         )  # fmt: skip
     if deferred is not None:
         deferred.build(settings, jobs, keymaps=keymaps)
@@ -204,7 +205,7 @@ def _load_parallel(
     hats: bool,
     checksums: dict[Path, str],
     spatial_order: bool = True,
-    keymap_rows: bool = False,
+    held_keys: HeldKeys | None = None,
 ) -> list[LoadSummary]:
     """Every table's files at once, ``jobs`` streams, largest groups first.
 
@@ -240,7 +241,7 @@ def _load_parallel(
         return load(
             settings, table, paths, into=name, progress=progress, ignore_extra=hats,
             checksums=checksums, parents=maps.get(table), spatial_order=spatial_order,
-            keymap_rows=keymap_rows,
+            held_keys=held_keys,
         )  # fmt: skip
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

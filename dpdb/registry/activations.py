@@ -89,7 +89,7 @@ def record_activation(
 ) -> datetime:
     """Record that ``name`` became current (and ``previous`` previous) at MJD TAI ``mjd_tai``; the
     instant as a UTC datetime (what ``dpdb_meta.release.activated_at`` records too)."""
-    at = Time(mjd_tai, format="mjd", scale="tai").utc.to_datetime(timezone=UTC)
+    at: datetime = Time(mjd_tai, format="mjd", scale="tai").utc.to_datetime(timezone=UTC)
     conn.execute(
         "INSERT INTO dpdb_meta.release_activation (name, previous, activated_at, activated_mjd_tai, forced) "
         "VALUES (%s, %s, %s, %s, %s)",

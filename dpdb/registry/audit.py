@@ -11,7 +11,7 @@ import getpass
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -67,11 +67,22 @@ def audited(settings: Settings, action: str, **arguments: object) -> Iterator[Au
 
 
 def record(
-    conn: psycopg.Connection, action: str, arguments: Mapping[str, object], outcome: str, seconds: float
-) -> None:
-    """Write one audit-log entry (in the caller's transaction)."""
+    conn: psycopg.Connection, action: str, arguments: Mapping[str, object], outcome: str, seconds: float,
+    *, where: tuple[str, Sequence[object]] | None = None,
+) -> None:  # fmt: skip
+    """Write one audit-log entry (in the caller's transaction); with ``where`` (an SQL condition and its
+    parameters) only if the condition holds when the entry is written."""
+    values = (getpass.getuser(), action, json.dumps(arguments, default=str), outcome, seconds)
+    if where is None:
+        conn.execute(
+            "INSERT INTO dpdb_meta.audit_log (at, who, action, arguments, outcome, duration_s) "
+            "VALUES (now(), %s || '/' || current_user, %s, %s, %s, %s)",
+            values,
+        )
+        return
+    condition, parameters = where
     conn.execute(
-        "INSERT INTO dpdb_meta.audit_log (at, who, action, arguments, outcome, duration_s) "
-        "VALUES (now(), %s || '/' || current_user, %s, %s, %s, %s)",
-        (getpass.getuser(), action, json.dumps(arguments, default=str), outcome, seconds),
+        "INSERT INTO dpdb_meta.audit_log (at, who, action, arguments, outcome, duration_s) "  # noqa: S608
+        f"SELECT now(), %s || '/' || current_user, %s, %s, %s, %s WHERE {condition}",
+        (*values, *parameters),
     )

@@ -12,7 +12,7 @@ import datetime as _dt
 import hashlib
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,7 +35,8 @@ __all__ = [
     "insert_statement",
     "inserted_citation",
     "get",
-    "get_with_frontier",
+    "Lookup",
+    "lookup",
     "find",
     "all_citations",
     "citing",
@@ -176,22 +177,36 @@ def insert(conn: psycopg.Connection, c: Citation) -> Citation | None:
     return inserted_citation(insert_statement(conn, c), c)
 
 
-def insert_statement(conn: psycopg.Connection, c: Citation) -> psycopg.Cursor:
+_ANY = object()
+
+
+def insert_statement(
+    conn: psycopg.Connection, c: Citation, *, if_latest: float | None | object = _ANY
+) -> psycopg.Cursor:
     """Send the INSERT of ``c`` (``ON CONFLICT DO NOTHING``); its cursor gives :func:`inserted_citation`.
-    In pipeline mode it is only queued, so the audit entry and the commit can go with it."""
+    In pipeline mode it is only queued, so the audit entry and the commit can go with it.
+
+    ``if_latest``: insert only if the prompt catalog's latest processing time is still this value
+    (:data:`dpdb.registry.prompt_log.UNCHANGED_SQL`; the caller holds the writers' lock shared)."""
+    from .prompt_log import UNCHANGED_SQL
+
     values = c.to_json()
-    return conn.execute(
-        f"INSERT INTO dpdb_meta.citation ({_COLUMNS}) VALUES "  # noqa: S608 - our own column list
-        "(%(id)s, %(handle)s, %(query)s, %(release)s, %(as_of_mjd_tai)s, %(as_of_utc)s, %(catalogs)s, "
+    row = (
+        "%(id)s, %(handle)s, %(query)s, %(release)s, %(as_of_mjd_tai)s, %(as_of_utc)s, %(catalogs)s, "
         "%(tables)s, %(schema_version)s, %(software_version)s, %(row_count)s, %(result_sha256)s, "
         "%(hash_method)s, %(columns)s, %(title)s, %(creator)s, now(), "
-        "%(created_by)s || '/' || current_user, %(query_seconds)s) ON CONFLICT (citation_id) DO NOTHING "
-        "RETURNING created_at, created_by",
+        "%(created_by)s || '/' || current_user, %(query_seconds)s"
+    )
+    source = f"VALUES ({row})" if if_latest is _ANY else f"SELECT {row} WHERE {UNCHANGED_SQL % '%(latest)s'}"
+    return conn.execute(
+        f"INSERT INTO dpdb_meta.citation ({_COLUMNS}) {source} "  # noqa: S608 - our own column list
+        "ON CONFLICT (citation_id) DO NOTHING RETURNING created_at, created_by",
         {
             **values,
             "catalogs": json.dumps(c.catalogs),
             "tables": json.dumps(c.tables),
             "columns": json.dumps(c.columns),
+            "latest": None if if_latest is _ANY else if_latest,
         },
     )
 
@@ -212,20 +227,40 @@ def get(conn: psycopg.Connection, citation_id: str) -> Citation | None:
     return _from_row(row) if row else None
 
 
-def get_with_frontier(conn: psycopg.Connection, citation_id: str) -> tuple[Citation | None, float | None]:
-    """:func:`get` and the prompt catalog's latest processing time (``prompt_log``), in one round trip."""
+@dataclass(frozen=True)
+class Lookup:
+    """What citing needs from the registry before its query's snapshot is taken (:func:`lookup`)."""
+
+    existing: Citation | None  # the citation of this identifier, when it was made before
+    frontier: float | None  # the latest change an as-of answer can see (prompt_log.LATEST_TIME_SQL)
+    schema_version: int  # in force
+    releases: dict[str, ReleaseFact]  # every registered release
+
+
+def lookup(conn: psycopg.Connection, citation_id: str) -> Callable[[], Lookup]:
+    """Queue the reads of the citation ``citation_id`` (if it exists), the latest change's time, the
+    schema version and the releases' states; the returned function gives them once the caller's
+    pipeline has synced (one round trip with whatever else the caller queued)."""
     from .prompt_log import LATEST_TIME_SQL
 
-    with conn.pipeline(), conn.cursor(row_factory=dict_row) as cur, conn.cursor() as latest:
-        cur.execute(
-            f"SELECT {_COLUMNS} FROM dpdb_meta.citation WHERE citation_id = %s",  # noqa: S608
-            (citation_id,),
-        )
-        latest.execute(LATEST_TIME_SQL)
+    cur = conn.cursor(row_factory=dict_row)
+    cur.execute(f"SELECT {_COLUMNS} FROM dpdb_meta.citation WHERE citation_id = %s", (citation_id,))  # noqa: S608
+    latest = conn.execute(LATEST_TIME_SQL)
+    version = conn.execute("SELECT max(version) FROM dpdb_meta.schema_version")
+    facts = conn.execute(_RELEASE_FACTS_SQL, (None, None))
+
+    def result() -> Lookup:
         row = cur.fetchone()
         frontier = latest.fetchone()
-    found = _from_row(row) if row else None
-    return found, float(frontier[0]) if frontier and frontier[0] is not None else None
+        version_row = version.fetchone()
+        return Lookup(
+            existing=_from_row(row) if row else None,
+            frontier=float(frontier[0]) if frontier and frontier[0] is not None else None,
+            schema_version=int(version_row[0]) if version_row and version_row[0] is not None else 0,
+            releases={r[0]: ReleaseFact(*r) for r in facts.fetchall()},
+        )
+
+    return result
 
 
 def _parse_reference(text: str) -> str | None:
@@ -282,12 +317,17 @@ class ReleaseFact:
     loaded: bool  # its schema exists
 
 
+_RELEASE_FACTS_SQL = (
+    "SELECT r.name, r.state, r.restored_at IS NOT NULL, r.archive_path, "
+    "to_regnamespace(quote_ident(r.name)) IS NOT NULL FROM dpdb_meta.release r "
+    "WHERE %s::text[] IS NULL OR r.name = ANY(%s::text[])"
+)
+
+
 def release_facts(conn: psycopg.Connection, names: Sequence[str] | None = None) -> dict[str, ReleaseFact]:
     """State and whereabouts of the registered releases (all, or those named)."""
     rows = conn.execute(
-        "SELECT r.name, r.state, r.restored_at IS NOT NULL, r.archive_path, "
-        "to_regnamespace(quote_ident(r.name)) IS NOT NULL FROM dpdb_meta.release r "
-        "WHERE %s::text[] IS NULL OR r.name = ANY(%s::text[])",
+        _RELEASE_FACTS_SQL,
         (list(names) if names is not None else None, list(names) if names is not None else None),
     ).fetchall()
     return {r[0]: ReleaseFact(*r) for r in rows}

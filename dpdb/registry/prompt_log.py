@@ -71,6 +71,17 @@ def frontier_after_writers(conn: psycopg.Connection) -> float | None:
     return float(row[0]) if row and row[0] is not None else None
 
 
+def frontier_after_writers_statement(conn: psycopg.Connection) -> psycopg.Cursor:
+    """:func:`frontier_after_writers` queued in the caller's pipeline: the returned cursor's row is the
+    time once the pipeline has synced (so what the caller queues next goes in the same round trip)."""
+    conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (WRITER_LOCK,))
+    return conn.execute(LATEST_TIME_SQL)
+
+
+UNCHANGED_SQL = f"({LATEST_TIME_SQL}) IS NOT DISTINCT FROM %s::float8"
+"""SQL condition: the latest processing time is still the parameter (NULL: nothing written yet)."""
+
+
 def latest_processing_time(conn: psycopg.Connection) -> float | None:
     """The latest committed change (:data:`LATEST_TIME_SQL`: visit ingest, daytime relink or release
     activation), MJD TAI; None before the first."""

@@ -24,7 +24,17 @@ from urllib.parse import parse_qsl
 
 from ..errors import DpdbError
 from .output import VOTABLE_MIME, error_votable
-from .run import Limits, TapError, asks_many, fast_read, outcome, parse_params, run_query, user_message
+from .run import (
+    Limits,
+    TapError,
+    asks_many,
+    fast_read,
+    outcome,
+    parse_params,
+    request_params,
+    run_query,
+    user_message,
+)
 
 __all__ = ["SyncFastPath"]
 
@@ -64,7 +74,11 @@ class SyncFastPath:
         pairs = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         if body:
             pairs += parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True)
-        params = dict(pairs)
+        try:
+            params = request_params(pairs)  # as the route reads them: a repeated parameter is refused alike
+        except TapError as e:
+            await _send(send, e.status, error_votable(str(e)), VOTABLE_MIME)
+            return
         if any(k.upper() in _FALL_THROUGH for k in params):
             await self.app(scope, receive, send)
             return

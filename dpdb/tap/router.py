@@ -18,7 +18,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, PlainTextResponse, RedirectResponse, Response
 
 from .output import VOTABLE_MIME, error_votable
-from .run import Limits, TapError, parse_params, run_query
+from .run import Limits, TapError, parse_params, request_params, run_query
 from .uws import Job, JobStore
 
 __all__ = ["tap_router", "TapService"]
@@ -54,21 +54,20 @@ def _error(message: str, status: int = 400, query: str | None = None) -> Respons
 
 
 async def _params(request: Request) -> tuple[dict[str, str], dict[str, Any]]:
-    """Request parameters (query string and form), names as sent, and the uploaded files by field name."""
-    params: dict[str, str] = {}
+    """Request parameters (query string and form, :func:`request_params`: a single-valued one sent twice is a
+    :class:`TapError`), names as sent, and the uploaded files by field name."""
+    pairs = list(request.query_params.multi_items())
     files: dict[str, Any] = {}
-    for k, v in request.query_params.multi_items():
-        params[k] = v
     if request.method in ("POST", "PUT"):
         ctype = request.headers.get("content-type", "")
         if "form" in ctype:
             form = await request.form()
             for k, item in form.multi_items():
                 if isinstance(item, str):
-                    params[k] = item
+                    pairs.append((k, item))
                 else:
                     files[k] = await item.read()
-    return params, files
+    return request_params(pairs), files
 
 
 def _query_of(params: Mapping[str, str]) -> str | None:
@@ -163,7 +162,10 @@ def tap_router(service: TapService) -> APIRouter:
     # -- sync ----------------------------------------------------------------------------------------
     @router.api_route("/sync", methods=["GET", "POST"])
     async def sync(request: Request) -> Response:
-        params, files = await _params(request)
+        try:
+            params, files = await _params(request)
+        except TapError as e:
+            return _error(str(e), e.status)
         query = _query_of(params)
         try:
             tap = parse_params(params, service.limits, _uploads(params, files, service.limits))
@@ -205,6 +207,7 @@ def tap_router(service: TapService) -> APIRouter:
         )
 
     @router.post("/async")
+    @_tap_errors
     async def job_create(request: Request) -> Response:
         params, files = await _params(request)
         query = _query_of(params)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,8 +25,8 @@ from ..errors import DpdbError
 from .adql import AdqlError, Translation, translate
 from .output import ResultInfo, resolve_format, write_result
 
-__all__ = ["TapError", "TapParams", "Limits", "parse_params", "run_query", "service_sql", "QueryOutcome",
-           "outcome", "fast_read", "asks_many", "user_message"]
+__all__ = ["TapError", "TapParams", "Limits", "request_params", "parse_params", "run_query", "service_sql",
+           "QueryOutcome", "outcome", "fast_read", "asks_many", "user_message"]
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +72,31 @@ class TapParams:
     uploads: dict[str, pa.Table] = field(default_factory=dict)
     cite: bool = False
     """CITE=true: cite the result (:meth:`dpdb.Archive.cite`); its identifier goes into the result."""
+
+
+_MULTI_VALUED = frozenset({"UPLOAD"})
+"""Parameters a request may repeat (DALI 1.1, UPLOAD); every other one takes one value."""
+
+
+def request_params(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """A request's parameters from its (name, value) pairs in the order sent (query string, then form),
+    each under the name it was first sent as. DALI 1.1 (section 3, parameters): names are
+    case-insensitive, and "services must respond with an error if the request includes multiple values
+    for parameters defined to be single-valued": a parameter sent twice with different values is a
+    :class:`TapError` (the same value twice is one value). UPLOAD may repeat: its values are joined
+    with ``;``, the TAP 1.0 form of several uploads."""
+    out: dict[str, str] = {}
+    names: dict[str, str] = {}
+    for name, value in pairs:
+        key = name.upper()
+        first = names.setdefault(key, name)
+        if first not in out:
+            out[first] = value
+        elif key in _MULTI_VALUED:
+            out[first] = f"{out[first]};{value}"
+        elif out[first] != value:
+            raise TapError(f"{key} is given more than once, with different values: send it once")
+    return out
 
 
 def parse_params(
