@@ -12,6 +12,7 @@ import json
 import random
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -433,11 +434,26 @@ def test_an_instant_called_repeatable_keeps_its_answer_after_a_prompt_write(
     assert code == 1 and out.count("\n") == 1 and "release activation" in out, out
 
 
+def _until_waiting_for_a_lock(s: Settings, thread: threading.Thread) -> None:
+    """Until ``thread`` waits for an advisory lock in the database of ``s`` (or ends, or 30 s pass)."""
+    with _superuser(s) as watch:
+        deadline = time.monotonic() + 30
+        while (
+            thread.is_alive()
+            and time.monotonic() < deadline
+            and watch.execute(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            ).fetchone()
+            == (0,)
+        ):
+            time.sleep(0.02)
+
+
 def test_a_prompt_write_racing_a_citation_is_waited_for_and_the_query_run_again(cloned: Settings) -> None:
     """A citation at an instant the prompt catalog's writes have not passed yet, while a write before that
     instant is in progress: the citation waits for it and runs the query again, so it holds the rows the
     instant has for ever after (it is the last test on ``cloned``: its instant stops earlier writes)."""
-    import threading
 
     archive = dpdb.Archive(settings=cloned)
     from dpdb.timeutil import now_mjd_tai
@@ -468,18 +484,7 @@ def test_a_prompt_write_racing_a_citation_is_waited_for_and_the_query_run_again(
         )
         citing = threading.Thread(target=lambda: made.append(archive.cite(LIGHT_CURVE, as_of=instant)))
         citing.start()
-        with _superuser(cloned) as watch:  # until the citation, its query run, waits for the write
-            deadline = time.monotonic() + 30
-            while (
-                citing.is_alive()
-                and time.monotonic() < deadline
-                and watch.execute(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                    "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                ).fetchone()
-                == (0,)
-            ):
-                time.sleep(0.05)
+        _until_waiting_for_a_lock(cloned, citing)  # the citation, its query run, waits for the write
     citing.join(60)  # the write is committed: the citation goes on
     assert len(made) == 1
     c = made[0]
@@ -520,7 +525,6 @@ def test_a_write_committed_while_a_citation_is_stored_stops_the_store_and_the_qu
     one read before the query go with the citation's insert (one round trip): a write that commits
     meanwhile leaves nothing stored (no row, no audit entry), the query runs again, and the citation
     holds what the instant has after the write."""
-    import threading
 
     sql_text = "SELECT diaSourceId, psfFlux FROM prompt.DiaSource WHERE diaSourceId > 5"
     with _superuser(settings) as conn:  # no change has a time yet (no visit, relink or activation)
@@ -542,18 +546,7 @@ def test_a_write_committed_while_a_citation_is_stored_stops_the_store_and_the_qu
                 target=lambda made=made: made.append(archive.cite(sql_text, as_of=61000.5))
             )
             citing.start()
-            with _superuser(settings) as watch:  # until the citation's store waits for the write
-                deadline = time.monotonic() + 30
-                while (
-                    citing.is_alive()
-                    and time.monotonic() < deadline
-                    and watch.execute(
-                        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted "
-                        "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
-                    ).fetchone()
-                    == (0,)
-                ):
-                    time.sleep(0.02)
+            _until_waiting_for_a_lock(settings, citing)  # the citation's store waits for the write
             assert citing.is_alive()
         citing.join(60)
         assert len(made) == 1
