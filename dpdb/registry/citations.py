@@ -186,7 +186,7 @@ def insert_statement(
     """Send the INSERT of ``c`` (``ON CONFLICT DO NOTHING``); its cursor gives :func:`inserted_citation`.
     In pipeline mode it is only queued, so the audit entry and the commit can go with it.
 
-    ``if_latest``: insert only if the prompt catalog's latest processing time is still this value
+    ``if_latest``: insert only if the latest change (visit, relink, activation) is still this value
     (:data:`dpdb.registry.prompt_log.UNCHANGED_SQL`; the caller holds the writers' lock shared)."""
     from .prompt_log import UNCHANGED_SQL
 

@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 
 __all__ = [
     "WRITER_LOCK",
-    "frontier_after_writers",
+    "frontier_after_writers_statement",
     "ingested_visits",
     "last_visit",
     "latest_processing_time",
@@ -57,29 +57,17 @@ WRITER_LOCK = "dpdb.prompt.ingest"
 """Transaction advisory lock (``hashtext``) every prompt catalog change holds (dpdb/prompt/order.py)."""
 
 
-def frontier_after_writers(conn: psycopg.Connection) -> float | None:
-    """:func:`latest_processing_time` once no prompt write is in progress, in the caller's transaction.
-
-    Takes :data:`WRITER_LOCK` shared until the transaction ends: a write in progress is waited for
-    (its processing time is then seen), and none starts before the caller commits. The two statements
-    go in one round trip; the second reads with a snapshot taken after the lock is granted.
-    """
-    with conn.pipeline():
-        conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (WRITER_LOCK,))
-        cur = conn.execute(LATEST_TIME_SQL)
-    row = cur.fetchone()
-    return float(row[0]) if row and row[0] is not None else None
-
-
 def frontier_after_writers_statement(conn: psycopg.Connection) -> psycopg.Cursor:
-    """:func:`frontier_after_writers` queued in the caller's pipeline: the returned cursor's row is the
-    time once the pipeline has synced (so what the caller queues next goes in the same round trip)."""
+    """Queue, in the caller's pipeline and transaction, :data:`WRITER_LOCK` taken shared until the
+    transaction ends (a write in progress is waited for, none starts before the caller commits) and then
+    :data:`LATEST_TIME_SQL`; the returned cursor's row is the latest change once the pipeline has synced
+    (so what the caller queues next goes in the same round trip)."""
     conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (WRITER_LOCK,))
     return conn.execute(LATEST_TIME_SQL)
 
 
 UNCHANGED_SQL = f"({LATEST_TIME_SQL}) IS NOT DISTINCT FROM %s::float8"
-"""SQL condition: the latest processing time is still the parameter (NULL: nothing written yet)."""
+"""SQL condition: the latest change is still the parameter (NULL: nothing written yet)."""
 
 
 def latest_processing_time(conn: psycopg.Connection) -> float | None:
