@@ -8,26 +8,29 @@ On a fresh embedded server:
 2. simulate ``--warmup-nights`` + ``--visits`` / 10 nights (10 visits a night) of
    about 10,000 DiaSources a visit over a 9.6 deg² field (processing/survey.py),
    fields revisited night after night inside a 100 deg² survey;
-3. with ``--warmup-nights N`` (default 0: the issue's set-up, 1M DiaObjects at
-   the first measured visit), first ingest the survey's first N nights, so that
-   the survey area's DiaObjects have DiaSources in every band, running sums and
-   several versions, as in a survey that has been running for a while (the
-   prefill of step 1 has no DiaSources: without the warm-up the first measured
-   visits find only empty histories, and "last 10 / first 10" also measures how
-   the histories fill up; N=30 starts at 1.78M DiaObjects, benchmarks/README.md);
+3. first ingest the survey's first ``--warmup-nights`` nights (default 10, 100 visits),
+   so that the survey area's DiaObjects have DiaSources in every band, running sums
+   and several versions, as in a survey that has been running for a while: the
+   prefill of step 1 has no DiaSources, so without the warm-up the first measured
+   visits find only empty histories (the cheap path: mostly new DiaObjects) and
+   "last 10 / first 10" measures how the histories fill up during the first
+   nights, not a growth with the history (benchmarks/README.md). The warm-up
+   founds ~0.34M DiaObjects on top of the prefill: the measurement starts at
+   ~1.34M current DiaObjects;
 4. ingest the next ``--visits`` visits (default 200) one by one with
    `dpdb.prompt.ingest` (load, attribute, associate, forced, aggregate, version),
    timing each visit and each step.
 
-``--warmup-nights 0`` (the default) measures the visits of nights 0-19 right
-after the prefill.
+``--warmup-nights 0`` (the default up to the fifth session of 2026-11-30) measures the visits
+of nights 0-19 right after the prefill.
 
 Prints p50/p95 seconds per visit, the split by step, and the first and last
 10 visits (per-visit time must not grow with the visits already ingested).
 At the end, every DiaObject version of the last visit is checked against numpy
 over its window's DiaSources (rtol 1e-6).
 Usage: python benchmarks/bench_prompt.py [--objects N] [--visits N] [--warmup-nights N]
-       [--partition-order K] [--full-aggregation] [--cutoff DAYS] [--home DIR] [--prefill-only] [--statements]
+       [--partition-order K] [--full-aggregation] [--cutoff DAYS] [--home DIR] [--prefill-only]
+       [--statements] [--monitor]
 
 With ``--home DIR`` the server, the prefilled and warmed-up database (kept as the
 template ``bench_prefill_<objects>_<order>_<warm-up visits>``) and the simulated visits
@@ -254,6 +257,67 @@ def check_aggregates(settings: Settings, cutoff: float) -> int:
     return checked
 
 
+MONITOR_SQL = """
+SELECT (SELECT coalesce(sum(heap_blks_read + coalesce(idx_blks_read, 0)), 0)
+          FROM pg_statio_user_tables WHERE schemaname = 'prompt'),
+       (SELECT coalesce(sum(heap_blks_hit + coalesce(idx_blks_hit, 0)), 0)
+          FROM pg_statio_user_tables WHERE schemaname = 'prompt'),
+       (SELECT coalesce(sum(autovacuum_count), 0) FROM pg_stat_user_tables WHERE schemaname = 'prompt'),
+       (SELECT coalesce(max(n_dead_tup), 0) FROM pg_stat_user_tables
+          WHERE schemaname = 'prompt' AND relname LIKE 'diaobject\\_hpx%'),
+       (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter),
+       (SELECT buffers_backend FROM pg_stat_bgwriter),
+       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker')
+"""
+MONITOR_COLUMNS = ("read", "hit", "autovacuums", "dead", "checkpoints", "backend_writes", "av_running")
+
+
+class Monitor:
+    """Server counters after each visit (a separate connection, outside the visit's time):
+    shared-buffer misses of the prompt tables, autovacuums, DiaObject's dead versions, checkpoints."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.conn = psycopg.connect(conninfo(settings), autocommit=True)
+        self.rows = [self._sample()]
+
+    def _sample(self) -> tuple:
+        self.conn.execute("SELECT pg_stat_clear_snapshot()")
+        return tuple(int(v) for v in self.conn.execute(MONITOR_SQL).fetchone())
+
+    def __call__(self, result: object) -> None:
+        self.rows.append(self._sample())
+
+    def report(self, results: list, group: int = 20) -> None:
+        a = np.array(self.rows, dtype=np.float64)
+        secs = np.array([r.seconds for r in results])
+        load = np.array([r.steps["load"] for r in results])
+        version = np.array([r.steps["version"] for r in results])
+        close = np.array([r.blocks.get("close_versions", 0.0) for r in results])
+        print(f"by groups of {group} visits: s per visit (÷ load step), version step, close_versions, "
+              "shared-buffer miss % of the prompt tables, autovacuums started, DiaObject dead versions "
+              "(largest partition) at the end, checkpoints, backend buffer writes")  # fmt: skip
+        for g in range(0, len(results), group):
+            h = min(g + group, len(results))
+            d = a[h] - a[g]
+            miss = 100 * d[0] / max(d[0] + d[1], 1)
+            print(f"  {g + 1:>3}-{h:<3} {secs[g:h].mean():.3f} ({secs[g:h].mean() / load[g:h].mean():5.1f}) "
+                  f"{version[g:h].mean():.3f} {close[g:h].mean():.3f}  miss {miss:5.2f} %  "
+                  f"autovacuums {int(d[2]):>2}  dead {int(a[h][3]):>9,}  checkpoints {int(d[4])}  "
+                  f"backend writes {int(d[5]):>7,}")  # fmt: skip
+        self.conn.close()
+
+
+def _counts(settings: Settings) -> tuple[int, int, int]:
+    """DiaObject versions, DiaObjects (current) and DiaSources in the catalog."""
+    with psycopg.connect(conninfo(settings)) as conn:
+        row = conn.execute(
+            "SELECT (SELECT count(*) FROM prompt.diaobject), (SELECT count(*) FROM prompt.diaobjectlast), "
+            "(SELECT count(*) FROM prompt.diasource)"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), int(row[2])
+
+
 def _midpoint(visit: Path) -> float:
     return float(pa.parquet.read_table(visit / "Visit.parquet", columns=["expMidptMJD"])[0][0].as_py())
 
@@ -292,10 +356,16 @@ def main() -> None:
     parser.add_argument(
         "--warmup-nights",
         type=int,
-        default=0,
+        default=10,
         help="first ingest this many earlier nights of the survey into the prefilled database (kept in "
         "the template), so that the measured visits find the survey area's DiaObjects with a history in "
         "every band (steady state) instead of empty ones",
+    )
+    parser.add_argument(
+        "--monitor",
+        action="store_true",
+        help="sample the server's counters after each visit and print them by groups of 20 visits "
+        "(shared-buffer misses, autovacuums, dead versions, checkpoints); logs autovacuums and checkpoints",
     )
     parser.add_argument("--prefill-only", action="store_true", help="with --home: prepare and stop")
     parser.add_argument(
@@ -306,6 +376,7 @@ def main() -> None:
     args = parser.parse_args()
 
     keep = args.home is not None
+    logging_options = args.explain_ms is not None or args.statements or args.monitor
     workdir = args.home.absolute() if keep else Path(tempfile.mkdtemp(prefix="dpdb-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     os.chmod(workdir, 0o755)
@@ -332,7 +403,7 @@ def main() -> None:
         prepared_database(settings, args.objects, keep, warmup)
         server_log = settings.home / "log" / "server.log"
         log_start = server_log.stat().st_size if server_log.exists() else 0
-        if args.explain_ms is not None or args.statements:
+        if logging_options:
             with psycopg.connect(conninfo(settings), autocommit=True) as conn:
                 conn.execute("LOAD 'auto_explain'")
                 options = [("log_autovacuum_min_duration", "0"), ("log_checkpoints", "on")]
@@ -351,8 +422,13 @@ def main() -> None:
                 conn.execute("SELECT pg_reload_conf()")
         if args.prefill_only:
             return
+        counts = _counts(settings)
+        print(f"before: {counts[0]:,} DiaObject versions, {counts[1]:,} DiaObjects, {counts[2]:,} DiaSources")
+        monitor = Monitor(settings) if args.monitor else None
         t0 = time.perf_counter()
-        results = ingest(settings, dirs, processing_time=start, incremental=not args.full_aggregation)
+        results = ingest(
+            settings, dirs, processing_time=start, incremental=not args.full_aggregation, progress=monitor
+        )
         wall = time.perf_counter() - t0
         secs = np.array([r.seconds for r in results])
         sources = np.array([r.counts["diasources"] for r in results])
@@ -377,17 +453,14 @@ def main() -> None:
             v = block_times[b]
             print(f"  {b:<18} {v.mean():>7.3f} {np.percentile(v, 95):>7.3f} {v[:n].mean():>9.3f} "
                   f"{v[-n:].mean():>8.3f}")  # fmt: skip
+        if monitor is not None:
+            monitor.report(results)
         print(
             f"first {n} visits: mean {secs[:n].mean():.3f} s; "
             f"last {n} visits: mean {secs[-n:].mean():.3f} s; "
             f"ratio {secs[-n:].mean() / secs[:n].mean():.2f} (target <= 1.15)"
         )
-        with psycopg.connect(conninfo(settings)) as conn:
-            counts = conn.execute(
-                "SELECT (SELECT count(*) FROM prompt.diaobject), "
-                "(SELECT count(*) FROM prompt.diaobjectlast), "
-                "(SELECT count(*) FROM prompt.diasource)"
-            ).fetchone()
+        counts = _counts(settings)
         print(f"after: {counts[0]:,} DiaObject versions, {counts[1]:,} DiaObjects, {counts[2]:,} DiaSources")
         assoc = sum(r.counts["associated"] for r in results)
         print(f"associated {assoc:,} of {int(sources.sum()):,} DiaSources to existing DiaObjects")

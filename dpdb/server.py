@@ -40,6 +40,34 @@ its ~2 ms, and whether it does depends on what the connection ran before (measur
 the same cone, see benchmarks/README.md, TAP). With up to 32 MiB kept (and blocks below 32 MiB from
 the heap, not mmap), a backend reuses its memory: no faults, the same cost every time."""
 _REQUIRED_BINARIES = ("initdb", "pg_ctl", "postgres")
+SHARED_BUFFERS_RANGE = (512 << 20, 8 << 30)
+"""Bounds of the embedded server's ``shared_buffers`` (bytes), which is otherwise a quarter of the memory."""
+
+
+def machine_memory() -> int:
+    """Bytes of memory this process may use: the machine's, or its control group's limit if lower."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            text = Path(limit).read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            total = min(total, int(text))
+    return total
+
+
+def shared_buffers_mb(memory: int | None = None) -> int:
+    """``shared_buffers`` of a new embedded cluster, in MB: a quarter of ``memory`` (default: this
+    machine's), PostgreSQL's guidance for a server of its own, within ``SHARED_BUFFERS_RANGE``.
+
+    The prompt catalog's working set is DiaObject's indexes in the survey's partitions (~1 GB at a
+    few million versions): with a fixed 512 MB a prompt visit's version step grew with them
+    (benchmarks/README.md, bench_prompt). The memory is the server's only once pages are read into it.
+    """
+    lo, hi = SHARED_BUFFERS_RANGE
+    quarter = (machine_memory() if memory is None else memory) // 4
+    return min(max(quarter, lo), hi) >> 20
 
 
 def find_bindir(explicit: Path | None = None) -> Path:
@@ -321,7 +349,7 @@ class EmbeddedServer:
             conf.write(
                 "\n# dpdb embedded server\n"
                 "password_encryption = 'scram-sha-256'\n"
-                "shared_buffers = '512MB'\n"
+                f"shared_buffers = '{shared_buffers_mb()}MB'\n"
                 "work_mem = '64MB'\n"
                 "maintenance_work_mem = '512MB'\n"
                 "max_wal_size = '4GB'\n"
