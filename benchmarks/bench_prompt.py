@@ -267,9 +267,9 @@ SELECT (SELECT coalesce(sum(heap_blks_read + coalesce(idx_blks_read, 0)), 0)
           WHERE schemaname = 'prompt' AND relname LIKE 'diaobject\\_hpx%'),
        (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter),
        (SELECT buffers_backend FROM pg_stat_bgwriter),
-       (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker')
+       (SELECT wal_bytes FROM pg_stat_wal),
+       (SELECT wal_fpi FROM pg_stat_wal)
 """
-MONITOR_COLUMNS = ("read", "hit", "autovacuums", "dead", "checkpoints", "backend_writes", "av_running")
 
 
 class Monitor:
@@ -295,7 +295,8 @@ class Monitor:
         close = np.array([r.blocks.get("close_versions", 0.0) for r in results])
         print(f"by groups of {group} visits: s per visit (÷ load step), version step, close_versions, "
               "shared-buffer miss % of the prompt tables, autovacuums started, DiaObject dead versions "
-              "(largest partition) at the end, checkpoints, backend buffer writes")  # fmt: skip
+              "(largest partition) at the end, checkpoints, buffers written by the backends, WAL MB a visit "
+              "(full-page images a visit)")  # fmt: skip
         for g in range(0, len(results), group):
             h = min(g + group, len(results))
             d = a[h] - a[g]
@@ -303,7 +304,8 @@ class Monitor:
             print(f"  {g + 1:>3}-{h:<3} {secs[g:h].mean():.3f} ({secs[g:h].mean() / load[g:h].mean():5.1f}) "
                   f"{version[g:h].mean():.3f} {close[g:h].mean():.3f}  miss {miss:5.2f} %  "
                   f"autovacuums {int(d[2]):>2}  dead {int(a[h][3]):>9,}  checkpoints {int(d[4])}  "
-                  f"backend writes {int(d[5]):>7,}")  # fmt: skip
+                  f"backend writes {int(d[5]):>7,}  WAL {d[6] / (h - g) / 1e6:5.1f} MB "
+                  f"({d[7] / (h - g):,.0f} FPI)")  # fmt: skip
         self.conn.close()
 
 

@@ -353,6 +353,8 @@ class EmbeddedServer:
                 "work_mem = '64MB'\n"
                 "maintenance_work_mem = '512MB'\n"
                 "max_wal_size = '4GB'\n"
+                # full-page images were ~40 % of a prompt visit's WAL (benchmarks/README.md, bench_prompt)
+                "wal_compression = lz4\n"
                 "max_locks_per_transaction = 1024\n"
                 "timezone = 'UTC'\n"
                 "jit = off\n"  # short set-based statements: compiling costs more than it saves

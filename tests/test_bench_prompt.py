@@ -51,7 +51,10 @@ def test_warmup_prefill_is_consistent_and_kept(home: Path) -> None:
     # the measured visits found the warmed-up DiaObjects: some of their DiaSources associated
     associated = re.search(r"associated ([\d,]+) of", first)
     assert associated and int(associated[1].replace(",", "")) > 0, first
-    again = _bench(home, "--warmup-nights", "2")
+    again = _bench(home, "--warmup-nights", "2", "--monitor")
     assert "copied from the kept template bench_prefill_3000_1_20" in again
     assert "warm-up:" not in again
     assert "equal numpy over their windows" in again
+    # the server's counters by groups of visits: the 6 visits are one group, and they wrote WAL
+    group = re.search(r"^\s+1-6 .* WAL\s+([\d.]+) MB", again, re.M)
+    assert group and float(group[1]) > 0, again

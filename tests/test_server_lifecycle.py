@@ -25,7 +25,7 @@ from conftest import make_home
 
 from dpdb.cli import cli
 from dpdb.processing.synthetic import synthetic_table
-from dpdb.server import EmbeddedServer
+from dpdb.server import EmbeddedServer, shared_buffers_mb
 
 DPDB = str(Path(sys.executable).with_name("dpdb"))
 
@@ -232,3 +232,13 @@ def test_kill_9_of_the_postmaster_then_up(own: tuple[Path, dict[str, str]]) -> N
         busy.close()
     with psycopg.connect(server.conninfo("dpdb")) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_shared_buffers_a_quarter_of_the_memory_within_bounds(conn: psycopg.Connection) -> None:
+    gib = 1 << 30
+    assert shared_buffers_mb(24 * gib) == 6 * 1024  # this machine and CI: 24 GiB
+    assert shared_buffers_mb(1 * gib) == 512  # small machines keep the old 512 MB
+    assert shared_buffers_mb(256 * gib) == 8 * 1024  # capped
+    # the tests' own embedded server was initialized with them
+    assert conn.execute("SHOW shared_buffers").fetchone() == (f"{shared_buffers_mb()}MB",)
+    assert conn.execute("SHOW wal_compression").fetchone() == ("lz4",)
