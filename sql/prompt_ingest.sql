@@ -296,23 +296,39 @@ FROM (
 WHERE n.diaobjectid = v.diaobjectid
 
 -- name: close_versions
--- Close the current version of every touched DiaObject that existed before (the
--- one DiaObjectLast named: open). The keys and their pixel range are handed to
--- the UPDATE as parameter values (EXECUTE ... USING), so that it is planned
--- knowing them: only the partitions of that pixel range are opened, and each
--- through its current-version index. Written as a join with touched, it was
--- planned as a merge over the whole primary key; with the keys as a sub-select
--- (a list of unknown length) the planner took the primary key, which visits
--- every version of each DiaObject, so the step grew with the history.
+-- Close the current version of every touched DiaObject that existed before: the
+-- one DiaObjectLast named (touched.previous_start), found by its whole primary key
+-- (one index probe a DiaObject, whatever its history; the relink closes versions
+-- the same way). The keys and their pixel range are handed to the UPDATE as
+-- parameter values (EXECUTE ... USING), so that it is planned knowing them: only
+-- the partitions of that pixel range are opened, and the unnested keys are
+-- counted right. Closing by ID alone (o.diaobjectid = ANY (ids) AND
+-- validityendmjdtai IS NULL) was planned as a bitmap AND of the primary key
+-- (every version of each DiaObject: grows with the history) and of the partial
+-- q3c index of the current versions (every current DiaObject of the partition:
+-- 1.5M entries at 1.8M DiaObjects, ~0.3 s of CPU), so the step grew with the
+-- catalog (benchmarks/README.md, bench_prompt). Should DiaObjectLast ever name
+-- a version that is not open, the DiaObjects left open are closed by ID as before.
 -- (The semicolons of the DO block stay inside its lines: the block is one statement.)
 DO $$
-DECLARE ids bigint[]; lo bigint; hi bigint; t double precision; BEGIN
-    SELECT array_agg(diaobjectid), min(pixel), max(pixel) INTO ids, lo, hi FROM touched WHERE NOT is_new
+DECLARE ids bigint[]; starts double precision[]; pixels bigint[]; lo bigint; hi bigint
+        ; t double precision; closed bigint; BEGIN
+    SELECT array_agg(diaobjectid), array_agg(previous_start), array_agg(pixel), min(pixel), max(pixel)
+      INTO ids, starts, pixels, lo, hi FROM touched WHERE NOT is_new
     ; SELECT p.t INTO t FROM visit_params p
     ; IF ids IS NOT NULL THEN
-        EXECUTE 'UPDATE prompt.diaobject o SET validityendmjdtai = $1 WHERE o.diaobjectid = ANY ($2) '
-                'AND o._healpix_29 BETWEEN $3 AND $4 AND o.validityendmjdtai IS NULL'
-            USING t, ids, lo, hi
+        EXECUTE 'UPDATE prompt.diaobject o SET validityendmjdtai = $1 '
+                'FROM unnest($2, $3, $4) AS k (diaobjectid, start, pixel) '
+                'WHERE o.diaobjectid = k.diaobjectid AND o.validitystartmjdtai = k.start '
+                'AND o._healpix_29 = k.pixel AND o._healpix_29 BETWEEN $5 AND $6 '
+                'AND o.validityendmjdtai IS NULL'
+            USING t, ids, starts, pixels, lo, hi
+        ; GET DIAGNOSTICS closed = ROW_COUNT
+        ; IF closed < cardinality(ids) THEN
+            EXECUTE 'UPDATE prompt.diaobject o SET validityendmjdtai = $1 WHERE o.diaobjectid = ANY ($2) '
+                    'AND o._healpix_29 BETWEEN $3 AND $4 AND o.validityendmjdtai IS NULL'
+                USING t, ids, lo, hi
+        ; END IF
     ; END IF
 ; END $$
 
