@@ -154,6 +154,10 @@ def prepared_database(settings: Settings, objects: int, keep: bool, warmup: list
         prepare(settings)
         print(f"prefill: copied from the kept template {template} ({time.perf_counter() - t0:.0f} s)")
         return
+    if keep and (settings.home / "data").exists():  # another set-up's database in the same DIR
+        EmbeddedServer(settings.home).up()
+        with psycopg.connect(conninfo(settings, "postgres"), autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {settings.database} WITH (FORCE)")
     prepare(settings)
     t0 = time.perf_counter()
     versions = prefill(settings, objects)

@@ -260,6 +260,33 @@ def test_aggregates_match_numpy(ingested: Settings) -> None:
     assert checked > 1000
 
 
+def test_versions_close_even_where_the_last_table_names_another_start(
+    settings: Settings, survey: tuple[Path, list[Path]]
+) -> None:
+    """A visit closes each previous version by its whole key, the start DiaObjectLast names; should
+    that ever not be the open version, the DiaObjects left open are closed by ID: never two open."""
+    dirs = survey[1]
+    ingest(settings, dirs[:4], processing_time=T0)  # night 0 and its daytime linkage
+    with psycopg.connect(conninfo(settings), autocommit=True) as conn:
+        moved = conn.execute("UPDATE prompt.diaobjectlast SET validitystartmjdtai = validitystartmjdtai - 1")
+        assert moved.rowcount > 0
+    results = ingest(settings, dirs[4:7])  # night 1 before its linkage
+    assert sum(r.counts["associated"] for r in results) > 0
+    rows = _rows(
+        settings,
+        "SELECT diaobjectid, validitystartmjdtai, validityendmjdtai FROM prompt.diaobject "
+        "ORDER BY diaobjectid, validitystartmjdtai",
+    )
+    by_object: dict[int, list[tuple]] = {}
+    for r in rows:
+        by_object.setdefault(r[0], []).append(r)
+    assert any(len(v) >= 2 for v in by_object.values())
+    for versions in by_object.values():
+        assert sum(v[2] is None for v in versions) <= 1, versions  # (0: deleted by the linkage)
+        for before, after in zip(versions, versions[1:], strict=False):
+            assert before[2] == after[1], versions  # closed exactly when the next one starts
+
+
 def test_characterization_window_drops_old_sources(settings: Settings, tmp_path: Path) -> None:
     """With a 0.5-day cutoff, a version made on night 2 averages night 2's DiaSources only."""
     dirs = simulate(tmp_path, 3, CONFIG)
