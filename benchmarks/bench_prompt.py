@@ -153,6 +153,7 @@ def prepared_database(settings: Settings, objects: int, keep: bool, warmup: list
             conn.execute(f"CREATE DATABASE {settings.database} TEMPLATE {template} STRATEGY FILE_COPY")
         prepare(settings)
         print(f"prefill: copied from the kept template {template} ({time.perf_counter() - t0:.0f} s)")
+        steady_server(settings)
         return
     if keep and (settings.home / "data").exists():  # another set-up's database in the same DIR
         EmbeddedServer(settings.home).up()
@@ -175,6 +176,26 @@ def prepared_database(settings: Settings, objects: int, keep: bool, warmup: list
         marker.write_text(
             f"{objects} objects, partition order {settings.partition_order}, {len(warmup)} warm-up visits\n"
         )
+    steady_server(settings)
+
+
+def steady_server(settings: Settings) -> None:
+    """The server as it is in a survey that has been running: the copy's files written out (so that
+    the kernel does not write them back during the first visits) and the prompt tables and indexes
+    in shared buffers (pg_prewarm; a server just started reads them in during the first visits,
+    which then look slower than the rest and flatter "last 10 / first 10")."""
+    t0 = time.perf_counter()
+    os.sync()
+    with psycopg.connect(conninfo(settings), autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        row = conn.execute(
+            "SELECT sum(pg_prewarm(c.oid)), current_setting('shared_buffers') FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'prompt' AND c.relkind IN ('r', 'i')"
+        ).fetchone()
+    assert row is not None
+    print(f"server: {int(row[0]) * 8 / 1024:,.0f} MB of prompt tables and indexes read into shared buffers "
+          f"({row[1]}) ({time.perf_counter() - t0:.0f} s)")  # fmt: skip
 
 
 def statement_profile(log: Path, since: int) -> list[tuple[str, float, int]]:
