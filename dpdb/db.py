@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg import sql
 
+from . import storage
 from .access import secure
 from .config import Settings
 from .errors import ServerError
@@ -45,6 +46,8 @@ def prepare(settings: Settings) -> None:
         empty = database_version(conn) is None
     if empty:
         migrate(settings)
+    with raw_connect(conninfo(settings), autocommit=True) as conn:
+        storage.apply(conn)  # the prompt tables' autovacuum parameters; older databases get them too
     secure(settings)
     _prepared.add(key)
 

@@ -352,7 +352,10 @@ class EmbeddedServer:
                 f"shared_buffers = '{shared_buffers_mb()}MB'\n"
                 "work_mem = '64MB'\n"
                 "maintenance_work_mem = '512MB'\n"
-                "max_wal_size = '4GB'\n"
+                # a prompt visit writes 36-50 MB of WAL: no WAL-forced checkpoint within a night's
+                # visits (benchmarks/README.md, bench_prompt)
+                "max_wal_size = '16GB'\n"
+                "checkpoint_timeout = '30min'\n"
                 # full-page images were ~40 % of a prompt visit's WAL (benchmarks/README.md, bench_prompt)
                 "wal_compression = lz4\n"
                 "max_locks_per_transaction = 1024\n"
