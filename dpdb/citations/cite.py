@@ -9,9 +9,12 @@ A citation (RDA dynamic data citation) is made in four steps:
    catalog holds. Prompt changes only ever get later processing times
    (``dpdb/prompt/order.py``), so no later ingest or relink changes what the query
    sees at that instant, and the result is the present one;
-3. PostgreSQL's planner says which tables the query reads (``EXPLAIN`` with the
-   settings the query runs with): only the prompt catalog (read as of the
-   instant), frozen releases and the samples are citable;
+3. the tables the query reads must be citable: only the prompt catalog (read as of
+   the instant), frozen releases and the samples are. The tables the query names
+   are resolved by PostgreSQL (views expanded, partitions mapped to their table:
+   ``dpdb/citations/relations.py``); when all are citable that settles it, otherwise
+   (or for what a parser cannot tell) PostgreSQL's planner says which tables the
+   query reads (``EXPLAIN`` with the settings the query runs with);
 4. the query runs through :func:`dpdb.query.run_query`, the path of
    :meth:`dpdb.Archive.query_arrow` (this package sits below the Archive, which
    calls it; docs/architecture.md, layers); its row count and
@@ -66,7 +69,7 @@ from dpdb.registry.citations import (
 )
 from dpdb.registry.prompt_log import latest_processing_time
 
-from . import sqltext
+from . import relations, sqltext
 from ._conn import one_round_trip, owner_connection
 from .digest import METHOD, METHOD_V1, ResultDigest, check_method
 from .rowset import RowsetHasher, digest_table
@@ -418,15 +421,30 @@ def _prepare(
     settings: Settings, conn: psycopg.Connection, looked_up: Future[Lookup], citation_id: str, pinned: str,
     release: str | None, instant: float, title: str | None, creator: str | None, user: str,
 ) -> Citation | None:  # fmt: skip
-    """Read the bookkeeping into ``looked_up`` (one round trip), then (unless the citation exists)
-    everything of the citation but the result's count and hash (two more, with the planner)."""
+    """Read the bookkeeping and the tables the query names into ``looked_up`` (one round trip), then
+    (unless the citation exists) everything of the citation but the result's count and hash (one
+    more, or two, when the planner must say what the query reads)."""
+    from psycopg import sql as psql
+
     from dpdb.as_of_rewrite import AS_OF_SCHEMA
 
+    named = relations.named_relations(pinned)
     try:
         with one_round_trip(conn):
+            if named is not None:  # the names resolved as the query will resolve them (its search path)
+                conn.execute("BEGIN")
+                path = [AS_OF_SCHEMA, *([release] if release else []), "public"]
+                conn.execute(
+                    "SELECT set_config('search_path', %s, true)",
+                    (psql.SQL(", ").join(map(psql.Identifier, path)).as_string(conn),),
+                )
+                references = [s for s, _ in named[0]], [n for _, n in named[0]]
+                resolved = conn.execute(relations.RESOLVE_SQL, references)
             views = conn.execute(_VIEWS_SQL, (AS_OF_SCHEMA,))
             schema = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (release,)) if release else None
             collect = lookup(conn, citation_id)
+            if named is not None:
+                conn.execute("ROLLBACK")
         found = collect()
     except BaseException as e:
         looked_up.set_exception(e)
@@ -436,9 +454,25 @@ def _prepare(
         return None
     if schema is not None and schema.fetchone() != (True,):
         raise CitationError(f"unknown release {release!r}: no such catalog in this database")
-    key = (str(settings.dsn or ""), str(settings.home), settings.database, found.schema_version)
-    tables = _tables_read(conn, pinned, instant, release, {r[0] for r in views.fetchall()}, key)
+    tables = None
+    if named is not None:  # every table the query names citable: no need to ask the planner
+        tables = relations.resolved_tables(resolved.fetchall(), named[1])
+        tables = [t for t in tables if t not in _IGNORED_TABLES] if tables is not None else None
+        if tables is not None and not _citable(found.releases, tables):
+            tables = None
+    if tables is None:
+        key = (str(settings.dsn or ""), str(settings.home), settings.database, found.schema_version)
+        tables = _tables_read(conn, pinned, instant, release, {r[0] for r in views.fetchall()}, key)
     return _template(settings, found, tables, citation_id, pinned, release, instant, title, creator, user)
+
+
+def _citable(facts: dict[str, ReleaseFact], tables: list[tuple[str, str]]) -> bool:
+    """Whether :func:`_catalogs` accepts ``tables``."""
+    try:
+        _catalogs(facts, tables)
+    except CitationError:
+        return False
+    return True
 
 
 def _template(
@@ -488,6 +522,13 @@ def _submit(fn: Callable[..., _T], *args: object) -> Future[_T]:
     return _workers.submit(fn, *args)
 
 
+_INLINE_BELOW = 64 << 10
+"""A result whose first batch is smaller is hashed by the caller. A larger one is hashed on a kept
+thread, batch by batch as it arrives, so that the hash of the last (or only) batch runs while the
+query's connection is handed back (a round trip) and its table put together
+(benchmarks/README.md, bench_cite.py)."""
+
+
 def _run_and_hash(
     settings: Settings, query: str, instant: float, release: str | None, method: str = METHOD,
     before_fetch: Callable[[], None] | None = None,
@@ -506,9 +547,7 @@ def _run_and_hash(
             settings, query, as_of=instant, release=release, provisional=True, before_fetch=before_fetch
         )
         return result, digest_table(result, method), time.perf_counter() - start
-    from dpdb.query import STREAM_BATCH_BYTES
-
-    hasher = RowsetHasher(method, threaded=True, inline_below=STREAM_BATCH_BYTES // 2)
+    hasher = RowsetHasher(method, threaded=True, inline_below=_INLINE_BELOW)
     try:
         result = run_query(
             settings, query, as_of=instant, release=release, on_batch=hasher.add, provisional=True,
