@@ -39,9 +39,12 @@ def copied(demo_run: DemoRun, tmp_path_factory: pytest.TempPathFactory) -> Itera
 def _resolved(settings: Settings, text: str) -> list[tuple[str, str]] | None:
     named = relations.named_relations(text)
     assert named is not None, text
+    path = relations.search_path(["prompt_as_of", "public"])
     with owner_connection(settings) as conn:
-        conn.execute("SELECT set_config('search_path', 'prompt_as_of, public', true)")
-        rows = conn.execute(relations.RESOLVE_SQL, ([s for s, _ in named[0]], [n for _, n in named[0]]))
+        rows = conn.execute(
+            relations.RESOLVE_SQL,
+            {"path": path, "schemas": [s for s, _ in named[0]], "names": [n for _, n in named[0]]},
+        )
         return relations.resolved_tables(rows.fetchall(), named[1])
 
 

@@ -318,24 +318,21 @@ def cite(
                 if looked_up.result().existing is not None:
                     raise _Existing()
 
-            try:
-                _, digest, seconds = _run_and_hash(
-                    settings, pinned, instant, pinned_release, before_fetch=before_fetch
-                )
-            except BaseException as e:
-                template = checking.result()  # the check's error is the one to report
-                if isinstance(e, _Existing):
-                    existing = looked_up.result().existing
-                    assert existing is not None
-                    _audit(conn, "cite", arguments, f"ok: {citation_id} (existed)", start)
-                    return Made(existing, True, warnings)
-                raise
-            template = checking.result()
-            assert template is not None
-            frontier = looked_up.result().frontier
-            for attempt in range(_ATTEMPTS):
-                if attempt:
-                    _, digest, seconds = _run_and_hash(settings, pinned, instant, pinned_release)
+            seen: list[float | None] = []  # the latest change re-read under the lock, when it moved
+
+            def store(digest: ResultDigest, seconds: float) -> tuple[Citation, _Stored]:
+                """Store the citation of ``digest``: the check's template filled in, then :func:`_store`.
+
+                When the instant is later than the latest change, a prompt write or an activation
+                committed since the query's snapshot could have come before it. Once the citation
+                is stored none can (cited_time, sql/prompt_ingest.sql; dpdb/lifecycle/activate.py);
+                until then the writers' lock, which activations take too, is held shared, and the
+                citation is stored only if the latest change is still the one read before the query.
+                Otherwise every later change comes after the instant (docs/architecture.md, decision
+                14). Either way the citation row, its audit entry and the commit go in one round
+                trip (pipeline mode), with the lock and the check when needed."""
+                template = checking.result()  # the check's error (a table not citable) ends it here
+                assert template is not None
                 citation = dataclasses.replace(
                     template,
                     row_count=digest.rows,
@@ -344,20 +341,30 @@ def cite(
                     columns=[c.to_json() for c in digest.columns],
                     query_seconds=seconds,
                 )
-                # When the instant is later than the latest change, a prompt write or an activation
-                # committed since the query's snapshot could have come before it. Once the citation is
-                # stored none can (cited_time, sql/prompt_ingest.sql; dpdb/lifecycle/activate.py); until
-                # then the writers' lock, which activations take too, is held shared, and the citation
-                # is stored only if the latest change is still the one read before the query. Otherwise
-                # every later change comes after the instant (docs/architecture.md, decision 14). Either
-                # way the citation row, its audit entry and the commit go in one round trip (pipeline
-                # mode), with the lock and the check when needed.
-                check = frontier is None or instant > frontier
-                inserted, later = _store(conn, citation, arguments, start, frontier if check else _UNCHECKED)
+                latest = seen[-1] if seen else looked_up.result().frontier
+                check = latest is None or instant > latest
+                return citation, _store(conn, citation, arguments, start, latest if check else _UNCHECKED)
+
+            try:
+                # stored (durably) on a worker while the query's connection is handed back
+                citation, (inserted, later) = _run_hash_and_store(
+                    settings, pinned, instant, pinned_release, before_fetch, store
+                )
+            except BaseException as e:
+                checking.result()  # the check's error is the one to report
+                if isinstance(e, _Existing):
+                    existing = looked_up.result().existing
+                    assert existing is not None
+                    _audit(conn, "cite", arguments, f"ok: {citation_id} (existed)", start)
+                    return Made(existing, True, warnings)
+                raise
+            for _attempt in range(1, _ATTEMPTS):
                 if later is None:
                     break
-                frontier = later[0]  # a write came in while the query ran (nothing was stored): run again
-            else:
+                seen.append(later[0])  # a write came in while the query ran (nothing was stored): run again
+                _, digest, seconds = _run_and_hash(settings, pinned, instant, pinned_release)
+                citation, (inserted, later) = store(digest, seconds)
+            if later is not None:
                 raise CitationError(
                     f"the prompt catalog changed {_ATTEMPTS} times while the query ran; cite it again"
                 )
@@ -381,6 +388,7 @@ class _Existing(Exception):
 
 
 _UNCHECKED = object()
+_Stored = tuple[psycopg.Cursor, tuple[float | None] | None]
 
 
 def _store(
@@ -424,27 +432,21 @@ def _prepare(
     """Read the bookkeeping and the tables the query names into ``looked_up`` (one round trip), then
     (unless the citation exists) everything of the citation but the result's count and hash (one
     more, or two, when the planner must say what the query reads)."""
-    from psycopg import sql as psql
-
     from dpdb.as_of_rewrite import AS_OF_SCHEMA
 
     named = relations.named_relations(pinned)
     try:
         with one_round_trip(conn):
             if named is not None:  # the names resolved as the query will resolve them (its search path)
-                conn.execute("BEGIN")
-                path = [AS_OF_SCHEMA, *([release] if release else []), "public"]
-                conn.execute(
-                    "SELECT set_config('search_path', %s, true)",
-                    (psql.SQL(", ").join(map(psql.Identifier, path)).as_string(conn),),
+                path = relations.search_path([AS_OF_SCHEMA, *([release] if release else []), "public"])
+                resolved = conn.execute(
+                    relations.RESOLVE_SQL,
+                    {"path": path, "schemas": [s for s, _ in named[0]], "names": [n for _, n in named[0]]},
                 )
-                references = [s for s, _ in named[0]], [n for _, n in named[0]]
-                resolved = conn.execute(relations.RESOLVE_SQL, references)
-            views = conn.execute(_VIEWS_SQL, (AS_OF_SCHEMA,))
+            else:
+                views = conn.execute(_VIEWS_SQL, (AS_OF_SCHEMA,))
             schema = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (release,)) if release else None
             collect = lookup(conn, citation_id)
-            if named is not None:
-                conn.execute("ROLLBACK")
         found = collect()
     except BaseException as e:
         looked_up.set_exception(e)
@@ -461,6 +463,9 @@ def _prepare(
         if tables is not None and not _citable(found.releases, tables):
             tables = None
     if tables is None:
+        if named is not None:  # the planner after all: the as-of views' names for its statement
+            with one_round_trip(conn):
+                views = conn.execute(_VIEWS_SQL, (AS_OF_SCHEMA,))
         key = (str(settings.dsn or ""), str(settings.home), settings.database, found.schema_version)
         tables = _tables_read(conn, pinned, instant, release, {r[0] for r in views.fetchall()}, key)
     return _template(settings, found, tables, citation_id, pinned, release, instant, title, creator, user)
@@ -527,6 +532,40 @@ _INLINE_BELOW = 64 << 10
 thread, batch by batch as it arrives, so that the hash of the last (or only) batch runs while the
 query's connection is handed back (a round trip) and its table put together
 (benchmarks/README.md, bench_cite.py)."""
+
+
+def _run_hash_and_store(
+    settings: Settings, query: str, instant: float, release: str | None, before_fetch: Callable[[], None],
+    store: Callable[[ResultDigest, float], _T],
+) -> _T:  # fmt: skip
+    """Run the query as :func:`_run_and_hash` does; once its last batch is fetched, a worker finishes
+    the hash and calls ``store`` with the digest and the seconds taken, while this thread hands the
+    query's connection back (a round trip) and puts its table together; ``store``'s result."""
+    start = time.perf_counter()
+    hasher = RowsetHasher(METHOD, threaded=True, inline_below=_INLINE_BELOW)
+    storing: list[Future[_T]] = []
+
+    def fetched(table: pa.Table) -> None:
+        def finish() -> _T:
+            digest = hasher.finish(table.column_names, table.schema)
+            return store(digest, time.perf_counter() - start)
+
+        storing.append(_submit(finish))
+
+    try:
+        run_query(
+            settings, query, as_of=instant, release=release, on_batch=hasher.add, provisional=True,
+            before_fetch=before_fetch, after_fetch=fetched,
+        )  # fmt: skip
+    except BaseException:
+        if storing:
+            _drain(storing[0])
+        else:
+            hasher.close()
+        raise
+    if not storing:  # (run_query hands every result on; never reached)
+        raise QueryError("query failed: its result was not handed on")
+    return storing[0].result()
 
 
 def _run_and_hash(

@@ -12,8 +12,9 @@ tables and views, and for them a cheaper answer is as safe:
    (a function or ``LATERAL`` call in ``FROM``, a three-part name) or text
    sqlglot cannot parse leaves the check to the planner;
 2. PostgreSQL resolves the names (:data:`RESOLVE_SQL`, in the round trip that reads the
-   citation's bookkeeping) with the search path the query runs with, expands
-   views into the relations they read (recursively), adds the children of
+   citation's bookkeeping) along the search path the query runs with, expands
+   views into the relations they read (recursively; every ``:relid`` of the view's stored
+   query tree, which unlike ``pg_depend`` also names system catalogs), adds the children of
    tables with inheritance children, and maps partitions to their partitioned
    table, as the planner check does.
 
@@ -32,7 +33,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import SqlglotError
 
-__all__ = ["named_relations", "RESOLVE_SQL", "resolved_tables"]
+__all__ = ["named_relations", "RESOLVE_SQL", "resolved_tables", "search_path"]
 
 logging.getLogger("sqlglot").setLevel(logging.ERROR)
 
@@ -80,18 +81,23 @@ def named_relations(text: str) -> tuple[list[tuple[str | None, str]], set[str]] 
 
 RESOLVE_SQL = r"""
 WITH RECURSIVE named AS (
-    SELECT t.s, t.n, to_regclass(CASE WHEN t.s IS NULL THEN quote_ident(t.n)
-                                      ELSE quote_ident(t.s) || '.' || quote_ident(t.n) END) AS oid
-    FROM unnest(%s::text[], %s::text[]) AS t(s, n)
+    SELECT t.s, t.n, (
+        SELECT c.oid FROM unnest(CASE WHEN t.s IS NULL THEN %(path)s::text[] ELSE ARRAY[t.s] END)
+            WITH ORDINALITY AS p(schema, k)
+        JOIN pg_namespace ns ON ns.nspname = p.schema JOIN pg_class c ON c.relnamespace = ns.oid
+        WHERE c.relname = t.n ORDER BY p.k LIMIT 1
+    ) AS oid
+    FROM unnest(%(schemas)s::text[], %(names)s::text[]) AS t(s, n)
 ), rel(oid, kind) AS (
     SELECT n.oid::oid, (SELECT c.relkind FROM pg_class c WHERE c.oid = n.oid) FROM named n
     WHERE n.oid IS NOT NULL
     UNION
     SELECT x.child, (SELECT c.relkind FROM pg_class c WHERE c.oid = x.child) FROM rel
     CROSS JOIN LATERAL (
-        SELECT DISTINCT m[1]::oid FROM pg_rewrite r
-        CROSS JOIN LATERAL regexp_matches(r.ev_action::text, ':relid (\d+)', 'g') AS m
-        WHERE rel.kind = 'v' AND r.ev_class = rel.oid AND m[1] <> '0'
+        SELECT DISTINCT split_part(x.part, ' ', 1)::oid FROM pg_rewrite r
+        CROSS JOIN LATERAL string_to_table(r.ev_action::text, ':relid ') WITH ORDINALITY AS x(part, k)
+        WHERE rel.kind = 'v' AND r.ev_class = rel.oid AND x.k > 1
+            AND split_part(x.part, ' ', 1) ~ '^[0-9]+$' AND split_part(x.part, ' ', 1) <> '0'
         UNION ALL
         SELECT i.inhrelid FROM pg_inherits i WHERE rel.kind = 'r' AND i.inhparent = rel.oid
     ) AS x(child)
@@ -105,9 +111,17 @@ SELECT DISTINCT
 FROM rel CROSS JOIN LATERAL (SELECT coalesce(pg_partition_root(rel.oid), rel.oid)::oid) AS x(root)
 WHERE rel.kind <> 'v'
 """
-"""Parameters: the schemas (NULL: unqualified) and names of the references. Run with the query's
-search path: a row per relation read (its partitioned table for a partition; views expanded), and
-a row (NULL, NULL, schema, name) per reference that names no relation."""
+"""Parameters: ``schemas`` (NULL: unqualified) and ``names`` of the references, and ``path``: where
+an unqualified name is looked for, in order, as PostgreSQL does (:func:`search_path`). A row per
+relation read (its partitioned table for a partition; views expanded), and a row (NULL, NULL,
+schema, name) per reference that names no relation."""
+
+
+def search_path(path: list[str]) -> list[str]:
+    """The schemas an unqualified name is looked for in with ``search_path`` set to ``path``:
+    ``pg_catalog`` first when the path does not name it (a session without temporary tables; the
+    query's runs in a read-only transaction, which cannot make any)."""
+    return path if "pg_catalog" in path else ["pg_catalog", *path]
 
 
 def resolved_tables(rows: list[tuple], ctes: set[str]) -> list[tuple[str, str]] | None:
