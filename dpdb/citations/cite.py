@@ -430,8 +430,8 @@ def _prepare(
     release: str | None, instant: float, title: str | None, creator: str | None, user: str,
 ) -> Citation | None:  # fmt: skip
     """Read the bookkeeping and the tables the query names into ``looked_up`` (one round trip), then
-    (unless the citation exists) everything of the citation but the result's count and hash (one
-    more, or two, when the planner must say what the query reads)."""
+    (unless the citation exists) everything of the citation but the result's count and hash (no
+    more round trips, but two or three when the planner must say what the query reads)."""
     from dpdb.as_of_rewrite import AS_OF_SCHEMA
 
     named = relations.named_relations(pinned)
