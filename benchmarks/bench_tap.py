@@ -54,6 +54,9 @@ def main() -> None:
     parser.add_argument("--stream-repeats", type=int, default=3)
     parser.add_argument("--loop", default="auto", help="uvicorn's event loop (auto: uvloop if installed)")
     parser.add_argument("--http", default="auto", help="uvicorn's HTTP parser (auto: httptools if installed)")
+    parser.add_argument("--server", choices=("thread", "process"), default="thread",
+                        help="run the service in a thread of this process, or in a process of its own "
+                             "(as `dpdb serve`: the client does not share its interpreter)")  # fmt: skip
     args = parser.parse_args()
     if args.make_objects:
         make_release(args.home, args.make_objects)
@@ -79,14 +82,18 @@ def main() -> None:
     )
 
     limits = Limits(max_maxrec=max(10_000_000, args.stream_rows + 1))
-    app = create_app(archive, limits=limits)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", loop=args.loop, http=args.http))
-    threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
+    if args.server == "thread":
+        app = create_app(archive, limits=limits)
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", loop=args.loop, http=args.http))
+        threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True).start()
+        while not server.started:
+            time.sleep(0.05)
+    else:
+        server = _Process(args, sock, limits.max_maxrec)
     url = f"http://127.0.0.1:{sock.getsockname()[1]}/tap/sync"
+    print(f"service: {'a thread of this process' if args.server == 'thread' else 'its own process'}")
 
     def adql(ra: float, dec: float) -> str:
         return (
@@ -213,6 +220,49 @@ def main() -> None:
     for failure in failures[:3]:
         print(f"  error: {failure}")
     server.should_exit = True
+
+
+class _Process:
+    """The service under uvicorn in a process of its own, on ``sock`` (as ``dpdb serve`` runs it)."""
+
+    def __init__(self, args, sock: socket.socket, max_maxrec: int) -> None:
+        import subprocess
+        import sys
+
+        code = (
+            "import socket, sys, uvicorn, dpdb\n"
+            "from dpdb.service import create_app\n"
+            "from dpdb.tap.run import Limits\n"
+            "archive = dpdb.Archive(home=sys.argv[1])\n"
+            "app = create_app(archive, limits=Limits(max_maxrec=int(sys.argv[2])))\n"
+            "sock = socket.socket(fileno=int(sys.argv[3]))\n"
+            "config = uvicorn.Config(app, log_level='warning', loop=sys.argv[4], http=sys.argv[5])\n"
+            "uvicorn.Server(config).run(sockets=[sock])\n"
+        )
+        argv = [sys.executable, "-c", code, str(args.home), str(max_maxrec), str(sock.fileno()), args.loop,
+                args.http]  # fmt: skip
+        self.process = subprocess.Popen(argv, pass_fds=[sock.fileno()])
+        base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{base}/tap/availability", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("the service's process did not start")
+            time.sleep(0.1)
+
+    @property
+    def should_exit(self) -> bool:
+        return self.process.poll() is not None
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        if value:
+            self.process.terminate()
+            self.process.wait(timeout=30)
 
 
 def service_sql(archive, query: str, limits) -> str:

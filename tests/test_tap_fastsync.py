@@ -302,3 +302,64 @@ def test_overflow_is_flagged_as_on_the_route(urls: dict[str, str], archive: dpdb
             assert fast.content == route.content
             assert b'name="QUERY_STATUS" value="OVERFLOW"' in fast.content
             assert len(parse_single_table(_io(fast.content)).to_table()) == 2
+
+
+TYPES = ("SELECT objectId, coord_ra, CAST(r_psfFlux AS real) AS r_psfFlux, CAST(1 AS smallint) AS s, "
+         "CAST(objectId % 7 AS integer) AS i, objectId % 2 = 0 AS even, "
+         "CASE WHEN objectId % 3 = 0 THEN NULL ELSE coord_dec END AS maybe, "
+         "CASE WHEN objectId % 2 = 0 THEN NULL ELSE CAST(2 AS smallint) END AS s_null, "
+         "CASE WHEN objectId % 2 = 0 THEN NULL ELSE true END AS b_null, "
+         "CASE WHEN objectId % 3 = 0 THEN NULL ELSE CAST(0.5 AS real) END AS f_null, "
+         "CASE WHEN objectId % 2 = 0 THEN NULL ELSE objectId END AS l_null, "
+         "CAST('NaN' AS float8) AS nan, CAST('-0' AS float8) AS negzero, CAST('-Infinity' AS real) AS inf "
+         "FROM current.Object ORDER BY objectId LIMIT 7")  # fmt: skip
+
+
+@pytest.mark.parametrize(("maxrec", "overflow_possible"), [(100, False), (4, True), (0, True)])
+def test_binary2_from_the_rows_bytes_is_the_arrow_writers_document(
+    archive: dpdb.Archive, maxrec: int, overflow_possible: bool
+) -> None:
+    """dpdb/tap/direct.py writes, from PostgreSQL's binary rows, the very document the Arrow writer
+    makes of the same rows: every type it takes, NULLs of each (past 8 columns: a 2-byte null mask),
+    NaN, -0 and infinity, the MAXREC cut and OVERFLOW; a type it does not take is left to the Arrow
+    writer."""
+    from dpdb.tap.adql import Translation
+    from dpdb.tap.direct import binary2_body
+    from dpdb.tap.run import fast_read, outcome
+
+    settings = archive.settings
+    tap = parse_params({"LANG": "ADQL", "QUERY": "SELECT TOP 7 objectId FROM current.Object",
+                        "MAXREC": str(maxrec)}, Limits())  # fmt: skip
+    translation = Translation(adql=tap.query, sql=TYPES, tables=[("current", "object")],
+                              row_limit=7, overflow_possible=overflow_possible)  # fmt: skip
+    written: list[bytes | None] = []
+
+    def direct(instant, current, previous, pgresult):  # type: ignore[no-untyped-def]
+        _, _, _, read = fast_read(translation, FastLike(current, previous))
+        made = binary2_body(pgresult, translation, instant, read, tap)
+        written.append(None if made is None else made[0])
+        return None  # and the Arrow way too, in the same snapshot
+
+    other = TYPES.replace("CAST(1 AS smallint) AS s", "CAST('x' AS text) AS s")  # not a binary2_body type
+
+    async def both():  # type: ignore[no-untyped-def]  # one event loop: one kept connection
+        return [await engine.run_final_async(settings, text, reads_prompt=False, single=True, direct=direct)
+                for text in (TYPES, other)]  # fmt: skip
+
+    result, _ = asyncio.run(_on_loop(both()))
+    assert len(result.table) == 7 and len(written) == 2 and written[0] is not None
+    assert written[1] is None
+    table, _, instant, read = fast_read(translation, result)
+    expected = outcome(table, translation, instant, read, tap, archive).body
+    assert written[0] == expected
+    assert (b'value="OVERFLOW"' in expected) == overflow_possible
+    rows = parse_single_table(_io(expected)).to_table()
+    assert len(rows) == min(7, maxrec)
+
+
+
+class FastLike:
+    """What fast_read reads of a result: the releases current and previous name."""
+
+    def __init__(self, current: str | None, previous: str | None) -> None:
+        self.current, self.previous, self.table, self.instant = current, previous, None, 0.0

@@ -34,8 +34,9 @@ import functools
 import logging
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
 import pyarrow as pa
@@ -540,16 +541,22 @@ async def close_async_pools() -> None:
 
 
 async def run_final_async(
-    settings: Settings, text: str, *, reads_prompt: bool, single: bool = False
-) -> FastResult | None:
+    settings: Settings, text: str, *, reads_prompt: bool, single: bool = False,
+    direct: Callable[[float, str | None, str | None, psycopg.pq.abc.PGresult], Any] | None = None,
+) -> Any:  # fmt: skip
     """:func:`run_final` on the event loop; None: the result has more than 10,000 rows (the caller runs it
-    with :func:`run_final` ``many=True`` on a thread: ADBC)."""
+    with :func:`run_final` ``many=True`` on a thread: ADBC).
+
+    ``direct`` (``single`` only): called with the recorded instant, the releases ``current`` and
+    ``previous`` name and the libpq result of the rows (binary) before they are loaded; what it returns,
+    unless None, is returned instead of a :class:`FastResult` (:mod:`dpdb.tap.direct` writes the
+    document from the result's bytes)."""
     state_sql, params = _state(settings, reads_prompt)
     pool = async_pool_for(settings)
     for attempt in (1, 2):
         try:
             if single:
-                return await _run_message_async(pool, _message(state_sql, params, text))
+                return await _run_message_async(pool, _message(state_sql, params, text), direct)
             return await _run_async(pool, state_sql, params, text)
         except _Stale as e:
             pool.discard_idle()
@@ -584,7 +591,7 @@ async def _run_async(
     return _small_result(state, rows, description)
 
 
-async def _run_message_async(pool: AsyncReaderPool, message: bytes) -> FastResult | None:
+async def _run_message_async(pool: AsyncReaderPool, message: bytes, direct: Any = None) -> Any:
 
     async with pool.connection() as conn:
         cur = conn.cursor()
@@ -596,6 +603,10 @@ async def _run_message_async(pool: AsyncReaderPool, message: bytes) -> FastResul
             state = await cur.fetchone()
             cur.nextset()
             cur.nextset()
+            if direct is not None and state is not None and state[-3] is not None:
+                made = direct(float(state[-3]), state[-2], state[-1], cur.pgresult)
+                if made is not None:
+                    return made
             rows, description = await cur.fetchall(), cur.description or []
         except psycopg.Error as e:
             raise _failure(e, started=started, broken=conn.broken) from e

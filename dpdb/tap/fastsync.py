@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -132,8 +133,12 @@ class SyncFastPath:
 
         settings = archive.settings
         text, reads_prompt = statement.text, statement.reads_prompt
+        direct = _direct(statement.translation, tap) if tap.writer == "binary2" else None
         try:
-            result = await run_final_async(settings, text, reads_prompt=reads_prompt, single=statement.single)
+            result = await run_final_async(settings, text, reads_prompt=reads_prompt, single=statement.single,
+                                           direct=direct)  # fmt: skip
+            if isinstance(result, _Written):
+                return result
             if result is None:  # more than 10,000 rows: ADBC, on a thread
                 result = await asyncio.to_thread(
                     run_final, settings, text, reads_prompt=reads_prompt, many=True
@@ -141,12 +146,45 @@ class SyncFastPath:
         except CannotRunFast as e:
             log.info("TAP query on the general path (%s)", e)
             return await asyncio.to_thread(run_query, archive, tap)
+        except TapError:
+            raise
         except DpdbError as e:
             raise TapError(user_message(str(e))) from e
         table, translation, instant, read = fast_read(statement.translation, result)
         if len(table) > _WRITE_ON_LOOP:
             return await asyncio.to_thread(outcome, table, translation, instant, read, tap, archive)
         return outcome(table, translation, instant, read, tap, archive)
+
+
+@dataclass(frozen=True)
+class _Written:
+    """A result document written from the rows' bytes (:mod:`dpdb.tap.direct`)."""
+
+    body: bytes
+    mime: str
+
+
+def _direct(translation: Any, tap: Any) -> Any:
+    """The ``direct`` of :func:`dpdb.tap.engine.run_final_async` for a BINARY2 query: its document written
+    from PostgreSQL's binary rows, the result recording the releases read as :func:`fast_read` does."""
+    from .direct import binary2_body
+
+    def write(instant: float, current: str | None, previous: str | None, pgresult: Any) -> _Written | None:
+        _, _, _, read = fast_read(translation, _Names(current, previous))
+        made = binary2_body(pgresult, translation, instant, read, tap)
+        return None if made is None else _Written(made[0], tap.mime)
+
+    return write
+
+
+@dataclass(frozen=True)
+class _Names:
+    """What :func:`fast_read` reads of a result: the releases ``current`` and ``previous`` name."""
+
+    current: str | None
+    previous: str | None
+    table: Any = None
+    instant: float = 0.0
 
 
 def _header(scope: Any, name: bytes) -> str:
