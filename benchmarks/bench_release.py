@@ -39,11 +39,19 @@ partition orders.
 
 The first small release (dr1) is loaded by a new ``dpdb release load`` process, timed from
 its start to its exit (the end-to-end figure a user sees, target under 3 s). Load figures
-only, the older path beside the new one, the key maps' cost from a third large release
-loaded without them, produced directories kept between runs (production outside a
-benchmark lock):
+only, the older path beside the new one, the key maps' cost, produced directories kept
+between runs (production outside a benchmark lock):
 python benchmarks/bench_release.py --compare-load --load-only --without-keymaps
        --produced DIR --skip-validation
+
+The key maps' cost (``--without-keymaps``): ``--keymap-pairs N`` (default 3) large releases
+loaded with key maps and N without, in pairs of adjacent loads (dr4 with, dr6 without, then
+without/with: W N N W N W), compared by their median rates; one load of each differs from
+the next by 10-25 % on a shared 2-core machine. Each load, each pair and the older single
+figure (dr4 against dr6) are printed too. Without ``--compare-load``, dr3 is a new-path load
+with key maps that only warms the server up (the first large load creates the WAL segments
+the later ones recycle). 3+3 pairs at the defaults take 5-9 minutes; the older path's
+comparison fits beside them only with ``--keymap-pairs 1``.
 
 Usage: python benchmarks/bench_release.py [--large-objects N] [--nights N] [--small-objects N]
        [--swaps N] [--jobs N] [--partition-order K]
@@ -387,8 +395,6 @@ def main() -> None:
             plan += [(*large, keymaps) for keymaps in keymap_order(args.keymap_pairs)]
         for number, (objects, nights, keymaps) in enumerate(plan, start=1):
             name = f"dr{number}"
-            if number == 3 and args.load_only and args.without_keymaps and not args.compare_load:
-                continue  # a second large load with key maps that no figure uses
             legacy = args.legacy_load or (args.compare_load and number == 3)
             r = ready(
                 settings, workdir, name, number, objects, nights, args.jobs, legacy, keymaps,
