@@ -91,31 +91,6 @@ class Deferred:
     maps are filled from the tables."""
     held: HeldKeys = field(default_factory=HeldKeys)
     """The keys of the files loaded by this run, filled by the ETL (etl/heldkeys.py)."""
-    _early: _Builder | None = None
-    _started: dict[str, Future[None]] = field(default_factory=dict)
-    _seconds_lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def table_loaded(self, settings: Settings, table: str) -> None:
-        """Every file of ``table`` (database name) is committed: build its key map now.
-
-        The streams of the other tables go on meanwhile. The last streams leave a core idle
-        (the largest table streams alone at the end), which the map's unit fills instead of
-        adding to the build's. Only with held keys (a fresh load): the map touches nothing the
-        streams touch, and a resumed load fills its maps from the tables at the build.
-        """
-        t = next((t for t in self.tables if t.name == table), None)
-        if t is None or t.keymap is None or self.resumed or table in self._started:
-            return
-        if self._early is None:
-            self._early = _Builder(settings, 1, self.catalog)
-        self._started[table] = self._early.submit(t.keymap, self._keymap(t), keymap=True)
-
-    def close(self) -> None:
-        """Stop the key maps started early (a failed load); their builds roll back or are redone
-        by a rerun (:func:`prepare` empties the maps of a release whose indexes are deferred)."""
-        if self._early is not None:
-            self._early.__exit__(None, None, None)
-            self._early = None
 
     def build(self, settings: Settings, jobs: int, *, keymaps: bool = True) -> None:
         """Build every index and key map in ``jobs`` connections; attach the partitions' indexes
@@ -140,26 +115,20 @@ class Deferred:
                 units.append((size, f"{part} primary key", self._unique(part, t)))
                 for _, rest in t.indexes:
                     units.append((size, f"{part} index {rest[:40]}", self._index(part, rest)))
-            if t.keymap and keymaps and t.name not in self._started:
+            if t.keymap and keymaps:
                 total = sum(size for _, size in parts[t.name])
                 maps.append((total, f"{t.keymap}", self._keymap(t)))
-        try:
-            with _Builder(settings, jobs, self.catalog) as builder:
-                indexes = [builder.submit(label, fn) for _, label, fn in sorted(units, key=lambda u: -u[0])]
-                keyed = [
-                    builder.submit(label, fn, keymap=True)
-                    for _, label, fn in sorted(maps, key=lambda u: -u[0])
-                ]
-                builder.wait(indexes)
-                if self.resumed:  # the maps are filled from the tables, which the attach locks
-                    builder.wait(keyed)
-                with connect(settings) as conn:
-                    self._attach(conn, parts, keymaps)
-                if self._early is not None:  # the maps started while the other tables streamed
-                    self._early.wait(list(self._started.values()))
+        with _Builder(settings, jobs, self.catalog) as builder:
+            indexes = [builder.submit(label, fn) for _, label, fn in sorted(units, key=lambda u: -u[0])]
+            keyed = [
+                builder.submit(label, fn, keymap=True) for _, label, fn in sorted(maps, key=lambda u: -u[0])
+            ]
+            builder.wait(indexes)
+            if self.resumed:  # the maps are filled from the tables, which the attach locks
                 builder.wait(keyed)
-        finally:
-            self.close()
+            with connect(settings) as conn:
+                self._attach(conn, parts, keymaps)
+            builder.wait(keyed)
         self.build_seconds = time.monotonic() - start
 
     def _attach(
@@ -247,8 +216,7 @@ class Deferred:
                         sql.SQL(", ").join(map(sql.Identifier, t.keys)),
                     )
                 )
-            with self._seconds_lock:
-                self.keymap_seconds += time.monotonic() - t0
+            self.keymap_seconds += time.monotonic() - t0
 
         return run
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -173,17 +172,10 @@ def _load_tables(
                     )  # fmt: skip
                 )
     else:
-        held = deferred is not None and keymaps and not deferred.resumed
-        try:
-            summaries = _load_parallel(
-                settings, name, root, manifest, jobs, progress, hats, checksums,
-                spatial_order=deferred is None, held_keys=deferred.held if held else None,
-                table_loaded=(lambda table: deferred.table_loaded(settings, table)) if held else None,
-            )  # fmt: skip
-        except BaseException:
-            if deferred is not None:
-                deferred.close()
-            raise
+        summaries = _load_parallel(
+            settings, name, root, manifest, jobs, progress, hats, checksums, spatial_order=deferred is None,
+            held_keys=deferred.held if deferred is not None and keymaps and not deferred.resumed else None,
+        )  # fmt: skip
     if deferred is not None:
         deferred.build(settings, jobs, keymaps=keymaps)
         log.info(
@@ -214,11 +206,8 @@ def _load_parallel(
     checksums: dict[Path, str],
     spatial_order: bool = True,
     held_keys: HeldKeys | None = None,
-    table_loaded: Callable[[str], None] | None = None,
 ) -> list[LoadSummary]:
     """Every table's files at once, ``jobs`` streams, largest groups first.
-
-    ``table_loaded(table)`` (database name) is called as soon as every file of a table is in.
 
     Measurements take their parents' pixels from the parents' files (etl/pixelmap.py),
     so no table waits for another; each table's files are split into up to ``jobs``
@@ -247,22 +236,13 @@ def _load_parallel(
             units.append((sum(f.bytes for f in group), table, [root / f.path for f in group]))
     units.sort(key=lambda u: -u[0])
 
-    pending = {table: sum(u[1] == table for u in units) for table in manifest.tables}
-    pending_lock = threading.Lock()
-
     def run(unit: tuple[int, str, list[Path]]) -> LoadSummary:
         _, table, paths = unit
-        summary = load(
+        return load(
             settings, table, paths, into=name, progress=progress, ignore_extra=hats,
             checksums=checksums, parents=maps.get(table), spatial_order=spatial_order,
             held_keys=held_keys,
         )  # fmt: skip
-        with pending_lock:
-            pending[table] -= 1
-            done = pending[table] == 0
-        if done and table_loaded is not None:
-            table_loaded(target_table(name, version, kind, table).db_name)
-        return summary
 
     with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
         return list(pool.map(run, units))
