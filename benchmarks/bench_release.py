@@ -52,7 +52,7 @@ figure (dr4 against dr6) are printed too. Without ``--compare-load``, dr3 is a n
 with key maps that only warms the server up (the first large load creates the WAL segments
 the later ones recycle). With ``--load-only`` each large release is dropped after its load
 (the next one finds the same database, and the disk holds one at a time). 3+3 pairs at the
-defaults take 5-9 minutes; the older path's comparison fits beside them only with
+defaults take 4-9 minutes; the older path's comparison fits beside them only with
 ``--keymap-pairs 1``.
 
 Usage: python benchmarks/bench_release.py [--large-objects N] [--nights N] [--small-objects N]
