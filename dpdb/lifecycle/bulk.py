@@ -58,6 +58,11 @@ KEYMAP_WORK_MEM = "1GB"
 """For a key map's unique key: one sort of a whole table's keys (the other builds sort one
 partition's), kept in memory up to some 15M keys instead of merged from temporary files."""
 
+KEYMAP_WAL_COMPRESSION: str | None = "lz4"
+"""``wal_compression`` of the key maps' session (where the server allows it: a superuser's session,
+built with lz4): the map's unique-key build writes every index page into the WAL whole, which
+lz4 shrinks, and so what the archive stores and archives (benchmarks/README.md)."""
+
 _INDEX = re.compile(r"^CREATE INDEX (\S+) ON (\S+) (\(.*)$", re.DOTALL)
 
 
@@ -186,6 +191,8 @@ class Deferred:
             keymap = sql.Identifier(self.catalog, name)
             with conn.transaction():
                 conn.execute(f"SET LOCAL maintenance_work_mem = '{KEYMAP_WORK_MEM}'")
+                if _can_compress_wal(conn):
+                    conn.execute(f"SET LOCAL wal_compression = '{KEYMAP_WAL_COMPRESSION}'")
                 if self.resumed:  # the keys of files loaded by the interrupted run are not held
                     conn.execute(sql.SQL("TRUNCATE {}").format(keymap))
                     conn.execute(
@@ -310,6 +317,18 @@ def _drop(conn: psycopg.Connection, catalog: str, t: _Table, leftovers: bool) ->
         )
         conn.execute(sql.SQL("TRUNCATE {}").format(keymap))
         drop_triggers(conn, catalog, t.name)  # disabled ones would still collect every row loaded
+
+
+def _can_compress_wal(conn: psycopg.Connection) -> bool:
+    """This session may set ``wal_compression`` to :data:`KEYMAP_WAL_COMPRESSION`."""
+    if KEYMAP_WAL_COMPRESSION is None:
+        return False
+    row = conn.execute(
+        "SELECT has_parameter_privilege('wal_compression', 'SET') AND %s = ANY(enumvals) "
+        "FROM pg_settings WHERE name = 'wal_compression'",
+        (KEYMAP_WAL_COMPRESSION,),
+    ).fetchone()
+    return bool(row and row[0])
 
 
 def _has_pkey(conn: psycopg.Connection, catalog: str, table: str) -> bool:
