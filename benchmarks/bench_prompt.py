@@ -292,7 +292,8 @@ SELECT (SELECT coalesce(sum(heap_blks_read + coalesce(idx_blks_read, 0)), 0)
           WHERE schemaname = 'prompt' AND relname LIKE 'diaobject\\_hpx%'),
        (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter),
        (SELECT buffers_backend FROM pg_stat_bgwriter),
-       (SELECT wal_bytes FROM pg_stat_wal),
+       -- the WAL position, not pg_stat_wal.wal_bytes: backends report those at most once a second
+       pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '0/0')::bigint,
        (SELECT wal_fpi FROM pg_stat_wal)
 """
 
