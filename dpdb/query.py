@@ -70,7 +70,6 @@ def run_query(
     provisional: bool = False,
     on_batch: Callable[[pa.RecordBatch], None] | None = None,
     before_fetch: Callable[[], None] | None = None,
-    after_fetch: Callable[[pa.Table], None] | None = None,
 ) -> pa.Table:
     """Run one read-only SQL statement and return its result with canonical column names.
 
@@ -109,10 +108,6 @@ def run_query(
         caller must have read before the statement's snapshot is taken (a citation waits there
         for the prompt catalog's last write time, read meanwhile on another connection). May be
         called again if the statement is sent again; an exception it raises ends the query.
-    after_fetch
-        With ``on_batch``: called once every batch was handed to ``on_batch``, with the result
-        (canonical column names, no metadata yet), before its connection is handed back (a round
-        trip): a citation stores itself meanwhile. Not called when the query fails before.
 
     Returns
     -------
@@ -157,15 +152,13 @@ def run_query(
             text = per_shard
     log.info("query (%s): %s", ", ".join(f"{k}={v}" for k, v in config) or "present", text)
     try:
-        table = _fetch_adbc(settings, text, config, on_batch, before_fetch, after_fetch)
+        table = _fetch_adbc(settings, text, config, on_batch, before_fetch)
     except _AdbcCannot as e:
         log.info("ADBC cannot fetch this result (%s); fetching it with psycopg", e)
         table = _fetch_psycopg(settings, text, config, before_fetch)
         if on_batch is not None:
             for batch in table.to_batches():
                 on_batch(batch)
-            if after_fetch is not None:
-                after_fetch(_canonical(table))
     table = _canonical(table)
     if resolved is not None:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **resolved.metadata()})
@@ -410,21 +403,20 @@ def _server_message(message: str) -> str:
 
 _Sink = Callable[[pa.RecordBatch], None] | None
 _Hook = Callable[[], None] | None
-_Done = Callable[[pa.Table], None] | None
 
 
 def _fetch_adbc(
     settings: Settings, text: str, config: list[tuple[str, str]], on_batch: _Sink = None,
-    before_fetch: _Hook = None, after_fetch: _Done = None,
+    before_fetch: _Hook = None,
 ) -> pa.Table:  # fmt: skip
     """Fetch through a pooled ADBC connection; once more on a new one if the pooled one was dead
     (a server restart, or a session ended by the server while it waited in the pool)."""
     try:
-        return _fetch_adbc_once(settings, text, config, on_batch, before_fetch, after_fetch)
+        return _fetch_adbc_once(settings, text, config, on_batch, before_fetch)
     except _StaleConnection:
         pass
     try:
-        return _fetch_adbc_once(settings, text, config, on_batch, before_fetch, after_fetch)
+        return _fetch_adbc_once(settings, text, config, on_batch, before_fetch)
     except _StaleConnection as e:
         raise QueryError(f"query failed: {_server_message(str(e.__cause__))}") from e.__cause__
 
@@ -441,7 +433,7 @@ CPU per million rows, benchmarks/README.md)."""
 
 def _fetch_adbc_once(
     settings: Settings, text: str, config: list[tuple[str, str]], on_batch: _Sink = None,
-    before_fetch: _Hook = None, after_fetch: _Done = None,
+    before_fetch: _Hook = None,
 ) -> pa.Table:  # fmt: skip
     fresh = True
     try:
@@ -463,7 +455,7 @@ def _fetch_adbc_once(
             if on_batch is None:
                 table = cur.fetch_arrow_table()
             else:
-                return _stream(cur.fetch_record_batch(), on_batch, after_fetch)
+                return _stream(cur.fetch_record_batch(), on_batch)
     except adbc_driver_manager.Error as e:
         message = str(e)
         if fresh and isinstance(e, adbc_driver_manager.OperationalError):
@@ -476,11 +468,9 @@ def _fetch_adbc_once(
     return _normalize_adbc(table)
 
 
-def _stream(
-    reader: pa.RecordBatchReader, on_batch: Callable[[pa.RecordBatch], None], after_fetch: _Done = None
-) -> pa.Table:
+def _stream(reader: pa.RecordBatchReader, on_batch: Callable[[pa.RecordBatch], None]) -> pa.Table:
     """The result, each batch handed to ``on_batch`` as soon as it is read (normalized as the whole
-    table would be); then the result to ``after_fetch``."""
+    table would be)."""
     batches = []
     try:
         for raw in reader:
@@ -492,10 +482,7 @@ def _stream(
         raise QueryError(f"query failed: {_server_message(str(e))}") from e
     # the batches' own schema (normalized); without rows, the reader's
     schema = batches[0].schema if batches else _normalize_adbc(reader.schema.empty_table()).schema
-    table = pa.Table.from_batches(batches, schema)
-    if after_fetch is not None:
-        after_fetch(_canonical(table))
-    return table
+    return pa.Table.from_batches(batches, schema)
 
 
 def _normalize_adbc(table: pa.Table) -> pa.Table:

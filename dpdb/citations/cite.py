@@ -9,12 +9,9 @@ A citation (RDA dynamic data citation) is made in four steps:
    catalog holds. Prompt changes only ever get later processing times
    (``dpdb/prompt/order.py``), so no later ingest or relink changes what the query
    sees at that instant, and the result is the present one;
-3. the tables the query reads must be citable: only the prompt catalog (read as of
-   the instant), frozen releases and the samples are. The tables the query names
-   are resolved by PostgreSQL (views expanded, partitions mapped to their table:
-   ``dpdb/citations/relations.py``); when all are citable that settles it, otherwise
-   (or for what a parser cannot tell) PostgreSQL's planner says which tables the
-   query reads (``EXPLAIN`` with the settings the query runs with);
+3. PostgreSQL's planner says which tables the query reads (``EXPLAIN`` with the
+   settings the query runs with): only the prompt catalog (read as of the
+   instant), frozen releases and the samples are citable;
 4. the query runs through :func:`dpdb.query.run_query`, the path of
    :meth:`dpdb.Archive.query_arrow` (this package sits below the Archive, which
    calls it; docs/architecture.md, layers); its row count and
@@ -69,7 +66,7 @@ from dpdb.registry.citations import (
 )
 from dpdb.registry.prompt_log import latest_processing_time
 
-from . import relations, sqltext
+from . import sqltext
 from ._conn import one_round_trip, owner_connection
 from .digest import METHOD, METHOD_V1, ResultDigest, check_method
 from .rowset import RowsetHasher, digest_table
@@ -318,21 +315,24 @@ def cite(
                 if looked_up.result().existing is not None:
                     raise _Existing()
 
-            seen: list[float | None] = []  # the latest change re-read under the lock, when it moved
-
-            def store(digest: ResultDigest, seconds: float) -> tuple[Citation, _Stored]:
-                """Store the citation of ``digest``: the check's template filled in, then :func:`_store`.
-
-                When the instant is later than the latest change, a prompt write or an activation
-                committed since the query's snapshot could have come before it. Once the citation
-                is stored none can (cited_time, sql/prompt_ingest.sql; dpdb/lifecycle/activate.py);
-                until then the writers' lock, which activations take too, is held shared, and the
-                citation is stored only if the latest change is still the one read before the query.
-                Otherwise every later change comes after the instant (docs/architecture.md, decision
-                14). Either way the citation row, its audit entry and the commit go in one round
-                trip (pipeline mode), with the lock and the check when needed."""
-                template = checking.result()  # the check's error (a table not citable) ends it here
-                assert template is not None
+            try:
+                _, digest, seconds = _run_and_hash(
+                    settings, pinned, instant, pinned_release, before_fetch=before_fetch
+                )
+            except BaseException as e:
+                template = checking.result()  # the check's error is the one to report
+                if isinstance(e, _Existing):
+                    existing = looked_up.result().existing
+                    assert existing is not None
+                    _audit(conn, "cite", arguments, f"ok: {citation_id} (existed)", start)
+                    return Made(existing, True, warnings)
+                raise
+            template = checking.result()
+            assert template is not None
+            frontier = looked_up.result().frontier
+            for attempt in range(_ATTEMPTS):
+                if attempt:
+                    _, digest, seconds = _run_and_hash(settings, pinned, instant, pinned_release)
                 citation = dataclasses.replace(
                     template,
                     row_count=digest.rows,
@@ -341,30 +341,20 @@ def cite(
                     columns=[c.to_json() for c in digest.columns],
                     query_seconds=seconds,
                 )
-                latest = seen[-1] if seen else looked_up.result().frontier
-                check = latest is None or instant > latest
-                return citation, _store(conn, citation, arguments, start, latest if check else _UNCHECKED)
-
-            try:
-                # stored (durably) on a worker while the query's connection is handed back
-                citation, (inserted, later) = _run_hash_and_store(
-                    settings, pinned, instant, pinned_release, before_fetch, store
-                )
-            except BaseException as e:
-                checking.result()  # the check's error is the one to report
-                if isinstance(e, _Existing):
-                    existing = looked_up.result().existing
-                    assert existing is not None
-                    _audit(conn, "cite", arguments, f"ok: {citation_id} (existed)", start)
-                    return Made(existing, True, warnings)
-                raise
-            for _attempt in range(1, _ATTEMPTS):
+                # When the instant is later than the latest change, a prompt write or an activation
+                # committed since the query's snapshot could have come before it. Once the citation is
+                # stored none can (cited_time, sql/prompt_ingest.sql; dpdb/lifecycle/activate.py); until
+                # then the writers' lock, which activations take too, is held shared, and the citation
+                # is stored only if the latest change is still the one read before the query. Otherwise
+                # every later change comes after the instant (docs/architecture.md, decision 14). Either
+                # way the citation row, its audit entry and the commit go in one round trip (pipeline
+                # mode), with the lock and the check when needed.
+                check = frontier is None or instant > frontier
+                inserted, later = _store(conn, citation, arguments, start, frontier if check else _UNCHECKED)
                 if later is None:
                     break
-                seen.append(later[0])  # a write came in while the query ran (nothing was stored): run again
-                _, digest, seconds = _run_and_hash(settings, pinned, instant, pinned_release)
-                citation, (inserted, later) = store(digest, seconds)
-            if later is not None:
+                frontier = later[0]  # a write came in while the query ran (nothing was stored): run again
+            else:
                 raise CitationError(
                     f"the prompt catalog changed {_ATTEMPTS} times while the query ran; cite it again"
                 )
@@ -388,7 +378,6 @@ class _Existing(Exception):
 
 
 _UNCHECKED = object()
-_Stored = tuple[psycopg.Cursor, tuple[float | None] | None]
 
 
 def _store(
@@ -429,22 +418,13 @@ def _prepare(
     settings: Settings, conn: psycopg.Connection, looked_up: Future[Lookup], citation_id: str, pinned: str,
     release: str | None, instant: float, title: str | None, creator: str | None, user: str,
 ) -> Citation | None:  # fmt: skip
-    """Read the bookkeeping and the tables the query names into ``looked_up`` (one round trip), then
-    (unless the citation exists) everything of the citation but the result's count and hash (no
-    more round trips, but two or three when the planner must say what the query reads)."""
+    """Read the bookkeeping into ``looked_up`` (one round trip), then (unless the citation exists)
+    everything of the citation but the result's count and hash (two more, with the planner)."""
     from dpdb.as_of_rewrite import AS_OF_SCHEMA
 
-    named = relations.named_relations(pinned)
     try:
         with one_round_trip(conn):
-            if named is not None:  # the names resolved as the query will resolve them (its search path)
-                path = relations.search_path([AS_OF_SCHEMA, *([release] if release else []), "public"])
-                resolved = conn.execute(
-                    relations.RESOLVE_SQL,
-                    {"path": path, "schemas": [s for s, _ in named[0]], "names": [n for _, n in named[0]]},
-                )
-            else:
-                views = conn.execute(_VIEWS_SQL, (AS_OF_SCHEMA,))
+            views = conn.execute(_VIEWS_SQL, (AS_OF_SCHEMA,))
             schema = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (release,)) if release else None
             collect = lookup(conn, citation_id)
         found = collect()
@@ -456,28 +436,9 @@ def _prepare(
         return None
     if schema is not None and schema.fetchone() != (True,):
         raise CitationError(f"unknown release {release!r}: no such catalog in this database")
-    tables = None
-    if named is not None:  # every table the query names citable: no need to ask the planner
-        tables = relations.resolved_tables(resolved.fetchall(), named[1])
-        tables = [t for t in tables if t not in _IGNORED_TABLES] if tables is not None else None
-        if tables is not None and not _citable(found.releases, tables):
-            tables = None
-    if tables is None:
-        if named is not None:  # the planner after all: the as-of views' names for its statement
-            with one_round_trip(conn):
-                views = conn.execute(_VIEWS_SQL, (AS_OF_SCHEMA,))
-        key = (str(settings.dsn or ""), str(settings.home), settings.database, found.schema_version)
-        tables = _tables_read(conn, pinned, instant, release, {r[0] for r in views.fetchall()}, key)
+    key = (str(settings.dsn or ""), str(settings.home), settings.database, found.schema_version)
+    tables = _tables_read(conn, pinned, instant, release, {r[0] for r in views.fetchall()}, key)
     return _template(settings, found, tables, citation_id, pinned, release, instant, title, creator, user)
-
-
-def _citable(facts: dict[str, ReleaseFact], tables: list[tuple[str, str]]) -> bool:
-    """Whether :func:`_catalogs` accepts ``tables``."""
-    try:
-        _catalogs(facts, tables)
-    except CitationError:
-        return False
-    return True
 
 
 def _template(
@@ -527,47 +488,6 @@ def _submit(fn: Callable[..., _T], *args: object) -> Future[_T]:
     return _workers.submit(fn, *args)
 
 
-_INLINE_BELOW = 64 << 10
-"""A result whose first batch is smaller is hashed by the caller. A larger one is hashed on a kept
-thread, batch by batch as it arrives, so that the hash of the last (or only) batch runs while the
-query's connection is handed back (a round trip) and its table put together
-(benchmarks/README.md, bench_cite.py)."""
-
-
-def _run_hash_and_store(
-    settings: Settings, query: str, instant: float, release: str | None, before_fetch: Callable[[], None],
-    store: Callable[[ResultDigest, float], _T],
-) -> _T:  # fmt: skip
-    """Run the query as :func:`_run_and_hash` does; once its last batch is fetched, a worker finishes
-    the hash and calls ``store`` with the digest and the seconds taken, while this thread hands the
-    query's connection back (a round trip) and puts its table together; ``store``'s result."""
-    start = time.perf_counter()
-    hasher = RowsetHasher(METHOD, threaded=True, inline_below=_INLINE_BELOW)
-    storing: list[Future[_T]] = []
-
-    def fetched(table: pa.Table) -> None:
-        def finish() -> _T:
-            digest = hasher.finish(table.column_names, table.schema)
-            return store(digest, time.perf_counter() - start)
-
-        storing.append(_submit(finish))
-
-    try:
-        run_query(
-            settings, query, as_of=instant, release=release, on_batch=hasher.add, provisional=True,
-            before_fetch=before_fetch, after_fetch=fetched,
-        )  # fmt: skip
-    except BaseException:
-        if storing:
-            _drain(storing[0])
-        else:
-            hasher.close()
-        raise
-    if not storing:  # (run_query hands every result on; never reached)
-        raise QueryError("query failed: its result was not handed on")
-    return storing[0].result()
-
-
 def _run_and_hash(
     settings: Settings, query: str, instant: float, release: str | None, method: str = METHOD,
     before_fetch: Callable[[], None] | None = None,
@@ -586,7 +506,9 @@ def _run_and_hash(
             settings, query, as_of=instant, release=release, provisional=True, before_fetch=before_fetch
         )
         return result, digest_table(result, method), time.perf_counter() - start
-    hasher = RowsetHasher(method, threaded=True, inline_below=_INLINE_BELOW)
+    from dpdb.query import STREAM_BATCH_BYTES
+
+    hasher = RowsetHasher(method, threaded=True, inline_below=STREAM_BATCH_BYTES // 2)
     try:
         result = run_query(
             settings, query, as_of=instant, release=release, on_batch=hasher.add, provisional=True,

@@ -34,7 +34,6 @@ import hashlib
 import queue
 import threading
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -103,20 +102,6 @@ class _Column:
         self.data.update(data.cast("B"))
 
 
-_threads: ThreadPoolExecutor | None = None
-_threads_lock = threading.Lock()
-
-
-def _hashing_threads() -> ThreadPoolExecutor:
-    """The threads that hash batches for threaded hashers, kept for the process: waking a kept
-    thread costs a fraction of starting one per result (benchmarks/README.md)."""
-    global _threads
-    with _threads_lock:
-        if _threads is None:
-            _threads = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dpdb-rowset")
-    return _threads
-
-
 def _bytes(values: np.ndarray) -> memoryview:
     """A contiguous array's memory as bytes (BLAKE3 takes byte buffers only; hashlib any buffer)."""
     return values.data.cast("B")
@@ -148,7 +133,7 @@ class RowsetHasher:
         self._last: Any = None  # the key's last value so far
         self._buffered = False  # the batches broke the canonical order: sort once at the end
         self._queue: queue.Queue[pa.RecordBatch | None] | None = None
-        self._thread: Future[None] | None = None
+        self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
         self._threaded = threaded
         self._inline_below = inline_below
@@ -165,15 +150,16 @@ class RowsetHasher:
         """Hash (or queue) the next batch of the result.
 
         Threaded, a first batch of fewer than ``inline_below`` bytes is hashed at once, by the caller:
-        a small result costs less to hash than a thread's wake-up (benchmarks/README.md). Any
-        other batch is handed to a kept thread (:func:`_hashing_threads`), which hashes this
-        hasher's batches in order while the caller goes on."""
+        a batch smaller than the fetch's batch size is the whole result, and a thread woken for it
+        costs more than it saves on a busy machine (the wake-up, not the hashing:
+        benchmarks/README.md). Any other batch starts the thread."""
         if self._queue is not None:
             self._queue.put(batch)
         elif self._threaded and (self._schema is not None or batch.nbytes >= self._inline_below):
             self._queue = queue.Queue()
             self._queue.put(batch)
-            self._thread = _hashing_threads().submit(self._work)
+            self._thread = threading.Thread(target=self._work, name="dpdb-rowset", daemon=True)
+            self._thread.start()
         else:
             self._add(batch)
 
@@ -243,7 +229,7 @@ class RowsetHasher:
         if self._thread is not None:
             assert self._queue is not None
             self._queue.put(None)
-            self._thread.result()
+            self._thread.join()
             self._thread = None
 
     # -- the result ------------------------------------------------------------------------------

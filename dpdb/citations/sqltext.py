@@ -2,8 +2,8 @@
 
 A small PostgreSQL lexer (string constants of every kind, quoted identifiers,
 comments, dollar quotes, numbers, words, operators) as far as citations need
-it. Nothing here executes SQL: what a query reads is asked of PostgreSQL
-(``dpdb/citations/relations.py``, ``dpdb/citations/cite.py``); this module only rewrites text.
+it. Nothing here executes SQL: what a query reads is asked of PostgreSQL's
+planner (``dpdb/citations/cite.py``); this module only rewrites text.
 
 Normalization (the query text a citation stores and re-runs):
 
