@@ -242,3 +242,5 @@ def test_shared_buffers_a_quarter_of_the_memory_within_bounds(conn: psycopg.Conn
     # the tests' own embedded server was initialized with them
     assert conn.execute("SHOW shared_buffers").fetchone() == (f"{shared_buffers_mb()}MB",)
     assert conn.execute("SHOW wal_compression").fetchone() == ("lz4",)
+    assert conn.execute("SHOW max_wal_size").fetchone() == ("16GB",)
+    assert conn.execute("SHOW autovacuum_naptime").fetchone() == ("10s",)
