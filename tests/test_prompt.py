@@ -169,15 +169,18 @@ def test_forced_linking_is_maximal_over_existing_and_new_diaobjects(
     assert linked_to_new > 0  # forced measurements of objects founded in their own visit were exercised
 
 
-def test_versions_chain_and_last_table_is_current(ingested: Settings) -> None:
-    rows = _rows(
-        ingested,
-        "SELECT diaobjectid, validitystartmjdtai, validityendmjdtai, _healpix_29, ndiasources "
-        "FROM prompt.diaobject ORDER BY diaobjectid, validitystartmjdtai",
-    )
+def _versions_by_object(settings: Settings, more: str = "") -> dict[int, list[tuple]]:
+    """Each DiaObject's versions in order: (diaobjectid, validity start, validity end[, ``more``...])."""
+    columns = "diaobjectid, validitystartmjdtai, validityendmjdtai" + (f", {more}" if more else "")
     by_object: dict[int, list[tuple]] = {}
-    for r in rows:
+    query = f"SELECT {columns} FROM prompt.diaobject ORDER BY diaobjectid, validitystartmjdtai"
+    for r in _rows(settings, query):
         by_object.setdefault(r[0], []).append(r)
+    return by_object
+
+
+def test_versions_chain_and_last_table_is_current(ingested: Settings) -> None:
+    by_object = _versions_by_object(ingested, "_healpix_29, ndiasources")
     assert any(len(v) >= 3 for v in by_object.values())
     relinks = {r[0] for r in _rows(ingested, "SELECT processing_time_mjd_tai FROM dpdb_meta.prompt_relink")}
     deleted = 0
@@ -272,14 +275,7 @@ def test_versions_close_even_where_the_last_table_names_another_start(
         assert moved.rowcount > 0
     results = ingest(settings, dirs[4:7])  # night 1 before its linkage
     assert sum(r.counts["associated"] for r in results) > 0
-    rows = _rows(
-        settings,
-        "SELECT diaobjectid, validitystartmjdtai, validityendmjdtai FROM prompt.diaobject "
-        "ORDER BY diaobjectid, validitystartmjdtai",
-    )
-    by_object: dict[int, list[tuple]] = {}
-    for r in rows:
-        by_object.setdefault(r[0], []).append(r)
+    by_object = _versions_by_object(settings)
     assert any(len(v) >= 2 for v in by_object.values())
     for versions in by_object.values():
         assert sum(v[2] is None for v in versions) <= 1, versions  # (0: deleted by the linkage)

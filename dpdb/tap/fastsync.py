@@ -32,6 +32,7 @@ from .run import (
     fast_read,
     outcome,
     parse_params,
+    releases_read,
     request_params,
     run_query,
     user_message,
@@ -166,25 +167,15 @@ class _Written:
 
 def _direct(translation: Any, tap: Any) -> Any:
     """The ``direct`` of :func:`dpdb.tap.engine.run_final_async` for a BINARY2 query: its document written
-    from PostgreSQL's binary rows, the result recording the releases read as :func:`fast_read` does."""
+    from PostgreSQL's binary rows, the result recording the releases read (:func:`releases_read`)."""
     from .direct import binary2_body
 
     def write(instant: float, current: str | None, previous: str | None, pgresult: Any) -> _Written | None:
-        _, _, _, read = fast_read(translation, _Names(current, previous))
+        read = releases_read(translation, current, previous)
         made = binary2_body(pgresult, translation, instant, read, tap)
         return None if made is None else _Written(made[0], tap.mime)
 
     return write
-
-
-@dataclass(frozen=True)
-class _Names:
-    """What :func:`fast_read` reads of a result: the releases ``current`` and ``previous`` name."""
-
-    current: str | None
-    previous: str | None
-    table: Any = None
-    instant: float = 0.0
 
 
 def _header(scope: Any, name: bytes) -> str:

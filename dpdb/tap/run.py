@@ -26,7 +26,7 @@ from .adql import AdqlError, Translation, translate
 from .output import ResultInfo, resolve_format, write_result
 
 __all__ = ["TapError", "TapParams", "Limits", "request_params", "parse_params", "run_query", "service_sql",
-           "QueryOutcome", "outcome", "fast_read", "asks_many", "user_message"]
+           "QueryOutcome", "outcome", "fast_read", "releases_read", "asks_many", "user_message"]
 
 log = logging.getLogger(__name__)
 
@@ -377,12 +377,18 @@ def asks_many(translation: Translation) -> bool:
 
 def fast_read(translation: Translation, result: Any) -> tuple[pa.Table, Translation, float, dict[str, str]]:
     """(rows, translation, instant, schemas read) of a fast-path result (:class:`engine.FastResult`)."""
-    names = {"current": result.current, "previous": result.previous}
+    read = releases_read(translation, result.current, result.previous)
+    return result.table, translation, result.instant, read
+
+
+def releases_read(translation: Translation, current: str | None, previous: str | None) -> dict[str, str]:
+    """The schemas a fast-path query read, ``current``/``previous`` named as the releases they were."""
+    names = {"current": current, "previous": previous}
     read = {s: names.get(s) or s for s, _ in translation.tables if s}
     for alias in ("current", "previous"):
         if alias in read and names[alias] is None:
             raise TapError(f"no release is {alias} yet (see `dpdb release activate`)")
-    return result.table, translation, result.instant, {k: v for k, v in read.items() if v}
+    return {k: v for k, v in read.items() if v}
 
 
 def run_query(archive, params: TapParams) -> QueryOutcome:
