@@ -56,8 +56,6 @@ from dpdb.registry.citations import (
     find,
     get,
     handle_of,
-    insert_statement,
-    inserted_citation,
     lookup,
     make_id,
     release_facts,
@@ -315,24 +313,9 @@ def cite(
                 if looked_up.result().existing is not None:
                     raise _Existing()
 
-            try:
-                _, digest, seconds = _run_and_hash(
-                    settings, pinned, instant, pinned_release, before_fetch=before_fetch
-                )
-            except BaseException as e:
-                template = checking.result()  # the check's error is the one to report
-                if isinstance(e, _Existing):
-                    existing = looked_up.result().existing
-                    assert existing is not None
-                    _audit(conn, "cite", arguments, f"ok: {citation_id} (existed)", start)
-                    return Made(existing, True, warnings)
-                raise
-            template = checking.result()
-            assert template is not None
-            frontier = looked_up.result().frontier
-            for attempt in range(_ATTEMPTS):
-                if attempt:
-                    _, digest, seconds = _run_and_hash(settings, pinned, instant, pinned_release)
+            def store(digest: ResultDigest, seconds: float, frontier: float | None) -> _Stored:
+                template = checking.result()
+                assert template is not None
                 citation = dataclasses.replace(
                     template,
                     row_count=digest.rows,
@@ -350,15 +333,39 @@ def cite(
                 # way the citation row, its audit entry and the commit go in one round trip (pipeline
                 # mode), with the lock and the check when needed.
                 check = frontier is None or instant > frontier
-                inserted, later = _store(conn, citation, arguments, start, frontier if check else _UNCHECKED)
+                return _store(conn, citation, arguments, start, frontier if check else _UNCHECKED)
+
+            # The first run finishes its hash and stores on a worker while this thread hands the query's
+            # connection back and finishes the result (_run_and_hash): what follows the fetch overlaps.
+            def first(digest: ResultDigest, seconds: float) -> _Stored:
+                return store(digest, seconds, looked_up.result().frontier)
+
+            try:
+                _, digest, seconds, stored_now = _run_and_hash(
+                    settings, pinned, instant, pinned_release, before_fetch=before_fetch,
+                    then=first,
+                )  # fmt: skip
+            except BaseException as e:
+                checking.result()  # the check's error is the one to report
+                if isinstance(e, _Existing):
+                    existing = looked_up.result().existing
+                    assert existing is not None
+                    _audit(conn, "cite", arguments, f"ok: {citation_id} (existed)", start)
+                    return Made(existing, True, warnings)
+                raise
+            frontier = looked_up.result().frontier
+            for attempt in range(_ATTEMPTS):
+                if attempt:
+                    _, digest, seconds, stored_now = _run_and_hash(settings, pinned, instant, pinned_release)
+                stored, later = stored_now if stored_now is not None else store(digest, seconds, frontier)
                 if later is None:
                     break
                 frontier = later[0]  # a write came in while the query ran (nothing was stored): run again
+                stored_now = None
             else:
                 raise CitationError(
                     f"the prompt catalog changed {_ATTEMPTS} times while the query ran; cite it again"
                 )
-            stored = inserted_citation(inserted, citation)
             new = stored is not None
             if stored is None:  # cited meanwhile by someone else (their audit entry says so): theirs
                 stored = get(conn, citation_id)
@@ -369,6 +376,9 @@ def cite(
     return Made(stored, not new, warnings)
 
 
+_Stored = tuple[Citation | None, tuple[float | None] | None]
+"""What storing a citation gave: the citation stored (None when its identifier existed already or
+nothing was stored), and None, or the latest change in a 1-tuple when it had moved (nothing stored)."""
 _ATTEMPTS = 3
 """Runs of a query whose instant the prompt catalog's writes have not passed yet, while writes come in."""
 
@@ -383,35 +393,35 @@ _UNCHECKED = object()
 def _store(
     conn: psycopg.Connection, citation: Citation, arguments: dict, start: float,
     frontier: float | None | object,
-) -> tuple[psycopg.Cursor, tuple[float | None] | None]:  # fmt: skip
-    """Insert the citation and its audit entry and commit, durably, in one round trip; the INSERT's
-    cursor, and None, or when a prompt write came in since ``frontier`` was read (and nothing was
-    written), the prompt catalog's latest processing time now (in a 1-tuple).
+) -> _Stored:  # fmt: skip
+    """Insert the citation and its audit entry and commit, durably, in one round trip: the citation
+    stored (None when its identifier was there already), and None, or when a prompt write came in
+    since ``frontier`` was read (and nothing was written), the prompt catalog's latest processing time
+    now (in a 1-tuple).
 
     ``frontier``: the latest processing time read before the query ran, or ``_UNCHECKED`` when no
-    prompt write can change the result any more. When given, the lock is taken shared first and the
-    rows are written only if the time is still ``frontier`` (else nothing is, and the caller runs
-    the query again)."""
-    from dpdb.registry.audit import record
-    from dpdb.registry.prompt_log import UNCHANGED_SQL, frontier_after_writers_statement
+    prompt write can change the result any more. When given, the writers' lock is taken shared by a
+    first statement, and a second (a later snapshot, which sees every write committed before the lock)
+    writes the row and the audit entry only if the time is still ``frontier`` (else nothing is, and
+    the caller runs the query again)."""
+    from dpdb.registry.citations import store_statement, stored_citation
+    from dpdb.registry.prompt_log import writers_lock_shared_statement
 
-    outcome = f"ok: {citation.citation_id}"
+    audit = ("cite", arguments, f"ok: {citation.citation_id}", time.monotonic() - start)
     with one_round_trip(conn):
         conn.execute("BEGIN")
         if frontier is _UNCHECKED:
-            inserted = insert_statement(conn, citation)
-            record(conn, "cite", arguments, outcome, time.monotonic() - start)
+            stored = store_statement(conn, citation, audit)
         else:
-            latest = frontier_after_writers_statement(conn)
-            inserted = insert_statement(conn, citation, if_latest=frontier)
-            where = (UNCHANGED_SQL, (frontier,))
-            record(conn, "cite", arguments, outcome, time.monotonic() - start, where=where)
+            writers_lock_shared_statement(conn)
+            stored = store_statement(conn, citation, audit, if_latest=frontier)
         conn.execute("COMMIT")  # durable: the identifier printed survives a crash
+    row = stored.fetchone()
+    assert row is not None
     if frontier is _UNCHECKED:
-        return inserted, None
-    row = latest.fetchone()
-    now = float(row[0]) if row and row[0] is not None else None
-    return inserted, None if now == frontier else (now,)
+        return stored_citation(row, citation), None
+    now = float(row[0]) if row[0] is not None else None
+    return stored_citation(row, citation), None if now == frontier else (now,)
 
 
 def _prepare(
@@ -490,13 +500,16 @@ def _submit(fn: Callable[..., _T], *args: object) -> Future[_T]:
 
 def _run_and_hash(
     settings: Settings, query: str, instant: float, release: str | None, method: str = METHOD,
-    before_fetch: Callable[[], None] | None = None,
-) -> tuple[pa.Table, ResultDigest, float]:  # fmt: skip
-    """The query's rows as of ``instant``, their digest with ``method``, and the seconds both took
-    (``before_fetch``: as :func:`dpdb.query.run_query`).
+    before_fetch: Callable[[], None] | None = None, then: Callable[[ResultDigest, float], _T] | None = None,
+) -> tuple[pa.Table, ResultDigest, float, _T | None]:  # fmt: skip
+    """The query's rows as of ``instant``, their digest with ``method``, the seconds both took
+    (``before_fetch``: as :func:`dpdb.query.run_query`), and what ``then`` gave.
 
     ``dpdb-rowset-v3`` (and ``-v2``) hash each batch on a thread of its own while the next one is
-    fetched; ``dpdb-rowset-v1`` (older citations) needs the whole result first.
+    fetched; ``dpdb-rowset-v1`` (older citations) needs the whole result first. ``then(digest,
+    seconds)`` runs on a worker thread once the last batch is in, while this thread hands the query's
+    connection back (a round trip) and finishes the result: the hash of a one-batch result and a
+    citation's store go on meanwhile. Without a streamed fetch it runs here, after the query.
     """
     start = time.perf_counter()
     # provisional: an instant later than the latest change is final once its citation is stored (every
@@ -505,19 +518,39 @@ def _run_and_hash(
         result = run_query(
             settings, query, as_of=instant, release=release, provisional=True, before_fetch=before_fetch
         )
-        return result, digest_table(result, method), time.perf_counter() - start
+        digest = digest_table(result, method)
+        seconds = time.perf_counter() - start
+        return result, digest, seconds, None if then is None else then(digest, seconds)
     from dpdb.query import STREAM_BATCH_BYTES
 
-    hasher = RowsetHasher(method, threaded=True, inline_below=STREAM_BATCH_BYTES // 2)
+    hasher = RowsetHasher(
+        method, threaded=True, inline_below=STREAM_BATCH_BYTES // 2, defer_small=then is not None
+    )
+    finishing: list[Future] = []
+
+    def finish(names: list[str], schema: pa.Schema) -> tuple[ResultDigest, float, _T | None]:
+        digest = hasher.finish(names, schema)
+        seconds = time.perf_counter() - start
+        return digest, seconds, None if then is None else then(digest, seconds)
+
+    def after_fetch(table: pa.Table) -> None:
+        finishing.append(_submit(finish, table.column_names, table.schema))
+
     try:
         result = run_query(
             settings, query, as_of=instant, release=release, on_batch=hasher.add, provisional=True,
-            before_fetch=before_fetch,
+            before_fetch=before_fetch, after_fetch=after_fetch if then is not None else None,
         )  # fmt: skip
-        digest = hasher.finish(result.column_names, result.schema)
+        digest, seconds, out = (
+            finishing[0].result() if finishing else finish(result.column_names, result.schema)
+        )
+    except BaseException:
+        if finishing:  # never leave the worker writing on a connection the caller goes on using
+            _drain(finishing[0])
+        raise
     finally:
         hasher.close()
-    return result, digest, time.perf_counter() - start
+    return result, digest, seconds, out
 
 
 def _audit(
@@ -709,7 +742,9 @@ def resolve(settings: Settings, reference: str, *, record: bool = True) -> Resol
         try:
             method = _method_of(c)
             if not c.releases:  # nothing to look up while it runs: run here, without a thread hand-off
-                result, found, seconds = _run_and_hash(settings, c.query, c.as_of_mjd_tai, c.release, method)
+                result, found, seconds, _ = _run_and_hash(
+                    settings, c.query, c.as_of_mjd_tai, c.release, method
+                )
                 return _resolved(conn, c, result, found, seconds, [], "database", record, start)
             # The query is run at once, on a worker thread, while the states of the releases it read
             # are looked up: nearly always they are loaded and this run is the one (else it is dropped).
@@ -737,9 +772,11 @@ def resolve(settings: Settings, reference: str, *, record: bool = True) -> Resol
                 raise
             try:
                 if running is not None:
-                    result, found, seconds = running.result()
+                    result, found, seconds, _ = running.result()
                 else:
-                    result, found, seconds = _run_and_hash(settings, query, c.as_of_mjd_tai, release, method)
+                    result, found, seconds, _ = _run_and_hash(
+                        settings, query, c.as_of_mjd_tai, release, method
+                    )
             except QueryError as e:
                 if missing:
                     raise CitationUnavailableError(_advice(c, missing)) from e

@@ -11,7 +11,7 @@ import getpass
 import json
 import logging
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -66,23 +66,24 @@ def audited(settings: Settings, action: str, **arguments: object) -> Iterator[Au
             log.log(level, "could not write the audit log entry of %s: %s", action, first_line(e))
 
 
+AUDIT_COLUMNS = "at, who, action, arguments, outcome, duration_s"
+"""The columns an entry is written with (``at`` the database's ``now()``, then :func:`entry_values`)."""
+
+
+def entry_values(
+    action: str, arguments: Mapping[str, object], outcome: str, seconds: float
+) -> tuple[str, str, str, str, float]:
+    """An entry's values after ``at``: the OS user (``who`` gets ``/`` and the database user appended
+    in SQL), action, arguments as JSON, outcome, duration."""
+    return getpass.getuser(), action, json.dumps(arguments, default=str), outcome, seconds
+
+
 def record(
-    conn: psycopg.Connection, action: str, arguments: Mapping[str, object], outcome: str, seconds: float,
-    *, where: tuple[str, Sequence[object]] | None = None,
-) -> None:  # fmt: skip
-    """Write one audit-log entry (in the caller's transaction); with ``where`` (an SQL condition and its
-    parameters) only if the condition holds when the entry is written."""
-    values = (getpass.getuser(), action, json.dumps(arguments, default=str), outcome, seconds)
-    if where is None:
-        conn.execute(
-            "INSERT INTO dpdb_meta.audit_log (at, who, action, arguments, outcome, duration_s) "
-            "VALUES (now(), %s || '/' || current_user, %s, %s, %s, %s)",
-            values,
-        )
-        return
-    condition, parameters = where
+    conn: psycopg.Connection, action: str, arguments: Mapping[str, object], outcome: str, seconds: float
+) -> None:
+    """Write one audit-log entry (in the caller's transaction)."""
     conn.execute(
-        "INSERT INTO dpdb_meta.audit_log (at, who, action, arguments, outcome, duration_s) "  # noqa: S608
-        f"SELECT now(), %s || '/' || current_user, %s, %s, %s, %s WHERE {condition}",
-        (*values, *parameters),
+        f"INSERT INTO dpdb_meta.audit_log ({AUDIT_COLUMNS}) "  # noqa: S608 - our own column list
+        "VALUES (now(), %s || '/' || current_user, %s, %s, %s, %s)",
+        entry_values(action, arguments, outcome, seconds),
     )

@@ -12,7 +12,7 @@ import datetime as _dt
 import hashlib
 import json
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,8 +32,8 @@ __all__ = [
     "rows",
     "handle_of",
     "insert",
-    "insert_statement",
-    "inserted_citation",
+    "store_statement",
+    "stored_citation",
     "get",
     "Lookup",
     "lookup",
@@ -180,35 +180,69 @@ def insert(conn: psycopg.Connection, c: Citation) -> Citation | None:
 _ANY = object()
 
 
-def insert_statement(
-    conn: psycopg.Connection, c: Citation, *, if_latest: float | None | object = _ANY
-) -> psycopg.Cursor:
-    """Send the INSERT of ``c`` (``ON CONFLICT DO NOTHING``); its cursor gives :func:`inserted_citation`.
-    In pipeline mode it is only queued, so the audit entry and the commit can go with it.
-
-    ``if_latest``: insert only if the latest change (visit, relink, activation) is still this value
-    (:data:`dpdb.registry.prompt_log.UNCHANGED_SQL`; the caller holds the writers' lock shared)."""
-    from .prompt_log import UNCHANGED_SQL
-
-    values = c.to_json()
-    row = (
-        "%(id)s, %(handle)s, %(query)s, %(release)s, %(as_of_mjd_tai)s, %(as_of_utc)s, %(catalogs)s, "
-        "%(tables)s, %(schema_version)s, %(software_version)s, %(row_count)s, %(result_sha256)s, "
-        "%(hash_method)s, %(columns)s, %(title)s, %(creator)s, now(), "
-        "%(created_by)s || '/' || current_user, %(query_seconds)s"
-    )
-    source = f"VALUES ({row})" if if_latest is _ANY else f"SELECT {row} WHERE {UNCHANGED_SQL % '%(latest)s'}"
+def insert_statement(conn: psycopg.Connection, c: Citation) -> psycopg.Cursor:
+    """Send the INSERT of ``c`` (``ON CONFLICT DO NOTHING``); its cursor gives :func:`inserted_citation`."""
     return conn.execute(
-        f"INSERT INTO dpdb_meta.citation ({_COLUMNS}) {source} "  # noqa: S608 - our own column list
+        f"INSERT INTO dpdb_meta.citation ({_COLUMNS}) VALUES ({_ROW}) "  # noqa: S608 - our own column list
         "ON CONFLICT (citation_id) DO NOTHING RETURNING created_at, created_by",
-        {
-            **values,
-            "catalogs": json.dumps(c.catalogs),
-            "tables": json.dumps(c.tables),
-            "columns": json.dumps(c.columns),
-            "latest": None if if_latest is _ANY else if_latest,
-        },
+        _row_values(c),
     )
+
+
+_ROW = (
+    "%(id)s, %(handle)s, %(query)s, %(release)s, %(as_of_mjd_tai)s, %(as_of_utc)s, %(catalogs)s, "
+    "%(tables)s, %(schema_version)s, %(software_version)s, %(row_count)s, %(result_sha256)s, "
+    "%(hash_method)s, %(columns)s, %(title)s, %(creator)s, now(), "
+    "%(created_by)s || '/' || current_user, %(query_seconds)s"
+)
+
+
+def _row_values(c: Citation) -> dict[str, Any]:
+    return {
+        **c.to_json(),
+        "catalogs": json.dumps(c.catalogs),
+        "tables": json.dumps(c.tables),
+        "columns": json.dumps(c.columns),
+    }
+
+
+def store_statement(
+    conn: psycopg.Connection, c: Citation, audit: tuple[str, Mapping[str, object], str, float], *,
+    if_latest: float | None | object = _ANY,
+) -> psycopg.Cursor:  # fmt: skip
+    """Send, as one statement, the INSERT of ``c`` (``ON CONFLICT DO NOTHING``) and its audit-log entry
+    (``audit``: action, arguments, outcome, seconds), both only if the latest change (visit, relink,
+    activation) is still ``if_latest`` (the caller holds the writers' lock shared, taken by an earlier
+    statement of its transaction, so that this one's snapshot sees every write before the lock).
+    Its row, once the pipeline has synced: the latest change now (NULL when not checked), and the
+    stored citation's creation time and user (NULL when nothing was inserted): :func:`stored_citation`.
+    """
+    from .audit import AUDIT_COLUMNS, entry_values
+    from .prompt_log import LATEST_TIME_SQL
+
+    checked = if_latest is not _ANY
+    latest = f"SELECT ({LATEST_TIME_SQL}) AS t" if checked else "SELECT NULL::float8 AS t"
+    ok = "SELECT FROM latest WHERE t IS NOT DISTINCT FROM %(latest)s::float8" if checked else "SELECT"
+    who, action, arguments, outcome, seconds = entry_values(*audit)
+    return conn.execute(
+        f"WITH latest AS ({latest}), ok AS ({ok}), "  # noqa: S608 - our own column lists
+        f"ins AS (INSERT INTO dpdb_meta.citation ({_COLUMNS}) SELECT {_ROW} FROM ok "
+        "ON CONFLICT (citation_id) DO NOTHING RETURNING created_at, created_by), "
+        f"aud AS (INSERT INTO dpdb_meta.audit_log ({AUDIT_COLUMNS}) SELECT now(), %(who)s || '/' || "
+        "current_user, %(action)s, %(arguments)s, %(outcome)s, %(seconds)s FROM ok) "
+        "SELECT (SELECT t FROM latest), (SELECT created_at FROM ins), (SELECT created_by FROM ins)",
+        {
+            **_row_values(c),
+            "latest": if_latest if checked else None,
+            "who": who, "action": action, "arguments": arguments, "outcome": outcome, "seconds": seconds,
+        },
+    )  # fmt: skip
+
+
+def stored_citation(row: tuple, c: Citation) -> Citation | None:
+    """The citation :func:`store_statement` stored (its creation time and user from the database), None
+    when nothing was (the identifier existed already, or the latest change had moved)."""
+    return None if row[1] is None else dataclasses.replace(c, created_at=row[1], created_by=row[2])
 
 
 def inserted_citation(cursor: psycopg.Cursor, c: Citation) -> Citation | None:

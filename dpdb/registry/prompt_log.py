@@ -17,7 +17,7 @@ from psycopg.rows import dict_row
 
 __all__ = [
     "WRITER_LOCK",
-    "frontier_after_writers_statement",
+    "writers_lock_shared_statement",
     "ingested_visits",
     "last_visit",
     "latest_processing_time",
@@ -57,17 +57,11 @@ WRITER_LOCK = "dpdb.prompt.ingest"
 """Transaction advisory lock (``hashtext``) every prompt catalog change holds (dpdb/prompt/order.py)."""
 
 
-def frontier_after_writers_statement(conn: psycopg.Connection) -> psycopg.Cursor:
+def writers_lock_shared_statement(conn: psycopg.Connection) -> None:
     """Queue, in the caller's pipeline and transaction, :data:`WRITER_LOCK` taken shared until the
-    transaction ends (a write in progress is waited for, none starts before the caller commits) and then
-    :data:`LATEST_TIME_SQL`; the returned cursor's row is the latest change once the pipeline has synced
-    (so what the caller queues next goes in the same round trip)."""
+    transaction ends (a write in progress is waited for, none starts before the caller commits); the
+    caller's next statement (a new snapshot) sees every write committed before."""
     conn.execute("SELECT pg_advisory_xact_lock_shared(hashtext(%s))", (WRITER_LOCK,))
-    return conn.execute(LATEST_TIME_SQL)
-
-
-UNCHANGED_SQL = f"({LATEST_TIME_SQL}) IS NOT DISTINCT FROM %s::float8"
-"""SQL condition: the latest change is still the parameter (NULL: nothing written yet)."""
 
 
 def latest_processing_time(conn: psycopg.Connection) -> float | None:
