@@ -70,7 +70,6 @@ def run_query(
     provisional: bool = False,
     on_batch: Callable[[pa.RecordBatch], None] | None = None,
     before_fetch: Callable[[], None] | None = None,
-    after_fetch: Callable[[pa.Table], None] | None = None,
 ) -> pa.Table:
     """Run one read-only SQL statement and return its result with canonical column names.
 
@@ -109,11 +108,6 @@ def run_query(
         caller must have read before the statement's snapshot is taken (a citation waits there
         for the prompt catalog's last write time, read meanwhile on another connection). May be
         called again if the statement is sent again; an exception it raises ends the query.
-    after_fetch
-        With ``on_batch``: called once every batch was handed to ``on_batch``, with the result
-        (canonical column names, no metadata yet), before its connection is handed back (a round
-        trip): a citation finishes its hash and stores itself meanwhile. Not called when the rows
-        are fetched otherwise (then the caller goes on once this function returns).
 
     Returns
     -------
@@ -158,7 +152,7 @@ def run_query(
             text = per_shard
     log.info("query (%s): %s", ", ".join(f"{k}={v}" for k, v in config) or "present", text)
     try:
-        table = _fetch_adbc(settings, text, config, on_batch, before_fetch, after_fetch)
+        table = _fetch_adbc(settings, text, config, on_batch, before_fetch)
     except _AdbcCannot as e:
         log.info("ADBC cannot fetch this result (%s); fetching it with psycopg", e)
         table = _fetch_psycopg(settings, text, config, before_fetch)
@@ -409,21 +403,20 @@ def _server_message(message: str) -> str:
 
 _Sink = Callable[[pa.RecordBatch], None] | None
 _Hook = Callable[[], None] | None
-_Done = Callable[[pa.Table], None] | None
 
 
 def _fetch_adbc(
     settings: Settings, text: str, config: list[tuple[str, str]], on_batch: _Sink = None,
-    before_fetch: _Hook = None, after_fetch: _Done = None,
+    before_fetch: _Hook = None,
 ) -> pa.Table:  # fmt: skip
     """Fetch through a pooled ADBC connection; once more on a new one if the pooled one was dead
     (a server restart, or a session ended by the server while it waited in the pool)."""
     try:
-        return _fetch_adbc_once(settings, text, config, on_batch, before_fetch, after_fetch)
+        return _fetch_adbc_once(settings, text, config, on_batch, before_fetch)
     except _StaleConnection:
         pass
     try:
-        return _fetch_adbc_once(settings, text, config, on_batch, before_fetch, after_fetch)
+        return _fetch_adbc_once(settings, text, config, on_batch, before_fetch)
     except _StaleConnection as e:
         raise QueryError(f"query failed: {_server_message(str(e.__cause__))}") from e.__cause__
 
@@ -440,7 +433,7 @@ CPU per million rows, benchmarks/README.md)."""
 
 def _fetch_adbc_once(
     settings: Settings, text: str, config: list[tuple[str, str]], on_batch: _Sink = None,
-    before_fetch: _Hook = None, after_fetch: _Done = None,
+    before_fetch: _Hook = None,
 ) -> pa.Table:  # fmt: skip
     fresh = True
     try:
@@ -462,10 +455,7 @@ def _fetch_adbc_once(
             if on_batch is None:
                 table = cur.fetch_arrow_table()
             else:
-                streamed = _stream(cur.fetch_record_batch(), on_batch)
-                if after_fetch is not None:
-                    after_fetch(_canonical(streamed))
-                return streamed
+                return _stream(cur.fetch_record_batch(), on_batch)
     except adbc_driver_manager.Error as e:
         message = str(e)
         if fresh and isinstance(e, adbc_driver_manager.OperationalError):

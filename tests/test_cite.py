@@ -648,13 +648,9 @@ def _recipe(parquet: Path | None = None) -> dict:
 _RECIPE = _recipe()
 
 
-def _hash_streamed(arrow: pa.Table, sizes: list[int], mode: str) -> tuple[str, bool]:
-    """The v3 hash fed as batches of the given sizes (the rest in one), and whether it streamed;
-    ``mode``: on the caller, on a thread, or (``deferred``) a small first batch kept for finish()."""
-    deferred = mode == "deferred"
-    hasher = RowsetHasher(
-        threaded=mode != "caller", inline_below=1 << 20 if deferred else 0, defer_small=deferred
-    )
+def _hash_streamed(arrow: pa.Table, sizes: list[int], threaded: bool) -> tuple[str, bool]:
+    """The v3 hash fed as batches of the given sizes (the rest in one), and whether it streamed."""
+    hasher = RowsetHasher(threaded=threaded)
     start = 0
     for size in [*sizes, arrow.num_rows]:
         for batch in arrow.slice(start, size).to_batches():
@@ -666,12 +662,9 @@ def _hash_streamed(arrow: pa.Table, sizes: list[int], mode: str) -> tuple[str, b
 
 
 @hsettings(max_examples=150, deadline=None)
-@given(
-    _tables(), st.randoms(), st.lists(st.integers(0, 5), max_size=4),
-    st.sampled_from(["caller", "threaded", "deferred"]),
-)  # fmt: skip
+@given(_tables(), st.randoms(), st.lists(st.integers(0, 5), max_size=4), st.booleans())
 def test_fast_hash_matches_the_reference_and_ignores_row_order(
-    table: tuple[list[tuple[str, str]], list[tuple]], rnd: random.Random, sizes: list[int], mode: str
+    table: tuple[list[tuple[str, str]], list[tuple]], rnd: random.Random, sizes: list[int], threaded: bool
 ) -> None:
     columns, rows = table
     arrow = pa.table(
@@ -690,11 +683,11 @@ def test_fast_hash_matches_the_reference_and_ignores_row_order(
     assert _RECIPE["rowset"](arrow, columns) == v3  # the documented recipe, without dpdb
     assert _RECIPE["rowset"](arrow, columns, METHOD_V2) == digest_table(arrow, METHOD_V2).sha256
     # streamed in batches of any size, in the query's order or in the canonical one
-    assert _hash_streamed(arrow, sizes, mode)[0] == v3
+    assert _hash_streamed(arrow, sizes, threaded)[0] == v3
     ordered = pa.Table.from_pylist(
         [dict(zip(arrow.column_names, r, strict=True)) for r in _canonical_rows(columns, rows)], arrow.schema
     )
-    hashed, streamed = _hash_streamed(ordered, sizes, mode)
+    hashed, streamed = _hash_streamed(ordered, sizes, threaded)
     assert hashed == v3
     key = next((k for k, (_, tag) in enumerate(columns) if tag != "null"), None)
     if key is not None and ordered.num_rows and columns[key][1] != "float64":

@@ -313,9 +313,24 @@ def cite(
                 if looked_up.result().existing is not None:
                     raise _Existing()
 
-            def store(digest: ResultDigest, seconds: float, frontier: float | None) -> _Stored:
-                template = checking.result()
-                assert template is not None
+            try:
+                _, digest, seconds = _run_and_hash(
+                    settings, pinned, instant, pinned_release, before_fetch=before_fetch
+                )
+            except BaseException as e:
+                template = checking.result()  # the check's error is the one to report
+                if isinstance(e, _Existing):
+                    existing = looked_up.result().existing
+                    assert existing is not None
+                    _audit(conn, "cite", arguments, f"ok: {citation_id} (existed)", start)
+                    return Made(existing, True, warnings)
+                raise
+            template = checking.result()
+            assert template is not None
+            frontier = looked_up.result().frontier
+            for attempt in range(_ATTEMPTS):
+                if attempt:
+                    _, digest, seconds = _run_and_hash(settings, pinned, instant, pinned_release)
                 citation = dataclasses.replace(
                     template,
                     row_count=digest.rows,
@@ -333,35 +348,10 @@ def cite(
                 # way the citation row, its audit entry and the commit go in one round trip (pipeline
                 # mode), with the lock and the check when needed.
                 check = frontier is None or instant > frontier
-                return _store(conn, citation, arguments, start, frontier if check else _UNCHECKED)
-
-            # The first run finishes its hash and stores on a worker while this thread hands the query's
-            # connection back and finishes the result (_run_and_hash): what follows the fetch overlaps.
-            def first(digest: ResultDigest, seconds: float) -> _Stored:
-                return store(digest, seconds, looked_up.result().frontier)
-
-            try:
-                _, digest, seconds, stored_now = _run_and_hash(
-                    settings, pinned, instant, pinned_release, before_fetch=before_fetch,
-                    then=first,
-                )  # fmt: skip
-            except BaseException as e:
-                checking.result()  # the check's error is the one to report
-                if isinstance(e, _Existing):
-                    existing = looked_up.result().existing
-                    assert existing is not None
-                    _audit(conn, "cite", arguments, f"ok: {citation_id} (existed)", start)
-                    return Made(existing, True, warnings)
-                raise
-            frontier = looked_up.result().frontier
-            for attempt in range(_ATTEMPTS):
-                if attempt:
-                    _, digest, seconds, stored_now = _run_and_hash(settings, pinned, instant, pinned_release)
-                stored, later = stored_now if stored_now is not None else store(digest, seconds, frontier)
+                stored, later = _store(conn, citation, arguments, start, frontier if check else _UNCHECKED)
                 if later is None:
                     break
                 frontier = later[0]  # a write came in while the query ran (nothing was stored): run again
-                stored_now = None
             else:
                 raise CitationError(
                     f"the prompt catalog changed {_ATTEMPTS} times while the query ran; cite it again"
@@ -500,16 +490,13 @@ def _submit(fn: Callable[..., _T], *args: object) -> Future[_T]:
 
 def _run_and_hash(
     settings: Settings, query: str, instant: float, release: str | None, method: str = METHOD,
-    before_fetch: Callable[[], None] | None = None, then: Callable[[ResultDigest, float], _T] | None = None,
-) -> tuple[pa.Table, ResultDigest, float, _T | None]:  # fmt: skip
-    """The query's rows as of ``instant``, their digest with ``method``, the seconds both took
-    (``before_fetch``: as :func:`dpdb.query.run_query`), and what ``then`` gave.
+    before_fetch: Callable[[], None] | None = None,
+) -> tuple[pa.Table, ResultDigest, float]:  # fmt: skip
+    """The query's rows as of ``instant``, their digest with ``method``, and the seconds both took
+    (``before_fetch``: as :func:`dpdb.query.run_query`).
 
     ``dpdb-rowset-v3`` (and ``-v2``) hash each batch on a thread of its own while the next one is
-    fetched; ``dpdb-rowset-v1`` (older citations) needs the whole result first. ``then(digest,
-    seconds)`` runs on a worker thread once the last batch is in, while this thread hands the query's
-    connection back (a round trip) and finishes the result: the hash of a one-batch result and a
-    citation's store go on meanwhile. Without a streamed fetch it runs here, after the query.
+    fetched; ``dpdb-rowset-v1`` (older citations) needs the whole result first.
     """
     start = time.perf_counter()
     # provisional: an instant later than the latest change is final once its citation is stored (every
@@ -518,39 +505,19 @@ def _run_and_hash(
         result = run_query(
             settings, query, as_of=instant, release=release, provisional=True, before_fetch=before_fetch
         )
-        digest = digest_table(result, method)
-        seconds = time.perf_counter() - start
-        return result, digest, seconds, None if then is None else then(digest, seconds)
+        return result, digest_table(result, method), time.perf_counter() - start
     from dpdb.query import STREAM_BATCH_BYTES
 
-    hasher = RowsetHasher(
-        method, threaded=True, inline_below=STREAM_BATCH_BYTES // 2, defer_small=then is not None
-    )
-    finishing: list[Future] = []
-
-    def finish(names: list[str], schema: pa.Schema) -> tuple[ResultDigest, float, _T | None]:
-        digest = hasher.finish(names, schema)
-        seconds = time.perf_counter() - start
-        return digest, seconds, None if then is None else then(digest, seconds)
-
-    def after_fetch(table: pa.Table) -> None:
-        finishing.append(_submit(finish, table.column_names, table.schema))
-
+    hasher = RowsetHasher(method, threaded=True, inline_below=STREAM_BATCH_BYTES // 2)
     try:
         result = run_query(
             settings, query, as_of=instant, release=release, on_batch=hasher.add, provisional=True,
-            before_fetch=before_fetch, after_fetch=after_fetch if then is not None else None,
+            before_fetch=before_fetch,
         )  # fmt: skip
-        digest, seconds, out = (
-            finishing[0].result() if finishing else finish(result.column_names, result.schema)
-        )
-    except BaseException:
-        if finishing:  # never leave the worker writing on a connection the caller goes on using
-            _drain(finishing[0])
-        raise
+        digest = hasher.finish(result.column_names, result.schema)
     finally:
         hasher.close()
-    return result, digest, seconds, out
+    return result, digest, time.perf_counter() - start
 
 
 def _audit(
@@ -742,9 +709,7 @@ def resolve(settings: Settings, reference: str, *, record: bool = True) -> Resol
         try:
             method = _method_of(c)
             if not c.releases:  # nothing to look up while it runs: run here, without a thread hand-off
-                result, found, seconds, _ = _run_and_hash(
-                    settings, c.query, c.as_of_mjd_tai, c.release, method
-                )
+                result, found, seconds = _run_and_hash(settings, c.query, c.as_of_mjd_tai, c.release, method)
                 return _resolved(conn, c, result, found, seconds, [], "database", record, start)
             # The query is run at once, on a worker thread, while the states of the releases it read
             # are looked up: nearly always they are loaded and this run is the one (else it is dropped).
@@ -772,11 +737,9 @@ def resolve(settings: Settings, reference: str, *, record: bool = True) -> Resol
                 raise
             try:
                 if running is not None:
-                    result, found, seconds, _ = running.result()
+                    result, found, seconds = running.result()
                 else:
-                    result, found, seconds, _ = _run_and_hash(
-                        settings, query, c.as_of_mjd_tai, release, method
-                    )
+                    result, found, seconds = _run_and_hash(settings, query, c.as_of_mjd_tai, release, method)
             except QueryError as e:
                 if missing:
                     raise CitationUnavailableError(_advice(c, missing)) from e

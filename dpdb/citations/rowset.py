@@ -121,10 +121,7 @@ class RowsetHasher:
     Call :meth:`add` with every batch in the order they come, then :meth:`finish`.
     """
 
-    def __init__(
-        self, method: str = METHOD, *, threaded: bool = False, inline_below: int = 0,
-        defer_small: bool = False,
-    ) -> None:  # fmt: skip
+    def __init__(self, method: str = METHOD, *, threaded: bool = False, inline_below: int = 0) -> None:
         if check_method(method) == METHOD_V1:
             raise ValueError(f"{METHOD_V1} cannot be computed batch by batch (digest_table_v1)")
         self._method = method
@@ -140,8 +137,6 @@ class RowsetHasher:
         self._error: BaseException | None = None
         self._threaded = threaded
         self._inline_below = inline_below
-        self._defer_small = defer_small
-        self._deferred: pa.RecordBatch | None = None  # a small first batch, hashed by finish()
 
     @property
     def streaming(self) -> bool:
@@ -157,12 +152,7 @@ class RowsetHasher:
         Threaded, a first batch of fewer than ``inline_below`` bytes is hashed at once, by the caller:
         a batch smaller than the fetch's batch size is the whole result, and a thread woken for it
         costs more than it saves on a busy machine (the wake-up, not the hashing:
-        benchmarks/README.md). Any other batch starts the thread. With ``defer_small`` such a first
-        batch is only kept, and hashed by :meth:`finish` (or before a second batch): the caller can
-        then hash a one-batch result on another thread of its own, while it finishes the fetch."""
-        if self._deferred is not None:  # a second batch: the first was not the whole result
-            first, self._deferred = self._deferred, None
-            self._add(first)
+        benchmarks/README.md). Any other batch starts the thread."""
         if self._queue is not None:
             self._queue.put(batch)
         elif self._threaded and (self._schema is not None or batch.nbytes >= self._inline_below):
@@ -170,8 +160,6 @@ class RowsetHasher:
             self._queue.put(batch)
             self._thread = threading.Thread(target=self._work, name="dpdb-rowset", daemon=True)
             self._thread.start()
-        elif self._defer_small and self._schema is None:
-            self._deferred = batch
         else:
             self._add(batch)
 
@@ -252,9 +240,6 @@ class RowsetHasher:
         self.close()
         if self._error is not None:
             raise self._error
-        if self._deferred is not None:
-            first, self._deferred = self._deferred, None
-            self._add(first)
         if self._schema is None:
             self._start(schema if schema is not None else pa.schema([]))
         assert self._schema is not None
