@@ -31,7 +31,6 @@ __all__ = [
     "make_id",
     "rows",
     "handle_of",
-    "insert",
     "store_statement",
     "stored_citation",
     "get",
@@ -171,22 +170,7 @@ def _from_row(row: dict[str, Any]) -> Citation:
     return Citation(**values)
 
 
-def insert(conn: psycopg.Connection, c: Citation) -> Citation | None:
-    """Store ``c`` unless its identifier is already there; the stored citation when it was new
-    (with the database's creation time), None when it existed."""
-    return inserted_citation(insert_statement(conn, c), c)
-
-
 _ANY = object()
-
-
-def insert_statement(conn: psycopg.Connection, c: Citation) -> psycopg.Cursor:
-    """Send the INSERT of ``c`` (``ON CONFLICT DO NOTHING``); its cursor gives :func:`inserted_citation`."""
-    return conn.execute(
-        f"INSERT INTO dpdb_meta.citation ({_COLUMNS}) VALUES ({_ROW}) "  # noqa: S608 - our own column list
-        "ON CONFLICT (citation_id) DO NOTHING RETURNING created_at, created_by",
-        _row_values(c),
-    )
 
 
 _ROW = (
@@ -243,13 +227,6 @@ def stored_citation(row: tuple, c: Citation) -> Citation | None:
     """The citation :func:`store_statement` stored (its creation time and user from the database), None
     when nothing was (the identifier existed already, or the latest change had moved)."""
     return None if row[1] is None else dataclasses.replace(c, created_at=row[1], created_by=row[2])
-
-
-def inserted_citation(cursor: psycopg.Cursor, c: Citation) -> Citation | None:
-    """The citation :func:`insert_statement` stored (its creation time and user from the database),
-    None when the identifier existed already."""
-    row = cursor.fetchone()
-    return None if row is None else dataclasses.replace(c, created_at=row[0], created_by=row[1])
 
 
 def get(conn: psycopg.Connection, citation_id: str) -> Citation | None:
