@@ -223,7 +223,7 @@ def store_statement(
     )  # fmt: skip
 
 
-def stored_citation(row: tuple, c: Citation) -> Citation | None:
+def stored_citation(row: tuple[Any, ...], c: Citation) -> Citation | None:
     """The citation :func:`store_statement` stored (its creation time and user from the database), None
     when nothing was (the identifier existed already, or the latest change had moved)."""
     return None if row[1] is None else dataclasses.replace(c, created_at=row[1], created_by=row[2])
