@@ -737,6 +737,7 @@ async def _run_prepared_async(
                 await cur.execute(_execute_sql(name, prepared))
                 await conn.execute(b"ROLLBACK")
             started = True
+            log.debug("TAP kept shape executed as %s", name)
             state = await state_cur.fetchone()
             if direct is not None and state is not None and state[-3] is not None:
                 made = direct(float(state[-3]), state[-2], state[-1], cur.pgresult)
