@@ -682,14 +682,19 @@ def _plan_nodes(plan: dict) -> list[tuple]:
     return out
 
 
-async def _same_plans(conn: psycopg.AsyncConnection, name: str, prepared: Any) -> bool:
-    """Whether the generic plan of the prepared ``name`` uses the nodes PostgreSQL plans for its values."""
+async def _same_plans(conn: psycopg.AsyncConnection, name: str, prepared: Any, state: bytes) -> bool:
+    """Whether the generic plan of the prepared ``name`` uses the nodes PostgreSQL plans for its values
+    (each planned in the query's transaction, under the reader limits of the ``state`` statement)."""
     plans = []
     for mode in ("force_generic_plan", "force_custom_plan"):
-        async with conn.transaction():
+        await conn.execute(_BEGIN)
+        try:
+            await conn.execute(state)
             await conn.execute(f"SET LOCAL plan_cache_mode = {mode}".encode())
             cur = await conn.execute(b"EXPLAIN (FORMAT JSON, COSTS OFF) " + _execute_sql(name, prepared))
             row = await cur.fetchone()
+        finally:
+            await conn.execute(b"ROLLBACK")
         plans.append(_plan_nodes(row[0][0]["Plan"]))
     return plans[0] == plans[1]
 
@@ -718,7 +723,8 @@ async def _run_prepared_async(
                 await conn.execute(_prepare_sql(name, prepared))
                 names[key] = name
                 if judged not in _generic_ok:
-                    ok = await _same_plans(conn, name, prepared)
+                    checked_under = _state_text(state_sql, tuple(params.items()))
+                    ok = await _same_plans(conn, name, prepared, checked_under)
                     _generic_ok[judged] = ok
                     while len(_generic_ok) > 4096:
                         _generic_ok.popitem(last=False)
