@@ -753,6 +753,7 @@ async def _run_prepared_async(
         except psycopg.Error as e:
             if not isinstance(e, psycopg.OperationalError) and e.sqlstate in _REPREPARE:
                 names.pop(key, None)
+                _generic_ok.pop(judged, None)  # what it reads changed: its plans are compared again
                 log.info("TAP prepared shape statement dropped (%s): %s", e.sqlstate, prepared.text)
                 with contextlib.suppress(psycopg.Error):
                     if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
