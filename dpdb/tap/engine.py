@@ -79,6 +79,10 @@ _FROM = (
     "                   ORDER BY activation_id DESC LIMIT 1) a ON true"
 )
 _STATE = f"SELECT {_LIMITS} s.instant, a.name AS current, a.previous {_FROM}"
+_STATE_GENERIC = f"SELECT set_config('plan_cache_mode', 'force_generic_plan', true) AS pc, {_LIMITS} " \
+    f"s.instant, a.name AS current, a.previous {_FROM}"
+"""The state statement of a prepared kept shape (``_run_prepared_async``): also sets, for its transaction
+only, that prepared statements run with their generic plan."""
 _STATE_AS_OF = (
     f"SELECT {_LIMITS} set_config('dpdb.as_of', s.instant::text, true) AS asof, "
     f"set_config('search_path', %(path)s, true) AS sp, s.instant, a.name AS current, a.previous {_FROM} "
@@ -352,7 +356,7 @@ def one_statement(text: str) -> bool:
     return bool(tokens) and not any(t.token_type == TokenType.SEMICOLON or t.comments for t in tokens)
 
 
-_PREPARED = {_STATE: "dpdb_state", _STATE_AS_OF: "dpdb_state_as_of"}
+_PREPARED = {_STATE: "dpdb_state", _STATE_AS_OF: "dpdb_state_as_of", _STATE_GENERIC: "dpdb_state_generic"}
 """The state statements, prepared by name on each kept connection when it opens (``_PREPARE_STATES``)
 and run with ``EXECUTE``: planned once per connection. psycopg's own prepared statements are off on
 these connections (``prepare_threshold = None``): psycopg deallocates every prepared statement of a
@@ -645,8 +649,6 @@ _USE_PREPARED = True
 """Off: kept shapes are planned per query (measurements)."""
 _PREPARED_MAX = 64
 """Prepared shape statements kept per connection (least recently used deallocated)."""
-_GENERIC = "SELECT set_config('plan_cache_mode', 'force_generic_plan', true) AS pc"
-"""Sent after the state statement in the query's transaction: the generic plan for this transaction only."""
 _UNPREPARED = object()
 """What :func:`_run_prepared_async` returns when the query must run the other way."""
 _REPREPARE = frozenset({"26000", "0A000", "42P01", "42703", "42883", "3F000"})
@@ -734,12 +736,10 @@ async def _run_prepared_async(
                         await conn.execute(f"DEALLOCATE {name}".encode())
                         return _UNPREPARED
             state_cur = conn.cursor()
-            mode_cur = conn.cursor()
             cur = conn.cursor(binary=True)
             async with conn.pipeline():  # one round trip, one snapshot (as _message)
                 await conn.execute(_BEGIN)
-                await state_cur.execute(_state_text(state_sql, tuple(params.items())))
-                await mode_cur.execute(_GENERIC.encode())
+                await state_cur.execute(_state_text(_STATE_GENERIC, tuple(params.items())))
                 await cur.execute(_execute_sql(name, prepared))
                 await conn.execute(b"ROLLBACK")
             started = True
