@@ -8,6 +8,9 @@ row's pixel), like its pixel column an implementation table built here in code
 from the felis table (docs/architecture.md), and kept by the statement-level
 triggers of ``sql/keymap.sql`` on every insert, delete, update and truncate,
 whatever path writes (``dpdb load``, prompt ingest, relink, release restore).
+A release loaded with deferred indexes checks its keys in memory instead and leaves
+its maps empty, deferred: the first later write fills a map from its table
+(dpdb/lifecycle/bulk.py, etl/heldkeys.py).
 
 Chosen by measurement (issue 19, benchmarks/README.md): checking a file's
 300,000 keys against 600,000 rows in 48 partitions with an anti-join took
@@ -42,6 +45,7 @@ __all__ = [
     "key_columns",
     "create_triggers",
     "drop_triggers",
+    "fill_statement",
 ]
 
 log = logging.getLogger(__name__)
@@ -108,6 +112,14 @@ def _create(conn: psycopg.Connection, catalog: str, table: Table, keymap: Table)
         )
     )
     create_triggers(conn, catalog, table.name, keys)
+
+
+def fill_statement(catalog: str, table: str, keys: list[str]) -> str:
+    """The statement that fills the key map of ``catalog.table`` if it is deferred (empty while the
+    table holds rows: a release whose keys were checked when it loaded, dpdb/lifecycle/bulk.py), for a
+    writer that writes the map itself instead of through the triggers (etl/partitions.py)."""
+    args = ", ".join("'" + v.replace("'", "''") + "'" for v in (catalog, table, ",".join(keys)))
+    return f"SELECT dpdb_meta.keymap_fill({args})"
 
 
 TRIGGER_EVENTS = ("insert", "delete", "update", "truncate")

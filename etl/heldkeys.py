@@ -1,21 +1,22 @@
-"""A release's keys held in memory while its files stream, for the key maps built afterwards.
+"""A release's keys held in memory while its files stream, to check them once the files are in.
 
-A release loaded with deferred indexes (dpdb/lifecycle/bulk.py) gives each key map
-(dpdb/keymap.py) its unique key after the files are in. Measured on a 10M-row
-release (benchmarks/README.md), the maps cost 19 % of the load when every file
-COPYed its keys into the unkeyed map in its own transaction and the map's unique
-key then sorted them: the COPY ran while both cores were busy streaming, the key's
-sort repeated one the loader had already done. Instead each file's keys, which the
-ETL sorts anyway to refuse a key repeated within the file (etl/validate.py), are kept
-here after the file commits (8 bytes per key column and row). The build COPYs each
-map's keys in key order into a map truncated in the same transaction (``FREEZE``:
-the rows are written frozen and all-visible, with one WAL record per page) and the
-unique key is then built from presorted rows; this runs beside the final attach of
-the partitions' indexes, when one core is idle. A key repeated in two files is adjacent
-in that order, so it fails the unique key exactly as before.
+A release loaded with deferred indexes (dpdb/lifecycle/bulk.py) checks that each
+partitioned table's keys are unique across its partitions (the job of its key map,
+dpdb/keymap.py) after the files are in. Each file's keys, which the ETL sorts anyway to
+refuse a key repeated within the file (etl/validate.py), are kept here after the file
+commits (8 bytes per key column and row). The build merges each table's files into
+key order and looks for two equal neighbours (:func:`first_repeat`): a key repeated in
+two files or two partitions refuses the release. The maps stay empty ("deferred"): the
+first later statement that writes a key into the table fills its map from the table
+(``keymap_fill`` of sql/keymap.sql). Measured on a 10M-row release (benchmarks/README.md):
+writing the maps during the load (a COPY of the keys, a unique index, their WAL and its
+archiving, ~0.55 CPU-µs per key) cost 19 % of the load rate; the check in memory costs
+the sort of keys that are already sorted per file.
 
 Memory is bounded: beyond ``HELD_KEY_BYTES`` a file COPYs its keys into the map in
-its own transaction, as before. A resumed load refills the maps from the tables.
+its own transaction, and the build then COPYs the held rest into the map and gives it
+its unique key (the repeat check of that case). A resumed load refills the maps from
+the tables.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 import psycopg
 from psycopg import sql
 
-__all__ = ["HELD_KEY_BYTES", "HeldKeys", "copy_keys", "sorted_by_key"]
+__all__ = ["HELD_KEY_BYTES", "HeldKeys", "copy_keys", "first_repeat", "sorted_by_key"]
 
 HELD_KEY_BYTES = 1 << 30
 """Keys held in memory for a whole release load (1 GiB: some 40M rows of a 3-column map)."""
@@ -106,6 +107,19 @@ def sorted_by_key(columns: list[np.ndarray]) -> list[np.ndarray]:
         return columns
     order = np.lexsort(keys[::-1])
     return [c[order] for c in columns]
+
+
+def first_repeat(columns: list[np.ndarray]) -> tuple[object, ...] | None:
+    """The first key (values of the key columns) held twice in ``columns`` (key columns, then the
+    pixel, sorted by key: :meth:`HeldKeys.take`), or None if every key is held once."""
+    keys = columns[:-1]
+    if len(keys[0]) < 2:
+        return None
+    tied = np.ones(len(keys[0]) - 1, dtype=bool)
+    for k in keys:
+        tied &= k[1:] == k[:-1]
+    at = np.flatnonzero(tied)
+    return tuple(k[at[0]].item() for k in keys) if len(at) else None
 
 
 def copy_keys(

@@ -26,7 +26,7 @@ import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from dpdb.keymap import map_name
+from dpdb.keymap import MAP_PREFIX, fill_statement, map_name
 from dpdb.model.layout import PIXEL_COLUMN
 
 __all__ = [
@@ -169,6 +169,10 @@ class PartitionWriter:
 
     def __post_init__(self) -> None:
         self._keys = KeyMapWriter(self.target.catalog, self.target.keymap, self.target.map_columns)
+        # A deferred map is filled from the table first, before this file's rows are in it.
+        table = self.target.keymap.removeprefix(MAP_PREFIX)
+        self.cur.execute(fill_statement(self.target.catalog, table, list(self.target.map_columns[:-1])))
+        self.cur.fetchall()
 
     @property
     def keymap_seconds(self) -> float:

@@ -8,12 +8,47 @@
 -- any partition, violates the map's primary key and the whole statement fails.
 -- TG_ARGV[0] is the comma-separated list of key columns. SECURITY DEFINER: whoever may
 -- write the table keeps its map, without rights on the map itself.
+--
+-- A map may be deferred: empty while its table holds rows. A release loaded with deferred
+-- indexes checks its keys once, in memory, when it loads (dpdb/lifecycle/bulk.py) and leaves
+-- its maps empty; the first statement that then writes a key into the table fills the map
+-- from the whole table first (keymap_fill), so a repeat of any key held is refused as ever.
+
+-- Fill the deferred map of sch.tbl from the table (its rows as this statement sees them,
+-- the calling statement's own included) and return true; return false, doing nothing, if
+-- the map holds keys or the table holds no row. Concurrent fillers queue on the map's lock
+-- and the later ones find it filled.
+CREATE OR REPLACE FUNCTION dpdb_meta.keymap_fill(sch text, tbl text, keys text) RETURNS boolean
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    cols text := (SELECT string_agg(quote_ident(c), ', ') FROM unnest(string_to_array(keys, ',')) c);
+    map text := format('%I.%I', sch, '_keys_' || tbl);
+    deferred text := format('SELECT NOT EXISTS (SELECT 1 FROM %s) AND EXISTS (SELECT 1 FROM %I.%I)',
+                            map, sch, tbl);
+    yes boolean;
+BEGIN
+    EXECUTE deferred INTO yes;
+    IF NOT yes THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('LOCK TABLE %s IN SHARE ROW EXCLUSIVE MODE', map);
+    EXECUTE deferred INTO yes;  -- a new snapshot: another filler may have committed meanwhile
+    IF NOT yes THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('INSERT INTO %s (%s, _healpix_29) SELECT %s, _healpix_29 FROM %I.%I',
+                   map, cols, cols, sch, tbl);
+    RETURN true;
+END $$;
 
 CREATE OR REPLACE FUNCTION dpdb_meta.keymap_insert() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     cols text := (SELECT string_agg(quote_ident(c), ', ') FROM unnest(string_to_array(TG_ARGV[0], ',')) c);
 BEGIN
+    IF dpdb_meta.keymap_fill(TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV[0]) THEN
+        RETURN NULL;  -- the map was deferred: now filled, these rows included
+    END IF;
     EXECUTE format('INSERT INTO %I.%I (%s, _healpix_29) SELECT %s, _healpix_29 FROM new_rows',
                    TG_TABLE_SCHEMA, '_keys_' || TG_TABLE_NAME, cols, cols);
     RETURN NULL;
@@ -50,7 +85,7 @@ BEGIN
     EXECUTE format('SELECT EXISTS (SELECT 1 FROM old_rows o WHERE NOT EXISTS '
                    '(SELECT 1 FROM new_rows n WHERE %s AND n._healpix_29 = o._healpix_29))', no)
         INTO changed;
-    IF NOT changed THEN
+    IF NOT changed OR dpdb_meta.keymap_fill(TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_ARGV[0]) THEN
         RETURN NULL;
     END IF;
     EXECUTE format('DELETE FROM %s m USING old_rows o WHERE %s AND m._healpix_29 = o._healpix_29 '
@@ -70,4 +105,10 @@ BEGIN
 END $$;
 
 REVOKE ALL ON FUNCTION dpdb_meta.keymap_insert(), dpdb_meta.keymap_delete(), dpdb_meta.keymap_update(),
-    dpdb_meta.keymap_truncate() FROM PUBLIC;
+    dpdb_meta.keymap_truncate(), dpdb_meta.keymap_fill(text, text, text) FROM PUBLIC;
+-- A file load that writes a map itself (etl/partitions.py) fills a deferred one first.
+DO $$ BEGIN
+    IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'dpdb_loader') THEN
+        GRANT EXECUTE ON FUNCTION dpdb_meta.keymap_fill(text, text, text) TO dpdb_loader;
+    END IF;
+END $$;

@@ -12,7 +12,8 @@ from test_bulk_load import assert_complete
 from dpdb.config import Settings
 from dpdb.db import conninfo
 from dpdb.etl import heldkeys
-from dpdb.etl.heldkeys import sorted_by_key
+from dpdb.etl.heldkeys import first_repeat, sorted_by_key
+from dpdb.keymap import fill_statement
 from dpdb.lifecycle.load import load_release
 from dpdb.model.felis import latest_version
 from dpdb.processing.release import produce
@@ -47,7 +48,8 @@ def bulk_load(rsettings: Settings, root: Path) -> Settings:
     return bulk
 
 
-def test_held_keys_fill_the_maps_frozen_in_key_order(rsettings: Settings, tmp_path: Path) -> None:
+def test_held_keys_are_checked_and_the_maps_deferred(rsettings: Settings, tmp_path: Path) -> None:
+    """Every file's keys held: checked in memory, each map left empty until a write fills it whole."""
     root = tmp_path / "dr1"
     produce(root, "dr1", objects=800, nights=2, partition_order=3)
     bulk = bulk_load(rsettings, root)
@@ -55,22 +57,12 @@ def test_held_keys_fill_the_maps_frozen_in_key_order(rsettings: Settings, tmp_pa
     assert result.keymap_seconds > 0 and result.keymap_load_seconds == 0  # every file's keys held
     assert_complete(bulk, "dr1")
     with psycopg.connect(conninfo(bulk), autocommit=True) as conn:
-        maps_equal_tables(conn, "dr1")
         for table, keys in MAPS.items():
-            # COPY ... FREEZE into the map truncated in the same transaction: every page all-visible
-            conn.execute(f"ANALYZE dr1._keys_{table}")
-            pages, visible = conn.execute(
-                "SELECT relpages, relallvisible FROM pg_class WHERE oid = %s::regclass",
-                (f"dr1._keys_{table}",),
-            ).fetchone()  # type: ignore[misc]
-            assert pages > 0 and visible == pages, table
-            # written in key order: the heap's order is the key's
-            order = ", ".join(keys)
-            unsorted = conn.execute(
-                f"SELECT count(*) FROM (SELECT ({order}) < lag(({order})) OVER (ORDER BY ctid) AS back "
-                f"FROM dr1._keys_{table}) x WHERE back"
-            ).fetchone()[0]  # type: ignore[index]
-            assert unsorted == 0, table
+            assert conn.execute(f"SELECT count(*) FROM dr1._keys_{table}").fetchone() == (0,), table
+            filled = conn.execute(fill_statement("dr1", table, keys)).fetchone()
+            assert filled == (True,), table
+            assert conn.execute(fill_statement("dr1", table, keys)).fetchone() == (False,), table  # once
+        maps_equal_tables(conn, "dr1")
 
 
 def test_keys_without_room_are_copied_by_their_files(
@@ -86,6 +78,9 @@ def test_keys_without_room_are_copied_by_their_files(
     assert result.keymap_load_seconds > 0
     assert_complete(bulk, "dr1")
     with psycopg.connect(conninfo(bulk)) as conn:
+        # a table with a file that spilled has its map filled and keyed; the others' maps are deferred
+        filled = {t: conn.execute(fill_statement("dr1", t, keys)).fetchone()[0] for t, keys in MAPS.items()}
+        assert 0 < sum(filled.values()) < len(MAPS), filled  # type: ignore[arg-type]
         maps_equal_tables(conn, "dr1")
 
 
@@ -120,3 +115,12 @@ def test_sorted_by_key() -> None:
     # concatenated sorted runs (two files) come back merged
     runs = [np.concatenate([np.arange(0, 10, 2), np.arange(1, 10, 2)]), np.arange(10)]
     assert np.array_equal(sorted_by_key(runs)[0], np.arange(10))
+
+
+def test_first_repeat() -> None:
+    keys = np.array([1, 2, 2, 3, 3]), np.array([0.5, 0.5, 0.75, 0.25, 0.25])
+    pix = np.arange(5)
+    assert first_repeat([*keys, pix]) == (3, 0.25)  # (2, 0.5) and (2, 0.75) differ on the second key
+    assert first_repeat([keys[0][:3], pix[:3]]) == (2,)
+    assert first_repeat([np.arange(4), pix[:4]]) is None
+    assert first_repeat([np.arange(1), pix[:1]]) is None

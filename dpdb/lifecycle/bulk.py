@@ -40,8 +40,8 @@ from psycopg import sql
 from dpdb.config import Settings
 from dpdb.db import connect
 from dpdb.errors import ValidationError
-from dpdb.etl.heldkeys import HeldKeys, copy_keys
-from dpdb.keymap import create_triggers, drop_triggers, keymap_tables, map_name
+from dpdb.etl.heldkeys import HeldKeys, copy_keys, first_repeat
+from dpdb.keymap import create_triggers, drop_triggers, install_functions, keymap_tables, map_name
 from dpdb.model.ddl import catalog_ddl, table_specs
 from dpdb.model.layout import LOAD_ID_COLUMN, PIXEL_COLUMN, layout, tables_for
 from dpdb.registry import manifest as load_manifest
@@ -96,12 +96,13 @@ class Deferred:
         """Build every index and key map in ``jobs`` connections; attach the partitions' indexes
         in one transaction as soon as they are built, while the key maps are still being built.
 
-        The key maps are built on a connection of their own, from the start: a map's unit
-        (COPY of the held keys, then its unique key from presorted rows) waits mostly for the
-        disk (its WAL, the index file's sync), which the CPU-bound index builds beside it hide;
-        it touches only the map, so it may also overlap the attach. ``keymaps=False`` leaves the
-        key maps empty and their triggers off (only to measure what the global key check costs,
-        benchmarks/bench_release.py).
+        The key maps are done on a connection of their own, from the start, beside the index
+        builds and the attach (a map's unit touches only the map). When every file's keys were
+        held (etl/heldkeys.py) a table's keys are checked in memory and its map is left empty,
+        deferred, with its unique key (sql/keymap.sql fills it on the table's next write);
+        otherwise (a resumed load, keys beyond the memory bound) the map is filled and its unique
+        key built, which is the check. ``keymaps=False`` skips the check and leaves the triggers
+        off (only to measure what the global key check costs, benchmarks/bench_release.py).
         """
         start = time.monotonic()
         with connect(settings) as conn:
@@ -200,15 +201,15 @@ class Deferred:
                             keymap, cols, cols, sql.Identifier(self.catalog, t.name)
                         )
                     )
-                else:
-                    # The files' keys, sorted (etl/heldkeys.py); a map that no file wrote into is
-                    # truncated here so that they are COPYed frozen.
-                    freeze = not self.held.spilled(t.name)
-                    if freeze:
-                        conn.execute(sql.SQL("TRUNCATE {}").format(keymap))
+                elif self.held.spilled(t.name):  # some files wrote their keys into the map: the rest too
                     columns = self.held.take(t.name)
                     if columns is not None:
-                        copy_keys(conn, self.catalog, name, [*t.keys, PIXEL_COLUMN], columns, freeze=freeze)
+                        copy_keys(conn, self.catalog, name, [*t.keys, PIXEL_COLUMN], columns, freeze=False)
+                else:  # every key held: checked here, the map left empty (prepare truncated it)
+                    columns = self.held.take(t.name)
+                    repeat = first_repeat(columns) if columns is not None else None
+                    if repeat is not None:
+                        raise _Repeated(name, f"Key ({', '.join(t.keys)})=({', '.join(map(str, repeat))})")
                 conn.execute(
                     sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
                         keymap,
@@ -247,6 +248,7 @@ def prepare(settings: Settings, name: str, *, total_rows: int, min_rows: int) ->
                 return None
         tables = _tables(name, version, kind, order)
         with conn.transaction():
+            install_functions(conn)  # the triggers put back after the build fill deferred maps
             for t in tables:
                 _drop(conn, name, t, leftovers=deferred)
     log.info("%s: indexes deferred (%s)", name, "resumed" if deferred else "fresh release")
@@ -369,12 +371,12 @@ def _partitions(conn: psycopg.Connection, catalog: str, table: str) -> list[tupl
 
 
 class _Repeated(Exception):
-    """A unit's unique key found a repeated key (``error``)."""
+    """A unit found a repeated key: ``detail`` as PostgreSQL words it (``Key (cols)=(values)``)."""
 
-    def __init__(self, label: str, error: psycopg.Error) -> None:
+    def __init__(self, label: str, detail: str) -> None:
         super().__init__(label)
         self.label = label
-        self.error = error
+        self.detail = detail
 
 
 class _Builder:
@@ -412,7 +414,7 @@ class _Builder:
                 f.result()
             except _Repeated as r:
                 with connect(self.settings, autocommit=True) as conn:
-                    raise _duplicate(conn, self.catalog, r.label, r.error) from r.error
+                    raise _duplicate(conn, self.catalog, r.label, r.detail) from r
 
     def _run(self, label: str, fn: Callable[[psycopg.Connection], None]) -> None:
         conn = getattr(self._local, "conn", None)
@@ -427,15 +429,14 @@ class _Builder:
         try:
             fn(conn)
         except psycopg.errors.UniqueViolation as e:
-            raise _Repeated(label, e) from e
+            raise _Repeated(label, e.diag.message_detail or str(e)) from e
         log.info("%s: built %s in %.1f s", self.catalog, label, time.monotonic() - t0)
 
 
-def _duplicate(conn: psycopg.Connection, catalog: str, label: str, e: psycopg.Error) -> ValidationError:
+def _duplicate(conn: psycopg.Connection, catalog: str, label: str, detail: str) -> ValidationError:
     """A one-line refusal naming the repeated key and the files that hold it."""
-    detail = e.diag.message_detail or str(e)
     files = ""
-    m = re.search(r"Key \((.*?)\)=\((.*?)\) is duplicated", detail)
+    m = re.search(r"Key \((.*?)\)=\((.*?)\)", detail)
     table = label.split()[0]
     if m:
         names = [n.strip() for n in m.group(1).split(",")]
