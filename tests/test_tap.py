@@ -486,11 +486,19 @@ def _rows(table: Table) -> list[tuple[float | None, ...]]:
 
 
 def test_recorded_instants_repeat_after_more_nights_and_a_release_swap(
-    demo_run: DemoRun, tmp_path: Path
+    demo_run: DemoRun, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Issue 15's time travel: results saved before more nights are ingested and a new release is
     activated give the identical rows when their recorded instant is sent back as ASOF (on a copy of
-    the demo's database, which this test changes)."""
+    the demo's database, which this test changes). A kept cone, run as a prepared statement
+    (dpdb/tap/engine.py), reads the new release after the swap."""
+    import logging
+
+    from dpdb.tap import shapes
+
+    caplog.set_level(logging.DEBUG, logger="dpdb.tap.engine")
+    cone = ("SELECT objectId, coord_ra, r_psfFlux FROM current.Object WHERE "
+            "1 = CONTAINS(POINT('ICRS', coord_ra, coord_dec), CIRCLE('ICRS', {ra}, {dec}, {r}))")  # fmt: skip
     queries = (
         "SELECT diaObjectId, nDiaSources, ra, dec, r_psfFluxMean FROM prompt.DiaObject ORDER BY diaObjectId",
         "SELECT diaSourceId, diaObjectId, psfFlux FROM prompt.DiaSource ORDER BY diaSourceId",
@@ -505,6 +513,12 @@ def test_recorded_instants_repeat_after_more_nights_and_a_release_swap(
                 result = tap.search(query, maxrec=1_000_000)
                 infos = {i.name: i.value for i in result.votable.resources[0].infos}
                 saved[query] = (infos["dpdb_as_of_mjd_tai"], infos["dpdb_releases"], result.to_table())
+            shapes.clear()
+            first = "SELECT coord_ra, coord_dec FROM current.Object ORDER BY objectId LIMIT 1"
+            centre = archive.query_arrow(first).to_pylist()[0]
+            for r in (1.0, 1.01, 1.0):  # the first teaches the shape; the others run prepared
+                before = tap.search(cone.format(ra=centre["coord_ra"], dec=centre["coord_dec"], r=r))
+            assert sum("executed as dpdb_shape_" in m for m in caplog.messages) >= 1
             # another night, processed after every change so far, then a release made from it and activated
             survey = tmp_path / "survey"
             survey.mkdir()
@@ -515,6 +529,19 @@ def test_recorded_instants_repeat_after_more_nights_and_a_release_swap(
             archive.releases.create(name, number=number)
             archive.releases.load(name, tmp_path / name)
             archive.releases.activate(name, force=not archive.releases.validate(name).ok)
+            caplog.clear()
+            after = tap.search(cone.format(ra=centre["coord_ra"], dec=centre["coord_dec"], r=1.0))
+            # the statement prepared before the swap, replanned by PostgreSQL on the new views
+            assert sum("executed as dpdb_shape_" in m for m in caplog.messages) == 1
+            infos = {i.name: i.value for i in after.votable.resources[0].infos}
+            assert name in infos["dpdb_releases"] and name not in {
+                i.name: i.value for i in before.votable.resources[0].infos}["dpdb_releases"]  # fmt: skip
+            expected = archive.query_arrow(
+                "SELECT objectId, coord_ra, r_psfFlux FROM current.Object WHERE "
+                f"q3c_radial_query(coord_ra, coord_dec, {centre['coord_ra']}, {centre['coord_dec']}, 1.0)"
+            )
+            got = sorted(after.to_table()["objectId"].tolist())
+            assert got and got == sorted(expected.column("objectId").to_pylist())
             for query, (instant, releases, rows) in saved.items():
                 now = tap.search(query, maxrec=1_000_000).to_table()
                 assert now.as_array().tolist() != rows.as_array().tolist(), query  # the catalogs changed

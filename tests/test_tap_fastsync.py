@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import httpx
 import pytest
@@ -363,3 +364,116 @@ class FastLike:
 
     def __init__(self, current: str | None, previous: str | None) -> None:
         self.current, self.previous, self.table, self.instant = current, previous, None, 0.0
+
+
+def _kept(archive: dpdb.Archive, query: str, values: list[dict]) -> shapes.Statement:
+    """The kept statement of ``query`` for the last of ``values`` (the first teaches the shape)."""
+    for v in values:
+        service_sql(archive, parse_params({"LANG": "ADQL", "QUERY": query.format(**v)}, Limits()))
+    found = shapes.lookup(archive.settings, query.format(**values[-1]), 100_000)
+    assert found is not None
+    return found
+
+
+async def _prepared_names(settings) -> list[tuple[str, int, int]]:  # type: ignore[no-untyped-def]
+    async with engine.async_pool_for(settings).connection() as conn:
+        cur = await conn.execute(
+            "SELECT name, generic_plans, custom_plans FROM pg_prepared_statements "
+            "WHERE name LIKE 'dpdb_shape_%' ORDER BY name"
+        )
+        return await cur.fetchall()
+
+
+def test_a_kept_cone_runs_prepared_with_one_generic_plan(archive: dpdb.Archive) -> None:
+    """A kept cone runs as a statement prepared once per connection and executed with a generic plan:
+    the same rows, instant and releases as its text planned per query; a statement deallocated behind
+    the service's back is prepared again, the query still answered."""
+    shapes.clear()
+    engine._generic_ok.clear()
+    settings = archive.settings
+    centres = _centres(archive, 4)
+    values = [{"ra": ra, "dec": dec, "r": 0.05} for ra, dec in centres]
+    statements = [_kept(archive, CONE, values[: i + 1]) for i in range(1, len(values))]
+    for statement in statements:
+        assert statement.prepared is not None
+        assert statement.prepared.types == ("numeric", "numeric", "numeric")
+        assert "$1" in statement.prepared.text and "_healpix_29" in statement.prepared.text
+
+    async def run() -> None:
+        for statement in statements * 2:
+            planned = await engine.run_final_async(settings, statement.text, reads_prompt=False, single=True)
+            prepared = await engine.run_final_async(settings, statement.text, reads_prompt=False, single=True,
+                                                    prepared=statement.prepared)  # fmt: skip
+            assert prepared.table.equals(planned.table)
+            assert prepared.table.schema == planned.table.schema
+            assert (prepared.current, prepared.previous) == (planned.current, planned.previous)
+            assert len(prepared.table) > 0
+        names = await _prepared_names(settings)
+        # each run on the generic plan; the one custom plan is the check's (EXPLAIN) when first prepared
+        assert names and all(g >= 2 and c <= 1 for _, g, c in names)
+        async with engine.async_pool_for(settings).connection() as conn:
+            await conn.execute(f"DEALLOCATE {names[0][0]}".encode())
+        again = [
+            await engine.run_final_async(settings, s.text, reads_prompt=False, single=True,
+                                         prepared=s.prepared)  # fmt: skip
+            for s in statements * 2
+        ]
+        for statement, result in zip(statements * 2, again, strict=True):
+            planned = await engine.run_final_async(settings, statement.text, reads_prompt=False, single=True)
+            assert result.table.equals(planned.table)
+        assert {n for n, _, _ in await _prepared_names(settings)} - {n for n, _, _ in names}  # prepared again
+
+    asyncio.run(_on_loop(run()))
+    assert engine._generic_ok and all(engine._generic_ok.values())
+
+
+def test_a_generic_plan_unlike_the_planners_is_not_used(archive: dpdb.Archive) -> None:
+    """A shape whose generic plan differs from what PostgreSQL plans for its values (here: a condition
+    its values make false, known when planned with them, not without) is planned per query."""
+    shapes.clear()
+    engine._generic_ok.clear()
+    query = "SELECT TOP 5 objectId FROM current.Object WHERE objectId > {n} AND {m} < 0"
+    statement = _kept(archive, query, [{"n": 10**17, "m": 5}, {"n": 10**17 + 1, "m": 6}])
+    assert statement.prepared is not None and statement.prepared.types == ("bigint", "integer", "integer")
+
+    async def run() -> tuple:
+        prepared = await engine.run_final_async(archive.settings, statement.text, reads_prompt=False,
+                                                single=True, prepared=statement.prepared)  # fmt: skip
+        return prepared, await _prepared_names(archive.settings)
+
+    result, names = asyncio.run(_on_loop(run()))
+    assert list(engine._generic_ok.values()) == [False]
+    assert names == []  # deallocated once judged
+    assert result.table.num_rows == 0
+
+
+def test_a_prepared_shape_keeps_the_reader_limits(archive: dpdb.Archive) -> None:
+    """Prepared and executed as the reader login, in the read-only repeatable-read transaction, under the
+    statement timeout; a position in ORDER BY is never a parameter."""
+    import psycopg
+
+    from dpdb.readers import reader_conninfo
+
+    settings = archive.settings.model_copy(update={"reader_statement_timeout": 0.5})
+    login = psycopg.conninfo.conninfo_to_dict(reader_conninfo(settings))["user"]
+    safety = shapes.Prepared(SAFETY + ", $1 AS n", ("integer",), ("7",))
+    sleep = shapes.Prepared("SELECT pg_sleep($1)", ("integer",), ("3",))
+
+    async def run() -> Any:
+        result = await engine.run_final_async(settings, SAFETY + ", 7 AS n", reads_prompt=False, single=True,
+                                              prepared=safety)  # fmt: skip
+        with pytest.raises(QueryError, match="statement timeout"):
+            await engine.run_final_async(settings, "SELECT pg_sleep(3)", reads_prompt=False, single=True,
+                                         prepared=sleep)  # fmt: skip
+        names = await _prepared_names(settings)
+        return result, names
+
+    result, names = asyncio.run(_on_loop(run()))
+    row = result.table.to_pylist()[0]
+    assert (row["ro"], row["iso"], row["timeout"], row["who"], row["n"]) == (
+        "on", "repeatable read", "500ms", login, 7)  # fmt: skip
+    assert len(names) == 2
+    shapes.clear()
+    ordered = "SELECT TOP 3 objectId, coord_ra FROM current.Object WHERE coord_ra > {x} ORDER BY {k}"
+    statement = _kept(archive, ordered, [{"x": 1, "k": 2}, {"x": 2, "k": 2}])
+    assert statement.prepared is None

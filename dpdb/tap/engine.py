@@ -31,9 +31,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import logging
 import queue
 import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +79,10 @@ _FROM = (
     "                   ORDER BY activation_id DESC LIMIT 1) a ON true"
 )
 _STATE = f"SELECT {_LIMITS} s.instant, a.name AS current, a.previous {_FROM}"
+_STATE_GENERIC = f"SELECT set_config('plan_cache_mode', 'force_generic_plan', true) AS pc, {_LIMITS} " \
+    f"s.instant, a.name AS current, a.previous {_FROM}"
+"""The state statement of a prepared kept shape (``_run_prepared_async``): also sets, for its transaction
+only, that prepared statements run with their generic plan."""
 _STATE_AS_OF = (
     f"SELECT {_LIMITS} set_config('dpdb.as_of', s.instant::text, true) AS asof, "
     f"set_config('search_path', %(path)s, true) AS sp, s.instant, a.name AS current, a.previous {_FROM} "
@@ -349,7 +356,7 @@ def one_statement(text: str) -> bool:
     return bool(tokens) and not any(t.token_type == TokenType.SEMICOLON or t.comments for t in tokens)
 
 
-_PREPARED = {_STATE: "dpdb_state", _STATE_AS_OF: "dpdb_state_as_of"}
+_PREPARED = {_STATE: "dpdb_state", _STATE_AS_OF: "dpdb_state_as_of", _STATE_GENERIC: "dpdb_state_generic"}
 """The state statements, prepared by name on each kept connection when it opens (``_PREPARE_STATES``)
 and run with ``EXECUTE``: planned once per connection. psycopg's own prepared statements are off on
 these connections (``prepare_threshold = None``): psycopg deallocates every prepared statement of a
@@ -543,6 +550,7 @@ async def close_async_pools() -> None:
 async def run_final_async(
     settings: Settings, text: str, *, reads_prompt: bool, single: bool = False,
     direct: Callable[[float, str | None, str | None, psycopg.pq.abc.PGresult], Any] | None = None,
+    prepared: Any = None,
 ) -> Any:  # fmt: skip
     """:func:`run_final` on the event loop; None: the result has more than 10,000 rows (the caller runs it
     with :func:`run_final` ``many=True`` on a thread: ADBC).
@@ -550,11 +558,19 @@ async def run_final_async(
     ``direct`` (``single`` only): called with the recorded instant, the releases ``current`` and
     ``previous`` name and the libpq result of the rows (binary) before they are loaded; what it returns,
     unless None, is returned instead of a :class:`FastResult` (:mod:`dpdb.tap.direct` writes the
-    document from the result's bytes)."""
+    document from the result's bytes).
+
+    ``prepared`` (a :class:`dpdb.tap.shapes.Prepared` of ``text``; ``single`` only, not for the prompt
+    catalog): ``text`` runs as a statement prepared on the connection and executed with a generic plan,
+    when that plan does what the planner does for ``text`` itself (:func:`_run_prepared_async`)."""
     state_sql, params = _state(settings, reads_prompt)
     pool = async_pool_for(settings)
     for attempt in (1, 2):
         try:
+            if prepared is not None and single and not reads_prompt and _USE_PREPARED:
+                done = await _run_prepared_async(pool, state_sql, params, prepared, direct)
+                if done is not _UNPREPARED:
+                    return done
             if single:
                 return await _run_message_async(pool, _message(state_sql, params, text), direct)
             return await _run_async(pool, state_sql, params, text)
@@ -609,6 +625,141 @@ async def _run_message_async(pool: AsyncReaderPool, message: bytes, direct: Any 
                     return made
             rows, description = await cur.fetchall(), cur.description or []
         except psycopg.Error as e:
+            raise _failure(e, started=started, broken=conn.broken) from e
+    if len(rows) > _SMALL:
+        return None
+    return _small_result(state, rows, description)
+
+
+# -- kept shapes as prepared statements with a generic plan -------------------------------------------
+#
+# PostgreSQL plans a cone in ~1.8 ms (q3c's 100 index conditions) and runs it in ~0.3 ms. A kept shape's
+# statement differs from query to query only in its slots' numbers (its partition ranges are written in:
+# they are part of the key, so pruning stays plan-time pruning), so it is prepared once per connection
+# with the slots as parameters and executed with a generic plan: planned once, not per query. A generic
+# plan is planned without the values and may be worse than a plan made for them (the planner cannot see
+# how few rows a cone's ranges select), so the first time a statement is prepared (per login) its
+# generic plan is compared with the plan PostgreSQL makes for the values: only if both use the same
+# nodes on the same tables and indexes is it executed with the generic plan; otherwise the shape runs as
+# before (``_run_message_async``). PostgreSQL itself replans a prepared statement whose tables or views
+# changed (a release activation, DDL); if executing it fails because what it read is gone, it is
+# deallocated and the query runs the other way.
+
+_USE_PREPARED = True
+"""Off: kept shapes are planned per query (measurements)."""
+_PREPARED_MAX = 64
+"""Prepared shape statements kept per connection (least recently used deallocated)."""
+_UNPREPARED = object()
+"""What :func:`_run_prepared_async` returns when the query must run the other way."""
+_REPREPARE = frozenset({"26000", "0A000", "42P01", "42703", "42883", "3F000"})
+"""SQLSTATEs of an EXECUTE whose statement is gone or no longer fits what it reads (invalid statement
+name, cached plan must not change result type, undefined table/column/function, invalid schema)."""
+_generic_ok: OrderedDict[tuple[str, str, tuple[str, ...]], bool] = OrderedDict()
+"""(login, text, types) -> whether its generic plan is the planner's plan for the values (see above)."""
+_names: weakref.WeakKeyDictionary[Any, OrderedDict[tuple[str, tuple[str, ...]], str]] = (
+    weakref.WeakKeyDictionary()
+)
+"""Per connection: (text, types) -> the name it is prepared under."""
+_counter = itertools.count(1)
+
+
+def _prepare_sql(name: str, prepared: Any) -> bytes:
+    """``PREPARE``: the statement under a row limit as the message's ``FETCH`` (one more row than a
+    small result: a larger result is run again through ADBC)."""
+    types = ", ".join(prepared.types)
+    return (f"PREPARE {name} ({types}) AS SELECT * FROM ({prepared.text}) dpdb_prepared "
+            f"LIMIT {_SMALL + 1}").encode()  # fmt: skip
+
+
+def _execute_sql(name: str, prepared: Any) -> bytes:
+    return f"EXECUTE {name}({', '.join(prepared.args)})".encode()
+
+
+def _plan_nodes(plan: dict) -> list[tuple]:
+    """The nodes of an ``EXPLAIN (FORMAT JSON)`` plan: type, table, index, join, scan direction, keys."""
+    keys = ("Node Type", "Relation Name", "Index Name", "Join Type", "Scan Direction", "Parent Relationship")
+    out = [(*(plan.get(k) for k in keys), len(plan.get("Sort Key") or ()), len(plan.get("Group Key") or ()))]
+    for child in plan.get("Plans", []):
+        out += _plan_nodes(child)
+    return out
+
+
+async def _same_plans(conn: psycopg.AsyncConnection, name: str, prepared: Any, state: bytes) -> bool:
+    """Whether the generic plan of the prepared ``name`` uses the nodes PostgreSQL plans for its values
+    (each planned in the query's transaction, under the reader limits of the ``state`` statement)."""
+    plans = []
+    for mode in ("force_generic_plan", "force_custom_plan"):
+        await conn.execute(_BEGIN)
+        try:
+            await conn.execute(state)
+            await conn.execute(f"SET LOCAL plan_cache_mode = {mode}".encode())
+            cur = await conn.execute(b"EXPLAIN (FORMAT JSON, COSTS OFF) " + _execute_sql(name, prepared))
+            row = await cur.fetchone()
+        finally:
+            await conn.execute(b"ROLLBACK")
+        plans.append(_plan_nodes(row[0][0]["Plan"]))
+    return plans[0] == plans[1]
+
+
+async def _run_prepared_async(
+    pool: AsyncReaderPool, state_sql: str, params: dict[str, str], prepared: Any, direct: Any
+) -> Any:
+    """The query of ``prepared`` as :func:`_run_message_async` runs its text (the same transaction, state
+    statement and limits; rows in binary), executed as a prepared statement with a generic plan; or
+    ``_UNPREPARED`` (the caller runs the text)."""
+    key = (prepared.text, prepared.types)
+    judged = (pool.info, *key)
+    if _generic_ok.get(judged) is False:
+        return _UNPREPARED
+    async with pool.connection() as conn:
+        names = _names.setdefault(conn, OrderedDict())
+        name = names.get(key)
+        new = name is None
+        if new:
+            name = f"dpdb_shape_{next(_counter)}"
+        started = False
+        try:
+            if new:
+                if len(names) >= _PREPARED_MAX:
+                    await conn.execute(f"DEALLOCATE {names.popitem(last=False)[1]}".encode())
+                await conn.execute(_prepare_sql(name, prepared))
+                names[key] = name
+                if judged not in _generic_ok:
+                    checked_under = _state_text(state_sql, tuple(params.items()))
+                    ok = await _same_plans(conn, name, prepared, checked_under)
+                    _generic_ok[judged] = ok
+                    while len(_generic_ok) > 4096:
+                        _generic_ok.popitem(last=False)
+                    if not ok:
+                        log.info("TAP shape planned per query (its generic plan differs): %s", prepared.text)
+                        del names[key]
+                        await conn.execute(f"DEALLOCATE {name}".encode())
+                        return _UNPREPARED
+            state_cur = conn.cursor()
+            cur = conn.cursor(binary=True)
+            async with conn.pipeline():  # one round trip, one snapshot (as _message)
+                await conn.execute(_BEGIN)
+                await state_cur.execute(_state_text(_STATE_GENERIC, tuple(params.items())))
+                await cur.execute(_execute_sql(name, prepared))
+                await conn.execute(b"ROLLBACK")
+            started = True
+            log.debug("TAP kept shape executed as %s", name)
+            state = await state_cur.fetchone()
+            if direct is not None and state is not None and state[-3] is not None:
+                made = direct(float(state[-3]), state[-2], state[-1], cur.pgresult)
+                if made is not None:
+                    return made
+            rows, description = await cur.fetchall(), cur.description or []
+        except psycopg.Error as e:
+            if not isinstance(e, psycopg.OperationalError) and e.sqlstate in _REPREPARE:
+                names.pop(key, None)
+                _generic_ok.pop(judged, None)  # what it reads changed: its plans are compared again
+                log.info("TAP prepared shape statement dropped (%s): %s", e.sqlstate, prepared.text)
+                with contextlib.suppress(psycopg.Error):
+                    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                        await conn.execute(b"ROLLBACK")
+                    await conn.execute(f"DEALLOCATE {name}".encode())
+                return _UNPREPARED
             raise _failure(e, started=started, broken=conn.broken) from e
     if len(rows) > _SMALL:
         return None

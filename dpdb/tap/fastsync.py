@@ -137,7 +137,7 @@ class SyncFastPath:
         direct = _direct(statement.translation, tap) if tap.writer == "binary2" else None
         try:
             result = await run_final_async(settings, text, reads_prompt=reads_prompt, single=statement.single,
-                                           direct=direct)  # fmt: skip
+                                           direct=direct, prepared=statement.prepared)  # fmt: skip
             if isinstance(result, _Written):
                 return result
             if result is None:  # more than 10,000 rows: ADBC, on a thread

@@ -48,7 +48,7 @@ from sqlglot.tokens import TokenType
 from ..config import Settings
 from .adql import ADQL, AdqlError, Translation, parse, translate_tree
 
-__all__ = ["Statement", "lookup", "learn", "clear"]
+__all__ = ["Statement", "Prepared", "lookup", "learn", "clear"]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,21 @@ class Statement:
     single: bool = False
     """``text`` is one statement and nothing else (:func:`dpdb.tap.engine.one_statement`, checked when
     its shape was made: a slot holds only a number), so it may go in a multi-statement message."""
+    prepared: Prepared | None = None
+    """``text`` as a prepared statement's text and arguments (:func:`dpdb.tap.engine.run_final_async`
+    runs it planned once per connection); None: ``text`` is planned each time."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A kept shape's statement with its slots as parameters: ``text`` (``$1``...) is the same for every
+    query of the shape and partition ranges, ``types`` are the SQL types of the slots' numbers as
+    PostgreSQL reads them in ``Statement.text`` (``integer``, ``bigint``, ``numeric``), so a parameter
+    means what its number meant, and ``args`` are the numbers as the user wrote them."""
+
+    text: str
+    types: tuple[str, ...]
+    args: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -109,6 +124,8 @@ class _Shape:
     reads_prompt: bool
     views: frozenset[str] | None
     single: bool = False
+    preparable: bool = False
+    """``single``, and no slot is a position (ORDER BY 2): it may run prepared (:class:`Prepared`)."""
 
     def matches(self, numbers: Sequence[str]) -> bool:
         return all(numbers[i] == text for i, text in self.fixed)
@@ -124,7 +141,11 @@ class _Shape:
             self.translation, adql=query, sql=_fill(self.sql, texts, conditions),
             tables=list(self.translation.tables), xtypes=dict(self.translation.xtypes),
         )  # fmt: skip
-        return Statement(translation, _fill(self.text, texts, conditions), self.reads_prompt, self.single)
+        prepared = None
+        if self.preparable and self.slots and not self.reads_prompt:
+            prepared = _prepared(self.text, texts, conditions)
+        return Statement(translation, _fill(self.text, texts, conditions), self.reads_prompt, self.single,
+                         prepared)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -240,6 +261,10 @@ def learn(
         slots.append(index)
     translation, out = translate_tree(tree, query, maxrec=maxrec if maxrec > 0 else None,
                                       known_names=known_names)  # fmt: skip
+    # a number that is a whole ORDER BY / GROUP BY item is a column's position: never a parameter
+    items = [o.this for o in out.find_all(exp.Ordered)]
+    items += [e for g in out.find_all(exp.Group) for e in g.expressions]
+    preparable = not any(isinstance(e, exp.Literal) and _SLOT_META in (e.meta or {}) for e in items)
     marked = out.copy()
     for literal in list(marked.find_all(exp.Literal)):
         slot = (literal.meta or {}).get(_SLOT_META)
@@ -263,7 +288,7 @@ def learn(
         shape = _checked(shape, numbers, spans, query, statement, settings, full)
         if isinstance(shape, _Shape) and statement.single:
             # its statements differ from this one only in numbers (slots, partition ranges)
-            shape = dataclasses.replace(shape, single=True)
+            shape = dataclasses.replace(shape, single=True, preparable=preparable)
     except Exception as e:  # noqa: BLE001 - a shape that cannot be made is translated in full each time
         log.info("TAP query shape not kept (%s): %s", e, query)
         shape = _Refused(())  # every query of this key
@@ -412,6 +437,27 @@ def _fill(pieces: Sequence[_Piece], texts: Sequence[str], conditions: Sequence[s
         elif conditions[p[1]] is not None:
             out.append("(" if p[0] == "(" else f" AND {conditions[p[1]]})")
     return "".join(out)
+
+
+def _prepared(pieces: Sequence[_Piece], texts: Sequence[str], conditions: Sequence[str | None]) -> Prepared:
+    """:func:`_fill` with each slot as a parameter (``$k``) typed as PostgreSQL types its number."""
+    out: list[str] = []
+    for p in pieces:
+        if isinstance(p, int):
+            out.append(f"${p + 1}")
+        elif isinstance(p, str):
+            out.append(p)
+        elif conditions[p[1]] is not None:
+            out.append("(" if p[0] == "(" else f" AND {conditions[p[1]]})")
+    return Prepared("".join(out), tuple(_sql_type(t) for t in texts), tuple(texts))
+
+
+def _sql_type(number: str) -> str:
+    """The type PostgreSQL gives the numeric constant ``number`` (an unsigned literal)."""
+    if not number.isdigit():
+        return "numeric"
+    value = int(number)
+    return "integer" if value <= 2**31 - 1 else "bigint" if value <= 2**63 - 1 else "numeric"
 
 
 def _checked(
