@@ -21,8 +21,11 @@ in-process under uvicorn on a free port and measures, client side:
 2. streaming a large result (``--stream-rows``, default 1,000,000 or the table's size) as a
    BINARY2 VOTable and as Parquet, median of ``--stream-repeats`` (3): rows/s (target for Parquet
    >= 200k rows/s);
-3. ``--clients`` concurrent clients (default 8) each running ``--cones`` cones: throughput
-   against one client, and errors (target: none).
+3. ``--clients`` concurrent clients (default 8) each running ``--client-cones`` cones (400, the
+   cones' centres repeated): throughput against one client, and errors (target: none). The clients
+   run as processes of their own, as separate users' programs do, then as threads of this process
+   (the older figure: threads share one interpreter lock, and with ``--server thread`` the
+   service's too, which caps their throughput whatever the service does).
 
 ``--make-objects N`` first adds a release ``dr9`` to that database with N synthetic Object
 rows (positions uniform in a 5 deg x 5 deg box, about 3 objects per 10" cone at 1M rows; the keys,
@@ -36,6 +39,7 @@ Usage: python benchmarks/bench_tap.py [--home DIR] [--make-objects N] [--cones N
 from __future__ import annotations
 
 import argparse
+import re
 import socket
 import statistics
 import threading
@@ -52,6 +56,8 @@ def main() -> None:
     parser.add_argument("--home", type=Path, default=Path(".dpdb"))
     parser.add_argument("--cones", type=int, default=100)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--client-cones", type=int, default=400,
+                        help="cones each concurrent client runs (the cones' centres repeated)")  # fmt: skip
     parser.add_argument("--stream-rows", type=int, default=1_000_000)
     parser.add_argument("--make-objects", type=int, default=0)
     parser.add_argument("--stream-repeats", type=int, default=3)
@@ -217,35 +223,72 @@ def main() -> None:
         print(f"{rows:,} rows as {label}: {seconds:.2f} s (median of {len(runs)}: {each}), "
               f"{rate:,.0f} rows/s, {size:.1f} MB{verdict}")  # fmt: skip
 
-    # 3. concurrent clients
+    # 3. concurrent clients: processes of their own (as separate users' programs), then threads of
+    # this process (the older figure: the clients share one interpreter, and with --server thread the
+    # service's too, so their Python work queues on one lock whatever the service does)
+    queries = [adql(ra, dec) for ra, dec in centres] * max(1, args.client_cones // len(centres))
+    if args.server == "process":  # this process's reader connections count against the login's limit
+        from dpdb.tap.engine import close_pools
+
+        close_pools()
     failures: list[str] = []
-
-    def client_run(n: int) -> tuple[int, int]:
-        errors = 0
-        with httpx.Client(timeout=60) as client:
-            for i in range(n):
-                ra, dec = centres[i % len(centres)]
-                r = client.get(url, params={"LANG": "ADQL", "QUERY": adql(ra, dec)})
-                if r.status_code != 200:
-                    errors += 1
-                    failures.append(f"HTTP {r.status_code}: {r.text[:300]}")
-        return n, errors
-
-    rates = {}
-    for clients in (1, args.clients):
-        start = time.perf_counter()
-        with ThreadPoolExecutor(clients) as pool:
-            results = list(pool.map(client_run, [len(centres)] * clients))
-        seconds = time.perf_counter() - start
-        done = sum(r[0] for r in results)
-        errors = sum(r[1] for r in results)
-        rates[clients] = done / seconds
-        scale = f", {rates[clients] / rates[1]:.2f}x one client" if clients != 1 else ""
-        print(f"{clients} client(s): {done} cones in {seconds:.1f} s, {rates[clients]:.1f} cones/s{scale}, "
-              f"{errors} errors")  # fmt: skip
+    for kind in ("processes", "threads"):
+        rates = {}
+        for clients in (1, args.clients):
+            seconds, results = _clients(kind, clients, url, queries)
+            done = sum(r[0] for r in results)
+            errors = sum(r[1] for r in results)
+            failures += [f for r in results for f in r[2]]
+            rates[clients] = done / seconds
+            scale = f", {rates[clients] / rates[1]:.2f}x one client" if clients != 1 else ""
+            print(f"{clients} client(s) ({kind}): {done} cones in {seconds:.1f} s, "
+                  f"{rates[clients]:.1f} cones/s{scale}, {errors} errors")  # fmt: skip
     for failure in failures[:3]:
         print(f"  error: {failure}")
     server.should_exit = True
+
+
+def _client(url: str, queries: list[str]) -> tuple[int, int, list[str]]:
+    """One client: ``queries`` one after the other on one HTTP connection; (cones, errors, failures)."""
+    errors, failures = 0, []
+    with httpx.Client(timeout=60) as client:
+        for query in queries:
+            r = client.get(url, params={"LANG": "ADQL", "QUERY": query})
+            if r.status_code != 200:
+                errors += 1
+                status = re.search(r'name="QUERY_STATUS" value="ERROR">([^<]*)<', r.text)
+                failures.append(f"HTTP {r.status_code}: {status.group(1) if status else r.text[:300]}")
+    return len(queries), errors, failures
+
+
+def _client_process(url: str, queries: list[str], start, out) -> None:  # type: ignore[no-untyped-def]
+    with httpx.Client(timeout=60) as client:  # imports and the first connection before the clock starts
+        client.get(url.replace("/sync", "/availability"))
+    start.wait()
+    out.put(_client(url, queries))
+
+
+def _clients(kind: str, n: int, url: str, queries: list[str]) -> tuple[float, list[tuple[int, int, list]]]:
+    """``n`` clients each running ``queries``, as processes or threads: (wall seconds, their results)."""
+    if kind == "threads":
+        begin = time.perf_counter()
+        with ThreadPoolExecutor(n) as pool:
+            results = list(pool.map(_client, [url] * n, [queries] * n))
+        return time.perf_counter() - begin, results
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    start, out = ctx.Barrier(n + 1), ctx.Queue()
+    procs = [ctx.Process(target=_client_process, args=(url, queries, start, out)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    start.wait()
+    begin = time.perf_counter()
+    results = [out.get() for _ in procs]
+    seconds = time.perf_counter() - begin
+    for p in procs:
+        p.join()
+    return seconds, results
 
 
 class _Process:

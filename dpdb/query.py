@@ -18,6 +18,7 @@ import json
 import logging
 import math
 import re
+import threading
 from collections.abc import Callable
 from typing import Any, cast
 
@@ -186,6 +187,7 @@ def partition_orders(conn: psycopg.Connection, path: list[str], as_of: float | N
 
 _CATALOGS: dict[tuple[str, str, str], tuple[float, list[Any]]] = {}
 _CATALOGS_TTL = 60.0
+_CATALOGS_LOCK = threading.Lock()
 
 
 def cached_partition_orders(settings: Settings, path: list[str]) -> OrderOf:
@@ -196,12 +198,17 @@ def cached_partition_orders(settings: Settings, path: list[str]) -> OrderOf:
     import time
 
     key = (str(settings.dsn or ""), str(settings.home), settings.database)
-    now = time.monotonic()
     cached = _CATALOGS.get(key)
-    if cached is None or now - cached[0] > _CATALOGS_TTL:
-        with reader_connect(settings) as conn:
-            cached = (now, all_catalogs(conn))
-        _CATALOGS[key] = cached
+    if cached is None or time.monotonic() - cached[0] > _CATALOGS_TTL:
+        # One refresh at a time: concurrent queries finding the entry expired would each open a
+        # connection of the reader login, past its connection limit (8 TAP clients: "too many
+        # connections for role" once a minute, benchmarks/README.md).
+        with _CATALOGS_LOCK:
+            cached = _CATALOGS.get(key)
+            if cached is None or time.monotonic() - cached[0] > _CATALOGS_TTL:
+                with reader_connect(settings) as conn:
+                    cached = (time.monotonic(), all_catalogs(conn))
+                _CATALOGS[key] = cached
     catalogs = cached[1]
     releases = [c for c in catalogs if str(c.kind) == "release"]
     finest = max(releases, key=lambda c: c.partition_order).name if releases else None

@@ -304,3 +304,40 @@ def test_json_and_table_output(env: dict[str, str], capsys: pytest.CaptureFixtur
     assert "it's [bold]" in out and "NULL" in out and lines[-1] == "(3 rows)"
     write_result(pa.table({"x": [math.pi]}), "csv")
     assert capsys.readouterr().out == f'"x"\n{math.pi!r}\n'
+
+
+def test_partition_orders_refresh_opens_one_connection_at_a_time(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The TAP fast path's catalog cache, expired under concurrent queries, is refreshed by one of them at
+    a time: each refresh is a connection of the reader login, whose connection limit the service's pools
+    already use up (8 clients got "too many connections for role" once a minute)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dpdb import query as query_module
+
+    real = query_module.reader_connect
+    active, peak, lock = [0], [0], threading.Lock()
+
+    class Counted:
+        def __init__(self, s: Settings) -> None:
+            self.cm = real(s)
+
+        def __enter__(self):  # type: ignore[no-untyped-def]
+            with lock:
+                active[0] += 1
+                peak[0] = max(peak[0], active[0])
+            return self.cm.__enter__()
+
+        def __exit__(self, *exc: object) -> None:
+            self.cm.__exit__(*exc)
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(query_module, "reader_connect", Counted)
+    monkeypatch.setattr(query_module, "_CATALOGS_TTL", 0.0)  # every call finds it expired
+    query_module._CATALOGS.clear()
+    with ThreadPoolExecutor(16) as pool:
+        orders = list(pool.map(lambda _: query_module.cached_partition_orders(settings, []), range(64)))
+    assert len(orders) == 64 and peak[0] == 1

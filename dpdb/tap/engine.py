@@ -494,9 +494,19 @@ class AsyncReaderPool:
                     except psycopg.Error:
                         await conn.close()
 
-    def busy(self) -> bool:
-        """Every connection is in use: a new query would wait for one."""
-        return self._slots.locked()
+    async def wait_free(self, seconds: float) -> bool:
+        """Whether a connection is free now or within ``seconds`` (left for the next taker, so a query
+        may still wait for one, as long as small queries keep them)."""
+        import asyncio
+
+        if not self._slots.locked():
+            return True
+        try:
+            await asyncio.wait_for(self._slots.acquire(), seconds)
+        except TimeoutError:
+            return False
+        self._slots.release()
+        return True
 
     def discard_idle(self) -> None:
         """Drop the idle connections (a stale one was found: the server restarted)."""

@@ -9,8 +9,8 @@ still runs as its login, :mod:`dpdb.tap.auth`) and answers ``GET``/``POST`` (URL
 asyncio connection of the reader login (:func:`dpdb.tap.engine.run_final_async`: the same
 statements, limits, read-only repeatable-read transaction and recorded instant as the threaded
 path), and a small result is written on the loop. Everything else (the first query of a shape,
-uploads, time travel, citations, multipart forms, and any query while every connection of the
-loop's pool is busy) goes to the FastAPI route unchanged, and a result of more than 10,000 rows is
+uploads, time travel, citations, multipart forms, and any query that finds every connection of
+the loop's pool busy for 50 ms) goes to the FastAPI route unchanged, and a result of more than 10,000 rows is
 fetched (ADBC) and written on a worker thread.
 Errors are the same TAP error documents as the route's (docs/architecture.md, decision 12).
 """
@@ -46,6 +46,11 @@ _FALL_THROUGH = {"UPLOAD", "ASOF", "AS_OF", "RELEASE", "CITE"}
 """Parameters whose requests the FastAPI route runs (uploads, time travel, citations)."""
 _WRITE_ON_LOOP = 1_000
 """Results up to this many rows are written on the event loop; larger ones on a worker thread."""
+_WAIT_FOR_CONNECTION = 0.05
+"""Seconds a query waits for a connection of the loop's pool before the route takes it: concurrent
+small queries free one within a few milliseconds (8 clients, 4 connections: 1.51x one client's
+throughput waiting, 0.81-1.29x when the route took every query that found them busy, planned per query
+on a thread; benchmarks/README.md), while a pool held by slow queries does not hold up the rest."""
 _MAX_FORM = 1_000_000
 """A URL-encoded POST body larger than this goes to the route (which reads any size)."""
 
@@ -107,8 +112,8 @@ class SyncFastPath:
             return False  # a new shape (translated, and kept, on the route's thread) or a large TOP
         from .engine import async_pool_for
 
-        if async_pool_for(settings).busy():
-            return False  # every loop connection in use: a worker thread and its pool take this one
+        if not await async_pool_for(settings).wait_free(_WAIT_FOR_CONNECTION):
+            return False  # every loop connection held by longer queries: a worker thread and its pool
         try:
             async with asyncio.timeout(limits.sync_timeout_s):
                 done = await self._run(archive, tap, statement)
