@@ -707,6 +707,7 @@ async def _same_plans(conn: psycopg.AsyncConnection, name: str, prepared: Any, s
             row = await cur.fetchone()
         finally:
             await conn.execute(b"ROLLBACK")
+        assert row is not None  # EXPLAIN gives one row
         plans.append(_plan_nodes(row[0][0]["Plan"]))
     return plans[0] == plans[1]
 
@@ -723,10 +724,9 @@ async def _run_prepared_async(
         return _UNPREPARED
     async with pool.connection() as conn:
         names = _names.setdefault(conn, OrderedDict())
-        name = names.get(key)
-        new = name is None
-        if new:
-            name = f"dpdb_shape_{next(_counter)}"
+        kept = names.get(key)
+        new = kept is None
+        name = f"dpdb_shape_{next(_counter)}" if kept is None else kept
         started = False
         try:
             if new:
