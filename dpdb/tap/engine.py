@@ -629,16 +629,23 @@ async def _run_message_async(pool: AsyncReaderPool, message: bytes, direct: Any 
             state = await cur.fetchone()
             cur.nextset()
             cur.nextset()
-            if direct is not None and state is not None and state[-3] is not None:
-                made = direct(float(state[-3]), state[-2], state[-1], cur.pgresult)
-                if made is not None:
-                    return made
+            made = _direct_document(direct, state, cur)
+            if made is not None:
+                return made
             rows, description = await cur.fetchall(), cur.description or []
         except psycopg.Error as e:
             raise _failure(e, started=started, broken=conn.broken) from e
     if len(rows) > _SMALL:
         return None
     return _small_result(state, rows, description)
+
+
+def _direct_document(direct: Any, state: tuple | None, cur: Any) -> Any:
+    """What ``direct`` (:func:`run_final_async`) makes of the result on ``cur``, or None (no writer, no
+    recorded instant, or a result it does not take)."""
+    if direct is None or state is None or state[-3] is None:
+        return None
+    return direct(float(state[-3]), state[-2], state[-1], cur.pgresult)
 
 
 # -- kept shapes as prepared statements with a generic plan -------------------------------------------
@@ -755,10 +762,9 @@ async def _run_prepared_async(
             started = True
             log.debug("TAP kept shape executed as %s", name)
             state = await state_cur.fetchone()
-            if direct is not None and state is not None and state[-3] is not None:
-                made = direct(float(state[-3]), state[-2], state[-1], cur.pgresult)
-                if made is not None:
-                    return made
+            made = _direct_document(direct, state, cur)
+            if made is not None:
+                return made
             rows, description = await cur.fetchall(), cur.description or []
         except psycopg.Error as e:
             if not isinstance(e, psycopg.OperationalError) and e.sqlstate in _REPREPARE:
