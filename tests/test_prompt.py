@@ -65,8 +65,10 @@ def _table_digest(settings: Settings) -> dict[str, object]:
     ):
         out[table] = _rows(
             settings,
-            f"SELECT count(*), md5(string_agg((to_jsonb(t) - '_load_id')::text, '|' ORDER BY {key})) "
-            f"FROM prompt.{table} t",
+            # the row's text breaks ties: a relink gives a source a second version (same id), and
+            # rows tied on the id alone come in physical order, which a crashed visit changes
+            f"SELECT count(*), md5(string_agg((to_jsonb(t) - '_load_id')::text, '|' "
+            f"ORDER BY {key}, (to_jsonb(t) - '_load_id')::text)) FROM prompt.{table} t",
         )[0]
     return out
 
