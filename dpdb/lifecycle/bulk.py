@@ -191,9 +191,10 @@ class Deferred:
             cols = sql.SQL(", ").join(map(sql.Identifier, [*t.keys, PIXEL_COLUMN]))
             keymap = sql.Identifier(self.catalog, name)
             with conn.transaction():
-                conn.execute(f"SET LOCAL maintenance_work_mem = '{KEYMAP_WORK_MEM}'")
-                if _can_compress_wal(conn):
-                    conn.execute(f"SET LOCAL wal_compression = '{KEYMAP_WAL_COMPRESSION}'")
+                if self.resumed or self.held.spilled(t.name):  # the map is filled and keyed here
+                    conn.execute(f"SET LOCAL maintenance_work_mem = '{KEYMAP_WORK_MEM}'")
+                    if _can_compress_wal(conn):
+                        conn.execute(f"SET LOCAL wal_compression = '{KEYMAP_WAL_COMPRESSION}'")
                 if self.resumed:  # the keys of files loaded by the interrupted run are not held
                     conn.execute(sql.SQL("TRUNCATE {}").format(keymap))
                     conn.execute(
