@@ -28,6 +28,7 @@ __all__ = [
     "MJD_MAX",
     "parse_as_of",
     "resolve_as_of",
+    "as_of_against",
     "check_instant",
     "latest_processing_time",
 ]
@@ -119,8 +120,14 @@ def resolve_as_of(
         The instant is out of range, or later than the latest processing time
         without ``provisional`` (or ``now``).
     """
+    return as_of_against(instant, latest_processing_time(conn), provisional=provisional, now=now)
+
+
+def as_of_against(
+    instant: float, latest: float | None, *, provisional: bool = False, now: bool = False
+) -> AsOf:
+    """:func:`resolve_as_of` with the latest processing time already read (``latest``)."""
     value, _ = parse_as_of(instant)
-    latest = latest_processing_time(conn)
     repeatable = latest is None or value <= latest
     if latest is not None and not repeatable and not (provisional or now):
         raise ValidationError(

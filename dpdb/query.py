@@ -19,7 +19,8 @@ import logging
 import math
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import adbc_driver_manager
@@ -33,14 +34,15 @@ from dpdb.model.table import canonical_names
 
 from .access import reader_limits
 from .as_of_rewrite import AS_OF_SCHEMA, prompt_references, rewrite_as_of
-from .asof import AsOf, parse_as_of, resolve_as_of
+from .asof import AsOf, as_of_against, parse_as_of, resolve_as_of
 from .config import Settings
 from .errors import QueryError, ReleaseStateError
 from .pruning import ObjectPosition, OrderOf, prune_sql
 from .query_output import FILE_FORMATS, FORMATS, write_result
 from .readers import reader_adbc_connection, reader_connect, reader_conninfo
 from .registry.activations import ALIASES, named_now, resolve_alias
-from .registry.catalogs import all_catalogs, present_catalog_names
+from .registry.catalogs import Catalog, all_catalogs, present_catalog_names, queue_all_catalogs
+from .registry.prompt_log import queue_latest_processing_time
 from .shards.aggregate import rewrite_aggregate
 
 __all__ = [
@@ -54,6 +56,8 @@ __all__ = [
     "partition_orders",
     "cached_partition_orders",
     "query_text",
+    "QueryFacts",
+    "queue_query_facts",
 ]
 
 log = logging.getLogger(__name__)
@@ -71,6 +75,7 @@ def run_query(
     provisional: bool = False,
     on_batch: Callable[[pa.RecordBatch], None] | None = None,
     before_fetch: Callable[[], None] | None = None,
+    facts: Callable[[], QueryFacts] | None = None,
 ) -> pa.Table:
     """Run one read-only SQL statement and return its result with canonical column names.
 
@@ -109,6 +114,11 @@ def run_query(
         caller must have read before the statement's snapshot is taken (a citation waits there
         for the prompt catalog's last write time, read meanwhile on another connection). May be
         called again if the statement is sent again; an exception it raises ends the query.
+    facts
+        Gives what the caller has read already of what the statement's rewriting needs
+        (:func:`queue_query_facts`); called once the query's connection is open (it may wait for
+        the caller's read there), and those reads are not made again (a citation reads them with
+        its bookkeeping, in the round trip it makes anyway: dpdb/citations/cite.py).
 
     Returns
     -------
@@ -131,11 +141,15 @@ def run_query(
     if as_of is not None:
         instant, is_now = parse_as_of(as_of)
     with reader_connect(settings) as conn:
+        known = facts() if facts is not None else None
         if as_of is not None:
-            resolved = resolve_as_of(conn, instant, provisional=provisional, now=is_now)
+            if known is None:
+                resolved = resolve_as_of(conn, instant, provisional=provisional, now=is_now)
+            else:
+                resolved = as_of_against(instant, known.latest, provisional=provisional, now=is_now)
             as_of = resolved.mjd_tai
             config.append(("dpdb.as_of", _instant_text(as_of)))
-            text = _as_of_statement(conn, text)
+            text = _as_of_statement(as_of_relations(conn) if known is None else known.relations, text)
             path.append(AS_OF_SCHEMA)
         if release is not None:
             if as_of is not None and release in ALIASES:
@@ -146,7 +160,9 @@ def run_query(
         if path:
             names = sql.SQL(", ").join(sql.Identifier(p) for p in [*path, "public"])
             config.append(("search_path", names.as_string(conn)))
-        text = prune_sql(text, partition_orders(conn, path, as_of), object_positions(conn, path))
+        catalogs = None if known is None else known.catalogs
+        orders = partition_orders(conn, path, as_of, catalogs)
+        text = prune_sql(text, orders, object_positions(conn, path, catalogs))
         # An aggregate over a sharded table runs once per shard (dpdb/shards/aggregate.py).
         per_shard = rewrite_aggregate(conn, text, [*path, "public"])
         if per_shard is not None:
@@ -166,11 +182,14 @@ def run_query(
     return table
 
 
-def partition_orders(conn: psycopg.Connection, path: list[str], as_of: float | None) -> OrderOf:
+def partition_orders(
+    conn: psycopg.Connection, path: list[str], as_of: float | None, catalogs: Sequence[Catalog] | None = None
+) -> OrderOf:
     """What :func:`dpdb.pruning.prune_sql` needs: the partition order of a table as the statement
     names it (``schema`` '' when unqualified, resolved along ``path``, the search path the statement
     runs with), or None when it is no partitioned catalog table. ``current``/``previous`` are the
-    releases they name (at ``as_of``); ``prompt_as_of`` views read the prompt catalog."""
+    releases they name (at ``as_of``); ``prompt_as_of`` views read the prompt catalog. ``catalogs``:
+    the registered catalogs, when the caller has read them."""
     aliases: dict[str, str | None] = {}
 
     def alias(schema: str) -> str | None:
@@ -182,7 +201,7 @@ def partition_orders(conn: psycopg.Connection, path: list[str], as_of: float | N
                 aliases[schema] = None
         return aliases[schema]
 
-    return _order_of(all_catalogs(conn), path, alias)
+    return _order_of(all_catalogs(conn) if catalogs is None else list(catalogs), path, alias)
 
 
 _CATALOGS: dict[tuple[str, str, str], tuple[float, list[Any]]] = {}
@@ -260,15 +279,19 @@ def _catalog_finder(catalog_list: list[Any], path: list[str], alias: Any) -> Any
     return find
 
 
-def object_positions(conn: psycopg.Connection, path: list[str]) -> ObjectPosition:
+def object_positions(
+    conn: psycopg.Connection, path: list[str], catalogs: Sequence[Catalog] | None = None
+) -> ObjectPosition:
     """What :func:`dpdb.pruning.prune_sql` needs to prune a light curve by ``diaObjectId``: the
     DiaObject's position when the table resolves to the prompt catalog, from ``DiaObjectLast`` (one
-    index probe); a DiaObject no longer there (closed without successor) from its latest version."""
+    index probe); a DiaObject no longer there (closed without successor) from its latest version.
+    ``catalogs``: the registered catalogs, when the caller has read them."""
     finder: list[Any] = []  # read on the first identifier met: most statements have none
 
     def position_of(schema: str, table: str, key: int) -> tuple[float, float] | None:
         if not finder:
-            finder.append(_catalog_finder(all_catalogs(conn), path, lambda schema: None))
+            known = all_catalogs(conn) if catalogs is None else list(catalogs)
+            finder.append(_catalog_finder(known, path, lambda schema: None))
         found = finder[0](schema, table)
         if found is None or str(found[0].kind) != "prompt":
             return None
@@ -296,7 +319,7 @@ def query_text(
     path: list[str] = []
     with reader_connect(settings) as conn:
         if as_of is not None:
-            text = _as_of_statement(conn, text)
+            text = _as_of_statement(as_of_relations(conn), text)
             path.append(AS_OF_SCHEMA)
         if release is not None:
             if as_of is not None and release in ALIASES:
@@ -364,13 +387,41 @@ def _check_release(conn: psycopg.Connection, release: str) -> None:
     raise ReleaseStateError(f"unknown release {release!r} (catalogs: {', '.join(known) or 'none'})")
 
 
-def _as_of_statement(conn: psycopg.Connection, text: str) -> str:
-    """``text`` with its prompt tables read through the as-of views; refuse prompt tables without one."""
-    rows = conn.execute(
-        "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-        "WHERE n.nspname IN ('prompt', %s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')",
-        (AS_OF_SCHEMA,),
-    ).fetchall()
+@dataclass(frozen=True)
+class QueryFacts:
+    """What :func:`run_query` reads on its own connection before it can rewrite a statement, when a
+    caller has read it already (:func:`queue_query_facts`)."""
+
+    latest: float | None  # the latest change an as-of answer can see (dpdb/asof.py)
+    relations: Sequence[tuple[str, str]]  # (schema, name) of the prompt tables and the as-of views
+    catalogs: Sequence[Catalog]  # every registered catalog
+
+
+_AS_OF_RELATIONS_SQL = (
+    "SELECT n.nspname, c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE n.nspname IN ('prompt', %s) AND c.relkind IN ('r', 'p', 'v', 'm', 'f')"
+)
+
+
+def as_of_relations(conn: psycopg.Connection) -> list[tuple[str, str]]:
+    """(schema, name) of the prompt catalog's relations and of the as-of views."""
+    return conn.execute(_AS_OF_RELATIONS_SQL, (AS_OF_SCHEMA,)).fetchall()
+
+
+def queue_query_facts(conn: psycopg.Connection) -> Callable[[], QueryFacts]:
+    """Queue, in the caller's pipeline, the reads :func:`run_query` makes before it rewrites a
+    statement; the returned function gives them once the pipeline has synced. As the database
+    owner (the registry's own tables): a citation's bookkeeping reads them so, and hands them to
+    the query (``facts``), which then skips those reads on its new connection."""
+    relations = conn.execute(_AS_OF_RELATIONS_SQL, (AS_OF_SCHEMA,))
+    latest = queue_latest_processing_time(conn)
+    catalogs = queue_all_catalogs(conn)
+    return lambda: QueryFacts(latest(), relations.fetchall(), catalogs())
+
+
+def _as_of_statement(rows: Sequence[tuple[str, str]], text: str) -> str:
+    """``text`` with its prompt tables read through the as-of views (``rows``: :func:`as_of_relations`);
+    refuse prompt tables without one."""
     views = {name for schema, name in rows if schema == AS_OF_SCHEMA}
     if not views:
         raise QueryError(

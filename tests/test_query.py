@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import math
@@ -28,7 +29,7 @@ from dpdb.config import Settings
 from dpdb.errors import QueryError, ReleaseStateError
 from dpdb.healpix import pixels
 from dpdb.pg import conninfo
-from dpdb.query import run_query
+from dpdb.query import queue_query_facts, run_query
 from dpdb.query_output import write_result
 
 DPDB = str(Path(sys.executable).with_name("dpdb"))
@@ -134,6 +135,29 @@ def test_as_of_returns_the_version_valid_at_the_instant(diaobjects: Settings) ->
         as_of=T1 + 0.5,
     )
     assert mixed.to_pylist() == [{"diaObjectId": 11, "s": "prompt.DiaObject", "n": 1, "before": 0}]
+
+
+def test_facts_read_by_the_caller_are_used_not_read_again(diaobjects: Settings) -> None:
+    """A caller that read the rewriting's facts (a citation, with its bookkeeping) hands them over: the
+    answer is the same, and what the facts say is what the query uses (it does not read them again)."""
+    query = "SELECT diaObjectId, validityStartMjdTai FROM prompt.DiaObject ORDER BY 1, 2"
+    with psycopg.connect(conninfo(diaobjects), autocommit=True) as owner, owner.pipeline():
+        collect = queue_query_facts(owner)
+    facts = collect()
+    assert any(schema == "prompt_as_of" for schema, _ in facts.relations) and facts.catalogs
+    plain = run_query(diaobjects, query, as_of=T2 + 0.5, provisional=True)
+    given = run_query(diaobjects, query, as_of=T2 + 0.5, provisional=True, facts=lambda: facts)
+    assert given.equals(plain) and _versions(given) == [(11, T2), (12, T2)]
+    assert given.schema.metadata == plain.schema.metadata
+    # the latest change given is the one the answer is labelled with
+    earlier = dataclasses.replace(facts, latest=T1)
+    labelled = run_query(diaobjects, query, as_of=T2 + 0.5, provisional=True, facts=lambda: earlier)
+    assert labelled.schema.metadata[b"dpdb.latest_processing_mjd_tai"] == repr(T1).encode()
+    assert labelled.schema.metadata[b"dpdb.as_of_repeatable"] == b"false"
+    # the relations given decide the rewriting: without the as-of views there is no time travel
+    no_views = dataclasses.replace(facts, relations=[r for r in facts.relations if r[0] == "prompt"])
+    with pytest.raises(QueryError, match="no time travel views"):
+        run_query(diaobjects, query, as_of=T2, facts=lambda: no_views)
 
 
 def test_cli_as_of_with_mjd_and_iso_utc(diaobjects: Settings, env: dict[str, str]) -> None:

@@ -46,7 +46,7 @@ from dpdb.config import Settings
 from dpdb.db import connect
 from dpdb.errors import QueryError, first_line
 from dpdb.pg import fetch_value
-from dpdb.query import run_query
+from dpdb.query import QueryFacts, queue_query_facts, run_query
 from dpdb.registry.citations import (
     Citation,
     CitationError,
@@ -146,11 +146,6 @@ def _instant(conn: psycopg.Connection, as_of: float | None) -> float:
             "change, so there is no stable result to cite (give a past instant, or none for the present)"
         )
     return as_of
-
-
-_VIEWS_SQL = (
-    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = %s"
-)
 
 
 def _tables_read(
@@ -299,35 +294,39 @@ def cite(
             citation_id = make_id(sqltext.identity_text(pinned), pinned_release, instant)
             # A worker reads the bookkeeping (is it cited already; the prompt catalog's latest
             # processing time, which must be read before the query's snapshot is taken; versions and
-            # release states) and asks the planner which tables the query reads, while the query
-            # runs (and its result is hashed) on this thread, which waits for the bookkeeping only
-            # right before the statement is sent: the citation costs little more than the query
-            # itself (benchmarks/bench_cite.py).
-            looked_up: Future[Lookup] = Future()
+            # release states; what the query's rewriting reads, which the query then does not read
+            # again) and asks the planner which tables the query reads, while the query runs (and
+            # its result is hashed) on this thread, which waits for the bookkeeping once its
+            # connection is open: the citation costs little more than the query itself
+            # (benchmarks/bench_cite.py).
+            looked_up: Future[tuple[Lookup, QueryFacts]] = Future()
             checking = _submit(
                 _prepare, settings, conn, looked_up, citation_id, pinned, pinned_release, instant, title,
                 creator, user,
             )  # fmt: skip
 
             def before_fetch() -> None:
-                if looked_up.result().existing is not None:
+                if looked_up.result()[0].existing is not None:
                     raise _Existing()
+
+            def facts() -> QueryFacts:
+                return looked_up.result()[1]
 
             try:
                 _, digest, seconds = _run_and_hash(
-                    settings, pinned, instant, pinned_release, before_fetch=before_fetch
+                    settings, pinned, instant, pinned_release, before_fetch=before_fetch, facts=facts
                 )
             except BaseException as e:
                 template = checking.result()  # the check's error is the one to report
                 if isinstance(e, _Existing):
-                    existing = looked_up.result().existing
+                    existing = looked_up.result()[0].existing
                     assert existing is not None
                     _audit(conn, "cite", arguments, f"ok: {citation_id} (existed)", start)
                     return Made(existing, True, warnings)
                 raise
             template = checking.result()
             assert template is not None
-            frontier = looked_up.result().frontier
+            frontier = looked_up.result()[1].latest
             for attempt in range(_ATTEMPTS):
                 if attempt:
                     _, digest, seconds = _run_and_hash(settings, pinned, instant, pinned_release)
@@ -415,29 +414,32 @@ def _store(
 
 
 def _prepare(
-    settings: Settings, conn: psycopg.Connection, looked_up: Future[Lookup], citation_id: str, pinned: str,
-    release: str | None, instant: float, title: str | None, creator: str | None, user: str,
+    settings: Settings, conn: psycopg.Connection, looked_up: Future[tuple[Lookup, QueryFacts]],
+    citation_id: str, pinned: str, release: str | None, instant: float, title: str | None,
+    creator: str | None, user: str,
 ) -> Citation | None:  # fmt: skip
-    """Read the bookkeeping into ``looked_up`` (one round trip), then (unless the citation exists)
-    everything of the citation but the result's count and hash (two more, with the planner)."""
+    """Read the bookkeeping and the query's facts into ``looked_up`` (one round trip), then (unless
+    the citation exists) everything of the citation but the result's count and hash (two more, with
+    the planner)."""
     from dpdb.as_of_rewrite import AS_OF_SCHEMA
 
     try:
         with one_round_trip(conn):
-            views = conn.execute(_VIEWS_SQL, (AS_OF_SCHEMA,))
+            query_facts = queue_query_facts(conn)
             schema = conn.execute("SELECT to_regnamespace(%s) IS NOT NULL", (release,)) if release else None
             collect = lookup(conn, citation_id)
-        found = collect()
+        found, facts = collect(), query_facts()
     except BaseException as e:
         looked_up.set_exception(e)
         raise
-    looked_up.set_result(found)
+    looked_up.set_result((found, facts))
     if found.existing is not None:
         return None
     if schema is not None and schema.fetchone() != (True,):
         raise CitationError(f"unknown release {release!r}: no such catalog in this database")
     key = (str(settings.dsn or ""), str(settings.home), settings.database, found.schema_version)
-    tables = _tables_read(conn, pinned, instant, release, {r[0] for r in views.fetchall()}, key)
+    views = {name for schema_name, name in facts.relations if schema_name == AS_OF_SCHEMA}
+    tables = _tables_read(conn, pinned, instant, release, views, key)
     return _template(settings, found, tables, citation_id, pinned, release, instant, title, creator, user)
 
 
@@ -490,10 +492,10 @@ def _submit(fn: Callable[..., _T], *args: object) -> Future[_T]:
 
 def _run_and_hash(
     settings: Settings, query: str, instant: float, release: str | None, method: str = METHOD,
-    before_fetch: Callable[[], None] | None = None,
+    before_fetch: Callable[[], None] | None = None, facts: Callable[[], QueryFacts] | None = None,
 ) -> tuple[pa.Table, ResultDigest, float]:  # fmt: skip
     """The query's rows as of ``instant``, their digest with ``method``, and the seconds both took
-    (``before_fetch``: as :func:`dpdb.query.run_query`).
+    (``before_fetch``, ``facts``: as :func:`dpdb.query.run_query`).
 
     ``dpdb-rowset-v3`` (and ``-v2``) hash each batch on a thread of its own while the next one is
     fetched; ``dpdb-rowset-v1`` (older citations) needs the whole result first.
@@ -503,8 +505,9 @@ def _run_and_hash(
     # later change comes after cited instants: dpdb/prompt/order.py, dpdb/lifecycle/activate.py)
     if method == METHOD_V1:
         result = run_query(
-            settings, query, as_of=instant, release=release, provisional=True, before_fetch=before_fetch
-        )
+            settings, query, as_of=instant, release=release, provisional=True, before_fetch=before_fetch,
+            facts=facts,
+        )  # fmt: skip
         return result, digest_table(result, method), time.perf_counter() - start
     from dpdb.query import STREAM_BATCH_BYTES
 
@@ -512,7 +515,7 @@ def _run_and_hash(
     try:
         result = run_query(
             settings, query, as_of=instant, release=release, on_batch=hasher.add, provisional=True,
-            before_fetch=before_fetch,
+            before_fetch=before_fetch, facts=facts,
         )  # fmt: skip
         digest = hasher.finish(result.column_names, result.schema)
     finally:
@@ -699,21 +702,33 @@ def resolve(settings: Settings, reference: str, *, record: bool = True) -> Resol
     """
     start = time.monotonic()
     with owner_connection(settings) as conn:
-        # one round trip (autocommit: no transaction to open and end), nothing held open while the query runs
+        # one round trip (autocommit: no transaction to open and end), nothing held open while the query
+        # runs; with the citation, what the query's rewriting reads (it does not read them again)
         conn.autocommit = True
         try:
-            c = find(conn, reference)
+            with conn.pipeline():
+                queued = queue_query_facts(conn)
+                c = find(conn, reference)  # its fetch sends and syncs what is queued
+            query_facts = queued()
         finally:
             conn.autocommit = False
+
+        def known() -> QueryFacts:
+            return query_facts
+
         arguments = {"id": c.citation_id}
         try:
             method = _method_of(c)
             if not c.releases:  # nothing to look up while it runs: run here, without a thread hand-off
-                result, found, seconds = _run_and_hash(settings, c.query, c.as_of_mjd_tai, c.release, method)
+                result, found, seconds = _run_and_hash(
+                    settings, c.query, c.as_of_mjd_tai, c.release, method, facts=known
+                )
                 return _resolved(conn, c, result, found, seconds, [], "database", record, start)
             # The query is run at once, on a worker thread, while the states of the releases it read
             # are looked up: nearly always they are loaded and this run is the one (else it is dropped).
-            speculative = _submit(_run_and_hash, settings, c.query, c.as_of_mjd_tai, c.release, method)
+            speculative = _submit(
+                _run_and_hash, settings, c.query, c.as_of_mjd_tai, c.release, method, None, known
+            )
             running: Future | None = speculative
             try:
                 with conn.pipeline():
@@ -739,7 +754,9 @@ def resolve(settings: Settings, reference: str, *, record: bool = True) -> Resol
                 if running is not None:
                     result, found, seconds = running.result()
                 else:
-                    result, found, seconds = _run_and_hash(settings, query, c.as_of_mjd_tai, release, method)
+                    result, found, seconds = _run_and_hash(
+                        settings, query, c.as_of_mjd_tai, release, method, facts=known
+                    )
             except QueryError as e:
                 if missing:
                     raise CitationUnavailableError(_advice(c, missing)) from e

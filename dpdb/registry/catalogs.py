@@ -4,7 +4,7 @@ registry ``dpdb_meta.catalog``."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -23,6 +23,7 @@ __all__ = [
     "upgrade_catalogs",
     "find_catalog",
     "all_catalogs",
+    "queue_all_catalogs",
     "present_catalog_names",
     "writable_catalog",
     "forget_catalog",
@@ -70,7 +71,14 @@ def find_catalog(conn: psycopg.Connection, name: str) -> Catalog | None:
 
 def all_catalogs(conn: psycopg.Connection) -> list[Catalog]:
     """Every registered catalog, by name."""
-    return [_catalog(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM dpdb_meta.catalog ORDER BY name")]
+    return queue_all_catalogs(conn)()
+
+
+def queue_all_catalogs(conn: psycopg.Connection) -> Callable[[], list[Catalog]]:
+    """:func:`all_catalogs` queued in the caller's pipeline: the returned function gives them once the
+    pipeline has synced."""
+    cur = conn.execute(f"SELECT {_COLUMNS} FROM dpdb_meta.catalog ORDER BY name")  # noqa: S608
+    return lambda: [_catalog(r) for r in cur.fetchall()]
 
 
 def present_catalog_names(conn: psycopg.Connection) -> list[str]:

@@ -243,30 +243,24 @@ class Lookup:
     """What citing needs from the registry before its query's snapshot is taken (:func:`lookup`)."""
 
     existing: Citation | None  # the citation of this identifier, when it was made before
-    frontier: float | None  # the latest change an as-of answer can see (prompt_log.LATEST_TIME_SQL)
     schema_version: int  # in force
     releases: dict[str, ReleaseFact]  # every registered release
 
 
 def lookup(conn: psycopg.Connection, citation_id: str) -> Callable[[], Lookup]:
-    """Queue the reads of the citation ``citation_id`` (if it exists), the latest change's time, the
-    schema version and the releases' states; the returned function gives them once the caller's
-    pipeline has synced (one round trip with whatever else the caller queued)."""
-    from .prompt_log import LATEST_TIME_SQL
-
+    """Queue the reads of the citation ``citation_id`` (if it exists), the schema version and the
+    releases' states; the returned function gives them once the caller's pipeline has synced (one
+    round trip with whatever else the caller queued)."""
     cur = conn.cursor(row_factory=dict_row)
     cur.execute(f"SELECT {_COLUMNS} FROM dpdb_meta.citation WHERE citation_id = %s", (citation_id,))  # noqa: S608
-    latest = conn.execute(LATEST_TIME_SQL)
     version = conn.execute("SELECT max(version) FROM dpdb_meta.schema_version")
     facts = conn.execute(_RELEASE_FACTS_SQL, (None, None))
 
     def result() -> Lookup:
         row = cur.fetchone()
-        frontier = latest.fetchone()
         version_row = version.fetchone()
         return Lookup(
             existing=_from_row(row) if row else None,
-            frontier=float(frontier[0]) if frontier and frontier[0] is not None else None,
             schema_version=int(version_row[0]) if version_row and version_row[0] is not None else 0,
             releases={r[0]: ReleaseFact(*r) for r in facts.fetchall()},
         )

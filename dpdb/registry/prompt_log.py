@@ -9,6 +9,7 @@ transaction, the others a psycopg connection.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import adbc_driver_postgresql.dbapi as adbc
@@ -21,6 +22,7 @@ __all__ = [
     "ingested_visits",
     "last_visit",
     "latest_processing_time",
+    "queue_latest_processing_time",
     "visit_totals",
     "relink_count",
     "newest_visit",
@@ -67,8 +69,19 @@ def writers_lock_shared_statement(conn: psycopg.Connection) -> None:
 def latest_processing_time(conn: psycopg.Connection) -> float | None:
     """The latest committed change (:data:`LATEST_TIME_SQL`: visit ingest, daytime relink or release
     activation), MJD TAI; None before the first."""
-    row = conn.execute(LATEST_TIME_SQL).fetchone()
-    return float(row[0]) if row and row[0] is not None else None
+    return queue_latest_processing_time(conn)()
+
+
+def queue_latest_processing_time(conn: psycopg.Connection) -> Callable[[], float | None]:
+    """:func:`latest_processing_time` queued in the caller's pipeline: the returned function gives it
+    once the pipeline has synced."""
+    cur = conn.execute(LATEST_TIME_SQL)
+
+    def result() -> float | None:
+        row = cur.fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
+    return result
 
 
 def visit_totals(conn: psycopg.Connection) -> dict[str, int]:
