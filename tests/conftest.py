@@ -1,4 +1,5 @@
-"""Test fixtures: one real PostgreSQL (with q3c and pg_sphere) per session, a fresh database per test.
+"""Test fixtures: one real PostgreSQL (with q3c and pg_sphere) per session (each xdist worker is one),
+a fresh database per test.
 
 The server is dpdb's own embedded server in a throwaway DPDB_HOME, so the
 tests exercise the same mechanism users run. Fresh databases are cloned from a
@@ -39,7 +40,13 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: a long run (soak); skipped unless pytest --slow")
 
 
+LONGEST_FIRST = ("test_readme.py", "test_no_traceback.py")
+"""Files whose tests take minutes: collected first, so that with two workers (pyproject.toml) one
+starts them at once while the other works through the rest, instead of one of them ending the run."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=lambda item: item.path.name not in LONGEST_FIRST)  # stable: otherwise as collected
     if config.getoption("--slow"):
         return
     skip = pytest.mark.skip(reason="slow: run with pytest --slow")
