@@ -29,7 +29,9 @@ overheads in % of the query's own time (of the medians; and the median of the
 ratios of each repetition, whose three runs come right after one another, with
 its interquartile range as the spread); the target is at most 10 % for results
 up to 1M rows.
-Usage: python benchmarks/bench_cite.py [--rows N] [--repeats N] [--unordered]
+``--visits N`` first writes N visits into the visit log (a survey's registry after N visits), the
+last processed just after the queries' instant: every as-of query reads the latest change.
+Usage: python benchmarks/bench_cite.py [--rows N] [--repeats N] [--unordered] [--visits N]
 """
 
 from __future__ import annotations
@@ -62,18 +64,33 @@ AS_OF = 61000.5
 
 def _fill(settings: Settings, rows: int) -> None:
     """Rows in prompt.DiaSource: every NOT NULL column filled by type, processed at MJD 61000."""
-    with psycopg.connect(conninfo(settings)) as conn:
-        columns = conn.execute(
-            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull FROM pg_attribute a "
-            "WHERE a.attrelid = 'prompt.diasource'::regclass AND a.attnum > 0 AND NOT a.attisdropped"
-        ).fetchall()
-        given = {
+    given = {
             "diasourceid": "g", "visit": "g / 1000", "detector": "g % 189", "diaobjectid": "g / 7",
             "ra": "150 + (g % 10000) * 1e-4", "dec": "2 + (g / 10000) * 1e-4",
             "midpointmjdtai": "60999 + g * 1e-6", "band": "substr('ugrizy', (g % 6)::int + 1, 1)",
             "psfflux": "1000 + g % 977", "psffluxerr": "10 + g % 13", "timeprocessedmjdtai": "61000",
             "_healpix_29": "0",
-        }  # fmt: skip
+    }  # fmt: skip
+    _insert(settings, "prompt.diasource", rows, given)
+
+
+def _fill_visits(settings: Settings, visits: int) -> None:
+    """``visits`` rows in the visit log (a survey's registry), the last processed just after the
+    instant the queries are read at: the latest change every as-of query and citation reads."""
+    given = {"visit": "g", "processing_time_mjd_tai": f"{AS_OF} + 0.1 - ({visits} - g) * 1e-5",
+             "midpoint_mjd_tai": f"{AS_OF} - ({visits} - g) * 1e-5"}  # fmt: skip
+    _insert(settings, "dpdb_meta.prompt_visit", visits, given)
+
+
+def _insert(settings: Settings, table: str, rows: int, given: dict[str, str]) -> None:
+    """``rows`` rows in ``table``: the ``given`` columns (SQL of the row number ``g``), every other
+    NOT NULL column filled by its type."""
+    with psycopg.connect(conninfo(settings)) as conn:
+        columns = conn.execute(
+            "SELECT a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull FROM pg_attribute a "
+            "WHERE a.attrelid = %s::regclass AND a.attnum > 0 AND NOT a.attisdropped",
+            (table,),
+        ).fetchall()
         names, values = [], []
         for name, type_, not_null in columns:
             if name in given:
@@ -81,14 +98,16 @@ def _fill(settings: Settings, rows: int) -> None:
                 values.append(given[name])
             elif not_null:
                 names.append(name)
-                values.append(
-                    "false" if type_ == "boolean" else "'x'" if "char" in type_ or type_ == "text" else "0"
-                )
+                values.append(_DEFAULTS.get(type_.split("(")[0], "0"))
         conn.execute(
-            f"INSERT INTO prompt.diasource ({', '.join(names)}) "  # noqa: S608 - our own names
+            f"INSERT INTO {table} ({', '.join(names)}) "  # noqa: S608 - our own names
             f"SELECT {', '.join(values)} FROM generate_series(1, {rows}) g"
         )
-        conn.execute("ANALYZE prompt.diasource")
+        conn.execute(f"ANALYZE {table}")
+
+
+_DEFAULTS = {"boolean": "false", "text": "'x'", "character varying": "'x'", "character": "'x'",
+             "jsonb": "'{}'", "json": "'{}'", "timestamp with time zone": "now()"}  # fmt: skip
 
 
 def _time(archive: dpdb.Archive, settings: Settings, sql: str, repeats: int) -> dict[str, list[float]]:
@@ -141,6 +160,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=1_000_000)
     parser.add_argument("--repeats", type=int, default=None, help="per size (default 101/41/11)")
     parser.add_argument("--unordered", action="store_true", help="also time results not in canonical order")
+    parser.add_argument(
+        "--visits", type=int, default=0, help="visits in the visit log first (365,000: a year of a survey)"
+    )
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="dpdb-bench-cite-"))
     os.chmod(home, 0o755)
@@ -150,6 +172,9 @@ def main() -> None:
         start = time.perf_counter()
         _fill(settings, args.rows)
         print(f"filled prompt.DiaSource with {args.rows:,} rows in {time.perf_counter() - start:.1f} s")
+        if args.visits:
+            _fill_visits(settings, args.visits)
+            print(f"{args.visits:,} visits in the visit log, the last at MJD TAI {AS_OF + 0.1}")
         machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
         print(f"{machine}, dpdb {dpdb.__version__}, load average {os.getloadavg()[0]:.2f}")
         archive = dpdb.Archive(settings=settings)

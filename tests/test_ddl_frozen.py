@@ -91,6 +91,14 @@ FROZEN: dict[int, dict[str, str]] = {
         "upgrade_prompt": "346d11b586032c4bdb03a05b9e37fd3e5913c64754efdc50520936969a4ec818",
         "upgrade_release": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
     },
+    10: {
+        "meta": "14b48ade245cb6c1d10d2f343f355aa0796bcce87cb87a574e217ff1f639043d",
+        "meta_full": "aab0da7f791900dfadb5a475e5c9b0c7e68e7b296482af6fce65c22f016e3562",
+        "prompt": "d16c2000fedf57b276889599390e60b7c580a54c36c962ed8fb2e6945b6aa4d1",
+        "release": "7ea8f530df86cfa3e7336d244de0f00a8663f7b9f9395ac69cd7e67008e5f16b",
+        "upgrade_prompt": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        "upgrade_release": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    },
 }
 
 

@@ -262,6 +262,7 @@ def meta_ddl(version: int, since: int | None = None) -> list[str]:
         if old is not None:
             out += _added_meta_columns(ftable, {c.name for c in old.columns}, version)
             out += _added_checks(ftable, {c.name for c in old.constraints})
+            out += _meta_indexes(ftable, {i.name for i in old.indexes})
             continue
         cols = [
             Column(
@@ -283,7 +284,19 @@ def meta_ddl(version: int, since: int | None = None) -> list[str]:
         )  # fmt: skip
         out.append(str(CreateTable(table).compile(dialect=_DIALECT)).strip())
         out += _comment_ddl(table)
+        out += _meta_indexes(ftable, set())
     return out
+
+
+def _meta_indexes(ftable: FelisTable, before: set[str]) -> list[str]:
+    """CREATE INDEX of the felis indexes of a bookkeeping table that are not in ``before`` (names)."""
+    names = {c.id: c.name.lower() for c in ftable.columns}
+    full = f"dpdb_meta.{_q(ftable.name.lower())}"
+    return [
+        f"CREATE INDEX {_q(i.name)} ON {full} ({', '.join(_q(names[ref]) for ref in i.columns or [])})"
+        for i in ftable.indexes
+        if i.name not in before
+    ]
 
 
 def _is_check(constraint: object) -> bool:
