@@ -145,3 +145,22 @@ def test_migrated_database_is_at_the_newest_version(settings: Settings) -> None:
     with connect(settings) as c:
         version, code = applied_by(c)
     assert version == latest_version() and code
+
+
+def test_the_latest_change_is_read_through_indexes(conn: psycopg.Connection) -> None:
+    """Every as-of query reads the latest change; with a year of visits in the log a scan costs ~16 ms
+    (benchmarks/README.md), the indexes of schema v10 make it one probe per table."""
+    from dpdb.registry.prompt_log import LATEST_TIME_SQL
+
+    conn.execute(
+        "INSERT INTO dpdb_meta.prompt_visit (visit, processing_time_mjd_tai, midpoint_mjd_tai, ingested_at, "
+        "n_diasources, n_ss_attributed, n_associated, n_new_diaobjects, n_forced, n_forced_unlinked, "
+        "seconds) SELECT g, 61000 + g * 1e-4, 61000 + g * 1e-4, now(), 0, 0, 0, 0, 0, 0, 0 "
+        "FROM generate_series(1, 20000) g"
+    )
+    conn.execute("ANALYZE dpdb_meta.prompt_visit")
+    plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN (COSTS OFF) {LATEST_TIME_SQL}"))
+    indexes = ("prompt_visit_processing_time", "prompt_relink_processing_time", "release_activation_activated")
+    for index in indexes:
+        assert f"Index Only Scan Backward using {index}" in plan, plan
+    assert conn.execute(LATEST_TIME_SQL).fetchone() == (61002.0,)
