@@ -160,7 +160,8 @@ def test_the_latest_change_is_read_through_indexes(conn: psycopg.Connection) -> 
     )
     conn.execute("ANALYZE dpdb_meta.prompt_visit")
     plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN (COSTS OFF) {LATEST_TIME_SQL}"))
-    indexes = ("prompt_visit_processing_time", "prompt_relink_processing_time", "release_activation_activated")
+    indexes = ["prompt_visit_processing_time", "prompt_relink_processing_time"]
+    indexes.append("release_activation_activated")
     for index in indexes:
         assert f"Index Only Scan Backward using {index}" in plan, plan
     assert conn.execute(LATEST_TIME_SQL).fetchone() == (61002.0,)
