@@ -1,7 +1,7 @@
 """Schema v10: indexes on the times of the catalog's changes (visit ingests, relinks, release
 activations). Every as-of query, TAP request and citation reads their maximum (the latest change,
 docs/architecture.md decision 14); without an index that was a scan of every visit ever ingested
-(about 16 ms after a year of visits). Catalog tables are unchanged.
+(16–24 ms after a year of visits, benchmarks/README.md). Catalog tables are unchanged.
 
 Revision ID: v10
 Revises: v9
