@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import psycopg
 import pyarrow as pa
@@ -299,18 +299,18 @@ def cite(
             # its result is hashed) on this thread, which waits for the bookkeeping once its
             # connection is open: the citation costs little more than the query itself
             # (benchmarks/bench_cite.py).
-            looked_up: Future[tuple[Lookup, QueryFacts]] = Future()
+            looked_up: Future[_Read] = Future()
             checking = _submit(
                 _prepare, settings, conn, looked_up, citation_id, pinned, pinned_release, instant, title,
                 creator, user,
             )  # fmt: skip
 
             def before_fetch() -> None:
-                if looked_up.result()[0].existing is not None:
+                if looked_up.result().found.existing is not None:
                     raise _Existing()
 
             def facts() -> QueryFacts:
-                return looked_up.result()[1]
+                return looked_up.result().facts
 
             try:
                 _, digest, seconds = _run_and_hash(
@@ -319,14 +319,14 @@ def cite(
             except BaseException as e:
                 template = checking.result()  # the check's error is the one to report
                 if isinstance(e, _Existing):
-                    existing = looked_up.result()[0].existing
+                    existing = looked_up.result().found.existing
                     assert existing is not None
                     _audit(conn, "cite", arguments, f"ok: {citation_id} (existed)", start)
                     return Made(existing, True, warnings)
                 raise
             template = checking.result()
             assert template is not None
-            frontier = looked_up.result()[1].latest
+            frontier = looked_up.result().facts.latest
             for attempt in range(_ATTEMPTS):
                 if attempt:
                     _, digest, seconds = _run_and_hash(settings, pinned, instant, pinned_release)
@@ -413,8 +413,15 @@ def _store(
     return stored_citation(row, citation), None if now == frontier else (now,)
 
 
+class _Read(NamedTuple):
+    """What citing reads before its query's snapshot: the bookkeeping, and the query's own facts."""
+
+    found: Lookup
+    facts: QueryFacts
+
+
 def _prepare(
-    settings: Settings, conn: psycopg.Connection, looked_up: Future[tuple[Lookup, QueryFacts]],
+    settings: Settings, conn: psycopg.Connection, looked_up: Future[_Read],
     citation_id: str, pinned: str, release: str | None, instant: float, title: str | None,
     creator: str | None, user: str,
 ) -> Citation | None:  # fmt: skip
@@ -432,7 +439,7 @@ def _prepare(
     except BaseException as e:
         looked_up.set_exception(e)
         raise
-    looked_up.set_result((found, facts))
+    looked_up.set_result(_Read(found, facts))
     if found.existing is not None:
         return None
     if schema is not None and schema.fetchone() != (True,):
