@@ -78,6 +78,20 @@ def pg_home() -> Iterator[Path]:
         shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_reader_connections_kept_across_modules() -> Iterator[None]:
+    """Each test module ends by closing the reader connections this process keeps (ADBC's idle ones,
+    the TAP service's threaded pool). They count against the reader login's connection limit on the
+    session's shared servers, and which modules a worker ran before (pytest-xdist schedules files as
+    workers free up) must not decide whether a module's own pools find that limit reached."""
+    yield
+    from dpdb.pg import close_idle_adbc
+    from dpdb.tap.engine import close_pools
+
+    close_idle_adbc()
+    close_pools()
+
+
 def _admin(home: Path) -> psycopg.Connection:
     return psycopg.connect(EmbeddedServer(home).conninfo("postgres"), autocommit=True)
 
